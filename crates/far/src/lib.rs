@@ -1,0 +1,1 @@
+//! rsyscall-far (under construction).

@@ -1,0 +1,1 @@
+//! rsyscall-handle (under construction).

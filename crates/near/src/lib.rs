@@ -1,0 +1,28 @@
+//! The near layer: raw syscalls on namespace-local ids, the async [`SyscallInterface`],
+//! and [`Errno`].
+//!
+//! A near id ([`FileDescriptor`], [`Address`], [`Pid`]) is a bare number. It means nothing
+//! without the task whose fd table, address space or pid namespace it indexes; the far
+//! layer attaches that context. Functions here take a `&dyn SyscallInterface` and near ids,
+//! build a [`Request`] and decode the result.
+//!
+//! # Invariants
+//! - No allocation in the raw paths ([`LocalSyscall::syscall_sync`] and the raw routine it
+//!   calls) and no thread-local `errno`: errors are decoded from the return register.
+//! - Every function that lets the kernel write through an address, or close or replace a
+//!   file descriptor, is `unsafe` and states what the caller must guarantee; the handle
+//!   layer provides the safe API on top.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod errno;
+mod ids;
+mod sysif;
+pub mod syscalls;
+
+pub use errno::Errno;
+pub use ids::{Address, FileDescriptor, MemoryMapping, Pid, ProcessGroup};
+pub use syscalls::*;
+pub use sysif::{
+    LocalSyscall, NotSent, Request, SyscallError, SyscallFuture, SyscallInterface,
+    SyscallResult,
+};

@@ -1,0 +1,138 @@
+//! The `SyscallInterface` trait, its error type, and `LocalSyscall`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::Errno;
+pub use rsyscall_server::proto::Request;
+
+/// Why a syscall did not produce a return value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SyscallError {
+    /// The kernel returned an error number.
+    #[error("{0}")]
+    Errno(#[from] Errno),
+    /// The connection to the process running the syscall was lost (the process died, or
+    /// exec'd or exited and its server socket was shut down). The request may or may not
+    /// have run. Every pending and later request on that connection fails this way.
+    #[error("connection to the syscall server was lost (the process exited, exec'd or was killed); the request may or may not have run")]
+    Hangup,
+    /// The request never left this process, so it certainly did not run.
+    #[error("syscall request was not sent: {0}")]
+    NotSent(NotSent),
+}
+
+/// Why a request was never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    /// The connection had been closed or shut down by this side before the request.
+    #[error("the connection was closed by this side")]
+    Closed,
+    /// The request was cancelled before any of its bytes were written.
+    #[error("the request was cancelled before it was written")]
+    Cancelled,
+}
+
+impl SyscallError {
+    /// The errno, if the kernel returned one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            SyscallError::Errno(e) => Some(*e),
+            _ => None,
+        }
+    }
+
+    /// Whether the syscall was lost with its connection ([`SyscallError::Hangup`]).
+    pub fn is_hangup(&self) -> bool {
+        matches!(self, SyscallError::Hangup)
+    }
+}
+
+impl From<SyscallError> for std::io::Error {
+    fn from(e: SyscallError) -> Self {
+        match e {
+            SyscallError::Errno(errno) => errno.into(),
+            SyscallError::Hangup => std::io::Error::new(std::io::ErrorKind::BrokenPipe, e),
+            SyscallError::NotSent(_) => std::io::Error::new(std::io::ErrorKind::NotConnected, e),
+        }
+    }
+}
+
+/// The result of one syscall: the non-negative raw return value, or why there is none.
+pub type SyscallResult = Result<i64, SyscallError>;
+
+/// The future returned by [`SyscallInterface::syscall`].
+pub type SyscallFuture<'a> = Pin<Box<dyn Future<Output = SyscallResult> + Send + 'a>>;
+
+/// Something that runs syscalls in one particular process: the local process itself
+/// ([`LocalSyscall`]) or a remote syscall server reached over a connection.
+///
+/// Object safe, `Send + Sync`; the futures it returns are `Send`, so it works under any
+/// executor.
+pub trait SyscallInterface: Send + Sync + fmt::Debug {
+    /// Runs `request` in the target process and returns the decoded result.
+    ///
+    /// # Safety
+    /// The syscall runs with full power in the target process. When the target shares its
+    /// address space or fd table with this process (the local process, or a clone child),
+    /// the caller must ensure the syscall upholds Rust's memory and I/O safety rules here:
+    /// pointers are valid for what the kernel does with them, and fds closed or replaced
+    /// are not owned by other code.
+    unsafe fn syscall(&self, request: Request) -> SyscallFuture<'_>;
+
+    /// Runs `request` knowing that, if it succeeds, no response comes back (`exit`,
+    /// `execve`): the loss of the connection after sending counts as success and gives
+    /// `Ok(0)`. Interfaces that run syscalls in the calling process never return from a
+    /// successful exec, so they need no special handling.
+    ///
+    /// # Safety
+    /// As for [`SyscallInterface::syscall`].
+    unsafe fn syscall_no_response(&self, request: Request) -> SyscallFuture<'_> {
+        // SAFETY: forwarded from the caller.
+        let fut = unsafe { self.syscall(request) };
+        Box::pin(async move {
+            match fut.await {
+                Err(SyscallError::Hangup) => Ok(0),
+                other => other,
+            }
+        })
+    }
+
+    /// Whether syscalls run in the calling process itself, in which case every address
+    /// passed to them is an address in this process.
+    fn is_local(&self) -> bool {
+        false
+    }
+}
+
+/// Runs syscalls in the calling thread of the local process through the raw syscall
+/// routine: no allocation beyond the returned box, no locks, no libc.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalSyscall;
+
+impl LocalSyscall {
+    /// Runs `request` synchronously in the calling thread.
+    ///
+    /// # Safety
+    /// As for [`SyscallInterface::syscall`], for the local process.
+    #[inline]
+    pub unsafe fn syscall_sync(&self, request: Request) -> SyscallResult {
+        let [a1, a2, a3, a4, a5, a6] = request.args;
+        // SAFETY: the caller upholds the syscall's safety requirements.
+        let ret = unsafe { rsyscall_server::raw_syscall(a1, a2, a3, a4, a5, a6, request.number) };
+        Errno::from_ret(ret).map_err(SyscallError::Errno)
+    }
+}
+
+impl SyscallInterface for LocalSyscall {
+    unsafe fn syscall(&self, request: Request) -> SyscallFuture<'_> {
+        // SAFETY: forwarded from the caller.
+        let result = unsafe { self.syscall_sync(request) };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,1 @@
+//! rsyscall: the facade crate.

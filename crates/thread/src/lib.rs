@@ -1,0 +1,1 @@
+//! rsyscall-thread (under construction).
