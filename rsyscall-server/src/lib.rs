@@ -22,6 +22,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+mod io;
 pub mod proto;
+mod server;
+mod sys;
 
 pub use arch::{raw_syscall, trampoline};
+pub use server::server;

@@ -16,13 +16,12 @@
 
 mod errno;
 mod ids;
-mod sysif;
 pub mod syscalls;
+mod sysif;
 
 pub use errno::Errno;
 pub use ids::{Address, FileDescriptor, MemoryMapping, Pid, ProcessGroup};
 pub use syscalls::*;
 pub use sysif::{
-    LocalSyscall, NotSent, Request, SyscallError, SyscallFuture, SyscallInterface,
-    SyscallResult,
+    LocalSyscall, NotSent, Request, SyscallError, SyscallFuture, SyscallInterface, SyscallResult,
 };

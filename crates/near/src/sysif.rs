@@ -16,7 +16,9 @@ pub enum SyscallError {
     /// The connection to the process running the syscall was lost (the process died, or
     /// exec'd or exited and its server socket was shut down). The request may or may not
     /// have run. Every pending and later request on that connection fails this way.
-    #[error("connection to the syscall server was lost (the process exited, exec'd or was killed); the request may or may not have run")]
+    #[error(
+        "connection to the syscall server was lost (the process exited, exec'd or was killed); the request may or may not have run"
+    )]
     Hangup,
     /// The request never left this process, so it certainly did not run.
     #[error("syscall request was not sent: {0}")]

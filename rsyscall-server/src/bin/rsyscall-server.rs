@@ -1,0 +1,3 @@
+//! The standalone `rsyscall-server` binary (built by `cargo xtask build-server`).
+#![no_std]
+#![no_main]

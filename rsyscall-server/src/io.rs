@@ -1,0 +1,60 @@
+//! Blocking exact reads and complete writes on the server's sockets.
+
+use crate::sys;
+
+/// The outcome of [`read_exact`].
+pub(crate) enum ReadExact {
+    /// The buffer was filled.
+    Done,
+    /// EOF before the first byte.
+    Eof,
+    /// An error (`-errno`); EOF after the first byte is `-EPIPE`.
+    Err(i64),
+}
+
+/// Fills `buf` from `fd`, retrying short reads and `EINTR`.
+pub(crate) fn read_exact(fd: i32, buf: &mut [u8]) -> ReadExact {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let ret = sys::read(fd, rest);
+        if ret == -sys::EINTR {
+            continue;
+        } else if ret < 0 {
+            return ReadExact::Err(ret);
+        } else if ret == 0 {
+            return if done == 0 {
+                ReadExact::Eof
+            } else {
+                ReadExact::Err(-sys::EPIPE)
+            };
+        }
+        done = done.wrapping_add(ret as usize);
+    }
+    ReadExact::Done
+}
+
+/// Writes all of `buf` to `fd` with `sendto(MSG_NOSIGNAL)`, falling back to `write` on
+/// `ENOTSOCK`; returns 0 or `-errno`.
+pub(crate) fn write_all(fd: i32, buf: &[u8]) -> i64 {
+    let mut done = 0usize;
+    let mut use_write = false;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        let ret = if use_write {
+            sys::write(fd, rest)
+        } else {
+            sys::send_nosignal(fd, rest)
+        };
+        if ret == -sys::ENOTSOCK && !use_write {
+            use_write = true;
+            continue;
+        } else if ret == -sys::EINTR {
+            continue;
+        } else if ret < 0 {
+            return ret;
+        }
+        done = done.wrapping_add(ret as usize);
+    }
+    0
+}
