@@ -15,11 +15,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod errno;
+mod flags;
 mod ids;
 pub mod syscalls;
 mod sysif;
 
 pub use errno::Errno;
+pub use flags::{CLONE, IdType, MAP, MSG, O, PROT, SHUT, SOCK, Signal, W};
 pub use ids::{Address, FileDescriptor, MemoryMapping, Pid, ProcessGroup};
 pub use syscalls::*;
 pub use sysif::{

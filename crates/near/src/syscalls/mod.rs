@@ -1,9 +1,15 @@
 //! Raw syscall wrappers, one module per area, each a thin async function over
 //! [`SyscallInterface`](crate::SyscallInterface).
 
+mod fd;
+mod mem;
 mod process;
+mod socket;
 
+pub use fd::*;
+pub use mem::*;
 pub use process::*;
+pub use socket::*;
 
 use crate::{Request, SyscallInterface, SyscallResult};
 
