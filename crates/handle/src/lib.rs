@@ -1,1 +1,31 @@
-//! rsyscall-handle (under construction).
+//! The handle layer: typed owning handles over the far layer. Every syscall we support is
+//! a method on a [`Task`] or on an owning handle, and works unchanged on the local task and
+//! on any remote one.
+//!
+//! # Invariants
+//! - An owning handle closes or frees its resource exactly once: a dropped
+//!   [`FileDescriptor`] queues its close on its fd table (performed at the next syscall on
+//!   that table, or by [`Task::flush_closes`]); a dropped [`Allocation`] gives its range back
+//!   at once (pure bookkeeping).
+//! - Memory lent to a syscall stays allocated until the syscall has completed: if the
+//!   syscall's future is dropped first, the buffer is leaked, never reused under the
+//!   kernel's feet.
+//! - Ids are checked against the task's namespaces before anything is sent; misuse is a
+//!   typed [`Error`], never memory corruption.
+//! - A [`ChildProcess`] is signalled and waited on through its pidfd, so a reused pid is
+//!   never hit.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod cmsg;
+mod error;
+mod fd;
+mod memory;
+mod process;
+mod task;
+
+pub use error::{Error, Result};
+pub use fd::{FdTableState, FileDescriptor};
+pub use memory::{Allocation, Memory};
+pub use process::{ChildProcess, ChildState};
+pub use task::{Pipe, Task, local_namespaces};

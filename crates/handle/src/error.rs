@@ -1,0 +1,128 @@
+//! The error type of the handle and thread layers.
+
+use rsyscall_far as far;
+use rsyscall_near as near;
+
+use crate::process::ChildState;
+
+/// Everything that can go wrong using a handle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A syscall failed, or its connection was lost.
+    #[error("{syscall} in pid {pid}: {source}")]
+    Syscall {
+        /// The syscall's name.
+        syscall: &'static str,
+        /// The pid of the task it ran in (in that task's own pid namespace).
+        pid: i32,
+        /// What happened.
+        source: near::SyscallError,
+    },
+    /// An id was used through a task of another namespace; nothing was sent.
+    #[error(transparent)]
+    Mismatch(#[from] far::MismatchError),
+    /// An argument the kernel would misread; nothing was sent.
+    #[error("invalid argument to {what}: {detail}")]
+    InvalidArgument {
+        /// The function or syscall.
+        what: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A child process did not exit with status 0.
+    #[error("{command} exited uncleanly: {state}")]
+    UncleanExit {
+        /// The command it ran (or a description of the process).
+        command: String,
+        /// How it ended.
+        state: ChildState,
+    },
+    /// A child process is already being waited on or signalled by another caller.
+    #[error("child process {pid} is already being waited on or killed by another caller")]
+    ChildBusy {
+        /// Its pid.
+        pid: i32,
+    },
+    /// A child process has already died and been reaped: it can no longer be signalled.
+    #[error(
+        "child process {pid} has already been reaped ({state}); it can no longer be signalled or waited on"
+    )]
+    ChildGone {
+        /// Its pid.
+        pid: i32,
+        /// How it ended.
+        state: ChildState,
+    },
+    /// Memory could not be allocated.
+    #[error("out of memory in {space}: {detail}")]
+    OutOfMemory {
+        /// The address space.
+        space: far::AddressSpace,
+        /// What failed.
+        detail: String,
+    },
+    /// A helper binary (see `cargo xtask build-server`) could not be found or run.
+    #[error("helper binary {name}: {detail}")]
+    Helper {
+        /// The binary's name.
+        name: &'static str,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+    /// An operation on the local process through std failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The errno of a failed syscall.
+    pub fn errno(&self) -> Option<near::Errno> {
+        match self {
+            Error::Syscall { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+
+    /// Whether a syscall was lost with its connection (the process died, exec'd or exited).
+    pub fn is_hangup(&self) -> bool {
+        matches!(
+            self,
+            Error::Syscall {
+                source: near::SyscallError::Hangup,
+                ..
+            }
+        )
+    }
+
+    pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            what,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Syscall {
+                source: near::SyscallError::Errno(errno),
+                ..
+            } => std::io::Error::new(std::io::Error::from(errno).kind(), e),
+            Error::Io { source, .. } => source,
+            Error::InvalidArgument { .. } => {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+            }
+            other => std::io::Error::other(other),
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

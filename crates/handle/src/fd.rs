@@ -1,0 +1,249 @@
+//! Owning file descriptor handles and the per-table queue of closes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rsyscall_far as far;
+use rsyscall_near as near;
+
+use crate::error::Result;
+use crate::task::Task;
+
+/// State shared by every task using one fd table: its identity and the closes queued by
+/// dropped handles, performed at the next syscall on the table or on demand.
+pub struct FdTableState {
+    id: far::FdTable,
+    pending: Mutex<Vec<near::FileDescriptor>>,
+    has_pending: AtomicBool,
+}
+
+impl fmt::Debug for FdTableState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.id)
+    }
+}
+
+impl FdTableState {
+    /// State for the table `id`.
+    pub fn new(id: far::FdTable) -> Arc<Self> {
+        Arc::new(FdTableState {
+            id,
+            pending: Mutex::new(Vec::new()),
+            has_pending: AtomicBool::new(false),
+        })
+    }
+
+    /// The table's identity.
+    pub fn id(&self) -> far::FdTable {
+        self.id
+    }
+
+    fn queue_close(&self, fd: near::FileDescriptor) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fd);
+        self.has_pending.store(true, Ordering::Release);
+    }
+
+    /// Takes the queued closes, if any.
+    pub(crate) fn take_pending(&self) -> Vec<near::FileDescriptor> {
+        if !self.has_pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// How many closes are queued.
+    pub fn pending_closes(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+struct FdInner {
+    table: Arc<FdTableState>,
+    near: near::FileDescriptor,
+    /// Whether dropping the last handle closes the fd (false for fds we merely borrow,
+    /// such as the local process's stdin, stdout and stderr).
+    owned: bool,
+    /// Set once the fd has been closed or given away; then drop does nothing.
+    released: AtomicBool,
+}
+
+impl Drop for FdInner {
+    fn drop(&mut self) {
+        if self.owned && !self.released.load(Ordering::Acquire) {
+            self.table.queue_close(self.near);
+        }
+    }
+}
+
+/// An owning handle to a file descriptor in one fd table, used through one task.
+///
+/// Several handles may refer to the same fd (through tasks sharing its table, see
+/// [`FileDescriptor::for_task`]); the fd is closed when the last of them goes. Dropping
+/// queues the close on the table, performed at the next syscall on that table (or by
+/// [`Task::flush_closes`]); [`FileDescriptor::close`] closes at once.
+#[derive(Clone)]
+pub struct FileDescriptor {
+    task: Task,
+    inner: Arc<FdInner>,
+}
+
+impl fmt::Debug for FileDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FileDescriptor({}, pid {})",
+            self.inner.near.as_raw(),
+            self.task.pid().as_raw()
+        )
+    }
+}
+
+impl FileDescriptor {
+    /// Takes ownership of `near` in `task`'s table: it is closed when the last handle goes.
+    ///
+    /// Not unsafe, because closing an fd in a table is only a hazard for memory or I/O
+    /// safety in the local table, and for that one this is `pub(crate)`: the local table's
+    /// fds enter through [`FileDescriptor::from_owned_fd`].
+    pub(crate) fn owned(task: &Task, near: near::FileDescriptor) -> Self {
+        Self::make(task, near, true)
+    }
+
+    /// A handle to `near` in `task`'s table that never closes it (for fds the program
+    /// does not own, such as stdin, stdout and stderr).
+    pub fn borrowed(task: &Task, near: near::FileDescriptor) -> Self {
+        Self::make(task, near, false)
+    }
+
+    fn make(task: &Task, near: near::FileDescriptor, owned: bool) -> Self {
+        FileDescriptor {
+            task: task.clone(),
+            inner: Arc::new(FdInner {
+                table: task.fd_table().clone(),
+                near,
+                owned,
+                released: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Takes ownership of a local fd; `task` must use the local fd table.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`](crate::Error::Mismatch) if `task` uses another table (the fd is
+    /// then closed, as dropping an `OwnedFd` does).
+    pub fn from_owned_fd(task: &Task, fd: std::os::fd::OwnedFd) -> Result<Self> {
+        use std::os::fd::IntoRawFd;
+        let local = crate::task::local_namespaces().fd_table;
+        let far_fd = far::FileDescriptor {
+            table: local,
+            near: near::FileDescriptor::new(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        };
+        task.far().near_fd(&far_fd)?;
+        let n = fd.into_raw_fd();
+        Ok(Self::owned(task, near::FileDescriptor::new(n)))
+    }
+
+    /// Gives up this last handle to a local fd as an `OwnedFd`.
+    ///
+    /// # Errors
+    /// Gives the handle back if it is not in the local table, is borrowed, or other handles
+    /// to the fd exist.
+    #[allow(unsafe_code)]
+    pub fn into_owned_fd(self) -> std::result::Result<std::os::fd::OwnedFd, Self> {
+        use std::os::fd::FromRawFd;
+        let local = crate::task::local_namespaces().fd_table;
+        if self.inner.table.id() != local
+            || !self.inner.owned
+            || Arc::strong_count(&self.inner) != 1
+        {
+            return Err(self);
+        }
+        self.inner.released.store(true, Ordering::Release);
+        // SAFETY: this was the only handle to an owned fd of the local table, and marking
+        // it released means nothing else will close it: ownership moves to the OwnedFd.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(self.inner.near.as_raw()) })
+    }
+
+    /// The near fd number.
+    pub fn near(&self) -> near::FileDescriptor {
+        self.inner.near
+    }
+
+    /// The far fd (number and table).
+    pub fn far(&self) -> far::FileDescriptor {
+        far::FileDescriptor {
+            table: self.inner.table.id(),
+            near: self.inner.near,
+        }
+    }
+
+    /// The task this handle is used through.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// Another handle to the same fd, used through `task`, which must share the table.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`](crate::Error::Mismatch) if `task` uses another table.
+    pub fn for_task(&self, task: &Task) -> Result<Self> {
+        task.far().near_fd(&self.far())?;
+        Ok(FileDescriptor {
+            task: task.clone(),
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// A handle to the copy of this fd in `child`'s table, which `child` inherited when it
+    /// was created without sharing this table. The copy is owned separately.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `child` shares this fd's table (use
+    /// [`FileDescriptor::for_task`]) or was not created from this fd's table.
+    pub fn inherit(&self, child: &Task) -> Result<Self> {
+        if child.fd_table().id() == self.inner.table.id() {
+            return Err(crate::Error::invalid(
+                "FileDescriptor::inherit",
+                "the task shares this fd's table; use for_task",
+            ));
+        }
+        if child.inherited_from() != Some(self.inner.table.id()) {
+            return Err(crate::Error::invalid(
+                "FileDescriptor::inherit",
+                format!(
+                    "the task's fd table was not copied from {:?}",
+                    self.inner.table.id()
+                ),
+            ));
+        }
+        Ok(Self::make(child, self.inner.near, self.inner.owned))
+    }
+
+    /// Closes the fd now if this is its last handle; otherwise just drops this handle.
+    ///
+    /// # Errors
+    /// The close syscall's errors (the fd is forgotten either way).
+    pub async fn close(self) -> Result<()> {
+        let FileDescriptor { task, inner } = self;
+        match Arc::try_unwrap(inner) {
+            Ok(inner) => {
+                if !inner.owned {
+                    return Ok(());
+                }
+                inner.released.store(true, Ordering::Release);
+                task.close_near(inner.near).await
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Forgets the fd without closing it (for fds consumed by the kernel or another owner,
+    /// such as an fd that `exec` closed through close-on-exec).
+    pub fn leak(self) {
+        self.inner.released.store(true, Ordering::Release);
+    }
+}
