@@ -1,4 +1,7 @@
 //! Blocking exact reads and complete writes on the server's sockets.
+//!
+//! Written without slicing that could panic: a kernel that claimed to transfer more than
+//! was asked would make these return `-EIO`, never index out of bounds.
 
 use crate::sys;
 
@@ -12,11 +15,16 @@ pub(crate) enum ReadExact {
     Err(i64),
 }
 
-/// Fills `buf` from `fd`, retrying short reads and `EINTR`.
+/// Fills `buf` from `fd`, retrying short reads and `EINTR`. Never reads past `buf.len()`.
 pub(crate) fn read_exact(fd: i32, buf: &mut [u8]) -> ReadExact {
     let mut done = 0usize;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
+    loop {
+        let Some(rest) = buf.get_mut(done..) else {
+            return ReadExact::Err(-sys::EIO);
+        };
+        if rest.is_empty() {
+            return ReadExact::Done;
+        }
         let ret = sys::read(fd, rest);
         if ret == -sys::EINTR {
             continue;
@@ -31,7 +39,6 @@ pub(crate) fn read_exact(fd: i32, buf: &mut [u8]) -> ReadExact {
         }
         done = done.wrapping_add(ret as usize);
     }
-    ReadExact::Done
 }
 
 /// Writes all of `buf` to `fd` with `sendto(MSG_NOSIGNAL)`, falling back to `write` on
@@ -39,8 +46,13 @@ pub(crate) fn read_exact(fd: i32, buf: &mut [u8]) -> ReadExact {
 pub(crate) fn write_all(fd: i32, buf: &[u8]) -> i64 {
     let mut done = 0usize;
     let mut use_write = false;
-    while done < buf.len() {
-        let rest = &buf[done..];
+    loop {
+        let Some(rest) = buf.get(done..) else {
+            return -sys::EIO;
+        };
+        if rest.is_empty() {
+            return 0;
+        }
         let ret = if use_write {
             sys::write(fd, rest)
         } else {
@@ -56,5 +68,4 @@ pub(crate) fn write_all(fd: i32, buf: &[u8]) -> i64 {
         }
         done = done.wrapping_add(ret as usize);
     }
-    0
 }

@@ -7,6 +7,30 @@
 //! built by `cargo xtask build-server` into static, libc-free helper binaries and into
 //! `librsyscall.so`.
 //!
+//! # Entry points
+//! - [`raw_syscall`]: the syscall instruction followed directly by `ret`; every clone must
+//!   go through it.
+//! - [`trampoline`] and [`proto::StackImage`]: how a clone child starts running a function.
+//! - [`server()`], [`persistent_server`]: the syscall server loops.
+//! - [`futex_helper`] (stops itself first, as the protocol says) and
+//!   [`futex_helper_nostop`]: exit when a futex word changes.
+//! - [`symbol_table`]: this process's addresses of the four protocol entry points.
+//! - [`rt`]: support for the static helper binaries (initial stack, exit, formatting).
+//!
+//! # Builds
+//! - Ordinary builds (an rlib in a `std` program) export no unmangled names.
+//! - The `standalone` feature adds the `#[panic_handler]` the static binaries and
+//!   `librsyscall.so` need. Its handler calls an undefined symbol, so a panic path that
+//!   survives optimisation fails the link.
+//! - `--cfg rsyscall_standalone` (passed only when building `librsyscall.so` as a cdylib, and
+//!   to the binaries' own crate) gives the entry points the C names of the original library:
+//!   `rsyscall_raw_syscall`, `rsyscall_server`, `rsyscall_persistent_server`,
+//!   `rsyscall_trampoline`, `rsyscall_futex_helper`.
+//! - The static binaries link no libc, so with the `standalone` feature and without that cfg
+//!   (that is, when this library is compiled as a dependency of a static binary) the crate
+//!   also defines `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp`. `librsyscall.so` leaves
+//!   them to the libc of the process that loads it, so it exports nothing but the five names.
+//!
 //! # Invariants
 //! - Nothing reachable from [`trampoline`] allocates, panics, touches thread-local storage
 //!   or `errno`, or calls into libc: clone children run it with no TLS of their own on a
@@ -17,15 +41,50 @@
 //!   section 5).
 //! - Responses are written with `sendto(MSG_NOSIGNAL)` (falling back to `write` on
 //!   `ENOTSOCK`), so a vanished client never kills the server with `SIGPIPE`.
+//! - Clone children end with the thread `exit`, never `exit_group`: the trampoline exits
+//!   when its function returns, and nothing here but [`rt::exit_group`] ends a process.
+//!
+//! # Unsafe code
+//! `unsafe` is denied except in the modules that need it, each of which says why it is
+//! sound: `arch` (the naked assembly routines), `sys` (the syscalls the server makes for
+//! itself), [`rt`] (reading the initial stack), and in the standalone builds the panic
+//! handler and the memory routines. The entry points' exported C names are `unsafe`
+//! attributes only in the standalone builds.
 #![no_std]
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+mod futex;
 mod io;
 pub mod proto;
+pub mod rt;
 mod server;
 mod sys;
 
+#[cfg(feature = "standalone")]
+mod standalone;
+
+// Only where this library is a dependency of a static binary: see "Builds" above.
+#[cfg(all(feature = "standalone", not(rsyscall_standalone)))]
+mod mem;
+
 pub use arch::{raw_syscall, trampoline};
-pub use server::server;
+pub use futex::{futex_helper, futex_helper_nostop};
+pub use server::{MAX_PASSED_FDS, persistent_server, server};
+
+/// This process's addresses of the protocol's entry points: [`server()`],
+/// [`persistent_server`], [`futex_helper`] (the variant that stops itself) and
+/// [`trampoline`] (PROTOCOL.md section 3).
+pub fn symbol_table() -> proto::SymbolTable {
+    let server: extern "C" fn(i32, i32) -> i64 = server;
+    let persistent_server: extern "C" fn(i32, i32, i32) -> i64 = persistent_server;
+    let futex_helper: extern "C" fn(*const u32, u32) -> i64 = futex_helper;
+    let trampoline: unsafe extern "C" fn() -> ! = trampoline;
+    proto::SymbolTable {
+        server: server as usize as u64,
+        persistent_server: persistent_server as usize as u64,
+        futex_helper: futex_helper as usize as u64,
+        trampoline: trampoline as usize as u64,
+    }
+}

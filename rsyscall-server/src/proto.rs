@@ -82,6 +82,55 @@ pub struct SymbolTable {
     pub trampoline: u64,
 }
 
+impl SymbolTable {
+    /// Size of a symbol table on the wire.
+    pub const SIZE: usize = 32;
+
+    /// The little-endian wire form.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let words = [
+            self.server,
+            self.persistent_server,
+            self.futex_helper,
+            self.trampoline,
+        ];
+        let mut out = [0u8; Self::SIZE];
+        let mut i = 0;
+        while i < 4 {
+            let bytes = words[i].to_le_bytes();
+            let mut j = 0;
+            while j < 8 {
+                out[i * 8 + j] = bytes[j];
+                j += 1;
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Parses the little-endian wire form.
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        let mut words = [0u64; 4];
+        let mut i = 0;
+        while i < 4 {
+            let mut w = [0u8; 8];
+            let mut j = 0;
+            while j < 8 {
+                w[j] = bytes[i * 8 + j];
+                j += 1;
+            }
+            words[i] = u64::from_le_bytes(w);
+            i += 1;
+        }
+        SymbolTable {
+            server: words[0],
+            persistent_server: words[1],
+            futex_helper: words[2],
+            trampoline: words[3],
+        }
+    }
+}
+
 /// Describe struct written by the ssh bootstrap (56 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,4 +207,21 @@ pub struct StackImage {
     pub args: [u64; 6],
     /// The function the trampoline calls.
     pub function: u64,
+}
+
+impl StackImage {
+    /// Size of a stack image.
+    pub const SIZE: usize = 64;
+
+    /// An image that makes a clone child issued through [`raw_syscall`](crate::raw_syscall)
+    /// enter this process's [`trampoline`](crate::trampoline), which calls `function` with
+    /// `args` in rdi, rsi, rdx, rcx, r8, r9.
+    pub fn new(function: u64, args: [u64; 6]) -> Self {
+        let trampoline: unsafe extern "C" fn() -> ! = crate::trampoline;
+        StackImage {
+            trampoline: trampoline as usize as u64,
+            args,
+            function,
+        }
+    }
 }

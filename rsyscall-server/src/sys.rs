@@ -1,21 +1,45 @@
 //! The few syscalls the server makes for itself, over the raw routine.
 //!
 //! # Safety
-//! Each wrapper passes only pointers derived from the slices it is given, with their
-//! lengths, so the kernel reads or writes only memory the caller lent.
+//! Each wrapper passes the kernel only pointers derived from the references it is given,
+//! with their lengths, so the kernel reads or writes only memory the caller lent; the
+//! wrappers that pass no memory at all (`close`, `shutdown`, `kill`, ...) cannot break
+//! memory safety. Closing an fd is the one I/O-safety hazard: callers pass only fds the
+//! server itself owns (documented at each call).
 #![allow(unsafe_code)]
 
 use crate::arch::raw_syscall;
 use crate::proto::Request;
 
 pub(crate) const EINTR: i64 = 4;
+pub(crate) const EIO: i64 = 5;
+pub(crate) const EAGAIN: i64 = 11;
 pub(crate) const EPIPE: i64 = 32;
 pub(crate) const ENOTSOCK: i64 = 88;
-const MSG_NOSIGNAL: i64 = 0x4000;
+pub(crate) const ECONNABORTED: i64 = 103;
 
-pub(crate) const SYS_READ: i64 = 0;
-pub(crate) const SYS_WRITE: i64 = 1;
-pub(crate) const SYS_SENDTO: i64 = 44;
+const MSG_CTRUNC: i32 = 0x8;
+const MSG_NOSIGNAL: i64 = 0x4000;
+const MSG_CMSG_CLOEXEC: i64 = 0x4000_0000;
+const SOCK_CLOEXEC: i64 = 0o2000000;
+const SHUT_RDWR: i64 = 2;
+const SIGSTOP: i64 = 19;
+/// `FUTEX_WAIT` without `FUTEX_PRIVATE_FLAG`: the kernel's wake on `CLONE_CHILD_CLEARTID`
+/// is a shared-futex wake, and the word may live in a `MAP_SHARED` mapping, where private
+/// and shared futex keys differ.
+const FUTEX_WAIT: i64 = 0;
+
+const SYS_READ: i64 = 0;
+const SYS_WRITE: i64 = 1;
+const SYS_CLOSE: i64 = 3;
+const SYS_GETPID: i64 = 39;
+const SYS_SENDTO: i64 = 44;
+const SYS_RECVMSG: i64 = 47;
+const SYS_SHUTDOWN: i64 = 48;
+const SYS_KILL: i64 = 62;
+const SYS_FUTEX: i64 = 202;
+const SYS_EXIT_GROUP: i64 = 231;
+const SYS_ACCEPT4: i64 = 288;
 
 /// Runs a client's request verbatim.
 pub(crate) fn request(req: &Request) -> i64 {
@@ -25,6 +49,7 @@ pub(crate) fn request(req: &Request) -> i64 {
     unsafe { raw_syscall(a1, a2, a3, a4, a5, a6, req.number) }
 }
 
+/// `read(fd, buf, buf.len())`.
 pub(crate) fn read(fd: i32, buf: &mut [u8]) -> i64 {
     // SAFETY: the kernel writes at most buf.len() bytes into buf.
     unsafe {
@@ -40,6 +65,7 @@ pub(crate) fn read(fd: i32, buf: &mut [u8]) -> i64 {
     }
 }
 
+/// `write(fd, buf, buf.len())`.
 pub(crate) fn write(fd: i32, buf: &[u8]) -> i64 {
     // SAFETY: the kernel reads at most buf.len() bytes from buf.
     unsafe {
@@ -55,6 +81,7 @@ pub(crate) fn write(fd: i32, buf: &[u8]) -> i64 {
     }
 }
 
+/// `sendto(fd, buf, buf.len(), MSG_NOSIGNAL, NULL, 0)`.
 pub(crate) fn send_nosignal(fd: i32, buf: &[u8]) -> i64 {
     // SAFETY: the kernel reads at most buf.len() bytes from buf; no address is passed.
     unsafe {
@@ -67,5 +94,116 @@ pub(crate) fn send_nosignal(fd: i32, buf: &[u8]) -> i64 {
             0,
             SYS_SENDTO,
         )
+    }
+}
+
+/// `close(fd)`. Callers pass only fds the server owns.
+pub(crate) fn close(fd: i32) -> i64 {
+    // SAFETY: no memory is passed to the kernel.
+    unsafe { raw_syscall(fd as i64, 0, 0, 0, 0, 0, SYS_CLOSE) }
+}
+
+/// `shutdown(fd, SHUT_RDWR)`.
+pub(crate) fn shutdown_rdwr(fd: i32) -> i64 {
+    // SAFETY: no memory is passed to the kernel.
+    unsafe { raw_syscall(fd as i64, SHUT_RDWR, 0, 0, 0, 0, SYS_SHUTDOWN) }
+}
+
+/// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`.
+pub(crate) fn accept_cloexec(fd: i32) -> i64 {
+    // SAFETY: no address buffer is passed, so the kernel writes no memory of ours.
+    unsafe { raw_syscall(fd as i64, 0, 0, SOCK_CLOEXEC, 0, 0, SYS_ACCEPT4) }
+}
+
+/// `struct iovec`.
+#[repr(C)]
+struct IoVec {
+    base: *mut u8,
+    len: usize,
+}
+
+/// `struct msghdr` (56 bytes on x86-64; the padding after `namelen` is explicit).
+#[repr(C)]
+struct MsgHdr {
+    name: *mut u8,
+    namelen: u32,
+    _pad: u32,
+    iov: *mut IoVec,
+    iovlen: usize,
+    control: *mut u8,
+    controllen: usize,
+    flags: i32,
+}
+
+/// What [`recvmsg_cloexec`] got: the raw return value, how many control bytes the kernel
+/// wrote, and whether it had to truncate the control data (`MSG_CTRUNC`).
+pub(crate) struct RecvMsg {
+    pub(crate) ret: i64,
+    pub(crate) controllen: usize,
+    pub(crate) ctrunc: bool,
+}
+
+/// `recvmsg(fd, {iov = [data], control}, MSG_CMSG_CLOEXEC)`: receives into `data` and
+/// `control`; any fds the kernel installs are close-on-exec.
+pub(crate) fn recvmsg_cloexec(fd: i32, data: &mut [u8], control: &mut [u8]) -> RecvMsg {
+    let mut iov = IoVec {
+        base: data.as_mut_ptr(),
+        len: data.len(),
+    };
+    let mut msg = MsgHdr {
+        name: core::ptr::null_mut(),
+        namelen: 0,
+        _pad: 0,
+        iov: &mut iov,
+        iovlen: 1,
+        control: control.as_mut_ptr(),
+        controllen: control.len(),
+        flags: 0,
+    };
+    let msg_ptr: *mut MsgHdr = &mut msg;
+    // SAFETY: the kernel reads `msg` and `iov` (live locals), writes at most data.len()
+    // bytes into data, at most control.len() bytes into control, and updates the
+    // controllen and flags fields of `msg`; nothing else.
+    let ret = unsafe {
+        raw_syscall(
+            fd as i64,
+            msg_ptr as i64,
+            MSG_CMSG_CLOEXEC,
+            0,
+            0,
+            0,
+            SYS_RECVMSG,
+        )
+    };
+    RecvMsg {
+        ret,
+        controllen: msg.controllen,
+        ctrunc: msg.flags & MSG_CTRUNC != 0,
+    }
+}
+
+/// `futex(addr, FUTEX_WAIT, value, NULL)`: sleeps while `*addr == value`.
+///
+/// The kernel reads the word itself (returning `-EFAULT` for a bad address) and never
+/// writes it, so any address is harmless.
+pub(crate) fn futex_wait(addr: *const u32, value: u32) -> i64 {
+    // SAFETY: FUTEX_WAIT only reads the 4-byte word at addr, through the kernel's checked
+    // user-memory access; no memory is written.
+    unsafe { raw_syscall(addr as i64, FUTEX_WAIT, value as i64, 0, 0, 0, SYS_FUTEX) }
+}
+
+/// `kill(getpid(), SIGSTOP)`: stops the calling process until it receives `SIGCONT`.
+pub(crate) fn stop_self() -> i64 {
+    // SAFETY: no memory is passed to the kernel.
+    let pid = unsafe { raw_syscall(0, 0, 0, 0, 0, 0, SYS_GETPID) };
+    // SAFETY: no memory is passed to the kernel.
+    unsafe { raw_syscall(pid, SIGSTOP, 0, 0, 0, 0, SYS_KILL) }
+}
+
+/// `exit_group(status)`: ends the whole process.
+pub(crate) fn exit_group(status: i32) -> ! {
+    loop {
+        // SAFETY: no memory is passed; the process ends here.
+        unsafe { raw_syscall(status as i64, 0, 0, 0, 0, 0, SYS_EXIT_GROUP) };
     }
 }

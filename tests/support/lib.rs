@@ -1,1 +1,2 @@
 //! Shared helpers for the integration tests: locating the helper binaries, fd counting.
+pub mod server;
