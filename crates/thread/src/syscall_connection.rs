@@ -1,0 +1,940 @@
+//! [`SyscallConnection`]: the pipelined client of the rsyscall wire protocol (PROTOCOL.md
+//! sections 1 and 5), which runs syscalls in another process through its syscall server.
+//!
+//! # How it works
+//!
+//! Requests from any number of tasks are appended to one write buffer under a
+//! [`std::sync::Mutex`] (never held across an `.await`) and answered in FIFO order: each
+//! request gets a slot in a queue, and the n-th response on the stream belongs to the n-th
+//! slot still expecting one.
+//!
+//! Exactly one request future at a time is the *driver*: it flushes the write buffer,
+//! reads every response available, fills the slots of the other requests and wakes them,
+//! and is the only one that registers the socket with async-io (whose
+//! `poll_readable`/`poll_writable` keep a single waker per direction). The first request
+//! polled while there is no driver becomes the driver; when the driver completes or is
+//! dropped it wakes the oldest request still waiting, which takes over on its next poll.
+//! Other requests flush the buffer themselves when they find it empty (so a lone request
+//! costs one `send`), and wake the driver when they leave bytes unsent.
+//!
+//! Reading and writing interleave: the driver keeps reading responses while a large
+//! in-band memory write is only partly flushed, because the server may itself be blocked
+//! writing a response.
+//!
+//! # Invariants
+//! - Responses are matched to requests strictly in the order their bytes were written.
+//! - A request none of whose bytes were written when its future is dropped is removed
+//!   from the buffer and never runs; a request already (partly) written stays in the queue,
+//!   its remaining bytes are still sent and its response (and raw data) is read and
+//!   discarded.
+//! - Writes use `send(MSG_NOSIGNAL)`: a vanished server never raises `SIGPIPE` here.
+//! - Once the connection is lost every pending request fails with
+//!   [`SyscallError::Hangup`] after the responses already received are delivered; no
+//!   request waits forever for a response that cannot come.
+//! - A request future that has been polled and not dropped must keep being polled when
+//!   woken (the usual contract of futures): while it is the driver, the other requests on
+//!   the connection depend on it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use async_io::Async;
+use rsyscall_near::{
+    Address, Errno, FileDescriptor, NotSent, Request, SyscallError, SyscallFuture,
+    SyscallInterface, SyscallResult,
+};
+use rsyscall_server::proto::RESPONSE_SIZE;
+
+/// Size of the buffer the driver reads the stream into.
+const READ_CHUNK: usize = 64 * 1024;
+/// Capacity the write buffer keeps after a large transfer has been flushed.
+const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
+
+/// A pipelined connection to a syscall server (PROTOCOL.md), usable from many tasks and
+/// threads at once.
+///
+/// Owns the local ("access") end of the syscall socket; dropping the connection closes it,
+/// which the server sees as EOF. Requests are sent in the order their futures are first
+/// polled; nothing is sent before that.
+pub struct SyscallConnection {
+    /// Our end of the socket, non-blocking and registered with async-io.
+    io: Async<UnixStream>,
+    /// The server's end, as numbered in the server's fd table.
+    server_fd: FileDescriptor,
+    /// Write buffer, request slots and connection status.
+    state: Mutex<State>,
+    /// Read-side resources, used by the driver only. Lock order: `reader`, then `state`.
+    reader: Mutex<Reader>,
+}
+
+/// Resources of the reading side.
+#[derive(Default)]
+struct Reader {
+    /// Receive buffer, allocated on first use.
+    buf: Vec<u8>,
+    /// Fds whose readability means the server is gone.
+    hangup_fds: Vec<Async<OwnedFd>>,
+}
+
+/// What became of one request.
+enum SlotState {
+    /// Awaiting its response; the future's waker once it has been polled.
+    Waiting(Option<Waker>),
+    /// Awaiting its response, but its future was dropped: the response is discarded.
+    Abandoned,
+    /// Never sent and its future was dropped: no response will come.
+    Cancelled,
+    /// Finished, result not yet taken by the future.
+    Done(SyscallResult),
+    /// Finished and taken (or abandoned and answered).
+    Gone,
+}
+
+/// One request in the FIFO.
+struct Slot {
+    /// Stream offset of the request's first byte.
+    start: u64,
+    /// Stream offset just after the request's last byte (request plus in-band data).
+    end: u64,
+    /// Raw bytes that precede the response on the stream (in-band memory read).
+    raw_len: usize,
+    /// Raw bytes received so far.
+    raw_got: usize,
+    /// The only acceptable response, for in-band memory transfers (their length): anything
+    /// else means the stream is out of sync.
+    expect: Option<i64>,
+    /// The raw bytes, kept while the future lives.
+    data: Vec<u8>,
+    /// Progress.
+    state: SlotState,
+}
+
+impl Slot {
+    /// Whether the next response bytes may belong to this slot.
+    fn expects_response(&self) -> bool {
+        matches!(self.state, SlotState::Waiting(_) | SlotState::Abandoned)
+    }
+}
+
+/// Shared state, under `SyscallConnection::state`.
+struct State {
+    /// Outgoing bytes; `wbuf[head..]` is not sent yet.
+    wbuf: Vec<u8>,
+    /// Start of the unsent part of `wbuf`.
+    head: usize,
+    /// Bytes sent on the stream since the start.
+    sent: u64,
+    /// Bytes appended to the stream since the start (sent or buffered).
+    appended: u64,
+    /// Requests in stream order; `slots[i]` has id `base + i`.
+    slots: VecDeque<Slot>,
+    /// Id of `slots[0]`.
+    base: u64,
+    /// No slot before this id expects a response.
+    resp_id: u64,
+    /// Partial response being received.
+    resp_buf: [u8; RESPONSE_SIZE],
+    /// Bytes of `resp_buf` filled.
+    resp_have: usize,
+    /// Id of the request whose future drives the connection.
+    driver: Option<u64>,
+    /// `shutdown()` was called: new requests fail with `NotSent(Closed)`.
+    closed_by_us: bool,
+    /// Nothing more can be sent (shut down, or the peer is gone).
+    write_dead: bool,
+    /// The read side saw EOF or an error: every pending request has failed.
+    hung_up: bool,
+}
+
+impl State {
+    fn new() -> Self {
+        State {
+            wbuf: Vec::new(),
+            head: 0,
+            sent: 0,
+            appended: 0,
+            slots: VecDeque::new(),
+            base: 0,
+            resp_id: 0,
+            resp_buf: [0; RESPONSE_SIZE],
+            resp_have: 0,
+            driver: None,
+            closed_by_us: false,
+            write_dead: false,
+            hung_up: false,
+        }
+    }
+
+    /// Index in `slots` of request `id`.
+    fn index(&self, id: u64) -> Option<usize> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        (i < self.slots.len()).then_some(i)
+    }
+
+    /// Whether bytes are waiting to be sent.
+    fn has_unsent(&self) -> bool {
+        self.head < self.wbuf.len()
+    }
+
+    /// Appends a request (and its in-band data) to the stream; returns its id.
+    fn enqueue(
+        &mut self,
+        request: &Request,
+        data: &[u8],
+        raw_len: usize,
+        buf: Vec<u8>,
+        waker: &Waker,
+    ) -> Result<u64, SyscallError> {
+        if self.closed_by_us {
+            return Err(SyscallError::NotSent(NotSent::Closed));
+        }
+        if self.write_dead || self.hung_up {
+            return Err(SyscallError::Hangup);
+        }
+        if self.head == self.wbuf.len() {
+            self.wbuf.clear();
+            self.head = 0;
+        } else if self.head > 0 && self.head >= self.wbuf.len() / 2 {
+            self.wbuf.drain(..self.head);
+            self.head = 0;
+        }
+        let start = self.appended;
+        self.wbuf.extend_from_slice(&request.to_bytes());
+        self.wbuf.extend_from_slice(data);
+        self.appended += (Request::SIZE + data.len()) as u64;
+        let id = self.base + self.slots.len() as u64;
+        let expect = match (raw_len, data.len()) {
+            (0, 0) => None,
+            (0, n) | (n, _) => Some(n as i64),
+        };
+        self.slots.push_back(Slot {
+            start,
+            end: self.appended,
+            raw_len,
+            raw_got: 0,
+            expect,
+            data: buf,
+            state: SlotState::Waiting(Some(waker.clone())),
+        });
+        Ok(id)
+    }
+
+    /// Removes the bytes of the unsent request at `idx` from the buffer and cancels it.
+    fn cancel_unsent(&mut self, idx: usize) {
+        let (start, end) = (self.slots[idx].start, self.slots[idx].end);
+        let len = end - start;
+        let from = self.head + (start - self.sent) as usize;
+        self.wbuf.drain(from..from + len as usize);
+        for later in self.slots.iter_mut().skip(idx + 1) {
+            later.start -= len;
+            later.end -= len;
+        }
+        self.appended -= len;
+        let slot = &mut self.slots[idx];
+        slot.state = SlotState::Cancelled;
+        slot.data = Vec::new();
+    }
+
+    /// Fails every request none of whose bytes were sent with `err`, and discards all
+    /// unsent bytes (nothing more will be sent).
+    fn fail_unsent(&mut self, err: SyscallError, wakers: &mut Vec<Waker>) {
+        let sent = self.sent;
+        for slot in self.slots.iter_mut().filter(|s| s.start >= sent) {
+            if let SlotState::Waiting(w) = &mut slot.state {
+                wakers.extend(w.take());
+                slot.state = SlotState::Done(Err(err));
+            }
+        }
+        self.wbuf = Vec::new();
+        self.head = 0;
+        self.appended = self.sent;
+    }
+
+    /// The read side is finished: every request still expecting a response fails.
+    fn read_eof(&mut self, wakers: &mut Vec<Waker>) {
+        self.hung_up = true;
+        self.write_dead = true;
+        self.wbuf = Vec::new();
+        self.head = 0;
+        self.appended = self.sent;
+        for slot in self.slots.iter_mut() {
+            match &mut slot.state {
+                SlotState::Waiting(w) => {
+                    wakers.extend(w.take());
+                    slot.state = SlotState::Done(Err(SyscallError::Hangup));
+                }
+                SlotState::Abandoned => {
+                    slot.state = SlotState::Gone;
+                    slot.data = Vec::new();
+                }
+                _ => {}
+            }
+        }
+        self.pop_finished();
+    }
+
+    /// Drops finished slots from the front of the queue.
+    fn pop_finished(&mut self) {
+        while let Some(front) = self.slots.front() {
+            if !matches!(front.state, SlotState::Gone | SlotState::Cancelled) {
+                break;
+            }
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        self.resp_id = self.resp_id.max(self.base);
+    }
+
+    /// Index of the slot the next response bytes belong to.
+    fn target(&mut self) -> Option<usize> {
+        let mut idx = (self.resp_id - self.base) as usize;
+        while idx < self.slots.len() {
+            if self.slots[idx].expects_response() {
+                break;
+            }
+            idx += 1;
+        }
+        self.resp_id = self.base + idx as u64;
+        (idx < self.slots.len()).then_some(idx)
+    }
+
+    /// Feeds received stream bytes to the slots. `Err` (after logging why) if the stream is
+    /// out of sync: bytes arrive that no request expects, or an in-band transfer gets a
+    /// response other than its length; the rest of `bytes` is then left alone.
+    fn consume(&mut self, mut bytes: &[u8], wakers: &mut Vec<Waker>) -> Result<(), ()> {
+        while !bytes.is_empty() {
+            let Some(idx) = self.target() else {
+                log::error!("syscall connection: the server sent bytes no request expects");
+                return Err(());
+            };
+            let slot = &mut self.slots[idx];
+            if slot.raw_got < slot.raw_len {
+                let n = (slot.raw_len - slot.raw_got).min(bytes.len());
+                if matches!(slot.state, SlotState::Waiting(_)) {
+                    slot.data.extend_from_slice(&bytes[..n]);
+                }
+                slot.raw_got += n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (RESPONSE_SIZE - self.resp_have).min(bytes.len());
+            self.resp_buf[self.resp_have..self.resp_have + n].copy_from_slice(&bytes[..n]);
+            self.resp_have += n;
+            bytes = &bytes[n..];
+            if self.resp_have < RESPONSE_SIZE {
+                continue;
+            }
+            self.resp_have = 0;
+            let ret = i64::from_le_bytes(self.resp_buf);
+            let slot = &mut self.slots[idx];
+            let in_sync = slot.expect.is_none_or(|n| n == ret);
+            match std::mem::replace(&mut slot.state, SlotState::Gone) {
+                SlotState::Waiting(w) => {
+                    wakers.extend(w);
+                    slot.state = SlotState::Done(if in_sync {
+                        Errno::from_ret(ret).map_err(SyscallError::Errno)
+                    } else {
+                        Err(SyscallError::Hangup)
+                    });
+                }
+                _ => slot.data = Vec::new(),
+            }
+            self.resp_id = self.base + idx as u64 + 1;
+            if !in_sync {
+                log::error!(
+                    "syscall connection out of sync: an in-band transfer of {} bytes got the \
+                     response {ret}",
+                    slot.expect.unwrap_or_default()
+                );
+                self.pop_finished();
+                return Err(());
+            }
+        }
+        self.pop_finished();
+        Ok(())
+    }
+
+    /// The waker of the oldest request still waiting for its response.
+    fn next_waiting_waker(&self) -> Option<Waker> {
+        let from = (self.resp_id - self.base) as usize;
+        self.slots.iter().skip(from).find_map(|s| match &s.state {
+            SlotState::Waiting(Some(w)) => Some(w.clone()),
+            _ => None,
+        })
+    }
+
+    /// The waker of the driver, if any.
+    fn driver_waker(&self) -> Option<Waker> {
+        let idx = self.index(self.driver?)?;
+        match &self.slots[idx].state {
+            SlotState::Waiting(Some(w)) => Some(w.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether request `id` has a result (or no longer exists).
+    fn is_done(&self, id: u64) -> bool {
+        self.index(id)
+            .is_none_or(|i| !matches!(self.slots[i].state, SlotState::Waiting(_)))
+    }
+
+    /// Gives up the driver role if `id` holds it (or nobody does) and returns the waker of
+    /// the request that should take over.
+    fn release_driver(&mut self, id: u64) -> Option<Waker> {
+        match self.driver {
+            Some(d) if d != id => None,
+            _ => {
+                self.driver = None;
+                self.next_waiting_waker()
+            }
+        }
+    }
+}
+
+/// Stores `w` in `slot` unless an equivalent waker is there already.
+fn update_waker(slot: &mut Option<Waker>, w: &Waker) {
+    match slot {
+        Some(old) if old.will_wake(w) => {}
+        _ => *slot = Some(w.clone()),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; if something did, the state is still
+    // consistent enough to fail requests with.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for w in wakers {
+        w.wake();
+    }
+}
+
+/// `send(fd, buf, MSG_NOSIGNAL)`.
+fn send_nosignal(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call,
+    // and `fd` is an open descriptor borrowed for that duration.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+impl SyscallConnection {
+    /// Wraps `access`, our (local) end of an `AF_UNIX SOCK_STREAM` socket whose other end a
+    /// syscall server reads requests from and writes responses to.
+    ///
+    /// Sets `O_NONBLOCK` on `access` only and registers it with async-io. `O_NONBLOCK`
+    /// belongs to the open file description, so `access` must be its own socket end, never
+    /// a dup of the server's end (whose reads must block). `server_fd` is the number of the
+    /// server's end in the server's fd table, used for in-band memory transfers.
+    ///
+    /// # Errors
+    /// Setting `O_NONBLOCK` or registering with the reactor failed.
+    pub fn new(access: OwnedFd, server_fd: FileDescriptor) -> io::Result<Self> {
+        let io = Async::new(UnixStream::from(access))?;
+        Ok(SyscallConnection {
+            io,
+            server_fd,
+            state: Mutex::new(State::new()),
+            reader: Mutex::new(Reader::default()),
+        })
+    }
+
+    /// The server's end of the socket, numbered in the server's fd table.
+    pub fn server_fd(&self) -> FileDescriptor {
+        self.server_fd
+    }
+
+    /// Writes `data` at `dest` in the server's address space, in-band (PROTOCOL.md section
+    /// 5): the request `recvfrom(server_fd, dest, len, MSG_WAITALL, 0, 0)` followed by the
+    /// bytes. `data` is copied into the write buffer when the future is first polled.
+    ///
+    /// # Errors
+    /// [`SyscallError::Hangup`] if the connection is lost, or if the server did not receive
+    /// exactly `data.len()` bytes (the stream is then out of sync, so the connection is shut
+    /// down); [`SyscallError::NotSent`] if it was shut down before.
+    ///
+    /// # Safety
+    /// `dest..dest + data.len()` must be writable memory in the server's address space, and
+    /// writing it must be sound where that address space is shared with this process (the
+    /// local process or a clone child), as for [`SyscallInterface::syscall`]. If the server
+    /// cannot store every byte, the unread bytes stay on its socket and it will read them as
+    /// requests before the connection is shut down.
+    pub async unsafe fn write_memory(
+        &self,
+        dest: Address,
+        data: &[u8],
+    ) -> Result<(), SyscallError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let len = data.len() as i64;
+        let request = Request::new(
+            libc::SYS_recvfrom,
+            [
+                self.server_fd.arg(),
+                dest.arg(),
+                len,
+                i64::from(libc::MSG_WAITALL),
+                0,
+                0,
+            ],
+        );
+        // The reader checks the response (anything but `len` is a `Hangup`); this is a
+        // safety net.
+        let n = Call::new(self, request, data, 0, Vec::new()).await?;
+        if n != len {
+            return Err(self.desync(format_args!("in-band write of {len} bytes returned {n}")));
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `src` in the server's address space, in-band (PROTOCOL.md
+    /// section 5): the request `sendto(server_fd, src, len, MSG_NOSIGNAL, 0, 0)`, after which
+    /// the stream carries the `len` bytes, then the response.
+    ///
+    /// # Errors
+    /// [`SyscallError::Hangup`] if the connection is lost, or if the response is not `len`
+    /// (the stream is then out of sync, so the connection is shut down);
+    /// [`SyscallError::NotSent`] if it was shut down before; `ENOMEM` if a buffer of `len`
+    /// bytes cannot be allocated here.
+    ///
+    /// # Safety
+    /// `src..src + len` must be readable memory in the server's address space: a server that
+    /// sends fewer than `len` bytes desynchronizes the stream (its later responses would be
+    /// taken for memory contents, and the request could wait for bytes that never come).
+    pub async unsafe fn read_memory(
+        &self,
+        src: Address,
+        len: usize,
+    ) -> Result<Vec<u8>, SyscallError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len)
+            .map_err(|_| SyscallError::Errno(Errno::ENOMEM))?;
+        let len_arg = len as i64;
+        let request = Request::new(
+            libc::SYS_sendto,
+            [
+                self.server_fd.arg(),
+                src.arg(),
+                len_arg,
+                i64::from(libc::MSG_NOSIGNAL),
+                0,
+                0,
+            ],
+        );
+        let mut call = Call::new(self, request, &[], len, buf);
+        let n = (&mut call).await?;
+        if n != len_arg || call.data.len() != len {
+            return Err(self.desync(format_args!("in-band read of {len} bytes returned {n}")));
+        }
+        Ok(std::mem::take(&mut call.data))
+    }
+
+    /// Shuts the access side down (`SHUT_RDWR`).
+    ///
+    /// Responses already received are still delivered; every other request that was at
+    /// least partly sent then fails with [`SyscallError::Hangup`]. Requests none of whose
+    /// bytes were sent, and every later request, fail with
+    /// [`NotSent::Closed`](SyscallError::NotSent): they certainly did not run.
+    pub fn shutdown(&self) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            st.closed_by_us = true;
+            self.close_write_side(&mut st, SyscallError::NotSent(NotSent::Closed), &mut wakers);
+        }
+        wake_all(wakers);
+    }
+
+    /// Registers `fd` (for instance the pidfd of the futex helper of PROTOCOL.md section 4),
+    /// whose readability means the server is gone.
+    ///
+    /// Once it is readable the connection is treated as lost: the socket is shut down, the
+    /// responses already received are delivered, and every other pending and later request
+    /// fails with [`SyscallError::Hangup`]. The check is made by whichever request is driving
+    /// the connection, so nothing happens while no request is pending. `fd` is kept until
+    /// then and never read; its file status flags are left alone.
+    ///
+    /// # Errors
+    /// Registering `fd` with the reactor failed.
+    pub fn hangup_when_readable(&self, fd: OwnedFd) -> io::Result<()> {
+        let source = Async::new_nonblocking(fd)?;
+        lock(&self.reader).hangup_fds.push(source);
+        let waker = lock(&self.state).driver_waker();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether the connection is known to be lost (or was shut down by [`Self::shutdown`]).
+    pub fn is_hung_up(&self) -> bool {
+        let st = lock(&self.state);
+        st.write_dead || st.hung_up
+    }
+
+    /// Stops sending: requests not sent at all fail with `unsent_error`, the socket is shut
+    /// down so the reader drains what was received and then sees EOF, and the driver is
+    /// woken to do so.
+    fn close_write_side(
+        &self,
+        st: &mut State,
+        unsent_error: SyscallError,
+        wakers: &mut Vec<Waker>,
+    ) {
+        if st.write_dead {
+            return;
+        }
+        st.write_dead = true;
+        st.fail_unsent(unsent_error, wakers);
+        if let Err(e) = self.io.get_ref().shutdown(Shutdown::Both)
+            && e.raw_os_error() != Some(libc::ENOTCONN)
+        {
+            log::debug!("shutdown of the syscall socket failed: {e}");
+        }
+        wakers.extend(st.driver_waker());
+    }
+
+    /// Treats the connection as lost after the stream went out of sync (the reader detects
+    /// that first; this is a safety net).
+    fn desync(&self, what: fmt::Arguments<'_>) -> SyscallError {
+        log::error!("syscall connection out of sync ({what}); shutting it down");
+        let mut wakers = Vec::new();
+        self.close_write_side(&mut lock(&self.state), SyscallError::Hangup, &mut wakers);
+        wake_all(wakers);
+        SyscallError::Hangup
+    }
+
+    /// Sends as much of the write buffer as the socket takes.
+    fn flush(&self, st: &mut State, wakers: &mut Vec<Waker>) {
+        while st.has_unsent() {
+            match send_nosignal(self.io.get_ref().as_fd(), &st.wbuf[st.head..]) {
+                Ok(n) if n > 0 => {
+                    st.head += n;
+                    st.sent += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                other => {
+                    log::debug!("send on the syscall socket failed: {other:?}");
+                    self.close_write_side(st, SyscallError::Hangup, wakers);
+                    return;
+                }
+            }
+        }
+        st.wbuf.clear();
+        st.head = 0;
+        if st.wbuf.capacity() > KEEP_WRITE_CAPACITY {
+            st.wbuf.shrink_to(KEEP_WRITE_CAPACITY);
+        }
+    }
+
+    /// The driver's work: flush, read every available response, register for what is
+    /// still needed. `Ready` once request `id` has a result.
+    fn drive(&self, id: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut rd = lock(&self.reader);
+        let rd = &mut *rd;
+        if rd.buf.is_empty() {
+            rd.buf = vec![0; READ_CHUNK];
+        }
+        loop {
+            let mut wakers = Vec::new();
+            let (want_write, done) = {
+                let mut st = lock(&self.state);
+                if st.has_unsent() {
+                    self.flush(&mut st, &mut wakers);
+                }
+                (st.has_unsent(), st.is_done(id))
+            };
+            wake_all(wakers);
+            if done {
+                return Poll::Ready(());
+            }
+
+            let mut stream: &UnixStream = self.io.get_ref();
+            match stream.read(&mut rd.buf) {
+                Ok(n) => {
+                    let mut wakers = Vec::new();
+                    let done = {
+                        let mut st = lock(&self.state);
+                        if n == 0 {
+                            log::debug!("syscall connection: EOF");
+                            st.read_eof(&mut wakers);
+                        } else if st.consume(&rd.buf[..n], &mut wakers).is_err() {
+                            self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
+                            st.read_eof(&mut wakers);
+                        }
+                        st.is_done(id)
+                    };
+                    wake_all(wakers);
+                    if done {
+                        return Poll::Ready(());
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ECONNRESET and the like: the peer is gone.
+                    log::debug!("syscall connection: read failed: {e}");
+                    self.fail_everything();
+                    return Poll::Ready(());
+                }
+            }
+
+            if self.poll_hangup_fds(rd, cx) {
+                let mut wakers = Vec::new();
+                self.close_write_side(&mut lock(&self.state), SyscallError::Hangup, &mut wakers);
+                wake_all(wakers);
+                continue;
+            }
+            if want_write {
+                match self.io.poll_writable(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return self.registration_failed(e),
+                    Poll::Pending => {}
+                }
+            }
+            match self.io.poll_readable(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return self.registration_failed(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Whether one of the hangup fds became readable; drops them all if so.
+    fn poll_hangup_fds(&self, rd: &mut Reader, cx: &mut Context<'_>) -> bool {
+        let mut fired = false;
+        rd.hangup_fds.retain(|fd| match fd.poll_readable(cx) {
+            Poll::Ready(Ok(())) => {
+                fired = true;
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                log::warn!("cannot watch hangup fd {}: {e}", fd.get_ref().as_raw_fd());
+                false
+            }
+            Poll::Pending => true,
+        });
+        if fired {
+            log::debug!("syscall connection: hangup fd readable");
+            rd.hangup_fds.clear();
+        }
+        fired
+    }
+
+    /// The socket cannot be waited on: give up on the connection.
+    fn registration_failed(&self, e: io::Error) -> Poll<()> {
+        log::error!("syscall connection: cannot register with the reactor: {e}");
+        self.fail_everything();
+        Poll::Ready(())
+    }
+
+    /// Fails every pending request at once.
+    fn fail_everything(&self) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
+            st.read_eof(&mut wakers);
+        }
+        wake_all(wakers);
+    }
+}
+
+impl fmt::Debug for SyscallConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SyscallConnection");
+        d.field("access_fd", &self.io.get_ref().as_raw_fd());
+        d.field("server_fd", &self.server_fd);
+        if let Ok(st) = self.state.try_lock() {
+            d.field("queued", &st.slots.len());
+            d.field("hung_up", &(st.write_dead || st.hung_up));
+        }
+        d.finish_non_exhaustive()
+    }
+}
+
+impl SyscallInterface for SyscallConnection {
+    unsafe fn syscall(&self, request: Request) -> SyscallFuture<'_> {
+        Box::pin(Call::new(self, request, &[], 0, Vec::new()))
+    }
+}
+
+/// The future of one request: enqueues it when first polled, then waits for (or drives the
+/// connection to) its response.
+struct Call<'a> {
+    conn: &'a SyscallConnection,
+    /// The request; also kept for logging.
+    request: Request,
+    /// In-band data sent right after the request.
+    out: &'a [u8],
+    /// Number of raw bytes that precede the response (in-band memory read).
+    raw_len: usize,
+    /// Buffer for those raw bytes (moved into the slot while the call is queued); holds
+    /// them once the call is done.
+    data: Vec<u8>,
+    /// Id in the queue, once enqueued.
+    id: Option<u64>,
+    /// The result has been taken.
+    finished: bool,
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        conn: &'a SyscallConnection,
+        request: Request,
+        out: &'a [u8],
+        raw_len: usize,
+        data: Vec<u8>,
+    ) -> Self {
+        Call {
+            conn,
+            request,
+            out,
+            raw_len,
+            data,
+            id: None,
+            finished: false,
+        }
+    }
+
+    /// Takes the result of a finished request.
+    fn finish(&mut self, st: &mut State, idx: usize) -> (SyscallResult, Option<Waker>) {
+        let slot = &mut st.slots[idx];
+        let result = match std::mem::replace(&mut slot.state, SlotState::Gone) {
+            SlotState::Done(r) => r,
+            _ => Err(SyscallError::Hangup),
+        };
+        self.data = std::mem::take(&mut slot.data);
+        self.finished = true;
+        let handoff = self.id.and_then(|id| st.release_driver(id));
+        st.pop_finished();
+        (result, handoff)
+    }
+}
+
+impl Future for Call<'_> {
+    type Output = SyscallResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SyscallResult> {
+        let this = self.get_mut();
+        let conn = this.conn;
+        let mut wakers = Vec::new();
+        let id = match this.id {
+            Some(id) => id,
+            None if this.finished => return Poll::Ready(Err(SyscallError::Hangup)),
+            None => {
+                let mut st = lock(&conn.state);
+                let raw_len = this.raw_len;
+                let buf = std::mem::take(&mut this.data);
+                let had_unsent = st.has_unsent();
+                let id = match st.enqueue(&this.request, this.out, raw_len, buf, cx.waker()) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        this.finished = true;
+                        log::trace!("syscall {} -> {:?}", this.request.number, e);
+                        return Poll::Ready(Err(e));
+                    }
+                };
+                this.id = Some(id);
+                if !had_unsent {
+                    conn.flush(&mut st, &mut wakers);
+                }
+                if st.has_unsent() {
+                    // Whoever drives must register for writability.
+                    wakers.extend(st.driver_waker());
+                }
+                id
+            }
+        };
+        loop {
+            {
+                let mut st = lock(&conn.state);
+                let Some(idx) = st.index(id) else {
+                    this.finished = true;
+                    return Poll::Ready(Err(SyscallError::Hangup));
+                };
+                if let SlotState::Waiting(w) = &mut st.slots[idx].state {
+                    update_waker(w, cx.waker());
+                } else {
+                    let (result, handoff) = this.finish(&mut st, idx);
+                    drop(st);
+                    wakers.extend(handoff);
+                    wake_all(wakers);
+                    log::trace!("syscall {} -> {:?}", this.request.number, result);
+                    return Poll::Ready(result);
+                }
+                match st.driver {
+                    Some(d) if d != id => {
+                        drop(st);
+                        wake_all(wakers);
+                        return Poll::Pending;
+                    }
+                    _ => st.driver = Some(id),
+                }
+            }
+            wake_all(std::mem::take(&mut wakers));
+            if conn.drive(id, cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else { return };
+        if self.finished {
+            return;
+        }
+        let handoff = {
+            let mut st = lock(&self.conn.state);
+            if let Some(idx) = st.index(id) {
+                let unsent = st.slots[idx].start >= st.sent;
+                match st.slots[idx].state {
+                    SlotState::Waiting(_) if unsent => st.cancel_unsent(idx),
+                    SlotState::Waiting(_) => {
+                        st.slots[idx].state = SlotState::Abandoned;
+                        st.slots[idx].data = Vec::new();
+                    }
+                    SlotState::Done(_) => {
+                        st.slots[idx].state = SlotState::Gone;
+                        st.slots[idx].data = Vec::new();
+                    }
+                    _ => {}
+                }
+            }
+            let handoff = st.release_driver(id);
+            st.pop_finished();
+            handoff
+        };
+        if let Some(w) = handoff {
+            w.wake();
+        }
+    }
+}
