@@ -100,7 +100,8 @@ impl Error {
         )
     }
 
-    pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
+    /// An [`Error::InvalidArgument`].
+    pub fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
         Error::InvalidArgument {
             what,
             detail: detail.into(),

@@ -1,7 +1,7 @@
 //! Owning file descriptor handles and the per-table queue of closes.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rsyscall_far as far;
@@ -14,6 +14,9 @@ use crate::task::Task;
 /// dropped handles, performed at the next syscall on the table or on demand.
 pub struct FdTableState {
     id: far::FdTable,
+    /// Incremented for every handle made for an fd of this table: an fd whose handle has a
+    /// generation below a child's snapshot existed when the child's table was copied.
+    generation: AtomicU64,
     pending: Mutex<Vec<near::FileDescriptor>>,
     has_pending: AtomicBool,
 }
@@ -29,6 +32,7 @@ impl FdTableState {
     pub fn new(id: far::FdTable) -> Arc<Self> {
         Arc::new(FdTableState {
             id,
+            generation: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
         })
@@ -37,6 +41,12 @@ impl FdTableState {
     /// The table's identity.
     pub fn id(&self) -> far::FdTable {
         self.id
+    }
+
+    /// A snapshot to take just before copying this table into a child: exactly the fds
+    /// whose handles exist at this point can be inherited by the child.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn queue_close(&self, fd: near::FileDescriptor) {
@@ -64,6 +74,8 @@ impl FdTableState {
 struct FdInner {
     table: Arc<FdTableState>,
     near: near::FileDescriptor,
+    /// The table's generation when this handle was made.
+    generation: u64,
     /// Whether dropping the last handle closes the fd (false for fds we merely borrow,
     /// such as the local process's stdin, stdout and stderr).
     owned: bool,
@@ -112,6 +124,16 @@ impl FileDescriptor {
         Self::make(task, near, true)
     }
 
+    /// Takes ownership of `near`, an fd number in `task`'s table that some raw syscall
+    /// created (for example the pidfd written by `clone(CLONE_PIDFD)`).
+    ///
+    /// # Safety
+    /// Nothing else may own `near`: it will be closed when the last handle goes.
+    #[allow(unsafe_code)]
+    pub unsafe fn from_raw(task: &Task, near: near::FileDescriptor) -> Self {
+        Self::owned(task, near)
+    }
+
     /// A handle to `near` in `task`'s table that never closes it (for fds the program
     /// does not own, such as stdin, stdout and stderr).
     pub fn borrowed(task: &Task, near: near::FileDescriptor) -> Self {
@@ -122,6 +144,7 @@ impl FileDescriptor {
         FileDescriptor {
             task: task.clone(),
             inner: Arc::new(FdInner {
+                generation: task.fd_table().generation.fetch_add(1, Ordering::AcqRel),
                 table: task.fd_table().clone(),
                 near,
                 owned,
@@ -202,7 +225,7 @@ impl FileDescriptor {
     /// was created without sharing this table. The copy is owned separately.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if `child` shares this fd's table (use
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `child` shares this fd's table (use
     /// [`FileDescriptor::for_task`]) or was not created from this fd's table.
     pub fn inherit(&self, child: &Task) -> Result<Self> {
         if child.fd_table().id() == self.inner.table.id() {
@@ -211,14 +234,28 @@ impl FileDescriptor {
                 "the task shares this fd's table; use for_task",
             ));
         }
-        if child.inherited_from() != Some(self.inner.table.id()) {
-            return Err(crate::Error::invalid(
-                "FileDescriptor::inherit",
-                format!(
-                    "the task's fd table was not copied from {:?}",
-                    self.inner.table.id()
-                ),
-            ));
+        match child.inherited_from() {
+            Some((table, generation)) if table == self.inner.table.id() => {
+                if self.inner.generation >= generation {
+                    return Err(crate::Error::invalid(
+                        "FileDescriptor::inherit",
+                        format!(
+                            "fd {} was made after the child's fd table was copied, so the \
+                             child has no copy of it; send it to the child over a connection",
+                            self.inner.near.as_raw()
+                        ),
+                    ));
+                }
+            }
+            _ => {
+                return Err(crate::Error::invalid(
+                    "FileDescriptor::inherit",
+                    format!(
+                        "the task's fd table was not copied from {:?}",
+                        self.inner.table.id()
+                    ),
+                ));
+            }
         }
         Ok(Self::make(child, self.inner.near, self.inner.owned))
     }

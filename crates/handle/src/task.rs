@@ -37,7 +37,7 @@ struct TaskInner {
     far: far::Task,
     fd_table: Arc<FdTableState>,
     memory: Arc<Memory>,
-    inherited_from: Option<far::FdTable>,
+    inherited_from: Option<(far::FdTable, u64)>,
 }
 
 /// A process we can run syscalls in: every supported syscall is a method here, and works
@@ -86,14 +86,15 @@ impl Task {
 
     /// A task running syscalls through `sysif`, with pid `pid` (in its own pid namespace),
     /// namespaces `ns`, the shared state of its fd table and the allocator of its address
-    /// space. `inherited_from` names the table its own table was copied from, if any.
+    /// space. `inherited_from` names the table its own table was copied from, if any, with
+    /// that table's [`FdTableState::generation`] taken just before the copy.
     pub fn new(
         sysif: Arc<dyn near::SyscallInterface>,
         pid: near::Pid,
         ns: far::Namespaces,
         fd_table: Arc<FdTableState>,
         memory: Arc<Memory>,
-        inherited_from: Option<far::FdTable>,
+        inherited_from: Option<(far::FdTable, u64)>,
     ) -> Task {
         Task {
             inner: Arc::new(TaskInner {
@@ -135,8 +136,9 @@ impl Task {
         &self.inner.fd_table
     }
 
-    /// The table this task's table was copied from when it was created, if any.
-    pub fn inherited_from(&self) -> Option<far::FdTable> {
+    /// The table this task's table was copied from when it was created, and that table's
+    /// generation at the time, if any.
+    pub fn inherited_from(&self) -> Option<(far::FdTable, u64)> {
         self.inner.inherited_from
     }
 
@@ -387,6 +389,19 @@ impl Task {
             .await
             .map_err(self.error("openat"))?;
         Ok(self.own(fd))
+    }
+
+    /// `faccessat2(AT_FDCWD, path, mode, 0)` — checks access to a file (`libc::X_OK`...).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a path with an interior NUL; `ENOENT`, `EACCES`...
+    pub async fn access(&self, path: &[u8], mode: i32) -> Result<()> {
+        let cpath = std::ffi::CString::new(path)
+            .map_err(|_| Error::invalid("access", "path contains a NUL byte"))?;
+        let buf = self.buffer(cpath.as_bytes_with_nul())?;
+        near::faccessat(self.sysif(), None, buf.addr(), mode, 0)
+            .await
+            .map_err(self.error("faccessat2"))
     }
 
     /// `kill(pid, sig)` — signals a process by pid (racy unless it is an unreaped child:

@@ -17,7 +17,7 @@ pub enum SyscallError {
     /// exec'd or exited and its server socket was shut down). The request may or may not
     /// have run. Every pending and later request on that connection fails this way.
     #[error(
-        "connection to the syscall server was lost (the process exited, exec'd or was killed); the request may or may not have run"
+        "connection to the syscall server was lost (the process exited, exec'd or was killed); the request may or may not have run; this thread is gone, make a new one"
     )]
     Hangup,
     /// The request never left this process, so it certainly did not run.
@@ -29,7 +29,7 @@ pub enum SyscallError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NotSent {
     /// The connection had been closed or shut down by this side before the request.
-    #[error("the connection was closed by this side")]
+    #[error("the connection was closed by this side; make a new thread to run more syscalls")]
     Closed,
     /// The request was cancelled before any of its bytes were written.
     #[error("the request was cancelled before it was written")]

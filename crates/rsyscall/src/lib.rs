@@ -1,1 +1,39 @@
-//! rsyscall: the facade crate.
+//! rsyscall: process-independent, type-safe, async access to Linux syscalls.
+//!
+//! Every syscall is a method on a handle to some process: the local one
+//! ([`local_thread`]), or a child made with [`Thread::clone`], driven over a connection
+//! to a tiny syscall server running inside it. Create and configure processes with the full
+//! power of Linux, then [`ChildThread::exec`] a program in them and wait for it with
+//! [`AsyncChildProcess`].
+//!
+//! ```no_run
+//! use rsyscall::{local_thread, CLONE};
+//!
+//! # fn main() -> Result<(), rsyscall::Error> {
+//! async_io::block_on(async {
+//!     let parent = local_thread();
+//!     let child = parent.clone(CLONE::empty()).await?;
+//!     println!("child pid {}", child.task().getpid().await?);
+//!     let sh = parent.environ().which("sh").await?.args(["-c", "exit 0"]);
+//!     child.exec(sh).await?.check().await?;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! The layers are re-exported as modules ([`near`], [`far`], [`handle`], [`thread`]) for
+//! users who need a lower level.
+#![deny(unsafe_code)]
+
+pub use rsyscall_far as far;
+pub use rsyscall_handle as handle;
+pub use rsyscall_near as near;
+pub use rsyscall_thread as thread;
+
+pub use rsyscall_handle::{
+    Allocation, ChildProcess, ChildState, Error, FileDescriptor, Pipe, Result, Task,
+};
+pub use rsyscall_near::{CLONE, Errno, MAP, MSG, O, PROT, SHUT, SOCK, Signal, W};
+pub use rsyscall_thread::{
+    AsyncChildProcess, ChildThread, Command, Environment, ExecError, Thread, local_thread,
+};

@@ -1,6 +1,28 @@
-//! The thread layer: the syscall client, and (to come) threads, clone and exec.
+//! The thread layer: [`Thread`] and [`ChildThread`], creating processes with `clone`,
+//! `exec`, waiting for children, connections, and the syscall client.
+//!
+//! # Invariants
+//! - Nothing here changes the signal mask or dispositions of the program's own threads;
+//!   the one thread this crate starts (the service thread, which issues local clones so
+//!   that `PR_SET_PDEATHSIG` ties children to the process's life) blocks all signals so
+//!   process-directed signals never land on it.
+//! - Nothing runs reactor code inside a clone child: children run only the no_std server
+//!   loop of `rsyscall-server`.
+//! - Memory a clone child runs on is freed only after the futex helper has reported that
+//!   the child exec'd or exited.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod command;
+mod connection;
+pub mod libexec;
+mod monitor;
+mod oneshot;
+mod service;
 pub mod syscall_connection;
+mod thread;
 
+pub use command::{Command, Environment};
+pub use connection::Connection;
+pub use monitor::AsyncChildProcess;
 pub use syscall_connection::SyscallConnection;
+pub use thread::{ChildThread, EnvironmentRef, ExecError, Thread, local_thread};

@@ -148,3 +148,26 @@ pub async fn openat(
     let ret = unsafe { call(sysif, libc::SYS_openat, args) }.await?;
     Ok(FileDescriptor::new(ret as i32))
 }
+
+/// `faccessat(dirfd, path, mode, flags)` — checks the caller's permissions for a file
+/// (`mode` is `F_OK` or a combination of `R_OK`, `W_OK`, `X_OK`).
+///
+/// The kernel only reads `path` (a NUL-terminated string); a bad address is `EFAULT`.
+///
+/// # Errors
+/// `EACCES`, `ENOENT`, `ENOTDIR`, `ELOOP`, `EROFS` and others. See access(2).
+pub async fn faccessat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    mode: i32,
+    flags: i32,
+) -> Result<(), SyscallError> {
+    let dirfd = dirfd
+        .map(FileDescriptor::arg)
+        .unwrap_or(libc::AT_FDCWD as i64);
+    let args = [dirfd, path.arg(), mode as i64, flags as i64];
+    // SAFETY: faccessat2 only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_faccessat2, args) }.await?;
+    Ok(())
+}

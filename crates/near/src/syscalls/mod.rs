@@ -1,5 +1,5 @@
 //! Raw syscall wrappers, one module per area, each a thin async function over
-//! [`SyscallInterface`](crate::SyscallInterface).
+//! [`SyscallInterface`].
 
 mod fd;
 mod mem;

@@ -1,0 +1,116 @@
+//! `Connection`: moving file descriptors between the local process and a thread's fd table
+//! over a socketpair, one `SCM_RIGHTS` message per move.
+
+use std::fmt;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{self as sock, ControlMessage, ControlMessageOwned, MsgFlags};
+use rsyscall_handle::{Error, FileDescriptor, Result, Task};
+
+/// One end of a socketpair in the local process and the other in a thread's fd table.
+///
+/// Moves are serialized: fds sent on the socket are received in order, so one move's send
+/// and receive must not interleave with another's.
+pub struct Connection {
+    local: async_lock::Mutex<OwnedFd>,
+    remote: FileDescriptor,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(what: &'static str) -> impl Fn(nix::Error) -> Error {
+    move |e| Error::Io {
+        what,
+        source: std::io::Error::from(e),
+    }
+}
+
+impl Connection {
+    /// A connection over `local` (in the local table) and `remote` (in the thread's table),
+    /// two ends of one socketpair.
+    pub fn new(local: OwnedFd, remote: FileDescriptor) -> Self {
+        Connection {
+            local: async_lock::Mutex::new(local),
+            remote,
+        }
+    }
+
+    /// The remote end, in the thread's table.
+    pub fn remote(&self) -> &FileDescriptor {
+        &self.remote
+    }
+
+    /// Copies local fds into the table of `task` (which uses the remote end's table).
+    ///
+    /// # Errors
+    /// Local `sendmsg` errors and the remote `recvmsg`'s.
+    pub async fn send_to_remote(
+        &self,
+        task: &Task,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Vec<FileDescriptor>> {
+        let remote = self.remote.for_task(task)?;
+        let local = self.local.lock().await;
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        sock::sendmsg::<()>(
+            local.as_raw_fd(),
+            &[IoSlice::new(&[0])],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(io("sendmsg on a connection"))?;
+        task.recv_fds(&remote, fds.len()).await
+    }
+
+    /// Copies fds of `task`'s table (which uses the remote end's table) into the local one.
+    ///
+    /// # Errors
+    /// The remote `sendmsg`'s errors and the local `recvmsg`'s; receiving another number of
+    /// fds than sent is [`Error::InvalidArgument`].
+    pub async fn recv_from_remote(
+        &self,
+        task: &Task,
+        fds: &[&FileDescriptor],
+    ) -> Result<Vec<OwnedFd>> {
+        let remote = self.remote.for_task(task)?;
+        let local = self.local.lock().await;
+        task.send_fds(&remote, fds).await?;
+        let mut byte = [0u8; 1];
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        // SAFETY: CMSG_SPACE is pure arithmetic.
+        let space = unsafe { libc::CMSG_SPACE((4 * fds.len()) as u32) } as usize;
+        let mut cmsg_buf = vec![0u8; space];
+        let msg = sock::recvmsg::<()>(
+            local.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_buf),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io("recvmsg on a connection"))?;
+        let mut out = Vec::new();
+        for c in msg.cmsgs().map_err(io("parsing control messages"))? {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                for fd in got {
+                    // SAFETY: the kernel just installed this fd in our table for us.
+                    out.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        if out.len() != fds.len() {
+            return Err(Error::InvalidArgument {
+                what: "Connection::recv_from_remote",
+                detail: format!("expected {} fds, received {}", fds.len(), out.len()),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,155 @@
+//! `AsyncChildProcess`: waiting for a child's exit on the event loop, through its pidfd.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+
+use async_io::Async;
+use rsyscall_handle::{ChildProcess, ChildState, Error, Result};
+use rsyscall_near::{Signal, W};
+
+use crate::service;
+
+/// A child process whose exit is observed through a pidfd registered with the async-io
+/// reactor; nothing changes the local process's signal mask or dispositions.
+///
+/// Dropping it does not kill the child. A child of the local process that nobody waits for
+/// any more is reaped in the background once it exits; a child of a remote thread stays a
+/// zombie until that thread waits for it or exits.
+pub struct AsyncChildProcess {
+    process: ChildProcess,
+    /// A local pidfd for the child, registered with the reactor.
+    readiness: Option<Async<OwnedFd>>,
+    command: String,
+    parent_is_local: bool,
+}
+
+impl fmt::Debug for AsyncChildProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AsyncChildProcess(pid {}, {})",
+            self.process.pid().as_raw(),
+            self.command
+        )
+    }
+}
+
+/// Sends `SIGTERM` to the child if a `check` future is dropped before it finished.
+struct TermOnDrop<'a> {
+    child: &'a AsyncChildProcess,
+    armed: bool,
+}
+
+impl Drop for TermOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.child.process.death().is_none() {
+            self.child.signal_now(Signal::SIGTERM);
+        }
+    }
+}
+
+impl AsyncChildProcess {
+    /// Monitors `process` through `local_pidfd`, a pidfd for it in the local table;
+    /// `command` describes it in errors.
+    ///
+    /// # Errors
+    /// Registering the pidfd with the reactor.
+    pub fn new(process: ChildProcess, local_pidfd: OwnedFd, command: String) -> Result<Self> {
+        let parent_is_local = process.parent().sysif().is_local();
+        let readiness = Async::new(local_pidfd).map_err(|source| Error::Io {
+            what: "registering a pidfd with the reactor",
+            source,
+        })?;
+        Ok(AsyncChildProcess {
+            process,
+            readiness: Some(readiness),
+            command,
+            parent_is_local,
+        })
+    }
+
+    /// The underlying child process.
+    pub fn process(&self) -> &ChildProcess {
+        &self.process
+    }
+
+    /// The child's pid in its parent's pid namespace.
+    pub fn pid(&self) -> rsyscall_near::Pid {
+        self.process.pid()
+    }
+
+    /// Waits for the child to die and reaps it; later calls return the same state.
+    ///
+    /// # Errors
+    /// A lost connection to the parent; [`Error::ChildBusy`] during a concurrent kill.
+    pub async fn wait(&self) -> Result<ChildState> {
+        loop {
+            if let Some(state) = self.process.waitid(W::EXITED | W::NOHANG).await?
+                && state.died()
+            {
+                return Ok(state);
+            }
+            match &self.readiness {
+                Some(r) => r.readable().await.map_err(|source| Error::Io {
+                    what: "waiting for a pidfd",
+                    source,
+                })?,
+                None => return Err(Error::invalid("AsyncChildProcess::wait", "no pidfd")),
+            }
+        }
+    }
+
+    /// Waits for the child and fails unless it exited with status 0. If this future is
+    /// dropped before the child died, the child is sent `SIGTERM`.
+    ///
+    /// # Errors
+    /// [`Error::UncleanExit`] with the command and how it ended; the errors of
+    /// [`AsyncChildProcess::wait`].
+    pub async fn check(&self) -> Result<()> {
+        let mut guard = TermOnDrop {
+            child: self,
+            armed: true,
+        };
+        let state = self.wait().await;
+        guard.armed = false;
+        let state = state?;
+        if state.clean() {
+            Ok(())
+        } else {
+            Err(Error::UncleanExit {
+                command: self.command.clone(),
+                state,
+            })
+        }
+    }
+
+    /// Signals the child through its pidfd.
+    ///
+    /// # Errors
+    /// See [`ChildProcess::kill`].
+    pub async fn kill(&self, sig: Signal) -> Result<()> {
+        self.process.kill(sig).await
+    }
+
+    /// Signals the child at once from the local process (used where nothing can be
+    /// awaited); errors are ignored, as the child may already be gone.
+    fn signal_now(&self, sig: Signal) {
+        if let Some(r) = &self.readiness {
+            service::pidfd_signal(r.get_ref(), sig);
+        }
+    }
+}
+
+impl Drop for AsyncChildProcess {
+    fn drop(&mut self) {
+        if self.process.death().is_some() {
+            return;
+        }
+        if let Some(r) = self.readiness.take()
+            && self.parent_is_local
+            && let Ok(fd) = r.into_inner()
+        {
+            service::reap_later(fd, Box::new(()));
+        }
+    }
+}

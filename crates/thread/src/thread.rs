@@ -1,0 +1,769 @@
+//! `Thread` and `ChildThread`: a process we control, with its task, connection,
+//! environment and standard streams; creating children with `clone`, and `exec`.
+//!
+//! # Safety
+//! `clone` hands the kernel a stack image and tid pointers in memory allocated here. The
+//! child runs on that stack until it execs or exits, which the futex helper reports: all
+//! of that memory is handed to the service thread together with the helper's pidfd, and is
+//! freed only after the helper has exited. The other unsafe calls take fd numbers the
+//! kernel just created for us.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::ops::Deref;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use rsyscall_far as far;
+use rsyscall_handle::{
+    Allocation, ChildProcess, Error, FdTableState, FileDescriptor, Pipe, Result, Task,
+    local_namespaces,
+};
+use rsyscall_near::{self as near, Address, CLONE, Signal};
+use rsyscall_server::proto::StackImage;
+
+use crate::command::{Command, Environment};
+use crate::connection::Connection;
+use crate::monitor::AsyncChildProcess;
+use crate::service;
+use crate::syscall_connection::SyscallConnection;
+
+/// Stack for a clone child's server loop.
+const STACK_SIZE: usize = 64 * 1024;
+/// Stack for a futex helper.
+const HELPER_STACK_SIZE: usize = 16 * 1024;
+
+/// Flags `Thread::clone` accepts; the rest it sets itself (`VM`, `CHILD_CLEARTID`, `PIDFD`)
+/// or cannot support (`THREAD`, `SIGHAND`, `SETTLS`, `VFORK`, tid-setting flags...).
+const ALLOWED_CLONE_FLAGS: CLONE = CLONE::FILES
+    .union(CLONE::FS)
+    .union(CLONE::IO)
+    .union(CLONE::SYSVSEM)
+    .union(CLONE::NEWCGROUP)
+    .union(CLONE::NEWIPC)
+    .union(CLONE::NEWNET)
+    .union(CLONE::NEWNS)
+    .union(CLONE::NEWPID)
+    .union(CLONE::NEWUSER)
+    .union(CLONE::NEWUTS);
+
+struct ThreadInner {
+    task: Task,
+    /// Moves fds between the local table and this thread's; `None` when this thread uses
+    /// the local table itself.
+    connection: Option<Connection>,
+    environ: Environment,
+    stdin: FileDescriptor,
+    stdout: FileDescriptor,
+    stderr: FileDescriptor,
+}
+
+/// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
+/// and its standard streams. Cheap to clone.
+#[derive(Clone)]
+pub struct Thread {
+    inner: Arc<ThreadInner>,
+}
+
+impl fmt::Debug for Thread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Thread(pid {})", self.inner.task.pid().as_raw())
+    }
+}
+
+/// The thread for the local process: syscalls run directly in the calling thread.
+pub fn local_thread() -> Thread {
+    static LOCAL: std::sync::OnceLock<Thread> = std::sync::OnceLock::new();
+    LOCAL
+        .get_or_init(|| {
+            let task = Task::local();
+            Thread::from_parts(task, None, Environment::from_local())
+        })
+        .duplicate()
+}
+
+/// The result of [`Thread::environ`]: the thread's environment, with lookups done through
+/// the thread itself.
+#[derive(Clone, Copy)]
+pub struct EnvironmentRef<'a> {
+    thread: &'a Thread,
+}
+
+impl<'a> EnvironmentRef<'a> {
+    /// The variables.
+    pub fn vars(&self) -> &'a Environment {
+        &self.thread.inner.environ
+    }
+
+    /// A variable's value.
+    pub fn get(&self, key: &str) -> Option<&'a std::ffi::OsStr> {
+        self.thread.inner.environ.get(key)
+    }
+
+    /// Finds `name` in the thread's `PATH` (checked for execute permission by the thread
+    /// itself, in its own mount namespace) and returns a [`Command`] for it with argv\[0\]
+    /// `name`. A name containing `/` is used as it is.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the directories searched if nothing is found.
+    pub async fn which(&self, name: &str) -> Result<Command> {
+        if name.contains('/') {
+            return Ok(Command::new(name, name));
+        }
+        let dirs = self.vars().path_dirs();
+        for dir in &dirs {
+            let mut path = dir.as_bytes().to_vec();
+            path.push(b'/');
+            path.extend_from_slice(name.as_bytes());
+            if self
+                .thread
+                .inner
+                .task
+                .access(&path, libc::X_OK)
+                .await
+                .is_ok()
+            {
+                return Ok(Command::new(
+                    std::ffi::OsString::from(
+                        std::str::from_utf8(&path)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|_| String::from_utf8_lossy(&path).into_owned()),
+                    ),
+                    name,
+                ));
+            }
+        }
+        Err(Error::InvalidArgument {
+            what: "which",
+            detail: format!(
+                "{name:?} is not an executable in any PATH directory of pid {} ({})",
+                self.thread.inner.task.pid().as_raw(),
+                dirs.iter()
+                    .map(|d| d.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ),
+        })
+    }
+}
+
+impl Thread {
+    /// Another handle to this thread (what `Clone::clone` does; `Thread::clone` makes a
+    /// child process).
+    pub fn duplicate(&self) -> Thread {
+        Clone::clone(self)
+    }
+
+    fn from_parts(task: Task, connection: Option<Connection>, environ: Environment) -> Thread {
+        let std_fd = |n| FileDescriptor::borrowed(&task, near::FileDescriptor::new(n));
+        Thread {
+            inner: Arc::new(ThreadInner {
+                stdin: std_fd(0),
+                stdout: std_fd(1),
+                stderr: std_fd(2),
+                task,
+                connection,
+                environ,
+            }),
+        }
+    }
+
+    /// The task: every syscall is a method on it.
+    pub fn task(&self) -> &Task {
+        &self.inner.task
+    }
+
+    /// The environment.
+    pub fn environ(&self) -> EnvironmentRef<'_> {
+        EnvironmentRef { thread: self }
+    }
+
+    /// fd 0 of this thread (never closed by dropping the handle).
+    pub fn stdin(&self) -> &FileDescriptor {
+        &self.inner.stdin
+    }
+
+    /// fd 1 of this thread (never closed by dropping the handle).
+    pub fn stdout(&self) -> &FileDescriptor {
+        &self.inner.stdout
+    }
+
+    /// fd 2 of this thread (never closed by dropping the handle).
+    pub fn stderr(&self) -> &FileDescriptor {
+        &self.inner.stderr
+    }
+
+    /// Whether this thread uses the local process's fd table.
+    fn uses_local_table(&self) -> bool {
+        self.inner.task.fd_table().id() == local_namespaces().fd_table
+    }
+
+    /// A pipe in this thread's table.
+    ///
+    /// # Errors
+    /// See [`Task::pipe`].
+    pub async fn pipe(&self) -> Result<Pipe> {
+        self.inner.task.pipe().await
+    }
+
+    /// Reads `fd` until EOF.
+    ///
+    /// # Errors
+    /// See [`Task::read`].
+    pub async fn read_to_eof(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
+        self.inner.task.read_to_end(fd).await
+    }
+
+    /// Copies local fds into this thread's table.
+    async fn local_to_thread(&self, fds: Vec<OwnedFd>) -> Result<Vec<FileDescriptor>> {
+        match &self.inner.connection {
+            None => fds
+                .into_iter()
+                .map(|fd| FileDescriptor::from_owned_fd(&self.inner.task, fd))
+                .collect(),
+            Some(conn) => {
+                let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+                conn.send_to_remote(&self.inner.task, &borrowed).await
+            }
+        }
+    }
+
+    /// Copies an fd of this thread's table into the local one.
+    async fn thread_to_local(&self, fd: &FileDescriptor) -> Result<OwnedFd> {
+        match &self.inner.connection {
+            None => {
+                let n = self.inner.task.far().near_fd(&fd.far())?;
+                // SAFETY: the fd is held open by `fd`'s handle for the duration of the dup.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(n.as_raw()) };
+                borrowed.try_clone_to_owned().map_err(|source| Error::Io {
+                    what: "duplicating a local fd",
+                    source,
+                })
+            }
+            Some(conn) => {
+                let mut v = conn.recv_from_remote(&self.inner.task, &[fd]).await?;
+                v.pop()
+                    .ok_or_else(|| Error::invalid("thread_to_local", "no fd received"))
+            }
+        }
+    }
+
+    /// Makes a child process running a syscall server, and a [`ChildThread`] to drive it.
+    ///
+    /// `flags` may contain `FILES` (share this thread's fd table), `FS`, `IO`, `SYSVSEM`
+    /// and the namespace flags `NEWCGROUP`, `NEWIPC`, `NEWNET`, `NEWNS`, `NEWPID`,
+    /// `NEWUSER`, `NEWUTS`; the child always shares this thread's address space (`VM`).
+    /// The child is killed if the thread that created it exits (for the local thread: when
+    /// the process exits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for unsupported flags; the errors of `clone` and of the
+    /// setup syscalls.
+    pub async fn clone(&self, flags: CLONE) -> Result<ChildThread> {
+        if !flags.difference(ALLOWED_CLONE_FLAGS).is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "clone",
+                detail: format!(
+                    "unsupported flags {:?}; allowed: {ALLOWED_CLONE_FLAGS:?}",
+                    flags.difference(ALLOWED_CLONE_FLAGS)
+                ),
+            });
+        }
+        let task = &self.inner.task;
+        let shares_table = flags.contains(CLONE::FILES);
+        let io = |what| move |source| Error::Io { what, source };
+
+        // 1. The syscall channel, and (unless the child will use the local table) a
+        //    connection for passing fds, with their remote ends in our table.
+        let (access, server_local) = UnixStream::pair().map_err(io("socketpair"))?;
+        let mut remote_local: Vec<OwnedFd> = vec![server_local.into()];
+        let child_uses_local_table = shares_table && self.uses_local_table();
+        let fdpass_local = if child_uses_local_table {
+            None
+        } else {
+            let (a, b) = UnixStream::pair().map_err(io("socketpair"))?;
+            remote_local.push(b.into());
+            Some(OwnedFd::from(a))
+        };
+        let mut remote = self.local_to_thread(remote_local).await?.into_iter();
+        let server_sock = remote
+            .next()
+            .ok_or_else(|| Error::invalid("clone", "lost socket"))?;
+        let fdpass_remote = remote.next();
+
+        // 2. The child's stack image, its futex word and the pidfd slot, in one allocation.
+        let mem = task.malloc(STACK_SIZE + 16, 16)?;
+        let image_off = STACK_SIZE - 64;
+        let futex_off = STACK_SIZE;
+        let pidfd_off = STACK_SIZE + 4;
+        let server_fd = server_sock.near().as_raw() as u64;
+        let image = StackImage {
+            trampoline: rsyscall_server::trampoline as *const () as u64,
+            args: [server_fd, server_fd, 0, 0, 0, 0],
+            function: rsyscall_server::server as *const () as u64,
+        };
+        mem.write(image_off, &image_bytes(&image))?;
+        mem.write(futex_off, &1i32.to_ne_bytes())?;
+        mem.write(pidfd_off, &(-1i32).to_ne_bytes())?;
+        let futex_addr = mem.addr_at(futex_off)?;
+
+        // 3. The clone itself. Fds whose handles exist now are the ones the child inherits.
+        let generation = task.fd_table().generation();
+        let clone_flags = flags | CLONE::VM | CLONE::CHILD_CLEARTID | CLONE::PIDFD;
+        let args = service::CloneArgs {
+            flags: clone_flags,
+            exit_signal: Some(Signal::SIGCHLD),
+            stack: mem.addr_at(image_off)?,
+            ptid: mem.addr_at(pidfd_off)?,
+            ctid: futex_addr,
+        };
+        let pid = if task.sysif().is_local() {
+            // SAFETY: `mem` holds the image and tid words; it is kept until the futex
+            // helper reports the child gone (or leaked on failure below).
+            unsafe { service::clone(args) }.await
+        } else {
+            // SAFETY: as above.
+            unsafe {
+                near::clone(
+                    task.sysif(),
+                    args.flags,
+                    args.exit_signal,
+                    args.stack,
+                    args.ptid,
+                    args.ctid,
+                    0,
+                )
+            }
+            .await
+        };
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(source) => {
+                return Err(Error::Syscall {
+                    syscall: "clone",
+                    pid: task.pid().as_raw(),
+                    source,
+                });
+            }
+        };
+        let pidfd_bytes = mem.read(pidfd_off, 4)?;
+        let pidfd_n = i32::from_ne_bytes([
+            pidfd_bytes[0],
+            pidfd_bytes[1],
+            pidfd_bytes[2],
+            pidfd_bytes[3],
+        ]);
+        // SAFETY: clone(CLONE_PIDFD) just created this fd in our table for us.
+        let pidfd = unsafe { FileDescriptor::from_raw(task, near::FileDescriptor::new(pidfd_n)) };
+        let process = ChildProcess::new(task, pid, pidfd);
+
+        // From here on the child runs on `mem`: on any failure, kill it and keep `mem`
+        // until it is gone.
+        let local_pidfd = match self.thread_to_local(process.pidfd()).await {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = process.kill(Signal::SIGKILL).await;
+                std::mem::forget(mem);
+                return Err(e);
+            }
+        };
+        let helper = match launch_futex_helper(futex_addr).await {
+            Ok(h) => h,
+            Err(e) => {
+                service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
+                if task.sysif().is_local() {
+                    service::reap_later(local_pidfd, Box::new(mem));
+                } else {
+                    std::mem::forget(mem);
+                }
+                return Err(e);
+            }
+        };
+
+        // 4. The child's task.
+        let ns = task.namespaces();
+        let child_pid_own = if flags.contains(CLONE::NEWPID) {
+            near::Pid::new(1)
+        } else {
+            pid
+        };
+        let child_ns = far::Namespaces {
+            fd_table: if shares_table {
+                ns.fd_table
+            } else {
+                far::FdTable::new(pid)
+            },
+            address_space: ns.address_space,
+            pidns: if flags.contains(CLONE::NEWPID) {
+                far::PidNamespace::new(pid)
+            } else {
+                ns.pidns
+            },
+            mountns: if flags.contains(CLONE::NEWNS) {
+                far::MountNamespace::new(pid)
+            } else {
+                ns.mountns
+            },
+            netns: if flags.contains(CLONE::NEWNET) {
+                far::NetNamespace::new(pid)
+            } else {
+                ns.netns
+            },
+        };
+        let fd_table = if shares_table {
+            task.fd_table().clone()
+        } else {
+            FdTableState::new(child_ns.fd_table)
+        };
+        let conn = SyscallConnection::new(access.into(), server_sock.near())
+            .map_err(io("registering a connection"))?;
+        let helper_pidfd = helper
+            .pidfd
+            .try_clone()
+            .map_err(io("duplicating a pidfd"))?;
+        conn.hangup_when_readable(helper_pidfd)
+            .map_err(io("registering a pidfd"))?;
+        // The helper exits once the child has exec'd or exited: only then may the child's
+        // stack, futex word and the helper's own stack be reused.
+        service::reap_later(helper.pidfd, Box::new((mem, helper.memory)));
+        let child_task = Task::new(
+            Arc::new(conn),
+            child_pid_own,
+            child_ns,
+            fd_table,
+            task.memory().clone(),
+            (!shares_table).then_some((ns.fd_table, generation)),
+        );
+
+        // 5. The child's copies of the server socket and the fd-passing socket.
+        let (server_sock, connection) = if shares_table {
+            let sock = server_sock.for_task(&child_task)?;
+            let conn = match (fdpass_local, fdpass_remote) {
+                (Some(l), Some(r)) => Some(Connection::new(l, r.for_task(&child_task)?)),
+                _ => None,
+            };
+            (sock, conn)
+        } else {
+            let sock = server_sock.inherit(&child_task)?;
+            let conn = match (fdpass_local, fdpass_remote) {
+                (Some(l), Some(r)) => Some(Connection::new(l, r.inherit(&child_task)?)),
+                _ => None,
+            };
+            // Our copies (dropped here) are closed at the next syscall on our table.
+            (sock, conn)
+        };
+
+        let thread = Thread::from_parts(child_task, connection, self.inner.environ.clone());
+        Ok(ChildThread {
+            thread,
+            parent: Clone::clone(self),
+            process: Some(process),
+            local_pidfd: Some(local_pidfd),
+            _server_sock: server_sock,
+        })
+    }
+}
+
+struct FutexHelper {
+    pidfd: OwnedFd,
+    memory: Allocation,
+}
+
+/// Starts a process that exits once the futex word at `futex` is no longer 1 (PROTOCOL.md
+/// section 4). It is cloned from the local process, sharing its address space and table.
+async fn launch_futex_helper(futex: Address) -> Result<FutexHelper> {
+    let task = Task::local();
+    let mem = task.malloc(HELPER_STACK_SIZE + 8, 16)?;
+    let image_off = HELPER_STACK_SIZE - 64;
+    let pidfd_off = HELPER_STACK_SIZE;
+    let image = StackImage {
+        trampoline: rsyscall_server::trampoline as *const () as u64,
+        args: [futex.as_u64(), 1, 0, 0, 0, 0],
+        function: rsyscall_server::futex_helper_nostop as *const () as u64,
+    };
+    mem.write(image_off, &image_bytes(&image))?;
+    mem.write(pidfd_off, &(-1i32).to_ne_bytes())?;
+    let args = service::CloneArgs {
+        flags: CLONE::VM | CLONE::FILES | CLONE::PIDFD,
+        exit_signal: Some(Signal::SIGCHLD),
+        stack: mem.addr_at(image_off)?,
+        ptid: mem.addr_at(pidfd_off)?,
+        ctid: Address::NULL,
+    };
+    // SAFETY: `mem` holds the helper's stack image and pidfd slot; it is handed to the
+    // service thread with the helper's pidfd and freed only after the helper exited.
+    unsafe { service::clone(args) }
+        .await
+        .map_err(|source| Error::Syscall {
+            syscall: "clone",
+            pid: task.pid().as_raw(),
+            source,
+        })?;
+    let b = mem.read(pidfd_off, 4)?;
+    let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    // SAFETY: clone(CLONE_PIDFD) just created this fd in the local table for us.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
+    Ok(FutexHelper { pidfd, memory: mem })
+}
+
+fn image_bytes(image: &StackImage) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let words = [
+        image.trampoline,
+        image.args[0],
+        image.args[1],
+        image.args[2],
+        image.args[3],
+        image.args[4],
+        image.args[5],
+        image.function,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// A child process created by [`Thread::clone`], running a syscall server until it execs
+/// or exits. Derefs to its [`Thread`].
+///
+/// Dropping it before [`ChildThread::exec`] or [`ChildThread::exit`] kills the child with
+/// `SIGKILL` (and reaps it in the background when its parent is the local process).
+pub struct ChildThread {
+    thread: Thread,
+    parent: Thread,
+    process: Option<ChildProcess>,
+    local_pidfd: Option<OwnedFd>,
+    _server_sock: FileDescriptor,
+}
+
+impl fmt::Debug for ChildThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ChildThread(pid {})",
+            self.thread.inner.task.pid().as_raw()
+        )
+    }
+}
+
+impl Deref for ChildThread {
+    type Target = Thread;
+    fn deref(&self) -> &Thread {
+        &self.thread
+    }
+}
+
+/// [`ChildThread::exec`] failed; the child is still running its server and usable.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct ExecError {
+    /// Why exec failed.
+    #[source]
+    pub error: Error,
+    /// The child, back to its caller.
+    pub thread: ChildThread,
+}
+
+impl From<ExecError> for Error {
+    fn from(e: ExecError) -> Error {
+        e.error
+    }
+}
+
+impl ChildThread {
+    /// The thread that created this child.
+    pub fn parent(&self) -> &Thread {
+        &self.parent
+    }
+
+    /// The child's process, as its parent sees it.
+    pub fn process(&self) -> Option<&ChildProcess> {
+        self.process.as_ref()
+    }
+
+    /// The child's pid in its parent's pid namespace.
+    pub fn pid(&self) -> Option<near::Pid> {
+        self.process.as_ref().map(ChildProcess::pid)
+    }
+
+    /// This child's handle to `fd`, an fd of its parent's table: the same fd if the child
+    /// shares the table, else the copy it inherited when it was created.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] / [`Error::InvalidArgument`] if `fd` is not of the parent's table.
+    pub fn inherit_fd(&self, fd: &FileDescriptor) -> Result<FileDescriptor> {
+        let task = &self.thread.inner.task;
+        if task.fd_table().id() == fd.far().table {
+            fd.for_task(task)
+        } else {
+            fd.inherit(task)
+        }
+    }
+
+    fn into_monitor(mut self, command: String) -> Result<AsyncChildProcess> {
+        match (self.process.take(), self.local_pidfd.take()) {
+            (Some(p), Some(fd)) => AsyncChildProcess::new(p, fd, command),
+            _ => Err(Error::invalid(
+                "ChildThread",
+                "the child was already exec'd or exited",
+            )),
+        }
+    }
+
+    /// Replaces the child's program with `command` (`execve`), first resetting its signal
+    /// mask and `SIGPIPE` disposition to the defaults. argv, envp and everything else exec
+    /// needs cost one allocation and one memory write.
+    ///
+    /// # Errors
+    /// [`ExecError`] carrying the still-usable child if exec failed (`ENOENT` for a
+    /// missing file...).
+    pub async fn exec(self, command: Command) -> std::result::Result<AsyncChildProcess, ExecError> {
+        if let Err(error) = command.validate() {
+            return Err(ExecError {
+                error,
+                thread: self,
+            });
+        }
+        match self.do_exec(&command).await {
+            Ok(()) => self
+                .into_monitor(command.to_string())
+                .map_err(|error| ExecError {
+                    error,
+                    thread: ChildThread::dead(),
+                }),
+            Err(error) => Err(ExecError {
+                error,
+                thread: self,
+            }),
+        }
+    }
+
+    async fn do_exec(&self, command: &Command) -> Result<()> {
+        let task = &self.thread.inner.task;
+        let envp = command.environment(&self.thread.inner.environ);
+        let argv = command.argv();
+        // Layout: sigaction (32 bytes, SIG_DFL), sigset (8 bytes, empty), argv pointers,
+        // envp pointers, then the path and every string, NUL-terminated.
+        let ptrs = (argv.len() + 1 + envp.len() + 1) * 8;
+        let strings: usize = std::iter::once(command.path())
+            .chain(argv.iter().map(|a| a.as_os_str()))
+            .chain(envp.iter().map(|e| e.as_os_str()))
+            .map(|s| s.len() + 1)
+            .sum();
+        let head = 40;
+        let buf = task.malloc(head + ptrs + strings, 8)?;
+        let base = buf.addr().as_u64();
+        let mut bytes = vec![0u8; head + ptrs + strings];
+        let mut str_off = head + ptrs;
+        let mut put_str = |bytes: &mut Vec<u8>, s: &[u8]| {
+            let at = str_off;
+            bytes[at..at + s.len()].copy_from_slice(s);
+            str_off += s.len() + 1;
+            base + at as u64
+        };
+        let path_addr = put_str(&mut bytes, command.path().as_bytes());
+        let mut ptr_off = head;
+        for s in argv
+            .iter()
+            .map(|a| a.as_os_str())
+            .chain(std::iter::once(std::ffi::OsStr::new("")))
+            .take(argv.len())
+        {
+            let a = put_str(&mut bytes, s.as_bytes());
+            bytes[ptr_off..ptr_off + 8].copy_from_slice(&a.to_ne_bytes());
+            ptr_off += 8;
+        }
+        ptr_off += 8; // argv's NULL
+        let envp_addr = base + ptr_off as u64;
+        for e in &envp {
+            let a = put_str(&mut bytes, e.as_bytes());
+            bytes[ptr_off..ptr_off + 8].copy_from_slice(&a.to_ne_bytes());
+            ptr_off += 8;
+        }
+        buf.write(0, &bytes)?;
+        let sysif = task.sysif();
+        let err = |syscall| {
+            move |source| Error::Syscall {
+                syscall,
+                pid: task.pid().as_raw(),
+                source,
+            }
+        };
+        // SAFETY: the sigaction at `base` is 32 zero bytes (SIG_DFL, no flags, empty mask).
+        unsafe {
+            sysif.syscall(near::Request::new(
+                libc::SYS_rt_sigaction,
+                [libc::SIGPIPE as i64, base as i64, 0, 8, 0, 0],
+            ))
+        }
+        .await
+        .map_err(err("rt_sigaction"))?;
+        // SAFETY: the sigset at `base + 32` is 8 zero bytes; no old set is written.
+        unsafe {
+            sysif.syscall(near::Request::new(
+                libc::SYS_rt_sigprocmask,
+                [libc::SIG_SETMASK as i64, (base + 32) as i64, 0, 8, 0, 0],
+            ))
+        }
+        .await
+        .map_err(err("rt_sigprocmask"))?;
+        // SAFETY: path, argv and envp are laid out above, NUL- and NULL-terminated, in the
+        // child's address space, and `buf` outlives the call.
+        unsafe {
+            near::execve(
+                sysif,
+                Address::new(path_addr),
+                Address::new(base + head as u64),
+                Address::new(envp_addr),
+            )
+        }
+        .await
+        .map_err(err("execve"))?;
+        drop(buf);
+        Ok(())
+    }
+
+    /// Ends the child with `exit(status)` and returns it for waiting.
+    ///
+    /// # Errors
+    /// The connection's errors (a child already dead still yields its monitor).
+    pub async fn exit(self, status: i32) -> Result<AsyncChildProcess> {
+        // SAFETY: exit ends the child's server thread; nothing of ours runs on it.
+        unsafe { near::exit(self.thread.inner.task.sysif(), status) }
+            .await
+            .map_err(|source| Error::Syscall {
+                syscall: "exit",
+                pid: self.thread.inner.task.pid().as_raw(),
+                source,
+            })?;
+        self.into_monitor(format!("rsyscall thread (exit {status})"))
+    }
+
+    /// A placeholder for an `ExecError` whose child is gone (exec succeeded but the
+    /// monitor could not be set up): it owns no process.
+    fn dead() -> ChildThread {
+        let local = local_thread();
+        ChildThread {
+            _server_sock: local.stdin().clone(),
+            thread: local.duplicate(),
+            parent: local,
+            process: None,
+            local_pidfd: None,
+        }
+    }
+}
+
+impl Drop for ChildThread {
+    fn drop(&mut self) {
+        let (Some(process), Some(pidfd)) = (self.process.take(), self.local_pidfd.take()) else {
+            return;
+        };
+        service::pidfd_signal(&pidfd, Signal::SIGKILL);
+        if process.parent().sysif().is_local() {
+            service::reap_later(pidfd, Box::new(()));
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! End-to-end tests of the first thread layer: clone, syscalls in the child, exec, wait,
+//! nested clone, exit, hangup, and namespace mismatches, against the real kernel.
+
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
+
+/// Runs `f` to completion, failing the test (instead of hanging it) after 20 seconds.
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    async_io::block_on(future::or(f, async {
+        async_io::Timer::after(Duration::from_secs(20)).await;
+        panic!("test hung for 20 seconds");
+    }))
+}
+
+const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
+
+#[test]
+fn clone_getpid_differs_and_matches_the_kernel_pid() {
+    run(async {
+        let parent = local_thread();
+        for flags in FLAG_CASES {
+            let child = parent.clone(flags).await.expect("clone");
+            let pid = child.task().getpid().await.expect("getpid");
+            assert_ne!(pid.as_raw() as u32, std::process::id(), "{flags:?}");
+            assert_eq!(
+                Some(pid),
+                child.pid(),
+                "{flags:?}: getpid in the child is its clone pid"
+            );
+            let ppid = child.task().getppid().await.expect("getppid");
+            assert_eq!(
+                ppid.as_raw() as u32,
+                std::process::id(),
+                "{flags:?}: our child"
+            );
+            child
+                .exit(0)
+                .await
+                .expect("exit")
+                .check()
+                .await
+                .expect("clean exit");
+        }
+    })
+}
+
+#[test]
+fn child_writes_through_pipe_and_dup2() {
+    run(async {
+        let parent = local_thread();
+        for flags in FLAG_CASES {
+            let pipe = parent.pipe().await.expect("pipe");
+            let child = parent.clone(flags).await.expect("clone");
+            // A pipe made inside the child; dup2 the inherited write end over its write end,
+            // so that writing to that number reaches our pipe.
+            let inner = child.pipe().await.expect("pipe in child");
+            let w = child.inherit_fd(&pipe.write).expect("inherit");
+            child.task().dup2(&w, &inner.write).await.expect("dup2");
+            let pid = child.task().getpid().await.expect("getpid");
+            let msg = format!("hello from {pid}\n");
+            child
+                .task()
+                .write_all(&inner.write, msg.as_bytes())
+                .await
+                .expect("write");
+            inner.write.close().await.expect("close");
+            inner.read.close().await.expect("close");
+            w.close().await.expect("close");
+            child
+                .exit(0)
+                .await
+                .expect("exit")
+                .check()
+                .await
+                .expect("clean exit");
+            drop(pipe.write);
+            let got = parent.read_to_eof(&pipe.read).await.expect("read");
+            assert_eq!(String::from_utf8_lossy(&got), msg, "{flags:?}");
+        }
+    })
+}
+
+#[test]
+fn exec_program_from_path_and_capture_output() {
+    run(async {
+        let parent = local_thread();
+        let pipe = parent.pipe().await.expect("pipe");
+        // Without CLONE_FILES the child has its own table, so its stdout can be replaced.
+        let child = parent.clone(CLONE::empty()).await.expect("clone");
+        let w = child.inherit_fd(&pipe.write).expect("inherit");
+        child.task().dup2(&w, child.stdout()).await.expect("dup2");
+        w.close().await.expect("close");
+        drop(pipe.write);
+        let pid = child.pid().expect("pid");
+        let echo = parent
+            .environ()
+            .which("sh")
+            .await
+            .expect("which sh")
+            .args(["-c", "echo $$"]);
+        let process = child.exec(echo).await.expect("exec");
+        let out = parent.read_to_eof(&pipe.read).await.expect("read");
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim(),
+            pid.to_string(),
+            "exec keeps the pid"
+        );
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(0));
+
+        // With CLONE_FILES the child shares our stdout; check the pid through the status.
+        let child = parent.clone(CLONE::FILES).await.expect("clone");
+        let pid = child.pid().expect("pid");
+        let script = format!("test $$ -eq {pid} && exit 0; exit 1");
+        let sh = parent
+            .environ()
+            .which("sh")
+            .await
+            .expect("which sh")
+            .args(["-c", &script]);
+        child
+            .exec(sh)
+            .await
+            .expect("exec")
+            .check()
+            .await
+            .expect("same pid after exec");
+    })
+}
+
+#[test]
+fn exec_unclean_exit_is_a_typed_error_with_the_status() {
+    run(async {
+        let parent = local_thread();
+        for flags in FLAG_CASES {
+            let child = parent.clone(flags).await.expect("clone");
+            let sh = parent
+                .environ()
+                .which("sh")
+                .await
+                .expect("which")
+                .args(["-c", "exit 3"]);
+            let process = child.exec(sh).await.expect("exec");
+            match process.check().await {
+                Err(Error::UncleanExit { state, command }) => {
+                    assert_eq!(state, ChildState::Exited(3));
+                    assert!(command.contains("exit 3"), "{command}");
+                }
+                other => panic!("{flags:?}: expected UncleanExit, got {other:?}"),
+            }
+            // Waiting again gives the recorded state.
+            assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(3));
+        }
+    })
+}
+
+#[test]
+fn nested_clone_exec_and_wait() {
+    run(async {
+        let parent = local_thread();
+        for outer in FLAG_CASES {
+            for inner in FLAG_CASES {
+                let pipe = parent.pipe().await.expect("pipe");
+                let child = parent.clone(outer).await.expect("clone");
+                let w = child.inherit_fd(&pipe.write).expect("inherit");
+                let grandchild = child.clone(inner).await.expect("nested clone");
+                let gpid = grandchild.task().getpid().await.expect("getpid");
+                assert_eq!(Some(gpid), grandchild.pid());
+                let cpid = child.task().getpid().await.expect("getpid");
+                assert_eq!(grandchild.task().getppid().await.expect("getppid"), cpid);
+                // The grandchild reaches our pipe through the chain of inherited copies.
+                let gw = grandchild.inherit_fd(&w).expect("inherit in grandchild");
+                grandchild
+                    .task()
+                    .write_all(&gw, b"nested")
+                    .await
+                    .expect("write");
+                gw.close().await.expect("close");
+                w.close().await.expect("close");
+                drop(pipe.write);
+                let script = format!("test $$ -eq {gpid} && exit 4; exit 1");
+                let sh = parent
+                    .environ()
+                    .which("sh")
+                    .await
+                    .expect("which")
+                    .args(["-c", &script]);
+                let process = grandchild.exec(sh).await.expect("exec");
+                assert_eq!(
+                    process.wait().await.expect("wait"),
+                    ChildState::Exited(4),
+                    "{outer:?}/{inner:?}"
+                );
+                // The child is still usable after its child exec'd and died.
+                assert_eq!(child.task().getpid().await.expect("getpid"), cpid);
+                child
+                    .exit(0)
+                    .await
+                    .expect("exit")
+                    .check()
+                    .await
+                    .expect("clean");
+                let out = parent.read_to_eof(&pipe.read).await.expect("read");
+                assert_eq!(out, b"nested", "{outer:?}/{inner:?}");
+            }
+        }
+    })
+}
+
+#[test]
+fn exit_status_is_reported() {
+    run(async {
+        let parent = local_thread();
+        for flags in FLAG_CASES {
+            let child = parent.clone(flags).await.expect("clone");
+            let process = child.exit(5).await.expect("exit");
+            assert_eq!(
+                process.wait().await.expect("wait"),
+                ChildState::Exited(5),
+                "{flags:?}"
+            );
+        }
+    })
+}
+
+#[test]
+fn sigkill_fails_pending_and_later_requests_with_hangup_promptly() {
+    run(async {
+        let parent = local_thread();
+        for flags in FLAG_CASES {
+            let pipe = parent.pipe().await.expect("pipe");
+            let child = parent.clone(flags).await.expect("clone");
+            let r = child.inherit_fd(&pipe.read).expect("inherit");
+            // A read on an empty pipe blocks inside the child until it dies.
+            let pending = child.task().read(&r, 10);
+            let killer = async {
+                async_io::Timer::after(Duration::from_millis(100)).await;
+                let start = Instant::now();
+                child
+                    .process()
+                    .expect("process")
+                    .kill(Signal::SIGKILL)
+                    .await
+                    .expect("kill");
+                start
+            };
+            let (result, start) = future::zip(pending, killer).await;
+            let err = result.expect_err("the read cannot complete");
+            assert!(err.is_hangup(), "{flags:?}: pending request: {err}");
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{flags:?}: hangup took {:?}",
+                start.elapsed()
+            );
+            let later = child.task().getpid().await.expect_err("later request");
+            assert!(later.is_hangup(), "{flags:?}: later request: {later}");
+            drop(pipe.write);
+        }
+    })
+}
+
+#[test]
+fn exec_of_missing_file_is_enoent_and_child_stays_usable() {
+    run(async {
+        let parent = local_thread();
+        for flags in FLAG_CASES {
+            let child = parent.clone(flags).await.expect("clone");
+            let pid = child.task().getpid().await.expect("getpid");
+            let missing = rsyscall::Command::new("/nonexistent/program", "program");
+            let err = child
+                .exec(missing)
+                .await
+                .expect_err("exec of a missing file");
+            assert_eq!(
+                err.error.errno(),
+                Some(rsyscall::Errno::ENOENT),
+                "{}",
+                err.error
+            );
+            let child = err.thread;
+            assert_eq!(child.task().getpid().await.expect("still usable"), pid);
+            child
+                .exit(0)
+                .await
+                .expect("exit")
+                .check()
+                .await
+                .expect("clean");
+        }
+    })
+}
+
+#[test]
+fn fd_of_another_table_is_refused_before_sending() {
+    run(async {
+        let parent = local_thread();
+        let child = parent.clone(CLONE::empty()).await.expect("clone");
+        // Made after the clone: it exists only in our table.
+        let pipe = parent.pipe().await.expect("pipe");
+        let err = child
+            .task()
+            .write(&pipe.write, b"x")
+            .await
+            .expect_err("wrong table");
+        assert!(
+            matches!(
+                err,
+                Error::Mismatch(rsyscall::far::MismatchError::FdTable { .. })
+            ),
+            "{err}"
+        );
+        let err = child
+            .inherit_fd(&pipe.write)
+            .expect_err("made after the clone");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        // Nothing was sent: the child still answers, and the pipe is untouched.
+        child.task().getpid().await.expect("child still fine");
+        parent
+            .task()
+            .write(&pipe.write, b"ok")
+            .await
+            .expect("write locally");
+        assert_eq!(
+            parent.task().read(&pipe.read, 10).await.expect("read"),
+            b"ok"
+        );
+
+        // A child sharing our table may use it directly.
+        let sharing = parent.clone(CLONE::FILES).await.expect("clone");
+        let fd = pipe.write.for_task(sharing.task()).expect("same table");
+        sharing
+            .task()
+            .write(&fd, b"yes")
+            .await
+            .expect("write in child");
+        assert_eq!(
+            parent.task().read(&pipe.read, 10).await.expect("read"),
+            b"yes"
+        );
+    })
+}
+
+#[test]
+fn unsupported_clone_flags_are_refused() {
+    run(async {
+        let err = local_thread()
+            .clone(CLONE::THREAD | CLONE::SIGHAND)
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert!(err.to_string().contains("THREAD"), "{err}");
+    })
+}
+
+#[test]
+fn dropping_a_child_thread_kills_it() {
+    run(async {
+        let parent = local_thread();
+        for flags in FLAG_CASES {
+            let child = parent.clone(flags).await.expect("clone");
+            let pid = child.pid().expect("pid");
+            drop(child);
+            // The service thread reaps it; poll until the pid is gone.
+            let start = Instant::now();
+            loop {
+                match parent
+                    .task()
+                    .kill(pid, Signal::new(0).unwrap_or(Signal::SIGCONT))
+                    .await
+                {
+                    Err(e) if e.errno() == Some(rsyscall::Errno::ESRCH) => break,
+                    _ if start.elapsed() > Duration::from_secs(5) => {
+                        panic!("{flags:?}: child {pid} still exists")
+                    }
+                    _ => async_io::Timer::after(Duration::from_millis(10)).await,
+                };
+            }
+        }
+    })
+}
