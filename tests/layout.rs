@@ -132,4 +132,10 @@ fn stack_image() {
     assert_eq!(image.trampoline, trampoline as usize as u64);
     assert_eq!(image.args, [1, 2, 3, 4, 5, 6]);
     assert_eq!(image.function, 0x1234);
+    // The bytes written to the stack are the struct's own memory image.
+    let bytes = image.to_bytes();
+    let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    assert_eq!(word(0), image.trampoline);
+    assert_eq!((1..7).map(word).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(word(7), 0x1234);
 }

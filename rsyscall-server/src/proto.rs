@@ -21,48 +21,44 @@ impl Request {
 
     /// The little-endian wire form.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let a = self.args;
+        let words = [self.number, a[0], a[1], a[2], a[3], a[4], a[5]].map(|w| w as u64);
         let mut out = [0u8; Self::SIZE];
-        let words = [
-            self.number,
-            self.args[0],
-            self.args[1],
-            self.args[2],
-            self.args[3],
-            self.args[4],
-            self.args[5],
-        ];
-        let mut i = 0;
-        while i < 7 {
-            let bytes = words[i].to_le_bytes();
-            let mut j = 0;
-            while j < 8 {
-                out[i * 8 + j] = bytes[j];
-                j += 1;
-            }
-            i += 1;
-        }
+        put_words(&mut out, &words);
         out
     }
 
     /// Parses the little-endian wire form.
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
-        let mut words = [0i64; 7];
-        let mut i = 0;
-        while i < 7 {
-            let mut w = [0u8; 8];
-            let mut j = 0;
-            while j < 8 {
-                w[j] = bytes[i * 8 + j];
-                j += 1;
-            }
-            words[i] = i64::from_le_bytes(w);
-            i += 1;
-        }
+        let [number, a1, a2, a3, a4, a5, a6] = get_words::<7>(bytes).map(|w| w as i64);
         Request {
-            number: words[0],
-            args: [words[1], words[2], words[3], words[4], words[5], words[6]],
+            number,
+            args: [a1, a2, a3, a4, a5, a6],
         }
     }
+}
+
+/// Writes `words` little-endian into consecutive 8-byte chunks of `out`.
+fn put_words(out: &mut [u8], words: &[u64]) {
+    for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+        for (dst, src) in chunk.iter_mut().zip(word.to_le_bytes()) {
+            *dst = src;
+        }
+    }
+}
+
+/// Reads `N` little-endian words from consecutive 8-byte chunks of `bytes` (missing ones
+/// are 0).
+fn get_words<const N: usize>(bytes: &[u8]) -> [u64; N] {
+    let mut words = [0u64; N];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        for (dst, src) in b.iter_mut().zip(chunk) {
+            *dst = *src;
+        }
+        *word = u64::from_le_bytes(b);
+    }
+    words
 }
 
 /// Size of a response on the wire: the raw kernel return value as an `i64`.
@@ -95,38 +91,18 @@ impl SymbolTable {
             self.trampoline,
         ];
         let mut out = [0u8; Self::SIZE];
-        let mut i = 0;
-        while i < 4 {
-            let bytes = words[i].to_le_bytes();
-            let mut j = 0;
-            while j < 8 {
-                out[i * 8 + j] = bytes[j];
-                j += 1;
-            }
-            i += 1;
-        }
+        put_words(&mut out, &words);
         out
     }
 
     /// Parses the little-endian wire form.
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
-        let mut words = [0u64; 4];
-        let mut i = 0;
-        while i < 4 {
-            let mut w = [0u8; 8];
-            let mut j = 0;
-            while j < 8 {
-                w[j] = bytes[i * 8 + j];
-                j += 1;
-            }
-            words[i] = u64::from_le_bytes(w);
-            i += 1;
-        }
+        let [server, persistent_server, futex_helper, trampoline] = get_words::<4>(bytes);
         SymbolTable {
-            server: words[0],
-            persistent_server: words[1],
-            futex_helper: words[2],
-            trampoline: words[3],
+            server,
+            persistent_server,
+            futex_helper,
+            trampoline,
         }
     }
 }
@@ -223,5 +199,23 @@ impl StackImage {
             args,
             function,
         }
+    }
+
+    /// The little-endian form, as it is written at the top of the child's stack.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let a = self.args;
+        let words = [
+            self.trampoline,
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+            a[4],
+            a[5],
+            self.function,
+        ];
+        let mut out = [0u8; Self::SIZE];
+        put_words(&mut out, &words);
+        out
     }
 }

@@ -299,12 +299,11 @@ impl Thread {
         let futex_off = STACK_SIZE;
         let pidfd_off = STACK_SIZE + 4;
         let server_fd = server_sock.near().as_raw() as u64;
-        let image = StackImage {
-            trampoline: rsyscall_server::trampoline as *const () as u64,
-            args: [server_fd, server_fd, 0, 0, 0, 0],
-            function: rsyscall_server::server as *const () as u64,
-        };
-        mem.write(image_off, &image_bytes(&image))?;
+        let image = StackImage::new(
+            rsyscall_server::server as *const () as u64,
+            [server_fd, server_fd, 0, 0, 0, 0],
+        );
+        mem.write(image_off, &image.to_bytes())?;
         mem.write(futex_off, &1i32.to_ne_bytes())?;
         mem.write(pidfd_off, &(-1i32).to_ne_bytes())?;
         let futex_addr = mem.addr_at(futex_off)?;
@@ -478,12 +477,11 @@ async fn launch_futex_helper(futex: Address) -> Result<FutexHelper> {
     let mem = task.malloc(HELPER_STACK_SIZE + 8, 16)?;
     let image_off = HELPER_STACK_SIZE - 64;
     let pidfd_off = HELPER_STACK_SIZE;
-    let image = StackImage {
-        trampoline: rsyscall_server::trampoline as *const () as u64,
-        args: [futex.as_u64(), 1, 0, 0, 0, 0],
-        function: rsyscall_server::futex_helper_nostop as *const () as u64,
-    };
-    mem.write(image_off, &image_bytes(&image))?;
+    let image = StackImage::new(
+        rsyscall_server::futex_helper_nostop as *const () as u64,
+        [futex.as_u64(), 1, 0, 0, 0, 0],
+    );
+    mem.write(image_off, &image.to_bytes())?;
     mem.write(pidfd_off, &(-1i32).to_ne_bytes())?;
     let args = service::CloneArgs {
         flags: CLONE::VM | CLONE::FILES | CLONE::PIDFD,
@@ -506,24 +504,6 @@ async fn launch_futex_helper(futex: Address) -> Result<FutexHelper> {
     // SAFETY: clone(CLONE_PIDFD) just created this fd in the local table for us.
     let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
     Ok(FutexHelper { pidfd, memory: mem })
-}
-
-fn image_bytes(image: &StackImage) -> [u8; 64] {
-    let mut out = [0u8; 64];
-    let words = [
-        image.trampoline,
-        image.args[0],
-        image.args[1],
-        image.args[2],
-        image.args[3],
-        image.args[4],
-        image.args[5],
-        image.function,
-    ];
-    for (i, w) in words.iter().enumerate() {
-        out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-    }
-    out
 }
 
 /// A child process created by [`Thread::clone`], running a syscall server until it execs
