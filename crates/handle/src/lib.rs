@@ -26,6 +26,6 @@ mod task;
 
 pub use error::{Error, Result};
 pub use fd::{FdTableState, FileDescriptor};
-pub use memory::{Allocation, Memory};
+pub use memory::{Allocation, InFlight, Memory};
 pub use process::{ChildProcess, ChildState};
 pub use task::{Pipe, Task, local_namespaces};

@@ -215,7 +215,7 @@ impl ChildProcess {
         let buf = InFlight::new(buf);
         // SAFETY: the siginfo buffer is an allocation of the right size in the parent's
         // address space, kept (or leaked) until the syscall is done.
-        unsafe {
+        let r = unsafe {
             near::waitid(
                 self.parent.sysif(),
                 IdType::PidFd(fd),
@@ -224,13 +224,13 @@ impl ChildProcess {
                 near::Address::NULL,
             )
         }
-        .await
-        .map_err(|source| Error::Syscall {
+        .await;
+        let ((), buf) = buf.settle(r).map_err(|source| Error::Syscall {
             syscall: "waitid",
             pid: self.parent.pid().as_raw(),
             source,
         })?;
-        let info = buf.done().read(0, std::mem::size_of::<libc::siginfo_t>())?;
+        let info = buf.read(0, std::mem::size_of::<libc::siginfo_t>())?;
         let state = ChildState::from_siginfo(&info);
         if let Some(s) = state
             && s.died()

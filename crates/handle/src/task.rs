@@ -147,11 +147,6 @@ impl Task {
         &self.inner.memory
     }
 
-    /// Whether this is a task of the local process's address space and fd table.
-    fn shares_local_memory(&self) -> bool {
-        self.inner.memory.is_local()
-    }
-
     fn error(&self, syscall: &'static str) -> impl Fn(SyscallError) -> Error + '_ {
         move |source| {
             log::trace!("pid {}: {syscall} failed: {source}", self.pid().as_raw());
@@ -219,11 +214,13 @@ impl Task {
         self.inner.memory.malloc(size, align)
     }
 
-    /// Allocates and fills a buffer with `data`.
-    fn buffer(&self, data: &[u8]) -> Result<Allocation> {
+    /// Allocates and fills a buffer with `data`, lent to a syscall: if the syscall's future
+    /// is dropped before the response, the buffer is leaked rather than reused while the
+    /// remote kernel may still read it.
+    fn buffer(&self, data: &[u8]) -> Result<InFlight> {
         let buf = self.malloc(data.len(), 8)?;
         buf.write(0, data)?;
-        Ok(buf)
+        Ok(InFlight::new(buf))
     }
 
     /// `getpid()` — the task's pid in its own pid namespace.
@@ -253,8 +250,8 @@ impl Task {
     pub async fn write(&self, fd: &FileDescriptor, data: &[u8]) -> Result<usize> {
         let nfd = self.near_fd(fd)?;
         self.prepare().await;
-        if self.shares_local_memory() {
-            // The task reads directly from `data`, which lives in its address space.
+        if self.sysif().is_local() {
+            // The syscall runs to completion inside this call, reading `data` in place.
             return near::write(
                 self.sysif(),
                 nfd,
@@ -265,9 +262,9 @@ impl Task {
             .map_err(self.error("write"));
         }
         let buf = self.buffer(data)?;
-        near::write(self.sysif(), nfd, buf.addr(), data.len())
-            .await
-            .map_err(self.error("write"))
+        let r = near::write(self.sysif(), nfd, buf.addr(), data.len()).await;
+        let (n, _) = buf.settle(r).map_err(self.error("write"))?;
+        Ok(n)
     }
 
     /// Writes all of `data`, looping over short writes.
@@ -293,10 +290,9 @@ impl Task {
         let addr = buf.addr();
         // SAFETY: `addr` is an allocation of `len` bytes in the task's address space that is
         // kept (or leaked) until the kernel is done with it.
-        let n = unsafe { near::read(self.sysif(), nfd, addr, len) }
-            .await
-            .map_err(self.error("read"))?;
-        buf.done().read(0, n.min(len))
+        let r = unsafe { near::read(self.sysif(), nfd, addr, len) }.await;
+        let (n, buf) = buf.settle(r).map_err(self.error("read"))?;
+        buf.read(0, n.min(len))
     }
 
     /// Reads until EOF.
@@ -334,10 +330,9 @@ impl Task {
         let buf = InFlight::new(self.malloc(8, 8)?);
         let addr = buf.addr();
         // SAFETY: addr is an 8-byte allocation kept (or leaked) until the syscall is done.
-        unsafe { near::pipe2(self.sysif(), addr, O::CLOEXEC) }
-            .await
-            .map_err(self.error("pipe2"))?;
-        let (read, write) = self.own_pair(buf.done())?;
+        let r = unsafe { near::pipe2(self.sysif(), addr, O::CLOEXEC) }.await;
+        let ((), buf) = buf.settle(r).map_err(self.error("pipe2"))?;
+        let (read, write) = self.own_pair(buf)?;
         Ok(Pipe { read, write })
     }
 
@@ -354,10 +349,9 @@ impl Task {
         let buf = InFlight::new(self.malloc(8, 8)?);
         let addr = buf.addr();
         // SAFETY: addr is an 8-byte allocation kept (or leaked) until the syscall is done.
-        unsafe { near::socketpair(self.sysif(), domain, ty, SOCK::CLOEXEC, 0, addr) }
-            .await
-            .map_err(self.error("socketpair"))?;
-        self.own_pair(buf.done())
+        let r = unsafe { near::socketpair(self.sysif(), domain, ty, SOCK::CLOEXEC, 0, addr) }.await;
+        let ((), buf) = buf.settle(r).map_err(self.error("socketpair"))?;
+        self.own_pair(buf)
     }
 
     /// `dup2(old, new)` — makes `new`'s number refer to what `old` refers to.
@@ -385,9 +379,8 @@ impl Task {
             .map_err(|_| Error::invalid("open", "path contains a NUL byte"))?;
         self.prepare().await;
         let buf = self.buffer(cpath.as_bytes_with_nul())?;
-        let fd = near::openat(self.sysif(), None, buf.addr(), flags | O::CLOEXEC, mode)
-            .await
-            .map_err(self.error("openat"))?;
+        let r = near::openat(self.sysif(), None, buf.addr(), flags | O::CLOEXEC, mode).await;
+        let (fd, _) = buf.settle(r).map_err(self.error("openat"))?;
         Ok(self.own(fd))
     }
 
@@ -399,9 +392,9 @@ impl Task {
         let cpath = std::ffi::CString::new(path)
             .map_err(|_| Error::invalid("access", "path contains a NUL byte"))?;
         let buf = self.buffer(cpath.as_bytes_with_nul())?;
-        near::faccessat(self.sysif(), None, buf.addr(), mode, 0)
-            .await
-            .map_err(self.error("faccessat2"))
+        let r = near::faccessat(self.sysif(), None, buf.addr(), mode, 0).await;
+        buf.settle(r).map_err(self.error("faccessat2"))?;
+        Ok(())
     }
 
     /// `kill(pid, sig)` — signals a process by pid (racy unless it is an unreaped child:
@@ -438,10 +431,10 @@ impl Task {
             .map(|f| self.near_fd(f).map(|n| n.as_raw()))
             .collect::<Result<Vec<_>>>()?;
         self.prepare().await;
-        let (msg, _buf) = crate::cmsg::build_msghdr(self, &nums, false)?;
-        near::sendmsg(self.sysif(), s, msg, MSG::NOSIGNAL)
-            .await
-            .map_err(self.error("sendmsg"))?;
+        let (msg, buf) = crate::cmsg::build_msghdr(self, &nums, false)?;
+        let buf = InFlight::new(buf);
+        let r = near::sendmsg(self.sysif(), s, msg, MSG::NOSIGNAL).await;
+        buf.settle(r).map_err(self.error("sendmsg"))?;
         Ok(())
     }
 
@@ -462,10 +455,8 @@ impl Task {
         let (msg, buf) = crate::cmsg::build_msghdr(self, &vec![-1; count], true)?;
         let buf = InFlight::new(buf);
         // SAFETY: the msghdr and its buffers live in `buf`, kept (or leaked) until done.
-        let n = unsafe { near::recvmsg(self.sysif(), s, msg, MSG::CMSG_CLOEXEC) }
-            .await
-            .map_err(self.error("recvmsg"))?;
-        let buf = buf.done();
+        let r = unsafe { near::recvmsg(self.sysif(), s, msg, MSG::CMSG_CLOEXEC) }.await;
+        let (n, buf) = buf.settle(r).map_err(self.error("recvmsg"))?;
         let received = crate::cmsg::parse_fds(&buf)?;
         let fds: Vec<FileDescriptor> = received
             .iter()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use rsyscall_far as far;
 use rsyscall_handle::{
-    Allocation, ChildProcess, Error, FdTableState, FileDescriptor, Pipe, Result, Task,
+    Allocation, ChildProcess, Error, FdTableState, FileDescriptor, InFlight, Pipe, Result, Task,
     local_namespaces,
 };
 use rsyscall_near::{self as near, Address, CLONE, Signal};
@@ -664,6 +664,8 @@ impl ChildThread {
             ptr_off += 8;
         }
         buf.write(0, &bytes)?;
+        // From here the child's kernel reads the buffer: keep it if the future is dropped.
+        let buf = InFlight::new(buf);
         let sysif = task.sysif();
         let err = |syscall| {
             move |source| Error::Syscall {
@@ -702,7 +704,7 @@ impl ChildThread {
         }
         .await
         .map_err(err("execve"))?;
-        drop(buf);
+        buf.done();
         Ok(())
     }
 

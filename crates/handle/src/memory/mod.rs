@@ -13,7 +13,7 @@
 mod copy;
 mod inflight;
 
-pub(crate) use inflight::InFlight;
+pub use inflight::InFlight;
 
 use std::collections::BTreeMap;
 use std::fmt;
