@@ -23,6 +23,11 @@
 //!
 //! The layers are re-exported as modules ([`near`], [`far`], [`handle`], [`thread`]) for
 //! users who need a lower level.
+//!
+//! # Invariants
+//! - This crate only re-exports: every type here is the layer crate's own, so values move
+//!   freely between code written against the facade and code written against a layer.
+//! - The invariants of each layer hold here unchanged; see each crate's documentation.
 #![deny(unsafe_code)]
 
 pub use rsyscall_far as far;
