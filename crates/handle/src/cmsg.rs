@@ -19,7 +19,7 @@ fn align8(n: usize) -> usize {
 /// Lays out, in one allocation: the msghdr, one iovec over a one-byte payload, and a
 /// control buffer with one `SCM_RIGHTS` message carrying `fds`. For receiving, the fds
 /// are placeholders and only their count matters. Returns the msghdr's address.
-pub(crate) fn build_msghdr(
+pub(crate) async fn build_msghdr(
     task: &Task,
     fds: &[i32],
     receiving: bool,
@@ -40,7 +40,7 @@ pub(crate) fn build_msghdr(
     let payload_off = iov_off + IOVEC;
     let control_off = align8(payload_off + 1);
     let total = control_off + control_len;
-    let buf = task.malloc(total, 8)?;
+    let buf = task.alloc(total, 8).await?;
     let base = buf.addr().as_u64();
 
     let mut bytes = vec![0u8; total];
@@ -70,13 +70,13 @@ pub(crate) fn build_msghdr(
             put(&mut bytes, control_off + CMSGHDR + 4 * i, &fd.to_ne_bytes());
         }
     }
-    buf.write(0, &bytes)?;
+    buf.write(0, &bytes).await?;
     Ok((buf.addr(), buf))
 }
 
 /// The fds a `recvmsg` into a buffer from [`build_msghdr`] received.
-pub(crate) fn parse_fds(buf: &Allocation) -> Result<Vec<i32>> {
-    let hdr = buf.read(0, MSGHDR)?;
+pub(crate) async fn parse_fds(buf: &Allocation) -> Result<Vec<i32>> {
+    let hdr = buf.read(0, MSGHDR).await?;
     let word = |b: &[u8], off: usize| {
         let mut w = [0u8; 8];
         w.copy_from_slice(&b[off..off + 8]);
@@ -88,7 +88,9 @@ pub(crate) fn parse_fds(buf: &Allocation) -> Result<Vec<i32>> {
         return Ok(Vec::new());
     }
     let off = (control - buf.addr().as_u64()) as usize;
-    let cmsg = buf.read(off, controllen.min(buf.len().saturating_sub(off)))?;
+    let cmsg = buf
+        .read(off, controllen.min(buf.len().saturating_sub(off)))
+        .await?;
     if cmsg.len() < CMSGHDR {
         return Ok(Vec::new());
     }

@@ -54,6 +54,14 @@ pub enum Error {
         /// How it ended.
         state: ChildState,
     },
+    /// A far pointer was used after its allocation was freed (or outside any allocation).
+    #[error("use after free: {len} bytes at {addr:?} are not inside a live allocation")]
+    UseAfterFree {
+        /// The address.
+        addr: near::Address,
+        /// The length of the access.
+        len: usize,
+    },
     /// Memory could not be allocated.
     #[error("out of memory in {space}: {detail}")]
     OutOfMemory {

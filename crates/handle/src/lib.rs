@@ -21,11 +21,17 @@ mod cmsg;
 mod error;
 mod fd;
 mod memory;
+mod pointer;
 mod process;
+pub mod structs;
 mod task;
 
 pub use error::{Error, Result};
 pub use fd::{FdTableState, FileDescriptor};
-pub use memory::{Allocation, InFlight, Memory};
+pub use memory::{
+    Allocation, BoxFuture, InFlight, LocalTransport, Memory, PAGE_SIZE, RECLAIM_MIN, Transport,
+};
+pub use pointer::{LinearPointer, Pointer, ReadablePointer, WrittenPointer};
 pub use process::{ChildProcess, ChildState};
+pub use structs::{FixedSize, Pod, Struct};
 pub use task::{Pipe, Task, local_namespaces};

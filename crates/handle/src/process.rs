@@ -210,8 +210,10 @@ impl ChildProcess {
         let fd = self.parent.far().near_fd(&self.pidfd.far())?;
         let buf = self
             .parent
-            .malloc(std::mem::size_of::<libc::siginfo_t>(), 8)?;
-        buf.write(0, &[0u8; std::mem::size_of::<libc::siginfo_t>()])?;
+            .alloc(std::mem::size_of::<libc::siginfo_t>(), 8)
+            .await?;
+        buf.write(0, &[0u8; std::mem::size_of::<libc::siginfo_t>()])
+            .await?;
         let buf = InFlight::new(buf);
         // SAFETY: the siginfo buffer is an allocation of the right size in the parent's
         // address space, kept (or leaked) until the syscall is done.
@@ -219,7 +221,7 @@ impl ChildProcess {
             near::waitid(
                 self.parent.sysif(),
                 IdType::PidFd(fd),
-                buf.addr(),
+                buf.get().addr(),
                 options,
                 near::Address::NULL,
             )
@@ -230,7 +232,7 @@ impl ChildProcess {
             pid: self.parent.pid().as_raw(),
             source,
         })?;
-        let info = buf.read(0, std::mem::size_of::<libc::siginfo_t>())?;
+        let info = buf.read(0, std::mem::size_of::<libc::siginfo_t>()).await?;
         let state = ChildState::from_siginfo(&info);
         if let Some(s) = state
             && s.died()

@@ -20,6 +20,7 @@ mod oneshot;
 mod service;
 pub mod syscall_connection;
 mod thread;
+mod transport;
 
 pub use command::{Command, Environment};
 pub use connection::Connection;

@@ -294,7 +294,7 @@ impl Thread {
         let fdpass_remote = remote.next();
 
         // 2. The child's stack image, its futex word and the pidfd slot, in one allocation.
-        let mem = task.malloc(STACK_SIZE + 16, 16)?;
+        let mem = task.alloc(STACK_SIZE + 16, 16).await?;
         let image_off = STACK_SIZE - 64;
         let futex_off = STACK_SIZE;
         let pidfd_off = STACK_SIZE + 4;
@@ -303,9 +303,10 @@ impl Thread {
             rsyscall_server::server as *const () as u64,
             [server_fd, server_fd, 0, 0, 0, 0],
         );
-        mem.write(image_off, &image.to_bytes())?;
-        mem.write(futex_off, &1i32.to_ne_bytes())?;
-        mem.write(pidfd_off, &(-1i32).to_ne_bytes())?;
+        let mut head = image.to_bytes().to_vec();
+        head.extend_from_slice(&1i32.to_ne_bytes());
+        head.extend_from_slice(&(-1i32).to_ne_bytes());
+        mem.write(image_off, &head).await?;
         let futex_addr = mem.addr_at(futex_off)?;
 
         // 3. The clone itself. Fds whose handles exist now are the ones the child inherits.
@@ -347,7 +348,7 @@ impl Thread {
                 });
             }
         };
-        let pidfd_bytes = mem.read(pidfd_off, 4)?;
+        let pidfd_bytes = mem.read(pidfd_off, 4).await?;
         let pidfd_n = i32::from_ne_bytes([
             pidfd_bytes[0],
             pidfd_bytes[1],
@@ -474,15 +475,16 @@ struct FutexHelper {
 /// section 4). It is cloned from the local process, sharing its address space and table.
 async fn launch_futex_helper(futex: Address) -> Result<FutexHelper> {
     let task = Task::local();
-    let mem = task.malloc(HELPER_STACK_SIZE + 8, 16)?;
+    let mem = task.alloc(HELPER_STACK_SIZE + 8, 16).await?;
     let image_off = HELPER_STACK_SIZE - 64;
     let pidfd_off = HELPER_STACK_SIZE;
     let image = StackImage::new(
         rsyscall_server::futex_helper_nostop as *const () as u64,
         [futex.as_u64(), 1, 0, 0, 0, 0],
     );
-    mem.write(image_off, &image.to_bytes())?;
-    mem.write(pidfd_off, &(-1i32).to_ne_bytes())?;
+    let mut head = image.to_bytes().to_vec();
+    head.extend_from_slice(&(-1i32).to_ne_bytes());
+    mem.write(image_off, &head).await?;
     let args = service::CloneArgs {
         flags: CLONE::VM | CLONE::FILES | CLONE::PIDFD,
         exit_signal: Some(Signal::SIGCHLD),
@@ -499,7 +501,7 @@ async fn launch_futex_helper(futex: Address) -> Result<FutexHelper> {
             pid: task.pid().as_raw(),
             source,
         })?;
-    let b = mem.read(pidfd_off, 4)?;
+    let b = mem.read(pidfd_off, 4).await?;
     let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
     // SAFETY: clone(CLONE_PIDFD) just created this fd in the local table for us.
     let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
@@ -634,7 +636,7 @@ impl ChildThread {
             .map(|s| s.len() + 1)
             .sum();
         let head = 40;
-        let buf = task.malloc(head + ptrs + strings, 8)?;
+        let buf = task.alloc(head + ptrs + strings, 8).await?;
         let base = buf.addr().as_u64();
         let mut bytes = vec![0u8; head + ptrs + strings];
         let mut str_off = head + ptrs;
@@ -663,7 +665,7 @@ impl ChildThread {
             bytes[ptr_off..ptr_off + 8].copy_from_slice(&a.to_ne_bytes());
             ptr_off += 8;
         }
-        buf.write(0, &bytes)?;
+        buf.write(0, &bytes).await?;
         // From here the child's kernel reads the buffer: keep it if the future is dropped.
         let buf = InFlight::new(buf);
         let sysif = task.sysif();

@@ -1,19 +1,26 @@
 //! Memory in an address space: arenas over shared anonymous mappings, and allocations.
 //!
-//! # Safety
-//! Unsafe code here maps fresh arenas (a non-fixed anonymous mmap touches nothing) and
-//! copies into and out of allocations this module hands out, whose ranges lie inside arenas
-//! that are never unmapped while an allocation in them exists.
-#![allow(unsafe_code)]
-//!
 //! An [`Allocation`] owns a range of one arena and gives it back when dropped (pure
-//! bookkeeping: nothing is unmapped while any allocation of the arena lives). Arenas are
-//! `MAP_SHARED | MAP_ANONYMOUS`, so a child cloned without `CLONE_VM` still shares them.
+//! bookkeeping). Arenas are `MAP_SHARED | MAP_ANONYMOUS`, so children cloned without
+//! `CLONE_VM` still see them. The bytes are moved by the address space's [`Transport`].
+//!
+//! Page reclamation: when an allocation of at least [`RECLAIM_MIN`] bytes is freed, the
+//! whole pages inside it are not put back on the free list but queued; the next `malloc`
+//! (or [`Memory::reclaim`]) hands them to the kernel with `madvise(MADV_REMOVE)` and only then
+//! frees them, so no allocation can land in pages while their contents are being discarded.
+//!
+//! # Safety
+//! Unsafe code here issues mmap, madvise and munmap on arenas this module owns, and asks
+//! the transport to copy into and out of allocations it handed out, whose ranges lie inside
+//! arenas that are never unmapped while an allocation in them exists.
+#![allow(unsafe_code)]
 
 mod copy;
 mod inflight;
+mod transport;
 
 pub use inflight::InFlight;
+pub use transport::{BoxFuture, LocalTransport, Transport};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,18 +33,26 @@ use crate::error::{Error, Result};
 
 /// Size of a fresh arena, unless an allocation needs more.
 const ARENA_SIZE: usize = 1 << 20;
-const PAGE_SIZE: usize = 4096;
+/// The page size.
+pub const PAGE_SIZE: usize = 4096;
+/// Allocations at least this large give their whole pages back to the kernel when freed.
+pub const RECLAIM_MIN: usize = 64 * 1024;
 
 struct Arena {
+    id: u64,
     mapping: MemoryMapping,
     /// Free ranges: offset -> length, never adjacent (merged on free).
     free: BTreeMap<usize, usize>,
 }
 
 impl Arena {
+    fn base(&self) -> u64 {
+        self.mapping.addr.as_u64()
+    }
+
     /// First fit: the lowest free range that can hold `size` bytes at `align`.
     fn take(&mut self, size: usize, align: usize) -> Option<usize> {
-        let base = self.mapping.addr.as_u64() as usize;
+        let base = self.base() as usize;
         let (start, len, at) = self.free.iter().find_map(|(&start, &len)| {
             let addr = base + start;
             let aligned = addr.checked_add(align - 1)? & !(align - 1);
@@ -56,6 +71,9 @@ impl Arena {
     }
 
     fn give_back(&mut self, mut offset: usize, mut len: usize) {
+        if len == 0 {
+            return;
+        }
         if let Some((&prev, &prev_len)) = self.free.range(..offset).next_back()
             && prev + prev_len == offset
         {
@@ -69,16 +87,26 @@ impl Arena {
         }
         self.free.insert(offset, len);
     }
-
-    fn used(&self) -> usize {
-        self.mapping.len - self.free.values().sum::<usize>()
-    }
 }
 
-/// The allocator of one address space.
+struct State {
+    arenas: Vec<Arena>,
+    /// Live allocations: start address -> length.
+    live: BTreeMap<u64, usize>,
+    /// Page ranges waiting for madvise before they may be reused: (arena id, offset, len).
+    reclaim: Vec<(u64, usize, usize)>,
+    next_arena: u64,
+}
+
+/// The allocator of one address space, with the transport that moves its bytes.
 pub struct Memory {
     space: far::AddressSpace,
-    arenas: Mutex<Vec<Arena>>,
+    transport: Arc<dyn Transport>,
+    /// Runs mmap and madvise in the address space.
+    mapper: Arc<dyn near::SyscallInterface>,
+    /// Whether new arenas may be mapped when the existing ones are full.
+    growable: bool,
+    state: Mutex<State>,
 }
 
 impl fmt::Debug for Memory {
@@ -89,20 +117,73 @@ impl fmt::Debug for Memory {
     }
 }
 
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Memory {
     /// The allocator of the local address space (shared by every clone child made with
     /// `CLONE_VM`, which is every thread `clone` makes).
     pub fn local() -> &'static Arc<Memory> {
         static LOCAL: OnceLock<Arc<Memory>> = OnceLock::new();
-        LOCAL.get_or_init(|| Memory::new(crate::task::local_namespaces().address_space))
+        LOCAL.get_or_init(|| {
+            Memory::new(
+                crate::task::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+            )
+        })
     }
 
-    /// A fresh allocator for `space`, with no arenas yet.
-    pub(crate) fn new(space: far::AddressSpace) -> Arc<Memory> {
+    /// An allocator for `space`, moving bytes with `transport` and mapping arenas with
+    /// `mapper` (an interface of a process using that address space).
+    pub fn new(
+        space: far::AddressSpace,
+        transport: Arc<dyn Transport>,
+        mapper: Arc<dyn near::SyscallInterface>,
+    ) -> Arc<Memory> {
         Arc::new(Memory {
             space,
-            arenas: Mutex::new(Vec::new()),
+            transport,
+            mapper,
+            growable: true,
+            state: Mutex::new(State {
+                arenas: Vec::new(),
+                live: BTreeMap::new(),
+                reclaim: Vec::new(),
+                next_arena: 1,
+            }),
         })
+    }
+
+    /// An allocator with a single arena of `size` bytes (rounded up to pages) that never
+    /// grows: once full, `malloc` fails with [`Error::OutOfMemory`].
+    ///
+    /// # Errors
+    /// If the arena cannot be mapped.
+    pub async fn fixed(
+        space: far::AddressSpace,
+        transport: Arc<dyn Transport>,
+        mapper: Arc<dyn near::SyscallInterface>,
+        size: usize,
+    ) -> Result<Arc<Memory>> {
+        let mut memory = Memory::new(space, transport, mapper);
+        let mem =
+            Arc::get_mut(&mut memory).ok_or_else(|| Error::invalid("Memory::fixed", "shared"))?;
+        mem.growable = false;
+        let len = round_up(size.max(1), PAGE_SIZE)
+            .ok_or_else(|| Error::invalid("Memory::fixed", format!("size {size} overflows")))?;
+        let mapping = memory.map_arena(len).await?;
+        let mut st = lock(&memory.state);
+        let id = st.next_arena;
+        st.next_arena += 1;
+        st.arenas.push(Arena {
+            id,
+            mapping,
+            free: BTreeMap::from([(0, len)]),
+        });
+        drop(st);
+        Ok(memory)
     }
 
     /// The address space this allocator serves.
@@ -110,8 +191,12 @@ impl Memory {
         self.space
     }
 
-    /// Whether the memory is in this process's own address space, so its bytes can be
-    /// copied directly.
+    /// The transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// Whether the memory is in this process's own address space.
     pub fn is_local(&self) -> bool {
         self.space == crate::task::local_namespaces().address_space
     }
@@ -120,104 +205,247 @@ impl Memory {
     /// page).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a bad alignment, [`Error::OutOfMemory`] if a new arena
-    /// cannot be mapped.
-    pub fn malloc(self: &Arc<Self>, size: usize, align: usize) -> Result<Allocation> {
+    /// [`Error::InvalidArgument`] for a bad alignment or size, [`Error::OutOfMemory`] if a
+    /// fixed arena is full or a new arena cannot be mapped.
+    pub async fn malloc(self: &Arc<Self>, size: usize, align: usize) -> Result<Allocation> {
         if !align.is_power_of_two() || align > PAGE_SIZE {
             return Err(Error::invalid(
                 "malloc",
                 format!("alignment {align} is not a power of two up to {PAGE_SIZE}"),
             ));
         }
-        let size = size.max(1);
-        let mut arenas = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
-        for (index, arena) in arenas.iter_mut().enumerate() {
-            if let Some(offset) = arena.take(size, align) {
-                return Ok(self.allocation(arena, index, offset, size));
-            }
+        if size > isize::MAX as usize {
+            return Err(Error::invalid(
+                "malloc",
+                format!("size {size} is too large"),
+            ));
         }
-        let len = size
-            .checked_add(PAGE_SIZE - 1)
-            .map(|s| (s & !(PAGE_SIZE - 1)).max(ARENA_SIZE))
+        let size = size.max(1);
+        self.reclaim().await;
+        if let Some(a) = self.try_take(size, align) {
+            return Ok(a);
+        }
+        if !self.growable {
+            return Err(Error::OutOfMemory {
+                space: self.space,
+                detail: format!(
+                    "the fixed arena has no free range of {size} bytes aligned to {align}"
+                ),
+            });
+        }
+        let len = round_up(size, PAGE_SIZE)
+            .map(|s| s.max(ARENA_SIZE))
             .ok_or_else(|| Error::invalid("malloc", format!("size {size} overflows")))?;
-        let mapping = self.map_arena(len)?;
+        let mapping = self.map_arena(len).await?;
+        let mut st = lock(&self.state);
+        let id = st.next_arena;
+        st.next_arena += 1;
         let mut arena = Arena {
+            id,
             mapping,
             free: BTreeMap::from([(0, len)]),
         };
         let offset = arena.take(size, align).ok_or_else(|| Error::OutOfMemory {
             space: self.space,
-            detail: format!("fresh arena of {len} bytes cannot hold {size}"),
+            detail: format!("a fresh arena of {len} bytes cannot hold {size}"),
         })?;
-        arenas.push(arena);
-        let index = arenas.len() - 1;
-        Ok(self.allocation(&arenas[index], index, offset, size))
+        let a = self.allocation(&mut st, &arena, offset, size);
+        st.arenas.push(arena);
+        Ok(a)
+    }
+
+    fn try_take(self: &Arc<Self>, size: usize, align: usize) -> Option<Allocation> {
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let (index, offset) = st
+            .arenas
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, arena)| arena.take(size, align).map(|o| (i, o)))?;
+        let arena = &st.arenas[index];
+        let addr = arena.base() + offset as u64;
+        st.live.insert(addr, size);
+        Some(Allocation {
+            memory: self.clone(),
+            arena: arena.id,
+            offset,
+            len: size,
+            addr: Address::new(addr),
+        })
     }
 
     fn allocation(
         self: &Arc<Self>,
+        st: &mut State,
         arena: &Arena,
-        index: usize,
         offset: usize,
         len: usize,
     ) -> Allocation {
+        let addr = arena.base() + offset as u64;
+        st.live.insert(addr, len);
         Allocation {
             memory: self.clone(),
-            arena: index,
+            arena: arena.id,
             offset,
             len,
-            addr: Address::new(arena.mapping.addr.as_u64() + offset as u64),
+            addr: Address::new(addr),
         }
     }
 
-    fn map_arena(&self, len: usize) -> Result<MemoryMapping> {
-        if !self.is_local() {
-            return Err(Error::OutOfMemory {
-                space: self.space,
-                detail: "arenas in other address spaces are not supported yet".into(),
-            });
-        }
-        let req = near::Request::new(
-            libc::SYS_mmap,
-            [
-                0,
-                len as i64,
-                (PROT::READ | PROT::WRITE).bits() as i64,
-                (MAP::SHARED | MAP::ANONYMOUS).bits() as i64,
-                -1,
-                0,
-            ],
-        );
+    async fn map_arena(&self, len: usize) -> Result<MemoryMapping> {
         // SAFETY: a non-fixed anonymous mapping creates fresh memory and touches nothing.
-        let ret =
-            unsafe { near::LocalSyscall.syscall_sync(req) }.map_err(|e| Error::OutOfMemory {
-                space: self.space,
-                detail: format!("mmap of a {len}-byte arena failed: {e}"),
-            })?;
-        Ok(MemoryMapping {
-            addr: Address::new(ret as u64),
-            len,
+        let r = unsafe {
+            near::mmap(
+                &*self.mapper,
+                Address::NULL,
+                len,
+                PROT::READ | PROT::WRITE,
+                MAP::SHARED | MAP::ANONYMOUS,
+                None,
+                0,
+            )
+        }
+        .await;
+        r.map_err(|e| Error::OutOfMemory {
+            space: self.space,
+            detail: format!("mmap of a {len}-byte arena failed: {e}"),
         })
+    }
+
+    /// Hands queued page ranges of freed allocations to the kernel (`MADV_REMOVE`), then
+    /// makes them available again. Ranges are out of the free list until this is done, so
+    /// no allocation can be placed in pages being discarded.
+    pub async fn reclaim(&self) {
+        let pending = std::mem::take(&mut lock(&self.state).reclaim);
+        for (arena_id, offset, len) in pending {
+            let base = {
+                let st = lock(&self.state);
+                st.arenas.iter().find(|a| a.id == arena_id).map(Arena::base)
+            };
+            if let Some(base) = base {
+                let req = near::Request::new(
+                    libc::SYS_madvise,
+                    [
+                        (base + offset as u64) as i64,
+                        len as i64,
+                        libc::MADV_REMOVE as i64,
+                        0,
+                        0,
+                        0,
+                    ],
+                );
+                // SAFETY: the range is whole pages of an arena this allocator owns, in no
+                // allocation and not on the free list, so nothing uses its contents.
+                if let Err(e) = unsafe { self.mapper.syscall(req) }.await {
+                    log::debug!("madvise(MADV_REMOVE) of {len} bytes failed: {e}");
+                }
+            }
+            let mut st = lock(&self.state);
+            if let Some(arena) = st.arenas.iter_mut().find(|a| a.id == arena_id) {
+                arena.give_back(offset, len);
+            }
+        }
     }
 
     /// Bytes currently allocated, over all arenas.
     pub fn bytes_in_use(&self) -> usize {
-        let arenas = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
-        arenas.iter().map(Arena::used).sum()
+        lock(&self.state).live.values().sum()
     }
 
-    fn free(&self, arena: usize, offset: usize, len: usize) {
-        let mut arenas = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(arena) = arenas.get_mut(arena) {
+    /// Bytes waiting for reclamation.
+    pub fn bytes_pending_reclaim(&self) -> usize {
+        lock(&self.state).reclaim.iter().map(|r| r.2).sum()
+    }
+
+    /// Checks that `len` bytes at `ptr` lie inside one live allocation of this allocator.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] for a pointer of another address space, [`Error::UseAfterFree`]
+    /// if no live allocation holds the range.
+    pub fn validate(&self, ptr: far::Pointer, len: usize) -> Result<()> {
+        if ptr.space != self.space {
+            return Err(Error::Mismatch(far::MismatchError::AddressSpace {
+                addr: ptr.near,
+                space: ptr.space,
+                task_space: self.space,
+                task_pid: 0,
+            }));
+        }
+        let addr = ptr.near.as_u64();
+        let st = lock(&self.state);
+        let ok = st
+            .live
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&start, &l)| {
+                addr.checked_add(len as u64)
+                    .is_some_and(|end| end <= start + l as u64)
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::UseAfterFree {
+                addr: ptr.near,
+                len,
+            })
+        }
+    }
+
+    fn free(&self, arena_id: u64, offset: usize, len: usize, addr: Address) {
+        let mut st = lock(&self.state);
+        st.live.remove(&addr.as_u64());
+        let Some(arena) = st.arenas.iter_mut().find(|a| a.id == arena_id) else {
+            return;
+        };
+        let base = arena.base() as usize;
+        let start = base + offset;
+        let (page_start, page_end) = (
+            round_up(start, PAGE_SIZE).unwrap_or(usize::MAX),
+            (start + len) & !(PAGE_SIZE - 1),
+        );
+        if len >= RECLAIM_MIN && page_end > page_start && page_end - page_start >= PAGE_SIZE {
+            arena.give_back(offset, page_start - start);
+            arena.give_back(page_end - base, start + len - page_end);
+            st.reclaim
+                .push((arena_id, page_start - base, page_end - page_start));
+        } else {
             arena.give_back(offset, len);
         }
     }
+
+    /// Updates the live-allocation map for a split of `[addr, addr + len)` at `at`.
+    fn split_live(&self, addr: u64, len: usize, at: usize) {
+        let mut st = lock(&self.state);
+        st.live.insert(addr, at);
+        st.live.insert(addr + at as u64, len - at);
+    }
+
+    fn merge_live(&self, first: u64, second: u64, total: usize) {
+        let mut st = lock(&self.state);
+        st.live.remove(&second);
+        st.live.insert(first, total);
+    }
+}
+
+fn round_up(n: usize, to: usize) -> Option<usize> {
+    n.checked_add(to - 1).map(|v| v & !(to - 1))
+}
+
+/// A failed merge: why, and both pieces, given back.
+#[derive(Debug)]
+pub struct Unmerged<A> {
+    /// Why they could not be merged.
+    pub error: Error,
+    /// The piece that was to come first.
+    pub first: A,
+    /// The piece that was to come second.
+    pub second: A,
 }
 
 /// An owned range of memory in one address space, given back when dropped.
 pub struct Allocation {
     memory: Arc<Memory>,
-    arena: usize,
+    arena: u64,
     offset: usize,
     len: usize,
     addr: Address,
@@ -262,7 +490,7 @@ impl Allocation {
         self.len
     }
 
-    /// Whether it is zero-sized (never: allocations are at least one byte).
+    /// Whether it is zero-sized (only a piece split off at an end can be).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -285,47 +513,120 @@ impl Allocation {
         }
     }
 
+    fn transport_error(&self, what: &'static str) -> impl Fn(near::SyscallError) -> Error + '_ {
+        move |source| Error::Syscall {
+            syscall: what,
+            pid: 0,
+            source,
+        }
+    }
+
     /// Writes `data` at `offset`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if the range is outside the allocation.
-    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+    /// [`Error::InvalidArgument`] if the range is outside the allocation; the transport's
+    /// errors.
+    pub async fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check("Allocation::write", offset, data.len())?;
-        self.require_local("Allocation::write")?;
-        // SAFETY: the range is inside this allocation, which this object owns, in a mapping
-        // of the local address space that stays mapped while the allocation exists.
-        unsafe { copy::write(Address::new(self.addr.as_u64() + offset as u64), data) };
-        Ok(())
+        if data.is_empty() {
+            return Ok(());
+        }
+        let dest = Address::new(self.addr.as_u64() + offset as u64);
+        // SAFETY: the range is inside this allocation, which this object owns.
+        unsafe { self.memory.transport.write(dest, data) }
+            .await
+            .map_err(self.transport_error("memory write"))
     }
 
     /// Reads `len` bytes at `offset`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if the range is outside the allocation.
-    pub fn read(&self, offset: usize, len: usize) -> Result<Vec<u8>> {
+    /// [`Error::InvalidArgument`] if the range is outside the allocation; the transport's
+    /// errors.
+    pub async fn read(&self, offset: usize, len: usize) -> Result<Vec<u8>> {
         self.check("Allocation::read", offset, len)?;
-        self.require_local("Allocation::read")?;
-        let mut out = vec![0u8; len];
-        // SAFETY: as in `write`.
-        unsafe { copy::read(Address::new(self.addr.as_u64() + offset as u64), &mut out) };
-        Ok(out)
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let src = Address::new(self.addr.as_u64() + offset as u64);
+        // SAFETY: the range is inside this allocation, which this object owns.
+        unsafe { self.memory.transport.read(src, len) }
+            .await
+            .map_err(self.transport_error("memory read"))
     }
 
-    fn require_local(&self, what: &'static str) -> Result<()> {
-        if self.memory.is_local() {
-            Ok(())
-        } else {
-            Err(Error::invalid(
-                what,
-                "memory of another address space needs a transport",
-            ))
+    /// Splits into `[0, at)` and `[at, len)`, each freed on its own.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `at` is past the end (the allocation is given back).
+    pub fn split(self, at: usize) -> Result<(Allocation, Allocation)> {
+        if at > self.len {
+            return Err(Error::invalid(
+                "split",
+                format!("offset {at} past an allocation of {} bytes", self.len),
+            ));
         }
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the memory Arc is moved out exactly once.
+        let memory = unsafe { std::ptr::read(&this.memory) };
+        memory.split_live(this.addr.as_u64(), this.len, at);
+        let second = Allocation {
+            memory: memory.clone(),
+            arena: this.arena,
+            offset: this.offset + at,
+            len: this.len - at,
+            addr: Address::new(this.addr.as_u64() + at as u64),
+        };
+        let first = Allocation {
+            memory,
+            arena: this.arena,
+            offset: this.offset,
+            len: at,
+            addr: this.addr,
+        };
+        Ok((first, second))
+    }
+
+    /// Joins two adjacent allocations of one arena (`self` first).
+    ///
+    /// # Errors
+    /// Gives both back if they are not adjacent pieces of one arena.
+    pub fn merge(
+        self,
+        other: Allocation,
+    ) -> std::result::Result<Allocation, Box<Unmerged<Allocation>>> {
+        if !Arc::ptr_eq(&self.memory, &other.memory)
+            || self.arena != other.arena
+            || self.offset + self.len != other.offset
+        {
+            return Err(Box::new(Unmerged {
+                error: Error::invalid("merge", format!("{self:?} and {other:?} are not adjacent")),
+                first: self,
+                second: other,
+            }));
+        }
+        let a = std::mem::ManuallyDrop::new(self);
+        let b = std::mem::ManuallyDrop::new(other);
+        // SAFETY: neither is ever dropped, so each memory Arc is moved out exactly once.
+        let (memory, other_memory) =
+            unsafe { (std::ptr::read(&a.memory), std::ptr::read(&b.memory)) };
+        drop(other_memory);
+        let len = a.len + b.len;
+        memory.merge_live(a.addr.as_u64(), b.addr.as_u64(), len);
+        Ok(Allocation {
+            memory,
+            arena: a.arena,
+            offset: a.offset,
+            len,
+            addr: a.addr,
+        })
     }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        self.memory.free(self.arena, self.offset, self.len);
+        self.memory
+            .free(self.arena, self.offset, self.len, self.addr);
     }
 }
 
@@ -333,25 +634,104 @@ impl Drop for Allocation {
 mod tests {
     use super::*;
 
+    fn fresh() -> Arc<Memory> {
+        Memory::new(
+            crate::task::local_namespaces().address_space,
+            Arc::new(LocalTransport),
+            Arc::new(near::LocalSyscall),
+        )
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        async_io::block_on(f)
+    }
+
     #[test]
     fn allocations_align_reuse_and_round_trip() {
-        let mem = &Memory::new(crate::task::local_namespaces().address_space);
-        let before = mem.bytes_in_use();
-        let a = mem.malloc(10, 16).expect("malloc");
-        assert_eq!(a.addr().as_u64() % 16, 0);
-        let b = mem.malloc(100, 64).expect("malloc");
-        assert_eq!(b.addr().as_u64() % 64, 0);
-        b.write(3, b"hello").expect("write");
-        assert_eq!(b.read(3, 5).expect("read"), b"hello");
-        assert!(b.write(98, b"xyz").is_err());
-        let addr = a.addr();
-        drop(a);
-        let c = mem.malloc(10, 16).expect("malloc");
-        assert_eq!(c.addr(), addr, "freed space is reused");
-        drop((b, c));
-        assert_eq!(mem.bytes_in_use(), before);
-        assert!(mem.malloc(8, 3).is_err());
-        let big = mem.malloc(3 << 20, 8).expect("big");
-        assert!(big.len() == 3 << 20);
+        run(async {
+            let mem = fresh();
+            let a = mem.malloc(10, 16).await.expect("malloc");
+            assert_eq!(a.addr().as_u64() % 16, 0);
+            let b = mem.malloc(100, 64).await.expect("malloc");
+            assert_eq!(b.addr().as_u64() % 64, 0);
+            b.write(3, b"hello").await.expect("write");
+            assert_eq!(b.read(3, 5).await.expect("read"), b"hello");
+            assert!(b.write(98, b"xyz").await.is_err());
+            let addr = a.addr();
+            drop(a);
+            let c = mem.malloc(10, 16).await.expect("malloc");
+            assert_eq!(c.addr(), addr, "freed space is reused");
+            drop((b, c));
+            assert_eq!(mem.bytes_in_use(), 0);
+            assert!(mem.malloc(8, 3).await.is_err());
+            let big = mem.malloc(3 << 20, 8).await.expect("big");
+            assert_eq!(big.len(), 3 << 20);
+        })
+    }
+
+    #[test]
+    fn split_merge_and_validate() {
+        run(async {
+            let mem = fresh();
+            let a = mem.malloc(100, 8).await.expect("malloc");
+            let far = a.far();
+            let (x, y) = a.split(40).expect("split");
+            assert_eq!((x.len(), y.len()), (40, 60));
+            assert_eq!(y.addr().as_u64(), x.addr().as_u64() + 40);
+            mem.validate(y.far(), 60).expect("live");
+            assert!(mem.validate(y.far(), 61).is_err());
+            let (x, y) = match y.merge(x) {
+                Err(u) => (u.second, u.first),
+                Ok(_) => panic!("merged in the wrong order"),
+            };
+            let whole = x.merge(y).map_err(|u| u.error).expect("merge");
+            assert_eq!(whole.len(), 100);
+            mem.validate(far, 100).expect("live again");
+            drop(whole);
+            assert!(matches!(
+                mem.validate(far, 1),
+                Err(Error::UseAfterFree { .. })
+            ));
+            assert_eq!(mem.bytes_in_use(), 0);
+        })
+    }
+
+    #[test]
+    fn fixed_arena_runs_out_and_reuses() {
+        run(async {
+            let space = crate::task::local_namespaces().address_space;
+            let mem = Memory::fixed(
+                space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+                8192,
+            )
+            .await
+            .expect("fixed");
+            let a = mem.malloc(4096, 8).await.expect("first");
+            let b = mem.malloc(4096, 8).await.expect("second");
+            let err = mem.malloc(1, 1).await.expect_err("full");
+            assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+            drop(a);
+            let c = mem.malloc(4000, 8).await.expect("reuses the freed range");
+            drop((b, c));
+        })
+    }
+
+    #[test]
+    fn big_frees_are_reclaimed_before_reuse() {
+        run(async {
+            let mem = fresh();
+            let a = mem.malloc(256 * 1024, 8).await.expect("malloc");
+            a.write(0, &[7u8; 4096]).await.expect("write");
+            let addr = a.addr();
+            drop(a);
+            assert!(mem.bytes_pending_reclaim() >= 248 * 1024);
+            // The next malloc reclaims first; the pages come back zeroed.
+            let b = mem.malloc(256 * 1024, 8).await.expect("malloc");
+            assert_eq!(mem.bytes_pending_reclaim(), 0);
+            assert_eq!(b.addr(), addr);
+            assert_eq!(b.read(0, 4096).await.expect("read"), vec![0u8; 4096]);
+        })
     }
 }

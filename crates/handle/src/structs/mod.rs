@@ -1,0 +1,170 @@
+//! Serialization of values to and from the memory of an address space: the [`Struct`]
+//! trait, and [`Pod`] for plain kernel structs.
+//!
+//! # Safety
+//! The unsafe code converts between `Pod` values and bytes; `Pod`'s contract (every bit
+//! pattern valid, no pointers, no padding that matters) makes that sound.
+#![allow(unsafe_code)]
+
+use crate::error::{Error, Result};
+
+/// A type whose values can live in a [`Pointer`](crate::Pointer): it can be turned into the
+/// bytes the kernel expects and parsed back from the bytes the kernel wrote.
+pub trait Struct: 'static {
+    /// What reading the memory gives back (`Self` for sized types, `Vec<T>` for `[T]`).
+    type Owned: Send + 'static;
+
+    /// The memory representation of `self`.
+    fn to_bytes(&self) -> Vec<u8>;
+
+    /// Parses the memory representation; `bytes` is exactly what the pointer covers (or
+    /// the part of it a syscall filled).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the bytes do not form a value.
+    fn from_bytes(bytes: &[u8]) -> Result<Self::Owned>;
+}
+
+/// A [`Struct`] with a fixed size, so [`Task::malloc`](crate::Task::malloc) can allocate one
+/// without being told how much.
+pub trait FixedSize: Struct + Sized {
+    /// Size in bytes.
+    const SIZE: usize;
+    /// Alignment in bytes.
+    const ALIGN: usize;
+}
+
+/// Plain old data: a `Copy` type with no pointers or references, for which every bit
+/// pattern of its size is a valid value and whose memory image is what the kernel uses.
+///
+/// # Safety
+/// Implement only for types meeting that description (integers, and `#[repr(C)]` structs
+/// or arrays of such types). Reading arbitrary bytes into the type must be sound.
+pub unsafe trait Pod: Copy + Send + Sync + 'static {}
+
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        // SAFETY: integers and arrays of integers have no invalid bit patterns and no
+        // pointers.
+        $(unsafe impl Pod for $t {})*
+    };
+}
+pod!(u8, i8, u16, i16, u32, i32, u64, i64, usize, isize);
+// SAFETY: an array of Pod values is Pod.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// The memory image of a `Pod` value.
+pub fn pod_bytes<T: Pod>(value: &T) -> Vec<u8> {
+    let mut out = vec![0u8; std::mem::size_of::<T>()];
+    // SAFETY: `out` has exactly size_of::<T>() bytes; T is Pod, so its bytes are all
+    // initialised... except padding, which Pod types used with the kernel do not have, and
+    // reading it as u8 copies whatever is there without producing invalid values.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (value as *const T).cast::<u8>(),
+            out.as_mut_ptr(),
+            out.len(),
+        );
+    }
+    out
+}
+
+/// Parses a `Pod` value from the start of `bytes`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if `bytes` is shorter than the type.
+pub fn pod_from_bytes<T: Pod>(bytes: &[u8]) -> Result<T> {
+    let size = std::mem::size_of::<T>();
+    if bytes.len() < size {
+        return Err(Error::invalid(
+            "read",
+            format!(
+                "{} bytes cannot hold a {} of {size} bytes",
+                bytes.len(),
+                std::any::type_name::<T>()
+            ),
+        ));
+    }
+    // SAFETY: at least size_of::<T>() bytes are readable; T is Pod, so any bit pattern is a
+    // valid T; read_unaligned copes with the buffer's alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+impl<T: Pod> Struct for T {
+    type Owned = T;
+    fn to_bytes(&self) -> Vec<u8> {
+        pod_bytes(self)
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<T> {
+        pod_from_bytes(bytes)
+    }
+}
+
+impl<T: Pod> FixedSize for T {
+    const SIZE: usize = std::mem::size_of::<T>();
+    const ALIGN: usize = std::mem::align_of::<T>();
+}
+
+impl<T: Pod> Struct for [T] {
+    type Owned = Vec<T>;
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(std::mem::size_of_val(self));
+        for v in self {
+            out.extend_from_slice(&pod_bytes(v));
+        }
+        out
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Vec<T>> {
+        let size = std::mem::size_of::<T>().max(1);
+        if !bytes.len().is_multiple_of(size) {
+            return Err(Error::invalid(
+                "read",
+                format!(
+                    "{} bytes is not a whole number of {size}-byte elements",
+                    bytes.len()
+                ),
+            ));
+        }
+        bytes.chunks_exact(size).map(pod_from_bytes).collect()
+    }
+}
+
+/// A NUL-terminated string (a path, a name): written with its terminating NUL, read back up
+/// to the first NUL.
+impl Struct for std::ffi::CStr {
+    type Owned = std::ffi::CString;
+    fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_with_nul().to_vec()
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<std::ffi::CString> {
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        std::ffi::CString::new(&bytes[..end]).map_err(|_| Error::invalid("read", "interior NUL"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_round_trips() {
+        let v: u64 = 0x0102_0304_0506_0708;
+        assert_eq!(v.to_bytes(), v.to_ne_bytes());
+        assert_eq!(u64::from_bytes(&v.to_ne_bytes()).expect("parse"), v);
+        assert!(u64::from_bytes(&[1, 2]).is_err());
+        let arr: &[i32] = &[1, -2, 3];
+        let bytes = arr.to_bytes();
+        assert_eq!(bytes.len(), 12);
+        assert_eq!(<[i32]>::from_bytes(&bytes).expect("parse"), vec![1, -2, 3]);
+        assert!(<[i32]>::from_bytes(&bytes[..5]).is_err());
+        let s = std::ffi::CString::new("abc").expect("cstring");
+        assert_eq!(s.as_c_str().to_bytes(), b"abc");
+        assert_eq!(Struct::to_bytes(s.as_c_str()), b"abc\0");
+        assert_eq!(
+            std::ffi::CStr::from_bytes(b"ab\0junk")
+                .expect("parse")
+                .as_bytes(),
+            b"ab"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! `Task`: a process we can run syscalls in, with its fd table state and memory. The
+//! syscall methods live in one submodule per area.
+//!
+//! # Safety
+//! The near wrappers called from this module and its children are unsafe where the kernel
+//! writes memory or closes fds. Each call discharges that duty the same way: memory the
+//! kernel touches is an allocation of the task's own address space (checked with
+//! [`Task::check_ptr`]) held in an [`InFlight`] guard until the syscall completed, and fds
+//! closed or replaced are held by owning handles whose last reference is being released
+//! or that the caller passed in.
+#![allow(unsafe_code)]
+
+mod fd;
+mod fs;
+mod process;
+mod socket;
+
+use std::ffi::CStr;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use rsyscall_far as far;
+use rsyscall_near::{self as near, Address, SyscallError};
+
+pub use fd::Pipe;
+
+use crate::error::{Error, Result};
+use crate::fd::{FdTableState, FileDescriptor};
+use crate::memory::{Allocation, InFlight, Memory};
+use crate::pointer::{Pointer, WrittenPointer};
+use crate::structs::{FixedSize, Pod, Struct};
+
+/// The namespaces of the local process, created once.
+pub fn local_namespaces() -> far::Namespaces {
+    static NS: OnceLock<far::Namespaces> = OnceLock::new();
+    *NS.get_or_init(|| {
+        let pid = near::Pid::new(std::process::id() as i32);
+        far::Namespaces {
+            fd_table: far::FdTable::new(pid),
+            address_space: far::AddressSpace::new(pid),
+            pidns: far::PidNamespace::new(pid),
+            mountns: far::MountNamespace::new(pid),
+            netns: far::NetNamespace::new(pid),
+        }
+    })
+}
+
+struct TaskInner {
+    far: far::Task,
+    fd_table: Arc<FdTableState>,
+    memory: Arc<Memory>,
+    inherited_from: Option<(far::FdTable, u64)>,
+}
+
+/// A process we can run syscalls in: every supported syscall is a method here (or on
+/// [`FileDescriptor`]), and works the same on the local process and on any remote one.
+///
+/// Cheap to clone (a reference-counted handle).
+#[derive(Clone)]
+pub struct Task {
+    inner: Arc<TaskInner>,
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Task(pid {})", self.pid().as_raw())
+    }
+}
+
+impl Task {
+    /// The local process, running syscalls through [`near::LocalSyscall`].
+    pub fn local() -> Task {
+        static LOCAL: OnceLock<Task> = OnceLock::new();
+        LOCAL
+            .get_or_init(|| {
+                let ns = local_namespaces();
+                let pid = near::Pid::new(std::process::id() as i32);
+                Task::new(
+                    Arc::new(near::LocalSyscall),
+                    pid,
+                    ns,
+                    FdTableState::new(ns.fd_table),
+                    Memory::local().clone(),
+                    None,
+                )
+            })
+            .clone()
+    }
+
+    /// A task running syscalls through `sysif`, with pid `pid` (in its own pid namespace),
+    /// namespaces `ns`, the shared state of its fd table and the allocator of its address
+    /// space. `inherited_from` names the table its own table was copied from, if any, with
+    /// that table's [`FdTableState::generation`] taken just before the copy.
+    pub fn new(
+        sysif: Arc<dyn near::SyscallInterface>,
+        pid: near::Pid,
+        ns: far::Namespaces,
+        fd_table: Arc<FdTableState>,
+        memory: Arc<Memory>,
+        inherited_from: Option<(far::FdTable, u64)>,
+    ) -> Task {
+        Task {
+            inner: Arc::new(TaskInner {
+                far: far::Task::new(sysif, pid, ns),
+                fd_table,
+                memory,
+                inherited_from,
+            }),
+        }
+    }
+
+    /// The far task.
+    pub fn far(&self) -> &far::Task {
+        &self.inner.far
+    }
+
+    /// The pid, in the task's own pid namespace.
+    pub fn pid(&self) -> near::Pid {
+        self.inner.far.pid
+    }
+
+    /// The task's namespaces.
+    pub fn namespaces(&self) -> far::Namespaces {
+        self.inner.far.ns
+    }
+
+    /// The syscall interface.
+    pub fn sysif(&self) -> &dyn near::SyscallInterface {
+        self.inner.far.sysif()
+    }
+
+    /// The shared syscall interface.
+    pub fn sysif_arc(&self) -> &Arc<dyn near::SyscallInterface> {
+        &self.inner.far.sysif
+    }
+
+    /// The shared state of the fd table.
+    pub fn fd_table(&self) -> &Arc<FdTableState> {
+        &self.inner.fd_table
+    }
+
+    /// The table this task's table was copied from when it was created, and that table's
+    /// generation at the time, if any.
+    pub fn inherited_from(&self) -> Option<(far::FdTable, u64)> {
+        self.inner.inherited_from
+    }
+
+    /// The allocator of the task's address space.
+    pub fn memory(&self) -> &Arc<Memory> {
+        &self.inner.memory
+    }
+
+    /// Maps a syscall error to [`Error::Syscall`] naming `syscall` and this task.
+    pub fn error(&self, syscall: &'static str) -> impl Fn(SyscallError) -> Error + '_ {
+        move |source| {
+            log::trace!("pid {}: {syscall} failed: {source}", self.pid().as_raw());
+            Error::Syscall {
+                syscall,
+                pid: self.pid().as_raw(),
+                source,
+            }
+        }
+    }
+
+    /// The near fd of `fd`, if it belongs to this task's table.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] otherwise.
+    pub fn check_fd(&self, fd: &FileDescriptor) -> Result<near::FileDescriptor> {
+        Ok(self.inner.far.near_fd(&fd.far())?)
+    }
+
+    /// The near address of `ptr`, if it is memory of this task's address space.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] otherwise.
+    pub fn check_ptr<T: ?Sized + Struct>(&self, ptr: &Pointer<T>) -> Result<Address> {
+        Ok(self.inner.far.near_address(&ptr.far())?)
+    }
+
+    /// Wraps a fresh fd number returned by a syscall in this task in an owning handle.
+    pub(crate) fn own(&self, n: near::FileDescriptor) -> FileDescriptor {
+        FileDescriptor::owned(self, n)
+    }
+
+    /// Performs the closes queued by dropped handles of this task's table.
+    ///
+    /// # Errors
+    /// The first close that failed (the others are still attempted). A lost connection is
+    /// not an error: the table's fds went with the process.
+    pub async fn flush_closes(&self) -> Result<()> {
+        let mut first = Ok(());
+        for fd in self.inner.fd_table.take_pending() {
+            // SAFETY: the fd was owned by a handle of this table that has been dropped, so
+            // nothing else owns it.
+            let r = unsafe { near::close(self.sysif(), fd) }.await;
+            match r {
+                Ok(()) | Err(SyscallError::Hangup) => {}
+                Err(e) => {
+                    if first.is_ok() {
+                        first = Err(self.error("close")(e));
+                    }
+                }
+            }
+        }
+        first
+    }
+
+    /// Performs queued closes before a syscall; a failure there is logged, not reported to
+    /// an unrelated syscall.
+    pub(crate) async fn prepare(&self) {
+        if let Err(e) = self.flush_closes().await {
+            log::debug!("queued close failed: {e}");
+        }
+    }
+
+    pub(crate) async fn close_near(&self, fd: near::FileDescriptor) -> Result<()> {
+        // SAFETY: called only by the last handle of an owned fd, which has marked itself
+        // released.
+        unsafe { near::close(self.sysif(), fd) }
+            .await
+            .map_err(self.error("close"))
+    }
+
+    /// Allocates `size` raw bytes aligned to `align` in the task's address space.
+    ///
+    /// # Errors
+    /// See [`Memory::malloc`].
+    pub async fn alloc(&self, size: usize, align: usize) -> Result<Allocation> {
+        self.inner.memory.malloc(size, align).await
+    }
+
+    /// Allocates room for one `T`.
+    ///
+    /// # Errors
+    /// See [`Memory::malloc`].
+    pub async fn malloc<T: FixedSize>(&self) -> Result<Pointer<T>> {
+        let a = self
+            .alloc(T::SIZE, T::ALIGN.min(crate::memory::PAGE_SIZE))
+            .await?;
+        Ok(Pointer::from_allocation(a))
+    }
+
+    /// Allocates `n` bytes.
+    ///
+    /// # Errors
+    /// See [`Memory::malloc`].
+    pub async fn malloc_bytes(&self, n: usize) -> Result<Pointer<[u8]>> {
+        Ok(Pointer::from_allocation(self.alloc(n, 8).await?))
+    }
+
+    /// Allocates room for `n` values of `T`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the size overflows; see [`Memory::malloc`].
+    pub async fn malloc_array<T: Pod>(&self, n: usize) -> Result<Pointer<[T]>> {
+        let size = n
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| Error::invalid("malloc_array", format!("{n} elements overflow")))?;
+        let align = std::mem::align_of::<T>().min(crate::memory::PAGE_SIZE);
+        Ok(Pointer::from_allocation(self.alloc(size, align).await?))
+    }
+
+    /// Allocates memory for `value` and writes it there.
+    ///
+    /// # Errors
+    /// See [`Memory::malloc`] and [`Pointer::write`].
+    pub async fn ptr<T: ?Sized + Struct>(&self, value: &T) -> Result<WrittenPointer<T>> {
+        let bytes = value.to_bytes();
+        let a = self.alloc(bytes.len(), 16).await?;
+        Pointer::<T>::from_allocation(a).write(value).await
+    }
+
+    /// Writes `path` (any bytes without NUL) as a NUL-terminated string.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `what` if `path` contains a NUL byte.
+    pub async fn ptr_cstr(&self, what: &'static str, path: &[u8]) -> Result<WrittenPointer<CStr>> {
+        let c = std::ffi::CString::new(path).map_err(|_| {
+            Error::invalid(
+                what,
+                format!("{:?} contains a NUL byte", String::from_utf8_lossy(path)),
+            )
+        })?;
+        self.ptr(c.as_c_str()).await
+    }
+
+    /// Lends `p` to a syscall: see [`InFlight`].
+    pub fn lend<P>(&self, p: P) -> InFlight<P> {
+        InFlight::new(p)
+    }
+}
