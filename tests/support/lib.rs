@@ -1,2 +1,3 @@
 //! Shared helpers for the integration tests: locating the helper binaries, fd counting.
 pub mod server;
+pub mod tasks;

@@ -1,6 +1,8 @@
 //! Flag sets and constant enums for syscall arguments (`CLONE`, `O`, `SOCK`, `MAP`...).
 
 /// Defines a flag-set newtype with one associated constant per flag.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! flag_set {
     ($(#[$m:meta])* $name:ident : $ty:ty { $($(#[$fm:meta])* $flag:ident = $val:expr),* $(,)? }) => {
         $(#[$m])*

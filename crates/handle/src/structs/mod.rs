@@ -8,6 +8,98 @@
 
 use crate::error::{Error, Result};
 
+mod events;
+mod fd;
+mod fs;
+mod identity;
+mod process;
+mod socket;
+
+#[allow(unused_imports)] // until the area is filled in
+pub use events::*;
+#[allow(unused_imports)] // until the area is filled in
+pub use fd::*;
+#[allow(unused_imports)] // until the area is filled in
+pub use fs::*;
+#[allow(unused_imports)] // until the area is filled in
+pub use identity::*;
+#[allow(unused_imports)] // until the area is filled in
+pub use process::*;
+#[allow(unused_imports)] // until the area is filled in
+pub use socket::*;
+
+/// `struct timespec`: seconds and nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timespec {
+    /// Seconds.
+    pub sec: i64,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nsec: i64,
+}
+
+// SAFETY: two i64s, no padding, every bit pattern valid.
+unsafe impl Pod for Timespec {}
+
+impl Timespec {
+    /// A duration as a timespec.
+    pub fn from_duration(d: std::time::Duration) -> Self {
+        Timespec {
+            sec: d.as_secs() as i64,
+            nsec: i64::from(d.subsec_nanos()),
+        }
+    }
+}
+
+/// The kernel's signal set (`kernel_sigset_t`, 8 bytes on x86-64): bit `n - 1` stands for
+/// signal `n`. Not libc's 128-byte `sigset_t`.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Sigset(pub u64);
+
+// SAFETY: a u64.
+unsafe impl Pod for Sigset {}
+
+impl Sigset {
+    /// The size the kernel expects as `sigsetsize`.
+    pub const KERNEL_SIZE: usize = 8;
+
+    /// The empty set.
+    pub const fn empty() -> Self {
+        Sigset(0)
+    }
+
+    /// Every signal.
+    pub const fn full() -> Self {
+        Sigset(!0)
+    }
+
+    /// Whether `sig` is in the set.
+    pub fn contains(&self, sig: rsyscall_near::Signal) -> bool {
+        self.0 & (1 << (sig.as_raw() - 1)) != 0
+    }
+
+    /// Adds `sig`.
+    pub fn insert(&mut self, sig: rsyscall_near::Signal) {
+        self.0 |= 1 << (sig.as_raw() - 1);
+    }
+
+    /// Removes `sig`.
+    pub fn remove(&mut self, sig: rsyscall_near::Signal) {
+        self.0 &= !(1 << (sig.as_raw() - 1));
+    }
+}
+
+impl<const N: usize> From<[rsyscall_near::Signal; N]> for Sigset {
+    fn from(sigs: [rsyscall_near::Signal; N]) -> Self {
+        let mut s = Sigset::empty();
+        for sig in sigs {
+            s.insert(sig);
+        }
+        s
+    }
+}
+
 /// A type whose values can live in a [`Pointer`](crate::Pointer): it can be turned into the
 /// bytes the kernel expects and parsed back from the bytes the kernel wrote.
 pub trait Struct: 'static {
@@ -145,6 +237,31 @@ impl Struct for std::ffi::CStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_struct_layouts_match_libc() {
+        assert_eq!(
+            std::mem::size_of::<Timespec>(),
+            std::mem::size_of::<libc::timespec>()
+        );
+        assert_eq!(
+            std::mem::offset_of!(Timespec, nsec),
+            std::mem::offset_of!(libc::timespec, tv_nsec)
+        );
+        let s = Sigset::from([
+            rsyscall_near::Signal::SIGINT,
+            rsyscall_near::Signal::SIGCHLD,
+        ]);
+        assert_eq!(s.0, (1 << 1) | (1 << 16));
+        assert!(s.contains(rsyscall_near::Signal::SIGCHLD));
+        assert_eq!(
+            Timespec::from_duration(std::time::Duration::from_millis(1500)),
+            Timespec {
+                sec: 1,
+                nsec: 500_000_000
+            }
+        );
+    }
 
     #[test]
     fn pod_round_trips() {

@@ -10,8 +10,12 @@
 //! or that the caller passed in.
 #![allow(unsafe_code)]
 
+mod events;
 mod fd;
 mod fs;
+mod identity;
+mod mem;
+mod ns;
 mod process;
 mod socket;
 

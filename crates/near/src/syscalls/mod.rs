@@ -1,13 +1,24 @@
 //! Raw syscall wrappers, one module per area, each a thin async function over
 //! [`SyscallInterface`].
 
+mod events;
 mod fd;
+mod fs;
+mod identity;
 mod mem;
+mod ns;
 mod process;
 mod socket;
 
+#[allow(unused_imports)] // until the area is filled in
+pub use events::*;
 pub use fd::*;
+pub use fs::*;
+#[allow(unused_imports)] // until the area is filled in
+pub use identity::*;
 pub use mem::*;
+#[allow(unused_imports)] // until the area is filled in
+pub use ns::*;
 pub use process::*;
 pub use socket::*;
 

@@ -1,0 +1,1 @@
+//! Structs of the fd syscalls: iovec lists, flock, file_clone_range.

@@ -1,0 +1,1 @@
+//! Structs of the filesystem syscalls: stat, statx, dirent64 lists.

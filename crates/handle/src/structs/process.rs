@@ -1,0 +1,1 @@
+//! Structs of the process syscalls: siginfo, sigaction, robust futex list nodes, argv/envp arrays.

@@ -1,0 +1,1 @@
+//! Structs of the socket syscalls: sockaddrs, msghdr and control messages, ucred, ifreq.

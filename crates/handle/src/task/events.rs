@@ -1,0 +1,1 @@
+//! Event syscalls: epoll, eventfd, timerfd, signalfd, inotify, pidfds.

@@ -1,0 +1,1 @@
+//! Identity and limit syscalls: uids, gids, groups, capabilities, rlimits, affinity.

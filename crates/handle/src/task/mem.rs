@@ -1,0 +1,1 @@
+//! Memory syscalls: mmap, munmap, mprotect, madvise, memfd_create.

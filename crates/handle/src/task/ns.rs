@@ -1,0 +1,1 @@
+//! Namespace and mount syscalls: unshare, setns, mount, umount2, pivot_root, chroot.

@@ -1,0 +1,1 @@
+//! Event syscalls, on the local task and a clone child.

@@ -1,0 +1,1 @@
+//! Filesystem syscalls, on the local task and a clone child.

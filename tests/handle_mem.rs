@@ -1,0 +1,1 @@
+//! Memory syscalls, on the local task and a clone child.

@@ -1,0 +1,1 @@
+//! Pointers, allocation and FileDescriptor handles, on the local task and a clone child.

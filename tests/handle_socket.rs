@@ -1,0 +1,1 @@
+//! Socket syscalls, on the local task and a clone child.
