@@ -191,6 +191,18 @@ impl FileDescriptor {
         Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(self.inner.near.as_raw()) })
     }
 
+    /// The fd as a `BorrowedFd` of this process, if it is in the local table (for passing
+    /// to std and other libraries); `None` for fds of other tables.
+    #[allow(unsafe_code)]
+    pub fn as_local_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        if self.inner.table.id() != crate::task::local_namespaces().fd_table {
+            return None;
+        }
+        // SAFETY: the fd is in our table and stays open at least as long as this handle,
+        // which the returned borrow cannot outlive.
+        Some(unsafe { std::os::fd::BorrowedFd::borrow_raw(self.inner.near.as_raw()) })
+    }
+
     /// The near fd number.
     pub fn near(&self) -> near::FileDescriptor {
         self.inner.near
@@ -219,6 +231,25 @@ impl FileDescriptor {
             task: task.clone(),
             inner: self.inner.clone(),
         })
+    }
+
+    /// Moves this handle to `task`, which must share the fd's table: the same fd, used
+    /// through the other task from now on (no syscall is made).
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`](crate::Error::Mismatch) if `task` uses another table; the handle
+    /// is dropped then (its fd closed if it was the last).
+    pub fn move_to(self, task: &Task) -> Result<Self> {
+        task.far().near_fd(&self.far())?;
+        Ok(FileDescriptor {
+            task: task.clone(),
+            inner: self.inner,
+        })
+    }
+
+    /// Whether this is the only handle to its fd (so closing it closes the fd).
+    pub fn is_last_handle(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
     }
 
     /// A handle to the copy of this fd in `child`'s table, which `child` inherited when it

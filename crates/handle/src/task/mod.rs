@@ -289,6 +289,23 @@ impl Task {
         self.ptr(c.as_c_str()).await
     }
 
+    /// Reads `len` bytes at a far pointer, after checking that they lie inside one live
+    /// allocation of this task's address space (for inspecting memory by address, when
+    /// only the address was kept).
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] for another address space, [`Error::UseAfterFree`] if the
+    /// allocation was freed; the transport's errors.
+    pub async fn read_memory(&self, ptr: far::Pointer, len: usize) -> Result<Vec<u8>> {
+        let addr = self.inner.far.near_address(&ptr)?;
+        self.inner.memory.validate(ptr, len)?;
+        // SAFETY: the range lies inside a live allocation of this address space; reading it
+        // disturbs nothing (a concurrent writer can only make the bytes stale).
+        unsafe { self.inner.memory.transport().read(addr, len) }
+            .await
+            .map_err(self.error("memory read"))
+    }
+
     /// Lends `p` to a syscall: see [`InFlight`].
     pub fn lend<P>(&self, p: P) -> InFlight<P> {
         InFlight::new(p)
