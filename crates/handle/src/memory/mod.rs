@@ -392,6 +392,11 @@ impl Memory {
     }
 
     fn free(&self, arena_id: u64, offset: usize, len: usize, addr: Address) {
+        if len == 0 {
+            // An empty piece owns nothing and has no live entry (another allocation may
+            // start at its address).
+            return;
+        }
         let mut st = lock(&self.state);
         st.live.remove(&addr.as_u64());
         let Some(arena) = st.arenas.iter_mut().find(|a| a.id == arena_id) else {
@@ -414,16 +419,33 @@ impl Memory {
     }
 
     /// Updates the live-allocation map for a split of `[addr, addr + len)` at `at`.
+    /// Empty pieces get no entry: the address of an empty piece may be where another
+    /// allocation starts.
     fn split_live(&self, addr: u64, len: usize, at: usize) {
         let mut st = lock(&self.state);
-        st.live.insert(addr, at);
-        st.live.insert(addr + at as u64, len - at);
+        if len > 0 {
+            st.live.remove(&addr);
+        }
+        if at > 0 {
+            st.live.insert(addr, at);
+        }
+        if len > at {
+            st.live.insert(addr + at as u64, len - at);
+        }
     }
 
-    fn merge_live(&self, first: u64, second: u64, total: usize) {
+    fn merge_live(&self, first: (u64, usize), second: (u64, usize)) {
         let mut st = lock(&self.state);
-        st.live.remove(&second);
-        st.live.insert(first, total);
+        if second.1 > 0 {
+            st.live.remove(&second.0);
+        }
+        if first.1 > 0 {
+            st.live.remove(&first.0);
+        }
+        let total = first.1 + second.1;
+        if total > 0 {
+            st.live.insert(first.0, total);
+        }
     }
 }
 
@@ -612,7 +634,7 @@ impl Allocation {
             unsafe { (std::ptr::read(&a.memory), std::ptr::read(&b.memory)) };
         drop(other_memory);
         let len = a.len + b.len;
-        memory.merge_live(a.addr.as_u64(), b.addr.as_u64(), len);
+        memory.merge_live((a.addr.as_u64(), a.len), (b.addr.as_u64(), b.len));
         Ok(Allocation {
             memory,
             arena: a.arena,
@@ -692,6 +714,33 @@ mod tests {
                 mem.validate(far, 1),
                 Err(Error::UseAfterFree { .. })
             ));
+            assert_eq!(mem.bytes_in_use(), 0);
+        })
+    }
+
+    #[test]
+    fn empty_pieces_do_not_disturb_neighbours() {
+        run(async {
+            let mem = fresh();
+            let a = mem.malloc(16, 8).await.expect("a");
+            let b = mem.malloc(16, 8).await.expect("b");
+            assert_eq!(b.addr().as_u64(), a.addr().as_u64() + 16, "adjacent");
+            // Splitting at either end makes an empty piece at a neighbour's address.
+            let (a, empty_end) = a.split(16).expect("split at end");
+            let (empty_start, b) = b.split(0).expect("split at start");
+            assert_eq!(empty_end.addr(), b.addr());
+            mem.validate(b.far(), 16).expect("b is live");
+            drop(empty_end);
+            drop(empty_start);
+            mem.validate(b.far(), 16).expect("b is still live");
+            mem.validate(a.far(), 16).expect("a is still live");
+            assert_eq!(mem.bytes_in_use(), 32);
+            // Merging with an empty piece keeps the accounting exact too.
+            let (a, tail) = a.split(16).expect("split");
+            let a = a.merge(tail).map_err(|u| u.error).expect("merge");
+            mem.validate(b.far(), 16).expect("b is still live");
+            assert_eq!(mem.bytes_in_use(), 32);
+            drop((a, b));
             assert_eq!(mem.bytes_in_use(), 0);
         })
     }
