@@ -1,7 +1,122 @@
-//! Socket syscalls used by connections: socketpair, sendmsg, recvmsg, shutdown.
+//! Socket syscalls: socket, socketpair, bind, listen, accept4, connect, shutdown,
+//! getsockname, getpeername, getsockopt, setsockopt, sendto, recvfrom, sendmsg, recvmsg, and
+//! the `struct ifreq` ioctls on sockets and tun devices.
 
 use super::call;
 use crate::{Address, FileDescriptor, MSG, SHUT, SOCK, SyscallError, SyscallInterface};
+
+/// An address family (`AF_*`), the `domain` of `socket(2)`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum AF {
+    /// `AF_UNIX`: local sockets named by paths (or abstract names).
+    UNIX,
+    /// `AF_INET`: IPv4.
+    INET,
+    /// `AF_INET6`: IPv6.
+    INET6,
+    /// `AF_NETLINK`: kernel/user-space messaging.
+    NETLINK,
+    /// `AF_PACKET`: raw link-level packets.
+    PACKET,
+}
+
+impl AF {
+    /// The raw `AF_*` number.
+    pub const fn as_raw(self) -> i32 {
+        match self {
+            AF::UNIX => libc::AF_UNIX,
+            AF::INET => libc::AF_INET,
+            AF::INET6 => libc::AF_INET6,
+            AF::NETLINK => libc::AF_NETLINK,
+            AF::PACKET => libc::AF_PACKET,
+        }
+    }
+
+    /// The family with raw number `n`, if it is one of these.
+    pub const fn from_raw(n: i32) -> Option<AF> {
+        Some(match n {
+            libc::AF_UNIX => AF::UNIX,
+            libc::AF_INET => AF::INET,
+            libc::AF_INET6 => AF::INET6,
+            libc::AF_NETLINK => AF::NETLINK,
+            libc::AF_PACKET => AF::PACKET,
+            _ => return None,
+        })
+    }
+}
+
+/// A socket type (`SOCK_STREAM`...), the `type` of `socket(2)` without its flags (those
+/// are [`SOCK`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum SockType {
+    /// `SOCK_STREAM`: a reliable byte stream.
+    STREAM,
+    /// `SOCK_DGRAM`: datagrams.
+    DGRAM,
+    /// `SOCK_SEQPACKET`: reliable ordered datagrams.
+    SEQPACKET,
+    /// `SOCK_RAW`: raw protocol access.
+    RAW,
+}
+
+impl SockType {
+    /// The raw `SOCK_*` number.
+    pub const fn as_raw(self) -> i32 {
+        match self {
+            SockType::STREAM => libc::SOCK_STREAM,
+            SockType::DGRAM => libc::SOCK_DGRAM,
+            SockType::SEQPACKET => libc::SOCK_SEQPACKET,
+            SockType::RAW => libc::SOCK_RAW,
+        }
+    }
+}
+
+crate::flag_set! {
+    /// Interface flags (`IFF_*`), the `ifr_flags` of `SIOCGIFFLAGS`/`SIOCSIFFLAGS`.
+    IFF: i16 {
+        UP = libc::IFF_UP, BROADCAST = libc::IFF_BROADCAST, DEBUG = libc::IFF_DEBUG,
+        LOOPBACK = libc::IFF_LOOPBACK, POINTOPOINT = libc::IFF_POINTOPOINT,
+        NOTRAILERS = libc::IFF_NOTRAILERS, RUNNING = libc::IFF_RUNNING,
+        NOARP = libc::IFF_NOARP, PROMISC = libc::IFF_PROMISC, ALLMULTI = libc::IFF_ALLMULTI,
+        MASTER = libc::IFF_MASTER, SLAVE = libc::IFF_SLAVE, MULTICAST = libc::IFF_MULTICAST,
+        PORTSEL = libc::IFF_PORTSEL, AUTOMEDIA = libc::IFF_AUTOMEDIA,
+        DYNAMIC = libc::IFF_DYNAMIC,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `TUNSETIFF` (`IFF_TUN`, `IFF_TAP`, `IFF_NO_PI`...), in `ifr_flags`. Exactly
+    /// one of `TUN` and `TAP` must be given.
+    TUN: i16 {
+        TUN = libc::IFF_TUN, TAP = libc::IFF_TAP, NAPI = libc::IFF_NAPI,
+        NO_PI = libc::IFF_NO_PI, VNET_HDR = libc::IFF_VNET_HDR,
+        MULTI_QUEUE = libc::IFF_MULTI_QUEUE,
+    }
+}
+
+/// `socket(domain, type | flags, protocol)` — a new socket.
+///
+/// # Errors
+/// `EACCES`, `EAFNOSUPPORT`, `EINVAL`, `EMFILE`, `ENFILE`, `ENOBUFS`, `EPROTONOSUPPORT`.
+/// See socket(2).
+pub async fn socket(
+    sysif: &dyn SyscallInterface,
+    domain: AF,
+    ty: SockType,
+    flags: SOCK,
+    protocol: i32,
+) -> Result<FileDescriptor, SyscallError> {
+    let args = [
+        domain.as_raw() as i64,
+        (ty.as_raw() | flags.bits()) as i64,
+        protocol as i64,
+    ];
+    // SAFETY: socket touches no memory and only creates an fd.
+    let ret = unsafe { call(sysif, libc::SYS_socket, args) }.await?;
+    Ok(FileDescriptor::new(ret as i32))
+}
 
 /// `socketpair(domain, type, protocol, sv)` — two connected sockets; the kernel writes the
 /// two fd numbers at `sv`.
@@ -28,6 +143,244 @@ pub async unsafe fn socketpair(
     // SAFETY: the caller guarantees sv.
     unsafe { call(sysif, libc::SYS_socketpair, args) }.await?;
     Ok(())
+}
+
+/// `bind(fd, addr, addrlen)` — gives the socket the address at `addr`.
+///
+/// The kernel only reads the address (a bad one is `EFAULT`).
+///
+/// # Errors
+/// `EACCES`, `EADDRINUSE`, `EBADF`, `EINVAL`, `ENOTSOCK`, `ENOENT`, `ENAMETOOLONG` and
+/// others. See bind(2).
+pub async fn bind(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    addr: Address,
+    addrlen: u32,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), addr.arg(), addrlen as i64];
+    // SAFETY: bind only reads memory and does not change existing fds.
+    unsafe { call(sysif, libc::SYS_bind, args) }.await?;
+    Ok(())
+}
+
+/// `connect(fd, addr, addrlen)` — connects the socket to the address at `addr`.
+///
+/// The kernel only reads the address (a bad one is `EFAULT`).
+///
+/// # Errors
+/// `EACCES`, `EADDRNOTAVAIL`, `EAGAIN`, `ECONNREFUSED`, `EINPROGRESS`, `EISCONN`,
+/// `ENOENT`, `ENOTSOCK`, `ETIMEDOUT` and others. See connect(2).
+pub async fn connect(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    addr: Address,
+    addrlen: u32,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), addr.arg(), addrlen as i64];
+    // SAFETY: connect only reads memory and does not change existing fds.
+    unsafe { call(sysif, libc::SYS_connect, args) }.await?;
+    Ok(())
+}
+
+/// `listen(fd, backlog)` — marks the socket as accepting connections.
+///
+/// # Errors
+/// `EADDRINUSE`, `EBADF`, `ENOTSOCK`, `EOPNOTSUPP`. See listen(2).
+pub async fn listen(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    backlog: i32,
+) -> Result<(), SyscallError> {
+    // SAFETY: listen touches no memory and does not change fds.
+    unsafe { call(sysif, libc::SYS_listen, [fd.arg(), backlog as i64]) }.await?;
+    Ok(())
+}
+
+/// `accept4(fd, addr, addrlen, flags)` — takes a pending connection as a new fd; if `addr`
+/// is not null, the kernel writes the peer's address there (at most `*addrlen` bytes) and
+/// its full length at `addrlen`.
+///
+/// # Safety
+/// If `addr` is not null, `addrlen` must point to a `u32` valid for reading and writing
+/// and `addr` must be valid for writing that many bytes, in the target's address space.
+///
+/// # Errors
+/// `EAGAIN`, `EBADF`, `ECONNABORTED`, `EINTR`, `EINVAL`, `EMFILE`, `ENOTSOCK`,
+/// `EOPNOTSUPP`. See accept(2).
+pub async unsafe fn accept4(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    addr: Address,
+    addrlen: Address,
+    flags: SOCK,
+) -> Result<FileDescriptor, SyscallError> {
+    let args = [fd.arg(), addr.arg(), addrlen.arg(), flags.bits() as i64];
+    // SAFETY: the caller guarantees addr and addrlen.
+    let ret = unsafe { call(sysif, libc::SYS_accept4, args) }.await?;
+    Ok(FileDescriptor::new(ret as i32))
+}
+
+/// `getsockname(fd, addr, addrlen)` — the socket's own address, written at `addr` (at most
+/// `*addrlen` bytes), its full length at `addrlen`.
+///
+/// # Safety
+/// `addrlen` must point to a `u32` valid for reading and writing, and `addr` must be valid
+/// for writing that many bytes, in the target's address space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`, `ENOBUFS`, `ENOTSOCK`. See getsockname(2).
+pub async unsafe fn getsockname(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    addr: Address,
+    addrlen: Address,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), addr.arg(), addrlen.arg()];
+    // SAFETY: the caller guarantees addr and addrlen.
+    unsafe { call(sysif, libc::SYS_getsockname, args) }.await?;
+    Ok(())
+}
+
+/// `getpeername(fd, addr, addrlen)` — the connected peer's address, written as by
+/// [`getsockname`].
+///
+/// # Safety
+/// As for [`getsockname`].
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`, `ENOBUFS`, `ENOTCONN`, `ENOTSOCK`. See getpeername(2).
+pub async unsafe fn getpeername(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    addr: Address,
+    addrlen: Address,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), addr.arg(), addrlen.arg()];
+    // SAFETY: the caller guarantees addr and addrlen.
+    unsafe { call(sysif, libc::SYS_getpeername, args) }.await?;
+    Ok(())
+}
+
+/// `getsockopt(fd, level, optname, optval, optlen)` — reads an option's value into
+/// `optval` (at most `*optlen` bytes), its length at `optlen`.
+///
+/// # Safety
+/// `optlen` must point to a `u32` valid for reading and writing, and `optval` must be valid
+/// for writing that many bytes, in the target's address space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`, `ENOPROTOOPT`, `ENOTSOCK`. See getsockopt(2).
+pub async unsafe fn getsockopt(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    level: i32,
+    optname: i32,
+    optval: Address,
+    optlen: Address,
+) -> Result<(), SyscallError> {
+    let args = [
+        fd.arg(),
+        level as i64,
+        optname as i64,
+        optval.arg(),
+        optlen.arg(),
+    ];
+    // SAFETY: the caller guarantees optval and optlen.
+    unsafe { call(sysif, libc::SYS_getsockopt, args) }.await?;
+    Ok(())
+}
+
+/// `setsockopt(fd, level, optname, optval, optlen)` — sets an option from the `optlen`
+/// bytes at `optval`.
+///
+/// The kernel only reads the value (a bad address is `EFAULT`). Options that take fds
+/// (`SO_ATTACH_BPF`) only reference them.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`, `ENOPROTOOPT`, `ENOTSOCK`, `EPERM`. See setsockopt(2).
+pub async fn setsockopt(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    level: i32,
+    optname: i32,
+    optval: Address,
+    optlen: u32,
+) -> Result<(), SyscallError> {
+    let args = [
+        fd.arg(),
+        level as i64,
+        optname as i64,
+        optval.arg(),
+        optlen as i64,
+    ];
+    // SAFETY: setsockopt only reads memory and does not close or replace fds.
+    unsafe { call(sysif, libc::SYS_setsockopt, args) }.await?;
+    Ok(())
+}
+
+/// `sendto(fd, buf, len, flags, dest_addr, addrlen)` — sends `len` bytes from `buf`, to
+/// `dest_addr` if it is not null.
+///
+/// The kernel only reads the buffer and the address (a bad one is `EFAULT`).
+///
+/// # Errors
+/// `EAGAIN`, `EBADF`, `ECONNRESET`, `EDESTADDRREQ`, `EISCONN`, `EMSGSIZE`, `ENOTCONN`,
+/// `ENOTSOCK`, `EPIPE` and others. See send(2).
+pub async fn sendto(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    buf: Address,
+    len: usize,
+    flags: MSG,
+    dest_addr: Address,
+    addrlen: u32,
+) -> Result<usize, SyscallError> {
+    let args = [
+        fd.arg(),
+        buf.arg(),
+        len as i64,
+        flags.bits() as i64,
+        dest_addr.arg(),
+        addrlen as i64,
+    ];
+    // SAFETY: sendto only reads memory and does not change existing fds.
+    let ret = unsafe { call(sysif, libc::SYS_sendto, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `recvfrom(fd, buf, len, flags, src_addr, addrlen)` — receives up to `len` bytes into
+/// `buf`; if `src_addr` is not null, the sender's address is written there (at most
+/// `*addrlen` bytes) and its full length at `addrlen`.
+///
+/// # Safety
+/// `buf` must be valid for writing `len` bytes; if `src_addr` is not null, `addrlen` must
+/// point to a `u32` valid for reading and writing and `src_addr` must be valid for writing
+/// that many bytes; all in the target's address space.
+///
+/// # Errors
+/// `EAGAIN`, `EBADF`, `ECONNREFUSED`, `EFAULT`, `EINTR`, `EINVAL`, `ENOTCONN`, `ENOTSOCK`.
+/// See recv(2).
+pub async unsafe fn recvfrom(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    buf: Address,
+    len: usize,
+    flags: MSG,
+    src_addr: Address,
+    addrlen: Address,
+) -> Result<usize, SyscallError> {
+    let args = [
+        fd.arg(),
+        buf.arg(),
+        len as i64,
+        flags.bits() as i64,
+        src_addr.arg(),
+        addrlen.arg(),
+    ];
+    // SAFETY: the caller guarantees buf, src_addr and addrlen.
+    let ret = unsafe { call(sysif, libc::SYS_recvfrom, args) }.await?;
+    Ok(ret as usize)
 }
 
 /// `sendmsg(fd, msg, flags)` — sends a message described by a `struct msghdr`.
@@ -87,5 +440,28 @@ pub async fn shutdown(
 ) -> Result<(), SyscallError> {
     // SAFETY: shutdown touches no memory and does not close the fd.
     unsafe { call(sysif, libc::SYS_shutdown, [fd.arg(), how as i64]) }.await?;
+    Ok(())
+}
+
+/// `ioctl(fd, request, ifr)` — an interface request taking a `struct ifreq`
+/// (`SIOCGIFINDEX`, `SIOCGIFFLAGS`, `SIOCSIFFLAGS`, `SIOCGIFADDR`, `SIOCSIFADDR`,
+/// `TUNSETIFF`...); "get" requests write their answer into the struct.
+///
+/// # Safety
+/// `ifr` must be valid for reading and writing a `struct ifreq` (40 bytes) in the target's
+/// address space, and `request` must be one that reads and writes nothing else (not one
+/// whose `ifreq` carries a pointer, such as `SIOCETHTOOL`).
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`, `ENODEV`, `ENOTTY`, `EPERM`... See ioctl(2), netdevice(7).
+pub async unsafe fn ioctl_ifreq(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    request: u64,
+    ifr: Address,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), request as i64, ifr.arg()];
+    // SAFETY: the caller guarantees ifr and the request.
+    unsafe { call(sysif, libc::SYS_ioctl, args) }.await?;
     Ok(())
 }
