@@ -15,17 +15,11 @@ mod identity;
 mod process;
 mod socket;
 
-#[allow(unused_imports)] // until the area is filled in
 pub use events::*;
-#[allow(unused_imports)] // until the area is filled in
 pub use fd::*;
-#[allow(unused_imports)] // until the area is filled in
 pub use fs::*;
-#[allow(unused_imports)] // until the area is filled in
 pub use identity::*;
-#[allow(unused_imports)] // until the area is filled in
 pub use process::*;
-#[allow(unused_imports)] // until the area is filled in
 pub use socket::*;
 
 /// `struct timespec`: seconds and nanoseconds.

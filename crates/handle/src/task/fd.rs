@@ -1,15 +1,24 @@
-//! Basic fd syscalls: read, write, dup, pipes.
+//! Fd syscalls: read and write (plain, positional, vectored), seeking and sizes, fcntl
+//! (flags and record locks), ioctl, dup, pipes, memfds.
 //!
 //! Every method taking memory takes ownership of the pointer, lends it to the syscall
 //! through an [`InFlight`](crate::InFlight) guard, and gives it back (split into the part
 //! the kernel touched and the rest) once the syscall completed.
+//!
+//! Offsets and lengths are unsigned here; values the kernel would read as negative
+//! (above `i64::MAX`, alone or added to the length of the transfer) are refused with
+//! [`Error::InvalidArgument`] before anything is sent, since `-1` means "the current file
+//! offset" to `preadv2`.
 
-use rsyscall_near::{self as near, O};
+use std::path::PathBuf;
+
+use rsyscall_near::{self as near, FALLOC, FD, LockCmd, MFD, O, RWF, SEEK};
 
 use super::Task;
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
+use crate::structs::{FileCloneRange, Flock, IOV_MAX, Iovec};
 
 /// The two ends of a pipe.
 #[derive(Debug)]
@@ -193,5 +202,633 @@ impl Task {
             .await
             .map_err(self.error("dup3"))?;
         Ok(())
+    }
+}
+
+/// The buffers a vectored read filled (whole, then possibly part of one) and the rest.
+type Filled = (Vec<ReadablePointer<[u8]>>, Vec<Pointer<[u8]>>);
+/// The buffers a vectored write wrote out (whole, then possibly part of one) and the rest.
+type Written = (Vec<WrittenPointer<[u8]>>, Vec<WrittenPointer<[u8]>>);
+
+/// The longest name `memfd_create` takes (`NAME_MAX` minus the `"memfd:"` prefix).
+const MEMFD_NAME_MAX: usize = 249;
+
+/// `offset` as the kernel's `loff_t`, if it and `offset + len` fit.
+fn file_range(what: &'static str, offset: u64, len: usize) -> Result<i64> {
+    let start = i64::try_from(offset)
+        .map_err(|_| Error::invalid(what, format!("offset {offset} is above i64::MAX")))?;
+    i64::try_from(len)
+        .ok()
+        .and_then(|l| start.checked_add(l))
+        .ok_or_else(|| {
+            Error::invalid(
+                what,
+                format!("offset {offset} plus length {len} overflows i64"),
+            )
+        })?;
+    Ok(start)
+}
+
+/// The `loff_t` of a vectored transfer: `-1` (the current file offset) for `None`.
+fn vector_offset(what: &'static str, offset: Option<u64>, total: usize) -> Result<i64> {
+    match offset {
+        None => Ok(-1),
+        Some(o) => file_range(what, o, total),
+    }
+}
+
+/// The iovec array for `bufs`, after checking their count (`1..=IOV_MAX`), their address
+/// space, and that their total length fits an `ssize_t`; with that total.
+fn iovecs<'a>(
+    task: &Task,
+    what: &'static str,
+    bufs: impl ExactSizeIterator<Item = &'a Pointer<[u8]>>,
+) -> Result<(Vec<Iovec>, usize)> {
+    let count = bufs.len();
+    if count == 0 || count > IOV_MAX {
+        return Err(Error::invalid(
+            what,
+            format!("{count} buffers: between 1 and {IOV_MAX} are allowed"),
+        ));
+    }
+    let mut total = 0usize;
+    let mut iovs = Vec::with_capacity(count);
+    for buf in bufs {
+        let addr = task.check_ptr(buf)?;
+        total = total
+            .checked_add(buf.size())
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or_else(|| Error::invalid(what, "the total length overflows ssize_t"))?;
+        iovs.push(Iovec {
+            base: addr.as_u64(),
+            len: buf.size() as u64,
+        });
+    }
+    Ok((iovs, total))
+}
+
+/// Splits `bufs` after the first `n` bytes: the buffers (or part of one) the kernel filled,
+/// and the rest. Concatenated, the two lists cover exactly the memory of `bufs`.
+fn split_filled(bufs: Vec<Pointer<[u8]>>, n: usize) -> Result<Filled> {
+    let mut left = n;
+    let mut filled = Vec::new();
+    let mut rest = Vec::new();
+    for buf in bufs {
+        let size = buf.size();
+        if !rest.is_empty() || (left == 0 && size > 0) {
+            rest.push(buf);
+        } else if size <= left {
+            left -= size;
+            filled.push(buf.filled(size)?.0);
+        } else {
+            let (done, more) = buf.filled(left)?;
+            left = 0;
+            filled.push(done);
+            rest.push(more);
+        }
+    }
+    Ok((filled, rest))
+}
+
+/// Splits `bufs` after the first `n` bytes: the buffers (or part of one) the kernel wrote
+/// out, and the rest.
+fn split_written(bufs: Vec<WrittenPointer<[u8]>>, n: usize) -> Result<Written> {
+    let mut left = n;
+    let mut written = Vec::new();
+    let mut rest = Vec::new();
+    for buf in bufs {
+        let size = buf.size();
+        if !rest.is_empty() || (left == 0 && size > 0) {
+            rest.push(buf);
+        } else if size <= left {
+            left -= size;
+            written.push(buf);
+        } else {
+            let (done, more) = buf.split(left)?;
+            left = 0;
+            written.push(done);
+            rest.push(more);
+        }
+    }
+    Ok((written, rest))
+}
+
+impl FileDescriptor {
+    /// `pread64(fd, buf, count, offset)` — reads into `buf` from file offset `offset`,
+    /// leaving the fd's offset alone; returns the filled part and the rest. An empty filled
+    /// part means `offset` is at or past the end of the file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `offset` or `offset + buf.size()` is above `i64::MAX`;
+    /// `ESPIPE` (pipes, sockets), `EBADF`, `EINVAL`, `EISDIR`... See pread(2).
+    pub async fn pread(
+        &self,
+        buf: Pointer<[u8]>,
+        offset: u64,
+    ) -> Result<(ReadablePointer<[u8]>, Pointer<[u8]>)> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let addr = task.check_ptr(&buf)?;
+        let len = buf.size();
+        let off = file_range("pread64", offset, len)?;
+        task.prepare().await;
+        let buf = task.lend(buf);
+        // SAFETY: `addr` is `len` bytes of the task's address space, lent until completion.
+        let r = unsafe { near::pread64(task.sysif(), fd, addr, len, off) }.await;
+        let (n, buf) = buf.settle(r).map_err(task.error("pread64"))?;
+        buf.filled(n.min(len))
+    }
+
+    /// `pwrite64(fd, buf, count, offset)` — writes some of `buf` at file offset `offset`,
+    /// leaving the fd's offset alone; returns the written part and the rest.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `offset` or `offset + buf.size()` is above `i64::MAX`;
+    /// `ESPIPE`, `EBADF`, `EFBIG`, `ENOSPC`, `EPERM` (sealed)... See pwrite(2).
+    pub async fn pwrite(
+        &self,
+        buf: WrittenPointer<[u8]>,
+        offset: u64,
+    ) -> Result<(WrittenPointer<[u8]>, WrittenPointer<[u8]>)> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let addr = task.check_ptr(buf.pointer())?;
+        let len = buf.size();
+        let off = file_range("pwrite64", offset, len)?;
+        task.prepare().await;
+        let buf = task.lend(buf);
+        let r = near::pwrite64(task.sysif(), fd, addr, len, off).await;
+        let (n, buf) = buf.settle(r).map_err(task.error("pwrite64"))?;
+        buf.split(n.min(len))
+    }
+
+    /// `readv(fd, iov, iovcnt)` — reads into `bufs` in order, describing them to the kernel
+    /// with one iovec array (one allocation, one write); returns the filled prefix (whole
+    /// buffers, then possibly the filled part of one) and the rest. Together the two lists
+    /// cover exactly the memory of `bufs`, in order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no buffers or more than [`IOV_MAX`]; `EAGAIN`,
+    /// `EBADF`, `EINTR`, `EINVAL`... See readv(2).
+    pub async fn readv(
+        &self,
+        bufs: Vec<Pointer<[u8]>>,
+    ) -> Result<(Vec<ReadablePointer<[u8]>>, Vec<Pointer<[u8]>>)> {
+        self.read_vectored("readv", bufs, None).await
+    }
+
+    /// `preadv2(fd, iov, iovcnt, offset, flags)` — as [`FileDescriptor::readv`], at file
+    /// offset `offset` (leaving the fd's offset alone) or, for `None`, at the fd's offset
+    /// (moving it), with per-call [`RWF`] flags.
+    ///
+    /// # Errors
+    /// As [`FileDescriptor::readv`]; [`Error::InvalidArgument`] if `offset` plus the total
+    /// length is above `i64::MAX`; `ESPIPE` for an offset on a pipe; `EOPNOTSUPP` for flags
+    /// the file does not support; `EAGAIN` with `RWF::NOWAIT`. See preadv2(2).
+    pub async fn preadv2(
+        &self,
+        bufs: Vec<Pointer<[u8]>>,
+        offset: Option<u64>,
+        flags: RWF,
+    ) -> Result<(Vec<ReadablePointer<[u8]>>, Vec<Pointer<[u8]>>)> {
+        self.read_vectored("preadv2", bufs, Some((offset, flags)))
+            .await
+    }
+
+    async fn read_vectored(
+        &self,
+        what: &'static str,
+        bufs: Vec<Pointer<[u8]>>,
+        pos: Option<(Option<u64>, RWF)>,
+    ) -> Result<Filled> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let (iovs, total) = iovecs(task, what, bufs.iter())?;
+        let pos = match pos {
+            Some((offset, flags)) => Some((vector_offset(what, offset, total)?, flags)),
+            None => None,
+        };
+        task.prepare().await;
+        let iov = task.ptr(&iovs[..]).await?;
+        let iov_addr = task.check_ptr(iov.pointer())?;
+        let lent = task.lend((iov, bufs));
+        let count = iovs.len();
+        let r = match pos {
+            // SAFETY: the iovec array and every buffer it describes are memory of the task's
+            // address space, lent until completion.
+            None => unsafe { near::readv(task.sysif(), fd, iov_addr, count) }.await,
+            Some((off, flags)) => {
+                // SAFETY: as for readv.
+                unsafe { near::preadv2(task.sysif(), fd, iov_addr, count, off, flags) }.await
+            }
+        };
+        let (n, (_iov, bufs)) = lent.settle(r).map_err(task.error(what))?;
+        split_filled(bufs, n.min(total))
+    }
+
+    /// `writev(fd, iov, iovcnt)` — writes `bufs` in order, describing them to the kernel
+    /// with one iovec array (one allocation, one write); returns the written prefix (whole
+    /// buffers, then possibly the written part of one) and the rest.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no buffers or more than [`IOV_MAX`]; `EAGAIN`,
+    /// `EBADF`, `EPIPE`, `ENOSPC`... See writev(2).
+    pub async fn writev(
+        &self,
+        bufs: Vec<WrittenPointer<[u8]>>,
+    ) -> Result<(Vec<WrittenPointer<[u8]>>, Vec<WrittenPointer<[u8]>>)> {
+        self.write_vectored("writev", bufs, None).await
+    }
+
+    /// `pwritev2(fd, iov, iovcnt, offset, flags)` — as [`FileDescriptor::writev`], at file
+    /// offset `offset` (leaving the fd's offset alone) or, for `None`, at the fd's offset
+    /// (moving it), with per-call [`RWF`] flags.
+    ///
+    /// # Errors
+    /// As [`FileDescriptor::writev`]; [`Error::InvalidArgument`] if `offset` plus the total
+    /// length is above `i64::MAX`; `ESPIPE`, `EOPNOTSUPP`, `EAGAIN`. See pwritev2(2).
+    pub async fn pwritev2(
+        &self,
+        bufs: Vec<WrittenPointer<[u8]>>,
+        offset: Option<u64>,
+        flags: RWF,
+    ) -> Result<(Vec<WrittenPointer<[u8]>>, Vec<WrittenPointer<[u8]>>)> {
+        self.write_vectored("pwritev2", bufs, Some((offset, flags)))
+            .await
+    }
+
+    async fn write_vectored(
+        &self,
+        what: &'static str,
+        bufs: Vec<WrittenPointer<[u8]>>,
+        pos: Option<(Option<u64>, RWF)>,
+    ) -> Result<Written> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let (iovs, total) = iovecs(task, what, bufs.iter().map(WrittenPointer::pointer))?;
+        let pos = match pos {
+            Some((offset, flags)) => Some((vector_offset(what, offset, total)?, flags)),
+            None => None,
+        };
+        task.prepare().await;
+        let iov = task.ptr(&iovs[..]).await?;
+        let iov_addr = task.check_ptr(iov.pointer())?;
+        let lent = task.lend((iov, bufs));
+        let count = iovs.len();
+        let r = match pos {
+            None => near::writev(task.sysif(), fd, iov_addr, count).await,
+            Some((off, flags)) => {
+                near::pwritev2(task.sysif(), fd, iov_addr, count, off, flags).await
+            }
+        };
+        let (n, (_iov, bufs)) = lent.settle(r).map_err(task.error(what))?;
+        split_written(bufs, n.min(total))
+    }
+
+    /// `lseek(fd, offset, whence)` — moves the fd's file offset (shared by every fd of the
+    /// open file description); returns the new offset from the start of the file.
+    ///
+    /// `SEEK::END` with offset 0 gives the file's size; `SEEK::DATA` and `SEEK::HOLE` find
+    /// the next data or hole at or after `offset`.
+    ///
+    /// # Errors
+    /// `ESPIPE` (pipes, sockets), `EINVAL` (a negative result), `ENXIO` (`DATA`/`HOLE` at or
+    /// past the end), `EBADF`, `EOVERFLOW`. See lseek(2).
+    pub async fn lseek(&self, offset: i64, whence: SEEK) -> Result<u64> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        task.prepare().await;
+        near::lseek(task.sysif(), fd, offset, whence)
+            .await
+            .map_err(task.error("lseek"))
+    }
+
+    /// `ftruncate(fd, length)` — sets the file's size to `length`, cutting it or extending
+    /// it with zeros (a hole).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `length` is above `i64::MAX`; `EINVAL` (not a regular
+    /// file open for writing), `EFBIG`, `EPERM` (sealed), `EBADF`. See ftruncate(2).
+    pub async fn ftruncate(&self, length: u64) -> Result<()> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let len = file_range("ftruncate", length, 0)?;
+        task.prepare().await;
+        near::ftruncate(task.sysif(), fd, len)
+            .await
+            .map_err(task.error("ftruncate"))
+    }
+
+    /// `fsync(fd)` — flushes the file's data and metadata to its storage.
+    ///
+    /// # Errors
+    /// `EINVAL`/`EROFS` (nothing to sync to, such as a pipe), `EIO`, `ENOSPC`, `EBADF`. See
+    /// fsync(2).
+    pub async fn fsync(&self) -> Result<()> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        task.prepare().await;
+        near::fsync(task.sysif(), fd)
+            .await
+            .map_err(task.error("fsync"))
+    }
+
+    /// `fallocate(fd, mode, offset, len)` — allocates the bytes `offset..offset + len`
+    /// (growing the file unless `FALLOC::KEEP_SIZE`), or by `mode` punches a hole, zeroes,
+    /// collapses or inserts that range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `offset`, `len` or their sum is above `i64::MAX`;
+    /// `EINVAL` (`len` 0), `EOPNOTSUPP` (mode unsupported by the file system, or
+    /// `PUNCH_HOLE` without `KEEP_SIZE`), `ENOSPC`, `ESPIPE`, `EBADF`. See fallocate(2).
+    pub async fn fallocate(&self, mode: FALLOC, offset: u64, len: u64) -> Result<()> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let length = usize::try_from(len)
+            .ok()
+            .filter(|&l| i64::try_from(l).is_ok())
+            .ok_or_else(|| Error::invalid("fallocate", format!("length {len} is too large")))?;
+        let off = file_range("fallocate", offset, length)?;
+        task.prepare().await;
+        near::fallocate(task.sysif(), fd, mode, off, length as i64)
+            .await
+            .map_err(task.error("fallocate"))
+    }
+
+    /// `fcntl(fd, F_GETFL)` — the access mode and status flags of the open file
+    /// description (`O::RDWR`, `O::NONBLOCK`, `O::APPEND`...).
+    ///
+    /// # Errors
+    /// `EBADF`. See fcntl(2).
+    pub async fn fcntl_getfl(&self) -> Result<O> {
+        let ret = self.fcntl_int("fcntl(F_GETFL)", libc::F_GETFL, 0).await?;
+        Ok(O::from_bits_retain(ret as i32))
+    }
+
+    /// `fcntl(fd, F_SETFL, flags)` — sets the status flags of the open file description
+    /// (shared by every fd referring to it, in any process); the kernel changes only
+    /// `APPEND`, `NONBLOCK`, `DIRECT`, `NOATIME` and `O_ASYNC`, ignoring the rest.
+    ///
+    /// # Errors
+    /// `EBADF`, `EPERM` (clearing `APPEND` of an append-only file), `EINVAL`. See fcntl(2).
+    pub async fn fcntl_setfl(&self, flags: O) -> Result<()> {
+        self.fcntl_int("fcntl(F_SETFL)", libc::F_SETFL, flags.bits() as i64)
+            .await?;
+        Ok(())
+    }
+
+    /// `fcntl(fd, F_GETFD)` — the flags of this fd itself ([`FD::CLOEXEC`]).
+    ///
+    /// # Errors
+    /// `EBADF`. See fcntl(2).
+    pub async fn fcntl_getfd(&self) -> Result<FD> {
+        let ret = self.fcntl_int("fcntl(F_GETFD)", libc::F_GETFD, 0).await?;
+        Ok(FD::from_bits_retain(ret as i32))
+    }
+
+    /// `fcntl(fd, F_SETFD, flags)` — sets the flags of this fd itself ([`FD::CLOEXEC`]).
+    ///
+    /// # Errors
+    /// `EBADF`. See fcntl(2).
+    pub async fn fcntl_setfd(&self, flags: FD) -> Result<()> {
+        self.fcntl_int("fcntl(F_SETFD)", libc::F_SETFD, flags.bits() as i64)
+            .await?;
+        Ok(())
+    }
+
+    /// `fcntl(fd, F_SETFD, FD_CLOEXEC)` — closes this fd when its task execs.
+    ///
+    /// # Errors
+    /// As [`FileDescriptor::fcntl_setfd`].
+    pub async fn enable_cloexec(&self) -> Result<()> {
+        self.fcntl_setfd(FD::CLOEXEC).await
+    }
+
+    /// `fcntl(fd, F_SETFD, 0)` — keeps this fd open across an exec of its task (so that a
+    /// program we exec inherits it).
+    ///
+    /// # Errors
+    /// As [`FileDescriptor::fcntl_setfd`].
+    pub async fn disable_cloexec(&self) -> Result<()> {
+        self.fcntl_setfd(FD::empty()).await
+    }
+
+    /// `fcntl(fd, F_GETFL)` then `fcntl(fd, F_SETFL, flags ± O_NONBLOCK)` — makes I/O on
+    /// the open file description non-blocking (`on`) or blocking. This changes every fd
+    /// referring to the same open file description, in every process.
+    ///
+    /// # Errors
+    /// As [`FileDescriptor::fcntl_getfl`] and [`FileDescriptor::fcntl_setfl`].
+    pub async fn set_nonblock(&self, on: bool) -> Result<()> {
+        let mut flags = self.fcntl_getfl().await?;
+        if flags.contains(O::NONBLOCK) == on {
+            return Ok(());
+        }
+        flags.set(O::NONBLOCK, on);
+        self.fcntl_setfl(flags).await
+    }
+
+    /// `fcntl(fd, F_DUPFD_CLOEXEC, 0)` — a new fd (the lowest free number), close-on-exec,
+    /// referring to the same open file description; owned by the returned handle.
+    ///
+    /// # Errors
+    /// `EBADF`, `EMFILE`. See fcntl(2).
+    pub async fn dup(&self) -> Result<FileDescriptor> {
+        let ret = self
+            .fcntl_int("fcntl(F_DUPFD_CLOEXEC)", libc::F_DUPFD_CLOEXEC, 0)
+            .await?;
+        Ok(self.task().own(near::FileDescriptor::new(ret as i32)))
+    }
+
+    /// An fcntl command with an integer argument that neither touches memory nor closes
+    /// fds (`F_GETFL`, `F_SETFL`, `F_GETFD`, `F_SETFD`, `F_DUPFD_CLOEXEC`).
+    async fn fcntl_int(&self, what: &'static str, cmd: i32, arg: i64) -> Result<i64> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        task.prepare().await;
+        // SAFETY: the commands passed here take an integer argument: no memory is touched,
+        // no fd is closed or replaced (F_DUPFD_CLOEXEC makes a new one, which the caller
+        // owns).
+        unsafe { near::fcntl(task.sysif(), fd, cmd, arg) }
+            .await
+            .map_err(task.error(what))
+    }
+
+    /// `fcntl(fd, cmd, &lock)` — a record-lock command: take or release `lock` (`SetLk`,
+    /// `SetLkW`, and their open-file-description `Ofd` forms), or ask which lock would
+    /// conflict with it (`GetLk`, `OfdGetLk`). Returns the kernel's answer for the `GetLk`
+    /// commands (`l_type` `F_UNLCK` if nothing conflicts; `l_pid` -1 for an
+    /// open-file-description lock) and `lock` itself otherwise.
+    ///
+    /// Process locks belong to the process and are released when it closes *any* fd of the
+    /// file; open-file-description locks belong to the open file description and conflict
+    /// even within one process.
+    ///
+    /// # Errors
+    /// `EAGAIN`/`EACCES` (conflicting lock for `SetLk`/`OfdSetLk`), `EDEADLK`, `EINTR`,
+    /// `EINVAL` (bad `l_type` or `l_whence`, or nonzero `l_pid` for the `Ofd` commands),
+    /// `EBADF` (fd not open for the access the lock needs), `ENOLCK`. See fcntl(2).
+    pub async fn lock(&self, cmd: LockCmd, lock: &Flock) -> Result<Flock> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        task.prepare().await;
+        let ptr = task.ptr(lock).await?;
+        let addr = task.check_ptr(ptr.pointer())?;
+        let ptr = task.lend(ptr);
+        // SAFETY: `addr` is a struct flock of the task's memory, lent until completion.
+        let r = unsafe { near::fcntl_lock(task.sysif(), fd, cmd, addr) }.await;
+        let ((), ptr) = ptr.settle(r).map_err(task.error("fcntl(lock)"))?;
+        if cmd.is_get() {
+            ptr.into_readable().read().await
+        } else {
+            Ok(*lock)
+        }
+    }
+
+    /// `ioctl(fd, FIONREAD, &n)` — how many bytes can be read right now without blocking
+    /// (pipes, sockets, terminals).
+    ///
+    /// # Errors
+    /// `ENOTTY`/`EINVAL` for files without the request, `EBADF`. See ioctl(2) and
+    /// pipe(7).
+    pub async fn fionread(&self) -> Result<usize> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        task.prepare().await;
+        let buf = task.malloc::<i32>().await?;
+        let addr = task.check_ptr(&buf)?;
+        let buf = task.lend(buf);
+        // SAFETY: FIONREAD writes one int at `addr`, 4 bytes of the task's memory lent until
+        // completion.
+        let r = unsafe { near::ioctl(task.sysif(), fd, libc::FIONREAD, addr.arg()) }.await;
+        let (_, buf) = buf.settle(r).map_err(task.error("ioctl(FIONREAD)"))?;
+        let n = buf.filled(std::mem::size_of::<i32>())?.0.read().await?;
+        usize::try_from(n)
+            .map_err(|_| Error::invalid("ioctl(FIONREAD)", format!("the kernel returned {n}")))
+    }
+
+    /// `ioctl(fd, FICLONERANGE, &range)` — makes `src_length` bytes of this file at
+    /// `dest_offset` share the storage of `src`'s bytes at `src_offset` (a reflink copy;
+    /// `src_length` 0 means to the end of `src`). Both files must be on one file system
+    /// that supports sharing extents (btrfs, XFS...).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if an offset, or an offset plus `src_length`, is above
+    /// `i64::MAX`; [`Error::Mismatch`] if `src` is in another fd table; `EOPNOTSUPP` (file
+    /// system without reflinks, such as tmpfs and so memfds), `EXDEV` (different mounts),
+    /// `EINVAL` (unaligned range), `EBADF`, `EISDIR`, `EPERM`, `ETXTBSY`. See
+    /// ioctl_ficlonerange(2).
+    pub async fn clone_range_from(
+        &self,
+        src: &FileDescriptor,
+        src_offset: u64,
+        src_length: u64,
+        dest_offset: u64,
+    ) -> Result<()> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let src_fd = task.check_fd(src)?;
+        let len = usize::try_from(src_length)
+            .ok()
+            .filter(|&l| i64::try_from(l).is_ok())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "ioctl(FICLONERANGE)",
+                    format!("length {src_length} is too large"),
+                )
+            })?;
+        file_range("ioctl(FICLONERANGE)", src_offset, len)?;
+        file_range("ioctl(FICLONERANGE)", dest_offset, len)?;
+        let range = FileCloneRange {
+            src_fd: src_fd.arg(),
+            src_offset,
+            src_length,
+            dest_offset,
+        };
+        task.prepare().await;
+        let ptr = task.ptr(&range).await?;
+        let addr = task.check_ptr(ptr.pointer())?;
+        let ptr = task.lend(ptr);
+        let req = libc::FICLONERANGE;
+        // SAFETY: FICLONERANGE only reads the struct at `addr` (memory of the task, lent
+        // until completion) and uses, without changing, the fd it names, which is checked
+        // to be in the task's table.
+        let r = unsafe { near::ioctl(task.sysif(), fd, req, addr.arg()) }.await;
+        ptr.settle(r).map_err(task.error("ioctl(FICLONERANGE)"))?;
+        Ok(())
+    }
+
+    /// `/proc/<pid>/fd/<n>`: a path naming this fd's file through procfs, with the pid of
+    /// the task this handle is used through.
+    ///
+    /// Opening it opens the file afresh (a new open file description, so new offset and
+    /// status flags), which is how an fd without a path (a memfd, a pipe end) is reopened.
+    ///
+    /// Caveat: the pid is in the task's *own* pid namespace, and procfs resolves it in the
+    /// namespace of the `/proc` mount of whoever opens the path. It names this file when
+    /// opened by the task itself or by a process whose `/proc` shows the task's pid
+    /// namespace; after `CLONE_NEWPID` without a fresh `/proc` mount it may name another
+    /// process or none. The fd must also stay open while the path is used.
+    pub fn as_proc_path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            self.task().pid().as_raw(),
+            self.near().as_raw()
+        ))
+    }
+}
+
+impl Task {
+    /// `pread64(fd, buf, len, offset)` — reads up to `len` bytes of `fd`'s file at
+    /// `offset`; an empty result means `offset` is at or past the end.
+    ///
+    /// # Errors
+    /// As [`FileDescriptor::pread`].
+    pub async fn pread(&self, fd: &FileDescriptor, len: usize, offset: u64) -> Result<Vec<u8>> {
+        let fd = fd.for_task(self)?;
+        file_range("pread64", offset, len)?;
+        let buf = self.malloc_bytes(len).await?;
+        let (data, _) = fd.pread(buf, offset).await?;
+        data.read().await
+    }
+
+    /// `pwrite64(fd, data, len, offset)` — writes some of `data` to `fd`'s file at
+    /// `offset`; returns how many bytes were written.
+    ///
+    /// # Errors
+    /// As [`FileDescriptor::pwrite`].
+    pub async fn pwrite(&self, fd: &FileDescriptor, data: &[u8], offset: u64) -> Result<usize> {
+        let fd = fd.for_task(self)?;
+        file_range("pwrite64", offset, data.len())?;
+        let buf = self.ptr(data).await?;
+        let (written, _) = fd.pwrite(buf, offset).await?;
+        Ok(written.size())
+    }
+
+    /// `memfd_create(name, flags | MFD_CLOEXEC)` — an anonymous file in memory, of size 0,
+    /// open for reading and writing; `name` (for debugging, shown in `/proc/<pid>/fd`) need
+    /// not be unique.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `name` contains a NUL byte or is longer than 249
+    /// bytes; `EINVAL` (unknown flags), `EMFILE`, `ENFILE`, `ENOMEM`, `EPERM`
+    /// (`MFD::HUGETLB` without the privilege). See memfd_create(2).
+    pub async fn memfd_create(&self, name: &[u8], flags: MFD) -> Result<FileDescriptor> {
+        if name.len() > MEMFD_NAME_MAX {
+            return Err(Error::invalid(
+                "memfd_create",
+                format!(
+                    "a name of {} bytes is longer than {MEMFD_NAME_MAX}",
+                    name.len()
+                ),
+            ));
+        }
+        let name = self.ptr_cstr("memfd_create", name).await?;
+        self.prepare().await;
+        let addr = self.check_ptr(name.pointer())?;
+        let name = self.lend(name);
+        let r = near::memfd_create(self.sysif(), addr, flags | MFD::CLOEXEC).await;
+        let (fd, _) = name.settle(r).map_err(self.error("memfd_create"))?;
+        Ok(self.own(fd))
     }
 }

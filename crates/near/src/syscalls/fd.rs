@@ -1,4 +1,5 @@
-//! File descriptor syscalls: read, write, close, dup, fcntl, pipes, opening files.
+//! File descriptor syscalls: read and write (plain, positional, vectored), seeking, sizes,
+//! close, dup, fcntl (flags and record locks), ioctl, pipes, memfds.
 
 use super::call;
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
@@ -124,4 +125,378 @@ pub async unsafe fn pipe2(
     // SAFETY: the caller guarantees pipefd.
     unsafe { call(sysif, libc::SYS_pipe2, [pipefd.arg(), flags.bits() as i64]) }.await?;
     Ok(())
+}
+
+crate::flag_set! {
+    /// Per-call flags of `preadv2(2)`/`pwritev2(2)`.
+    RWF: i32 {
+        HIPRI = libc::RWF_HIPRI, DSYNC = libc::RWF_DSYNC, SYNC = libc::RWF_SYNC,
+        NOWAIT = libc::RWF_NOWAIT, APPEND = libc::RWF_APPEND, NOAPPEND = libc::RWF_NOAPPEND,
+        ATOMIC = libc::RWF_ATOMIC, DONTCACHE = libc::RWF_DONTCACHE,
+    }
+}
+
+crate::flag_set! {
+    /// Modes of `fallocate(2)` (empty: allocate and extend the file).
+    FALLOC: i32 {
+        KEEP_SIZE = libc::FALLOC_FL_KEEP_SIZE, PUNCH_HOLE = libc::FALLOC_FL_PUNCH_HOLE,
+        COLLAPSE_RANGE = libc::FALLOC_FL_COLLAPSE_RANGE, ZERO_RANGE = libc::FALLOC_FL_ZERO_RANGE,
+        INSERT_RANGE = libc::FALLOC_FL_INSERT_RANGE,
+        UNSHARE_RANGE = libc::FALLOC_FL_UNSHARE_RANGE,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `memfd_create(2)`.
+    MFD: u32 {
+        CLOEXEC = libc::MFD_CLOEXEC, ALLOW_SEALING = libc::MFD_ALLOW_SEALING,
+        HUGETLB = libc::MFD_HUGETLB, NOEXEC_SEAL = libc::MFD_NOEXEC_SEAL, EXEC = libc::MFD_EXEC,
+    }
+}
+
+crate::flag_set! {
+    /// File descriptor flags of `fcntl(F_GETFD/F_SETFD)`: flags of the fd itself, not of the
+    /// open file description it refers to.
+    FD: i32 {
+        CLOEXEC = libc::FD_CLOEXEC,
+    }
+}
+
+/// Where `lseek(2)` counts its offset from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum SEEK {
+    /// From the start of the file.
+    SET = libc::SEEK_SET,
+    /// From the current offset.
+    CUR = libc::SEEK_CUR,
+    /// From the end of the file.
+    END = libc::SEEK_END,
+    /// To the next data at or after the offset.
+    DATA = libc::SEEK_DATA,
+    /// To the next hole at or after the offset (the end of the file counts as a hole).
+    HOLE = libc::SEEK_HOLE,
+}
+
+/// The type of a record lock (`l_type` of `struct flock`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i16)]
+pub enum LockType {
+    /// A shared (read) lock, `F_RDLCK`.
+    Read = libc::F_RDLCK as i16,
+    /// An exclusive (write) lock, `F_WRLCK`.
+    Write = libc::F_WRLCK as i16,
+    /// No lock / release, `F_UNLCK`.
+    Unlock = libc::F_UNLCK as i16,
+}
+
+impl LockType {
+    /// The lock type with raw value `v`, if known.
+    pub const fn from_raw(v: i16) -> Option<LockType> {
+        match v as i32 {
+            libc::F_RDLCK => Some(LockType::Read),
+            libc::F_WRLCK => Some(LockType::Write),
+            libc::F_UNLCK => Some(LockType::Unlock),
+            _ => None,
+        }
+    }
+}
+
+/// The record-lock commands of `fcntl(2)`: process-associated (`F_SETLK`...) and
+/// open-file-description (`F_OFD_SETLK`...) locks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum LockCmd {
+    /// `F_SETLK`: take or release a lock held by the process; fail with `EAGAIN` on conflict.
+    SetLk = libc::F_SETLK,
+    /// `F_SETLKW`: as `SetLk`, waiting for a conflicting lock to go.
+    SetLkW = libc::F_SETLKW,
+    /// `F_GETLK`: the first lock that would conflict, or `l_type` set to `F_UNLCK`.
+    GetLk = libc::F_GETLK,
+    /// `F_OFD_SETLK`: take or release a lock held by the open file description.
+    OfdSetLk = libc::F_OFD_SETLK,
+    /// `F_OFD_SETLKW`: as `OfdSetLk`, waiting for a conflicting lock to go.
+    OfdSetLkW = libc::F_OFD_SETLKW,
+    /// `F_OFD_GETLK`: as `GetLk`, for open-file-description locks.
+    OfdGetLk = libc::F_OFD_GETLK,
+}
+
+impl LockCmd {
+    /// Whether the kernel writes the `struct flock` back (the `GETLK` commands).
+    pub const fn is_get(self) -> bool {
+        matches!(self, LockCmd::GetLk | LockCmd::OfdGetLk)
+    }
+}
+
+/// `pread64(fd, buf, count, offset)` — reads up to `count` bytes at `offset` into `buf`,
+/// without moving the file offset.
+///
+/// # Safety
+/// `buf` must be valid for writing `count` bytes in the target's address space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL` (negative offset), `ESPIPE` (pipe, socket), `EISDIR` and
+/// others. See pread(2).
+pub async unsafe fn pread64(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    buf: Address,
+    count: usize,
+    offset: i64,
+) -> Result<usize, SyscallError> {
+    let args = [fd.arg(), buf.arg(), count as i64, offset];
+    // SAFETY: the caller guarantees buf.
+    let ret = unsafe { call(sysif, libc::SYS_pread64, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `pwrite64(fd, buf, count, offset)` — writes up to `count` bytes from `buf` at `offset`,
+/// without moving the file offset.
+///
+/// The kernel only reads the buffer; an invalid address gives `EFAULT`.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`, `ESPIPE`, `ENOSPC`, `EFBIG` and others. See pwrite(2).
+pub async fn pwrite64(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    buf: Address,
+    count: usize,
+    offset: i64,
+) -> Result<usize, SyscallError> {
+    let args = [fd.arg(), buf.arg(), count as i64, offset];
+    // SAFETY: pwrite only reads memory (a bad address is EFAULT) and does not change the fd.
+    let ret = unsafe { call(sysif, libc::SYS_pwrite64, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `readv(fd, iov, iovcnt)` — reads into the `iovcnt` buffers described by the `struct
+/// iovec` array at `iov`, in order.
+///
+/// # Safety
+/// `iov` must hold `iovcnt` iovecs, each describing memory valid for writing in the
+/// target's address space.
+///
+/// # Errors
+/// `EAGAIN`, `EBADF`, `EFAULT`, `EINTR`, `EINVAL` (`iovcnt` above `IOV_MAX`, lengths
+/// overflowing) and others. See readv(2).
+pub async unsafe fn readv(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    iov: Address,
+    iovcnt: usize,
+) -> Result<usize, SyscallError> {
+    // SAFETY: the caller guarantees iov and the buffers it describes.
+    let ret = unsafe { call(sysif, libc::SYS_readv, [fd.arg(), iov.arg(), iovcnt as i64]) }.await?;
+    Ok(ret as usize)
+}
+
+/// `writev(fd, iov, iovcnt)` — writes the `iovcnt` buffers described by the `struct iovec`
+/// array at `iov`, in order.
+///
+/// The kernel only reads memory; an invalid address gives `EFAULT`.
+///
+/// # Errors
+/// `EAGAIN`, `EBADF`, `EFAULT`, `EINVAL`, `EPIPE` and others. See writev(2).
+pub async fn writev(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    iov: Address,
+    iovcnt: usize,
+) -> Result<usize, SyscallError> {
+    // SAFETY: writev only reads memory (a bad address is EFAULT) and does not change the fd.
+    let ret = unsafe {
+        call(
+            sysif,
+            libc::SYS_writev,
+            [fd.arg(), iov.arg(), iovcnt as i64],
+        )
+    }
+    .await?;
+    Ok(ret as usize)
+}
+
+/// `preadv2(fd, iov, iovcnt, offset, flags)` — as [`readv`] at `offset` (the current file
+/// offset, which then moves, if `offset` is -1), with per-call [`RWF`] flags.
+///
+/// # Safety
+/// As for [`readv`].
+///
+/// # Errors
+/// As [`readv`]; `ESPIPE` for an offset on a pipe; `EOPNOTSUPP` for flags the file does not
+/// support; `EAGAIN` with `RWF::NOWAIT` when data is not at hand. See preadv2(2).
+pub async unsafe fn preadv2(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    iov: Address,
+    iovcnt: usize,
+    offset: i64,
+    flags: RWF,
+) -> Result<usize, SyscallError> {
+    // On 64-bit kernels the offset is whole in pos_l; pos_h is ignored.
+    let args = [
+        fd.arg(),
+        iov.arg(),
+        iovcnt as i64,
+        offset,
+        0,
+        flags.bits() as i64,
+    ];
+    // SAFETY: the caller guarantees iov and the buffers it describes.
+    let ret = unsafe { call(sysif, libc::SYS_preadv2, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `pwritev2(fd, iov, iovcnt, offset, flags)` — as [`writev`] at `offset` (the current
+/// file offset, which then moves, if `offset` is -1), with per-call [`RWF`] flags.
+///
+/// The kernel only reads memory; an invalid address gives `EFAULT`.
+///
+/// # Errors
+/// As [`writev`]; `ESPIPE`, `EOPNOTSUPP`, `EAGAIN`. See pwritev2(2).
+pub async fn pwritev2(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    iov: Address,
+    iovcnt: usize,
+    offset: i64,
+    flags: RWF,
+) -> Result<usize, SyscallError> {
+    let args = [
+        fd.arg(),
+        iov.arg(),
+        iovcnt as i64,
+        offset,
+        0,
+        flags.bits() as i64,
+    ];
+    // SAFETY: pwritev2 only reads memory (a bad address is EFAULT) and does not change the
+    // fd.
+    let ret = unsafe { call(sysif, libc::SYS_pwritev2, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `lseek(fd, offset, whence)` — moves the file offset; returns the new offset from the
+/// start of the file.
+///
+/// # Errors
+/// `EBADF`, `EINVAL` (resulting offset negative), `ENXIO` (`SEEK::DATA`/`SEEK::HOLE` past
+/// the end), `EOVERFLOW`, `ESPIPE` (pipe, socket). See lseek(2).
+pub async fn lseek(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    offset: i64,
+    whence: SEEK,
+) -> Result<u64, SyscallError> {
+    // SAFETY: lseek touches no memory and does not change the fd table.
+    let ret = unsafe { call(sysif, libc::SYS_lseek, [fd.arg(), offset, whence as i64]) }.await?;
+    Ok(ret as u64)
+}
+
+/// `ftruncate(fd, length)` — sets the size of the file, cutting or extending it with zeros.
+///
+/// # Errors
+/// `EBADF`, `EINVAL` (negative length, not a regular file open for writing), `EFBIG`,
+/// `EPERM` (sealed or append-only). See ftruncate(2).
+pub async fn ftruncate(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    length: i64,
+) -> Result<(), SyscallError> {
+    // SAFETY: ftruncate touches no memory and does not change the fd table.
+    unsafe { call(sysif, libc::SYS_ftruncate, [fd.arg(), length]) }.await?;
+    Ok(())
+}
+
+/// `fsync(fd)` — flushes the file's data and metadata to its storage.
+///
+/// # Errors
+/// `EBADF`, `EIO`, `ENOSPC`, `EROFS`/`EINVAL` (not syncable, such as a pipe). See fsync(2).
+pub async fn fsync(sysif: &dyn SyscallInterface, fd: FileDescriptor) -> Result<(), SyscallError> {
+    // SAFETY: fsync touches no memory and does not change the fd table.
+    unsafe { call(sysif, libc::SYS_fsync, [fd.arg()]) }.await?;
+    Ok(())
+}
+
+/// `fallocate(fd, mode, offset, len)` — allocates (or, by `mode`, deallocates, zeroes,
+/// collapses, inserts) the byte range `offset..offset + len` of a file.
+///
+/// # Errors
+/// `EBADF`, `EFBIG`, `EINVAL`, `ENODEV`, `ENOSPC`, `EOPNOTSUPP`, `ESPIPE`, `EPERM`. See
+/// fallocate(2).
+pub async fn fallocate(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    mode: FALLOC,
+    offset: i64,
+    len: i64,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), mode.bits() as i64, offset, len];
+    // SAFETY: fallocate touches no memory and does not change the fd table.
+    unsafe { call(sysif, libc::SYS_fallocate, args) }.await?;
+    Ok(())
+}
+
+/// `fcntl(fd, cmd, flock)` — a record-lock command with its `struct flock` at `flock`.
+///
+/// # Safety
+/// `flock` must be valid for reading a `struct flock` in the target's address space, and
+/// for writing one for the `GETLK` commands.
+///
+/// # Errors
+/// `EAGAIN`/`EACCES` (conflicting lock), `EBADF`, `EDEADLK`, `EFAULT`, `EINTR`, `EINVAL`
+/// (including a nonzero `l_pid` for the `OFD` commands), `ENOLCK`. See fcntl(2).
+pub async unsafe fn fcntl_lock(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    cmd: LockCmd,
+    flock: Address,
+) -> Result<(), SyscallError> {
+    // SAFETY: the caller guarantees flock.
+    unsafe { call(sysif, libc::SYS_fcntl, [fd.arg(), cmd as i64, flock.arg()]) }.await?;
+    Ok(())
+}
+
+/// `ioctl(fd, request, arg)` — a device- or file-specific request.
+///
+/// # Safety
+/// Requests may read or write memory at `arg` or change fds; the caller must make `arg`
+/// what `request` expects, valid in the target's address space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`, `ENOTTY` (request unknown to the file) and the request's
+/// own errors. See ioctl(2).
+pub async unsafe fn ioctl(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    request: u64,
+    arg: i64,
+) -> Result<i64, SyscallError> {
+    // SAFETY: forwarded from the caller.
+    unsafe { call(sysif, libc::SYS_ioctl, [fd.arg(), request as i64, arg]) }.await
+}
+
+/// `memfd_create(name, flags)` — an anonymous memory-backed file; `name` (a NUL-terminated
+/// string of at most 249 bytes) shows in `/proc/<pid>/fd`.
+///
+/// The kernel only reads `name`; an invalid address gives `EFAULT`.
+///
+/// # Errors
+/// `EFAULT`, `EINVAL` (name too long, unknown flags), `EMFILE`, `ENFILE`, `ENOMEM`. See
+/// memfd_create(2).
+pub async fn memfd_create(
+    sysif: &dyn SyscallInterface,
+    name: Address,
+    flags: MFD,
+) -> Result<FileDescriptor, SyscallError> {
+    // SAFETY: memfd_create only reads name and creates a new fd.
+    let ret = unsafe {
+        call(
+            sysif,
+            libc::SYS_memfd_create,
+            [name.arg(), flags.bits() as i64],
+        )
+    }
+    .await?;
+    Ok(FileDescriptor::new(ret as i32))
 }

@@ -10,14 +10,11 @@ mod ns;
 mod process;
 mod socket;
 
-#[allow(unused_imports)] // until the area is filled in
 pub use events::*;
 pub use fd::*;
 pub use fs::*;
-#[allow(unused_imports)] // until the area is filled in
 pub use identity::*;
 pub use mem::*;
-#[allow(unused_imports)] // until the area is filled in
 pub use ns::*;
 pub use process::*;
 pub use socket::*;
