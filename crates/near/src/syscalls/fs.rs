@@ -1,7 +1,52 @@
-//! Filesystem syscalls: paths, directories, metadata.
+//! Filesystem syscalls: paths, directories, metadata, the working directory and umask.
+//!
+//! Paths are addresses of NUL-terminated strings in the target's address space; a `dirfd`
+//! of `None` stands for `AT_FDCWD` (the target's working directory).
 
 use super::call;
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
+
+crate::flag_set! {
+    /// `AT_*` flags of the `*at` syscalls (`unlinkat`, `linkat`, `fstatat`, `statx`,
+    /// `faccessat2`, `fchmodat2`, `utimensat`).
+    AT: i32 {
+        SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW, REMOVEDIR = libc::AT_REMOVEDIR,
+        SYMLINK_FOLLOW = libc::AT_SYMLINK_FOLLOW, NO_AUTOMOUNT = libc::AT_NO_AUTOMOUNT,
+        EMPTY_PATH = libc::AT_EMPTY_PATH, EACCESS = libc::AT_EACCESS,
+        STATX_FORCE_SYNC = libc::AT_STATX_FORCE_SYNC,
+        STATX_DONT_SYNC = libc::AT_STATX_DONT_SYNC,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `renameat2(2)`.
+    RENAME: u32 {
+        NOREPLACE = libc::RENAME_NOREPLACE, EXCHANGE = libc::RENAME_EXCHANGE,
+        WHITEOUT = libc::RENAME_WHITEOUT,
+    }
+}
+
+crate::flag_set! {
+    /// The mask of `statx(2)`: which fields the caller asks for, and (in the result's
+    /// `mask`) which ones the kernel filled.
+    STATX: u32 {
+        TYPE = libc::STATX_TYPE, MODE = libc::STATX_MODE, NLINK = libc::STATX_NLINK,
+        UID = libc::STATX_UID, GID = libc::STATX_GID, ATIME = libc::STATX_ATIME,
+        MTIME = libc::STATX_MTIME, CTIME = libc::STATX_CTIME, INO = libc::STATX_INO,
+        SIZE = libc::STATX_SIZE, BLOCKS = libc::STATX_BLOCKS,
+        BASIC_STATS = libc::STATX_BASIC_STATS, BTIME = libc::STATX_BTIME,
+        MNT_ID = libc::STATX_MNT_ID, DIOALIGN = libc::STATX_DIOALIGN,
+        MNT_ID_UNIQUE = libc::STATX_MNT_ID_UNIQUE, SUBVOL = libc::STATX_SUBVOL,
+        WRITE_ATOMIC = libc::STATX_WRITE_ATOMIC, DIO_READ_ALIGN = libc::STATX_DIO_READ_ALIGN,
+    }
+}
+
+/// The `dirfd` argument: the fd, or `AT_FDCWD` for `None`.
+fn dirfd_arg(dirfd: Option<FileDescriptor>) -> i64 {
+    dirfd
+        .map(FileDescriptor::arg)
+        .unwrap_or(libc::AT_FDCWD as i64)
+}
 
 /// `openat(dirfd, path, flags, mode)` — opens a file relative to `dirfd` (`AT_FDCWD` for
 /// the working directory).
@@ -17,17 +62,20 @@ pub async fn openat(
     flags: O,
     mode: u32,
 ) -> Result<FileDescriptor, SyscallError> {
-    let dirfd = dirfd
-        .map(FileDescriptor::arg)
-        .unwrap_or(libc::AT_FDCWD as i64);
-    let args = [dirfd, path.arg(), flags.bits() as i64, mode as i64];
+    let args = [
+        dirfd_arg(dirfd),
+        path.arg(),
+        flags.bits() as i64,
+        mode as i64,
+    ];
     // SAFETY: openat only reads memory and creates a new fd.
     let ret = unsafe { call(sysif, libc::SYS_openat, args) }.await?;
     Ok(FileDescriptor::new(ret as i32))
 }
 
-/// `faccessat(dirfd, path, mode, flags)` — checks the caller's permissions for a file
-/// (`mode` is `F_OK` or a combination of `R_OK`, `W_OK`, `X_OK`).
+/// `faccessat2(dirfd, path, mode, flags)` — checks the caller's permissions for a file
+/// (`mode` is `F_OK` or a combination of `R_OK`, `W_OK`, `X_OK`; flags `AT::EACCESS`,
+/// `AT::SYMLINK_NOFOLLOW`, `AT::EMPTY_PATH`).
 ///
 /// The kernel only reads `path` (a NUL-terminated string); a bad address is `EFAULT`.
 ///
@@ -38,13 +86,399 @@ pub async fn faccessat(
     dirfd: Option<FileDescriptor>,
     path: Address,
     mode: i32,
-    flags: i32,
+    flags: AT,
 ) -> Result<(), SyscallError> {
-    let dirfd = dirfd
-        .map(FileDescriptor::arg)
-        .unwrap_or(libc::AT_FDCWD as i64);
-    let args = [dirfd, path.arg(), mode as i64, flags as i64];
+    let args = [
+        dirfd_arg(dirfd),
+        path.arg(),
+        mode as i64,
+        flags.bits() as i64,
+    ];
     // SAFETY: faccessat2 only reads memory and touches no fds.
     unsafe { call(sysif, libc::SYS_faccessat2, args) }.await?;
     Ok(())
+}
+
+/// `fstat(fd, statbuf)` — writes the metadata of the file `fd` refers to at `statbuf`.
+///
+/// # Safety
+/// `statbuf` must be valid for writing a `struct stat` in the target's address space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EOVERFLOW`. See stat(2).
+pub async unsafe fn fstat(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    statbuf: Address,
+) -> Result<(), SyscallError> {
+    // SAFETY: the caller guarantees statbuf.
+    unsafe { call(sysif, libc::SYS_fstat, [fd.arg(), statbuf.arg()]) }.await?;
+    Ok(())
+}
+
+/// `newfstatat(dirfd, path, statbuf, flags)` — writes the metadata of a file at `statbuf`
+/// (`AT::SYMLINK_NOFOLLOW` for `lstat`, `AT::EMPTY_PATH` with `""` for `dirfd` itself).
+///
+/// # Safety
+/// `statbuf` must be valid for writing a `struct stat` in the target's address space.
+///
+/// # Errors
+/// `ENOENT`, `EACCES`, `ELOOP`, `ENOTDIR`, `EBADF`, `EINVAL` and others. See stat(2).
+pub async unsafe fn newfstatat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    statbuf: Address,
+    flags: AT,
+) -> Result<(), SyscallError> {
+    let args = [
+        dirfd_arg(dirfd),
+        path.arg(),
+        statbuf.arg(),
+        flags.bits() as i64,
+    ];
+    // SAFETY: the caller guarantees statbuf; path is only read.
+    unsafe { call(sysif, libc::SYS_newfstatat, args) }.await?;
+    Ok(())
+}
+
+/// `statx(dirfd, path, flags, mask, statxbuf)` — writes the extended metadata of a file at
+/// `statxbuf`; `mask` says which fields are wanted.
+///
+/// # Safety
+/// `statxbuf` must be valid for writing a `struct statx` (256 bytes) in the target's
+/// address space.
+///
+/// # Errors
+/// `ENOENT`, `EACCES`, `ELOOP`, `ENOTDIR`, `EBADF`, `EINVAL` and others. See statx(2).
+pub async unsafe fn statx(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    flags: AT,
+    mask: STATX,
+    statxbuf: Address,
+) -> Result<(), SyscallError> {
+    let args = [
+        dirfd_arg(dirfd),
+        path.arg(),
+        flags.bits() as i64,
+        mask.bits() as i64,
+        statxbuf.arg(),
+    ];
+    // SAFETY: the caller guarantees statxbuf; path is only read.
+    unsafe { call(sysif, libc::SYS_statx, args) }.await?;
+    Ok(())
+}
+
+/// `getdents64(fd, dirp, count)` — reads directory entries (`struct linux_dirent64`
+/// records) of the directory `fd` into `dirp`; returns the number of bytes written, 0 at
+/// the end of the directory.
+///
+/// # Safety
+/// `dirp` must be valid for writing `count` bytes in the target's address space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL` (buffer too small for the next entry), `ENOENT` (the
+/// directory was removed), `ENOTDIR`. See getdents(2).
+pub async unsafe fn getdents64(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    dirp: Address,
+    count: usize,
+) -> Result<usize, SyscallError> {
+    let args = [fd.arg(), dirp.arg(), count as i64];
+    // SAFETY: the caller guarantees dirp.
+    let ret = unsafe { call(sysif, libc::SYS_getdents64, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `mkdirat(dirfd, path, mode)` — creates a directory.
+///
+/// The kernel only reads `path`; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `EEXIST`, `ENOENT`, `EACCES`, `ENOSPC`, `ENOTDIR`, `EROFS` and others. See mkdir(2).
+pub async fn mkdirat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    mode: u32,
+) -> Result<(), SyscallError> {
+    let args = [dirfd_arg(dirfd), path.arg(), mode as i64];
+    // SAFETY: mkdirat only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_mkdirat, args) }.await?;
+    Ok(())
+}
+
+/// `unlinkat(dirfd, path, flags)` — removes a name (a directory with `AT::REMOVEDIR`).
+///
+/// The kernel only reads `path`; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `ENOENT`, `EACCES`, `EBUSY`, `EISDIR`, `ENOTDIR`, `ENOTEMPTY`, `EROFS` and others. See
+/// unlink(2) and rmdir(2).
+pub async fn unlinkat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    flags: AT,
+) -> Result<(), SyscallError> {
+    let args = [dirfd_arg(dirfd), path.arg(), flags.bits() as i64];
+    // SAFETY: unlinkat only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_unlinkat, args) }.await?;
+    Ok(())
+}
+
+/// `linkat(olddirfd, oldpath, newdirfd, newpath, flags)` — makes a new name for a file
+/// (`AT::SYMLINK_FOLLOW` to follow a symlink at `oldpath`, `AT::EMPTY_PATH` with `""` to
+/// link `olddirfd` itself).
+///
+/// The kernel only reads the paths; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `EEXIST`, `ENOENT`, `EXDEV`, `EPERM`, `EACCES`, `EMLINK` and others. See link(2).
+pub async fn linkat(
+    sysif: &dyn SyscallInterface,
+    olddirfd: Option<FileDescriptor>,
+    oldpath: Address,
+    newdirfd: Option<FileDescriptor>,
+    newpath: Address,
+    flags: AT,
+) -> Result<(), SyscallError> {
+    let args = [
+        dirfd_arg(olddirfd),
+        oldpath.arg(),
+        dirfd_arg(newdirfd),
+        newpath.arg(),
+        flags.bits() as i64,
+    ];
+    // SAFETY: linkat only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_linkat, args) }.await?;
+    Ok(())
+}
+
+/// `symlinkat(target, newdirfd, linkpath)` — creates a symbolic link at `linkpath`
+/// pointing to `target`.
+///
+/// The kernel only reads the strings; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `EEXIST`, `ENOENT`, `EACCES`, `ENOSPC`, `EROFS` and others. See symlink(2).
+pub async fn symlinkat(
+    sysif: &dyn SyscallInterface,
+    target: Address,
+    newdirfd: Option<FileDescriptor>,
+    linkpath: Address,
+) -> Result<(), SyscallError> {
+    let args = [target.arg(), dirfd_arg(newdirfd), linkpath.arg()];
+    // SAFETY: symlinkat only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_symlinkat, args) }.await?;
+    Ok(())
+}
+
+/// `readlinkat(dirfd, path, buf, bufsiz)` — writes the target of a symbolic link into
+/// `buf` (not NUL-terminated, silently truncated to `bufsiz`); returns the bytes written.
+///
+/// # Safety
+/// `buf` must be valid for writing `bufsiz` bytes in the target's address space.
+///
+/// # Errors
+/// `EINVAL` (not a symlink, or `bufsiz` 0), `ENOENT`, `EACCES`, `ELOOP` and others. See
+/// readlink(2).
+pub async unsafe fn readlinkat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    buf: Address,
+    bufsiz: usize,
+) -> Result<usize, SyscallError> {
+    let args = [dirfd_arg(dirfd), path.arg(), buf.arg(), bufsiz as i64];
+    // SAFETY: the caller guarantees buf; path is only read.
+    let ret = unsafe { call(sysif, libc::SYS_readlinkat, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)` — renames a file, with
+/// `RENAME::NOREPLACE` (fail if the new name exists) or `RENAME::EXCHANGE` (swap them).
+///
+/// The kernel only reads the paths; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `EEXIST` (with `NOREPLACE`), `ENOENT`, `EXDEV`, `EISDIR`, `ENOTEMPTY`, `EINVAL` and
+/// others. See rename(2).
+pub async fn renameat2(
+    sysif: &dyn SyscallInterface,
+    olddirfd: Option<FileDescriptor>,
+    oldpath: Address,
+    newdirfd: Option<FileDescriptor>,
+    newpath: Address,
+    flags: RENAME,
+) -> Result<(), SyscallError> {
+    let args = [
+        dirfd_arg(olddirfd),
+        oldpath.arg(),
+        dirfd_arg(newdirfd),
+        newpath.arg(),
+        flags.bits() as i64,
+    ];
+    // SAFETY: renameat2 only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_renameat2, args) }.await?;
+    Ok(())
+}
+
+/// `fchmod(fd, mode)` — changes the permission bits of the file `fd` refers to.
+///
+/// # Errors
+/// `EBADF`, `EPERM`, `EROFS` and others. See chmod(2).
+pub async fn fchmod(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    mode: u32,
+) -> Result<(), SyscallError> {
+    // SAFETY: fchmod touches no memory and does not change the fd table.
+    unsafe { call(sysif, libc::SYS_fchmod, [fd.arg(), mode as i64]) }.await?;
+    Ok(())
+}
+
+/// `fchmodat(dirfd, path, mode)` — changes the permission bits of a file by path
+/// (following symlinks; the raw syscall takes no flags, see [`fchmodat2`]).
+///
+/// The kernel only reads `path`; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `ENOENT`, `EPERM`, `EACCES`, `EROFS` and others. See chmod(2).
+pub async fn fchmodat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    mode: u32,
+) -> Result<(), SyscallError> {
+    let args = [dirfd_arg(dirfd), path.arg(), mode as i64];
+    // SAFETY: fchmodat only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_fchmodat, args) }.await?;
+    Ok(())
+}
+
+/// `fchmodat2(dirfd, path, mode, flags)` — [`fchmodat`] with flags (`AT::SYMLINK_NOFOLLOW`,
+/// `AT::EMPTY_PATH`); Linux 6.6 and later.
+///
+/// The kernel only reads `path`; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `ENOSYS` before Linux 6.6, `EOPNOTSUPP` (changing a symlink's mode), and as
+/// [`fchmodat`]. See chmod(2).
+pub async fn fchmodat2(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    mode: u32,
+    flags: AT,
+) -> Result<(), SyscallError> {
+    let args = [
+        dirfd_arg(dirfd),
+        path.arg(),
+        mode as i64,
+        flags.bits() as i64,
+    ];
+    // SAFETY: fchmodat2 only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_fchmodat2, args) }.await?;
+    Ok(())
+}
+
+/// `fchown(fd, owner, group)` — changes the owner and group of the file `fd` refers to;
+/// `u32::MAX` (`-1`) leaves that id unchanged.
+///
+/// # Errors
+/// `EBADF`, `EPERM`, `EROFS` and others. See chown(2).
+pub async fn fchown(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    owner: u32,
+    group: u32,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), owner as i64, group as i64];
+    // SAFETY: fchown touches no memory and does not change the fd table.
+    unsafe { call(sysif, libc::SYS_fchown, args) }.await?;
+    Ok(())
+}
+
+/// `utimensat(dirfd, path, times, flags)` — sets the access and modification times of a
+/// file from the two `struct timespec`s at `times` (`UTIME_NOW`/`UTIME_OMIT` allowed in
+/// `tv_nsec`; a null `times` means both now). A null `path` means `dirfd` itself.
+///
+/// The kernel only reads `path` and `times`; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `EACCES`, `EPERM`, `ENOENT`, `EINVAL` (bad nanoseconds), `EBADF`, `EROFS` and others.
+/// See utimensat(2).
+pub async fn utimensat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    times: Address,
+    flags: AT,
+) -> Result<(), SyscallError> {
+    let args = [
+        dirfd_arg(dirfd),
+        path.arg(),
+        times.arg(),
+        flags.bits() as i64,
+    ];
+    // SAFETY: utimensat only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_utimensat, args) }.await?;
+    Ok(())
+}
+
+/// `chdir(path)` — changes the target's working directory (shared by every process of its
+/// `CLONE_FS` group).
+///
+/// The kernel only reads `path`; a bad address is `EFAULT`.
+///
+/// # Errors
+/// `ENOENT`, `ENOTDIR`, `EACCES`, `ELOOP` and others. See chdir(2).
+pub async fn chdir(sysif: &dyn SyscallInterface, path: Address) -> Result<(), SyscallError> {
+    // SAFETY: chdir only reads memory and touches no fds.
+    unsafe { call(sysif, libc::SYS_chdir, [path.arg()]) }.await?;
+    Ok(())
+}
+
+/// `fchdir(fd)` — changes the target's working directory to the directory `fd` refers to.
+///
+/// # Errors
+/// `EBADF`, `ENOTDIR`, `EACCES`. See chdir(2).
+pub async fn fchdir(sysif: &dyn SyscallInterface, fd: FileDescriptor) -> Result<(), SyscallError> {
+    // SAFETY: fchdir touches no memory and does not change the fd table.
+    unsafe { call(sysif, libc::SYS_fchdir, [fd.arg()]) }.await?;
+    Ok(())
+}
+
+/// `getcwd(buf, size)` — writes the target's working directory, NUL-terminated, into
+/// `buf`; returns the length written including the NUL.
+///
+/// # Safety
+/// `buf` must be valid for writing `size` bytes in the target's address space.
+///
+/// # Errors
+/// `ERANGE` (buffer too small), `ENOENT` (the directory was removed), `EFAULT`. See
+/// getcwd(2).
+pub async unsafe fn getcwd(
+    sysif: &dyn SyscallInterface,
+    buf: Address,
+    size: usize,
+) -> Result<usize, SyscallError> {
+    // SAFETY: the caller guarantees buf.
+    let ret = unsafe { call(sysif, libc::SYS_getcwd, [buf.arg(), size as i64]) }.await?;
+    Ok(ret as usize)
+}
+
+/// `umask(mask)` — sets the target's file mode creation mask (only the `0o777` bits
+/// count) and returns the previous one.
+///
+/// # Errors
+/// Only connection errors. See umask(2).
+pub async fn umask(sysif: &dyn SyscallInterface, mask: u32) -> Result<u32, SyscallError> {
+    // SAFETY: umask touches no memory and no fds.
+    let ret = unsafe { call(sysif, libc::SYS_umask, [mask as i64]) }.await?;
+    Ok(ret as u32)
 }
