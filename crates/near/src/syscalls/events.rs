@@ -1,1 +1,373 @@
 //! Event syscalls: epoll, eventfd, timerfd, signalfd, inotify, pidfds.
+//!
+//! The pidfd wrappers (`pidfd_open`, `pidfd_send_signal`) live with the process syscalls;
+//! the flags of `pidfd_open` ([`PIDFD`]) are here.
+
+use std::fmt;
+
+use super::call;
+use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
+
+crate::flag_set! {
+    /// Event bits of `epoll_ctl(2)` and `epoll_wait(2)`: what to wait for, what happened,
+    /// and input flags (`ET`, `ONESHOT`, `EXCLUSIVE`, `WAKEUP`).
+    EPOLL: u32 {
+        IN = libc::EPOLLIN, PRI = libc::EPOLLPRI, OUT = libc::EPOLLOUT, ERR = libc::EPOLLERR,
+        HUP = libc::EPOLLHUP, RDNORM = libc::EPOLLRDNORM, RDBAND = libc::EPOLLRDBAND,
+        WRNORM = libc::EPOLLWRNORM, WRBAND = libc::EPOLLWRBAND, MSG = libc::EPOLLMSG,
+        RDHUP = libc::EPOLLRDHUP, EXCLUSIVE = libc::EPOLLEXCLUSIVE,
+        WAKEUP = libc::EPOLLWAKEUP, ONESHOT = libc::EPOLLONESHOT, ET = libc::EPOLLET,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `eventfd2(2)`.
+    EFD: i32 {
+        CLOEXEC = libc::EFD_CLOEXEC, NONBLOCK = libc::EFD_NONBLOCK,
+        SEMAPHORE = libc::EFD_SEMAPHORE,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `timerfd_create(2)` (`CLOEXEC`, `NONBLOCK`) and of `timerfd_settime(2)`
+    /// (`TIMER_ABSTIME`, `TIMER_CANCEL_ON_SET`). The bits do not overlap; each call
+    /// accepts only its own.
+    TFD: i32 {
+        CLOEXEC = libc::TFD_CLOEXEC, NONBLOCK = libc::TFD_NONBLOCK,
+        TIMER_ABSTIME = libc::TFD_TIMER_ABSTIME,
+        TIMER_CANCEL_ON_SET = libc::TFD_TIMER_CANCEL_ON_SET,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `signalfd4(2)`.
+    SFD: i32 {
+        CLOEXEC = libc::SFD_CLOEXEC, NONBLOCK = libc::SFD_NONBLOCK,
+    }
+}
+
+crate::flag_set! {
+    /// The event mask of `inotify_add_watch(2)` and of the events read from an inotify
+    /// fd. (The flags of `inotify_init1(2)` are [`O`]`::NONBLOCK` and `O::CLOEXEC`: their
+    /// bits overlap with this mask's.)
+    IN: u32 {
+        ACCESS = libc::IN_ACCESS, MODIFY = libc::IN_MODIFY, ATTRIB = libc::IN_ATTRIB,
+        CLOSE_WRITE = libc::IN_CLOSE_WRITE, CLOSE_NOWRITE = libc::IN_CLOSE_NOWRITE,
+        OPEN = libc::IN_OPEN, MOVED_FROM = libc::IN_MOVED_FROM, MOVED_TO = libc::IN_MOVED_TO,
+        CREATE = libc::IN_CREATE, DELETE = libc::IN_DELETE,
+        DELETE_SELF = libc::IN_DELETE_SELF, MOVE_SELF = libc::IN_MOVE_SELF,
+        UNMOUNT = libc::IN_UNMOUNT, Q_OVERFLOW = libc::IN_Q_OVERFLOW,
+        IGNORED = libc::IN_IGNORED, ONLYDIR = libc::IN_ONLYDIR,
+        DONT_FOLLOW = libc::IN_DONT_FOLLOW, EXCL_UNLINK = libc::IN_EXCL_UNLINK,
+        MASK_CREATE = libc::IN_MASK_CREATE, MASK_ADD = libc::IN_MASK_ADD,
+        ISDIR = libc::IN_ISDIR, ONESHOT = libc::IN_ONESHOT,
+        CLOSE = libc::IN_CLOSE, MOVE = libc::IN_MOVE, ALL_EVENTS = libc::IN_ALL_EVENTS,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `pidfd_open(2)`.
+    PIDFD: u32 {
+        /// Makes `waitid(P_PIDFD)` on the fd non-blocking (`PIDFD_NONBLOCK`, which is
+        /// `O_NONBLOCK`).
+        NONBLOCK = libc::O_NONBLOCK,
+    }
+}
+
+/// The operation of `epoll_ctl(2)`.
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(i32)]
+pub enum EPOLL_CTL {
+    /// Registers an fd.
+    ADD = libc::EPOLL_CTL_ADD,
+    /// Changes the events and data of a registered fd.
+    MOD = libc::EPOLL_CTL_MOD,
+    /// Deregisters an fd.
+    DEL = libc::EPOLL_CTL_DEL,
+}
+
+/// The clock of a timer (`timerfd_create(2)`).
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(i32)]
+pub enum CLOCK {
+    /// Wall-clock time; jumps when the time is set.
+    REALTIME = libc::CLOCK_REALTIME,
+    /// Monotonic time, not counting suspend.
+    MONOTONIC = libc::CLOCK_MONOTONIC,
+    /// Monotonic time, counting suspend.
+    BOOTTIME = libc::CLOCK_BOOTTIME,
+    /// Like `REALTIME`, waking the system from suspend (needs `CAP_WAKE_ALARM`).
+    REALTIME_ALARM = libc::CLOCK_REALTIME_ALARM,
+    /// Like `BOOTTIME`, waking the system from suspend (needs `CAP_WAKE_ALARM`).
+    BOOTTIME_ALARM = libc::CLOCK_BOOTTIME_ALARM,
+}
+
+/// An inotify watch descriptor: names one watch of one inotify instance.
+///
+/// Guarantees nothing: it means something only for the inotify fd that returned it, and
+/// only until the watch is removed.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WatchDescriptor(i32);
+
+impl WatchDescriptor {
+    /// The watch descriptor with number `n`.
+    pub const fn new(n: i32) -> Self {
+        WatchDescriptor(n)
+    }
+    /// The number.
+    pub const fn as_raw(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Debug for WatchDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "wd {}", self.0)
+    }
+}
+
+/// The kernel's signal set size, passed as `sigsetsize` / `sizemask`.
+const KERNEL_SIGSET_SIZE: i64 = 8;
+
+/// `epoll_create1(flags)` — a new epoll instance. The only flag is `O::CLOEXEC`
+/// (`EPOLL_CLOEXEC`).
+///
+/// # Errors
+/// `EINVAL`, `EMFILE`, `ENFILE`, `ENOMEM`. See epoll_create(2).
+pub async fn epoll_create1(
+    sysif: &dyn SyscallInterface,
+    flags: O,
+) -> Result<FileDescriptor, SyscallError> {
+    // SAFETY: creates a new fd; touches no memory and no existing fd.
+    let ret = unsafe { call(sysif, libc::SYS_epoll_create1, [flags.bits() as i64]) }.await?;
+    Ok(FileDescriptor::new(ret as i32))
+}
+
+/// `epoll_ctl(epfd, op, fd, event)` — adds, changes or removes an fd of an epoll instance.
+///
+/// The kernel only reads `event` (an `epoll_event`; may be null for `DEL`); an invalid
+/// address gives `EFAULT`.
+///
+/// # Errors
+/// `EBADF`, `EEXIST`, `EINVAL`, `ELOOP`, `ENOENT`, `ENOMEM`, `ENOSPC`, `EPERM`. See
+/// epoll_ctl(2).
+pub async fn epoll_ctl(
+    sysif: &dyn SyscallInterface,
+    epfd: FileDescriptor,
+    op: EPOLL_CTL,
+    fd: FileDescriptor,
+    event: Address,
+) -> Result<(), SyscallError> {
+    let args = [epfd.arg(), op as i64, fd.arg(), event.arg()];
+    // SAFETY: epoll_ctl only reads `event` and changes no fd table entry.
+    unsafe { call(sysif, libc::SYS_epoll_ctl, args) }.await?;
+    Ok(())
+}
+
+/// `epoll_wait(epfd, events, maxevents, timeout)` — waits for events; returns how many
+/// `epoll_event`s were written at `events`. A negative `timeout` (milliseconds) waits
+/// forever.
+///
+/// # Safety
+/// `events` must be valid for writing `maxevents` `epoll_event`s in the target's address
+/// space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINTR`, `EINVAL`. See epoll_wait(2).
+pub async unsafe fn epoll_wait(
+    sysif: &dyn SyscallInterface,
+    epfd: FileDescriptor,
+    events: Address,
+    maxevents: i32,
+    timeout: i32,
+) -> Result<usize, SyscallError> {
+    let args = [epfd.arg(), events.arg(), maxevents as i64, timeout as i64];
+    // SAFETY: the caller guarantees `events`.
+    let ret = unsafe { call(sysif, libc::SYS_epoll_wait, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `epoll_pwait(epfd, events, maxevents, timeout, sigmask, 8)` — like [`epoll_wait`] with
+/// the signal mask replaced by the kernel sigset at `sigmask` (if not null) during the wait.
+///
+/// # Safety
+/// As for [`epoll_wait`]; `sigmask`, if not null, must point at an 8-byte kernel sigset.
+///
+/// # Errors
+/// As for [`epoll_wait`]. See epoll_pwait(2).
+pub async unsafe fn epoll_pwait(
+    sysif: &dyn SyscallInterface,
+    epfd: FileDescriptor,
+    events: Address,
+    maxevents: i32,
+    timeout: i32,
+    sigmask: Address,
+) -> Result<usize, SyscallError> {
+    let args = [
+        epfd.arg(),
+        events.arg(),
+        maxevents as i64,
+        timeout as i64,
+        sigmask.arg(),
+        KERNEL_SIGSET_SIZE,
+    ];
+    // SAFETY: the caller guarantees `events` and `sigmask`.
+    let ret = unsafe { call(sysif, libc::SYS_epoll_pwait, args) }.await?;
+    Ok(ret as usize)
+}
+
+/// `eventfd2(initval, flags)` — a new eventfd with counter `initval`.
+///
+/// # Errors
+/// `EINVAL`, `EMFILE`, `ENFILE`, `ENODEV`, `ENOMEM`. See eventfd(2).
+pub async fn eventfd2(
+    sysif: &dyn SyscallInterface,
+    initval: u32,
+    flags: EFD,
+) -> Result<FileDescriptor, SyscallError> {
+    let args = [initval as i64, flags.bits() as i64];
+    // SAFETY: creates a new fd; touches no memory and no existing fd.
+    let ret = unsafe { call(sysif, libc::SYS_eventfd2, args) }.await?;
+    Ok(FileDescriptor::new(ret as i32))
+}
+
+/// `timerfd_create(clockid, flags)` — a new, disarmed timer fd.
+///
+/// # Errors
+/// `EINVAL`, `EMFILE`, `ENFILE`, `ENODEV`, `ENOMEM`, `EPERM`. See timerfd_create(2).
+pub async fn timerfd_create(
+    sysif: &dyn SyscallInterface,
+    clock: CLOCK,
+    flags: TFD,
+) -> Result<FileDescriptor, SyscallError> {
+    let args = [clock as i64, flags.bits() as i64];
+    // SAFETY: creates a new fd; touches no memory and no existing fd.
+    let ret = unsafe { call(sysif, libc::SYS_timerfd_create, args) }.await?;
+    Ok(FileDescriptor::new(ret as i32))
+}
+
+/// `timerfd_settime(fd, flags, new_value, old_value)` — arms or disarms a timer fd; the
+/// kernel reads an `itimerspec` at `new_value` and writes the previous setting at
+/// `old_value` unless it is null.
+///
+/// # Safety
+/// `old_value`, if not null, must be valid for writing an `itimerspec` in the target's
+/// address space.
+///
+/// # Errors
+/// `EBADF`, `ECANCELED`, `EFAULT`, `EINVAL`. See timerfd_create(2).
+pub async unsafe fn timerfd_settime(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    flags: TFD,
+    new_value: Address,
+    old_value: Address,
+) -> Result<(), SyscallError> {
+    let args = [
+        fd.arg(),
+        flags.bits() as i64,
+        new_value.arg(),
+        old_value.arg(),
+    ];
+    // SAFETY: the caller guarantees `old_value`.
+    unsafe { call(sysif, libc::SYS_timerfd_settime, args) }.await?;
+    Ok(())
+}
+
+/// `timerfd_gettime(fd, curr_value)` — writes the timer's current setting (time left and
+/// interval) as an `itimerspec` at `curr_value`.
+///
+/// # Safety
+/// `curr_value` must be valid for writing an `itimerspec` in the target's address space.
+///
+/// # Errors
+/// `EBADF`, `EFAULT`, `EINVAL`. See timerfd_create(2).
+pub async unsafe fn timerfd_gettime(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    curr_value: Address,
+) -> Result<(), SyscallError> {
+    // SAFETY: the caller guarantees `curr_value`.
+    unsafe {
+        call(
+            sysif,
+            libc::SYS_timerfd_gettime,
+            [fd.arg(), curr_value.arg()],
+        )
+    }
+    .await?;
+    Ok(())
+}
+
+/// `signalfd4(fd, mask, 8, flags)` — a new signalfd for the signals in the kernel sigset
+/// at `mask` (`fd` = `None`), or a new mask for the existing signalfd `fd`.
+///
+/// The kernel only reads `mask`; an invalid address gives `EFAULT`.
+///
+/// # Errors
+/// `EBADF`, `EINVAL`, `EMFILE`, `ENFILE`, `ENODEV`, `ENOMEM`. See signalfd(2).
+pub async fn signalfd4(
+    sysif: &dyn SyscallInterface,
+    fd: Option<FileDescriptor>,
+    mask: Address,
+    flags: SFD,
+) -> Result<FileDescriptor, SyscallError> {
+    let fd = fd.map(FileDescriptor::arg).unwrap_or(-1);
+    let args = [fd, mask.arg(), KERNEL_SIGSET_SIZE, flags.bits() as i64];
+    // SAFETY: signalfd4 only reads `mask`; it creates an fd or changes an existing
+    // signalfd's mask, never closing or replacing an fd.
+    let ret = unsafe { call(sysif, libc::SYS_signalfd4, args) }.await?;
+    Ok(FileDescriptor::new(ret as i32))
+}
+
+/// `inotify_init1(flags)` — a new inotify instance; flags are `O::NONBLOCK` and
+/// `O::CLOEXEC` (`IN_NONBLOCK`, `IN_CLOEXEC`).
+///
+/// # Errors
+/// `EINVAL`, `EMFILE`, `ENFILE`, `ENOMEM`. See inotify_init(2).
+pub async fn inotify_init1(
+    sysif: &dyn SyscallInterface,
+    flags: O,
+) -> Result<FileDescriptor, SyscallError> {
+    // SAFETY: creates a new fd; touches no memory and no existing fd.
+    let ret = unsafe { call(sysif, libc::SYS_inotify_init1, [flags.bits() as i64]) }.await?;
+    Ok(FileDescriptor::new(ret as i32))
+}
+
+/// `inotify_add_watch(fd, pathname, mask)` — watches the file at the NUL-terminated path
+/// at `pathname`, or changes the mask of its existing watch.
+///
+/// The kernel only reads `pathname`; an invalid address gives `EFAULT`.
+///
+/// # Errors
+/// `EACCES`, `EBADF`, `EEXIST`, `EFAULT`, `EINVAL`, `ENAMETOOLONG`, `ENOENT`, `ENOMEM`,
+/// `ENOSPC`, `ENOTDIR`. See inotify_add_watch(2).
+pub async fn inotify_add_watch(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    pathname: Address,
+    mask: IN,
+) -> Result<WatchDescriptor, SyscallError> {
+    let args = [fd.arg(), pathname.arg(), mask.bits() as i64];
+    // SAFETY: inotify_add_watch only reads `pathname`.
+    let ret = unsafe { call(sysif, libc::SYS_inotify_add_watch, args) }.await?;
+    Ok(WatchDescriptor::new(ret as i32))
+}
+
+/// `inotify_rm_watch(fd, wd)` — removes a watch (an `IN::IGNORED` event follows).
+///
+/// # Errors
+/// `EBADF`, `EINVAL`. See inotify_rm_watch(2).
+pub async fn inotify_rm_watch(
+    sysif: &dyn SyscallInterface,
+    fd: FileDescriptor,
+    wd: WatchDescriptor,
+) -> Result<(), SyscallError> {
+    let args = [fd.arg(), wd.as_raw() as i64];
+    // SAFETY: touches no memory and no fd table entry.
+    unsafe { call(sysif, libc::SYS_inotify_rm_watch, args) }.await?;
+    Ok(())
+}
