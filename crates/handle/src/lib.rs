@@ -32,6 +32,6 @@ pub use memory::{
     Allocation, BoxFuture, InFlight, LocalTransport, Memory, PAGE_SIZE, RECLAIM_MIN, Transport,
 };
 pub use pointer::{LinearPointer, Pointer, ReadablePointer, WrittenPointer};
-pub use process::{ChildProcess, ChildState};
+pub use process::{ChildProcess, ChildState, FutexWord, Process, ThreadProcess};
 pub use structs::{FixedSize, Pod, Struct};
-pub use task::{Pipe, Task, local_namespaces};
+pub use task::{MemoryMapping, Pipe, Task, local_namespaces};

@@ -1,4 +1,5 @@
-//! `ChildProcess`: a child we can signal and wait on without ever hitting a reused pid.
+//! `ChildProcess`: a child we can signal and wait on without ever hitting a reused pid;
+//! `ThreadProcess`: a child that runs on memory of ours; `Process`: any process, by pid.
 //!
 //! # Safety
 //! The one unsafe call is `waitid`, whose siginfo buffer is an allocation of the parent's
@@ -12,7 +13,7 @@ use rsyscall_near::{self as near, IdType, Signal, W};
 
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
-use crate::memory::InFlight;
+use crate::memory::{Allocation, InFlight};
 use crate::task::Task;
 
 /// A state change of a child, as `waitid` reports it.
@@ -241,6 +242,265 @@ impl ChildProcess {
             self.mark_dead(s);
         }
         Ok(state)
+    }
+}
+
+/// Any process, named by pid in the pid namespace of `task`, which runs the syscalls.
+///
+/// Every operation here is racy: unless the process is an unreaped child of `task`, the pid
+/// may have been reused by an unrelated process by the time the syscall runs. Prefer
+/// [`ChildProcess`] (which goes through a pidfd) for children.
+#[derive(Clone, Debug)]
+pub struct Process {
+    task: Task,
+    pid: near::Pid,
+}
+
+impl Process {
+    /// Process `pid`, as seen from `task`.
+    pub fn new(task: &Task, pid: near::Pid) -> Self {
+        Process {
+            task: task.clone(),
+            pid,
+        }
+    }
+
+    /// The pid, in the task's pid namespace.
+    pub fn pid(&self) -> near::Pid {
+        self.pid
+    }
+
+    /// The task the syscalls run in.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// `kill(pid, sig)` — signals the process (racy: see [`Process`]).
+    ///
+    /// # Errors
+    /// `ESRCH`, `EPERM`. See kill(2).
+    pub async fn kill(&self, sig: Signal) -> Result<()> {
+        self.task.kill(self.pid, sig).await
+    }
+
+    /// `kill(-pid, sig)` — signals the process group whose id is this pid (the group this
+    /// process leads), as killpg(3) does (racy: see [`Process`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for pids that do not name a group (0 and below, which
+    /// `kill` would read as "our own group" or "every process"); `ESRCH`, `EPERM`.
+    pub async fn killpg(&self, sig: Signal) -> Result<()> {
+        if self.pid.as_raw() <= 0 {
+            return Err(Error::invalid(
+                "killpg",
+                format!("{:?} is not a process group id", self.pid),
+            ));
+        }
+        self.task
+            .kill(near::Pid::new(-self.pid.as_raw()), sig)
+            .await
+    }
+
+    /// `getpgid(pid)` — the process's process group.
+    ///
+    /// # Errors
+    /// `ESRCH`. See getpgid(2).
+    pub async fn getpgid(&self) -> Result<near::Pid> {
+        self.task.getpgid(self.pid).await
+    }
+
+    /// `getpriority(PRIO_PROCESS, pid)` — the process's nice value.
+    ///
+    /// # Errors
+    /// `ESRCH`. See getpriority(2).
+    pub async fn getpriority(&self) -> Result<i32> {
+        self.task
+            .getpriority(near::PrioWho::Process(self.pid))
+            .await
+    }
+
+    /// `setpriority(PRIO_PROCESS, pid, nice)` — sets the process's nice value.
+    ///
+    /// # Errors
+    /// As [`Task::setpriority`].
+    pub async fn setpriority(&self, nice: i32) -> Result<()> {
+        self.task
+            .setpriority(near::PrioWho::Process(self.pid), nice)
+            .await
+    }
+}
+
+/// Where a [`ThreadProcess`]'s child-clear-tid word is: a byte offset into one of its
+/// allocations.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FutexWord {
+    /// Index into the allocations given to [`ThreadProcess::new`].
+    pub allocation: usize,
+    /// Byte offset of the 4-byte word in that allocation.
+    pub offset: usize,
+}
+
+struct ThreadMemory {
+    allocations: Vec<Allocation>,
+    futex: Option<FutexWord>,
+}
+
+/// A child that runs on memory of ours (a clone child sharing our address space: its stack,
+/// its `CLONE_CHILD_CLEARTID` word...), with that memory.
+///
+/// The memory is freed once the child is observed to have left it: when a wait through
+/// this handle reports its death, or when [`ThreadProcess::poll_released`] finds the
+/// child-clear-tid word zeroed (the kernel clears it when the child exits or execs).
+/// Dropping the handle before then leaks the memory rather than free it under a running
+/// child.
+pub struct ThreadProcess {
+    process: ChildProcess,
+    memory: Mutex<Option<ThreadMemory>>,
+}
+
+impl fmt::Debug for ThreadProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ThreadProcess({:?}, holds memory: {})",
+            self.process,
+            self.holds_memory()
+        )
+    }
+}
+
+impl ThreadProcess {
+    /// `process`, running on `allocations`; `futex` names its child-clear-tid word, if it
+    /// has one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `futex` is not a 4-byte word inside one of the
+    /// allocations (the allocations are then leaked, as the child may be using them).
+    pub fn new(
+        process: ChildProcess,
+        allocations: Vec<Allocation>,
+        futex: Option<FutexWord>,
+    ) -> Result<Self> {
+        if let Some(w) = futex {
+            let fits = allocations
+                .get(w.allocation)
+                .is_some_and(|a| w.offset.checked_add(4).is_some_and(|end| end <= a.len()));
+            if !fits {
+                std::mem::forget(allocations);
+                return Err(Error::invalid(
+                    "ThreadProcess::new",
+                    format!("{w:?} is not a 4-byte word of the given allocations"),
+                ));
+            }
+        }
+        Ok(ThreadProcess {
+            process,
+            memory: Mutex::new(Some(ThreadMemory { allocations, futex })),
+        })
+    }
+
+    /// The child process.
+    pub fn process(&self) -> &ChildProcess {
+        &self.process
+    }
+
+    /// The pid, in the parent's pid namespace.
+    pub fn pid(&self) -> near::Pid {
+        self.process.pid()
+    }
+
+    /// Whether the memory is still held (the child may still run on it).
+    pub fn holds_memory(&self) -> bool {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn release(&self) {
+        let mem = self.memory.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(mem);
+    }
+
+    /// Frees the memory if the child is known to have left it: it was seen dead, or its
+    /// child-clear-tid word reads 0. Returns whether the memory is released.
+    ///
+    /// # Errors
+    /// The transport's errors reading the word.
+    pub async fn poll_released(&self) -> Result<bool> {
+        if self.process.death().is_some() {
+            self.release();
+            return Ok(true);
+        }
+        // Read the word without holding the lock across the await.
+        let word = {
+            let guard = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            match &*guard {
+                None => return Ok(true),
+                Some(m) => match m.futex {
+                    None => return Ok(false),
+                    Some(w) => (m.allocations[w.allocation].far(), w.offset),
+                },
+            }
+        };
+        let (ptr, offset) = word;
+        let at = rsyscall_far::Pointer {
+            space: ptr.space,
+            near: ptr
+                .near
+                .checked_add(offset as u64)
+                .ok_or_else(|| Error::invalid("poll_released", "address overflow"))?,
+        };
+        let bytes = match self.process.parent().read_memory(at, 4).await {
+            Ok(b) => b,
+            // Released concurrently (by a wait) while we were reading.
+            Err(_) if !self.holds_memory() => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        if bytes.len() == 4 && bytes.iter().all(|&b| b == 0) {
+            self.release();
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// `pidfd_send_signal(pidfd, sig)` — signals the child; see [`ChildProcess::kill`].
+    ///
+    /// # Errors
+    /// As [`ChildProcess::kill`].
+    pub async fn kill(&self, sig: Signal) -> Result<()> {
+        self.process.kill(sig).await
+    }
+
+    /// `waitid(P_PIDFD, pidfd, infop, options)` — see [`ChildProcess::waitid`]; a reported
+    /// death frees the memory.
+    ///
+    /// # Errors
+    /// As [`ChildProcess::waitid`].
+    pub async fn waitid(&self, options: W) -> Result<Option<ChildState>> {
+        let state = self.process.waitid(options).await?;
+        if state.is_some_and(|s| s.died()) {
+            self.release();
+        }
+        Ok(state)
+    }
+}
+
+impl Drop for ThreadProcess {
+    fn drop(&mut self) {
+        let mem = self
+            .memory
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(m) = mem {
+            log::debug!(
+                "leaking the memory of {:?}: it may still be running on it",
+                self.process
+            );
+            std::mem::forget(m.allocations);
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use rsyscall_far as far;
 use rsyscall_near::{self as near, Address, SyscallError};
 
 pub use fd::Pipe;
+pub use mem::MemoryMapping;
 
 use crate::error::{Error, Result};
 use crate::fd::{FdTableState, FileDescriptor};
@@ -50,7 +51,10 @@ pub fn local_namespaces() -> far::Namespaces {
 }
 
 struct TaskInner {
-    far: far::Task,
+    sysif: Arc<dyn near::SyscallInterface>,
+    pid: near::Pid,
+    /// Changed by `unshare` and `setns`.
+    ns: std::sync::Mutex<far::Namespaces>,
     fd_table: Arc<FdTableState>,
     memory: Arc<Memory>,
     inherited_from: Option<(far::FdTable, u64)>,
@@ -105,7 +109,9 @@ impl Task {
     ) -> Task {
         Task {
             inner: Arc::new(TaskInner {
-                far: far::Task::new(sysif, pid, ns),
+                sysif,
+                pid,
+                ns: std::sync::Mutex::new(ns),
                 fd_table,
                 memory,
                 inherited_from,
@@ -113,29 +119,34 @@ impl Task {
         }
     }
 
-    /// The far task.
-    pub fn far(&self) -> &far::Task {
-        &self.inner.far
+    /// The far task: this task's interface, pid and namespaces as they are now.
+    pub fn far(&self) -> far::Task {
+        far::Task::new(self.inner.sysif.clone(), self.inner.pid, self.namespaces())
     }
 
     /// The pid, in the task's own pid namespace.
     pub fn pid(&self) -> near::Pid {
-        self.inner.far.pid
+        self.inner.pid
     }
 
-    /// The task's namespaces.
+    /// The task's namespaces, as they are now.
     pub fn namespaces(&self) -> far::Namespaces {
-        self.inner.far.ns
+        *self.inner.ns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the task moved to other namespaces (after `unshare` or `setns`).
+    pub(crate) fn update_namespaces(&self, f: impl FnOnce(&mut far::Namespaces)) {
+        f(&mut self.inner.ns.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// The syscall interface.
     pub fn sysif(&self) -> &dyn near::SyscallInterface {
-        self.inner.far.sysif()
+        &*self.inner.sysif
     }
 
     /// The shared syscall interface.
     pub fn sysif_arc(&self) -> &Arc<dyn near::SyscallInterface> {
-        &self.inner.far.sysif
+        &self.inner.sysif
     }
 
     /// The shared state of the fd table.
@@ -171,7 +182,7 @@ impl Task {
     /// # Errors
     /// [`Error::Mismatch`] otherwise.
     pub fn check_fd(&self, fd: &FileDescriptor) -> Result<near::FileDescriptor> {
-        Ok(self.inner.far.near_fd(&fd.far())?)
+        Ok(self.far().near_fd(&fd.far())?)
     }
 
     /// The near address of `ptr`, if it is memory of this task's address space.
@@ -179,7 +190,7 @@ impl Task {
     /// # Errors
     /// [`Error::Mismatch`] otherwise.
     pub fn check_ptr<T: ?Sized + Struct>(&self, ptr: &Pointer<T>) -> Result<Address> {
-        Ok(self.inner.far.near_address(&ptr.far())?)
+        Ok(self.far().near_address(&ptr.far())?)
     }
 
     /// Wraps a fresh fd number returned by a syscall in this task in an owning handle.
@@ -297,7 +308,7 @@ impl Task {
     /// [`Error::Mismatch`] for another address space, [`Error::UseAfterFree`] if the
     /// allocation was freed; the transport's errors.
     pub async fn read_memory(&self, ptr: far::Pointer, len: usize) -> Result<Vec<u8>> {
-        let addr = self.inner.far.near_address(&ptr)?;
+        let addr = self.far().near_address(&ptr)?;
         self.inner.memory.validate(ptr, len)?;
         // SAFETY: the range lies inside a live allocation of this address space; reading it
         // disturbs nothing (a concurrent writer can only make the bytes stale).

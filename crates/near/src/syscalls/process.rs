@@ -5,6 +5,63 @@ use crate::{
     Address, CLONE, FileDescriptor, IdType, Pid, Signal, SyscallError, SyscallInterface, W,
 };
 
+crate::flag_set! {
+    /// Flags of `rt_sigaction(2)` (`sa_flags` of the kernel's `struct sigaction`).
+    SA: u64 {
+        NOCLDSTOP = libc::SA_NOCLDSTOP, NOCLDWAIT = libc::SA_NOCLDWAIT,
+        SIGINFO = libc::SA_SIGINFO, ONSTACK = libc::SA_ONSTACK, RESTART = libc::SA_RESTART,
+        NODEFER = libc::SA_NODEFER, RESETHAND = libc::SA_RESETHAND,
+        RESTORER = 0x0400_0000,
+    }
+}
+
+crate::flag_set! {
+    /// Flags of `execveat(2)`.
+    EXECVEAT: i32 {
+        /// Execute the file `dirfd` refers to when the path is empty.
+        EMPTY_PATH = libc::AT_EMPTY_PATH,
+        /// Fail with `ELOOP` if the path names a symbolic link.
+        SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW,
+    }
+}
+
+/// The longest name `PR_SET_NAME` keeps (the kernel's `TASK_COMM_LEN` is 16 with the NUL).
+pub const TASK_COMM_MAX: usize = 15;
+
+/// What `rt_sigprocmask(2)` does with the given set.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum SigprocmaskHow {
+    /// Adds the set to the mask (`SIG_BLOCK`).
+    Block = libc::SIG_BLOCK,
+    /// Removes the set from the mask (`SIG_UNBLOCK`).
+    Unblock = libc::SIG_UNBLOCK,
+    /// Replaces the mask with the set (`SIG_SETMASK`).
+    SetMask = libc::SIG_SETMASK,
+}
+
+/// The `which`/`who` pair of `getpriority(2)`/`setpriority(2)`; a zero id means the
+/// caller (its process, process group or real user).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PrioWho {
+    /// One process (`PRIO_PROCESS`).
+    Process(Pid),
+    /// Every process of a process group (`PRIO_PGRP`).
+    ProcessGroup(Pid),
+    /// Every process of a real user id (`PRIO_USER`).
+    User(u32),
+}
+
+impl PrioWho {
+    fn args(self) -> [i64; 2] {
+        match self {
+            PrioWho::Process(p) => [libc::PRIO_PROCESS as i64, p.arg()],
+            PrioWho::ProcessGroup(p) => [libc::PRIO_PGRP as i64, p.arg()],
+            PrioWho::User(u) => [libc::PRIO_USER as i64, u as i64],
+        }
+    }
+}
+
 /// `getpid()` — the pid of the target process, in its own pid namespace.
 ///
 /// # Errors
@@ -189,6 +246,211 @@ pub async unsafe fn execve(
     );
     // SAFETY: the caller guarantees the strings and arrays.
     unsafe { sysif.syscall_no_response(req) }.await?;
+    Ok(())
+}
+
+/// `gettid()` — the id of the calling thread of the target, in its own pid namespace.
+///
+/// # Errors
+/// Only connection errors. See gettid(2).
+pub async fn gettid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
+    // SAFETY: gettid touches no memory and no fds.
+    let ret = unsafe { call(sysif, libc::SYS_gettid, []) }.await?;
+    Ok(Pid::new(ret as i32))
+}
+
+/// `tgkill(tgid, tid, sig)` — sends `sig` (or, with `None`, only checks that the thread
+/// exists and may be signalled) to thread `tid` of thread group `tgid`.
+///
+/// Racy like [`kill`]: the ids may have been reused.
+///
+/// # Errors
+/// `ESRCH`, `EPERM`, `EINVAL`. See tgkill(2).
+pub async fn tgkill(
+    sysif: &dyn SyscallInterface,
+    tgid: Pid,
+    tid: Pid,
+    sig: Option<Signal>,
+) -> Result<(), SyscallError> {
+    let sig = sig.map_or(0, |s| s.as_raw() as i64);
+    // SAFETY: tgkill touches no memory of ours and no fds.
+    unsafe { call(sysif, libc::SYS_tgkill, [tgid.arg(), tid.arg(), sig]) }.await?;
+    Ok(())
+}
+
+/// `rt_sigprocmask(how, set, oldset, sigsetsize)` — changes and/or reads the calling
+/// thread's signal mask.
+///
+/// # Safety
+/// `set` (if not null) must be readable and `oldset` (if not null) writable for
+/// `sigsetsize` bytes in the target's address space. Blocking signals in the local
+/// process changes how the program's own threads receive signals.
+///
+/// # Errors
+/// `EFAULT`, `EINVAL`. See sigprocmask(2).
+pub async unsafe fn rt_sigprocmask(
+    sysif: &dyn SyscallInterface,
+    how: SigprocmaskHow,
+    set: Address,
+    oldset: Address,
+    sigsetsize: usize,
+) -> Result<(), SyscallError> {
+    let args = [how as i64, set.arg(), oldset.arg(), sigsetsize as i64];
+    // SAFETY: the caller guarantees set and oldset.
+    unsafe { call(sysif, libc::SYS_rt_sigprocmask, args) }.await?;
+    Ok(())
+}
+
+/// `rt_sigaction(sig, act, oldact, sigsetsize)` — changes and/or reads the disposition
+/// of `sig` (kernel `struct sigaction`: handler, flags, restorer, mask).
+///
+/// # Safety
+/// `act` (if not null) must be readable and `oldact` (if not null) writable for a kernel
+/// `struct sigaction` in the target's address space. A handler other than `SIG_DFL` or
+/// `SIG_IGN` is code the kernel will jump to (through the restorer on return): it must be
+/// valid to run as a signal handler in the target.
+///
+/// # Errors
+/// `EFAULT`, `EINVAL` (for `SIGKILL`/`SIGSTOP` or a bad size). See sigaction(2).
+pub async unsafe fn rt_sigaction(
+    sysif: &dyn SyscallInterface,
+    sig: Signal,
+    act: Address,
+    oldact: Address,
+    sigsetsize: usize,
+) -> Result<(), SyscallError> {
+    let args = [
+        sig.as_raw() as i64,
+        act.arg(),
+        oldact.arg(),
+        sigsetsize as i64,
+    ];
+    // SAFETY: the caller guarantees act, oldact and the handler.
+    unsafe { call(sysif, libc::SYS_rt_sigaction, args) }.await?;
+    Ok(())
+}
+
+/// `setsid()` — makes the target the leader of a new session and process group; returns
+/// the new session id.
+///
+/// # Errors
+/// `EPERM` if the target already leads a process group. See setsid(2).
+pub async fn setsid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
+    // SAFETY: setsid touches no memory and no fds.
+    let ret = unsafe { call(sysif, libc::SYS_setsid, []) }.await?;
+    Ok(Pid::new(ret as i32))
+}
+
+/// `setpgid(pid, pgid)` — moves process `pid` (0: the caller) into process group `pgid`
+/// (0: a group whose id is `pid`).
+///
+/// # Errors
+/// `EACCES`, `EINVAL`, `EPERM`, `ESRCH`. See setpgid(2).
+pub async fn setpgid(
+    sysif: &dyn SyscallInterface,
+    pid: Pid,
+    pgid: Pid,
+) -> Result<(), SyscallError> {
+    // SAFETY: setpgid touches no memory and no fds.
+    unsafe { call(sysif, libc::SYS_setpgid, [pid.arg(), pgid.arg()]) }.await?;
+    Ok(())
+}
+
+/// `getpgid(pid)` — the process group of process `pid` (0: the caller).
+///
+/// # Errors
+/// `ESRCH`. See getpgid(2).
+pub async fn getpgid(sysif: &dyn SyscallInterface, pid: Pid) -> Result<Pid, SyscallError> {
+    // SAFETY: getpgid touches no memory and no fds.
+    let ret = unsafe { call(sysif, libc::SYS_getpgid, [pid.arg()]) }.await?;
+    Ok(Pid::new(ret as i32))
+}
+
+/// `getpriority(which, who)` — the raw kernel value `20 - nice` (1..=40) of the highest
+/// priority among the processes named; the handle layer converts it to a nice value.
+///
+/// # Errors
+/// `EINVAL`, `ESRCH`. See getpriority(2).
+pub async fn getpriority(sysif: &dyn SyscallInterface, who: PrioWho) -> Result<i32, SyscallError> {
+    // SAFETY: getpriority touches no memory and no fds.
+    let ret = unsafe { call(sysif, libc::SYS_getpriority, who.args()) }.await?;
+    Ok(ret as i32)
+}
+
+/// `setpriority(which, who, prio)` — sets the nice value (the kernel clamps it to
+/// `-20..=19`) of the processes named.
+///
+/// # Errors
+/// `EACCES` (lowering nice without `CAP_SYS_NICE`), `EINVAL`, `EPERM`, `ESRCH`. See
+/// setpriority(2).
+pub async fn setpriority(
+    sysif: &dyn SyscallInterface,
+    who: PrioWho,
+    nice: i32,
+) -> Result<(), SyscallError> {
+    let [which, id] = who.args();
+    // SAFETY: setpriority touches no memory and no fds.
+    unsafe { call(sysif, libc::SYS_setpriority, [which, id, nice as i64]) }.await?;
+    Ok(())
+}
+
+/// `execveat(dirfd, path, argv, envp, flags)` — replaces the target's program with the
+/// file at `path` relative to `dirfd` (`None`: the working directory), or with `dirfd`
+/// itself given `EXECVEAT::EMPTY_PATH` and an empty path.
+///
+/// Through a remote interface, success shows as the loss of the connection and is
+/// returned as `Ok(())`.
+///
+/// # Safety
+/// As for [`execve`].
+///
+/// # Errors
+/// As for [`execve`], and `EBADF`, `ENOTDIR`, `ELOOP`. See execveat(2).
+pub async unsafe fn execveat(
+    sysif: &dyn SyscallInterface,
+    dirfd: Option<FileDescriptor>,
+    path: Address,
+    argv: Address,
+    envp: Address,
+    flags: EXECVEAT,
+) -> Result<(), SyscallError> {
+    let dirfd = dirfd
+        .map(FileDescriptor::arg)
+        .unwrap_or(libc::AT_FDCWD as i64);
+    let req = crate::Request::new(
+        libc::SYS_execveat,
+        [
+            dirfd,
+            path.arg(),
+            argv.arg(),
+            envp.arg(),
+            flags.bits() as i64,
+            0,
+        ],
+    );
+    // SAFETY: the caller guarantees the strings and arrays.
+    unsafe { sysif.syscall_no_response(req) }.await?;
+    Ok(())
+}
+
+/// `set_robust_list(head, len)` — registers the calling thread's robust futex list, which
+/// the kernel walks (and whose futex words it updates) when the thread exits.
+///
+/// # Safety
+/// `head` must point at a `struct robust_list_head` of `len` bytes in the target's address
+/// space, and it and every list entry must stay valid and keep that meaning until the
+/// thread exits or registers another list: the kernel writes to the futex words the list
+/// names when the thread exits.
+///
+/// # Errors
+/// `EINVAL` if `len` is not the kernel's size (24 on x86-64). See set_robust_list(2).
+pub async unsafe fn set_robust_list(
+    sysif: &dyn SyscallInterface,
+    head: Address,
+    len: usize,
+) -> Result<(), SyscallError> {
+    // SAFETY: the caller guarantees the list.
+    unsafe { call(sysif, libc::SYS_set_robust_list, [head.arg(), len as i64]) }.await?;
     Ok(())
 }
 
