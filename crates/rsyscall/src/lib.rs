@@ -35,10 +35,17 @@ pub use rsyscall_handle as handle;
 pub use rsyscall_near as near;
 pub use rsyscall_thread as thread;
 
+pub use rsyscall_handle::structs;
 pub use rsyscall_handle::{
-    Allocation, ChildProcess, ChildState, Error, FileDescriptor, Pipe, Result, Task,
+    Allocation, ChildProcess, ChildState, Error, FileDescriptor, LinearPointer, MemoryMapping,
+    Pipe, Pointer, Process, ReadablePointer, Result, Task, ThreadProcess, WrittenPointer,
 };
-pub use rsyscall_near::{CLONE, Errno, MAP, MSG, O, PROT, SHUT, SOCK, Signal, W};
+pub use rsyscall_near::{
+    AF, AT, CLOCK, CLONE, Capability, EFD, EPOLL, EPOLL_CTL, EXECVEAT, Errno, FALLOC, FD, IFF, IN,
+    LockCmd, LockType, MADV, MAP, MFD, MNT, MS, MSG, O, PIDFD, PROT, PrioWho, RENAME, RLIMIT, RWF,
+    SA, SEEK, SFD, SHUT, SOCK, STATX, Signal, SigprocmaskHow, SockType, TFD, TUN, W,
+    WatchDescriptor,
+};
 pub use rsyscall_thread::{
     AsyncChildProcess, ChildThread, Command, Environment, ExecError, Thread, local_thread,
 };

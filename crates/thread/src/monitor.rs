@@ -56,7 +56,10 @@ impl AsyncChildProcess {
     /// Registering the pidfd with the reactor.
     pub fn new(process: ChildProcess, local_pidfd: OwnedFd, command: String) -> Result<Self> {
         let parent_is_local = process.parent().sysif().is_local();
-        let readiness = Async::new(local_pidfd).map_err(|source| Error::Io {
+        // Registered without O_NONBLOCK: the pidfd may share its open file description with
+        // the parent's (a dup), and O_NONBLOCK there would make a blocking waitid(P_PIDFD)
+        // fail with EAGAIN. Only readiness is ever asked of this registration.
+        let readiness = Async::new_nonblocking(local_pidfd).map_err(|source| Error::Io {
             what: "registering a pidfd with the reactor",
             source,
         })?;
