@@ -275,3 +275,49 @@ fn owned_fd_conversions_for_the_local_task() {
         assert!(in_child.read.as_local_fd().is_none());
     })
 }
+
+#[test]
+fn unshare_files_gives_the_task_a_copy_of_its_table() {
+    let _serial = serial();
+    run(async {
+        let parent = local_thread();
+        let before = parent.pipe().await.expect("pipe");
+        let child = parent.clone(CLONE::FILES).await.expect("clone");
+        let task = child.task();
+        assert_eq!(
+            task.namespaces().fd_table,
+            parent.task().namespaces().fd_table
+        );
+        task.unshare_files().await.expect("unshare(CLONE_FILES)");
+        assert_ne!(
+            task.namespaces().fd_table,
+            parent.task().namespaces().fd_table
+        );
+        // Our fd now belongs to another table: refused before sending.
+        let err = task
+            .write(&before.write, b"x")
+            .await
+            .expect_err("old table");
+        assert!(matches!(err, Error::Mismatch(_)), "{err}");
+        // The copy made by the unshare is usable through inherit.
+        let copy = before.write.inherit(task).expect("copied by unshare");
+        task.write(&copy, b"copy")
+            .await
+            .expect("write through the copy");
+        assert_eq!(
+            parent.task().read(&before.read, 10).await.expect("read"),
+            b"copy"
+        );
+        // Fds made afterwards in our table are not in the child's.
+        let after = parent.pipe().await.expect("pipe");
+        assert!(after.write.inherit(task).is_err());
+        copy.close().await.expect("close in the child's table");
+        child
+            .exit(0)
+            .await
+            .expect("exit")
+            .check()
+            .await
+            .expect("clean");
+    })
+}

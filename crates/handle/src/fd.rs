@@ -141,11 +141,12 @@ impl FileDescriptor {
     }
 
     fn make(task: &Task, near: near::FileDescriptor, owned: bool) -> Self {
+        let table = task.fd_table();
         FileDescriptor {
             task: task.clone(),
             inner: Arc::new(FdInner {
-                generation: task.fd_table().generation.fetch_add(1, Ordering::AcqRel),
-                table: task.fd_table().clone(),
+                generation: table.generation.fetch_add(1, Ordering::AcqRel),
+                table,
                 near,
                 owned,
                 released: AtomicBool::new(false),

@@ -14,6 +14,7 @@
 
 mod command;
 mod connection;
+pub mod epoller;
 pub mod libexec;
 mod monitor;
 mod oneshot;

@@ -49,22 +49,25 @@ const ALLOWED_CLONE_FLAGS: CLONE = CLONE::FILES
     .union(CLONE::NEWUSER)
     .union(CLONE::NEWUTS);
 
-struct ThreadInner {
-    task: Task,
+pub(crate) struct ThreadInner {
+    pub(crate) task: Task,
     /// Moves fds between the local table and this thread's; `None` when this thread uses
     /// the local table itself.
-    connection: Option<Connection>,
-    environ: Environment,
-    stdin: FileDescriptor,
-    stdout: FileDescriptor,
-    stderr: FileDescriptor,
+    pub(crate) connection: Option<Connection>,
+    pub(crate) environ: Environment,
+    pub(crate) stdin: FileDescriptor,
+    pub(crate) stdout: FileDescriptor,
+    pub(crate) stderr: FileDescriptor,
+    /// The thread's own epoller inside its process, once made; until then its fds are
+    /// watched by the local process's reactor.
+    pub(crate) root_epoller: std::sync::OnceLock<Arc<crate::epoller::Epoller>>,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
 /// and its standard streams. Cheap to clone.
 #[derive(Clone)]
 pub struct Thread {
-    inner: Arc<ThreadInner>,
+    pub(crate) inner: Arc<ThreadInner>,
 }
 
 impl fmt::Debug for Thread {
@@ -166,6 +169,7 @@ impl Thread {
                 task,
                 connection,
                 environ,
+                root_epoller: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -413,7 +417,7 @@ impl Thread {
             },
         };
         let fd_table = if shares_table {
-            task.fd_table().clone()
+            task.fd_table()
         } else {
             FdTableState::new(child_ns.fd_table)
         };

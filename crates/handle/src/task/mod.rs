@@ -50,14 +50,17 @@ pub fn local_namespaces() -> far::Namespaces {
     })
 }
 
+/// A task's fd table, and the table it was copied from with that table's generation then.
+type TableState = (Arc<FdTableState>, Option<(far::FdTable, u64)>);
+
 struct TaskInner {
     sysif: Arc<dyn near::SyscallInterface>,
     pid: near::Pid,
-    /// Changed by `unshare` and `setns`.
+    /// Changed by `unshare`, `setns` and `unshare_files`.
     ns: std::sync::Mutex<far::Namespaces>,
-    fd_table: Arc<FdTableState>,
+    /// The fd table and where it was copied from; changed by `unshare_files`.
+    table: std::sync::Mutex<TableState>,
     memory: Arc<Memory>,
-    inherited_from: Option<(far::FdTable, u64)>,
 }
 
 /// A process we can run syscalls in: every supported syscall is a method here (or on
@@ -112,9 +115,8 @@ impl Task {
                 sysif,
                 pid,
                 ns: std::sync::Mutex::new(ns),
-                fd_table,
+                table: std::sync::Mutex::new((fd_table, inherited_from)),
                 memory,
-                inherited_from,
             }),
         }
     }
@@ -149,15 +151,33 @@ impl Task {
         &self.inner.sysif
     }
 
-    /// The shared state of the fd table.
-    pub fn fd_table(&self) -> &Arc<FdTableState> {
-        &self.inner.fd_table
+    /// The shared state of the fd table the task uses now.
+    pub fn fd_table(&self) -> Arc<FdTableState> {
+        self.inner
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
-    /// The table this task's table was copied from when it was created, and that table's
-    /// generation at the time, if any.
+    /// The table this task's table was copied from (when it was created, or by
+    /// `unshare_files`), and that table's generation at the time, if any.
     pub fn inherited_from(&self) -> Option<(far::FdTable, u64)> {
-        self.inner.inherited_from
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Records that the task now uses a fresh copy of its fd table (after
+    /// `unshare(CLONE_FILES)`); fds whose handles existed before are inherited into it.
+    pub(crate) fn replace_fd_table(
+        &self,
+        new: Arc<FdTableState>,
+        copied_from: (far::FdTable, u64),
+    ) {
+        let mut t = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+        *t = (new.clone(), Some(copied_from));
+        drop(t);
+        self.update_namespaces(|ns| ns.fd_table = new.id());
     }
 
     /// The allocator of the task's address space.
@@ -205,7 +225,7 @@ impl Task {
     /// not an error: the table's fds went with the process.
     pub async fn flush_closes(&self) -> Result<()> {
         let mut first = Ok(());
-        for fd in self.inner.fd_table.take_pending() {
+        for fd in self.fd_table().take_pending() {
             // SAFETY: the fd was owned by a handle of this table that has been dropped, so
             // nothing else owns it.
             let r = unsafe { near::close(self.sysif(), fd) }.await;

@@ -10,7 +10,7 @@ use rsyscall_far as far;
 
 use super::Task;
 use crate::error::{Error, Result};
-use crate::fd::FileDescriptor;
+use crate::fd::{FdTableState, FileDescriptor};
 use crate::pointer::WrittenPointer;
 
 impl Task {
@@ -108,6 +108,24 @@ impl Task {
                 ns.netns = far::NetNamespace::new(pid);
             }
         });
+        Ok(())
+    }
+
+    /// `unshare(CLONE_FILES)` — gives this task its own copy of its fd table. Handles made
+    /// before the call keep naming the old table (still used by the tasks that share it);
+    /// [`FileDescriptor::inherit`] gives handles to the copies in the new one.
+    ///
+    /// # Errors
+    /// `ENOMEM`, `EMFILE`. See unshare(2).
+    pub async fn unshare_files(&self) -> Result<()> {
+        self.prepare().await;
+        let old = self.fd_table();
+        let generation = old.generation();
+        near::unshare(self.sysif(), CLONE::FILES)
+            .await
+            .map_err(self.error("unshare"))?;
+        let new = FdTableState::new(far::FdTable::new(self.pid()));
+        self.replace_fd_table(new, (old.id(), generation));
         Ok(())
     }
 

@@ -1,0 +1,1 @@
+//! The event loop: Epoller, AsyncFileDescriptor, AsyncReadBuffer, async channels.

@@ -1,0 +1,1 @@
+//! Child monitoring: wait, stop/continue, killpg, concurrent execs, pid namespaces, zombies.

@@ -1,0 +1,1 @@
+//! Thread conveniences, unshare and namespaces: pid, user, mount, network namespaces, chroot, process groups.

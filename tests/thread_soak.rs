@@ -1,0 +1,1 @@
+//! Soak: thousands of clone+exec+wait cycles leave no fd, mapping or child behind.
