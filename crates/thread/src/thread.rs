@@ -60,6 +60,7 @@ pub(crate) struct ThreadInner {
     pub(crate) stderr: FileDescriptor,
     /// The thread's own epoller inside its process, once made; until then its fds are
     /// watched by the local process's reactor.
+    #[allow(dead_code)] // until the event loop reads it
     pub(crate) root_epoller: std::sync::OnceLock<Arc<crate::epoller::Epoller>>,
 }
 
