@@ -106,6 +106,13 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
     fn is_local(&self) -> bool {
         false
     }
+
+    /// Whether the interface is known to have lost its process (after which every request
+    /// fails with [`SyscallError::Hangup`]). Interfaces that cannot lose their process say
+    /// `false`.
+    fn is_hung_up(&self) -> bool {
+        false
+    }
 }
 
 /// Runs syscalls in the calling thread of the local process through the raw syscall

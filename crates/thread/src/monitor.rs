@@ -102,6 +102,74 @@ impl AsyncChildProcess {
         }
     }
 
+    /// Waits for the next state change among those `options` asks for (`W::EXITED`,
+    /// `W::STOPPED`, `W::CONTINUED`); a death reaps the child and is recorded.
+    ///
+    /// Exits are seen through the pidfd on the reactor. pidfds do not report stops and
+    /// continues, and the local process's signal mask and dispositions are never touched (so
+    /// no signalfd for `SIGCHLD` here): when `STOPPED` or `CONTINUED` is asked for, the child
+    /// is also polled, at intervals growing from 1 ms to 50 ms.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for options without an event kind or with `W::NOHANG`; a
+    /// lost connection to the parent; [`Error::ChildBusy`] during a concurrent kill.
+    pub async fn waitpid(&self, options: W) -> Result<ChildState> {
+        let events = W::EXITED | W::STOPPED | W::CONTINUED;
+        if !options.intersects(events) || options.contains(W::NOHANG) {
+            return Err(Error::invalid(
+                "waitpid",
+                format!("options {options:?} must ask for EXITED, STOPPED or CONTINUED, without NOHANG"),
+            ));
+        }
+        let poll = options.intersects(W::STOPPED | W::CONTINUED);
+        let mut interval = std::time::Duration::from_millis(1);
+        loop {
+            if let Some(state) = self.process.waitid(options | W::NOHANG).await? {
+                return Ok(state);
+            }
+            let Some(r) = &self.readiness else {
+                return Err(Error::invalid("AsyncChildProcess::waitpid", "no pidfd"));
+            };
+            if poll {
+                let exited = async {
+                    r.readable().await.map(|_| true)
+                };
+                let tick = async {
+                    async_io::Timer::after(interval).await;
+                    Ok(false)
+                };
+                futures_lite::future::or(exited, tick)
+                    .await
+                    .map_err(|source| Error::Io {
+                        what: "waiting for a pidfd",
+                        source,
+                    })?;
+                interval = (interval * 2).min(std::time::Duration::from_millis(50));
+            } else {
+                r.readable().await.map_err(|source| Error::Io {
+                    what: "waiting for a pidfd",
+                    source,
+                })?;
+            }
+        }
+    }
+
+    /// Signals the child's process group (`kill(-pid, sig)` through the parent): the child
+    /// must be a group leader. Its pid cannot have been reused, as it is not reaped yet.
+    ///
+    /// # Errors
+    /// [`Error::ChildGone`] once reaped; `ESRCH` if the child leads no group.
+    pub async fn killpg(&self, sig: Signal) -> Result<()> {
+        if let Some(state) = self.process.death() {
+            return Err(Error::ChildGone {
+                pid: self.process.pid().as_raw(),
+                state,
+            });
+        }
+        let pgrp = rsyscall_near::Pid::new(-self.process.pid().as_raw());
+        self.process.parent().kill(pgrp, sig).await
+    }
+
     /// Waits for the child and fails unless it exited with status 0. If this future is
     /// dropped before the child died, the child is sent `SIGTERM`.
     ///

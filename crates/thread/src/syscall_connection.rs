@@ -783,6 +783,10 @@ impl SyscallInterface for SyscallConnection {
     unsafe fn syscall(&self, request: Request) -> SyscallFuture<'_> {
         Box::pin(Call::new(self, request, &[], 0, Vec::new()))
     }
+
+    fn is_hung_up(&self) -> bool {
+        SyscallConnection::is_hung_up(self)
+    }
 }
 
 /// The future of one request: enqueues it when first polled, then waits for (or drives the

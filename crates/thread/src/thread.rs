@@ -39,6 +39,8 @@ const HELPER_STACK_SIZE: usize = 16 * 1024;
 /// or cannot support (`THREAD`, `SIGHAND`, `SETTLS`, `VFORK`, tid-setting flags...).
 const ALLOWED_CLONE_FLAGS: CLONE = CLONE::FILES
     .union(CLONE::FS)
+    .union(CLONE::SIGHAND)
+    .union(CLONE::PARENT)
     .union(CLONE::IO)
     .union(CLONE::SYSVSEM)
     .union(CLONE::NEWCGROUP)
@@ -58,9 +60,11 @@ pub(crate) struct ThreadInner {
     pub(crate) stdin: FileDescriptor,
     pub(crate) stdout: FileDescriptor,
     pub(crate) stderr: FileDescriptor,
+    /// The thread that created this one, if any (a `CLONE::PARENT` child of this thread is
+    /// that thread's child).
+    pub(crate) parent: Option<Thread>,
     /// The thread's own epoller inside its process, once made; until then its fds are
     /// watched by the local process's reactor.
-    #[allow(dead_code)] // until the event loop reads it
     pub(crate) root_epoller: std::sync::OnceLock<Arc<crate::epoller::Epoller>>,
 }
 
@@ -83,7 +87,7 @@ pub fn local_thread() -> Thread {
     LOCAL
         .get_or_init(|| {
             let task = Task::local();
-            Thread::from_parts(task, None, Environment::from_local())
+            Thread::from_parts(task, None, Environment::from_local(), None)
         })
         .duplicate()
 }
@@ -160,7 +164,12 @@ impl Thread {
         Clone::clone(self)
     }
 
-    fn from_parts(task: Task, connection: Option<Connection>, environ: Environment) -> Thread {
+    fn from_parts(
+        task: Task,
+        connection: Option<Connection>,
+        environ: Environment,
+        parent: Option<Thread>,
+    ) -> Thread {
         let std_fd = |n| FileDescriptor::borrowed(&task, near::FileDescriptor::new(n));
         Thread {
             inner: Arc::new(ThreadInner {
@@ -170,6 +179,7 @@ impl Thread {
                 task,
                 connection,
                 environ,
+                parent,
                 root_epoller: std::sync::OnceLock::new(),
             }),
         }
@@ -178,6 +188,12 @@ impl Thread {
     /// The task: every syscall is a method on it.
     pub fn task(&self) -> &Task {
         &self.inner.task
+    }
+
+    /// Whether the thread is known to be gone: its process died, exec'd or exited, and
+    /// every syscall on it now fails with a hangup. Known once a request has seen it.
+    pub fn is_dead(&self) -> bool {
+        self.inner.task.sysif().is_hung_up()
     }
 
     /// The environment.
@@ -255,6 +271,26 @@ impl Thread {
         }
     }
 
+    /// Copies `fd`, an fd of the local table (the local thread's, or of a thread sharing
+    /// it), into this thread's table; returns the copy, owned by this thread. For fds made
+    /// after this thread was cloned, which it therefore did not inherit.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an fd of another table; the connection's errors.
+    pub async fn pass_fd(&self, fd: &FileDescriptor) -> Result<FileDescriptor> {
+        let borrowed = fd.as_local_fd().ok_or_else(|| {
+            Error::invalid("pass_fd", "the fd is not in the local table; pass it from the thread that has it")
+        })?;
+        let copy = borrowed.try_clone_to_owned().map_err(|source| Error::Io {
+            what: "duplicating a local fd",
+            source,
+        })?;
+        self.local_to_thread(vec![copy])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::invalid("pass_fd", "no fd arrived"))
+    }
+
     /// Makes a child process running a syscall server, and a [`ChildThread`] to drive it.
     ///
     /// `flags` may contain `FILES` (share this thread's fd table), `FS`, `IO`, `SYSVSEM`
@@ -279,6 +315,27 @@ impl Thread {
         let task = &self.inner.task;
         let shares_table = flags.contains(CLONE::FILES);
         let io = |what| move |source| Error::Io { what, source };
+        // With CLONE_PARENT the child is our parent's child: our parent must be a thread we
+        // drive, in our pid namespace, to wait for it.
+        let waiter = if flags.contains(CLONE::PARENT) {
+            match &self.inner.parent {
+                Some(p) if p.task().namespaces().pidns == task.namespaces().pidns => Some(p.duplicate()),
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "clone",
+                        "CLONE_PARENT from a thread in a new pid namespace: its parent could not name the child",
+                    ));
+                }
+                None => {
+                    return Err(Error::invalid(
+                        "clone",
+                        "CLONE_PARENT from a thread whose parent is not ours to drive (the local process's parent cannot wait for the child)",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
 
         // 1. The syscall channel, and (unless the child will use the local table) a
         //    connection for passing fds, with their remote ends in our table.
@@ -362,16 +419,36 @@ impl Thread {
         ]);
         // SAFETY: clone(CLONE_PIDFD) just created this fd in our table for us.
         let pidfd = unsafe { FileDescriptor::from_raw(task, near::FileDescriptor::new(pidfd_n)) };
-        let process = ChildProcess::new(task, pid, pidfd);
 
         // From here on the child runs on `mem`: on any failure, kill it and keep `mem`
         // until it is gone.
-        let local_pidfd = match self.thread_to_local(process.pidfd()).await {
+        let local_pidfd = match self.thread_to_local(&pidfd).await {
             Ok(fd) => fd,
             Err(e) => {
-                let _ = process.kill(Signal::SIGKILL).await;
+                // SAFETY: no siginfo pointer; the pidfd is ours.
+                let _ = near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
                 std::mem::forget(mem);
                 return Err(e);
+            }
+        };
+        // The process that can wait for the child: us, or with CLONE_PARENT our parent,
+        // which gets its own copy of the pidfd.
+        let process = match waiter {
+            None => ChildProcess::new(task, pid, pidfd),
+            Some(waiter) => {
+                let copy = local_pidfd.try_clone().map_err(io("duplicating a pidfd"));
+                let moved = match copy {
+                    Ok(copy) => waiter.local_to_thread(vec![copy]).await,
+                    Err(e) => Err(e),
+                };
+                match moved.map(|mut v| v.pop()) {
+                    Ok(Some(fd)) => ChildProcess::new(waiter.task(), pid, fd),
+                    Ok(None) | Err(_) => {
+                        service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
+                        std::mem::forget(mem);
+                        return Err(Error::invalid("clone", "could not give the pidfd to the parent"));
+                    }
+                }
             }
         };
         let helper = match launch_futex_helper(futex_addr).await {
@@ -460,13 +537,19 @@ impl Thread {
             (sock, conn)
         };
 
-        let thread = Thread::from_parts(child_task, connection, self.inner.environ.clone());
+        let thread = Thread::from_parts(
+            child_task,
+            connection,
+            self.inner.environ.clone(),
+            Some(Clone::clone(self)),
+        );
         Ok(ChildThread {
             thread,
             parent: Clone::clone(self),
             process: Some(process),
             local_pidfd: Some(local_pidfd),
             _server_sock: server_sock,
+            shares_sighand: flags.contains(CLONE::SIGHAND),
         })
     }
 }
@@ -523,7 +606,10 @@ pub struct ChildThread {
     parent: Thread,
     process: Option<ChildProcess>,
     local_pidfd: Option<OwnedFd>,
-    _server_sock: FileDescriptor,
+    pub(crate) _server_sock: FileDescriptor,
+    /// Made with `CLONE::SIGHAND`: its signal dispositions are its parent's, so exec must
+    /// not reset any (the kernel gives the exec'd program a copy of them).
+    shares_sighand: bool,
 }
 
 impl fmt::Debug for ChildThread {
@@ -608,13 +694,25 @@ impl ChildThread {
     /// [`ExecError`] carrying the still-usable child if exec failed (`ENOENT` for a
     /// missing file...).
     pub async fn exec(self, command: Command) -> std::result::Result<AsyncChildProcess, ExecError> {
+        self.exec_with(command, None).await
+    }
+
+    async fn exec_with(
+        self,
+        command: Command,
+        envp: Option<Vec<std::ffi::OsString>>,
+    ) -> std::result::Result<AsyncChildProcess, ExecError> {
         if let Err(error) = command.validate() {
             return Err(ExecError {
                 error,
                 thread: self,
             });
         }
-        match self.do_exec(&command).await {
+        if let Some(bad) = envp.iter().flatten().find(|e| e.as_bytes().contains(&0)) {
+            let error = Error::invalid("execve", format!("envp entry {bad:?} contains a NUL byte"));
+            return Err(ExecError { error, thread: self });
+        }
+        match self.do_exec(&command, envp).await {
             Ok(()) => self
                 .into_monitor(command.to_string())
                 .map_err(|error| ExecError {
@@ -628,9 +726,9 @@ impl ChildThread {
         }
     }
 
-    async fn do_exec(&self, command: &Command) -> Result<()> {
+    async fn do_exec(&self, command: &Command, envp: Option<Vec<std::ffi::OsString>>) -> Result<()> {
         let task = &self.thread.inner.task;
-        let envp = command.environment(&self.thread.inner.environ);
+        let envp = envp.unwrap_or_else(|| command.environment(&self.thread.inner.environ));
         let argv = command.argv();
         // Layout: sigaction (32 bytes, SIG_DFL), sigset (8 bytes, empty), argv pointers,
         // envp pointers, then the path and every string, NUL-terminated.
@@ -681,15 +779,18 @@ impl ChildThread {
                 source,
             }
         };
-        // SAFETY: the sigaction at `base` is 32 zero bytes (SIG_DFL, no flags, empty mask).
-        unsafe {
-            sysif.syscall(near::Request::new(
-                libc::SYS_rt_sigaction,
-                [libc::SIGPIPE as i64, base as i64, 0, 8, 0, 0],
-            ))
+        if !self.shares_sighand {
+            // SAFETY: the sigaction at `base` is 32 zero bytes (SIG_DFL, no flags, empty
+            // mask), and the child's dispositions are its own (no CLONE_SIGHAND).
+            unsafe {
+                sysif.syscall(near::Request::new(
+                    libc::SYS_rt_sigaction,
+                    [libc::SIGPIPE as i64, base as i64, 0, 8, 0, 0],
+                ))
+            }
+            .await
+            .map_err(err("rt_sigaction"))?;
         }
-        .await
-        .map_err(err("rt_sigaction"))?;
         // SAFETY: the sigset at `base + 32` is 8 zero bytes; no old set is written.
         unsafe {
             sysif.syscall(near::Request::new(
@@ -713,6 +814,39 @@ impl ChildThread {
         .map_err(err("execve"))?;
         buf.done();
         Ok(())
+    }
+
+    /// `execve(path, argv, envp)`: like [`ChildThread::exec`] with exactly the environment
+    /// `envp` (`KEY=VALUE` strings) instead of the thread's.
+    ///
+    /// # Errors
+    /// As [`ChildThread::exec`]; an envp entry without `=` is [`Error::InvalidArgument`].
+    pub async fn execve<S: AsRef<std::ffi::OsStr>>(
+        self,
+        path: impl AsRef<std::ffi::OsStr>,
+        argv: &[S],
+        envp: &[S],
+    ) -> std::result::Result<AsyncChildProcess, ExecError> {
+        let command = argv_command(path.as_ref(), argv);
+        if let Some(bad) = envp.iter().find(|e| !e.as_ref().as_bytes().contains(&b'=')) {
+            let error = Error::invalid("execve", format!("envp entry {:?} has no '='", bad.as_ref()));
+            return Err(ExecError { error, thread: self });
+        }
+        let envp = envp.iter().map(|e| e.as_ref().to_owned()).collect();
+        self.exec_with(command, Some(envp)).await
+    }
+
+    /// `execv(path, argv)`: like [`ChildThread::exec`] with the thread's environment.
+    ///
+    /// # Errors
+    /// As [`ChildThread::exec`].
+    pub async fn execv<S: AsRef<std::ffi::OsStr>>(
+        self,
+        path: impl AsRef<std::ffi::OsStr>,
+        argv: &[S],
+    ) -> std::result::Result<AsyncChildProcess, ExecError> {
+        let command = argv_command(path.as_ref(), argv);
+        self.exec(command).await
     }
 
     /// Ends the child with `exit(status)` and returns it for waiting.
@@ -741,6 +875,7 @@ impl ChildThread {
             parent: local,
             process: None,
             local_pidfd: None,
+            shares_sighand: false,
         }
     }
 }
@@ -754,5 +889,14 @@ impl Drop for ChildThread {
         if process.parent().sysif().is_local() {
             service::reap_later(pidfd, Box::new(()));
         }
+    }
+}
+
+/// A command running `path` with exactly `argv` (argv\[0\] included; an empty argv gets
+/// the path as argv\[0\]).
+fn argv_command<S: AsRef<std::ffi::OsStr>>(path: &std::ffi::OsStr, argv: &[S]) -> Command {
+    match argv.split_first() {
+        Some((first, rest)) => Command::new(path, first.as_ref()).args(rest),
+        None => Command::new(path, path),
     }
 }
