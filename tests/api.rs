@@ -1,0 +1,122 @@
+//! The sketches of shared/design/API.md as tested examples: what using the library should
+//! feel like, running for real.
+
+use rsyscall::handle::structs::{Cmsg, SendCmsg, Sigset, cmsg_space};
+use rsyscall::{CLONE, MSG, Signal, local_thread};
+use rsyscall_tests::tasks::{on_local_and_child, run};
+
+/// "Memory is explicit and typed".
+#[test]
+fn memory_is_explicit_and_typed() {
+    on_local_and_child(|thread, label| async move {
+        let task = thread.task();
+        let pipe = thread.pipe().await.expect("pipe");
+        task.write_all(&pipe.write, b"typed").await.expect("write");
+
+        let buf = task.malloc_bytes(4096).await.expect("malloc"); // Pointer<[u8]>, uninitialised
+        let (data, rest) = pipe.read.read(buf).await.expect("read"); // the filled part and the rest
+        let bytes: Vec<u8> = data.read().await.expect("read back");
+        assert_eq!(bytes, b"typed", "{label}");
+        assert_eq!(rest.size(), 4096 - 5);
+
+        let mask = task
+            .ptr(&Sigset::from([Signal::SIGCHLD]))
+            .await
+            .expect("ptr"); // WrittenPointer<Sigset>
+        assert!(mask.read().await.expect("read").contains(Signal::SIGCHLD));
+
+        // Received fds arrive as owning handles, exactly once.
+        let (a, b) = task
+            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .await
+            .expect("socketpair");
+        task.sendmsg(
+            &a,
+            &[b"x"],
+            &[SendCmsg::Rights(&[&pipe.write])],
+            MSG::empty(),
+        )
+        .await
+        .expect("sendmsg");
+        let (data, msg) = task
+            .recvmsg(&b, 1, cmsg_space(4), MSG::empty())
+            .await
+            .expect("recvmsg");
+        assert_eq!(data, b"x");
+        let fds: Vec<_> = msg
+            .control
+            .into_iter()
+            .flat_map(|c| match c {
+                Cmsg::Rights(fds) => fds,
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(fds.len(), 1, "{label}");
+        task.write_all(&fds[0], b"via passed fd")
+            .await
+            .expect("write through it");
+        assert_eq!(
+            task.read(&pipe.read, 100).await.expect("read"),
+            b"via passed fd"
+        );
+
+        // A pointer of another address space or an fd of another table is refused before
+        // anything is sent.
+        let other = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let err = other
+            .task()
+            .write(&pipe.write, b"no")
+            .await
+            .expect_err("other table");
+        assert!(
+            matches!(err, rsyscall::Error::Mismatch(_)),
+            "{label}: {err}"
+        );
+    })
+}
+
+/// "Many processes from one program, concurrently".
+#[test]
+fn many_processes_concurrently() {
+    run(async {
+        let parent = local_thread();
+        let (a, b) =
+            futures_lite::future::zip(parent.clone(CLONE::empty()), parent.clone(CLONE::FILES))
+                .await;
+        let (a, b) = (a.expect("clone"), b.expect("clone"));
+        // Syscalls in different children run in parallel; syscalls to one child pipeline
+        // over its socket.
+        let many_a: Vec<_> = (0..32).map(|_| a.task().getpid()).collect();
+        let many_b: Vec<_> = (0..32).map(|_| b.task().getpid()).collect();
+        let (pa, pb) = futures_lite::future::zip(join_all(many_a), join_all(many_b)).await;
+        assert!(pa.iter().all(|p| p.as_ref().ok() == a.pid().as_ref()));
+        assert!(pb.iter().all(|p| p.as_ref().ok() == b.pid().as_ref()));
+        for c in [a, b] {
+            c.exit(0).await.expect("exit").check().await.expect("clean");
+        }
+    })
+}
+
+/// Polls every future together (a tiny join_all, so no extra dependency).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
