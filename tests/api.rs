@@ -120,3 +120,61 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     .await;
     out.into_iter().flatten().collect()
 }
+
+/// "Run a program inside fresh namespaces, with its output captured".
+#[test]
+fn a_program_in_fresh_namespaces_with_its_output_captured() {
+    run(async {
+        let ours_before = tmp_tmpfs_mounts();
+        let parent = local_thread();
+        let child = parent
+            .clone(CLONE::NEWUSER | CLONE::NEWPID | CLONE::NEWNS)
+            .await
+            .expect("clone into new user, pid and mount namespaces");
+        child
+            .mount("tmpfs", "/tmp", "tmpfs", rsyscall::MS::empty(), "")
+            .await
+            .expect("mount runs inside the child");
+        let pipe = parent.pipe().await.expect("pipe");
+        let write_end = child
+            .pass_fd(&pipe.write)
+            .await
+            .expect("same pipe, child's table");
+        child
+            .task()
+            .dup2(&write_end, child.stdout())
+            .await
+            .expect("dup2");
+        write_end.close().await.expect("close");
+        drop(pipe.write);
+        let echo = parent.environ().which("sh").await.expect("which sh").args([
+            "-c",
+            "echo $$; id -u; grep -c ' /tmp tmpfs ' /proc/self/mounts",
+        ]);
+        let process = child.exec(echo).await.expect("exec");
+        let out = parent.read_to_eof(&pipe.read).await.expect("read");
+        process.check().await.expect("clean exit");
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("1\n{uid}\n1\n"),
+            "pid 1 of its namespace, our uid mapped, its own /tmp"
+        );
+        // Our mount table is untouched.
+        assert_eq!(
+            tmp_tmpfs_mounts(),
+            ours_before,
+            "the mount stayed in the child's namespace"
+        );
+    })
+}
+
+/// How many tmpfs mounts at /tmp our own mount namespace has.
+fn tmp_tmpfs_mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" /tmp tmpfs "))
+        .count()
+}

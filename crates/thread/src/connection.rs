@@ -42,9 +42,24 @@ impl Connection {
         }
     }
 
-    /// The remote end, in the thread's table.
+    /// The remote end, in the thread's table (as it was when the connection was made).
     pub fn remote(&self) -> &FileDescriptor {
         &self.remote
+    }
+
+    /// The remote end as used by `task`: the same fd if it shares the table, or (not
+    /// owned: the connection keeps it) the copy its table got when it unshared its fd
+    /// table.
+    fn remote_for(&self, task: &Task) -> Result<FileDescriptor> {
+        if task.fd_table().id() == self.remote.far().table {
+            return self.remote.for_task(task);
+        }
+        // inherit() checks the copy exists; the owned handle it makes would close the copy
+        // when dropped, so it is released and a borrowed handle used instead.
+        let copy = self.remote.inherit(task)?;
+        let near = copy.near();
+        copy.leak();
+        Ok(FileDescriptor::borrowed(task, near))
     }
 
     /// Copies local fds into the table of `task` (which uses the remote end's table).
@@ -56,7 +71,7 @@ impl Connection {
         task: &Task,
         fds: &[BorrowedFd<'_>],
     ) -> Result<Vec<FileDescriptor>> {
-        let remote = self.remote.for_task(task)?;
+        let remote = self.remote_for(task)?;
         let local = self.local.lock().await;
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let cmsg = [ControlMessage::ScmRights(&raw)];
@@ -81,7 +96,7 @@ impl Connection {
         task: &Task,
         fds: &[&FileDescriptor],
     ) -> Result<Vec<OwnedFd>> {
-        let remote = self.remote.for_task(task)?;
+        let remote = self.remote_for(task)?;
         let local = self.local.lock().await;
         task.send_fds(&remote, fds).await?;
         let mut byte = [0u8; 1];

@@ -1,7 +1,471 @@
 //! The event loop: where a thread's file descriptors are watched for readiness.
+//!
+//! # Two ways to watch an fd
+//! By default every thread's fds are watched by the local process's async-io reactor:
+//! [`Thread::make_afd`] registers a copy of the fd in the local table, used purely for
+//! readiness. Readiness belongs to the open file description, which the copy shares, so
+//! this is exact; every I/O syscall still goes through the fd's own task. This is how a
+//! clone child shares its parent's event loop.
+//!
+//! A thread may instead get its own *root epoller* ([`Thread::make_root_epoller`],
+//! [`Thread::make_root_epoller_with`]): an epoll fd inside the thread's process, on which
+//! the server's end of its syscall socket (the "activity fd") is registered, so that an
+//! `epoll_wait` blocking the thread's syscall server returns as soon as another request
+//! arrives. From then on [`Thread::make_afd`] on that thread registers fds there. This
+//! serves threads whose fd table the local process cannot reach.
+//!
+//! # How the root epoller waits
+//! - Fds are registered lazily, with `EPOLLONESHOT` and level-triggered. A waiter first
+//!   tries its syscall; only on `EAGAIN` does it add what it waits for to the fd's
+//!   interest and (re-)arm the fd with `EPOLL_CTL_MOD`. Level triggering reports
+//!   readiness that arose before the arm, however late the `EAGAIN` arrived: no edge is
+//!   lost.
+//! - One waiter at a time (the *driver*, holding the driver lock) runs `epoll_wait` in the
+//!   thread. Events are handed to their registrations: each event bumps its
+//!   registration's sequence number, clears its interest (the one-shot arm is spent) and
+//!   wakes its waiters, who retry their syscalls. The driver gives the role up once its
+//!   own event came; the next waiter takes it.
+//! - If a driver is dropped after its `epoll_wait` was sent, that wait's events are lost:
+//!   the next driver first re-arms every registration still wanted, which (level
+//!   triggering again) reports anything still ready.
+//! - Dropping the last [`AsyncFileDescriptor`](crate::AsyncFileDescriptor) of a
+//!   registration queues its `EPOLL_CTL_DEL`, done by the next driver before its wait
+//!   (or the next `make_afd` or `close` on the thread); the queue keeps the fd open until
+//!   then, because epoll keys on the fd and its open file description. Dropping the
+//!   epoller (with its thread) closes what is still queued.
 
-/// A thread's own epoll instance inside its process (being written).
-#[derive(Debug)]
+use std::collections::HashMap;
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Poll, Waker};
+
+use rsyscall_handle::structs::EpollEvent;
+use rsyscall_handle::{Error, FileDescriptor, Result};
+use rsyscall_near::{EPOLL, EPOLL_CTL, Errno};
+
+use crate::thread::Thread;
+
+/// The epoll data of the activity fd.
+const ACTIVITY: u64 = u64::MAX;
+/// Events one `epoll_wait` can return.
+const MAX_EVENTS: usize = 64;
+
+/// A thread's own epoll instance inside its process, with the thread's syscall socket
+/// registered so that new requests interrupt a wait. Made by
+/// [`Thread::make_root_epoller`]; see the [module documentation](self).
 pub struct Epoller {
-    _private: (),
+    /// The epoll fd, in the thread's table, used through the thread's task.
+    epfd: FileDescriptor,
+    /// The server's end of the thread's syscall socket; a non-owning handle.
+    activity: FileDescriptor,
+    /// Registrations and housekeeping.
+    state: Mutex<State>,
+    /// Held by the one waiter running `epoll_wait`.
+    driver: async_lock::Mutex<()>,
+}
+
+/// What the epoller knows about its registrations.
+#[derive(Default)]
+struct State {
+    /// Live registrations by epoll data.
+    regs: HashMap<u64, Weak<Shared>>,
+    /// The next epoll data to hand out.
+    next_token: u64,
+    /// A wait's events were lost: re-arm every wanted registration before the next wait.
+    rearm: bool,
+    /// Dropped registrations still in the kernel's interest list, with a handle keeping
+    /// their fd open until the `EPOLL_CTL_DEL`.
+    orphans: Vec<FileDescriptor>,
+}
+
+/// One registered fd.
+struct Shared {
+    /// Its epoll data.
+    token: u64,
+    /// A handle to the fd (in the epoll fd's table), used for `epoll_ctl`.
+    fd: FileDescriptor,
+    /// Readiness bookkeeping.
+    st: Mutex<RegState>,
+    /// Serializes arming, so that the last mask sent is the latest interest.
+    arm: async_lock::Mutex<()>,
+    /// Whether the fd is in the kernel's interest list.
+    added: AtomicBool,
+}
+
+/// Readiness bookkeeping of one registration.
+#[derive(Default)]
+struct RegState {
+    /// Number of events delivered so far.
+    seq: u64,
+    /// What its waiters wait for (cleared when an event spends the one-shot arm).
+    interest: EPOLL,
+    /// The events of the last delivery.
+    last: EPOLL,
+    /// Waiters to wake at the next delivery.
+    wakers: Vec<Waker>,
+}
+
+/// An fd registered on a root epoller (the registration of an
+/// [`AsyncFileDescriptor`](crate::AsyncFileDescriptor) made on a thread with one).
+pub(crate) struct Registered {
+    epoller: Arc<Epoller>,
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; the state stays consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl fmt::Debug for Epoller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Epoller")
+            .field("epfd", &self.epfd)
+            .field("activity", &self.activity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Epoller {
+    /// The epoll fd, in the thread's table.
+    pub fn epfd(&self) -> &FileDescriptor {
+        &self.epfd
+    }
+
+    /// The activity fd: the server's end of the thread's syscall socket (never closed by
+    /// the epoller).
+    pub fn activity_fd(&self) -> &FileDescriptor {
+        &self.activity
+    }
+
+    /// How many fds are registered.
+    pub fn registered(&self) -> usize {
+        lock(&self.state)
+            .regs
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    /// Registers `fd`, of the epoll fd's table; nothing is sent until a waiter arms it.
+    pub(crate) fn register(self: &Arc<Self>, fd: &FileDescriptor) -> Result<Registered> {
+        let task = self.epfd.task();
+        if task.check_fd(&self.epfd).is_err() {
+            return Err(Error::invalid(
+                "make_afd",
+                format!(
+                    "the fd table of pid {} changed since its root epoller was made (after \
+                     unshare_files?): its epoll fd is in the old table",
+                    task.pid().as_raw()
+                ),
+            ));
+        }
+        task.check_fd(fd)?;
+        let mut st = lock(&self.state);
+        let token = st.next_token;
+        st.next_token += 1;
+        let shared = Arc::new(Shared {
+            token,
+            fd: fd.clone(),
+            st: Mutex::new(RegState::default()),
+            arm: async_lock::Mutex::new(()),
+            added: AtomicBool::new(false),
+        });
+        st.regs.insert(token, Arc::downgrade(&shared));
+        Ok(Registered {
+            epoller: self.clone(),
+            shared,
+        })
+    }
+
+    /// `epoll_ctl(ADD or MOD)` of `shared` with `mask`, one-shot.
+    async fn ctl_arm(&self, shared: &Shared, mask: EPOLL) -> Result<()> {
+        let ev = Some(EpollEvent::new(mask | EPOLL::ONESHOT, shared.token));
+        let (first, second) = if shared.added.load(Ordering::Acquire) {
+            (EPOLL_CTL::MOD, EPOLL_CTL::ADD)
+        } else {
+            (EPOLL_CTL::ADD, EPOLL_CTL::MOD)
+        };
+        // An earlier arm whose future was dropped may have left `added` stale: EEXIST on
+        // ADD or ENOENT on MOD says so, and the other operation applies.
+        match self.epfd.epoll_ctl(first, &shared.fd, ev).await {
+            Ok(()) => {}
+            Err(e) if matches!(e.errno(), Some(Errno::EEXIST) | Some(Errno::ENOENT)) => {
+                self.epfd.epoll_ctl(second, &shared.fd, ev).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        shared.added.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits until `shared`'s sequence number moves past `snap`, driving `epoll_wait`
+    /// whenever nobody else does; returns the events of the last delivery.
+    async fn wait_until(&self, shared: &Shared, snap: u64) -> Result<EPOLL> {
+        loop {
+            let changed = poll_fn(|cx| {
+                let mut st = lock(&shared.st);
+                if st.seq != snap {
+                    return Poll::Ready(st.last);
+                }
+                if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            });
+            let drive = async {
+                let _driver = self.driver.lock().await;
+                if lock(&shared.st).seq != snap {
+                    return Ok(());
+                }
+                self.cycle().await
+            };
+            let got = futures_lite::future::or(async { Ok(Some(changed.await)) }, async {
+                drive.await.map(|()| None)
+            })
+            .await?;
+            if let Some(events) = got {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Deletes the registrations of dropped [`AsyncFileDescriptor`]s from the interest
+    /// list, then lets their fds go.
+    ///
+    /// [`AsyncFileDescriptor`]: crate::AsyncFileDescriptor
+    pub(crate) async fn flush_orphans(&self) {
+        let orphans = std::mem::take(&mut lock(&self.state).orphans);
+        for fd in orphans {
+            if let Err(e) = self.epfd.epoll_delete(&fd).await {
+                log::debug!("deregistering a dropped fd from a root epoller: {e}");
+            }
+        }
+    }
+
+    /// The driver's work: pending deletes, a re-arm after lost events, then one
+    /// `epoll_wait` whose events are handed out.
+    async fn cycle(&self) -> Result<()> {
+        self.flush_orphans().await;
+        if lock(&self.state).rearm {
+            self.rearm_all().await?;
+            lock(&self.state).rearm = false;
+        }
+        let task = self.epfd.task();
+        let buf = task.malloc_array::<EpollEvent>(MAX_EVENTS).await?;
+        let mut lost = LostGuard {
+            epoller: self,
+            armed: true,
+        };
+        let events = match self.epfd.epoll_wait(buf, -1).await {
+            Ok((filled, _rest)) => filled.read().await?,
+            Err(e) if e.errno() == Some(Errno::EINTR) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        self.distribute(&events);
+        lost.armed = false;
+        Ok(())
+    }
+
+    /// Re-arms every registration some waiter still waits for.
+    async fn rearm_all(&self) -> Result<()> {
+        let regs: Vec<Arc<Shared>> = lock(&self.state)
+            .regs
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for shared in regs {
+            if !shared.added.load(Ordering::Acquire) {
+                continue;
+            }
+            let _arm = shared.arm.lock().await;
+            let mask = lock(&shared.st).interest;
+            if !mask.is_empty() {
+                self.ctl_arm(&shared, mask).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the events of one `epoll_wait` to their registrations.
+    fn distribute(&self, events: &[EpollEvent]) {
+        let mut wakers = Vec::new();
+        {
+            let st = lock(&self.state);
+            for ev in events {
+                let token = ev.data();
+                if token == ACTIVITY {
+                    continue;
+                }
+                let Some(shared) = st.regs.get(&token).and_then(Weak::upgrade) else {
+                    continue;
+                };
+                let mut rs = lock(&shared.st);
+                rs.seq += 1;
+                rs.last = ev.events();
+                rs.interest = EPOLL::empty();
+                wakers.append(&mut rs.wakers);
+            }
+        }
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Marks a wait's events as lost unless disarmed (its future was dropped, or it failed).
+struct LostGuard<'a> {
+    epoller: &'a Epoller,
+    armed: bool,
+}
+
+impl Drop for LostGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.epoller.state).rearm = true;
+        }
+    }
+}
+
+impl Registered {
+    /// Waits until an event for any of `want` (or `EPOLLERR`/`EPOLLHUP`) may have happened
+    /// since the call: arms the fd for `want` plus what other waiters want, then waits for
+    /// the next delivery. Returns that delivery's events, which may be for another waiter's
+    /// interest: callers retry their syscall and wait again on `EAGAIN`.
+    pub(crate) async fn wait(&self, want: EPOLL) -> Result<EPOLL> {
+        let snap = {
+            let mut st = lock(&self.shared.st);
+            st.interest |= want;
+            st.seq
+        };
+        {
+            let _arm = self.shared.arm.lock().await;
+            let mask = {
+                let st = lock(&self.shared.st);
+                if st.seq != snap {
+                    return Ok(st.last);
+                }
+                st.interest
+            };
+            self.epoller.ctl_arm(&self.shared, mask).await?;
+        }
+        self.epoller.wait_until(&self.shared, snap).await
+    }
+
+    /// Removes the fd from the epoll interest list now (before the caller closes it), and
+    /// the fds of dropped registrations too.
+    ///
+    /// # Errors
+    /// `epoll_ctl`'s, except `ENOENT` (never added, or already gone).
+    pub(crate) async fn deregister(self) -> Result<()> {
+        self.epoller.flush_orphans().await;
+        let result = if self.shared.added.swap(false, Ordering::AcqRel) {
+            match self.epoller.epfd.epoll_delete(&self.shared.fd).await {
+                Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(()),
+                other => other,
+            }
+        } else {
+            Ok(())
+        };
+        drop(self);
+        result
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut st = lock(&self.epoller.state);
+        st.regs.remove(&self.shared.token);
+        if self.shared.added.load(Ordering::Acquire) {
+            st.orphans.push(self.shared.fd.clone());
+        }
+    }
+}
+
+impl Thread {
+    /// The thread's root epoller, if it has one.
+    pub fn root_epoller(&self) -> Option<&Arc<Epoller>> {
+        self.inner.root_epoller.get()
+    }
+
+    /// Gives this thread its root epoller: an epoll fd in its process with `activity`
+    /// registered for `EPOLLIN`, where `activity` is the server's end of the thread's
+    /// syscall socket in the thread's table (so that a new request makes a blocked
+    /// `epoll_wait` return). From then on [`Thread::make_afd`] registers this thread's fds
+    /// there. `activity` is never closed through the epoller.
+    ///
+    /// [`Thread::make_root_epoller`] finds the socket itself.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on the local thread (its fds are watched by the
+    /// reactor: a blocking `epoll_wait` would block the executor) or if the thread already
+    /// has one; [`Error::Mismatch`] if `activity` is of another table; the errors of
+    /// `epoll_create1` and `epoll_ctl`.
+    pub async fn make_root_epoller_with(&self, activity: &FileDescriptor) -> Result<()> {
+        let task = self.task();
+        if task.sysif().is_local() {
+            return Err(Error::invalid(
+                "make_root_epoller",
+                "the local thread's fds are watched by the async-io reactor; a root epoller \
+                 would block the executor in epoll_wait",
+            ));
+        }
+        if self.inner.root_epoller.get().is_some() {
+            return Err(Error::invalid(
+                "make_root_epoller",
+                format!("pid {} already has a root epoller", task.pid().as_raw()),
+            ));
+        }
+        let activity = FileDescriptor::borrowed(task, task.check_fd(activity)?);
+        let epfd = task.epoll_create().await?;
+        if let Err(e) = epfd.epoll_add(&activity, EPOLL::IN, ACTIVITY).await {
+            if let Err(c) = epfd.close().await {
+                log::debug!("closing an unused epoll fd: {c}");
+            }
+            return Err(e);
+        }
+        let epoller = Arc::new(Epoller {
+            epfd,
+            activity,
+            state: Mutex::new(State::default()),
+            driver: async_lock::Mutex::new(()),
+        });
+        if let Err(lost) = self.inner.root_epoller.set(epoller) {
+            if let Ok(ep) = Arc::try_unwrap(lost)
+                && let Err(c) = ep.epfd.close().await
+            {
+                log::debug!("closing an unused epoll fd: {c}");
+            }
+            return Err(Error::invalid(
+                "make_root_epoller",
+                format!(
+                    "pid {} got a root epoller concurrently",
+                    task.pid().as_raw()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Thread {
+    /// Gives this thread its root epoller, with its syscall socket as the activity fd: see
+    /// [`Thread::make_root_epoller_with`]. Works after `unshare_files` too (the socket
+    /// keeps its number in the copied table).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a thread without a syscall socket (the local thread);
+    /// as [`Thread::make_root_epoller_with`].
+    pub async fn make_root_epoller(&self) -> Result<()> {
+        let server = self.inner.server_fd.ok_or_else(|| {
+            Error::invalid(
+                "make_root_epoller",
+                "the thread has no syscall socket to watch",
+            )
+        })?;
+        let activity = FileDescriptor::borrowed(self.task(), server);
+        self.make_root_epoller_with(&activity).await
+    }
 }

@@ -12,19 +12,29 @@
 //!   the child exec'd or exited.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod afd;
 mod command;
 mod connection;
+mod conveniences;
 pub mod epoller;
 pub mod libexec;
 mod monitor;
 mod oneshot;
+mod read_buffer;
 mod service;
 pub mod syscall_connection;
+mod tempdir;
 mod thread;
 mod transport;
+mod unshare;
 
+pub use afd::AsyncFileDescriptor;
 pub use command::{Command, Environment};
 pub use connection::Connection;
+pub use epoller::Epoller;
 pub use monitor::AsyncChildProcess;
+pub use read_buffer::AsyncReadBuffer;
 pub use syscall_connection::SyscallConnection;
+pub use tempdir::TempDir;
 pub use thread::{ChildThread, EnvironmentRef, ExecError, Thread, local_thread};
+pub use unshare::{THREAD_UNSHARE_FLAGS, write_user_mappings};

@@ -118,7 +118,9 @@ impl AsyncChildProcess {
         if !options.intersects(events) || options.contains(W::NOHANG) {
             return Err(Error::invalid(
                 "waitpid",
-                format!("options {options:?} must ask for EXITED, STOPPED or CONTINUED, without NOHANG"),
+                format!(
+                    "options {options:?} must ask for EXITED, STOPPED or CONTINUED, without NOHANG"
+                ),
             ));
         }
         let poll = options.intersects(W::STOPPED | W::CONTINUED);
@@ -131,9 +133,7 @@ impl AsyncChildProcess {
                 return Err(Error::invalid("AsyncChildProcess::waitpid", "no pidfd"));
             };
             if poll {
-                let exited = async {
-                    r.readable().await.map(|_| true)
-                };
+                let exited = async { r.readable().await.map(|_| true) };
                 let tick = async {
                     async_io::Timer::after(interval).await;
                     Ok(false)

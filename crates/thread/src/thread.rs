@@ -55,11 +55,14 @@ pub(crate) struct ThreadInner {
     pub(crate) task: Task,
     /// Moves fds between the local table and this thread's; `None` when this thread uses
     /// the local table itself.
-    pub(crate) connection: Option<Connection>,
+    /// Set at creation, or by `unshare_files` for a thread that had used the local table.
+    pub(crate) connection: std::sync::OnceLock<Connection>,
     pub(crate) environ: Environment,
     pub(crate) stdin: FileDescriptor,
     pub(crate) stdout: FileDescriptor,
     pub(crate) stderr: FileDescriptor,
+    /// The number of the thread's syscall server socket in its own table, if it has one.
+    pub(crate) server_fd: Option<near::FileDescriptor>,
     /// The thread that created this one, if any (a `CLONE::PARENT` child of this thread is
     /// that thread's child).
     pub(crate) parent: Option<Thread>,
@@ -87,7 +90,7 @@ pub fn local_thread() -> Thread {
     LOCAL
         .get_or_init(|| {
             let task = Task::local();
-            Thread::from_parts(task, None, Environment::from_local(), None)
+            Thread::from_parts(task, None, Environment::from_local(), None, None)
         })
         .duplicate()
 }
@@ -120,40 +123,9 @@ impl<'a> EnvironmentRef<'a> {
         if name.contains('/') {
             return Ok(Command::new(name, name));
         }
-        let dirs = self.vars().path_dirs();
-        for dir in &dirs {
-            let mut path = dir.as_bytes().to_vec();
-            path.push(b'/');
-            path.extend_from_slice(name.as_bytes());
-            if self
-                .thread
-                .inner
-                .task
-                .access(&path, libc::X_OK)
-                .await
-                .is_ok()
-            {
-                return Ok(Command::new(
-                    std::ffi::OsString::from(
-                        std::str::from_utf8(&path)
-                            .map(str::to_owned)
-                            .unwrap_or_else(|_| String::from_utf8_lossy(&path).into_owned()),
-                    ),
-                    name,
-                ));
-            }
-        }
-        Err(Error::InvalidArgument {
-            what: "which",
-            detail: format!(
-                "{name:?} is not an executable in any PATH directory of pid {} ({})",
-                self.thread.inner.task.pid().as_raw(),
-                dirs.iter()
-                    .map(|d| d.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(":")
-            ),
-        })
+        self.vars()
+            .which_cached(&self.thread.inner.task, name)
+            .await
     }
 }
 
@@ -169,6 +141,7 @@ impl Thread {
         connection: Option<Connection>,
         environ: Environment,
         parent: Option<Thread>,
+        server_fd: Option<near::FileDescriptor>,
     ) -> Thread {
         let std_fd = |n| FileDescriptor::borrowed(&task, near::FileDescriptor::new(n));
         Thread {
@@ -177,9 +150,12 @@ impl Thread {
                 stdout: std_fd(1),
                 stderr: std_fd(2),
                 task,
-                connection,
+                connection: connection
+                    .map(std::sync::OnceLock::from)
+                    .unwrap_or_default(),
                 environ,
                 parent,
+                server_fd,
                 root_epoller: std::sync::OnceLock::new(),
             }),
         }
@@ -237,38 +213,61 @@ impl Thread {
         self.inner.task.read_to_end(fd).await
     }
 
-    /// Copies local fds into this thread's table.
-    async fn local_to_thread(&self, fds: Vec<OwnedFd>) -> Result<Vec<FileDescriptor>> {
-        match &self.inner.connection {
-            None => fds
+    /// The connection that moves fds between the local table and this thread's, if the
+    /// thread does not use the local table itself.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.inner.connection.get()
+    }
+
+    /// The error for a table the local process cannot reach.
+    fn unreachable_table(&self, what: &'static str) -> Error {
+        Error::invalid(
+            what,
+            format!(
+                "the local process has no connection to the fd table of pid {}",
+                self.inner.task.pid().as_raw()
+            ),
+        )
+    }
+
+    /// Copies local fds into this thread's table: directly when it uses the local table,
+    /// else over its connection, one `SCM_RIGHTS` message per 253 fds.
+    pub(crate) async fn local_to_thread(&self, fds: Vec<OwnedFd>) -> Result<Vec<FileDescriptor>> {
+        let task = &self.inner.task;
+        if self.uses_local_table() {
+            return fds
                 .into_iter()
-                .map(|fd| FileDescriptor::from_owned_fd(&self.inner.task, fd))
-                .collect(),
-            Some(conn) => {
-                let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                conn.send_to_remote(&self.inner.task, &borrowed).await
-            }
+                .map(|fd| FileDescriptor::from_owned_fd(task, fd))
+                .collect();
         }
+        let conn = self
+            .connection()
+            .ok_or_else(|| self.unreachable_table("moving fds to a thread"))?;
+        let mut out = Vec::with_capacity(fds.len());
+        for chunk in fds.chunks(253) {
+            let borrowed: Vec<_> = chunk.iter().map(|f| f.as_fd()).collect();
+            out.extend(conn.send_to_remote(task, &borrowed).await?);
+        }
+        Ok(out)
     }
 
     /// Copies an fd of this thread's table into the local one.
-    async fn thread_to_local(&self, fd: &FileDescriptor) -> Result<OwnedFd> {
-        match &self.inner.connection {
-            None => {
-                let n = self.inner.task.far().near_fd(&fd.far())?;
-                // SAFETY: the fd is held open by `fd`'s handle for the duration of the dup.
-                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(n.as_raw()) };
-                borrowed.try_clone_to_owned().map_err(|source| Error::Io {
-                    what: "duplicating a local fd",
-                    source,
-                })
-            }
-            Some(conn) => {
-                let mut v = conn.recv_from_remote(&self.inner.task, &[fd]).await?;
-                v.pop()
-                    .ok_or_else(|| Error::invalid("thread_to_local", "no fd received"))
-            }
+    pub(crate) async fn thread_to_local(&self, fd: &FileDescriptor) -> Result<OwnedFd> {
+        let task = &self.inner.task;
+        task.check_fd(fd)?;
+        if let Some(local) = fd.as_local_fd() {
+            return local.try_clone_to_owned().map_err(|source| Error::Io {
+                what: "duplicating a local fd",
+                source,
+            });
         }
+        let conn = self
+            .connection()
+            .ok_or_else(|| self.unreachable_table("moving fds from a thread"))?;
+        conn.recv_from_remote(task, &[fd])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::invalid("thread_to_local", "no fd received"))
     }
 
     /// Copies `fd`, an fd of the local table (the local thread's, or of a thread sharing
@@ -279,7 +278,10 @@ impl Thread {
     /// [`Error::InvalidArgument`] for an fd of another table; the connection's errors.
     pub async fn pass_fd(&self, fd: &FileDescriptor) -> Result<FileDescriptor> {
         let borrowed = fd.as_local_fd().ok_or_else(|| {
-            Error::invalid("pass_fd", "the fd is not in the local table; pass it from the thread that has it")
+            Error::invalid(
+                "pass_fd",
+                "the fd is not in the local table; pass it from the thread that has it",
+            )
         })?;
         let copy = borrowed.try_clone_to_owned().map_err(|source| Error::Io {
             what: "duplicating a local fd",
@@ -315,11 +317,20 @@ impl Thread {
         let task = &self.inner.task;
         let shares_table = flags.contains(CLONE::FILES);
         let io = |what| move |source| Error::Io { what, source };
+        // A new user namespace gets a one-line mapping of our ids, written from here (the
+        // outer namespace) before the child is used: read the ids now.
+        let outer_ids = if flags.contains(CLONE::NEWUSER) {
+            Some((task.geteuid().await?, task.getegid().await?))
+        } else {
+            None
+        };
         // With CLONE_PARENT the child is our parent's child: our parent must be a thread we
         // drive, in our pid namespace, to wait for it.
         let waiter = if flags.contains(CLONE::PARENT) {
             match &self.inner.parent {
-                Some(p) if p.task().namespaces().pidns == task.namespaces().pidns => Some(p.duplicate()),
+                Some(p) if p.task().namespaces().pidns == task.namespaces().pidns => {
+                    Some(p.duplicate())
+                }
                 Some(_) => {
                     return Err(Error::invalid(
                         "clone",
@@ -446,7 +457,10 @@ impl Thread {
                     Ok(None) | Err(_) => {
                         service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
                         std::mem::forget(mem);
-                        return Err(Error::invalid("clone", "could not give the pidfd to the parent"));
+                        return Err(Error::invalid(
+                            "clone",
+                            "could not give the pidfd to the parent",
+                        ));
                     }
                 }
             }
@@ -542,15 +556,21 @@ impl Thread {
             connection,
             self.inner.environ.clone(),
             Some(Clone::clone(self)),
+            Some(server_sock.near()),
         );
-        Ok(ChildThread {
+        let child = ChildThread {
             thread,
             parent: Clone::clone(self),
             process: Some(process),
             local_pidfd: Some(local_pidfd),
             _server_sock: server_sock,
             shares_sighand: flags.contains(CLONE::SIGHAND),
-        })
+        };
+        if let Some((uid, gid)) = outer_ids {
+            // On failure the child is dropped, which kills it.
+            crate::unshare::write_user_mappings(task, pid, uid, gid, uid, gid).await?;
+        }
+        Ok(child)
     }
 }
 
@@ -710,7 +730,10 @@ impl ChildThread {
         }
         if let Some(bad) = envp.iter().flatten().find(|e| e.as_bytes().contains(&0)) {
             let error = Error::invalid("execve", format!("envp entry {bad:?} contains a NUL byte"));
-            return Err(ExecError { error, thread: self });
+            return Err(ExecError {
+                error,
+                thread: self,
+            });
         }
         match self.do_exec(&command, envp).await {
             Ok(()) => self
@@ -726,7 +749,11 @@ impl ChildThread {
         }
     }
 
-    async fn do_exec(&self, command: &Command, envp: Option<Vec<std::ffi::OsString>>) -> Result<()> {
+    async fn do_exec(
+        &self,
+        command: &Command,
+        envp: Option<Vec<std::ffi::OsString>>,
+    ) -> Result<()> {
         let task = &self.thread.inner.task;
         let envp = envp.unwrap_or_else(|| command.environment(&self.thread.inner.environ));
         let argv = command.argv();
@@ -829,8 +856,14 @@ impl ChildThread {
     ) -> std::result::Result<AsyncChildProcess, ExecError> {
         let command = argv_command(path.as_ref(), argv);
         if let Some(bad) = envp.iter().find(|e| !e.as_ref().as_bytes().contains(&b'=')) {
-            let error = Error::invalid("execve", format!("envp entry {:?} has no '='", bad.as_ref()));
-            return Err(ExecError { error, thread: self });
+            let error = Error::invalid(
+                "execve",
+                format!("envp entry {:?} has no '='", bad.as_ref()),
+            );
+            return Err(ExecError {
+                error,
+                thread: self,
+            });
         }
         let envp = envp.iter().map(|e| e.as_ref().to_owned()).collect();
         self.exec_with(command, Some(envp)).await

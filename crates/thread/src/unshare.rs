@@ -1,0 +1,337 @@
+//! Unsharing from a thread: [`Thread::unshare`] (new namespaces, a private fs context, a
+//! private fd table), user namespaces with automatic id mappings, and
+//! [`Thread::do_cloexec_except`].
+//!
+//! User namespace id mappings are written the unprivileged way, which also works with
+//! privileges: `setgroups` is set to `deny` first (the kernel requires it before an
+//! unprivileged `gid_map`), then one line `inner outer 1` to `uid_map` and to `gid_map`.
+
+use std::collections::HashSet;
+
+use rsyscall_handle::{Error, FileDescriptor, Result, Task};
+use rsyscall_near::{self as near, CLONE, Errno, O, Pid};
+
+use crate::thread::Thread;
+
+/// The flags [`Thread::unshare`] accepts.
+pub const THREAD_UNSHARE_FLAGS: CLONE = CLONE::FILES
+    .union(CLONE::FS)
+    .union(CLONE::NEWUSER)
+    .union(CLONE::NEWNS)
+    .union(CLONE::NEWNET)
+    .union(CLONE::NEWUTS)
+    .union(CLONE::NEWIPC);
+
+/// Refuses an id the kernel reads as "none" (`(uid_t)-1`).
+fn check_id(what: &'static str, id: u32) -> Result<()> {
+    if id == u32::MAX {
+        return Err(Error::invalid(
+            what,
+            "id 4294967295 is (uid_t)-1, which cannot be mapped",
+        ));
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing through `task` and writes `data` in one `write`, as the
+/// `/proc` id-map files require.
+async fn write_proc_file(task: &Task, path: &[u8], data: &[u8]) -> Result<()> {
+    let fd = task.open(path, O::WRONLY, 0).await?;
+    let written = task.write(&fd, data).await;
+    let closed = fd.close().await;
+    let n = written?;
+    closed?;
+    if n != data.len() {
+        return Err(Error::invalid(
+            "write_user_mappings",
+            format!(
+                "{} took {n} of {} bytes",
+                String::from_utf8_lossy(path),
+                data.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `setgroups` ("deny"), `uid_map` and `gid_map` under `proc_dir` through `task`.
+async fn write_mappings(
+    task: &Task,
+    proc_dir: &str,
+    outer: (u32, u32),
+    inner: (u32, u32),
+) -> Result<()> {
+    for id in [outer.0, outer.1, inner.0, inner.1] {
+        check_id("write_user_mappings", id)?;
+    }
+    match write_proc_file(task, format!("{proc_dir}/setgroups").as_bytes(), b"deny").await {
+        // Kernels before 3.19 have no setgroups file, and need no "deny".
+        Err(e) if e.errno() == Some(Errno::ENOENT) => {}
+        other => other?,
+    }
+    let uid_line = format!("{} {} 1\n", inner.0, outer.0);
+    write_proc_file(
+        task,
+        format!("{proc_dir}/uid_map").as_bytes(),
+        uid_line.as_bytes(),
+    )
+    .await?;
+    let gid_line = format!("{} {} 1\n", inner.1, outer.1);
+    write_proc_file(
+        task,
+        format!("{proc_dir}/gid_map").as_bytes(),
+        gid_line.as_bytes(),
+    )
+    .await
+}
+
+/// Writes the id mappings of a process in a new user namespace from outside it: through
+/// `parent_task` (which must be in the parent user namespace, and see `child` under its
+/// `/proc`), "deny" to `/proc/<child>/setgroups`, then `inner_uid outer_uid 1` to its
+/// `uid_map` and `inner_gid outer_gid 1` to its `gid_map`. The outer ids are ids of the
+/// parent namespace, normally the creator's effective ids read before the namespace was
+/// made (an unprivileged writer may map only those).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an id of `u32::MAX`; `ENOENT` (no such process),
+/// `EPERM` (the maps were already written, or the writer lacks `CAP_SETUID`/`CAP_SETGID`
+/// for other ids than its own), `EINVAL` (an id out of range). See user_namespaces(7).
+pub async fn write_user_mappings(
+    parent_task: &Task,
+    child_pid_in_parent_ns: Pid,
+    outer_uid: u32,
+    outer_gid: u32,
+    inner_uid: u32,
+    inner_gid: u32,
+) -> Result<()> {
+    let pid = child_pid_in_parent_ns.as_raw();
+    if pid <= 0 {
+        return Err(Error::invalid(
+            "write_user_mappings",
+            format!("pid {pid} names no single process"),
+        ));
+    }
+    write_mappings(
+        parent_task,
+        &format!("/proc/{pid}"),
+        (outer_uid, outer_gid),
+        (inner_uid, inner_gid),
+    )
+    .await
+}
+
+impl Thread {
+    /// Refuses to unshare on a thread whose syscalls run in the local process: they run on
+    /// whichever OS thread polls the future, and unshare changes only that OS thread.
+    fn check_can_unshare(&self, what: &'static str) -> Result<()> {
+        if self.task().sysif().is_local() {
+            return Err(Error::invalid(
+                what,
+                "the local thread's syscalls run on whichever OS thread polls them, and \
+                 unshare would change only that one; unshare in a child thread instead",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `unshare(flags)` with this thread's bookkeeping kept right. `flags` may contain:
+    /// - `FILES`: see [`Thread::unshare_files`] (called with `going_to_exec = true`);
+    /// - `NEWUSER`: see [`Thread::unshare_user`] (ids mapped to themselves; implies `FS`);
+    /// - `FS`, `NEWNS`, `NEWNET`, `NEWUTS`, `NEWIPC`: passed to [`Task::unshare`], which
+    ///   records the new mount and network namespaces.
+    ///
+    /// The namespaces are unshared in one call, after the fd table.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for other flags, or on the local thread (unshare there
+    /// would change only one OS thread of this program); the errors of the steps (`EPERM`
+    /// without the needed capability, `EINVAL` for `NEWUSER` in a multithreaded
+    /// process...).
+    pub async fn unshare(&self, flags: CLONE) -> Result<()> {
+        let bad = flags.difference(THREAD_UNSHARE_FLAGS);
+        if !bad.is_empty() {
+            return Err(Error::invalid(
+                "Thread::unshare",
+                format!("unsupported flags {bad:?}; allowed: {THREAD_UNSHARE_FLAGS:?}"),
+            ));
+        }
+        self.check_can_unshare("Thread::unshare")?;
+        if flags.contains(CLONE::FILES) {
+            self.unshare_files(true).await?;
+        }
+        let rest = flags.difference(CLONE::FILES);
+        if rest.contains(CLONE::NEWUSER) {
+            self.unshare_user_with(None, None, rest.difference(CLONE::NEWUSER))
+                .await
+        } else if !rest.is_empty() {
+            self.task().unshare(rest).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Moves this thread into a new user namespace (and gives it its own fs context, which
+    /// that requires), mapping its effective uid and gid, read just before, to
+    /// `in_namespace_uid` and `in_namespace_gid` inside (`None`: the same ids). The thread
+    /// has every capability inside the namespace until it execs a program as a uid other
+    /// than 0 there.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on the local thread, or for an id of `u32::MAX`;
+    /// `EINVAL` (a multithreaded process), `EPERM` (in a chroot, nesting too deep, or the
+    /// namespace limit), `ENOSPC`; the errors of writing the maps.
+    pub async fn unshare_user(
+        &self,
+        in_namespace_uid: Option<u32>,
+        in_namespace_gid: Option<u32>,
+    ) -> Result<()> {
+        self.unshare_user_with(in_namespace_uid, in_namespace_gid, CLONE::empty())
+            .await
+    }
+
+    /// [`Thread::unshare_user`], unsharing `extra` namespaces in the same call.
+    async fn unshare_user_with(
+        &self,
+        inner_uid: Option<u32>,
+        inner_gid: Option<u32>,
+        extra: CLONE,
+    ) -> Result<()> {
+        self.check_can_unshare("Thread::unshare_user")?;
+        for id in [inner_uid, inner_gid].into_iter().flatten() {
+            check_id("Thread::unshare_user", id)?;
+        }
+        let task = self.task();
+        let outer_uid = task.geteuid().await?;
+        let outer_gid = task.getegid().await?;
+        task.unshare(CLONE::NEWUSER | CLONE::FS | extra).await?;
+        write_mappings(
+            task,
+            "/proc/self",
+            (outer_uid, outer_gid),
+            (
+                inner_uid.unwrap_or(outer_uid),
+                inner_gid.unwrap_or(outer_gid),
+            ),
+        )
+        .await
+    }
+
+    /// Gives this thread its own copy of its fd table (`unshare(CLONE_FILES)`). Fds made
+    /// in the old table afterwards are not in the new one; handles made before keep naming
+    /// the old table ([`FileDescriptor::inherit`] gives handles to the copies).
+    ///
+    /// The copy holds every fd of the old table, including fds of other code in that
+    /// process that this thread knows nothing about. With `going_to_exec` they are left
+    /// alone (close-on-exec fds go at the exec anyway); without it,
+    /// [`Thread::do_cloexec_except`] marks every fd close-on-exec except the thread's own
+    /// ([`Thread::reserved_fds`]), so that a later exec does not leak them. To keep other
+    /// fds open across an exec, call this with `true` and then
+    /// [`Thread::do_cloexec_except`] yourself.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on the local thread; `ENOMEM`, `EMFILE`; the errors of
+    /// [`Thread::do_cloexec_except`].
+    pub async fn unshare_files(&self, going_to_exec: bool) -> Result<()> {
+        self.check_can_unshare("Thread::unshare_files")?;
+        // A thread that used the local table reached it directly; once it has a table of its
+        // own it needs a connection to move fds. Make the socketpair now, so the thread's
+        // new table starts with a copy of its end.
+        let pending = if self.connection().is_none() {
+            let (ours, theirs) =
+                std::os::unix::net::UnixStream::pair().map_err(|source| Error::Io {
+                    what: "socketpair",
+                    source,
+                })?;
+            let theirs = FileDescriptor::from_owned_fd(self.task(), theirs.into())?;
+            Some((std::os::fd::OwnedFd::from(ours), theirs))
+        } else {
+            None
+        };
+        self.task().unshare_files().await?;
+        if let Some((ours, theirs)) = pending {
+            // `theirs` (in the old, local table) is closed when dropped; the thread keeps its
+            // copy, owned through the connection.
+            let remote = theirs.inherit(self.task())?;
+            let _ = self
+                .inner
+                .connection
+                .set(crate::connection::Connection::new(ours, remote));
+        }
+        if !going_to_exec {
+            let keep = self.reserved_fds();
+            cloexec_except(self.task(), &keep).await?;
+        }
+        Ok(())
+    }
+
+    /// The fd numbers this thread itself relies on and [`Thread::do_cloexec_except`]
+    /// always keeps: its stdin, stdout and stderr, and its end of the connection that
+    /// passes fds to it.
+    ///
+    /// (The socket its syscall server reads is close-on-exec from the start, so marking it
+    /// again changes nothing.)
+    pub fn reserved_fds(&self) -> Vec<near::FileDescriptor> {
+        let mut fds = vec![
+            self.stdin().near(),
+            self.stdout().near(),
+            self.stderr().near(),
+        ];
+        if let Some(conn) = self.connection() {
+            fds.push(conn.remote().near());
+        }
+        if let Some(server) = self.inner.server_fd {
+            fds.push(server);
+        }
+        fds
+    }
+
+    /// Marks every fd of this thread's table close-on-exec except `keep` and the
+    /// thread's own ([`Thread::reserved_fds`]). The fds are found by listing
+    /// `/proc/self/fd` through the thread, so `/proc` must be mounted where the thread
+    /// sees it.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if a kept fd is of another table (nothing is changed then);
+    /// the errors of opening and listing `/proc/self/fd` (`ENOENT` without `/proc`) and of
+    /// `fcntl` (an fd closed meanwhile is skipped).
+    pub async fn do_cloexec_except(&self, keep: &[&FileDescriptor]) -> Result<()> {
+        let mut nums = self.reserved_fds();
+        for fd in keep {
+            nums.push(self.task().check_fd(fd)?);
+        }
+        cloexec_except(self.task(), &nums).await
+    }
+}
+
+/// Marks every fd of `task`'s table close-on-exec except `keep`.
+async fn cloexec_except(task: &Task, keep: &[near::FileDescriptor]) -> Result<()> {
+    let keep: HashSet<i32> = keep.iter().map(|f| f.as_raw()).collect();
+    let dir = task
+        .open(b"/proc/self/fd", O::RDONLY | O::DIRECTORY, 0)
+        .await?;
+    let listed = dir.getdents_all().await;
+    let dir_n = dir.near().as_raw();
+    let result: Result<()> = async {
+        for entry in listed? {
+            let Some(n) = std::str::from_utf8(&entry.name)
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue; // "." and ".."
+            };
+            if n == dir_n || keep.contains(&n) {
+                continue;
+            }
+            let fd = FileDescriptor::borrowed(task, near::FileDescriptor::new(n));
+            match fd.enable_cloexec().await {
+                Err(e) if e.errno() == Some(Errno::EBADF) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let closed = dir.close().await;
+    result?;
+    closed
+}
