@@ -178,3 +178,52 @@ fn tmp_tmpfs_mounts() -> usize {
         .filter(|l| l.contains(" /tmp tmpfs "))
         .count()
 }
+
+/// "Non-blocking IO on any thread's fds".
+#[test]
+fn non_blocking_io_on_any_threads_fds() {
+    on_local_and_child(|thread, label| async move {
+        let listener = thread
+            .socket(
+                rsyscall::AF::INET,
+                rsyscall::SockType::STREAM,
+                rsyscall::SOCK::NONBLOCK,
+            )
+            .await
+            .expect("socket");
+        let addr = thread
+            .bind_getsockname(
+                &listener,
+                &rsyscall::structs::SockaddrIn::new(std::net::Ipv4Addr::LOCALHOST, 0),
+            )
+            .await
+            .expect("bind");
+        listener.listen(8).await.expect("listen");
+        let listener = thread.make_afd(listener, false).await.expect("make_afd");
+        let sock = thread
+            .socket(
+                rsyscall::AF::INET,
+                rsyscall::SockType::STREAM,
+                rsyscall::SOCK::empty(),
+            )
+            .await
+            .expect("socket");
+        let afd = thread
+            .make_afd(sock, true)
+            .await
+            .expect("registered on the thread's epoller");
+        let (conn, connected) = futures_lite::future::zip(
+            listener.accept(rsyscall::SOCK::NONBLOCK),
+            afd.connect(&addr),
+        )
+        .await;
+        connected.expect("connect");
+        let conn = thread
+            .make_afd(conn.expect("accept"), false)
+            .await
+            .expect("make_afd");
+        afd.write_all_bytes(b"hello").await.expect("write");
+        let reply = conn.read_some_bytes(4096).await.expect("read");
+        assert_eq!(reply, b"hello", "{label}");
+    })
+}
