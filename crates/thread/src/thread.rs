@@ -544,10 +544,17 @@ impl Thread {
         } else {
             let sock = server_sock.inherit(&child_task)?;
             let conn = match (fdpass_local, fdpass_remote) {
-                (Some(l), Some(r)) => Some(Connection::new(l, r.inherit(&child_task)?)),
+                (Some(l), Some(r)) => {
+                    let theirs = r.inherit(&child_task)?;
+                    r.close().await?;
+                    Some(Connection::new(l, theirs))
+                }
                 _ => None,
             };
-            // Our copies (dropped here) are closed at the next syscall on our table.
+            // Close our copy of the child's server socket now, not at some later syscall:
+            // while it is open, the child's exec or exit cannot show as EOF on the
+            // connection, and only the (slower) futex helper would report it.
+            server_sock.close().await?;
             (sock, conn)
         };
 
