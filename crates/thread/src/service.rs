@@ -22,6 +22,7 @@ use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError};
 use crate::oneshot;
 
 /// Arguments of one local clone.
+#[derive(Clone, Copy)]
 pub(crate) struct CloneArgs {
     pub flags: CLONE,
     pub exit_signal: Option<Signal>,
@@ -32,6 +33,12 @@ pub(crate) struct CloneArgs {
 
 enum Command {
     Clone(CloneArgs, oneshot::Sender<Result<Pid, SyscallError>>),
+    /// Two clones in order; the second only if the first succeeded.
+    ClonePair(
+        CloneArgs,
+        CloneArgs,
+        oneshot::Sender<Vec<Result<Pid, SyscallError>>>,
+    ),
     Reap {
         pidfd: OwnedFd,
         keep: Box<dyn Any + Send>,
@@ -101,6 +108,28 @@ pub(crate) async unsafe fn clone(args: CloneArgs) -> Result<Pid, SyscallError> {
     rx.await
 }
 
+/// Issues two clones from the service thread in one trip: `first`, then (only if it
+/// succeeded) `second`. Returns one result per clone attempted.
+///
+/// # Safety
+/// As for [`clone`], for both.
+pub(crate) async unsafe fn clone_pair(
+    first: CloneArgs,
+    second: CloneArgs,
+) -> Vec<Result<Pid, SyscallError>> {
+    let svc = match service() {
+        Ok(s) => s,
+        Err(e) => {
+            let errno = near::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN))
+                .unwrap_or(near::Errno::EAGAIN);
+            return vec![Err(SyscallError::Errno(errno))];
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    svc.push(Command::ClonePair(first, second, tx));
+    rx.await
+}
+
 /// Hands a local child's pidfd to the service thread, which reaps the child when it exits
 /// and then drops `keep` (for example the memory the child ran on).
 pub(crate) fn reap_later(pidfd: OwnedFd, keep: Box<dyn Any + Send>) {
@@ -112,6 +141,28 @@ pub(crate) fn reap_later(pidfd: OwnedFd, keep: Box<dyn Any + Send>) {
             std::mem::forget(keep);
         }
     }
+}
+
+/// The clone syscall for `a`, from this thread.
+///
+/// # Safety
+/// As for [`clone`].
+unsafe fn raw_clone(a: &CloneArgs) -> Result<Pid, SyscallError> {
+    // SAFETY: forwarded from the caller.
+    let r = unsafe {
+        near::LocalSyscall.syscall_sync(near::Request::new(
+            libc::SYS_clone,
+            [
+                a.flags.bits() as i64 | a.exit_signal.map(|s| s.as_raw() as i64).unwrap_or(0),
+                a.stack.arg(),
+                a.ptid.arg(),
+                a.ctid.arg(),
+                0,
+                0,
+            ],
+        ))
+    };
+    r.map(|pid| Pid::new(pid as i32))
 }
 
 fn run(svc: &'static Service) {
@@ -149,24 +200,20 @@ fn run(svc: &'static Service) {
             let cmds = std::mem::take(&mut *svc.queue.lock().unwrap_or_else(|e| e.into_inner()));
             for cmd in cmds {
                 match cmd {
+                    Command::ClonePair(a, b, reply) => {
+                        // SAFETY: the caller of `clone_pair` guarantees both.
+                        let first = unsafe { raw_clone(&a) };
+                        let mut out = vec![first];
+                        if out[0].is_ok() {
+                            // SAFETY: as above.
+                            out.push(unsafe { raw_clone(&b) });
+                        }
+                        reply.send(out);
+                    }
                     Command::Clone(a, reply) => {
                         // SAFETY: the caller of `clone` guarantees the stack image and the
                         // tid pointers (see its `# Safety`).
-                        let r = unsafe {
-                            near::LocalSyscall.syscall_sync(near::Request::new(
-                                libc::SYS_clone,
-                                [
-                                    a.flags.bits() as i64
-                                        | a.exit_signal.map(|s| s.as_raw() as i64).unwrap_or(0),
-                                    a.stack.arg(),
-                                    a.ptid.arg(),
-                                    a.ctid.arg(),
-                                    0,
-                                    0,
-                                ],
-                            ))
-                        };
-                        reply.send(r.map(|pid| Pid::new(pid as i32)));
+                        reply.send(unsafe { raw_clone(&a) });
                     }
                     Command::Reap { pidfd, keep } => watched.push((pidfd, keep)),
                 }

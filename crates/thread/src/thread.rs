@@ -392,10 +392,22 @@ impl Thread {
             ptid: mem.addr_at(pidfd_off)?,
             ctid: futex_addr,
         };
+        let helper_prep = prepare_futex_helper(futex_addr).await?;
+        let mut helper_cloned = None;
         let pid = if task.sysif().is_local() {
-            // SAFETY: `mem` holds the image and tid words; it is kept until the futex
-            // helper reports the child gone (or leaked on failure below).
-            unsafe { service::clone(args) }.await
+            // The child, then its futex helper (the order matters: see PROTOCOL.md section
+            // 4), in one trip to the service thread.
+            let helper_args = helper_prep.args;
+            // SAFETY: `mem` holds the child's image and tid words, kept until the futex
+            // helper reports the child gone (or leaked on failure below); the helper's
+            // memory is likewise kept until the helper has exited.
+            let mut results = unsafe { service::clone_pair(args, helper_args) }
+                .await
+                .into_iter();
+            let child = results.next();
+            // Present only if the child's clone succeeded and the helper's was attempted.
+            helper_cloned = results.next();
+            child.unwrap_or(Err(near::SyscallError::NotSent(near::NotSent::Cancelled)))
         } else {
             // SAFETY: as above.
             unsafe {
@@ -465,7 +477,16 @@ impl Thread {
                 }
             }
         };
-        let helper = match launch_futex_helper(futex_addr).await {
+        let helper = match helper_cloned {
+            Some(Ok(_)) => helper_prep.finish().await,
+            Some(Err(source)) => Err(Error::Syscall {
+                syscall: "clone",
+                pid: Task::local().pid().as_raw(),
+                source,
+            }),
+            None => helper_prep.launch().await,
+        };
+        let helper = match helper {
             Ok(h) => h,
             Err(e) => {
                 service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
@@ -588,7 +609,15 @@ struct FutexHelper {
 
 /// Starts a process that exits once the futex word at `futex` is no longer 1 (PROTOCOL.md
 /// section 4). It is cloned from the local process, sharing its address space and table.
-async fn launch_futex_helper(futex: Address) -> Result<FutexHelper> {
+/// The memory and clone arguments of a futex helper, before it is cloned.
+struct HelperPrep {
+    mem: Allocation,
+    args: service::CloneArgs,
+    pidfd_off: usize,
+}
+
+/// Prepares a futex helper's stack image and pidfd slot in local memory.
+async fn prepare_futex_helper(futex: Address) -> Result<HelperPrep> {
     let task = Task::local();
     let mem = task.alloc(HELPER_STACK_SIZE + 8, 16).await?;
     let image_off = HELPER_STACK_SIZE - 64;
@@ -607,20 +636,40 @@ async fn launch_futex_helper(futex: Address) -> Result<FutexHelper> {
         ptid: mem.addr_at(pidfd_off)?,
         ctid: Address::NULL,
     };
-    // SAFETY: `mem` holds the helper's stack image and pidfd slot; it is handed to the
-    // service thread with the helper's pidfd and freed only after the helper exited.
-    unsafe { service::clone(args) }
-        .await
-        .map_err(|source| Error::Syscall {
-            syscall: "clone",
-            pid: task.pid().as_raw(),
-            source,
-        })?;
-    let b = mem.read(pidfd_off, 4).await?;
-    let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-    // SAFETY: clone(CLONE_PIDFD) just created this fd in the local table for us.
-    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
-    Ok(FutexHelper { pidfd, memory: mem })
+    Ok(HelperPrep {
+        mem,
+        args,
+        pidfd_off,
+    })
+}
+
+impl HelperPrep {
+    /// The helper was cloned: take its pidfd.
+    async fn finish(self) -> Result<FutexHelper> {
+        let b = self.mem.read(self.pidfd_off, 4).await?;
+        let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        // SAFETY: clone(CLONE_PIDFD) just created this fd in the local table for us.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
+        Ok(FutexHelper {
+            pidfd,
+            memory: self.mem,
+        })
+    }
+
+    /// Clones the helper on its own (when the child was cloned by a remote thread).
+    async fn launch(self) -> Result<FutexHelper> {
+        let args = self.args;
+        // SAFETY: `mem` holds the helper's stack image and pidfd slot; it is handed to the
+        // service thread with the helper's pidfd and freed only after the helper exited.
+        unsafe { service::clone(args) }
+            .await
+            .map_err(|source| Error::Syscall {
+                syscall: "clone",
+                pid: Task::local().pid().as_raw(),
+                source,
+            })?;
+        self.finish().await
+    }
 }
 
 /// A child process created by [`Thread::clone`], running a syscall server until it execs
@@ -813,7 +862,11 @@ impl ChildThread {
                 source,
             }
         };
-        if !self.shares_sighand {
+        // The signal resets and the execve go out together: the connection keeps their
+        // order, so they cost one round trip.
+        let sigaction: near::SyscallFuture<'_> = if self.shares_sighand {
+            Box::pin(std::future::ready(Ok(0)))
+        } else {
             // SAFETY: the sigaction at `base` is 32 zero bytes (SIG_DFL, no flags, empty
             // mask), and the child's dispositions are its own (no CLONE_SIGHAND).
             unsafe {
@@ -822,30 +875,39 @@ impl ChildThread {
                     [libc::SIGPIPE as i64, base as i64, 0, 8, 0, 0],
                 ))
             }
-            .await
-            .map_err(err("rt_sigaction"))?;
-        }
+        };
         // SAFETY: the sigset at `base + 32` is 8 zero bytes; no old set is written.
-        unsafe {
+        let sigmask = unsafe {
             sysif.syscall(near::Request::new(
                 libc::SYS_rt_sigprocmask,
                 [libc::SIG_SETMASK as i64, (base + 32) as i64, 0, 8, 0, 0],
             ))
-        }
-        .await
-        .map_err(err("rt_sigprocmask"))?;
+        };
         // SAFETY: path, argv and envp are laid out above, NUL- and NULL-terminated, in the
-        // child's address space, and `buf` outlives the call.
-        unsafe {
+        // child's address space, and `buf` is kept (or leaked) until the call is over.
+        let exec = unsafe {
             near::execve(
                 sysif,
                 Address::new(path_addr),
                 Address::new(base + head as u64),
                 Address::new(envp_addr),
             )
+        };
+        let ((action, mask), exec) =
+            futures_lite::future::zip(futures_lite::future::zip(sigaction, sigmask), exec).await;
+        if exec.is_ok() {
+            // The program runs; a failed reset (none is expected with these arguments)
+            // cannot be undone any more.
+            for (name, r) in [("rt_sigaction", action), ("rt_sigprocmask", mask)] {
+                if let Err(e) = r {
+                    log::warn!("{name} before exec failed: {e}");
+                }
+            }
+        } else {
+            action.map_err(err("rt_sigaction"))?;
+            mask.map_err(err("rt_sigprocmask"))?;
         }
-        .await
-        .map_err(err("execve"))?;
+        exec.map_err(err("execve"))?;
         buf.done();
         Ok(())
     }
