@@ -142,7 +142,7 @@ fn a_program_in_fresh_namespaces_with_its_output_captured() {
             .expect("same pipe, child's table");
         child
             .task()
-            .dup2(&write_end, child.stdout())
+            .dup2(&write_end, &child.stdout())
             .await
             .expect("dup2");
         write_end.close().await.expect("close");

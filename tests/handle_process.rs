@@ -638,7 +638,7 @@ fn waitid_by_pidfd_after_exec() {
         // A pidfd of another table is refused before sending.
         if label == "child" {
             let r = task
-                .waitid(WaitId::PidFd(local_thread().stdin()), W::EXITED)
+                .waitid(WaitId::PidFd(&local_thread().stdin()), W::EXITED)
                 .await;
             assert!(matches!(r, Err(Error::Mismatch(_))), "{r:?}");
         }

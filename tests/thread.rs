@@ -90,7 +90,7 @@ fn exec_program_from_path_and_capture_output() {
         // Without CLONE_FILES the child has its own table, so its stdout can be replaced.
         let child = parent.clone(CLONE::empty()).await.expect("clone");
         let w = child.inherit_fd(&pipe.write).expect("inherit");
-        child.task().dup2(&w, child.stdout()).await.expect("dup2");
+        child.task().dup2(&w, &child.stdout()).await.expect("dup2");
         w.close().await.expect("close");
         drop(pipe.write);
         let pid = child.pid().expect("pid");

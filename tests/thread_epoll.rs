@@ -290,7 +290,7 @@ fn delayed_eagain_loses_no_wakeup() {
 fn root_epoller_serves_other_syscalls_while_waiting() {
     run(async {
         let local = local_thread();
-        let refused = local.make_root_epoller_with(local.stdin()).await;
+        let refused = local.make_root_epoller_with(&local.stdin()).await;
         assert!(
             matches!(refused, Err(Error::InvalidArgument { .. })),
             "{refused:?}"
@@ -431,12 +431,12 @@ fn cat_through_async_pipes() {
         let stdout = child.inherit_fd(&from_cat.write).expect("inherit");
         child
             .task()
-            .dup2(&stdin, child.stdin())
+            .dup2(&stdin, &child.stdin())
             .await
             .expect("dup2");
         child
             .task()
-            .dup2(&stdout, child.stdout())
+            .dup2(&stdout, &child.stdout())
             .await
             .expect("dup2");
         let cat = local.environ().which("cat").await.expect("which cat");
@@ -955,7 +955,7 @@ fn futures_are_send() {
         drop(local_read);
         lr.close().await.expect("close");
         lw.close().await.expect("close");
-        let make = child.make_afd(child.stdin().clone(), false);
+        let make = child.make_afd(child.stdin(), false);
         assert_send(&make);
         drop(make);
         let mut buf = AsyncReadBuffer::new(r);

@@ -205,7 +205,7 @@ fn execve_and_execv_and_pass_fd() {
         // Made after the clone: the child has no copy until we pass one.
         let pipe = parent.pipe().await.expect("pipe");
         let w = child.pass_fd(&pipe.write).await.expect("pass_fd");
-        child.task().dup2(&w, child.stdout()).await.expect("dup2");
+        child.task().dup2(&w, &child.stdout()).await.expect("dup2");
         w.close().await.expect("close");
         drop(pipe.write);
         let shell = sh("").await;

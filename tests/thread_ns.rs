@@ -45,7 +45,7 @@ async fn output(parent: &Thread, command: Command) -> (Vec<u8>, ChildState) {
     let w = child.inherit_fd(&pipe.write).expect("inherit");
     child
         .task()
-        .dup2(&w, child.stdout())
+        .dup2(&w, &child.stdout())
         .await
         .expect("dup2 onto stdout");
     drop(w);
@@ -613,7 +613,7 @@ fn ambient_capabilities_survive_exec_in_a_user_namespace() {
         let pipe = local.pipe().await.expect("pipe");
         let child = local.clone(CLONE::empty()).await.expect("clone");
         let w = child.inherit_fd(&pipe.write).expect("inherit");
-        child.task().dup2(&w, child.stdout()).await.expect("dup2");
+        child.task().dup2(&w, &child.stdout()).await.expect("dup2");
         drop(w);
         // A non-root uid inside, so that exec keeps only ambient capabilities.
         child
@@ -753,7 +753,7 @@ fn killing_pid_namespace_init_kills_a_backgrounded_grandchild() {
         let w = grandchild.inherit_fd(&w_init).expect("inherit");
         grandchild
             .task()
-            .dup2(&w, grandchild.stdout())
+            .dup2(&w, &grandchild.stdout())
             .await
             .expect("dup2");
         drop(w);
@@ -1157,5 +1157,45 @@ fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
             .check()
             .await
             .expect("clean");
+    })
+}
+
+#[test]
+fn stdio_handles_follow_the_table_after_unshare_files() {
+    let _guard = serialized();
+    rsyscall_tests::tasks::run(async {
+        let ours = || std::fs::read_link("/proc/self/fd/1").expect("our stdout");
+        let before = ours();
+        let parent = rsyscall::local_thread();
+        let pipe = parent.pipe().await.expect("pipe");
+        let child = parent.clone(rsyscall::CLONE::FILES).await.expect("clone");
+        child.unshare_files(true).await.expect("unshare_files");
+        let w = pipe
+            .write
+            .inherit(child.task())
+            .expect("copied by the unshare");
+        // stdout() names fd 1 of the child's own table now: dup2 there leaves ours alone.
+        child
+            .task()
+            .dup2(&w, &child.stdout())
+            .await
+            .expect("dup2 onto the child's stdout");
+        assert_eq!(ours(), before, "our stdout is untouched");
+        child
+            .task()
+            .write_all(&child.stdout(), b"through stdout")
+            .await
+            .expect("write");
+        w.close().await.expect("close");
+        drop(pipe.write);
+        child
+            .exit(0)
+            .await
+            .expect("exit")
+            .check()
+            .await
+            .expect("clean");
+        let out = parent.read_to_eof(&pipe.read).await.expect("read");
+        assert_eq!(out, b"through stdout");
     })
 }

@@ -221,12 +221,12 @@ fn pipe_through_cat_in_a_child() {
         let stdout = child.inherit_fd(&from_cat.write).expect("inherit");
         child
             .task()
-            .dup2(&stdin, child.stdin())
+            .dup2(&stdin, &child.stdin())
             .await
             .expect("dup2");
         child
             .task()
-            .dup2(&stdout, child.stdout())
+            .dup2(&stdout, &child.stdout())
             .await
             .expect("dup2");
         stdin.close().await.expect("close");

@@ -27,12 +27,12 @@ fn main() -> Result<(), Error> {
         let line = format!("4. this line was written by write(1, ...) inside pid {pid}\n");
         child
             .task()
-            .write_all(child.stdout(), line.as_bytes())
+            .write_all(&child.stdout(), line.as_bytes())
             .await?;
 
         // Give the child's copy of the pipe's write end to it as stdout, then exec.
         let write_end = child.inherit_fd(&pipe.write)?;
-        child.task().dup2(&write_end, child.stdout()).await?;
+        child.task().dup2(&write_end, &child.stdout()).await?;
         drop(write_end);
         drop(pipe.write);
         let command = parent

@@ -58,9 +58,6 @@ pub(crate) struct ThreadInner {
     /// Set at creation, or by `unshare_files` for a thread that had used the local table.
     pub(crate) connection: std::sync::OnceLock<Connection>,
     pub(crate) environ: Environment,
-    pub(crate) stdin: FileDescriptor,
-    pub(crate) stdout: FileDescriptor,
-    pub(crate) stderr: FileDescriptor,
     /// The number of the thread's syscall server socket in its own table, if it has one.
     pub(crate) server_fd: Option<near::FileDescriptor>,
     /// The thread that created this one, if any (a `CLONE::PARENT` child of this thread is
@@ -143,12 +140,8 @@ impl Thread {
         parent: Option<Thread>,
         server_fd: Option<near::FileDescriptor>,
     ) -> Thread {
-        let std_fd = |n| FileDescriptor::borrowed(&task, near::FileDescriptor::new(n));
         Thread {
             inner: Arc::new(ThreadInner {
-                stdin: std_fd(0),
-                stdout: std_fd(1),
-                stderr: std_fd(2),
                 task,
                 connection: connection
                     .map(std::sync::OnceLock::from)
@@ -177,19 +170,24 @@ impl Thread {
         EnvironmentRef { thread: self }
     }
 
-    /// fd 0 of this thread (never closed by dropping the handle).
-    pub fn stdin(&self) -> &FileDescriptor {
-        &self.inner.stdin
+    /// A handle to fd `n` of the table this thread uses now, which never closes it.
+    fn std_fd(&self, n: i32) -> FileDescriptor {
+        FileDescriptor::borrowed(&self.inner.task, near::FileDescriptor::new(n))
     }
 
-    /// fd 1 of this thread (never closed by dropping the handle).
-    pub fn stdout(&self) -> &FileDescriptor {
-        &self.inner.stdout
+    /// fd 0 of this thread, in the table it uses now (the handle never closes it).
+    pub fn stdin(&self) -> FileDescriptor {
+        self.std_fd(0)
     }
 
-    /// fd 2 of this thread (never closed by dropping the handle).
-    pub fn stderr(&self) -> &FileDescriptor {
-        &self.inner.stderr
+    /// fd 1 of this thread, in the table it uses now (the handle never closes it).
+    pub fn stdout(&self) -> FileDescriptor {
+        self.std_fd(1)
+    }
+
+    /// fd 2 of this thread, in the table it uses now (the handle never closes it).
+    pub fn stderr(&self) -> FileDescriptor {
+        self.std_fd(2)
     }
 
     /// Whether this thread uses the local process's fd table.
@@ -972,7 +970,7 @@ impl ChildThread {
     fn dead() -> ChildThread {
         let local = local_thread();
         ChildThread {
-            _server_sock: local.stdin().clone(),
+            _server_sock: local.stdin(),
             thread: local.duplicate(),
             parent: local,
             process: None,
