@@ -282,3 +282,68 @@ fn zz_no_zombies_remain() {
         panic!("zombie children remain: {:?}", zombie_children());
     })
 }
+
+#[test]
+fn a_signalfd_in_a_child_receives_sigint() {
+    run(async {
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let task = child.task();
+        let mask = rsyscall::structs::Sigset::from([Signal::SIGINT]);
+        task.rt_sigprocmask(rsyscall::SigprocmaskHow::Block, Some(mask))
+            .await
+            .expect("block SIGINT in the child only");
+        let sfd = task
+            .signalfd(mask, rsyscall::SFD::empty())
+            .await
+            .expect("signalfd");
+        let pid = child.pid().expect("pid");
+        local_thread()
+            .task()
+            .kill(pid, Signal::SIGINT)
+            .await
+            .expect("kill(SIGINT)");
+        let buf = task
+            .malloc_array::<rsyscall::structs::SignalfdSiginfo>(1)
+            .await
+            .expect("malloc");
+        let (info, _) = sfd.signalfd_read(buf).await.expect("read the signalfd");
+        let info = info.read().await.expect("parse");
+        assert_eq!(info[0].signal(), Some(Signal::SIGINT));
+        child
+            .exit(0)
+            .await
+            .expect("exit")
+            .check()
+            .await
+            .expect("clean");
+    })
+}
+
+#[test]
+fn cat_through_pipes_with_blocking_io() {
+    run(async {
+        let parent = local_thread();
+        let input = parent.pipe().await.expect("pipe");
+        let output = parent.pipe().await.expect("pipe");
+        let child = parent.clone(CLONE::empty()).await.expect("clone");
+        let (r, w) = (
+            child.inherit_fd(&input.read).expect("inherit"),
+            child.inherit_fd(&output.write).expect("inherit"),
+        );
+        child.task().dup2(&r, &child.stdin()).await.expect("dup2");
+        child.task().dup2(&w, &child.stdout()).await.expect("dup2");
+        drop((r, w, input.read, output.write));
+        let cat = parent.environ().which("cat").await.expect("cat on PATH");
+        let process = child.exec(cat).await.expect("exec");
+        // Plain blocking syscalls on our ends; a small message fits in the pipe buffers.
+        parent
+            .task()
+            .write_all(&input.write, b"meow\n")
+            .await
+            .expect("write");
+        input.write.close().await.expect("close");
+        let out = parent.read_to_eof(&output.read).await.expect("read");
+        assert_eq!(out, b"meow\n");
+        process.check().await.expect("cat exits cleanly");
+    })
+}
