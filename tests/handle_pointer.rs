@@ -2,6 +2,7 @@
 
 use rsyscall::handle::{Error, Memory, Pointer};
 use rsyscall::{CLONE, O, local_thread};
+use rsyscall_tests::procs::open_fds;
 use rsyscall_tests::tasks::{on_local_and_child, run};
 
 /// Every test here takes this lock, so the fd-count test sees no other test's fds.
@@ -141,12 +142,6 @@ fn fixed_arena_out_of_space_and_reuse() {
         drop((b, c));
         assert_eq!(mem.bytes_in_use(), 0);
     })
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// The fd count once the service thread has finished reaping exited futex helpers (their

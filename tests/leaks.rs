@@ -5,12 +5,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 use rsyscall::{CLONE, O, local_thread};
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
+use rsyscall_tests::procs::open_fds;
 
 #[test]
 fn failing_syscalls_leak_no_fd_and_no_memory() {

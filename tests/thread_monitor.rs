@@ -16,29 +16,6 @@ async fn sh(script: &str) -> rsyscall::Command {
         .args(["-c", script])
 }
 
-/// Our zombie children, from /proc (the service thread reaps abandoned ones asynchronously,
-/// so callers wait for the count to reach zero).
-fn zombie_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-        };
-        if field("PPid:").as_deref() == Some(me.as_str())
-            && field("State:").is_some_and(|s| s.starts_with('Z'))
-        {
-            out.push(field("Pid:").and_then(|p| p.parse().ok()).unwrap_or(0));
-        }
-    }
-    out
-}
-
 #[test]
 fn stop_continue_and_kill_are_reported() {
     run(async {
@@ -274,12 +251,15 @@ fn zz_no_zombies_remain() {
     run(async {
         // Children abandoned by other tests are reaped by the service thread; give it time.
         for _ in 0..250 {
-            if zombie_children().is_empty() {
+            if !rsyscall_tests::procs::children().iter().any(|c| c.zombie) {
                 return;
             }
             async_io::Timer::after(Duration::from_millis(20)).await;
         }
-        panic!("zombie children remain: {:?}", zombie_children());
+        panic!(
+            "zombie children remain: {:?}",
+            rsyscall_tests::procs::children()
+        );
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rsyscall::handle::Memory;
 use rsyscall::{CLONE, Command, Thread, local_thread};
+use rsyscall_tests::procs::{count_children, open_fds as count_fds};
 use rsyscall_tests::tasks::run;
 
 /// Cycles in all.
@@ -39,50 +40,11 @@ struct Usage {
     bytes: usize,
 }
 
-fn count_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("reading /proc/self/fd")
-        .count()
-}
-
 fn count_mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .expect("reading /proc/self/maps")
         .lines()
         .count()
-}
-
-/// (children, zombies): processes whose `PPid` is this process, and those in state `Z`.
-fn count_children() -> (usize, usize) {
-    let me = std::process::id().to_string();
-    let mut children = 0;
-    let mut zombies = 0;
-    for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        // The process may exit between listing and reading: skip it then.
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
-                .unwrap_or("")
-                .to_string()
-        };
-        if field("PPid:") == me {
-            children += 1;
-            if field("State:").starts_with('Z') {
-                zombies += 1;
-            }
-        }
-    }
-    (children, zombies)
 }
 
 /// Closes the fds whose handles were dropped, then counts.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rsyscall::{CLONE, ChildState, ChildThread, Command, Thread, local_thread};
+use rsyscall_tests::procs::count_children;
 
 /// A test body still running after this long has hung.
 const HANG: Duration = Duration::from_secs(60);
@@ -386,39 +387,6 @@ fn child_made_on_a_worker_survives_its_task_and_its_runtime() {
     let result = spawn_on(&rt, use_child(child));
     rt.shutdown_timeout(Duration::from_secs(5));
     outcome(result);
-}
-
-/// (children, zombies): processes whose `PPid` is this process, and those in state `Z`.
-fn count_children() -> (usize, usize) {
-    let me = std::process::id().to_string();
-    let mut children = 0;
-    let mut zombies = 0;
-    for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        // The process may exit between listing and reading: skip it then.
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
-                .unwrap_or("")
-                .to_string()
-        };
-        if field("PPid:") == me {
-            children += 1;
-            if field("State:").starts_with('Z') {
-                zombies += 1;
-            }
-        }
-    }
-    (children, zombies)
 }
 
 /// Named to sort last: the harness starts tests in name order, so by the time this one

@@ -1,0 +1,54 @@
+//! What /proc says about this test process: open fds, and its child processes.
+
+/// How many fds this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// One child process of ours, as /proc shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Child {
+    /// Its pid.
+    pub pid: i32,
+    /// Whether it is a zombie (exited, not reaped).
+    pub zombie: bool,
+}
+
+/// The processes whose parent is this process.
+pub fn children() -> Vec<Child> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        // The process may exit between listing and reading: skip it then.
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
+        if field("PPid:") == me {
+            out.push(Child {
+                pid,
+                zombie: field("State:").starts_with('Z'),
+            });
+        }
+    }
+    out
+}
+
+/// (children, zombies) of this process.
+pub fn count_children() -> (usize, usize) {
+    let c = children();
+    (c.len(), c.iter().filter(|c| c.zombie).count())
+}
