@@ -810,48 +810,20 @@ impl ChildThread {
     ) -> Result<()> {
         let task = &self.thread.inner.task;
         let envp = envp.unwrap_or_else(|| command.environment(&self.thread.inner.environ));
-        let argv = command.argv();
-        // Layout: sigaction (32 bytes, SIG_DFL), sigset (8 bytes, empty), argv pointers,
-        // envp pointers, then the path and every string, NUL-terminated.
-        let ptrs = (argv.len() + 1 + envp.len() + 1) * 8;
-        let strings: usize = std::iter::once(command.path())
-            .chain(argv.iter().map(|a| a.as_os_str()))
-            .chain(envp.iter().map(|e| e.as_os_str()))
-            .map(|s| s.len() + 1)
-            .sum();
-        let head = 40;
-        let buf = task.alloc(head + ptrs + strings, 8).await?;
-        let base = buf.addr().as_u64();
-        let mut bytes = vec![0u8; head + ptrs + strings];
-        let mut str_off = head + ptrs;
-        let mut put_str = |bytes: &mut Vec<u8>, s: &[u8]| {
-            let at = str_off;
-            bytes[at..at + s.len()].copy_from_slice(s);
-            str_off += s.len() + 1;
-            base + at as u64
-        };
-        let path_addr = put_str(&mut bytes, command.path().as_bytes());
-        let mut ptr_off = head;
-        for s in argv
-            .iter()
-            .map(|a| a.as_os_str())
-            .chain(std::iter::once(std::ffi::OsStr::new("")))
-            .take(argv.len())
-        {
-            let a = put_str(&mut bytes, s.as_bytes());
-            bytes[ptr_off..ptr_off + 8].copy_from_slice(&a.to_ne_bytes());
-            ptr_off += 8;
-        }
-        ptr_off += 8; // argv's NULL
-        let envp_addr = base + ptr_off as u64;
-        for e in &envp {
-            let a = put_str(&mut bytes, e.as_bytes());
-            bytes[ptr_off..ptr_off + 8].copy_from_slice(&a.to_ne_bytes());
-            ptr_off += 8;
-        }
-        buf.write(0, &bytes).await?;
-        // From here the child's kernel reads the buffer: keep it if the future is dropped.
-        let buf = InFlight::new(buf);
+        // One allocation and one write for everything: a prefix with the sigaction for the
+        // SIGPIPE reset (32 zero bytes: SIG_DFL, no flags, empty mask) and the empty signal
+        // mask (8 zero bytes), then path, argv and envp.
+        let image = task
+            .exec_image(&[0u8; 40], command.path(), command.argv(), &envp)
+            .await?;
+        let (base, path, argv, envp) = (
+            image.prefix().as_u64(),
+            image.path(),
+            image.argv(),
+            image.envp(),
+        );
+        // From here the child's kernel reads the block: keep it if the future is dropped.
+        let buf = InFlight::new(image.into_pointer());
         let sysif = task.sysif();
         let err = |syscall| {
             move |source| Error::Syscall {
@@ -881,16 +853,9 @@ impl ChildThread {
                 [libc::SIG_SETMASK as i64, (base + 32) as i64, 0, 8, 0, 0],
             ))
         };
-        // SAFETY: path, argv and envp are laid out above, NUL- and NULL-terminated, in the
+        // SAFETY: path, argv and envp were laid out by exec_image, NUL- and NULL-terminated, in the
         // child's address space, and `buf` is kept (or leaked) until the call is over.
-        let exec = unsafe {
-            near::execve(
-                sysif,
-                Address::new(path_addr),
-                Address::new(base + head as u64),
-                Address::new(envp_addr),
-            )
-        };
+        let exec = unsafe { near::execve(sysif, path, argv, envp) };
         let ((action, mask), exec) =
             futures_lite::future::zip(futures_lite::future::zip(sigaction, sigmask), exec).await;
         if exec.is_ok() {

@@ -151,6 +151,7 @@ impl RobustListHead {
 #[derive(Debug)]
 pub struct ArgvEnvp {
     pub(crate) mem: WrittenPointer<[u8]>,
+    pub(crate) prefix: Address,
     pub(crate) path: Address,
     pub(crate) argv: Address,
     pub(crate) envp: Address,
@@ -160,6 +161,15 @@ impl ArgvEnvp {
     /// The whole block.
     pub fn pointer(&self) -> &WrittenPointer<[u8]> {
         &self.mem
+    }
+    /// The whole block, given back (to keep it alive while a remote exec may read it).
+    pub fn into_pointer(self) -> WrittenPointer<[u8]> {
+        self.mem
+    }
+    /// Address of the prefix given to [`Task::exec_image`](crate::Task::exec_image) (the
+    /// start of the block).
+    pub fn prefix(&self) -> Address {
+        self.prefix
     }
     /// Address of the NUL-terminated path.
     pub fn path(&self) -> Address {

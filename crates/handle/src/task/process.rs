@@ -448,6 +448,27 @@ impl Task {
         A: AsRef<OsStr>,
         E: AsRef<OsStr>,
     {
+        self.exec_image(&[], path, argv, envp).await
+    }
+
+    /// Like [`Task::argv_envp`], with `prefix` written first in the same allocation (8-byte
+    /// aligned; [`ArgvEnvp::prefix`] gives its address), for other data an exec needs, such
+    /// as the `sigaction` and signal mask it resets first.
+    ///
+    /// # Errors
+    /// As [`Task::argv_envp`].
+    pub async fn exec_image<P, A, E>(
+        &self,
+        prefix: &[u8],
+        path: P,
+        argv: &[A],
+        envp: &[E],
+    ) -> Result<ArgvEnvp>
+    where
+        P: AsRef<OsStr>,
+        A: AsRef<OsStr>,
+        E: AsRef<OsStr>,
+    {
         let path = path.as_ref().as_bytes();
         let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_ref().as_bytes()).collect();
         let envp: Vec<&[u8]> = envp.iter().map(|e| e.as_ref().as_bytes()).collect();
@@ -468,16 +489,19 @@ impl Task {
                 .and_then(|n| n.checked_add(1))
                 .ok_or_else(overflow)?;
         }
+        let head = prefix.len().checked_add(7).ok_or_else(overflow)? & !7;
         let ptrs = argv
             .len()
             .checked_add(envp.len())
             .and_then(|n| n.checked_add(2))
             .and_then(|n| n.checked_mul(8))
+            .and_then(|n| n.checked_add(head))
             .ok_or_else(overflow)?;
         let total = ptrs.checked_add(strings).ok_or_else(overflow)?;
         let mem = self.malloc_bytes(total).await?;
         let base = self.check_ptr(&mem)?.as_u64();
         let mut bytes = vec![0u8; total];
+        bytes[..prefix.len()].copy_from_slice(prefix);
         let mut str_off = ptrs;
         let mut put = |bytes: &mut Vec<u8>, s: &[u8]| {
             bytes[str_off..str_off + s.len()].copy_from_slice(s);
@@ -486,7 +510,7 @@ impl Task {
             at
         };
         let path_addr = put(&mut bytes, path);
-        let mut ptr_off = 0;
+        let mut ptr_off = head;
         for s in &argv {
             let a = put(&mut bytes, s);
             bytes[ptr_off..ptr_off + 8].copy_from_slice(&a.to_ne_bytes());
@@ -502,8 +526,9 @@ impl Task {
         let mem = mem.write(&bytes[..]).await?;
         Ok(ArgvEnvp {
             mem,
+            prefix: Address::new(base),
             path: Address::new(path_addr),
-            argv: Address::new(base),
+            argv: Address::new(base + head as u64),
             envp: Address::new(base + envp_off as u64),
         })
     }
