@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
 use crate::structs::{
-    AnySockaddr, Ifreq, Iovec, Msghdr, RecvMsg, SendCmsg, SockOpt, Sockaddr, SockaddrIn,
-    SockaddrStorage, SockaddrUn, UnixAddress, pod_from_bytes,
+    AnySockaddr, Cmsg, Ifreq, Iovec, Msghdr, RecvMsg, SendCmsg, SockOpt, Sockaddr, SockaddrIn,
+    SockaddrStorage, SockaddrUn, UnixAddress, cmsg_space, pod_from_bytes,
 };
 
 /// Size of `struct sockaddr_storage`: the longest address the kernel accepts.
@@ -286,16 +286,9 @@ impl Task {
     /// # Errors
     /// [`Error::InvalidArgument`] for no fds or more than 253; the syscall's errors.
     pub async fn send_fds(&self, sock: &FileDescriptor, fds: &[&FileDescriptor]) -> Result<()> {
-        let s = self.check_fd(sock)?;
-        let nums = fds
-            .iter()
-            .map(|f| self.check_fd(f).map(|n| n.as_raw()))
-            .collect::<Result<Vec<_>>>()?;
-        self.prepare().await;
-        let (msg, buf) = cmsg::build_msghdr(self, &nums, false).await?;
-        let buf = self.lend(buf);
-        let r = near::sendmsg(self.sysif(), s, msg, MSG::NOSIGNAL).await;
-        buf.settle(r).map_err(self.error("sendmsg"))?;
+        check_fd_count("send_fds", fds.len())?;
+        self.sendmsg(sock, &[&[0u8]], &[SendCmsg::Rights(fds)], MSG::empty())
+            .await?;
         Ok(())
     }
 
@@ -303,26 +296,26 @@ impl Task {
     /// `SCM_RIGHTS` message; the fds come back as owning handles in this task's table.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] on EOF or if another number of fds arrived (those that did
-    /// are closed); the syscall's errors.
+    /// [`Error::InvalidArgument`] for a count of 0 or over 253, on EOF, or if another number
+    /// of fds arrived (those that did are closed); the syscall's errors.
     pub async fn recv_fds(
         &self,
         sock: &FileDescriptor,
         count: usize,
     ) -> Result<Vec<FileDescriptor>> {
-        let s = self.check_fd(sock)?;
-        self.prepare().await;
-        let (msg, buf) = cmsg::build_msghdr(self, &vec![-1; count], true).await?;
-        let buf = self.lend(buf);
-        // SAFETY: the msghdr and its buffers live in `buf`, lent until completion.
-        let r = unsafe { near::recvmsg(self.sysif(), s, msg, MSG::CMSG_CLOEXEC) }.await;
-        let (n, buf) = buf.settle(r).map_err(self.error("recvmsg"))?;
-        let received = cmsg::parse_fds(&buf).await?;
-        let fds: Vec<FileDescriptor> = received
-            .iter()
-            .map(|&n| self.own(near::FileDescriptor::new(n)))
+        check_fd_count("recv_fds", count)?;
+        let (data, msg) = self
+            .recvmsg(sock, 1, cmsg_space(4 * count), MSG::empty())
+            .await?;
+        let fds: Vec<FileDescriptor> = msg
+            .control
+            .into_iter()
+            .flat_map(|c| match c {
+                Cmsg::Rights(fds) => fds,
+                _ => Vec::new(),
+            })
             .collect();
-        if n == 0 && fds.is_empty() {
+        if data.is_empty() && fds.is_empty() {
             return Err(Error::invalid(
                 "recv_fds",
                 "EOF: the peer closed the socket",
@@ -948,4 +941,18 @@ impl Task {
             None => 0,
         })
     }
+}
+
+/// Checks a number of fds for one `SCM_RIGHTS` message.
+fn check_fd_count(what: &'static str, n: usize) -> Result<()> {
+    if n == 0 || n > cmsg::MAX_FDS {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "{n} fds: between 1 and {} can pass in one message",
+                cmsg::MAX_FDS
+            ),
+        ));
+    }
+    Ok(())
 }
