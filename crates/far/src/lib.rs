@@ -168,6 +168,60 @@ pub struct Namespaces {
     pub netns: NetNamespace,
 }
 
+impl Namespaces {
+    /// The near fd, if `fd` belongs to this table; `pid` names the task in the error.
+    pub fn near_fd(
+        &self,
+        pid: near::Pid,
+        fd: &FileDescriptor,
+    ) -> Result<near::FileDescriptor, MismatchError> {
+        if fd.table == self.fd_table {
+            Ok(fd.near)
+        } else {
+            Err(MismatchError::FdTable {
+                fd: fd.near,
+                fd_table: fd.table,
+                task_table: self.fd_table,
+                task_pid: pid.as_raw(),
+            })
+        }
+    }
+
+    /// The near address, if `ptr` belongs to this address space; `pid` names the task in
+    /// the error.
+    pub fn near_address(
+        &self,
+        pid: near::Pid,
+        ptr: &Pointer,
+    ) -> Result<near::Address, MismatchError> {
+        if ptr.space == self.address_space {
+            Ok(ptr.near)
+        } else {
+            Err(MismatchError::AddressSpace {
+                addr: ptr.near,
+                space: ptr.space,
+                task_space: self.address_space,
+                task_pid: pid.as_raw(),
+            })
+        }
+    }
+
+    /// The near pid, if `process` belongs to this pid namespace; `pid` names the task in
+    /// the error.
+    pub fn near_pid(&self, pid: near::Pid, process: &Process) -> Result<near::Pid, MismatchError> {
+        if process.pidns == self.pidns {
+            Ok(process.near)
+        } else {
+            Err(MismatchError::PidNamespace {
+                pid: process.near,
+                pidns: process.pidns,
+                task_pidns: self.pidns,
+                task_pid: pid.as_raw(),
+            })
+        }
+    }
+}
+
 /// A process we can run syscalls in, with the namespaces it uses.
 #[derive(Clone)]
 pub struct Task {
@@ -218,44 +272,17 @@ impl Task {
 
     /// The near fd, if `fd` belongs to this task's table.
     pub fn near_fd(&self, fd: &FileDescriptor) -> Result<near::FileDescriptor, MismatchError> {
-        if fd.table == self.ns.fd_table {
-            Ok(fd.near)
-        } else {
-            Err(MismatchError::FdTable {
-                fd: fd.near,
-                fd_table: fd.table,
-                task_table: self.ns.fd_table,
-                task_pid: self.pid.as_raw(),
-            })
-        }
+        self.ns.near_fd(self.pid, fd)
     }
 
     /// The near address, if `ptr` belongs to this task's address space.
     pub fn near_address(&self, ptr: &Pointer) -> Result<near::Address, MismatchError> {
-        if ptr.space == self.ns.address_space {
-            Ok(ptr.near)
-        } else {
-            Err(MismatchError::AddressSpace {
-                addr: ptr.near,
-                space: ptr.space,
-                task_space: self.ns.address_space,
-                task_pid: self.pid.as_raw(),
-            })
-        }
+        self.ns.near_address(self.pid, ptr)
     }
 
     /// The near pid, if `process` belongs to this task's pid namespace.
     pub fn near_pid(&self, process: &Process) -> Result<near::Pid, MismatchError> {
-        if process.pidns == self.ns.pidns {
-            Ok(process.near)
-        } else {
-            Err(MismatchError::PidNamespace {
-                pid: process.near,
-                pidns: process.pidns,
-                task_pidns: self.ns.pidns,
-                task_pid: self.pid.as_raw(),
-            })
-        }
+        self.ns.near_pid(self.pid, process)
     }
 }
 

@@ -166,7 +166,7 @@ impl FileDescriptor {
             table: local,
             near: near::FileDescriptor::new(std::os::fd::AsRawFd::as_raw_fd(&fd)),
         };
-        task.far().near_fd(&far_fd)?;
+        task.check_fd_far(&far_fd)?;
         let n = fd.into_raw_fd();
         Ok(Self::owned(task, near::FileDescriptor::new(n)))
     }
@@ -227,7 +227,7 @@ impl FileDescriptor {
     /// # Errors
     /// [`Error::Mismatch`](crate::Error::Mismatch) if `task` uses another table.
     pub fn for_task(&self, task: &Task) -> Result<Self> {
-        task.far().near_fd(&self.far())?;
+        task.check_fd(self)?;
         Ok(FileDescriptor {
             task: task.clone(),
             inner: self.inner.clone(),
@@ -241,7 +241,7 @@ impl FileDescriptor {
     /// [`Error::Mismatch`](crate::Error::Mismatch) if `task` uses another table; the handle
     /// is dropped then (its fd closed if it was the last).
     pub fn move_to(self, task: &Task) -> Result<Self> {
-        task.far().near_fd(&self.far())?;
+        task.check_fd(&self)?;
         Ok(FileDescriptor {
             task: task.clone(),
             inner: self.inner,

@@ -187,7 +187,7 @@ impl ChildProcess {
             });
         }
         let _busy = self.borrow()?;
-        let fd = self.parent.far().near_fd(&self.pidfd.far())?;
+        let fd = self.parent.check_fd(&self.pidfd)?;
         near::pidfd_send_signal(self.parent.sysif(), fd, sig)
             .await
             .map_err(|source| Error::Syscall {
@@ -208,7 +208,7 @@ impl ChildProcess {
             return Ok(Some(state));
         }
         let _busy = self.borrow()?;
-        let fd = self.parent.far().near_fd(&self.pidfd.far())?;
+        let fd = self.parent.check_fd(&self.pidfd)?;
         let buf = self
             .parent
             .alloc(std::mem::size_of::<libc::siginfo_t>(), 8)

@@ -202,7 +202,15 @@ impl Task {
     /// # Errors
     /// [`Error::Mismatch`] otherwise.
     pub fn check_fd(&self, fd: &FileDescriptor) -> Result<near::FileDescriptor> {
-        Ok(self.far().near_fd(&fd.far())?)
+        self.check_fd_far(&fd.far())
+    }
+
+    /// The near fd of a far fd, if it belongs to this task's table.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] otherwise.
+    pub fn check_fd_far(&self, fd: &far::FileDescriptor) -> Result<near::FileDescriptor> {
+        Ok(self.namespaces().near_fd(self.pid(), fd)?)
     }
 
     /// The near address of `ptr`, if it is memory of this task's address space.
@@ -210,7 +218,7 @@ impl Task {
     /// # Errors
     /// [`Error::Mismatch`] otherwise.
     pub fn check_ptr<T: ?Sized + Struct>(&self, ptr: &Pointer<T>) -> Result<Address> {
-        Ok(self.far().near_address(&ptr.far())?)
+        Ok(self.namespaces().near_address(self.pid(), &ptr.far())?)
     }
 
     /// Wraps a fresh fd number returned by a syscall in this task in an owning handle.
@@ -328,7 +336,7 @@ impl Task {
     /// [`Error::Mismatch`] for another address space, [`Error::UseAfterFree`] if the
     /// allocation was freed; the transport's errors.
     pub async fn read_memory(&self, ptr: far::Pointer, len: usize) -> Result<Vec<u8>> {
-        let addr = self.far().near_address(&ptr)?;
+        let addr = self.namespaces().near_address(self.pid(), &ptr)?;
         self.inner.memory.validate(ptr, len)?;
         // SAFETY: the range lies inside a live allocation of this address space; reading it
         // disturbs nothing (a concurrent writer can only make the bytes stale).
