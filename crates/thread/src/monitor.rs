@@ -53,22 +53,54 @@ impl AsyncChildProcess {
     /// `command` describes it in errors.
     ///
     /// # Errors
-    /// Registering the pidfd with the reactor.
-    pub fn new(process: ChildProcess, local_pidfd: OwnedFd, command: String) -> Result<Self> {
+    /// Registering the pidfd with the reactor; the process is given back then (the pidfd is
+    /// closed).
+    #[allow(clippy::result_large_err)]
+    pub fn new(
+        process: ChildProcess,
+        local_pidfd: OwnedFd,
+        command: String,
+    ) -> std::result::Result<Self, (Error, ChildProcess)> {
         let parent_is_local = process.parent().sysif().is_local();
         // Registered without O_NONBLOCK: the pidfd may share its open file description with
         // the parent's (a dup), and O_NONBLOCK there would make a blocking waitid(P_PIDFD)
         // fail with EAGAIN. Only readiness is ever asked of this registration.
-        let readiness = Async::new_nonblocking(local_pidfd).map_err(|source| Error::Io {
-            what: "registering a pidfd with the reactor",
-            source,
-        })?;
+        let readiness = match Async::new_nonblocking(local_pidfd) {
+            Ok(r) => r,
+            Err(source) => {
+                let error = Error::Io {
+                    what: "registering a pidfd with the reactor",
+                    source,
+                };
+                return Err((error, process));
+            }
+        };
         Ok(AsyncChildProcess {
             process,
             readiness: Some(readiness),
             command,
             parent_is_local,
         })
+    }
+
+    /// Describes the child as running `command` (in errors).
+    pub(crate) fn set_command(&mut self, command: String) {
+        self.command = command;
+    }
+
+    /// Gives up on the child: signals it with `sig` at once and, if its parent is the local
+    /// process, has it reaped in the background, then drops `keep` (memory it may still
+    /// use). For a child of a remote thread, `keep` is leaked: nothing here can tell when
+    /// that child is gone.
+    pub(crate) fn abandon(mut self, sig: Signal, keep: Box<dyn std::any::Any + Send>) {
+        self.signal_now(sig);
+        if self.process.death().is_some() {
+            return;
+        }
+        match self.readiness.take().map(Async::into_inner) {
+            Some(Ok(fd)) if self.parent_is_local => service::reap_later(fd, keep),
+            _ => std::mem::forget(keep),
+        }
     }
 
     /// The underlying child process.

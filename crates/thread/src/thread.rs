@@ -475,6 +475,15 @@ impl Thread {
                 }
             }
         };
+        // The child's monitor exists from now on: exec and exit only hand it over.
+        let monitor = match AsyncChildProcess::new(process, local_pidfd, "rsyscall thread".into()) {
+            Ok(m) => m,
+            Err((e, process)) => {
+                let _ = process.kill(Signal::SIGKILL).await;
+                std::mem::forget(mem);
+                return Err(e);
+            }
+        };
         let helper = match helper_cloned {
             Some(Ok(_)) => helper_prep.finish().await,
             Some(Err(source)) => Err(Error::Syscall {
@@ -487,12 +496,9 @@ impl Thread {
         let helper = match helper {
             Ok(h) => h,
             Err(e) => {
-                service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
-                if task.sysif().is_local() {
-                    service::reap_later(local_pidfd, Box::new(mem));
-                } else {
-                    std::mem::forget(mem);
-                }
+                // Killed and reaped in the background (for a local parent) with `mem`,
+                // which is freed only once the child is gone.
+                monitor.abandon(Signal::SIGKILL, Box::new(mem));
                 return Err(e);
             }
         };
@@ -587,8 +593,7 @@ impl Thread {
         let child = ChildThread {
             thread,
             parent: Clone::clone(self),
-            process: Some(process),
-            local_pidfd: Some(local_pidfd),
+            monitor: Some(monitor),
             _server_sock: server_sock,
             shares_sighand: flags.contains(CLONE::SIGHAND),
         };
@@ -678,8 +683,8 @@ impl HelperPrep {
 pub struct ChildThread {
     thread: Thread,
     parent: Thread,
-    process: Option<ChildProcess>,
-    local_pidfd: Option<OwnedFd>,
+    /// The child's monitor, until exec or exit hands it over.
+    monitor: Option<AsyncChildProcess>,
     pub(crate) _server_sock: FileDescriptor,
     /// Made with `CLONE::SIGHAND`: its signal dispositions are its parent's, so exec must
     /// not reset any (the kernel gives the exec'd program a copy of them).
@@ -728,12 +733,12 @@ impl ChildThread {
 
     /// The child's process, as its parent sees it.
     pub fn process(&self) -> Option<&ChildProcess> {
-        self.process.as_ref()
+        self.monitor.as_ref().map(AsyncChildProcess::process)
     }
 
     /// The child's pid in its parent's pid namespace.
     pub fn pid(&self) -> Option<near::Pid> {
-        self.process.as_ref().map(ChildProcess::pid)
+        self.monitor.as_ref().map(AsyncChildProcess::pid)
     }
 
     /// This child's handle to `fd`, an fd of its parent's table: the same fd if the child
@@ -750,14 +755,11 @@ impl ChildThread {
         }
     }
 
-    fn into_monitor(mut self, command: String) -> Result<AsyncChildProcess> {
-        match (self.process.take(), self.local_pidfd.take()) {
-            (Some(p), Some(fd)) => AsyncChildProcess::new(p, fd, command),
-            _ => Err(Error::invalid(
-                "ChildThread",
-                "the child was already exec'd or exited",
-            )),
-        }
+    /// Hands over the monitor, now describing `command`.
+    fn take_monitor(&mut self, command: String) -> Option<AsyncChildProcess> {
+        let mut monitor = self.monitor.take()?;
+        monitor.set_command(command);
+        Some(monitor)
     }
 
     /// Replaces the child's program with `command` (`execve`), first resetting its signal
@@ -789,16 +791,18 @@ impl ChildThread {
                 thread: self,
             });
         }
-        match self.do_exec(&command, envp).await {
-            Ok(()) => self
-                .into_monitor(command.to_string())
-                .map_err(|error| ExecError {
-                    error,
-                    thread: ChildThread::dead(),
+        let mut this = self;
+        match this.do_exec(&command, envp).await {
+            Ok(()) => match this.take_monitor(command.to_string()) {
+                Some(monitor) => Ok(monitor),
+                None => Err(ExecError {
+                    error: Error::invalid("exec", "the child was already exec'd or exited"),
+                    thread: this,
                 }),
+            },
             Err(error) => Err(ExecError {
                 error,
-                thread: self,
+                thread: this,
             }),
         }
     }
@@ -918,7 +922,7 @@ impl ChildThread {
     ///
     /// # Errors
     /// The connection's errors (a child already dead still yields its monitor).
-    pub async fn exit(self, status: i32) -> Result<AsyncChildProcess> {
+    pub async fn exit(mut self, status: i32) -> Result<AsyncChildProcess> {
         // SAFETY: exit ends the child's server thread; nothing of ours runs on it.
         unsafe { near::exit(self.thread.inner.task.sysif(), status) }
             .await
@@ -927,32 +931,15 @@ impl ChildThread {
                 pid: self.thread.inner.task.pid().as_raw(),
                 source,
             })?;
-        self.into_monitor(format!("rsyscall thread (exit {status})"))
-    }
-
-    /// A placeholder for an `ExecError` whose child is gone (exec succeeded but the
-    /// monitor could not be set up): it owns no process.
-    fn dead() -> ChildThread {
-        let local = local_thread();
-        ChildThread {
-            _server_sock: local.stdin(),
-            thread: local.duplicate(),
-            parent: local,
-            process: None,
-            local_pidfd: None,
-            shares_sighand: false,
-        }
+        self.take_monitor(format!("rsyscall thread (exit {status})"))
+            .ok_or_else(|| Error::invalid("exit", "the child was already exec'd or exited"))
     }
 }
 
 impl Drop for ChildThread {
     fn drop(&mut self) {
-        let (Some(process), Some(pidfd)) = (self.process.take(), self.local_pidfd.take()) else {
-            return;
-        };
-        service::pidfd_signal(&pidfd, Signal::SIGKILL);
-        if process.parent().sysif().is_local() {
-            service::reap_later(pidfd, Box::new(()));
+        if let Some(monitor) = self.monitor.take() {
+            monitor.abandon(Signal::SIGKILL, Box::new(()));
         }
     }
 }
