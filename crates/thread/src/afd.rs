@@ -429,7 +429,7 @@ impl Thread {
                 Registration::Root(epoller.register(&fd)?)
             }
             None => {
-                let copy = self.local_copy(&fd).await?;
+                let copy = self.thread_to_local(&fd).await?;
                 Registration::Local(Async::new_nonblocking(copy).map_err(|source| Error::Io {
                     what: "registering an fd with the async-io reactor",
                     source,
@@ -440,11 +440,6 @@ impl Thread {
             handle: fd,
             reg: Arc::new(reg),
         })
-    }
-
-    /// A copy of `fd` (of this thread's table) in the local table.
-    async fn local_copy(&self, fd: &FileDescriptor) -> Result<OwnedFd> {
-        self.thread_to_local(fd).await
     }
 
     /// Opens `n` channels between the local process and this thread: `AF_UNIX` stream

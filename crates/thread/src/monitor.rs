@@ -118,20 +118,7 @@ impl AsyncChildProcess {
     /// # Errors
     /// A lost connection to the parent; [`Error::ChildBusy`] during a concurrent kill.
     pub async fn wait(&self) -> Result<ChildState> {
-        loop {
-            if let Some(state) = self.process.waitid(W::EXITED | W::NOHANG).await?
-                && state.died()
-            {
-                return Ok(state);
-            }
-            match &self.readiness {
-                Some(r) => r.readable().await.map_err(|source| Error::Io {
-                    what: "waiting for a pidfd",
-                    source,
-                })?,
-                None => return Err(Error::invalid("AsyncChildProcess::wait", "no pidfd")),
-            }
-        }
+        self.waitpid(W::EXITED).await
     }
 
     /// Waits for the next state change among those `options` asks for (`W::EXITED`,
