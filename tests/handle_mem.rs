@@ -34,6 +34,34 @@ unsafe fn poke(p: NonNull<u8>, data: &[u8]) {
     }
 }
 
+/// Where `map_far_away` tries to map: 16 TiB and up, far below the top-down area (just
+/// under the stack, near 128 TiB) and far above the program and its heap.
+const FAR_AWAY: u64 = 0x1000_0000_0000;
+
+/// A private anonymous mapping of `len` bytes at the first free slot of `region` (one
+/// region per test, so tests running at once never reuse each other's unmapped ranges),
+/// far from where the kernel hands out addresses to other threads' mmaps.
+async fn map_far_away(
+    task: &rsyscall::Task,
+    region: u64,
+    len: usize,
+    prot: PROT,
+    label: &str,
+) -> rsyscall::MemoryMapping {
+    for slot in 0..64u64 {
+        let addr = near::Address::new(FAR_AWAY + region * 0x100_0000_0000 + slot * 0x1_0000_0000);
+        match task
+            .mmap_at(addr, len, prot, MAP::PRIVATE | MAP::ANONYMOUS, None, 0)
+            .await
+        {
+            Ok(map) => return map,
+            Err(e) if e.errno() == Some(Errno::EEXIST) => continue,
+            Err(e) => panic!("{label}: mmap_at {:#x}: {e}", addr.as_u64()),
+        }
+    }
+    panic!("{label}: no free slot for a fixed mapping above {FAR_AWAY:#x}")
+}
+
 fn temp_path(name: &str, label: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
         "rsyscall-handle-mem-{name}-{label}-{}",
@@ -45,16 +73,11 @@ fn temp_path(name: &str, label: &str) -> std::path::PathBuf {
 fn anonymous_private_mapping_write_discard_protect_unmap() {
     on_local_and_child(|thread, label| async move {
         let task = thread.task();
-        let map = task
-            .mmap(
-                2 * PAGE,
-                PROT::READ | PROT::WRITE,
-                MAP::PRIVATE | MAP::ANONYMOUS,
-                None,
-                0,
-            )
-            .await
-            .expect("mmap");
+        // Placed far below where the kernel puts mappings it chooses itself (it allocates
+        // top-down from just under the stack), so that once unmapped, the range stays
+        // free while other tests' threads map memory, and the ENOMEM check below cannot
+        // be fooled by a mapping that landed in the hole.
+        let map = map_far_away(task, 0, 2 * PAGE, PROT::READ | PROT::WRITE, label).await;
         assert_eq!(map.len(), 2 * PAGE, "{label}");
         assert_eq!(map.addr().as_u64() % PAGE as u64, 0, "{label}");
         let p = map.local_ptr().expect("the child shares our address space");
@@ -100,9 +123,9 @@ fn anonymous_private_mapping_write_discard_protect_unmap() {
         let (addr, len) = (map.addr(), map.len());
         map.munmap().await.expect("munmap");
         // The range is gone: mprotect on it fails with ENOMEM.
-        // SAFETY: the range was ours and is now unmapped; if another mapping were placed
-        // there meanwhile, read-write is what every such mapping in this test process
-        // (allocator arenas, heap, stacks) already has.
+        // SAFETY: the range was ours and is now unmapped; nothing else maps there (see
+        // `map_far_away`), and if something did, read-write is what every mapping in this
+        // test process (allocator arenas, heap, stacks) already has.
         let r = unsafe { near::mprotect(task.sysif(), addr, len, PROT::READ | PROT::WRITE) }.await;
         assert_eq!(
             r.err().and_then(|e| e.errno()),
@@ -260,5 +283,49 @@ fn mmap_refuses_bad_input_before_sending() {
         }
         drop(fd);
         std::fs::remove_file(&path).expect("remove");
+    });
+}
+
+#[test]
+fn mmap_at_places_exactly_and_never_replaces() {
+    on_local_and_child(|thread, label| async move {
+        let task = thread.task();
+        let rw = PROT::READ | PROT::WRITE;
+        let anon = MAP::PRIVATE | MAP::ANONYMOUS;
+        let first = map_far_away(task, 1, 2 * PAGE, rw, label).await;
+        let p = first.local_ptr().expect("local address space");
+        // SAFETY: `first` owns two fresh read-write pages.
+        unsafe { poke(p, b"mine") };
+        // Overlapping the second page: EEXIST, and the first mapping is untouched.
+        let second_page = near::Address::new(first.addr().as_u64() + PAGE as u64);
+        let r = task.mmap_at(second_page, 2 * PAGE, rw, anon, None, 0).await;
+        assert_eq!(
+            r.err().and_then(|e| e.errno()),
+            Some(Errno::EEXIST),
+            "{label}: overlap"
+        );
+        // SAFETY: still mapped read-write.
+        assert_eq!(unsafe { peek(p, 4) }, b"mine", "{label}: not replaced");
+        // Right after it: placed exactly there.
+        let after = near::Address::new(first.addr().as_u64() + 2 * PAGE as u64);
+        let next = task
+            .mmap_at(after, PAGE, rw, anon, None, 0)
+            .await
+            .expect("mmap_at a free range");
+        assert_eq!(next.addr(), after, "{label}");
+        // Bad input is refused before sending.
+        for (addr, flags) in [
+            (near::Address::NULL, anon),
+            (near::Address::new(after.as_u64() + 1), anon),
+            (after, anon | MAP::FIXED),
+        ] {
+            let r = task.mmap_at(addr, PAGE, rw, flags, None, 0).await;
+            assert!(
+                matches!(r, Err(Error::InvalidArgument { .. })),
+                "{label}: {addr:?} {flags:?}: {r:?}"
+            );
+        }
+        next.munmap().await.expect("munmap");
+        first.munmap().await.expect("munmap");
     });
 }

@@ -191,8 +191,8 @@ impl Task {
     /// address space.
     ///
     /// `MAP::FIXED` is refused: it would replace whatever is mapped there, including
-    /// memory this library uses. `MAP::FIXED_NOREPLACE` has no address hint here, so it is
-    /// refused too.
+    /// memory this library uses. For a mapping at a chosen address, use
+    /// [`mmap_at`](Self::mmap_at), which never replaces anything.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `MAP::FIXED`/`MAP::FIXED_NOREPLACE`, an fd together
@@ -208,34 +208,10 @@ impl Task {
         fd: Option<&FileDescriptor>,
         offset: u64,
     ) -> Result<MemoryMapping> {
-        if flags.intersects(MAP::FIXED | MAP::FIXED_NOREPLACE) {
-            return Err(Error::invalid(
-                "mmap",
-                format!("flags {flags:?}: fixed mappings could replace memory in use"),
-            ));
-        }
-        let nfd = fd.map(|fd| self.check_fd(fd)).transpose()?;
-        match (nfd.is_some(), flags.contains(MAP::ANONYMOUS)) {
-            (true, true) => {
-                return Err(Error::invalid("mmap", "an anonymous mapping takes no fd"));
-            }
-            (false, false) => {
-                return Err(Error::invalid(
-                    "mmap",
-                    "a mapping without MAP::ANONYMOUS needs an fd",
-                ));
-            }
-            _ => {}
-        }
-        if i64::try_from(offset).is_err() {
-            return Err(Error::invalid(
-                "mmap",
-                format!("offset {offset} is negative as an off_t"),
-            ));
-        }
+        let nfd = self.check_mmap_args(flags, fd, offset)?;
         self.prepare().await;
-        // SAFETY: without MAP_FIXED (refused above) the kernel picks an unused range, so
-        // nothing existing is replaced.
+        // SAFETY: without MAP_FIXED (refused above) and with no hint, the kernel picks an
+        // unused range, so nothing existing is replaced.
         let mapping = unsafe {
             near::mmap(
                 self.sysif(),
@@ -249,11 +225,97 @@ impl Task {
         }
         .await
         .map_err(self.error("mmap"))?;
-        Ok(MemoryMapping {
+        Ok(self.own_mapping(mapping))
+    }
+
+    /// `mmap(addr, len, prot, flags | MAP_FIXED_NOREPLACE, fd, offset)` — maps exactly at
+    /// `addr`, or not at all: if anything already occupies part of the range, the call
+    /// fails with `EEXIST` and nothing is replaced.
+    ///
+    /// On kernels older than 4.17, which ignore `MAP_FIXED_NOREPLACE` and treat `addr` as
+    /// a hint, a mapping placed elsewhere is unmapped again and `EEXIST` is returned, so
+    /// the result is the same everywhere.
+    ///
+    /// # Errors
+    /// As [`mmap`](Self::mmap), plus [`Error::InvalidArgument`] for an `addr` that is not
+    /// page-aligned, and `EEXIST` when the range is (partly) in use.
+    pub async fn mmap_at(
+        &self,
+        addr: near::Address,
+        len: usize,
+        prot: PROT,
+        flags: MAP,
+        fd: Option<&FileDescriptor>,
+        offset: u64,
+    ) -> Result<MemoryMapping> {
+        let nfd = self.check_mmap_args(flags, fd, offset)?;
+        if !addr.as_u64().is_multiple_of(PAGE as u64) || addr == near::Address::NULL {
+            return Err(Error::invalid(
+                "mmap",
+                format!("address {:#x} is null or not page-aligned", addr.as_u64()),
+            ));
+        }
+        self.prepare().await;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; an old kernel
+        // that ignores it treats `addr` as a hint, which also replaces nothing.
+        let mapping = unsafe {
+            near::mmap(
+                self.sysif(),
+                addr,
+                len,
+                prot,
+                flags | MAP::FIXED_NOREPLACE,
+                nfd,
+                offset,
+            )
+        }
+        .await
+        .map_err(self.error("mmap"))?;
+        let mapping = self.own_mapping(mapping);
+        if mapping.addr() != addr {
+            // An old kernel placed it elsewhere: the range was in use.
+            mapping.munmap().await?;
+            return Err(self.error("mmap")(near::SyscallError::Errno(
+                near::Errno::EEXIST,
+            )));
+        }
+        Ok(mapping)
+    }
+
+    /// The checks `mmap` and `mmap_at` share; returns the near fd.
+    fn check_mmap_args(
+        &self,
+        flags: MAP,
+        fd: Option<&FileDescriptor>,
+        offset: u64,
+    ) -> Result<Option<near::FileDescriptor>> {
+        if flags.intersects(MAP::FIXED | MAP::FIXED_NOREPLACE) {
+            return Err(Error::invalid(
+                "mmap",
+                format!("flags {flags:?}: fixed mappings could replace memory in use"),
+            ));
+        }
+        let nfd = fd.map(|fd| self.check_fd(fd)).transpose()?;
+        match (nfd.is_some(), flags.contains(MAP::ANONYMOUS)) {
+            (true, true) => Err(Error::invalid("mmap", "an anonymous mapping takes no fd")),
+            (false, false) => Err(Error::invalid(
+                "mmap",
+                "a mapping without MAP::ANONYMOUS needs an fd",
+            )),
+            _ if i64::try_from(offset).is_err() => Err(Error::invalid(
+                "mmap",
+                format!("offset {offset} is negative as an off_t"),
+            )),
+            _ => Ok(nfd),
+        }
+    }
+
+    fn own_mapping(&self, mapping: near::MemoryMapping) -> MemoryMapping {
+        MemoryMapping {
             task: self.clone(),
             mapping,
             unmapped: false,
-        })
+        }
     }
 }
 
