@@ -20,7 +20,7 @@ async fn sh(script: &str) -> rsyscall::Command {
 fn stop_continue_and_kill_are_reported() {
     run(async {
         let child = local_thread().clone(CLONE::empty()).await.expect("clone");
-        let process = child.exec(sh("sleep 100").await).await.expect("exec");
+        let process = child.exec(sh("exec sleep 100").await).await.expect("exec");
         process.kill(Signal::SIGSTOP).await.expect("stop");
         let state = process
             .waitpid(W::EXITED | W::STOPPED)
@@ -53,7 +53,7 @@ fn killpg_signals_the_childs_group() {
             .setpgid(rsyscall::near::Pid::new(0), rsyscall::near::Pid::new(0))
             .await
             .expect("become a group leader");
-        let process = child.exec(sh("sleep 100").await).await.expect("exec");
+        let process = child.exec(sh("exec sleep 100").await).await.expect("exec");
         process.killpg(Signal::SIGTERM).await.expect("killpg");
         assert_eq!(
             process.wait().await.expect("wait"),
