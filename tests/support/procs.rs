@@ -52,3 +52,28 @@ pub fn count_children() -> (usize, usize) {
     let c = children();
     (c.len(), c.iter().filter(|c| c.zombie).count())
 }
+
+/// Samples `measure` every 20 ms until it gives the same value five times in a row (at
+/// most 5 seconds), and returns that value.
+///
+/// The service thread frees an exited child's memory and closes its helper's pidfd
+/// asynchronously, a little after the child is waited for; a leak check that starts while
+/// such work is pending would count it. Settling first, and then asserting that the usage
+/// did not *grow*, keeps the check exact for leaks and blind to that background work.
+pub async fn settled<T: PartialEq + Copy>(mut measure: impl FnMut() -> T) -> T {
+    let mut last = measure();
+    let mut same = 1;
+    for _ in 0..250 {
+        if same >= 5 {
+            break;
+        }
+        async_io::Timer::after(std::time::Duration::from_millis(20)).await;
+        let now = measure();
+        if now == last {
+            same += 1;
+        } else {
+            (last, same) = (now, 1);
+        }
+    }
+    last
+}
