@@ -313,6 +313,13 @@ impl Thread {
             });
         }
         let task = &self.inner.task;
+        // Closes queued on our table go out first. A child without CLONE_FILES would
+        // otherwise inherit copies of fds whose handles are gone, and a loop of
+        // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
+        // other syscall here, would grow the table without bound.
+        if let Err(e) = task.flush_closes().await {
+            log::debug!("queued close failed: {e}");
+        }
         let shares_table = flags.contains(CLONE::FILES);
         let io = |what| move |source| Error::Io { what, source };
         // A new user namespace gets a one-line mapping of our ids, written from here (the
