@@ -372,7 +372,10 @@ impl Thread {
         let fdpass_remote = remote.next();
 
         // 2. The child's stack image, its futex word and the pidfd slot, in one allocation.
-        let mem = task.alloc(STACK_SIZE + 16, 16).await?;
+        let mut mem = task.alloc(STACK_SIZE + 16, 16).await?;
+        // The next child takes this stack again at once: handing its pages to the kernel
+        // between children would only add a madvise and fresh page faults to each spawn.
+        mem.keep_pages_when_freed();
         let image_off = STACK_SIZE - 64;
         let futex_off = STACK_SIZE;
         let pidfd_off = STACK_SIZE + 4;
