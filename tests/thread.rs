@@ -353,6 +353,25 @@ fn unsupported_clone_flags_are_refused() {
     })
 }
 
+/// Polls until `pid` no longer exists, not even as a zombie (`kill(pid, 0)` succeeds on
+/// zombies), as seen from `parent`; panics after 5 seconds.
+async fn assert_reaped(parent: &rsyscall::Thread, pid: rsyscall::near::Pid, what: &str) {
+    let start = Instant::now();
+    loop {
+        match parent
+            .task()
+            .kill(pid, Signal::new(0).unwrap_or(Signal::SIGCONT))
+            .await
+        {
+            Err(e) if e.errno() == Some(rsyscall::Errno::ESRCH) => return,
+            _ if start.elapsed() > Duration::from_secs(5) => {
+                panic!("{what}: child {pid} still exists (alive or a zombie)")
+            }
+            _ => async_io::Timer::after(Duration::from_millis(10)).await,
+        };
+    }
+}
+
 #[test]
 fn dropping_a_child_thread_kills_it() {
     run(async {
@@ -361,21 +380,41 @@ fn dropping_a_child_thread_kills_it() {
             let child = parent.clone(flags).await.expect("clone");
             let pid = child.pid().expect("pid");
             drop(child);
-            // The service thread reaps it; poll until the pid is gone.
-            let start = Instant::now();
-            loop {
-                match parent
-                    .task()
-                    .kill(pid, Signal::new(0).unwrap_or(Signal::SIGCONT))
-                    .await
-                {
-                    Err(e) if e.errno() == Some(rsyscall::Errno::ESRCH) => break,
-                    _ if start.elapsed() > Duration::from_secs(5) => {
-                        panic!("{flags:?}: child {pid} still exists")
-                    }
-                    _ => async_io::Timer::after(Duration::from_millis(10)).await,
-                };
-            }
+            // The service thread reaps it.
+            assert_reaped(&parent, pid, &format!("{flags:?}")).await;
         }
+    })
+}
+
+#[test]
+fn dropping_a_child_of_a_remote_thread_kills_and_reaps_it() {
+    run(async {
+        let parent = local_thread().clone(CLONE::empty()).await.expect("clone");
+        for flags in FLAG_CASES {
+            let child = parent.clone(flags).await.expect("clone a grandchild");
+            let pid = child.pid().expect("pid");
+            drop(child);
+            // Only the remote parent can reap it: done through its connection.
+            assert_reaped(&parent, pid, &format!("{flags:?}")).await;
+        }
+        // An exec'd grandchild whose process handle is dropped unwaited: reaped once it exits.
+        let child = parent
+            .clone(CLONE::empty())
+            .await
+            .expect("clone a grandchild");
+        let truth = child
+            .exec(rsyscall::Command::new("/bin/true", "true"))
+            .await
+            .expect("exec /bin/true");
+        let pid = truth.pid();
+        drop(truth);
+        assert_reaped(&parent, pid, "dropped /bin/true").await;
+        parent
+            .exit(0)
+            .await
+            .expect("exit")
+            .check()
+            .await
+            .expect("the parent exits cleanly");
     })
 }

@@ -3,9 +3,12 @@
 //!
 //! # Invariants
 //! - Nothing here changes the signal mask or dispositions of the program's own threads;
-//!   the one thread this crate starts (the service thread, which issues local clones so
-//!   that `PR_SET_PDEATHSIG` ties children to the process's life) blocks all signals so
-//!   process-directed signals never land on it.
+//!   the two threads this crate starts (the service thread, which issues local clones so
+//!   that `PR_SET_PDEATHSIG` ties children to the process's life, and the reaper, which
+//!   reaps abandoned children of remote threads) block all signals so process-directed
+//!   signals never land on them.
+//! - Dropping a child's monitor never leaves a zombie: the child is reaped in the
+//!   background once it exits.
 //! - Nothing runs reactor code inside a clone child: children run only the no_std server
 //!   loop of `rsyscall-server`.
 //! - Memory a clone child runs on is freed only after the futex helper has reported that
@@ -21,6 +24,7 @@ pub mod libexec;
 mod monitor;
 mod oneshot;
 mod read_buffer;
+mod reaper;
 mod service;
 pub mod syscall_connection;
 mod tempdir;

@@ -4,17 +4,19 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 
 use async_io::Async;
+use rsyscall_handle::structs::WaitId;
 use rsyscall_handle::{ChildProcess, ChildState, Error, Result};
 use rsyscall_near::{Signal, W};
 
-use crate::service;
+use crate::{reaper, service};
 
 /// A child process whose exit is observed through a pidfd registered with the async-io
 /// reactor; nothing changes the local process's signal mask or dispositions.
 ///
-/// Dropping it does not kill the child. A child of the local process that nobody waits for
-/// any more is reaped in the background once it exits; a child of a remote thread stays a
-/// zombie until that thread waits for it or exits.
+/// Dropping it does not kill the child. A child that nobody waits for any more is reaped in
+/// the background once it exits: by the service thread if its parent is the local process,
+/// and through its parent's connection, on the reaper thread, if its parent is a remote
+/// thread (if that thread is gone first, the child is its new parent's to reap).
 pub struct AsyncChildProcess {
     process: ChildProcess,
     /// A local pidfd for the child, registered with the reactor.
@@ -88,19 +90,59 @@ impl AsyncChildProcess {
         self.command = command;
     }
 
-    /// Gives up on the child: signals it with `sig` at once and, if its parent is the local
-    /// process, has it reaped in the background, then drops `keep` (memory it may still
-    /// use). For a child of a remote thread, `keep` is leaked: nothing here can tell when
-    /// that child is gone.
+    /// Gives up on the child: signals it with `sig` at once, has it reaped in the background
+    /// and then drops `keep` (memory it may still use). If the reaping fails (its remote
+    /// parent is gone), `keep` is leaked: nothing here can tell when the child is gone.
     pub(crate) fn abandon(mut self, sig: Signal, keep: Box<dyn std::any::Any + Send>) {
         self.signal_now(sig);
         if self.process.death().is_some() {
             return;
         }
-        match self.readiness.take().map(Async::into_inner) {
-            Some(Ok(fd)) if self.parent_is_local => service::reap_later(fd, keep),
-            _ => std::mem::forget(keep),
+        self.reap_in_background(keep);
+    }
+
+    /// Has the child reaped once it dies, by someone other than the caller: the service
+    /// thread for a child of the local process, the reaper for a child of a remote thread,
+    /// which then drops `keep`.
+    fn reap_in_background(&mut self, keep: Box<dyn std::any::Any + Send>) {
+        let Some(readiness) = self.readiness.take() else {
+            std::mem::forget(keep);
+            return;
+        };
+        if self.parent_is_local {
+            match readiness.into_inner() {
+                Ok(fd) => service::reap_later(fd, keep),
+                Err(_) => std::mem::forget(keep),
+            }
+            return;
         }
+        let parent = self.process.parent().clone();
+        let pidfd = self.process.pidfd().clone();
+        reaper::spawn(async move {
+            loop {
+                let waited = parent
+                    .waitid(WaitId::PidFd(&pidfd), W::EXITED | W::NOHANG)
+                    .await;
+                match waited {
+                    Ok(Some(_)) => {
+                        drop(keep);
+                        return;
+                    }
+                    Ok(None) => {
+                        if readiness.readable().await.is_err() {
+                            break;
+                        }
+                    }
+                    // ECHILD (reaped by someone else) or a lost parent: nothing to reap.
+                    Err(e) => {
+                        log::debug!("reaping an abandoned child: {e}");
+                        break;
+                    }
+                }
+            }
+            // Whether the child is gone is unknown: keep what it may still use.
+            std::mem::forget(keep);
+        });
     }
 
     /// The underlying child process.
@@ -235,11 +277,6 @@ impl Drop for AsyncChildProcess {
         if self.process.death().is_some() {
             return;
         }
-        if let Some(r) = self.readiness.take()
-            && self.parent_is_local
-            && let Ok(fd) = r.into_inner()
-        {
-            service::reap_later(fd, Box::new(()));
-        }
+        self.reap_in_background(Box::new(()));
     }
 }

@@ -1,0 +1,84 @@
+//! The background reaper: reaps children of remote threads that nobody waits for any more.
+//!
+//! The service thread reaps the local process's abandoned children with a plain `waitid`.
+//! A child of a remote thread can only be reaped by that thread, with a syscall sent over
+//! its connection, which is async. So such waits run here instead: on one thread, under
+//! `async_io::block_on`, every pending job polled whenever any of them is woken. There are
+//! few jobs at a time, and each ends once its child has been reaped or its parent is gone.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::task::{Poll, Waker};
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+#[derive(Default)]
+struct Jobs {
+    pending: Vec<Job>,
+    /// The reaper thread's waker, once it has polled for the first time.
+    waker: Option<Waker>,
+}
+
+fn lock(jobs: &Mutex<Jobs>) -> MutexGuard<'_, Jobs> {
+    jobs.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn jobs() -> Result<&'static Mutex<Jobs>, &'static std::io::Error> {
+    static JOBS: OnceLock<Result<&'static Mutex<Jobs>, std::io::Error>> = OnceLock::new();
+    JOBS.get_or_init(|| {
+        let jobs: &'static Mutex<Jobs> = Box::leak(Box::default());
+        std::thread::Builder::new()
+            .name("rsyscall-reaper".into())
+            .spawn(move || {
+                // Like the service thread: process-directed signals must go to the
+                // program's own threads, never here.
+                if let Err(e) = nix::sys::signal::pthread_sigmask(
+                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                    Some(&nix::sys::signal::SigSet::all()),
+                    None,
+                ) {
+                    log::error!("rsyscall reaper: blocking signals failed: {e}");
+                }
+                async_io::block_on(run(jobs))
+            })?;
+        Ok(jobs)
+    })
+    .as_ref()
+    .copied()
+}
+
+/// Polls every job on each wakeup; never returns.
+async fn run(jobs: &'static Mutex<Jobs>) {
+    std::future::poll_fn(|cx| {
+        // The waker is stored before the jobs are taken: a job added while these are polled
+        // wakes it, and gets polled on the next round.
+        let mut mine = {
+            let mut j = lock(jobs);
+            j.waker = Some(cx.waker().clone());
+            std::mem::take(&mut j.pending)
+        };
+        mine.retain_mut(|job| job.as_mut().poll(cx).is_pending());
+        lock(jobs).pending.append(&mut mine);
+        Poll::<()>::Pending
+    })
+    .await
+}
+
+/// Runs `job` on the reaper thread. If that thread cannot be started, `job` is dropped
+/// unrun (and logged): its child then stays a zombie until its parent exits.
+pub(crate) fn spawn(job: impl Future<Output = ()> + Send + 'static) {
+    match jobs() {
+        Ok(jobs) => {
+            let waker = {
+                let mut j = lock(jobs);
+                j.pending.push(Box::pin(job));
+                j.waker.clone()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+        Err(e) => log::error!("rsyscall reaper thread unavailable ({e}); a child stays a zombie"),
+    }
+}
