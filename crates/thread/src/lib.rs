@@ -16,6 +16,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod afd;
+mod clone;
 mod command;
 mod connection;
 mod conveniences;

@@ -1,55 +1,25 @@
 //! `Thread` and `ChildThread`: a process we control, with its task, connection,
-//! environment and standard streams; creating children with `clone`, and `exec`.
+//! environment and standard streams, and `exec` (`clone` is in `clone.rs`).
 //!
 //! # Safety
-//! `clone` hands the kernel a stack image and tid pointers in memory allocated here. The
-//! child runs on that stack until it execs or exits, which the futex helper reports: all
-//! of that memory is handed to the service thread together with the helper's pidfd, and is
-//! freed only after the helper has exited. The other unsafe calls take fd numbers the
-//! kernel just created for us.
+//! `exec` lends the child memory holding argv and envp, kept (or leaked) until the execve
+//! request is over; the requests it sends take only pointers into that memory.
 #![allow(unsafe_code)]
 
 use std::fmt;
 use std::ops::Deref;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use rsyscall_far as far;
 use rsyscall_handle::{
-    Allocation, ChildProcess, Error, FdTableState, FileDescriptor, InFlight, Pipe, Result, Task,
-    local_namespaces,
+    ChildProcess, Error, FileDescriptor, InFlight, Pipe, Result, Task, local_namespaces,
 };
-use rsyscall_near::{self as near, Address, CLONE, Signal};
-use rsyscall_server::proto::StackImage;
+use rsyscall_near::{self as near, Signal};
 
 use crate::command::{Command, Environment};
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
-use crate::service;
-use crate::syscall_connection::SyscallConnection;
-
-/// Stack for a clone child's server loop.
-const STACK_SIZE: usize = 64 * 1024;
-/// Stack for a futex helper.
-const HELPER_STACK_SIZE: usize = 16 * 1024;
-
-/// Flags `Thread::clone` accepts; the rest it sets itself (`VM`, `CHILD_CLEARTID`, `PIDFD`)
-/// or cannot support (`THREAD`, `SIGHAND`, `SETTLS`, `VFORK`, tid-setting flags...).
-const ALLOWED_CLONE_FLAGS: CLONE = CLONE::FILES
-    .union(CLONE::FS)
-    .union(CLONE::SIGHAND)
-    .union(CLONE::PARENT)
-    .union(CLONE::IO)
-    .union(CLONE::SYSVSEM)
-    .union(CLONE::NEWCGROUP)
-    .union(CLONE::NEWIPC)
-    .union(CLONE::NEWNET)
-    .union(CLONE::NEWNS)
-    .union(CLONE::NEWPID)
-    .union(CLONE::NEWUSER)
-    .union(CLONE::NEWUTS);
 
 pub(crate) struct ThreadInner {
     pub(crate) task: Task,
@@ -133,7 +103,7 @@ impl Thread {
         Clone::clone(self)
     }
 
-    fn from_parts(
+    pub(crate) fn from_parts(
         task: Task,
         connection: Option<Connection>,
         environ: Environment,
@@ -191,7 +161,7 @@ impl Thread {
     }
 
     /// Whether this thread uses the local process's fd table.
-    fn uses_local_table(&self) -> bool {
+    pub(crate) fn uses_local_table(&self) -> bool {
         self.inner.task.fd_table().id() == local_namespaces().fd_table
     }
 
@@ -290,399 +260,6 @@ impl Thread {
             .pop()
             .ok_or_else(|| Error::invalid("pass_fd", "no fd arrived"))
     }
-
-    /// Makes a child process running a syscall server, and a [`ChildThread`] to drive it.
-    ///
-    /// `flags` may contain `FILES` (share this thread's fd table), `FS`, `IO`, `SYSVSEM`
-    /// and the namespace flags `NEWCGROUP`, `NEWIPC`, `NEWNET`, `NEWNS`, `NEWPID`,
-    /// `NEWUSER`, `NEWUTS`; the child always shares this thread's address space (`VM`).
-    /// The child is killed if the thread that created it exits (for the local thread: when
-    /// the process exits).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for unsupported flags; the errors of `clone` and of the
-    /// setup syscalls.
-    pub async fn clone(&self, flags: CLONE) -> Result<ChildThread> {
-        if !flags.difference(ALLOWED_CLONE_FLAGS).is_empty() {
-            return Err(Error::InvalidArgument {
-                what: "clone",
-                detail: format!(
-                    "unsupported flags {:?}; allowed: {ALLOWED_CLONE_FLAGS:?}",
-                    flags.difference(ALLOWED_CLONE_FLAGS)
-                ),
-            });
-        }
-        let task = &self.inner.task;
-        // Closes queued on our table go out first. A child without CLONE_FILES would
-        // otherwise inherit copies of fds whose handles are gone, and a loop of
-        // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
-        // other syscall here, would grow the table without bound.
-        if let Err(e) = task.flush_closes().await {
-            log::debug!("queued close failed: {e}");
-        }
-        let shares_table = flags.contains(CLONE::FILES);
-        let io = |what| move |source| Error::Io { what, source };
-        // A new user namespace gets a one-line mapping of our ids, written from here (the
-        // outer namespace) before the child is used: read the ids now.
-        let outer_ids = if flags.contains(CLONE::NEWUSER) {
-            Some((task.geteuid().await?, task.getegid().await?))
-        } else {
-            None
-        };
-        // With CLONE_PARENT the child is our parent's child: our parent must be a thread we
-        // drive, in our pid namespace, to wait for it.
-        let waiter = if flags.contains(CLONE::PARENT) {
-            match &self.inner.parent {
-                Some(p) if p.task().namespaces().pidns == task.namespaces().pidns => {
-                    Some(p.duplicate())
-                }
-                Some(_) => {
-                    return Err(Error::invalid(
-                        "clone",
-                        "CLONE_PARENT from a thread in a new pid namespace: its parent could not name the child",
-                    ));
-                }
-                None => {
-                    return Err(Error::invalid(
-                        "clone",
-                        "CLONE_PARENT from a thread whose parent is not ours to drive (the local process's parent cannot wait for the child)",
-                    ));
-                }
-            }
-        } else {
-            None
-        };
-
-        // 1. The syscall channel, and (unless the child will use the local table) a
-        //    connection for passing fds, with their remote ends in our table.
-        let (access, server_local) = UnixStream::pair().map_err(io("socketpair"))?;
-        let mut remote_local: Vec<OwnedFd> = vec![server_local.into()];
-        let child_uses_local_table = shares_table && self.uses_local_table();
-        let fdpass_local = if child_uses_local_table {
-            None
-        } else {
-            let (a, b) = UnixStream::pair().map_err(io("socketpair"))?;
-            remote_local.push(b.into());
-            Some(OwnedFd::from(a))
-        };
-        let mut remote = self.local_to_thread(remote_local).await?.into_iter();
-        let server_sock = remote
-            .next()
-            .ok_or_else(|| Error::invalid("clone", "lost socket"))?;
-        let fdpass_remote = remote.next();
-
-        // 2. The child's stack image, its futex word and the pidfd slot, in one allocation.
-        let mut mem = task.alloc(STACK_SIZE + 16, 16).await?;
-        // The next child takes this stack again at once: handing its pages to the kernel
-        // between children would only add a madvise and fresh page faults to each spawn.
-        mem.keep_pages_when_freed();
-        let image_off = STACK_SIZE - 64;
-        let futex_off = STACK_SIZE;
-        let pidfd_off = STACK_SIZE + 4;
-        let server_fd = server_sock.near().as_raw() as u64;
-        let image = StackImage::new(
-            rsyscall_server::server as *const () as u64,
-            [server_fd, server_fd, 0, 0, 0, 0],
-        );
-        let mut head = image.to_bytes().to_vec();
-        head.extend_from_slice(&1i32.to_ne_bytes());
-        head.extend_from_slice(&(-1i32).to_ne_bytes());
-        mem.write(image_off, &head).await?;
-        let futex_addr = mem.addr_at(futex_off)?;
-
-        // 3. The clone itself. Fds whose handles exist now are the ones the child inherits.
-        let generation = task.fd_table().generation();
-        let clone_flags = flags | CLONE::VM | CLONE::CHILD_CLEARTID | CLONE::PIDFD;
-        let args = service::CloneArgs {
-            flags: clone_flags,
-            exit_signal: Some(Signal::SIGCHLD),
-            stack: mem.addr_at(image_off)?,
-            ptid: mem.addr_at(pidfd_off)?,
-            ctid: futex_addr,
-        };
-        let helper_prep = prepare_futex_helper(futex_addr).await?;
-        let mut helper_cloned = None;
-        let pid = if task.sysif().is_local() {
-            // The child, then its futex helper (the order matters: see PROTOCOL.md section
-            // 4), in one trip to the service thread.
-            let helper_args = helper_prep.args;
-            // SAFETY: `mem` holds the child's image and tid words, kept until the futex
-            // helper reports the child gone (or leaked on failure below); the helper's
-            // memory is likewise kept until the helper has exited.
-            let mut results = unsafe { service::clone_pair(args, helper_args) }
-                .await
-                .into_iter();
-            let child = results.next();
-            // Present only if the child's clone succeeded and the helper's was attempted.
-            helper_cloned = results.next();
-            child.unwrap_or(Err(near::SyscallError::NotSent(near::NotSent::Cancelled)))
-        } else {
-            // SAFETY: as above.
-            unsafe {
-                near::clone(
-                    task.sysif(),
-                    args.flags,
-                    args.exit_signal,
-                    args.stack,
-                    args.ptid,
-                    args.ctid,
-                    0,
-                )
-            }
-            .await
-        };
-        let pid = match pid {
-            Ok(pid) => pid,
-            Err(source) => {
-                return Err(Error::Syscall {
-                    syscall: "clone",
-                    pid: task.pid().as_raw(),
-                    source,
-                });
-            }
-        };
-        let pidfd_bytes = mem.read(pidfd_off, 4).await?;
-        let pidfd_n = i32::from_ne_bytes([
-            pidfd_bytes[0],
-            pidfd_bytes[1],
-            pidfd_bytes[2],
-            pidfd_bytes[3],
-        ]);
-        // SAFETY: clone(CLONE_PIDFD) just created this fd in our table for us.
-        let pidfd = unsafe { FileDescriptor::from_raw(task, near::FileDescriptor::new(pidfd_n)) };
-
-        // From here on the child runs on `mem`: on any failure, kill it and keep `mem`
-        // until it is gone.
-        let local_pidfd = match self.thread_to_local(&pidfd).await {
-            Ok(fd) => fd,
-            Err(e) => {
-                // SAFETY: no siginfo pointer; the pidfd is ours.
-                let _ = near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
-                std::mem::forget(mem);
-                return Err(e);
-            }
-        };
-        // The process that can wait for the child: us, or with CLONE_PARENT our parent,
-        // which gets its own copy of the pidfd.
-        let process = match waiter {
-            None => ChildProcess::new(task, pid, pidfd),
-            Some(waiter) => {
-                let copy = local_pidfd.try_clone().map_err(io("duplicating a pidfd"));
-                let moved = match copy {
-                    Ok(copy) => waiter.local_to_thread(vec![copy]).await,
-                    Err(e) => Err(e),
-                };
-                match moved.map(|mut v| v.pop()) {
-                    Ok(Some(fd)) => ChildProcess::new(waiter.task(), pid, fd),
-                    Ok(None) | Err(_) => {
-                        service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
-                        std::mem::forget(mem);
-                        return Err(Error::invalid(
-                            "clone",
-                            "could not give the pidfd to the parent",
-                        ));
-                    }
-                }
-            }
-        };
-        // The child's monitor exists from now on: exec and exit only hand it over.
-        let monitor = match AsyncChildProcess::new(process, local_pidfd, "rsyscall thread".into()) {
-            Ok(m) => m,
-            Err((e, process)) => {
-                let _ = process.kill(Signal::SIGKILL).await;
-                std::mem::forget(mem);
-                return Err(e);
-            }
-        };
-        let helper = match helper_cloned {
-            Some(Ok(_)) => helper_prep.finish().await,
-            Some(Err(source)) => Err(Error::Syscall {
-                syscall: "clone",
-                pid: Task::local().pid().as_raw(),
-                source,
-            }),
-            None => helper_prep.launch().await,
-        };
-        let helper = match helper {
-            Ok(h) => h,
-            Err(e) => {
-                // Killed and reaped in the background (for a local parent) with `mem`,
-                // which is freed only once the child is gone.
-                monitor.abandon(Signal::SIGKILL, Box::new(mem));
-                return Err(e);
-            }
-        };
-
-        // 4. The child's task.
-        let ns = task.namespaces();
-        let child_pid_own = if flags.contains(CLONE::NEWPID) {
-            near::Pid::new(1)
-        } else {
-            pid
-        };
-        let child_ns = far::Namespaces {
-            fd_table: if shares_table {
-                ns.fd_table
-            } else {
-                far::FdTable::new(pid)
-            },
-            address_space: ns.address_space,
-            pidns: if flags.contains(CLONE::NEWPID) {
-                far::PidNamespace::new(pid)
-            } else {
-                ns.pidns
-            },
-            mountns: if flags.contains(CLONE::NEWNS) {
-                far::MountNamespace::new(pid)
-            } else {
-                ns.mountns
-            },
-            netns: if flags.contains(CLONE::NEWNET) {
-                far::NetNamespace::new(pid)
-            } else {
-                ns.netns
-            },
-        };
-        let fd_table = if shares_table {
-            task.fd_table()
-        } else {
-            FdTableState::new(child_ns.fd_table)
-        };
-        let conn = SyscallConnection::new(access.into(), server_sock.near())
-            .map_err(io("registering a connection"))?;
-        let helper_pidfd = helper
-            .pidfd
-            .try_clone()
-            .map_err(io("duplicating a pidfd"))?;
-        conn.hangup_when_readable(helper_pidfd)
-            .map_err(io("registering a pidfd"))?;
-        // The helper exits once the child has exec'd or exited: only then may the child's
-        // stack, futex word and the helper's own stack be reused.
-        service::reap_later(helper.pidfd, Box::new((mem, helper.memory)));
-        let child_task = Task::new(
-            Arc::new(conn),
-            child_pid_own,
-            child_ns,
-            fd_table,
-            task.memory().clone(),
-            (!shares_table).then_some((ns.fd_table, generation)),
-        );
-
-        // 5. The child's copies of the server socket and the fd-passing socket.
-        let (server_sock, connection) = if shares_table {
-            let sock = server_sock.for_task(&child_task)?;
-            let conn = match (fdpass_local, fdpass_remote) {
-                (Some(l), Some(r)) => Some(Connection::new(l, r.for_task(&child_task)?)),
-                _ => None,
-            };
-            (sock, conn)
-        } else {
-            let sock = server_sock.inherit(&child_task)?;
-            let conn = match (fdpass_local, fdpass_remote) {
-                (Some(l), Some(r)) => {
-                    let theirs = r.inherit(&child_task)?;
-                    r.close().await?;
-                    Some(Connection::new(l, theirs))
-                }
-                _ => None,
-            };
-            // Close our copy of the child's server socket now, not at some later syscall:
-            // while it is open, the child's exec or exit cannot show as EOF on the
-            // connection, and only the (slower) futex helper would report it.
-            server_sock.close().await?;
-            (sock, conn)
-        };
-
-        let thread = Thread::from_parts(
-            child_task,
-            connection,
-            self.inner.environ.clone(),
-            Some(Clone::clone(self)),
-            Some(server_sock.near()),
-        );
-        let child = ChildThread {
-            thread,
-            parent: Clone::clone(self),
-            monitor: Some(monitor),
-            _server_sock: server_sock,
-            shares_sighand: flags.contains(CLONE::SIGHAND),
-        };
-        if let Some((uid, gid)) = outer_ids {
-            // On failure the child is dropped, which kills it.
-            crate::unshare::write_user_mappings(task, pid, uid, gid, uid, gid).await?;
-        }
-        Ok(child)
-    }
-}
-
-struct FutexHelper {
-    pidfd: OwnedFd,
-    memory: Allocation,
-}
-
-/// Starts a process that exits once the futex word at `futex` is no longer 1 (PROTOCOL.md
-/// section 4). It is cloned from the local process, sharing its address space and table.
-/// The memory and clone arguments of a futex helper, before it is cloned.
-struct HelperPrep {
-    mem: Allocation,
-    args: service::CloneArgs,
-    pidfd_off: usize,
-}
-
-/// Prepares a futex helper's stack image and pidfd slot in local memory.
-async fn prepare_futex_helper(futex: Address) -> Result<HelperPrep> {
-    let task = Task::local();
-    let mem = task.alloc(HELPER_STACK_SIZE + 8, 16).await?;
-    let image_off = HELPER_STACK_SIZE - 64;
-    let pidfd_off = HELPER_STACK_SIZE;
-    let image = StackImage::new(
-        rsyscall_server::futex_helper_nostop as *const () as u64,
-        [futex.as_u64(), 1, 0, 0, 0, 0],
-    );
-    let mut head = image.to_bytes().to_vec();
-    head.extend_from_slice(&(-1i32).to_ne_bytes());
-    mem.write(image_off, &head).await?;
-    let args = service::CloneArgs {
-        flags: CLONE::VM | CLONE::FILES | CLONE::PIDFD,
-        exit_signal: Some(Signal::SIGCHLD),
-        stack: mem.addr_at(image_off)?,
-        ptid: mem.addr_at(pidfd_off)?,
-        ctid: Address::NULL,
-    };
-    Ok(HelperPrep {
-        mem,
-        args,
-        pidfd_off,
-    })
-}
-
-impl HelperPrep {
-    /// The helper was cloned: take its pidfd.
-    async fn finish(self) -> Result<FutexHelper> {
-        let b = self.mem.read(self.pidfd_off, 4).await?;
-        let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-        // SAFETY: clone(CLONE_PIDFD) just created this fd in the local table for us.
-        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
-        Ok(FutexHelper {
-            pidfd,
-            memory: self.mem,
-        })
-    }
-
-    /// Clones the helper on its own (when the child was cloned by a remote thread).
-    async fn launch(self) -> Result<FutexHelper> {
-        let args = self.args;
-        // SAFETY: `mem` holds the helper's stack image and pidfd slot; it is handed to the
-        // service thread with the helper's pidfd and freed only after the helper exited.
-        unsafe { service::clone(args) }
-            .await
-            .map_err(|source| Error::Syscall {
-                syscall: "clone",
-                pid: Task::local().pid().as_raw(),
-                source,
-            })?;
-        self.finish().await
-    }
 }
 
 /// A child process created by [`Thread::clone`], running a syscall server until it execs
@@ -736,6 +313,22 @@ impl From<ExecError> for Error {
 }
 
 impl ChildThread {
+    pub(crate) fn new(
+        thread: Thread,
+        parent: Thread,
+        monitor: AsyncChildProcess,
+        server_sock: FileDescriptor,
+        shares_sighand: bool,
+    ) -> ChildThread {
+        ChildThread {
+            thread,
+            parent,
+            monitor: Some(monitor),
+            _server_sock: server_sock,
+            shares_sighand,
+        }
+    }
+
     /// The thread that created this child.
     pub fn parent(&self) -> &Thread {
         &self.parent

@@ -1,0 +1,543 @@
+//! `Thread::clone`: making a child process that runs a syscall server, in five steps (the
+//! channels, the child's stack, the clone and its futex helper, the child's task, the
+//! child's sockets), each a function below.
+//!
+//! # Safety
+//! `clone` hands the kernel a stack image and tid pointers in memory allocated here. The
+//! child runs on that stack until it execs or exits, which the futex helper reports: all
+//! of that memory is handed to the service thread together with the helper's pidfd, and is
+//! freed only after the helper has exited. On every failure after the clone, the child is
+//! killed and its memory kept (leaked, or freed only once the child is reaped). The other
+//! unsafe calls take fd numbers the kernel just created for us.
+#![allow(unsafe_code)]
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use rsyscall_far as far;
+use rsyscall_handle::{
+    Allocation, ChildProcess, Error, FdTableState, FileDescriptor, Result, Task,
+};
+use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError};
+use rsyscall_server::proto::StackImage;
+
+use crate::connection::Connection;
+use crate::monitor::AsyncChildProcess;
+use crate::service;
+use crate::syscall_connection::SyscallConnection;
+use crate::thread::{ChildThread, Thread};
+
+/// Stack for a clone child's server loop.
+const STACK_SIZE: usize = 64 * 1024;
+/// Stack for a futex helper.
+const HELPER_STACK_SIZE: usize = 16 * 1024;
+
+/// Flags `Thread::clone` accepts; the rest it sets itself (`VM`, `CHILD_CLEARTID`, `PIDFD`)
+/// or cannot support (`THREAD`, `SIGHAND`, `SETTLS`, `VFORK`, tid-setting flags...).
+const ALLOWED_CLONE_FLAGS: CLONE = CLONE::FILES
+    .union(CLONE::FS)
+    .union(CLONE::SIGHAND)
+    .union(CLONE::PARENT)
+    .union(CLONE::IO)
+    .union(CLONE::SYSVSEM)
+    .union(CLONE::NEWCGROUP)
+    .union(CLONE::NEWIPC)
+    .union(CLONE::NEWNET)
+    .union(CLONE::NEWNS)
+    .union(CLONE::NEWPID)
+    .union(CLONE::NEWUSER)
+    .union(CLONE::NEWUTS);
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+impl Thread {
+    /// Makes a child process running a syscall server, and a [`ChildThread`] to drive it.
+    ///
+    /// `flags` may contain `FILES` (share this thread's fd table), `FS`, `IO`, `SYSVSEM`
+    /// and the namespace flags `NEWCGROUP`, `NEWIPC`, `NEWNET`, `NEWNS`, `NEWPID`,
+    /// `NEWUSER`, `NEWUTS`; the child always shares this thread's address space (`VM`).
+    /// The child is killed if the thread that created it exits (for the local thread: when
+    /// the process exits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for unsupported flags; the errors of `clone` and of the
+    /// setup syscalls.
+    pub async fn clone(&self, flags: CLONE) -> Result<ChildThread> {
+        if !flags.difference(ALLOWED_CLONE_FLAGS).is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "clone",
+                detail: format!(
+                    "unsupported flags {:?}; allowed: {ALLOWED_CLONE_FLAGS:?}",
+                    flags.difference(ALLOWED_CLONE_FLAGS)
+                ),
+            });
+        }
+        let task = self.task();
+        // Closes queued on our table go out first. A child without CLONE_FILES would
+        // otherwise inherit copies of fds whose handles are gone, and a loop of
+        // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
+        // other syscall here, would grow the table without bound.
+        if let Err(e) = task.flush_closes().await {
+            log::debug!("queued close failed: {e}");
+        }
+        let shares_table = flags.contains(CLONE::FILES);
+        // A new user namespace gets a one-line mapping of our ids, written from here (the
+        // outer namespace) before the child is used: read the ids now.
+        let outer_ids = if flags.contains(CLONE::NEWUSER) {
+            Some((task.geteuid().await?, task.getegid().await?))
+        } else {
+            None
+        };
+        let waiter = self.clone_waiter(flags)?;
+
+        // 1. The channels, with their remote ends in our table.
+        let channels = self.child_channels(shares_table).await?;
+        // 2. The child's stack.
+        let stack = ChildStack::new(task, channels.ends.server_sock.near()).await?;
+        // 3. The clone and the futex helper. Fds whose handles exist now are the ones the
+        //    child inherits.
+        let generation = task.fd_table().generation();
+        let (pid, monitor, stack, helper) = self.clone_child(flags, waiter, stack).await?;
+        // 4. The child's task.
+        let ns = task.namespaces();
+        let child_ns = child_namespaces(&ns, flags, pid);
+        let fd_table = if shares_table {
+            task.fd_table()
+        } else {
+            FdTableState::new(child_ns.fd_table)
+        };
+        let Channels { access, ends } = channels;
+        let conn = SyscallConnection::new(access.into(), ends.server_sock.near())
+            .map_err(io("registering a connection"))?;
+        let helper_pidfd = helper
+            .pidfd
+            .try_clone()
+            .map_err(io("duplicating a pidfd"))?;
+        conn.hangup_when_readable(helper_pidfd)
+            .map_err(io("registering a pidfd"))?;
+        // The helper exits once the child has exec'd or exited: only then may the child's
+        // stack, futex word and the helper's own stack be reused.
+        service::reap_later(helper.pidfd, Box::new((stack.mem, helper.memory)));
+        let child_task = Task::new(
+            Arc::new(conn),
+            if flags.contains(CLONE::NEWPID) {
+                Pid::new(1)
+            } else {
+                pid
+            },
+            child_ns,
+            fd_table,
+            task.memory().clone(),
+            (!shares_table).then_some((ns.fd_table, generation)),
+        );
+        // 5. The child's copies of the server socket and the fd-passing socket.
+        let (server_sock, connection) = ends.hand_over(shares_table, &child_task).await?;
+
+        let child = ChildThread::new(
+            Thread::from_parts(
+                child_task,
+                connection,
+                self.inner.environ.clone(),
+                Some(Clone::clone(self)),
+                Some(server_sock.near()),
+            ),
+            Clone::clone(self),
+            monitor,
+            server_sock,
+            flags.contains(CLONE::SIGHAND),
+        );
+        if let Some((uid, gid)) = outer_ids {
+            // On failure the child is dropped, which kills it.
+            crate::unshare::write_user_mappings(task, pid, uid, gid, uid, gid).await?;
+        }
+        Ok(child)
+    }
+
+    /// The thread that will wait for a child cloned with `flags`: with `CLONE::PARENT`, our
+    /// parent, which must be a thread we drive in our pid namespace; else `None` (us).
+    fn clone_waiter(&self, flags: CLONE) -> Result<Option<Thread>> {
+        if !flags.contains(CLONE::PARENT) {
+            return Ok(None);
+        }
+        match &self.inner.parent {
+            Some(p) if p.task().namespaces().pidns == self.task().namespaces().pidns => {
+                Ok(Some(p.duplicate()))
+            }
+            Some(_) => Err(Error::invalid(
+                "clone",
+                "CLONE_PARENT from a thread in a new pid namespace: its parent could not name the child",
+            )),
+            None => Err(Error::invalid(
+                "clone",
+                "CLONE_PARENT from a thread whose parent is not ours to drive (the local process's parent cannot wait for the child)",
+            )),
+        }
+    }
+
+    /// The syscall channel, and (unless the child will use the local table) a connection
+    /// for passing fds, with their remote ends moved into our table.
+    async fn child_channels(&self, shares_table: bool) -> Result<Channels> {
+        let (access, server_local) = UnixStream::pair().map_err(io("socketpair"))?;
+        let mut remote_local: Vec<OwnedFd> = vec![server_local.into()];
+        let fdpass_local = if shares_table && self.uses_local_table() {
+            None
+        } else {
+            let (a, b) = UnixStream::pair().map_err(io("socketpair"))?;
+            remote_local.push(b.into());
+            Some(OwnedFd::from(a))
+        };
+        let mut remote = self.local_to_thread(remote_local).await?.into_iter();
+        let server_sock = remote
+            .next()
+            .ok_or_else(|| Error::invalid("clone", "lost socket"))?;
+        let fdpass = match (fdpass_local, remote.next()) {
+            (Some(local), Some(theirs)) => Some((local, theirs)),
+            _ => None,
+        };
+        Ok(Channels {
+            access,
+            ends: ChildEnds {
+                server_sock,
+                fdpass,
+            },
+        })
+    }
+
+    /// Clones the child on `stack` and starts its futex helper, then sets up the child's
+    /// monitor. Returns the child's pid (in our namespace), its monitor, the stack and the
+    /// helper. After a successful clone, any failure kills the child and keeps its stack
+    /// until it is gone.
+    async fn clone_child(
+        &self,
+        flags: CLONE,
+        waiter: Option<Thread>,
+        stack: ChildStack,
+    ) -> Result<(Pid, AsyncChildProcess, ChildStack, FutexHelper)> {
+        let task = self.task();
+        let args = stack.clone_args(flags)?;
+        let helper_prep = prepare_futex_helper(stack.futex()?).await?;
+        let (pid, helper_cloned) = if task.sysif().is_local() {
+            // The child, then its futex helper (the order matters: see PROTOCOL.md section
+            // 4), in one trip to the service thread.
+            // SAFETY: `stack` holds the child's image and tid words, kept until the futex
+            // helper reports the child gone (or leaked on failure below); the helper's
+            // memory is likewise kept until the helper has exited.
+            let mut results = unsafe { service::clone_pair(args, helper_prep.args) }
+                .await
+                .into_iter();
+            let child = results.next();
+            // Present only if the child's clone succeeded and the helper's was attempted.
+            let helper = results.next();
+            let child = child.unwrap_or(Err(SyscallError::NotSent(near::NotSent::Cancelled)));
+            (child, helper)
+        } else {
+            // SAFETY: as above.
+            let child = unsafe {
+                near::clone(
+                    task.sysif(),
+                    args.flags,
+                    args.exit_signal,
+                    args.stack,
+                    args.ptid,
+                    args.ctid,
+                    0,
+                )
+            }
+            .await;
+            (child, None)
+        };
+        let pid = pid.map_err(|source| Error::Syscall {
+            syscall: "clone",
+            pid: task.pid().as_raw(),
+            source,
+        })?;
+        let pidfd = match stack.pidfd(task).await {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without its pidfd the child can only be named by pid, which is still
+                // ours: it is not reaped yet.
+                let _ = task.kill(pid, Signal::SIGKILL).await;
+                std::mem::forget(stack);
+                return Err(e);
+            }
+        };
+
+        // From here on the child runs on `stack`.
+        let monitor = match self.monitor_child(waiter, pid, pidfd).await {
+            Ok(m) => m,
+            Err(e) => {
+                std::mem::forget(stack);
+                return Err(e);
+            }
+        };
+        let helper = match helper_cloned {
+            Some(Ok(_)) => helper_prep.finish().await,
+            Some(Err(source)) => Err(Error::Syscall {
+                syscall: "clone",
+                pid: Task::local().pid().as_raw(),
+                source,
+            }),
+            None => helper_prep.launch().await,
+        };
+        match helper {
+            Ok(helper) => Ok((pid, monitor, stack, helper)),
+            Err(e) => {
+                // Killed and reaped in the background with its stack, which is freed only
+                // once the child is gone.
+                monitor.abandon(Signal::SIGKILL, Box::new(stack.mem));
+                Err(e)
+            }
+        }
+    }
+
+    /// The monitor of a just-cloned child `pid` whose pidfd in our table is `pidfd`: waited
+    /// for by us, or with `CLONE_PARENT` by `waiter`, which gets its own copy of the pidfd.
+    /// On failure the child has been sent `SIGKILL`.
+    async fn monitor_child(
+        &self,
+        waiter: Option<Thread>,
+        pid: Pid,
+        pidfd: FileDescriptor,
+    ) -> Result<AsyncChildProcess> {
+        let task = self.task();
+        let local_pidfd = match self.thread_to_local(&pidfd).await {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
+                return Err(e);
+            }
+        };
+        let process = match waiter {
+            None => ChildProcess::new(task, pid, pidfd),
+            Some(waiter) => {
+                let copy = local_pidfd.try_clone().map_err(io("duplicating a pidfd"));
+                let moved = match copy {
+                    Ok(copy) => waiter.local_to_thread(vec![copy]).await,
+                    Err(e) => Err(e),
+                };
+                match moved.map(|mut v| v.pop()) {
+                    Ok(Some(fd)) => ChildProcess::new(waiter.task(), pid, fd),
+                    Ok(None) | Err(_) => {
+                        service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
+                        return Err(Error::invalid(
+                            "clone",
+                            "could not give the pidfd to the parent",
+                        ));
+                    }
+                }
+            }
+        };
+        // The child's monitor exists from now on: exec and exit only hand it over.
+        match AsyncChildProcess::new(process, local_pidfd, "rsyscall thread".into()) {
+            Ok(m) => Ok(m),
+            Err((e, process)) => {
+                let _ = process.kill(Signal::SIGKILL).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The namespaces of a child cloned with `flags` from a thread in `ns`, as pid `pid`: new
+/// identities for what `flags` unshares (and for the fd table unless it is shared).
+fn child_namespaces(ns: &far::Namespaces, flags: CLONE, pid: Pid) -> far::Namespaces {
+    fn pick<T>(yes: bool, then: T, otherwise: T) -> T {
+        if yes { then } else { otherwise }
+    }
+    far::Namespaces {
+        fd_table: pick(
+            flags.contains(CLONE::FILES),
+            ns.fd_table,
+            far::FdTable::new(pid),
+        ),
+        address_space: ns.address_space,
+        pidns: pick(
+            flags.contains(CLONE::NEWPID),
+            far::PidNamespace::new(pid),
+            ns.pidns,
+        ),
+        mountns: pick(
+            flags.contains(CLONE::NEWNS),
+            far::MountNamespace::new(pid),
+            ns.mountns,
+        ),
+        netns: pick(
+            flags.contains(CLONE::NEWNET),
+            far::NetNamespace::new(pid),
+            ns.netns,
+        ),
+    }
+}
+
+/// A child's channels before it exists: our end of the syscall socketpair, and the ends
+/// that are the child's.
+struct Channels {
+    access: UnixStream,
+    ends: ChildEnds,
+}
+
+/// The child's end of the syscall socketpair in the parent's table, and the fd-passing
+/// socketpair (our end, and the child's end in the parent's table).
+struct ChildEnds {
+    server_sock: FileDescriptor,
+    fdpass: Option<(OwnedFd, FileDescriptor)>,
+}
+
+impl ChildEnds {
+    /// Gives the child its handles to its ends of the channels (the same fds if it shares
+    /// the parent's table, else the copies it inherited) and closes the parent's copies.
+    async fn hand_over(
+        self,
+        shares_table: bool,
+        child: &Task,
+    ) -> Result<(FileDescriptor, Option<Connection>)> {
+        if shares_table {
+            let sock = self.server_sock.for_task(child)?;
+            let conn = match self.fdpass {
+                Some((ours, theirs)) => Some(Connection::new(ours, theirs.for_task(child)?)),
+                None => None,
+            };
+            return Ok((sock, conn));
+        }
+        let sock = self.server_sock.inherit(child)?;
+        let conn = match self.fdpass {
+            Some((ours, in_parent)) => {
+                let theirs = in_parent.inherit(child)?;
+                in_parent.close().await?;
+                Some(Connection::new(ours, theirs))
+            }
+            None => None,
+        };
+        // Close our copy of the child's server socket now, not at some later syscall:
+        // while it is open, the child's exec or exit cannot show as EOF on the connection,
+        // and only the (slower) futex helper would report it.
+        self.server_sock.close().await?;
+        Ok((sock, conn))
+    }
+}
+
+/// One allocation with a clone child's stack (its image at the top), its
+/// `CLONE_CHILD_CLEARTID` futex word and the slot the kernel writes its pidfd into.
+struct ChildStack {
+    mem: Allocation,
+}
+
+impl ChildStack {
+    const IMAGE: usize = STACK_SIZE - 64;
+    const FUTEX: usize = STACK_SIZE;
+    const PIDFD: usize = STACK_SIZE + 4;
+
+    /// Allocates it and writes the image (the trampoline calls `server(fd, fd)` with the
+    /// child's server socket `server_fd`), the futex word (1) and the pidfd slot (-1).
+    async fn new(task: &Task, server_fd: near::FileDescriptor) -> Result<ChildStack> {
+        let mut mem = task.alloc(STACK_SIZE + 16, 16).await?;
+        // The next child takes this stack again at once: handing its pages to the kernel
+        // between children would only add a madvise and fresh page faults to each spawn.
+        mem.keep_pages_when_freed();
+        let fd = server_fd.as_raw() as u64;
+        let image = StackImage::new(
+            rsyscall_server::server as *const () as u64,
+            [fd, fd, 0, 0, 0, 0],
+        );
+        let mut head = image.to_bytes().to_vec();
+        head.extend_from_slice(&1i32.to_ne_bytes());
+        head.extend_from_slice(&(-1i32).to_ne_bytes());
+        mem.write(Self::IMAGE, &head).await?;
+        Ok(ChildStack { mem })
+    }
+
+    fn futex(&self) -> Result<Address> {
+        self.mem.addr_at(Self::FUTEX)
+    }
+
+    /// The arguments of the clone that runs a child on this stack.
+    fn clone_args(&self, flags: CLONE) -> Result<service::CloneArgs> {
+        Ok(service::CloneArgs {
+            flags: flags | CLONE::VM | CLONE::CHILD_CLEARTID | CLONE::PIDFD,
+            exit_signal: Some(Signal::SIGCHLD),
+            stack: self.mem.addr_at(Self::IMAGE)?,
+            ptid: self.mem.addr_at(Self::PIDFD)?,
+            ctid: self.futex()?,
+        })
+    }
+
+    /// The pidfd the clone wrote into the slot, owned by `task` (the cloning task).
+    async fn pidfd(&self, task: &Task) -> Result<FileDescriptor> {
+        let b = self.mem.read(Self::PIDFD, 4).await?;
+        let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        // SAFETY: clone(CLONE_PIDFD) just created this fd in the task's table for us.
+        Ok(unsafe { FileDescriptor::from_raw(task, near::FileDescriptor::new(n)) })
+    }
+}
+
+/// A running futex helper: its pidfd, and the memory it runs on.
+struct FutexHelper {
+    pidfd: OwnedFd,
+    memory: Allocation,
+}
+
+/// The memory and clone arguments of a futex helper, before it is cloned: a process that
+/// exits once the futex word it watches is no longer 1 (PROTOCOL.md section 4), cloned
+/// from the local process, sharing its address space and table.
+struct HelperPrep {
+    mem: Allocation,
+    args: service::CloneArgs,
+}
+
+impl HelperPrep {
+    const IMAGE: usize = HELPER_STACK_SIZE - 64;
+    const PIDFD: usize = HELPER_STACK_SIZE;
+}
+
+/// Prepares a futex helper's stack image and pidfd slot in local memory.
+async fn prepare_futex_helper(futex: Address) -> Result<HelperPrep> {
+    let task = Task::local();
+    let mem = task.alloc(HELPER_STACK_SIZE + 8, 16).await?;
+    let image = StackImage::new(
+        rsyscall_server::futex_helper_nostop as *const () as u64,
+        [futex.as_u64(), 1, 0, 0, 0, 0],
+    );
+    let mut head = image.to_bytes().to_vec();
+    head.extend_from_slice(&(-1i32).to_ne_bytes());
+    mem.write(HelperPrep::IMAGE, &head).await?;
+    let args = service::CloneArgs {
+        flags: CLONE::VM | CLONE::FILES | CLONE::PIDFD,
+        exit_signal: Some(Signal::SIGCHLD),
+        stack: mem.addr_at(HelperPrep::IMAGE)?,
+        ptid: mem.addr_at(HelperPrep::PIDFD)?,
+        ctid: Address::NULL,
+    };
+    Ok(HelperPrep { mem, args })
+}
+
+impl HelperPrep {
+    /// The helper was cloned: take its pidfd.
+    async fn finish(self) -> Result<FutexHelper> {
+        let b = self.mem.read(Self::PIDFD, 4).await?;
+        let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        // SAFETY: clone(CLONE_PIDFD) just created this fd in the local table for us.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
+        Ok(FutexHelper {
+            pidfd,
+            memory: self.mem,
+        })
+    }
+
+    /// Clones the helper on its own (when the child was cloned by a remote thread).
+    async fn launch(self) -> Result<FutexHelper> {
+        let args = self.args;
+        // SAFETY: `mem` holds the helper's stack image and pidfd slot; it is handed to the
+        // service thread with the helper's pidfd and freed only after the helper exited.
+        unsafe { service::clone(args) }
+            .await
+            .map_err(|source| Error::Syscall {
+                syscall: "clone",
+                pid: Task::local().pid().as_raw(),
+                source,
+            })?;
+        self.finish().await
+    }
+}
