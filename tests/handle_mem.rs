@@ -329,3 +329,22 @@ fn mmap_at_places_exactly_and_never_replaces() {
         first.munmap().await.expect("munmap");
     });
 }
+
+#[test]
+fn dropping_a_mapping_unmaps_it() {
+    on_local_and_child(|thread, label| async move {
+        let task = thread.task();
+        let map = map_far_away(task, 2, PAGE, PROT::READ | PROT::WRITE, label).await;
+        let (addr, len) = (map.addr(), map.len());
+        drop(map);
+        // The child shares our address space, so its mappings are unmapped at once too.
+        // SAFETY: the range was ours and is now unmapped; nothing else maps there (see
+        // `map_far_away`).
+        let r = unsafe { near::mprotect(task.sysif(), addr, len, PROT::READ) }.await;
+        assert_eq!(
+            r.err().and_then(|e| e.errno()),
+            Some(Errno::ENOMEM),
+            "{label}: the dropped mapping is gone"
+        );
+    });
+}

@@ -95,6 +95,9 @@ struct State {
     live: BTreeMap<u64, usize>,
     /// Page ranges waiting for madvise before they may be reused: (arena id, offset, len).
     reclaim: Vec<(u64, usize, usize)>,
+    /// Mappings whose owners were dropped, to unmap at the next chance (see
+    /// [`Memory::queue_unmap`]).
+    unmaps: Vec<MemoryMapping>,
     next_arena: u64,
 }
 
@@ -151,6 +154,7 @@ impl Memory {
                 arenas: Vec::new(),
                 live: BTreeMap::new(),
                 reclaim: Vec::new(),
+                unmaps: Vec::new(),
                 next_arena: 1,
             }),
         })
@@ -318,6 +322,16 @@ impl Memory {
     /// makes them available again. Ranges are out of the free list until this is done, so
     /// no allocation can be placed in pages being discarded.
     pub async fn reclaim(&self) {
+        let unmaps = std::mem::take(&mut lock(&self.state).unmaps);
+        for mapping in unmaps {
+            // SAFETY: queued by the owning handle's drop: nothing refers to the range.
+            if let Err(e) = unsafe { near::munmap(self.mapper.as_ref(), mapping) }.await {
+                log::debug!(
+                    "munmap of a dropped mapping ({} bytes) failed: {e}",
+                    mapping.len
+                );
+            }
+        }
         let pending = std::mem::take(&mut lock(&self.state).reclaim);
         for (arena_id, offset, len) in pending {
             let base = {
@@ -347,6 +361,19 @@ impl Memory {
                 arena.give_back(offset, len);
             }
         }
+    }
+
+    /// Queues `mapping` (not one of this allocator's arenas, but a mapping in the same
+    /// address space whose owning handle was dropped) to be unmapped by the next
+    /// [`Memory::reclaim`], which every `malloc` and every syscall through a task of this
+    /// address space runs first.
+    pub fn queue_unmap(&self, mapping: MemoryMapping) {
+        lock(&self.state).unmaps.push(mapping);
+    }
+
+    /// Mappings queued by [`Memory::queue_unmap`] and not unmapped yet.
+    pub fn mappings_pending_unmap(&self) -> usize {
+        lock(&self.state).unmaps.len()
     }
 
     /// Bytes currently allocated, over all arenas.
@@ -830,6 +857,42 @@ mod tests {
                 b.read(0, 4).await.expect("read"),
                 vec![7u8; 4],
                 "not discarded"
+            );
+        })
+    }
+
+    #[test]
+    fn queued_unmaps_run_at_the_next_reclaim() {
+        run(async {
+            let mem = fresh();
+            // A page far from where the kernel places mappings itself, so that once
+            // unmapped, nothing else lands there before the check below.
+            let want = Address::new(0x1400_0000_0000);
+            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+            let mapping = unsafe {
+                near::mmap(
+                    &near::LocalSyscall,
+                    want,
+                    PAGE_SIZE,
+                    PROT::READ | PROT::WRITE,
+                    MAP::PRIVATE | MAP::ANONYMOUS | MAP::FIXED_NOREPLACE,
+                    None,
+                    0,
+                )
+            }
+            .await
+            .expect("mmap");
+            assert_eq!(mapping.addr, want);
+            mem.queue_unmap(mapping);
+            assert_eq!(mem.mappings_pending_unmap(), 1);
+            mem.reclaim().await;
+            assert_eq!(mem.mappings_pending_unmap(), 0);
+            // SAFETY: the range is unmapped and nothing else maps there.
+            let r =
+                unsafe { near::mprotect(&near::LocalSyscall, want, PAGE_SIZE, PROT::READ) }.await;
+            assert_eq!(
+                r.err(),
+                Some(near::SyscallError::Errno(near::Errno::ENOMEM))
             );
         })
     }

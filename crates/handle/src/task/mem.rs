@@ -16,11 +16,10 @@ use crate::fd::FileDescriptor;
 
 /// An owning handle to a memory mapping made by [`Task::mmap`] in one address space.
 ///
-/// `Drop` cannot be async, and unmapping needs a syscall in the mapping's task, so
-/// **dropping a `MemoryMapping` leaves the range mapped** (it stays until the process
-/// exits or execs, and its address range is never reused meanwhile: a leak, never a
-/// dangling use). Call [`MemoryMapping::munmap`] to unmap it.
-#[must_use = "dropping a MemoryMapping leaks the mapping; call munmap().await"]
+/// Dropping it unmaps the range: at once if it is in the local address space (the local
+/// task's, shared by every clone child), otherwise at the next syscall made through a task
+/// of that address space (`Drop` cannot be async). [`MemoryMapping::munmap`] unmaps at
+/// once anywhere and reports errors.
 pub struct MemoryMapping {
     task: Task,
     mapping: near::MemoryMapping,
@@ -42,8 +41,21 @@ impl fmt::Debug for MemoryMapping {
 
 impl Drop for MemoryMapping {
     fn drop(&mut self) {
-        if !self.unmapped {
-            log::debug!("{self:?} dropped without munmap: the mapping is leaked");
+        if self.unmapped {
+            return;
+        }
+        if self.task.namespaces().address_space == super::local_namespaces().address_space {
+            let req = near::Request::new(
+                libc::SYS_munmap,
+                [self.mapping.addr.arg(), self.mapping.len as i64, 0, 0, 0, 0],
+            );
+            // SAFETY: this handle owned the mapping and is going away: nothing refers to
+            // the range any more. munmap of a local range runs on the calling thread.
+            if let Err(e) = unsafe { near::LocalSyscall.syscall_sync(req) } {
+                log::debug!("munmap of dropped {self:?} failed: {e}");
+            }
+        } else {
+            self.task.memory().queue_unmap(self.mapping);
         }
     }
 }

@@ -249,11 +249,14 @@ impl Task {
         first
     }
 
-    /// Performs queued closes before a syscall; a failure there is logged, not reported to
-    /// an unrelated syscall.
+    /// Performs queued closes (and unmaps of dropped mappings) before a syscall; a failure
+    /// there is logged, not reported to an unrelated syscall.
     pub(crate) async fn prepare(&self) {
         if let Err(e) = self.flush_closes().await {
             log::debug!("queued close failed: {e}");
+        }
+        if self.memory().mappings_pending_unmap() > 0 {
+            self.memory().reclaim().await;
         }
     }
 
