@@ -786,6 +786,91 @@ fn killing_pid_namespace_init_kills_a_backgrounded_grandchild() {
     })
 }
 
+#[test]
+fn children_after_unshare_newpid_are_tracked_in_the_new_namespace() {
+    let _g = serialized();
+    require_user_namespaces();
+    run(async {
+        // A parent in its own user namespace, so that it may unshare a pid namespace.
+        let parent = local_thread()
+            .clone(CLONE::NEWUSER)
+            .await
+            .expect("clone(CLONE_NEWUSER)");
+        let own = parent.task().namespaces().pidns;
+        assert!(parent.task().pidns_for_children().is_none());
+        parent
+            .task()
+            .unshare(CLONE::NEWPID)
+            .await
+            .expect("unshare(CLONE_NEWPID)");
+        // The parent stays where it was; its children do not.
+        assert_eq!(
+            parent.task().namespaces().pidns,
+            own,
+            "the parent did not move"
+        );
+        let theirs = parent
+            .task()
+            .pidns_for_children()
+            .expect("children go to a new pid namespace");
+        assert_ne!(theirs, own);
+        let init = parent.clone(CLONE::empty()).await.expect("first child");
+        let second = parent.clone(CLONE::empty()).await.expect("second child");
+        for (child, want) in [(&init, 1), (&second, 2)] {
+            assert_eq!(child.task().pid(), Pid::new(want), "recorded own pid");
+            assert_eq!(
+                child.task().getpid().await.expect("getpid"),
+                Pid::new(want),
+                "the kernel agrees"
+            );
+            assert_eq!(
+                child.task().namespaces().pidns,
+                theirs,
+                "recorded pid namespace"
+            );
+            assert_ne!(
+                child.pid(),
+                Some(Pid::new(want)),
+                "the parent's view differs"
+            );
+        }
+        // A pid of the parent's namespace used with a task of the new one is refused
+        // before sending.
+        let far_pid = rsyscall::far::Process {
+            pidns: own,
+            near: parent.task().pid(),
+        };
+        assert!(
+            second
+                .task()
+                .namespaces()
+                .near_pid(second.task().pid(), &far_pid)
+                .is_err(),
+            "mismatched pid namespaces are caught"
+        );
+        second
+            .exit(0)
+            .await
+            .expect("exit")
+            .check()
+            .await
+            .expect("clean");
+        init.exit(0)
+            .await
+            .expect("exit")
+            .check()
+            .await
+            .expect("clean");
+        parent
+            .exit(0)
+            .await
+            .expect("exit")
+            .check()
+            .await
+            .expect("clean");
+    })
+}
+
 /// A child of `parent` in new user and network namespaces, with `lo` up.
 async fn netns_child(parent: &Thread) -> rsyscall::ChildThread {
     let child = parent.clone(CLONE::empty()).await.expect("clone");

@@ -103,7 +103,8 @@ impl Thread {
         let (pid, monitor, stack, helper) = self.clone_child(flags, waiter, stack).await?;
         // 4. The child's task.
         let ns = task.namespaces();
-        let child_ns = child_namespaces(&ns, flags, pid);
+        let children_pidns = task.pidns_for_children();
+        let child_ns = child_namespaces(&ns, children_pidns, flags, pid);
         let fd_table = if shares_table {
             task.fd_table()
         } else {
@@ -121,13 +122,22 @@ impl Thread {
         // The helper exits once the child has exec'd or exited: only then may the child's
         // stack, futex word and the helper's own stack be reused.
         service::reap_later(helper.pidfd, Box::new((stack.mem, helper.memory)));
+        // The child's pid in its own pid namespace: ours for it, unless it is in another.
+        let own_pid = if flags.contains(CLONE::NEWPID) {
+            Pid::new(1)
+        } else if children_pidns.is_some() {
+            // A namespace this thread entered with unshare or setns: only the child knows.
+            near::getpid(&conn).await.map_err(|source| Error::Syscall {
+                syscall: "getpid",
+                pid: pid.as_raw(),
+                source,
+            })?
+        } else {
+            pid
+        };
         let child_task = Task::new(
             Arc::new(conn),
-            if flags.contains(CLONE::NEWPID) {
-                Pid::new(1)
-            } else {
-                pid
-            },
+            own_pid,
             child_ns,
             fd_table,
             task.memory().clone(),
@@ -341,9 +351,15 @@ impl Thread {
     }
 }
 
-/// The namespaces of a child cloned with `flags` from a thread in `ns`, as pid `pid`: new
-/// identities for what `flags` unshares (and for the fd table unless it is shared).
-fn child_namespaces(ns: &far::Namespaces, flags: CLONE, pid: Pid) -> far::Namespaces {
+/// The namespaces of a child cloned with `flags` from a thread in `ns` whose children go
+/// to `children_pidns` (if not its own pid namespace), as pid `pid`: new identities for
+/// what `flags` unshares (and for the fd table unless it is shared).
+fn child_namespaces(
+    ns: &far::Namespaces,
+    children_pidns: Option<far::PidNamespace>,
+    flags: CLONE,
+    pid: Pid,
+) -> far::Namespaces {
     fn pick<T>(yes: bool, then: T, otherwise: T) -> T {
         if yes { then } else { otherwise }
     }
@@ -357,7 +373,7 @@ fn child_namespaces(ns: &far::Namespaces, flags: CLONE, pid: Pid) -> far::Namesp
         pidns: pick(
             flags.contains(CLONE::NEWPID),
             far::PidNamespace::new(pid),
-            ns.pidns,
+            children_pidns.unwrap_or(ns.pidns),
         ),
         mountns: pick(
             flags.contains(CLONE::NEWNS),

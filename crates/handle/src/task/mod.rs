@@ -58,6 +58,9 @@ struct TaskInner {
     pid: near::Pid,
     /// Changed by `unshare`, `setns` and `unshare_files`.
     ns: std::sync::Mutex<far::Namespaces>,
+    /// The pid namespace the task's next children are created in, once `unshare(NEWPID)`
+    /// or `setns` into a pid namespace made it differ from the task's own.
+    pidns_for_children: std::sync::Mutex<Option<far::PidNamespace>>,
     /// The fd table and where it was copied from; changed by `unshare_files`.
     table: std::sync::Mutex<TableState>,
     memory: Arc<Memory>,
@@ -115,6 +118,7 @@ impl Task {
                 sysif,
                 pid,
                 ns: std::sync::Mutex::new(ns),
+                pidns_for_children: std::sync::Mutex::new(None),
                 table: std::sync::Mutex::new((fd_table, inherited_from)),
                 memory,
             }),
@@ -134,6 +138,27 @@ impl Task {
     /// The task's namespaces, as they are now.
     pub fn namespaces(&self) -> far::Namespaces {
         *self.inner.ns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pid namespace children the task creates from now on are in, if it is not the
+    /// task's own: after `unshare(CLONE::NEWPID)` or a `setns` into a pid namespace, which
+    /// move the task's future children, not the task. A fresh identity each time (see
+    /// [`Task::setns`]).
+    pub fn pidns_for_children(&self) -> Option<far::PidNamespace> {
+        *self
+            .inner
+            .pidns_for_children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the task's future children go to a new pid namespace.
+    pub(crate) fn set_pidns_for_children(&self, ns: far::PidNamespace) {
+        *self
+            .inner
+            .pidns_for_children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(ns);
     }
 
     /// Records that the task moved to other namespaces (after `unshare` or `setns`).

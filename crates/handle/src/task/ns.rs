@@ -72,8 +72,9 @@ impl Task {
     /// `unshare(flags)` — gives this task's process its own new namespaces (and with
     /// `CLONE::FS`, its own root and working directory).
     ///
-    /// The task's recorded mount and network namespaces become fresh identities (its pid
-    /// namespace stays: `CLONE::NEWPID` affects only children made afterwards).
+    /// The task's recorded mount and network namespaces become fresh identities. Its pid
+    /// namespace stays: `CLONE::NEWPID` moves only children made afterwards, which
+    /// [`Task::pidns_for_children`] records.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for flags outside [`UNSHARE_FLAGS`]; `EPERM` without
@@ -108,6 +109,9 @@ impl Task {
                 ns.netns = far::NetNamespace::new(pid);
             }
         });
+        if flags.contains(CLONE::NEWPID) {
+            self.set_pidns_for_children(far::PidNamespace::new(pid));
+        }
         Ok(())
     }
 
@@ -166,6 +170,10 @@ impl Task {
                 ns.netns = far::NetNamespace::new(pid);
             }
         });
+        // Joining a pid namespace moves the children made afterwards, not the task.
+        if any || nstype.contains(CLONE::NEWPID) {
+            self.set_pidns_for_children(far::PidNamespace::new(pid));
+        }
         Ok(())
     }
 
