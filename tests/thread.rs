@@ -409,12 +409,6 @@ fn dropping_a_child_of_a_remote_thread_kills_and_reaps_it() {
         let pid = truth.pid();
         drop(truth);
         assert_reaped(&parent, pid, "dropped /bin/true").await;
-        parent
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("the parent exits cleanly");
+        rsyscall_tests::tasks::exit_cleanly(parent, "the parent").await;
     })
 }

@@ -16,7 +16,7 @@ use rsyscall::{
     AF, AT, CLONE, Capability, ChildState, Command, Environment, Errno, Error, FD, FileDescriptor,
     IFF, MS, O, SOCK, SockType, TUN, Task, Thread, local_thread,
 };
-use rsyscall_tests::tasks::{on_local_and_child, run};
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 
 fn serialized() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -848,26 +848,9 @@ fn children_after_unshare_newpid_are_tracked_in_the_new_namespace() {
                 .is_err(),
             "mismatched pid namespaces are caught"
         );
-        second
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
-        init.exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
-        parent
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(second, "pid 2").await;
+        exit_cleanly(init, "pid 1").await;
+        exit_cleanly(parent, "the parent").await;
     })
 }
 

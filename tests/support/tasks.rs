@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rsyscall::{CLONE, Thread, local_thread};
+use rsyscall::{CLONE, ChildThread, Thread, local_thread};
 
 /// Runs `f` to completion under `async_io::block_on`, failing (instead of hanging) after
 /// 60 seconds.
@@ -34,4 +34,16 @@ where
             .await
             .expect("child thread exits cleanly");
     })
+}
+
+/// Ends `child` with `exit(0)` and checks that it exited cleanly; `what` names it in the
+/// panic message otherwise.
+pub async fn exit_cleanly(child: ChildThread, what: &str) {
+    child
+        .exit(0)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: exit: {e}"))
+        .check()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
 }

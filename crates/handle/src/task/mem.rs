@@ -221,23 +221,9 @@ impl Task {
         offset: u64,
     ) -> Result<MemoryMapping> {
         let nfd = self.check_mmap_args(flags, fd, offset)?;
-        self.prepare().await;
         // SAFETY: without MAP_FIXED (refused above) and with no hint, the kernel picks an
         // unused range, so nothing existing is replaced.
-        let mapping = unsafe {
-            near::mmap(
-                self.sysif(),
-                near::Address::NULL,
-                len,
-                prot,
-                flags,
-                nfd,
-                offset,
-            )
-        }
-        .await
-        .map_err(self.error("mmap"))?;
-        Ok(self.own_mapping(mapping))
+        unsafe { self.map(near::Address::NULL, len, prot, flags, nfd, offset) }.await
     }
 
     /// `mmap(addr, len, prot, flags | MAP_FIXED_NOREPLACE, fd, offset)` — maps exactly at
@@ -267,23 +253,10 @@ impl Task {
                 format!("address {:#x} is null or not page-aligned", addr.as_u64()),
             ));
         }
-        self.prepare().await;
         // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; an old kernel
         // that ignores it treats `addr` as a hint, which also replaces nothing.
-        let mapping = unsafe {
-            near::mmap(
-                self.sysif(),
-                addr,
-                len,
-                prot,
-                flags | MAP::FIXED_NOREPLACE,
-                nfd,
-                offset,
-            )
-        }
-        .await
-        .map_err(self.error("mmap"))?;
-        let mapping = self.own_mapping(mapping);
+        let mapping =
+            unsafe { self.map(addr, len, prot, flags | MAP::FIXED_NOREPLACE, nfd, offset) }.await?;
         if mapping.addr() != addr {
             // An old kernel placed it elsewhere: the range was in use.
             mapping.munmap().await?;
@@ -322,12 +295,29 @@ impl Task {
         }
     }
 
-    fn own_mapping(&self, mapping: near::MemoryMapping) -> MemoryMapping {
-        MemoryMapping {
+    /// The mmap syscall, after the queued closes, as an owned mapping.
+    ///
+    /// # Safety
+    /// As [`near::mmap`]: the flags and hint must not replace memory in use.
+    async unsafe fn map(
+        &self,
+        addr: near::Address,
+        len: usize,
+        prot: PROT,
+        flags: MAP,
+        fd: Option<near::FileDescriptor>,
+        offset: u64,
+    ) -> Result<MemoryMapping> {
+        self.prepare().await;
+        // SAFETY: forwarded from the caller.
+        let mapping = unsafe { near::mmap(self.sysif(), addr, len, prot, flags, fd, offset) }
+            .await
+            .map_err(self.error("mmap"))?;
+        Ok(MemoryMapping {
             task: self.clone(),
             mapping,
             unmapped: false,
-        }
+        })
     }
 }
 
