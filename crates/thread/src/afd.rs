@@ -166,7 +166,7 @@ impl AsyncFileDescriptor {
         let task = self.handle.task();
         let fd = task.check_fd(&self.handle)?;
         let addr = task.check_ptr(&buf)?;
-        flush(task).await;
+        task.prepare().await;
         let len = buf.size();
         let lent = task.lend(buf);
         // SAFETY: `addr` is `len` bytes of the task's own address space (checked above),
@@ -192,7 +192,7 @@ impl AsyncFileDescriptor {
         let task = self.handle.task();
         let fd = task.check_fd(&self.handle)?;
         let addr = task.check_ptr(buf.pointer())?;
-        flush(task).await;
+        task.prepare().await;
         let len = buf.size();
         let lent = task.lend(buf);
         match near::write(task.sysif(), fd, addr, len).await {
@@ -388,14 +388,6 @@ impl AsyncFileDescriptor {
         };
         let closed = handle.close().await;
         deregistered.and(closed)
-    }
-}
-
-/// Performs the fd table's queued closes before a syscall; a failure there belongs to no
-/// caller, so it is only logged.
-async fn flush(task: &Task) {
-    if let Err(e) = task.flush_closes().await {
-        log::debug!("queued close failed: {e}");
     }
 }
 

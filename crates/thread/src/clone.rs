@@ -80,10 +80,7 @@ impl Thread {
         // otherwise inherit copies of fds whose handles are gone, and a loop of
         // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
         // other syscall here, would grow the table without bound.
-        if let Err(e) = task.flush_closes().await {
-            log::debug!("queued close failed: {e}");
-        }
-        let shares_table = flags.contains(CLONE::FILES);
+        task.prepare().await;
         // A new user namespace gets a one-line mapping of our ids, written from here (the
         // outer namespace) before the child is used: read the ids now.
         let outer_ids = if flags.contains(CLONE::NEWUSER) {
@@ -94,14 +91,57 @@ impl Thread {
         let waiter = self.clone_waiter(flags)?;
 
         // 1. The channels, with their remote ends in our table.
-        let channels = self.child_channels(shares_table).await?;
+        let channels = self.child_channels(flags.contains(CLONE::FILES)).await?;
         // 2. The child's stack.
         let stack = ChildStack::new(task, channels.ends.server_sock.near()).await?;
         // 3. The clone and the futex helper. Fds whose handles exist now are the ones the
         //    child inherits.
         let generation = task.fd_table().generation();
-        let (pid, monitor, stack, helper) = self.clone_child(flags, waiter, stack).await?;
-        // 4. The child's task.
+        let (pid, monitor, helper_pidfd) = self.clone_child(flags, waiter, stack).await?;
+        // 4 and 5. The child's task and its sockets; on failure, the child is killed.
+        let (child_task, server_sock, connection) = match self
+            .child_task(flags, pid, channels, helper_pidfd, generation)
+            .await
+        {
+            Ok(parts) => parts,
+            Err(e) => {
+                monitor.abandon(Signal::SIGKILL, Box::new(()));
+                return Err(e);
+            }
+        };
+        let child = ChildThread::new(
+            Thread::from_parts(
+                child_task,
+                connection,
+                self.inner.environ.clone(),
+                Some(Clone::clone(self)),
+                Some(server_sock.near()),
+            ),
+            Clone::clone(self),
+            monitor,
+            server_sock,
+            flags.contains(CLONE::SIGHAND),
+        );
+        if let Some((uid, gid)) = outer_ids {
+            // On failure the child is dropped, which kills it.
+            crate::unshare::write_user_mappings(task, pid, uid, gid, uid, gid).await?;
+        }
+        Ok(child)
+    }
+
+    /// The task of the child `pid` cloned with `flags` (its connection over `channels`,
+    /// hung up when `helper_pidfd` becomes readable), and its handles to its ends of the
+    /// channels. `generation` is our table's, taken just before the clone.
+    async fn child_task(
+        &self,
+        flags: CLONE,
+        pid: Pid,
+        channels: Channels,
+        helper_pidfd: OwnedFd,
+        generation: u64,
+    ) -> Result<(Task, FileDescriptor, Option<Connection>)> {
+        let task = self.task();
+        let shares_table = flags.contains(CLONE::FILES);
         let ns = task.namespaces();
         let children_pidns = task.pidns_for_children();
         let child_ns = child_namespaces(&ns, children_pidns, flags, pid);
@@ -113,15 +153,8 @@ impl Thread {
         let Channels { access, ends } = channels;
         let conn = SyscallConnection::new(access.into(), ends.server_sock.near())
             .map_err(io("registering a connection"))?;
-        let helper_pidfd = helper
-            .pidfd
-            .try_clone()
-            .map_err(io("duplicating a pidfd"))?;
         conn.hangup_when_readable(helper_pidfd)
             .map_err(io("registering a pidfd"))?;
-        // The helper exits once the child has exec'd or exited: only then may the child's
-        // stack, futex word and the helper's own stack be reused.
-        service::reap_later(helper.pidfd, Box::new((stack.mem, helper.memory)));
         // The child's pid in its own pid namespace: ours for it, unless it is in another.
         let own_pid = if flags.contains(CLONE::NEWPID) {
             Pid::new(1)
@@ -143,27 +176,8 @@ impl Thread {
             task.memory().clone(),
             (!shares_table).then_some((ns.fd_table, generation)),
         );
-        // 5. The child's copies of the server socket and the fd-passing socket.
         let (server_sock, connection) = ends.hand_over(shares_table, &child_task).await?;
-
-        let child = ChildThread::new(
-            Thread::from_parts(
-                child_task,
-                connection,
-                self.inner.environ.clone(),
-                Some(Clone::clone(self)),
-                Some(server_sock.near()),
-            ),
-            Clone::clone(self),
-            monitor,
-            server_sock,
-            flags.contains(CLONE::SIGHAND),
-        );
-        if let Some((uid, gid)) = outer_ids {
-            // On failure the child is dropped, which kills it.
-            crate::unshare::write_user_mappings(task, pid, uid, gid, uid, gid).await?;
-        }
-        Ok(child)
+        Ok((child_task, server_sock, connection))
     }
 
     /// The thread that will wait for a child cloned with `flags`: with `CLONE::PARENT`, our
@@ -217,15 +231,15 @@ impl Thread {
     }
 
     /// Clones the child on `stack` and starts its futex helper, then sets up the child's
-    /// monitor. Returns the child's pid (in our namespace), its monitor, the stack and the
-    /// helper. After a successful clone, any failure kills the child and keeps its stack
-    /// until it is gone.
+    /// monitor and hands the stack and the helper to the service thread. Returns the
+    /// child's pid (in our namespace), its monitor and a copy of the helper's pidfd. After
+    /// a successful clone, any failure kills the child and keeps its stack until it is gone.
     async fn clone_child(
         &self,
         flags: CLONE,
         waiter: Option<Thread>,
         stack: ChildStack,
-    ) -> Result<(Pid, AsyncChildProcess, ChildStack, FutexHelper)> {
+    ) -> Result<(Pid, AsyncChildProcess, OwnedFd)> {
         let task = self.task();
         let args = stack.clone_args(flags)?;
         let helper_prep = prepare_futex_helper(stack.futex()?).await?;
@@ -292,13 +306,25 @@ impl Thread {
             }),
             None => helper_prep.launch().await,
         };
-        match helper {
-            Ok(helper) => Ok((pid, monitor, stack, helper)),
+        let helper = match helper {
+            Ok(helper) => helper,
             Err(e) => {
                 // Killed and reaped in the background with its stack, which is freed only
                 // once the child is gone.
                 monitor.abandon(Signal::SIGKILL, Box::new(stack.mem));
-                Err(e)
+                return Err(e);
+            }
+        };
+        // The helper exits once the child has exec'd or exited: only then may the child's
+        // stack, futex word and the helper's own stack be reused. Handed over now, so that
+        // no later failure can free them under the child.
+        let watch = helper.pidfd.try_clone();
+        service::reap_later(helper.pidfd, Box::new((stack.mem, helper.memory)));
+        match watch {
+            Ok(fd) => Ok((pid, monitor, fd)),
+            Err(e) => {
+                monitor.abandon(Signal::SIGKILL, Box::new(()));
+                Err(io("duplicating a pidfd")(e))
             }
         }
     }

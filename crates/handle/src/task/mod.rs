@@ -274,9 +274,11 @@ impl Task {
         first
     }
 
-    /// Performs queued closes (and unmaps of dropped mappings) before a syscall; a failure
-    /// there is logged, not reported to an unrelated syscall.
-    pub(crate) async fn prepare(&self) {
+    /// Performs the closes queued on this task's fd table and the unmaps queued on its
+    /// address space, as every syscall method here does first. For code that makes raw
+    /// syscalls through [`Task::sysif`], or that copies the table. A failure there is
+    /// logged, not reported to an unrelated caller.
+    pub async fn prepare(&self) {
         if let Err(e) = self.flush_closes().await {
             log::debug!("queued close failed: {e}");
         }
