@@ -80,7 +80,11 @@ impl<T: ?Sized + Struct> Pointer<T> {
     /// [`Error::InvalidArgument`] if the value is larger than the pointer (the pointer is
     /// freed); the transport's errors.
     pub async fn write(self, value: &T) -> Result<WrittenPointer<T>> {
-        let bytes = value.to_bytes();
+        self.write_bytes(&value.to_bytes()).await
+    }
+
+    /// [`Pointer::write`] of a value already serialized to `bytes`.
+    pub(crate) async fn write_bytes(self, bytes: &[u8]) -> Result<WrittenPointer<T>> {
         if bytes.len() > self.size() {
             return Err(Error::invalid(
                 "Pointer::write",
@@ -96,7 +100,7 @@ impl<T: ?Sized + Struct> Pointer<T> {
         } else {
             self
         };
-        ptr.alloc.write(0, &bytes).await?;
+        ptr.alloc.write(0, bytes).await?;
         Ok(WrittenPointer { ptr })
     }
 
@@ -180,9 +184,9 @@ impl<T: ?Sized + Struct> Pointer<T> {
         value: &U,
         alignment: usize,
     ) -> Result<(Pointer<T>, WrittenPointer<U>)> {
-        let size = value.to_bytes().len();
-        let (rest, end) = self.split_from_end::<U>(size, alignment)?;
-        Ok((rest, end.write(value).await?))
+        let bytes = value.to_bytes();
+        let (rest, end) = self.split_from_end::<U>(bytes.len(), alignment)?;
+        Ok((rest, end.write_bytes(&bytes).await?))
     }
 
     /// Declares that a syscall wrote a `T` into the first `len` bytes: returns them as a

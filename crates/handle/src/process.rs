@@ -1,19 +1,15 @@
 //! `ChildProcess`: a child we can signal and wait on without ever hitting a reused pid;
 //! `ThreadProcess`: a child that runs on memory of ours; `Process`: any process, by pid.
-//!
-//! # Safety
-//! The one unsafe call is `waitid`, whose siginfo buffer is an allocation of the parent's
-//! address space held in an `InFlight` guard until the syscall completes.
-#![allow(unsafe_code)]
 
 use std::fmt;
 use std::sync::Mutex;
 
-use rsyscall_near::{self as near, IdType, Signal, W};
+use rsyscall_near::{self as near, Signal, W};
 
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
-use crate::memory::{Allocation, InFlight};
+use crate::memory::Allocation;
+use crate::structs::{Siginfo, WaitId};
 use crate::task::Task;
 
 /// A state change of a child, as `waitid` reports it.
@@ -47,20 +43,19 @@ impl fmt::Display for ChildState {
 }
 
 impl ChildState {
-    /// Parses a `siginfo_t` filled by `waitid`; `None` if it reports no event (`si_pid` 0,
-    /// as after `WNOHANG` with nothing to report).
+    /// Parses a `siginfo_t` filled by `waitid` (at least 128 bytes); `None` if it is too
+    /// short or reports no event (`si_pid` 0, as after `WNOHANG` with nothing to report).
     pub fn from_siginfo(bytes: &[u8]) -> Option<ChildState> {
-        let i32_at = |off: usize| {
-            bytes
-                .get(off..off + 4)
-                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let pid = i32_at(16)?;
+        crate::structs::pod_from_bytes::<Siginfo>(bytes)
+            .ok()?
+            .child_state()
+    }
+
+    /// The state a `waitid` siginfo reports (see [`Siginfo::child_state`]).
+    pub(crate) fn from_fields(pid: i32, code: i32, status: i32) -> Option<ChildState> {
         if pid == 0 {
             return None;
         }
-        let code = i32_at(8)?;
-        let status = i32_at(24)?;
         let sig = || Signal::new(status);
         Some(match code {
             libc::CLD_EXITED => ChildState::Exited(status),
@@ -169,11 +164,6 @@ impl ChildProcess {
         Ok(Busy(&self.status))
     }
 
-    /// Records a death observed elsewhere (for example when the parent's table is gone).
-    pub fn mark_dead(&self, state: ChildState) {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).death = Some(state);
-    }
-
     /// `pidfd_send_signal(pidfd, sig)` — signals the child.
     ///
     /// # Errors
@@ -187,14 +177,8 @@ impl ChildProcess {
             });
         }
         let _busy = self.borrow()?;
-        let fd = self.parent.check_fd(&self.pidfd)?;
-        near::pidfd_send_signal(self.parent.sysif(), fd, sig)
-            .await
-            .map_err(|source| Error::Syscall {
-                syscall: "pidfd_send_signal",
-                pid: self.parent.pid().as_raw(),
-                source,
-            })
+        self.parent.check_fd(&self.pidfd)?;
+        self.pidfd.pidfd_send_signal(sig).await
     }
 
     /// `waitid(P_PIDFD, pidfd, infop, options)` — waits for (or with `W::NOHANG`, polls for)
@@ -208,38 +192,16 @@ impl ChildProcess {
             return Ok(Some(state));
         }
         let _busy = self.borrow()?;
-        let fd = self.parent.check_fd(&self.pidfd)?;
-        let buf = self
+        let info = self
             .parent
-            .alloc(std::mem::size_of::<libc::siginfo_t>(), 8)
+            .waitid(WaitId::PidFd(&self.pidfd), options)
             .await?;
-        buf.write(0, &[0u8; std::mem::size_of::<libc::siginfo_t>()])
-            .await?;
-        let buf = InFlight::new(buf);
-        // SAFETY: the siginfo buffer is an allocation of the right size in the parent's
-        // address space, kept (or leaked) until the syscall is done.
-        let r = unsafe {
-            near::waitid(
-                self.parent.sysif(),
-                IdType::PidFd(fd),
-                buf.get().addr(),
-                options,
-                near::Address::NULL,
-            )
-        }
-        .await;
-        let ((), buf) = buf.settle(r).map_err(|source| Error::Syscall {
-            syscall: "waitid",
-            pid: self.parent.pid().as_raw(),
-            source,
-        })?;
-        let info = buf.read(0, std::mem::size_of::<libc::siginfo_t>()).await?;
-        let state = ChildState::from_siginfo(&info);
+        let state = info.and_then(|i| i.child_state());
         if let Some(s) = state
             && s.died()
             && !options.contains(W::NOWAIT)
         {
-            self.mark_dead(s);
+            self.status.lock().unwrap_or_else(|e| e.into_inner()).death = Some(s);
         }
         Ok(state)
     }
@@ -439,18 +401,15 @@ impl ThreadProcess {
                 None => return Ok(true),
                 Some(m) => match m.futex {
                     None => return Ok(false),
-                    Some(w) => (m.allocations[w.allocation].far(), w.offset),
+                    Some(w) => {
+                        let a = &m.allocations[w.allocation];
+                        (a.far().space, a.addr_at(w.offset)?)
+                    }
                 },
             }
         };
-        let (ptr, offset) = word;
-        let at = rsyscall_far::Pointer {
-            space: ptr.space,
-            near: ptr
-                .near
-                .checked_add(offset as u64)
-                .ok_or_else(|| Error::invalid("poll_released", "address overflow"))?,
-        };
+        let (space, near) = word;
+        let at = rsyscall_far::Pointer { space, near };
         let bytes = match self.process.parent().read_memory(at, 4).await {
             Ok(b) => b,
             // Released concurrently (by a wait) while we were reading.

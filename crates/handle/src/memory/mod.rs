@@ -24,10 +24,11 @@ pub use transport::{BoxFuture, LocalTransport, Transport};
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rsyscall_far as far;
-use rsyscall_near::{self as near, Address, MAP, MemoryMapping, PROT};
+use rsyscall_near::{self as near, Address, MADV, MAP, MemoryMapping, PROT};
 
 use crate::error::{Error, Result};
 
@@ -109,6 +110,9 @@ pub struct Memory {
     mapper: Arc<dyn near::SyscallInterface>,
     /// Whether new arenas may be mapped when the existing ones are full.
     growable: bool,
+    /// Set when `reclaim` has work (queued page ranges or unmaps), so that the common case
+    /// takes no lock.
+    pending: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -150,6 +154,7 @@ impl Memory {
             transport,
             mapper,
             growable: true,
+            pending: AtomicBool::new(false),
             state: Mutex::new(State {
                 arenas: Vec::new(),
                 live: BTreeMap::new(),
@@ -198,11 +203,6 @@ impl Memory {
     /// The transport.
     pub fn transport(&self) -> &Arc<dyn Transport> {
         &self.transport
-    }
-
-    /// Whether the memory is in this process's own address space.
-    pub fn is_local(&self) -> bool {
-        self.space == crate::task::local_namespaces().address_space
     }
 
     /// Allocates `size` bytes (at least 1) aligned to `align` (a power of two, at most a
@@ -322,7 +322,21 @@ impl Memory {
     /// makes them available again. Ranges are out of the free list until this is done, so
     /// no allocation can be placed in pages being discarded.
     pub async fn reclaim(&self) {
-        let unmaps = std::mem::take(&mut lock(&self.state).unmaps);
+        // Nothing queued, the case before nearly every syscall and malloc: no lock taken.
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let (unmaps, ranges) = {
+            let mut st = lock(&self.state);
+            let ranges: Vec<_> = std::mem::take(&mut st.reclaim)
+                .into_iter()
+                .filter_map(|(arena_id, offset, len)| {
+                    let base = st.arenas.iter().find(|a| a.id == arena_id)?.base();
+                    Some((arena_id, offset, len, base))
+                })
+                .collect();
+            (std::mem::take(&mut st.unmaps), ranges)
+        };
         for mapping in unmaps {
             // SAFETY: queued by the owning handle's drop: nothing refers to the range.
             if let Err(e) = unsafe { near::munmap(self.mapper.as_ref(), mapping) }.await {
@@ -332,29 +346,13 @@ impl Memory {
                 );
             }
         }
-        let pending = std::mem::take(&mut lock(&self.state).reclaim);
-        for (arena_id, offset, len) in pending {
-            let base = {
-                let st = lock(&self.state);
-                st.arenas.iter().find(|a| a.id == arena_id).map(Arena::base)
-            };
-            if let Some(base) = base {
-                let req = near::Request::new(
-                    libc::SYS_madvise,
-                    [
-                        (base + offset as u64) as i64,
-                        len as i64,
-                        libc::MADV_REMOVE as i64,
-                        0,
-                        0,
-                        0,
-                    ],
-                );
-                // SAFETY: the range is whole pages of an arena this allocator owns, in no
-                // allocation and not on the free list, so nothing uses its contents.
-                if let Err(e) = unsafe { self.mapper.syscall(req) }.await {
-                    log::debug!("madvise(MADV_REMOVE) of {len} bytes failed: {e}");
-                }
+        for (arena_id, offset, len, base) in ranges {
+            let addr = Address::new(base + offset as u64);
+            // SAFETY: the range is whole pages of an arena this allocator owns, in no
+            // allocation and not on the free list, so nothing uses its contents.
+            let r = unsafe { near::madvise(self.mapper.as_ref(), addr, len, MADV::REMOVE) }.await;
+            if let Err(e) = r {
+                log::debug!("madvise(MADV_REMOVE) of {len} bytes failed: {e}");
             }
             let mut st = lock(&self.state);
             if let Some(arena) = st.arenas.iter_mut().find(|a| a.id == arena_id) {
@@ -369,6 +367,7 @@ impl Memory {
     /// address space runs first.
     pub fn queue_unmap(&self, mapping: MemoryMapping) {
         lock(&self.state).unmaps.push(mapping);
+        self.pending.store(true, Ordering::Release);
     }
 
     /// Mappings queued by [`Memory::queue_unmap`] and not unmapped yet.
@@ -446,6 +445,7 @@ impl Memory {
             arena.give_back(page_end - base, start + len - page_end);
             st.reclaim
                 .push((arena_id, page_start - base, page_end - page_start));
+            self.pending.store(true, Ordering::Release);
         } else {
             arena.give_back(offset, len);
         }
@@ -632,26 +632,17 @@ impl Allocation {
                 format!("offset {at} past an allocation of {} bytes", self.len),
             ));
         }
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped, so the memory Arc is moved out exactly once.
-        let memory = unsafe { std::ptr::read(&this.memory) };
-        memory.split_live(this.addr.as_u64(), this.len, at);
+        let mut first = self;
+        first.memory.split_live(first.addr.as_u64(), first.len, at);
         let second = Allocation {
-            memory: memory.clone(),
-            arena: this.arena,
-            offset: this.offset + at,
-            len: this.len - at,
-            addr: Address::new(this.addr.as_u64() + at as u64),
-            reclaim: this.reclaim,
+            memory: first.memory.clone(),
+            arena: first.arena,
+            offset: first.offset + at,
+            len: first.len - at,
+            addr: Address::new(first.addr.as_u64() + at as u64),
+            reclaim: first.reclaim,
         };
-        let first = Allocation {
-            memory,
-            arena: this.arena,
-            offset: this.offset,
-            len: at,
-            addr: this.addr,
-            reclaim: this.reclaim,
-        };
+        first.len = at;
         Ok((first, second))
     }
 
@@ -673,22 +664,16 @@ impl Allocation {
                 second: other,
             }));
         }
-        let a = std::mem::ManuallyDrop::new(self);
-        let b = std::mem::ManuallyDrop::new(other);
-        // SAFETY: neither is ever dropped, so each memory Arc is moved out exactly once.
-        let (memory, other_memory) =
-            unsafe { (std::ptr::read(&a.memory), std::ptr::read(&b.memory)) };
-        drop(other_memory);
-        let len = a.len + b.len;
-        memory.merge_live((a.addr.as_u64(), a.len), (b.addr.as_u64(), b.len));
-        Ok(Allocation {
-            memory,
-            arena: a.arena,
-            offset: a.offset,
-            len,
-            addr: a.addr,
-            reclaim: a.reclaim && b.reclaim,
-        })
+        let (mut first, mut second) = (self, other);
+        first.memory.merge_live(
+            (first.addr.as_u64(), first.len),
+            (second.addr.as_u64(), second.len),
+        );
+        first.len += second.len;
+        first.reclaim &= second.reclaim;
+        // An empty piece gives nothing back when dropped.
+        second.len = 0;
+        Ok(first)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use rsyscall_near::{self as near, Address, SA};
 
-use super::{Pod, Sigset, pod_bytes};
+use super::{Pod, Sigset};
 use crate::fd::FileDescriptor;
 use crate::pointer::WrittenPointer;
 use crate::process::ChildState;
@@ -44,7 +44,7 @@ impl Siginfo {
 
     /// The child state change this siginfo reports (from `waitid`), if any.
     pub fn child_state(&self) -> Option<ChildState> {
-        ChildState::from_siginfo(&pod_bytes(self))
+        ChildState::from_fields(self.pid, self.code, self.status)
     }
 }
 
@@ -202,6 +202,7 @@ pub enum WaitId<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::structs::pod_bytes;
     use std::mem::{align_of, offset_of, size_of};
 
     #[test]

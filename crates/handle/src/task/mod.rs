@@ -282,9 +282,7 @@ impl Task {
         if let Err(e) = self.flush_closes().await {
             log::debug!("queued close failed: {e}");
         }
-        if self.memory().mappings_pending_unmap() > 0 {
-            self.memory().reclaim().await;
-        }
+        self.memory().reclaim().await;
     }
 
     pub(crate) async fn close_near(&self, fd: near::FileDescriptor) -> Result<()> {
@@ -341,7 +339,7 @@ impl Task {
     pub async fn ptr<T: ?Sized + Struct>(&self, value: &T) -> Result<WrittenPointer<T>> {
         let bytes = value.to_bytes();
         let a = self.alloc(bytes.len(), 16).await?;
-        Pointer::<T>::from_allocation(a).write(value).await
+        Pointer::<T>::from_allocation(a).write_bytes(&bytes).await
     }
 
     /// Writes `path` (any bytes without NUL) as a NUL-terminated string.
@@ -349,13 +347,19 @@ impl Task {
     /// # Errors
     /// [`Error::InvalidArgument`] naming `what` if `path` contains a NUL byte.
     pub async fn ptr_cstr(&self, what: &'static str, path: &[u8]) -> Result<WrittenPointer<CStr>> {
-        let c = std::ffi::CString::new(path).map_err(|_| {
-            Error::invalid(
+        if path.contains(&0) {
+            return Err(Error::invalid(
                 what,
                 format!("{:?} contains a NUL byte", String::from_utf8_lossy(path)),
-            )
-        })?;
-        self.ptr(c.as_c_str()).await
+            ));
+        }
+        let mut bytes = Vec::with_capacity(path.len() + 1);
+        bytes.extend_from_slice(path);
+        bytes.push(0);
+        let a = self.alloc(bytes.len(), 16).await?;
+        Pointer::<CStr>::from_allocation(a)
+            .write_bytes(&bytes)
+            .await
     }
 
     /// Reads `len` bytes at a far pointer, after checking that they lie inside one live
