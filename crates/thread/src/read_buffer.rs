@@ -19,14 +19,17 @@ const CHUNK: usize = 16 * 1024;
 /// so far stay buffered.
 pub struct AsyncReadBuffer {
     afd: AsyncFileDescriptor,
+    /// Read from the fd; `buf[start..]` is not returned yet. Taking an item only moves
+    /// `start`, so many small items cost no copying of what follows them.
     buf: Vec<u8>,
+    start: usize,
 }
 
 impl fmt::Debug for AsyncReadBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncReadBuffer")
             .field("afd", &self.afd)
-            .field("buffered", &self.buf.len())
+            .field("buffered", &self.buffered().len())
             .finish()
     }
 }
@@ -45,6 +48,7 @@ impl AsyncReadBuffer {
         AsyncReadBuffer {
             afd,
             buf: Vec::new(),
+            start: 0,
         }
     }
 
@@ -55,11 +59,12 @@ impl AsyncReadBuffer {
 
     /// The bytes read from the fd and not yet returned.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
     }
 
     /// The fd and the bytes read from it and not yet returned.
-    pub fn into_parts(self) -> (AsyncFileDescriptor, Vec<u8>) {
+    pub fn into_parts(mut self) -> (AsyncFileDescriptor, Vec<u8>) {
+        self.buf.drain(..self.start);
         (self.afd, self.buf)
     }
 
@@ -69,14 +74,25 @@ impl AsyncReadBuffer {
         if got.is_empty() {
             return Ok(false);
         }
+        // Drop what was already returned once it is at least half the buffer, so the
+        // buffer stays within twice what is pending and each byte moves O(1) times.
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(&got);
         Ok(true)
     }
 
     /// Takes the first `n` buffered bytes.
     fn take(&mut self, n: usize) -> Vec<u8> {
-        let rest = self.buf.split_off(n);
-        std::mem::replace(&mut self.buf, rest)
+        let out = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        out
     }
 
     /// The buffered bytes if any, else what one read gives (empty at end of file).
@@ -84,10 +100,11 @@ impl AsyncReadBuffer {
     /// # Errors
     /// As [`AsyncFileDescriptor::read`].
     pub async fn read_some(&mut self) -> Result<Vec<u8>> {
-        if self.buf.is_empty() {
+        if self.buffered().is_empty() {
             self.fill().await?;
         }
-        Ok(std::mem::take(&mut self.buf))
+        let n = self.buffered().len();
+        Ok(self.take(n))
     }
 
     /// Exactly `n` bytes.
@@ -96,11 +113,11 @@ impl AsyncReadBuffer {
     /// [`Error::Io`] (`UnexpectedEof`) at end of file before `n` bytes; as
     /// [`AsyncFileDescriptor::read`].
     pub async fn read_bytes(&mut self, n: usize) -> Result<Vec<u8>> {
-        while self.buf.len() < n {
+        while self.buffered().len() < n {
             if !self.fill().await? {
                 return Err(eof(
                     "AsyncReadBuffer::read_bytes",
-                    format!("end of file after {} of {n} bytes", self.buf.len()),
+                    format!("end of file after {} of {n} bytes", self.buffered().len()),
                 ));
             }
         }
@@ -115,18 +132,18 @@ impl AsyncReadBuffer {
     pub async fn read_line(&mut self) -> Result<Vec<u8>> {
         let mut searched = 0;
         loop {
-            if let Some(i) = self.buf[searched..].iter().position(|&b| b == b'\n') {
+            if let Some(i) = self.buffered()[searched..].iter().position(|&b| b == b'\n') {
                 let mut line = self.take(searched + i + 1);
                 line.pop();
                 return Ok(line);
             }
-            searched = self.buf.len();
+            searched = self.buffered().len();
             if !self.fill().await? {
                 return Err(eof(
                     "AsyncReadBuffer::read_line",
                     format!(
                         "end of file after {} bytes without a newline",
-                        self.buf.len()
+                        self.buffered().len()
                     ),
                 ));
             }
@@ -155,8 +172,8 @@ impl AsyncReadBuffer {
             Err(e) => {
                 // Keep the stream as it was: the length goes back in front.
                 let mut back = head;
-                back.append(&mut self.buf);
-                self.buf = back;
+                back.extend_from_slice(self.buffered());
+                (self.buf, self.start) = (back, 0);
                 Err(e)
             }
         }
