@@ -90,20 +90,32 @@ impl Command {
 
     /// The environment the program gets when exec'd from a thread with `base`.
     pub fn environment(&self, base: &Environment) -> Vec<OsString> {
-        let mut vars = base.vars.clone();
+        // The final effect of the updates, last one winning; the base is not copied.
+        let mut updates: BTreeMap<&OsStr, Option<&OsStr>> = BTreeMap::new();
         for (k, v) in &self.env {
-            match v {
-                Some(v) => vars.insert(k.clone(), v.clone()),
-                None => vars.remove(k),
-            };
+            updates.insert(k, v.as_deref());
         }
-        vars.into_iter()
-            .map(|(mut k, v)| {
-                k.push("=");
-                k.push(v);
-                k
-            })
-            .collect()
+        let join = |k: &OsStr, v: &OsStr| {
+            let mut kv = OsString::with_capacity(k.len() + 1 + v.len());
+            kv.push(k);
+            kv.push("=");
+            kv.push(v);
+            kv
+        };
+        let mut out = Vec::with_capacity(base.vars.len() + updates.len());
+        for (k, v) in &base.vars {
+            match updates.remove(k.as_os_str()) {
+                None => out.push(join(k, v)),
+                Some(Some(new)) => out.push(join(k, new)),
+                Some(None) => {}
+            }
+        }
+        out.extend(
+            updates
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| join(k, v))),
+        );
+        out
     }
 
     /// The command as one line for `sh -c`: each word shell-quoted, so that the shell runs
