@@ -449,7 +449,14 @@ impl ChildThread {
             unsafe {
                 sysif.syscall(near::Request::new(
                     libc::SYS_rt_sigaction,
-                    [libc::SIGPIPE as i64, base as i64, 0, 8, 0, 0],
+                    [
+                        libc::SIGPIPE as i64,
+                        base as i64,
+                        0,
+                        near::KERNEL_SIGSET_SIZE as i64,
+                        0,
+                        0,
+                    ],
                 ))
             }
         };
@@ -457,7 +464,14 @@ impl ChildThread {
         let sigmask = unsafe {
             sysif.syscall(near::Request::new(
                 libc::SYS_rt_sigprocmask,
-                [libc::SIG_SETMASK as i64, (base + 32) as i64, 0, 8, 0, 0],
+                [
+                    libc::SIG_SETMASK as i64,
+                    (base + 32) as i64,
+                    0,
+                    near::KERNEL_SIGSET_SIZE as i64,
+                    0,
+                    0,
+                ],
             ))
         };
         // SAFETY: path, argv and envp were laid out by exec_image, NUL- and NULL-terminated, in the

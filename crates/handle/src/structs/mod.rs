@@ -55,8 +55,8 @@ pub struct Sigset(pub u64);
 unsafe impl Pod for Sigset {}
 
 impl Sigset {
-    /// The size the kernel expects as `sigsetsize`.
-    pub const KERNEL_SIZE: usize = 8;
+    /// The size the kernel expects as `sigsetsize` ([`rsyscall_near::KERNEL_SIGSET_SIZE`]).
+    pub const KERNEL_SIZE: usize = rsyscall_near::KERNEL_SIGSET_SIZE;
 
     /// The empty set.
     pub const fn empty() -> Self {

@@ -117,8 +117,7 @@ impl Task {
         let new = if set.is_some() { base } else { Address::NULL };
         let buf = self.lend(buf);
         // SAFETY: `new` and `old` are the two 8-byte sets of the lent buffer.
-        let r =
-            unsafe { near::rt_sigprocmask(self.sysif(), how, new, old, Sigset::KERNEL_SIZE) }.await;
+        let r = unsafe { near::rt_sigprocmask(self.sysif(), how, new, old) }.await;
         let ((), buf) = buf.settle(r).map_err(self.error("rt_sigprocmask"))?;
         let [_, old] = buf.into_readable().read().await?;
         Ok(old)
@@ -176,8 +175,7 @@ impl Task {
         let buf = self.lend(buf);
         // SAFETY: `new` and `old` are the two 32-byte actions of the lent buffer; the
         // caller vouches for the handler.
-        let r =
-            unsafe { near::rt_sigaction(self.sysif(), sig, new, old, Sigset::KERNEL_SIZE) }.await;
+        let r = unsafe { near::rt_sigaction(self.sysif(), sig, new, old) }.await;
         let ((), buf) = buf.settle(r).map_err(self.error("rt_sigaction"))?;
         let [_, old] = buf.into_readable().read().await?;
         Ok(old)

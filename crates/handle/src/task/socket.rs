@@ -816,8 +816,8 @@ impl FileDescriptor {
         let ptr = task.lend(ptr);
         // SAFETY: `a` is a whole `struct ifreq` of the task's memory, lent until completion;
         // the callers pass only requests that read and write the struct and nothing else.
-        let r = unsafe { near::ioctl_ifreq(task.sysif(), fd, request, a) }.await;
-        let ((), ptr) = ptr.settle(r).map_err(task.error(what))?;
+        let r = unsafe { near::ioctl(task.sysif(), fd, request, a.arg()) }.await;
+        let (_, ptr) = ptr.settle(r).map_err(task.error(what))?;
         ptr.into_readable().read().await
     }
 

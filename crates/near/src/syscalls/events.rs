@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::call;
+use super::{KERNEL_SIGSET_SIZE, call, opt_fd_arg};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
 crate::flag_set! {
@@ -129,9 +129,6 @@ impl fmt::Debug for WatchDescriptor {
     }
 }
 
-/// The kernel's signal set size, passed as `sigsetsize` / `sizemask`.
-const KERNEL_SIGSET_SIZE: i64 = 8;
-
 /// `epoll_create1(flags)` — a new epoll instance. The only flag is `O::CLOEXEC`
 /// (`EPOLL_CLOEXEC`).
 ///
@@ -142,8 +139,7 @@ pub async fn epoll_create1(
     flags: O,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    let ret = unsafe { call(sysif, libc::SYS_epoll_create1, [flags.bits() as i64]) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_epoll_create1, [flags.bits() as i64]) }.await
 }
 
 /// `epoll_ctl(epfd, op, fd, event)` — adds, changes or removes an fd of an epoll instance.
@@ -163,8 +159,7 @@ pub async fn epoll_ctl(
 ) -> Result<(), SyscallError> {
     let args = [epfd.arg(), op as i64, fd.arg(), event.arg()];
     // SAFETY: epoll_ctl only reads `event` and changes no fd table entry.
-    unsafe { call(sysif, libc::SYS_epoll_ctl, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_epoll_ctl, args) }.await
 }
 
 /// `epoll_wait(epfd, events, maxevents, timeout)` — waits for events; returns how many
@@ -186,8 +181,7 @@ pub async unsafe fn epoll_wait(
 ) -> Result<usize, SyscallError> {
     let args = [epfd.arg(), events.arg(), maxevents as i64, timeout as i64];
     // SAFETY: the caller guarantees `events`.
-    let ret = unsafe { call(sysif, libc::SYS_epoll_wait, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_epoll_wait, args) }.await
 }
 
 /// `epoll_pwait(epfd, events, maxevents, timeout, sigmask, 8)` — like [`epoll_wait`] with
@@ -212,11 +206,10 @@ pub async unsafe fn epoll_pwait(
         maxevents as i64,
         timeout as i64,
         sigmask.arg(),
-        KERNEL_SIGSET_SIZE,
+        KERNEL_SIGSET_SIZE as i64,
     ];
     // SAFETY: the caller guarantees `events` and `sigmask`.
-    let ret = unsafe { call(sysif, libc::SYS_epoll_pwait, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_epoll_pwait, args) }.await
 }
 
 /// `eventfd2(initval, flags)` — a new eventfd with counter `initval`.
@@ -230,8 +223,7 @@ pub async fn eventfd2(
 ) -> Result<FileDescriptor, SyscallError> {
     let args = [initval as i64, flags.bits() as i64];
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    let ret = unsafe { call(sysif, libc::SYS_eventfd2, args) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_eventfd2, args) }.await
 }
 
 /// `timerfd_create(clockid, flags)` — a new, disarmed timer fd.
@@ -245,8 +237,7 @@ pub async fn timerfd_create(
 ) -> Result<FileDescriptor, SyscallError> {
     let args = [clock as i64, flags.bits() as i64];
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    let ret = unsafe { call(sysif, libc::SYS_timerfd_create, args) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_timerfd_create, args) }.await
 }
 
 /// `timerfd_settime(fd, flags, new_value, old_value)` — arms or disarms a timer fd; the
@@ -273,8 +264,7 @@ pub async unsafe fn timerfd_settime(
         old_value.arg(),
     ];
     // SAFETY: the caller guarantees `old_value`.
-    unsafe { call(sysif, libc::SYS_timerfd_settime, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_timerfd_settime, args) }.await
 }
 
 /// `timerfd_gettime(fd, curr_value)` — writes the timer's current setting (time left and
@@ -298,8 +288,7 @@ pub async unsafe fn timerfd_gettime(
             [fd.arg(), curr_value.arg()],
         )
     }
-    .await?;
-    Ok(())
+    .await
 }
 
 /// `signalfd4(fd, mask, 8, flags)` — a new signalfd for the signals in the kernel sigset
@@ -315,12 +304,15 @@ pub async fn signalfd4(
     mask: Address,
     flags: SFD,
 ) -> Result<FileDescriptor, SyscallError> {
-    let fd = fd.map(FileDescriptor::arg).unwrap_or(-1);
-    let args = [fd, mask.arg(), KERNEL_SIGSET_SIZE, flags.bits() as i64];
+    let args = [
+        opt_fd_arg(fd),
+        mask.arg(),
+        KERNEL_SIGSET_SIZE as i64,
+        flags.bits() as i64,
+    ];
     // SAFETY: signalfd4 only reads `mask`; it creates an fd or changes an existing
     // signalfd's mask, never closing or replacing an fd.
-    let ret = unsafe { call(sysif, libc::SYS_signalfd4, args) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_signalfd4, args) }.await
 }
 
 /// `inotify_init1(flags)` — a new inotify instance; flags are `O::NONBLOCK` and
@@ -333,8 +325,7 @@ pub async fn inotify_init1(
     flags: O,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    let ret = unsafe { call(sysif, libc::SYS_inotify_init1, [flags.bits() as i64]) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_inotify_init1, [flags.bits() as i64]) }.await
 }
 
 /// `inotify_add_watch(fd, pathname, mask)` — watches the file at the NUL-terminated path
@@ -353,8 +344,7 @@ pub async fn inotify_add_watch(
 ) -> Result<WatchDescriptor, SyscallError> {
     let args = [fd.arg(), pathname.arg(), mask.bits() as i64];
     // SAFETY: inotify_add_watch only reads `pathname`.
-    let ret = unsafe { call(sysif, libc::SYS_inotify_add_watch, args) }.await?;
-    Ok(WatchDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_inotify_add_watch, args) }.await
 }
 
 /// `inotify_rm_watch(fd, wd)` — removes a watch (an `IN::IGNORED` event follows).
@@ -368,6 +358,5 @@ pub async fn inotify_rm_watch(
 ) -> Result<(), SyscallError> {
     let args = [fd.arg(), wd.as_raw() as i64];
     // SAFETY: touches no memory and no fd table entry.
-    unsafe { call(sysif, libc::SYS_inotify_rm_watch, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_inotify_rm_watch, args) }.await
 }

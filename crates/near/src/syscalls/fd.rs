@@ -18,8 +18,7 @@ pub async unsafe fn read(
     count: usize,
 ) -> Result<usize, SyscallError> {
     // SAFETY: the caller guarantees buf.
-    let ret = unsafe { call(sysif, libc::SYS_read, [fd.arg(), buf.arg(), count as i64]) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_read, [fd.arg(), buf.arg(), count as i64]) }.await
 }
 
 /// `write(fd, buf, count)` — writes up to `count` bytes from `buf`.
@@ -35,8 +34,7 @@ pub async fn write(
     count: usize,
 ) -> Result<usize, SyscallError> {
     // SAFETY: write only reads memory (a bad address is EFAULT) and does not change the fd.
-    let ret = unsafe { call(sysif, libc::SYS_write, [fd.arg(), buf.arg(), count as i64]) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_write, [fd.arg(), buf.arg(), count as i64]) }.await
 }
 
 /// `close(fd)` — closes a file descriptor.
@@ -51,8 +49,7 @@ pub async unsafe fn close(
     fd: FileDescriptor,
 ) -> Result<(), SyscallError> {
     // SAFETY: the caller owns fd.
-    unsafe { call(sysif, libc::SYS_close, [fd.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_close, [fd.arg()]) }.await
 }
 
 /// `dup3(oldfd, newfd, flags)` — makes `newfd` a copy of `oldfd`, closing what `newfd` was.
@@ -70,8 +67,7 @@ pub async unsafe fn dup3(
 ) -> Result<FileDescriptor, SyscallError> {
     let args = [oldfd.arg(), newfd.arg(), flags.bits() as i64];
     // SAFETY: the caller owns newfd.
-    let ret = unsafe { call(sysif, libc::SYS_dup3, args) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_dup3, args) }.await
 }
 
 /// `dup2(oldfd, newfd)` — like [`dup3`] without flags; `oldfd == newfd` is a no-op check.
@@ -87,8 +83,7 @@ pub async unsafe fn dup2(
     newfd: FileDescriptor,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: the caller owns newfd.
-    let ret = unsafe { call(sysif, libc::SYS_dup2, [oldfd.arg(), newfd.arg()]) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_dup2, [oldfd.arg(), newfd.arg()]) }.await
 }
 
 /// `fcntl(fd, cmd, arg)` — with an integer argument (`F_GETFD`, `F_SETFD`, `F_GETFL`,
@@ -123,8 +118,7 @@ pub async unsafe fn pipe2(
     flags: O,
 ) -> Result<(), SyscallError> {
     // SAFETY: the caller guarantees pipefd.
-    unsafe { call(sysif, libc::SYS_pipe2, [pipefd.arg(), flags.bits() as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_pipe2, [pipefd.arg(), flags.bits() as i64]) }.await
 }
 
 crate::flag_set! {
@@ -246,8 +240,7 @@ pub async unsafe fn pread64(
 ) -> Result<usize, SyscallError> {
     let args = [fd.arg(), buf.arg(), count as i64, offset];
     // SAFETY: the caller guarantees buf.
-    let ret = unsafe { call(sysif, libc::SYS_pread64, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_pread64, args) }.await
 }
 
 /// `pwrite64(fd, buf, count, offset)` — writes up to `count` bytes from `buf` at `offset`,
@@ -266,8 +259,7 @@ pub async fn pwrite64(
 ) -> Result<usize, SyscallError> {
     let args = [fd.arg(), buf.arg(), count as i64, offset];
     // SAFETY: pwrite only reads memory (a bad address is EFAULT) and does not change the fd.
-    let ret = unsafe { call(sysif, libc::SYS_pwrite64, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_pwrite64, args) }.await
 }
 
 /// `readv(fd, iov, iovcnt)` — reads into the `iovcnt` buffers described by the `struct
@@ -287,8 +279,7 @@ pub async unsafe fn readv(
     iovcnt: usize,
 ) -> Result<usize, SyscallError> {
     // SAFETY: the caller guarantees iov and the buffers it describes.
-    let ret = unsafe { call(sysif, libc::SYS_readv, [fd.arg(), iov.arg(), iovcnt as i64]) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_readv, [fd.arg(), iov.arg(), iovcnt as i64]) }.await
 }
 
 /// `writev(fd, iov, iovcnt)` — writes the `iovcnt` buffers described by the `struct iovec`
@@ -305,15 +296,14 @@ pub async fn writev(
     iovcnt: usize,
 ) -> Result<usize, SyscallError> {
     // SAFETY: writev only reads memory (a bad address is EFAULT) and does not change the fd.
-    let ret = unsafe {
+    unsafe {
         call(
             sysif,
             libc::SYS_writev,
             [fd.arg(), iov.arg(), iovcnt as i64],
         )
     }
-    .await?;
-    Ok(ret as usize)
+    .await
 }
 
 /// `preadv2(fd, iov, iovcnt, offset, flags)` — as [`readv`] at `offset` (the current file
@@ -343,8 +333,7 @@ pub async unsafe fn preadv2(
         flags.bits() as i64,
     ];
     // SAFETY: the caller guarantees iov and the buffers it describes.
-    let ret = unsafe { call(sysif, libc::SYS_preadv2, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_preadv2, args) }.await
 }
 
 /// `pwritev2(fd, iov, iovcnt, offset, flags)` — as [`writev`] at `offset` (the current
@@ -372,8 +361,7 @@ pub async fn pwritev2(
     ];
     // SAFETY: pwritev2 only reads memory (a bad address is EFAULT) and does not change the
     // fd.
-    let ret = unsafe { call(sysif, libc::SYS_pwritev2, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_pwritev2, args) }.await
 }
 
 /// `lseek(fd, offset, whence)` — moves the file offset; returns the new offset from the
@@ -389,8 +377,7 @@ pub async fn lseek(
     whence: SEEK,
 ) -> Result<u64, SyscallError> {
     // SAFETY: lseek touches no memory and does not change the fd table.
-    let ret = unsafe { call(sysif, libc::SYS_lseek, [fd.arg(), offset, whence as i64]) }.await?;
-    Ok(ret as u64)
+    unsafe { call(sysif, libc::SYS_lseek, [fd.arg(), offset, whence as i64]) }.await
 }
 
 /// `ftruncate(fd, length)` — sets the size of the file, cutting or extending it with zeros.
@@ -404,8 +391,7 @@ pub async fn ftruncate(
     length: i64,
 ) -> Result<(), SyscallError> {
     // SAFETY: ftruncate touches no memory and does not change the fd table.
-    unsafe { call(sysif, libc::SYS_ftruncate, [fd.arg(), length]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_ftruncate, [fd.arg(), length]) }.await
 }
 
 /// `fsync(fd)` — flushes the file's data and metadata to its storage.
@@ -414,8 +400,7 @@ pub async fn ftruncate(
 /// `EBADF`, `EIO`, `ENOSPC`, `EROFS`/`EINVAL` (not syncable, such as a pipe). See fsync(2).
 pub async fn fsync(sysif: &dyn SyscallInterface, fd: FileDescriptor) -> Result<(), SyscallError> {
     // SAFETY: fsync touches no memory and does not change the fd table.
-    unsafe { call(sysif, libc::SYS_fsync, [fd.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fsync, [fd.arg()]) }.await
 }
 
 /// `fallocate(fd, mode, offset, len)` — allocates (or, by `mode`, deallocates, zeroes,
@@ -433,8 +418,7 @@ pub async fn fallocate(
 ) -> Result<(), SyscallError> {
     let args = [fd.arg(), mode.bits() as i64, offset, len];
     // SAFETY: fallocate touches no memory and does not change the fd table.
-    unsafe { call(sysif, libc::SYS_fallocate, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fallocate, args) }.await
 }
 
 /// `fcntl(fd, cmd, flock)` — a record-lock command with its `struct flock` at `flock`.
@@ -453,8 +437,7 @@ pub async unsafe fn fcntl_lock(
     flock: Address,
 ) -> Result<(), SyscallError> {
     // SAFETY: the caller guarantees flock.
-    unsafe { call(sysif, libc::SYS_fcntl, [fd.arg(), cmd as i64, flock.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fcntl, [fd.arg(), cmd as i64, flock.arg()]) }.await
 }
 
 /// `ioctl(fd, request, arg)` — a device- or file-specific request.
@@ -490,13 +473,12 @@ pub async fn memfd_create(
     flags: MFD,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: memfd_create only reads name and creates a new fd.
-    let ret = unsafe {
+    unsafe {
         call(
             sysif,
             libc::SYS_memfd_create,
             [name.arg(), flags.bits() as i64],
         )
     }
-    .await?;
-    Ok(FileDescriptor::new(ret as i32))
+    .await
 }

@@ -3,7 +3,7 @@
 //! Paths are addresses of NUL-terminated strings in the target's address space; a `dirfd`
 //! of `None` stands for `AT_FDCWD` (the target's working directory).
 
-use super::call;
+use super::{call, dirfd_arg};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
 crate::flag_set! {
@@ -41,13 +41,6 @@ crate::flag_set! {
     }
 }
 
-/// The `dirfd` argument: the fd, or `AT_FDCWD` for `None`.
-fn dirfd_arg(dirfd: Option<FileDescriptor>) -> i64 {
-    dirfd
-        .map(FileDescriptor::arg)
-        .unwrap_or(libc::AT_FDCWD as i64)
-}
-
 /// `openat(dirfd, path, flags, mode)` — opens a file relative to `dirfd` (`AT_FDCWD` for
 /// the working directory).
 ///
@@ -69,8 +62,7 @@ pub async fn openat(
         mode as i64,
     ];
     // SAFETY: openat only reads memory and creates a new fd.
-    let ret = unsafe { call(sysif, libc::SYS_openat, args) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_openat, args) }.await
 }
 
 /// `faccessat2(dirfd, path, mode, flags)` — checks the caller's permissions for a file
@@ -95,8 +87,7 @@ pub async fn faccessat(
         flags.bits() as i64,
     ];
     // SAFETY: faccessat2 only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_faccessat2, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_faccessat2, args) }.await
 }
 
 /// `fstat(fd, statbuf)` — writes the metadata of the file `fd` refers to at `statbuf`.
@@ -112,8 +103,7 @@ pub async unsafe fn fstat(
     statbuf: Address,
 ) -> Result<(), SyscallError> {
     // SAFETY: the caller guarantees statbuf.
-    unsafe { call(sysif, libc::SYS_fstat, [fd.arg(), statbuf.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fstat, [fd.arg(), statbuf.arg()]) }.await
 }
 
 /// `newfstatat(dirfd, path, statbuf, flags)` — writes the metadata of a file at `statbuf`
@@ -138,8 +128,7 @@ pub async unsafe fn newfstatat(
         flags.bits() as i64,
     ];
     // SAFETY: the caller guarantees statbuf; path is only read.
-    unsafe { call(sysif, libc::SYS_newfstatat, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_newfstatat, args) }.await
 }
 
 /// `statx(dirfd, path, flags, mask, statxbuf)` — writes the extended metadata of a file at
@@ -167,8 +156,7 @@ pub async unsafe fn statx(
         statxbuf.arg(),
     ];
     // SAFETY: the caller guarantees statxbuf; path is only read.
-    unsafe { call(sysif, libc::SYS_statx, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_statx, args) }.await
 }
 
 /// `getdents64(fd, dirp, count)` — reads directory entries (`struct linux_dirent64`
@@ -189,8 +177,7 @@ pub async unsafe fn getdents64(
 ) -> Result<usize, SyscallError> {
     let args = [fd.arg(), dirp.arg(), count as i64];
     // SAFETY: the caller guarantees dirp.
-    let ret = unsafe { call(sysif, libc::SYS_getdents64, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_getdents64, args) }.await
 }
 
 /// `mkdirat(dirfd, path, mode)` — creates a directory.
@@ -207,8 +194,7 @@ pub async fn mkdirat(
 ) -> Result<(), SyscallError> {
     let args = [dirfd_arg(dirfd), path.arg(), mode as i64];
     // SAFETY: mkdirat only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_mkdirat, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_mkdirat, args) }.await
 }
 
 /// `unlinkat(dirfd, path, flags)` — removes a name (a directory with `AT::REMOVEDIR`).
@@ -226,8 +212,7 @@ pub async fn unlinkat(
 ) -> Result<(), SyscallError> {
     let args = [dirfd_arg(dirfd), path.arg(), flags.bits() as i64];
     // SAFETY: unlinkat only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_unlinkat, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_unlinkat, args) }.await
 }
 
 /// `linkat(olddirfd, oldpath, newdirfd, newpath, flags)` — makes a new name for a file
@@ -254,8 +239,7 @@ pub async fn linkat(
         flags.bits() as i64,
     ];
     // SAFETY: linkat only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_linkat, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_linkat, args) }.await
 }
 
 /// `symlinkat(target, newdirfd, linkpath)` — creates a symbolic link at `linkpath`
@@ -273,8 +257,7 @@ pub async fn symlinkat(
 ) -> Result<(), SyscallError> {
     let args = [target.arg(), dirfd_arg(newdirfd), linkpath.arg()];
     // SAFETY: symlinkat only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_symlinkat, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_symlinkat, args) }.await
 }
 
 /// `readlinkat(dirfd, path, buf, bufsiz)` — writes the target of a symbolic link into
@@ -295,8 +278,7 @@ pub async unsafe fn readlinkat(
 ) -> Result<usize, SyscallError> {
     let args = [dirfd_arg(dirfd), path.arg(), buf.arg(), bufsiz as i64];
     // SAFETY: the caller guarantees buf; path is only read.
-    let ret = unsafe { call(sysif, libc::SYS_readlinkat, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_readlinkat, args) }.await
 }
 
 /// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)` — renames a file, with
@@ -323,8 +305,7 @@ pub async fn renameat2(
         flags.bits() as i64,
     ];
     // SAFETY: renameat2 only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_renameat2, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_renameat2, args) }.await
 }
 
 /// `fchmod(fd, mode)` — changes the permission bits of the file `fd` refers to.
@@ -337,8 +318,7 @@ pub async fn fchmod(
     mode: u32,
 ) -> Result<(), SyscallError> {
     // SAFETY: fchmod touches no memory and does not change the fd table.
-    unsafe { call(sysif, libc::SYS_fchmod, [fd.arg(), mode as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fchmod, [fd.arg(), mode as i64]) }.await
 }
 
 /// `fchmodat(dirfd, path, mode)` — changes the permission bits of a file by path
@@ -356,8 +336,7 @@ pub async fn fchmodat(
 ) -> Result<(), SyscallError> {
     let args = [dirfd_arg(dirfd), path.arg(), mode as i64];
     // SAFETY: fchmodat only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_fchmodat, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fchmodat, args) }.await
 }
 
 /// `fchmodat2(dirfd, path, mode, flags)` — [`fchmodat`] with flags (`AT::SYMLINK_NOFOLLOW`,
@@ -382,8 +361,7 @@ pub async fn fchmodat2(
         flags.bits() as i64,
     ];
     // SAFETY: fchmodat2 only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_fchmodat2, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fchmodat2, args) }.await
 }
 
 /// `fchown(fd, owner, group)` — changes the owner and group of the file `fd` refers to;
@@ -399,8 +377,7 @@ pub async fn fchown(
 ) -> Result<(), SyscallError> {
     let args = [fd.arg(), owner as i64, group as i64];
     // SAFETY: fchown touches no memory and does not change the fd table.
-    unsafe { call(sysif, libc::SYS_fchown, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fchown, args) }.await
 }
 
 /// `utimensat(dirfd, path, times, flags)` — sets the access and modification times of a
@@ -426,8 +403,7 @@ pub async fn utimensat(
         flags.bits() as i64,
     ];
     // SAFETY: utimensat only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_utimensat, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_utimensat, args) }.await
 }
 
 /// `chdir(path)` — changes the target's working directory (shared by every process of its
@@ -439,8 +415,7 @@ pub async fn utimensat(
 /// `ENOENT`, `ENOTDIR`, `EACCES`, `ELOOP` and others. See chdir(2).
 pub async fn chdir(sysif: &dyn SyscallInterface, path: Address) -> Result<(), SyscallError> {
     // SAFETY: chdir only reads memory and touches no fds.
-    unsafe { call(sysif, libc::SYS_chdir, [path.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_chdir, [path.arg()]) }.await
 }
 
 /// `fchdir(fd)` — changes the target's working directory to the directory `fd` refers to.
@@ -449,8 +424,7 @@ pub async fn chdir(sysif: &dyn SyscallInterface, path: Address) -> Result<(), Sy
 /// `EBADF`, `ENOTDIR`, `EACCES`. See chdir(2).
 pub async fn fchdir(sysif: &dyn SyscallInterface, fd: FileDescriptor) -> Result<(), SyscallError> {
     // SAFETY: fchdir touches no memory and does not change the fd table.
-    unsafe { call(sysif, libc::SYS_fchdir, [fd.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_fchdir, [fd.arg()]) }.await
 }
 
 /// `getcwd(buf, size)` — writes the target's working directory, NUL-terminated, into
@@ -468,8 +442,7 @@ pub async unsafe fn getcwd(
     size: usize,
 ) -> Result<usize, SyscallError> {
     // SAFETY: the caller guarantees buf.
-    let ret = unsafe { call(sysif, libc::SYS_getcwd, [buf.arg(), size as i64]) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_getcwd, [buf.arg(), size as i64]) }.await
 }
 
 /// `umask(mask)` — sets the target's file mode creation mask (only the `0o777` bits
@@ -479,6 +452,5 @@ pub async unsafe fn getcwd(
 /// Only connection errors. See umask(2).
 pub async fn umask(sysif: &dyn SyscallInterface, mask: u32) -> Result<u32, SyscallError> {
     // SAFETY: umask touches no memory and no fds.
-    let ret = unsafe { call(sysif, libc::SYS_umask, [mask as i64]) }.await?;
-    Ok(ret as u32)
+    unsafe { call(sysif, libc::SYS_umask, [mask as i64]) }.await
 }

@@ -119,39 +119,41 @@ impl std::fmt::Display for Capability {
     }
 }
 
-macro_rules! id_getter {
-    ($(#[$m:meta])* $name:ident, $nr:expr) => {
-        $(#[$m])*
-        ///
-        /// # Errors
-        /// Only connection errors.
-        pub async fn $name(sysif: &dyn SyscallInterface) -> Result<u32, SyscallError> {
-            // SAFETY: the id getters touch no memory and no fds.
-            let ret = unsafe { call(sysif, $nr, []) }.await?;
-            Ok(ret as u32)
-        }
-    };
+/// `getuid()` — the real user id of the target. See getuid(2).
+///
+/// # Errors
+/// Only connection errors.
+pub async fn getuid(sysif: &dyn SyscallInterface) -> Result<u32, SyscallError> {
+    // SAFETY: getuid touches no memory and no fds.
+    unsafe { call(sysif, libc::SYS_getuid, []) }.await
 }
-id_getter!(
-    /// `getuid()` — the real user id of the target. See getuid(2).
-    getuid,
-    libc::SYS_getuid
-);
-id_getter!(
-    /// `geteuid()` — the effective user id of the target. See getuid(2).
-    geteuid,
-    libc::SYS_geteuid
-);
-id_getter!(
-    /// `getgid()` — the real group id of the target. See getgid(2).
-    getgid,
-    libc::SYS_getgid
-);
-id_getter!(
-    /// `getegid()` — the effective group id of the target. See getgid(2).
-    getegid,
-    libc::SYS_getegid
-);
+
+/// `geteuid()` — the effective user id of the target. See getuid(2).
+///
+/// # Errors
+/// Only connection errors.
+pub async fn geteuid(sysif: &dyn SyscallInterface) -> Result<u32, SyscallError> {
+    // SAFETY: geteuid touches no memory and no fds.
+    unsafe { call(sysif, libc::SYS_geteuid, []) }.await
+}
+
+/// `getgid()` — the real group id of the target. See getgid(2).
+///
+/// # Errors
+/// Only connection errors.
+pub async fn getgid(sysif: &dyn SyscallInterface) -> Result<u32, SyscallError> {
+    // SAFETY: getgid touches no memory and no fds.
+    unsafe { call(sysif, libc::SYS_getgid, []) }.await
+}
+
+/// `getegid()` — the effective group id of the target. See getgid(2).
+///
+/// # Errors
+/// Only connection errors.
+pub async fn getegid(sysif: &dyn SyscallInterface) -> Result<u32, SyscallError> {
+    // SAFETY: getegid touches no memory and no fds.
+    unsafe { call(sysif, libc::SYS_getegid, []) }.await
+}
 
 fn opt_id(id: Option<u32>) -> i64 {
     id.map_or(-1i64 as u32 as i64, i64::from)
@@ -167,8 +169,7 @@ fn opt_id(id: Option<u32>) -> i64 {
 /// `EINVAL`, `EPERM`, `EAGAIN`. See setuid(2).
 pub async fn setuid(sysif: &dyn SyscallInterface, uid: u32) -> Result<(), SyscallError> {
     // SAFETY: setuid touches no memory and no fds.
-    unsafe { call(sysif, libc::SYS_setuid, [i64::from(uid)]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setuid, [i64::from(uid)]) }.await
 }
 
 /// `setgid(gid)` — sets the group ids of the calling thread, like [`setuid`].
@@ -177,8 +178,7 @@ pub async fn setuid(sysif: &dyn SyscallInterface, uid: u32) -> Result<(), Syscal
 /// `EINVAL`, `EPERM`. See setgid(2).
 pub async fn setgid(sysif: &dyn SyscallInterface, gid: u32) -> Result<(), SyscallError> {
     // SAFETY: setgid touches no memory and no fds.
-    unsafe { call(sysif, libc::SYS_setgid, [i64::from(gid)]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setgid, [i64::from(gid)]) }.await
 }
 
 /// `setresuid(ruid, euid, suid)` — sets the real, effective and saved user ids; `None`
@@ -194,8 +194,7 @@ pub async fn setresuid(
 ) -> Result<(), SyscallError> {
     let args = [opt_id(ruid), opt_id(euid), opt_id(suid)];
     // SAFETY: setresuid touches no memory and no fds.
-    unsafe { call(sysif, libc::SYS_setresuid, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setresuid, args) }.await
 }
 
 /// `setresgid(rgid, egid, sgid)` — sets the real, effective and saved group ids; `None`
@@ -211,8 +210,7 @@ pub async fn setresgid(
 ) -> Result<(), SyscallError> {
     let args = [opt_id(rgid), opt_id(egid), opt_id(sgid)];
     // SAFETY: setresgid touches no memory and no fds.
-    unsafe { call(sysif, libc::SYS_setresgid, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setresgid, args) }.await
 }
 
 /// `getgroups(size, list)` — writes up to `size` supplementary group ids at `list`;
@@ -229,8 +227,7 @@ pub async unsafe fn getgroups(
     list: Address,
 ) -> Result<usize, SyscallError> {
     // SAFETY: the caller guarantees list.
-    let ret = unsafe { call(sysif, libc::SYS_getgroups, [size as i64, list.arg()]) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_getgroups, [size as i64, list.arg()]) }.await
 }
 
 /// `setgroups(size, list)` — sets the supplementary group ids of the calling thread to the
@@ -244,8 +241,7 @@ pub async fn setgroups(
     list: Address,
 ) -> Result<(), SyscallError> {
     // SAFETY: setgroups only reads memory (a bad address is EFAULT).
-    unsafe { call(sysif, libc::SYS_setgroups, [size as i64, list.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setgroups, [size as i64, list.arg()]) }.await
 }
 
 /// `capget(hdrp, datap)` — reads the capability sets of the thread `hdrp` names.
@@ -264,8 +260,7 @@ pub async unsafe fn capget(
     datap: Address,
 ) -> Result<(), SyscallError> {
     // SAFETY: the caller guarantees hdrp and datap.
-    unsafe { call(sysif, libc::SYS_capget, [hdrp.arg(), datap.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_capget, [hdrp.arg(), datap.arg()]) }.await
 }
 
 /// `capset(hdrp, datap)` — sets the capability sets of the calling thread.
@@ -281,8 +276,7 @@ pub async unsafe fn capset(
     datap: Address,
 ) -> Result<(), SyscallError> {
     // SAFETY: the caller guarantees hdrp and datap.
-    unsafe { call(sysif, libc::SYS_capset, [hdrp.arg(), datap.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_capset, [hdrp.arg(), datap.arg()]) }.await
 }
 
 /// `prlimit64(pid, resource, new_limit, old_limit)` — sets and/or reads a resource limit
@@ -308,8 +302,7 @@ pub async unsafe fn prlimit64(
         old_limit.arg(),
     ];
     // SAFETY: the caller guarantees both limits.
-    unsafe { call(sysif, libc::SYS_prlimit64, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_prlimit64, args) }.await
 }
 
 /// `sched_getaffinity(pid, len, mask)` — writes the CPU affinity mask of thread `pid`
@@ -329,8 +322,7 @@ pub async unsafe fn sched_getaffinity(
 ) -> Result<usize, SyscallError> {
     let args = [pid.arg(), len as i64, mask.arg()];
     // SAFETY: the caller guarantees mask.
-    let ret = unsafe { call(sysif, libc::SYS_sched_getaffinity, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_sched_getaffinity, args) }.await
 }
 
 /// `sched_setaffinity(pid, len, mask)` — sets the CPU affinity mask of thread `pid` (0: the
@@ -347,8 +339,7 @@ pub async fn sched_setaffinity(
 ) -> Result<(), SyscallError> {
     let args = [pid.arg(), len as i64, mask.arg()];
     // SAFETY: sched_setaffinity only reads memory (a bad address is EFAULT).
-    unsafe { call(sysif, libc::SYS_sched_setaffinity, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_sched_setaffinity, args) }.await
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Memory mapping syscalls.
 
-use super::call;
+use super::{call, opt_fd_arg};
 use crate::{Address, FileDescriptor, MAP, MemoryMapping, PROT, SyscallError, SyscallInterface};
 
 /// `mmap(addr, length, prot, flags, fd, offset)` — maps memory.
@@ -20,19 +20,18 @@ pub async unsafe fn mmap(
     fd: Option<FileDescriptor>,
     offset: u64,
 ) -> Result<MemoryMapping, SyscallError> {
-    let fd = fd.map(FileDescriptor::arg).unwrap_or(-1);
     let args = [
         addr.arg(),
         length as i64,
         prot.bits() as i64,
         flags.bits() as i64,
-        fd,
+        opt_fd_arg(fd),
         offset as i64,
     ];
     // SAFETY: the caller owns the range for fixed mappings.
-    let ret = unsafe { call(sysif, libc::SYS_mmap, args) }.await?;
+    let addr: u64 = unsafe { call(sysif, libc::SYS_mmap, args) }.await?;
     Ok(MemoryMapping {
-        addr: Address::new(ret as u64),
+        addr: Address::new(addr),
         len: length,
     })
 }
@@ -50,8 +49,7 @@ pub async unsafe fn munmap(
 ) -> Result<(), SyscallError> {
     let args = [mapping.addr.arg(), mapping.len as i64];
     // SAFETY: the caller owns the mapping.
-    unsafe { call(sysif, libc::SYS_munmap, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_munmap, args) }.await
 }
 
 /// `mprotect(addr, length, prot)` — changes the protection of pages.
@@ -70,8 +68,7 @@ pub async unsafe fn mprotect(
 ) -> Result<(), SyscallError> {
     let args = [addr.arg(), length as i64, prot.bits() as i64];
     // SAFETY: the caller owns the range.
-    unsafe { call(sysif, libc::SYS_mprotect, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_mprotect, args) }.await
 }
 
 /// Advice for `madvise(2)`: one value per call, so an enum rather than a flag set.
@@ -143,6 +140,5 @@ pub async unsafe fn madvise(
 ) -> Result<(), SyscallError> {
     let args = [addr.arg(), length as i64, advice as i64];
     // SAFETY: the caller owns the range.
-    unsafe { call(sysif, libc::SYS_madvise, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_madvise, args) }.await
 }

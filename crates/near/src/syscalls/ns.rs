@@ -58,8 +58,7 @@ pub const SETNS_TYPES: CLONE = CLONE::NEWNS
 /// namespaces), `EUSERS`. See unshare(2).
 pub async fn unshare(sysif: &dyn SyscallInterface, flags: CLONE) -> Result<(), SyscallError> {
     // SAFETY: unshare touches no memory; CLONE_FILES copies the table, closing nothing.
-    unsafe { call(sysif, libc::SYS_unshare, [flags.bits() as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_unshare, [flags.bits() as i64]) }.await
 }
 
 /// `setns(fd, nstype)` — moves the calling thread of the target into the namespace `fd`
@@ -74,8 +73,7 @@ pub async fn setns(
     nstype: CLONE,
 ) -> Result<(), SyscallError> {
     // SAFETY: setns touches no memory; the fd is only used.
-    unsafe { call(sysif, libc::SYS_setns, [fd.arg(), nstype.bits() as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setns, [fd.arg(), nstype.bits() as i64]) }.await
 }
 
 /// `mount(source, target, fstype, flags, data)` — attaches a filesystem (or changes a
@@ -103,8 +101,7 @@ pub async fn mount(
         data.arg(),
     ];
     // SAFETY: mount only reads memory.
-    unsafe { call(sysif, libc::SYS_mount, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_mount, args) }.await
 }
 
 /// `umount2(target, flags)` — detaches the filesystem mounted at `target` (a
@@ -125,8 +122,7 @@ pub async fn umount2(
             [target.arg(), flags.bits() as i64],
         )
     }
-    .await?;
-    Ok(())
+    .await
 }
 
 /// `pivot_root(new_root, put_old)` — makes the mount at `new_root` the root mount of the
@@ -140,8 +136,7 @@ pub async fn pivot_root(
     put_old: Address,
 ) -> Result<(), SyscallError> {
     // SAFETY: pivot_root only reads memory.
-    unsafe { call(sysif, libc::SYS_pivot_root, [new_root.arg(), put_old.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_pivot_root, [new_root.arg(), put_old.arg()]) }.await
 }
 
 /// `chroot(path)` — changes the root directory of the caller's fs context to `path` (a
@@ -151,6 +146,5 @@ pub async fn pivot_root(
 /// `EACCES`, `ENOENT`, `ENOTDIR`, `EPERM` (needs `CAP_SYS_CHROOT`). See chroot(2).
 pub async fn chroot(sysif: &dyn SyscallInterface, path: Address) -> Result<(), SyscallError> {
     // SAFETY: chroot only reads memory.
-    unsafe { call(sysif, libc::SYS_chroot, [path.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_chroot, [path.arg()]) }.await
 }

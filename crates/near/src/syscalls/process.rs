@@ -1,6 +1,6 @@
 //! Process syscalls: ids, clone, exec, exit, signals, waiting, pidfds, prctl.
 
-use super::call;
+use super::{call, call_no_response, dirfd_arg};
 use crate::{
     Address, CLONE, FileDescriptor, IdType, Pid, Signal, SyscallError, SyscallInterface, W,
 };
@@ -27,6 +27,11 @@ crate::flag_set! {
 
 /// The longest name `PR_SET_NAME` keeps (the kernel's `TASK_COMM_LEN` is 16 with the NUL).
 pub const TASK_COMM_MAX: usize = 15;
+
+/// The size in bytes of the kernel's signal set (`kernel_sigset_t`, 64 signals on x86-64):
+/// the `sigsetsize` of `rt_sigprocmask(2)` and `rt_sigaction(2)`, and the `sigsetsize` /
+/// `sizemask` of `epoll_pwait(2)` and `signalfd4(2)`. Not libc's 128-byte `sigset_t`.
+pub const KERNEL_SIGSET_SIZE: usize = 8;
 
 /// What `rt_sigprocmask(2)` does with the given set.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,8 +73,7 @@ impl PrioWho {
 /// Only connection errors. See getpid(2).
 pub async fn getpid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
     // SAFETY: getpid touches no memory and no fds.
-    let ret = unsafe { call(sysif, libc::SYS_getpid, []) }.await?;
-    Ok(Pid::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_getpid, []) }.await
 }
 
 /// `getppid()` — the pid of the target's parent, or 0 if the parent is outside its pid
@@ -79,8 +83,7 @@ pub async fn getpid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
 /// Only connection errors. See getppid(2).
 pub async fn getppid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
     // SAFETY: getppid touches no memory and no fds.
-    let ret = unsafe { call(sysif, libc::SYS_getppid, []) }.await?;
-    Ok(Pid::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_getppid, []) }.await
 }
 
 /// `exit(status)` — ends the calling thread of the target (not `exit_group`).
@@ -91,10 +94,8 @@ pub async fn getppid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> 
 /// # Safety
 /// On the local interface this ends the calling thread without running destructors.
 pub async unsafe fn exit(sysif: &dyn SyscallInterface, status: i32) -> Result<(), SyscallError> {
-    let req = crate::Request::new(libc::SYS_exit, [status as i64, 0, 0, 0, 0, 0]);
     // SAFETY: forwarded from the caller.
-    unsafe { sysif.syscall_no_response(req) }.await?;
-    Ok(())
+    unsafe { call_no_response(sysif, libc::SYS_exit, [status as i64]) }.await
 }
 
 /// `kill(pid, sig)` — sends `sig` to a process (or process group for negative `pid`).
@@ -105,8 +106,7 @@ pub async unsafe fn exit(sysif: &dyn SyscallInterface, status: i32) -> Result<()
 /// `ESRCH`, `EPERM`, `EINVAL`. See kill(2).
 pub async fn kill(sysif: &dyn SyscallInterface, pid: Pid, sig: Signal) -> Result<(), SyscallError> {
     // SAFETY: kill touches no memory of ours and no fds.
-    unsafe { call(sysif, libc::SYS_kill, [pid.arg(), sig.as_raw() as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_kill, [pid.arg(), sig.as_raw() as i64]) }.await
 }
 
 /// `waitid(idtype, id, infop, options, rusage)` — waits for a state change of a child.
@@ -133,8 +133,7 @@ pub async unsafe fn waitid(
         rusage.arg(),
     ];
     // SAFETY: the caller guarantees infop and rusage.
-    unsafe { call(sysif, libc::SYS_waitid, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_waitid, args) }.await
 }
 
 /// `pidfd_open(pid, flags)` — a pidfd for `pid`, created close-on-exec.
@@ -147,8 +146,7 @@ pub async fn pidfd_open(
     flags: u32,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    let ret = unsafe { call(sysif, libc::SYS_pidfd_open, [pid.arg(), flags as i64]) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_pidfd_open, [pid.arg(), flags as i64]) }.await
 }
 
 /// `pidfd_send_signal(pidfd, sig, NULL, 0)` — signals the process a pidfd refers to, with
@@ -163,8 +161,7 @@ pub async fn pidfd_send_signal(
 ) -> Result<(), SyscallError> {
     let args = [pidfd.arg(), sig.as_raw() as i64, 0, 0];
     // SAFETY: no siginfo pointer is passed; the fd is only used, not changed.
-    unsafe { call(sysif, libc::SYS_pidfd_send_signal, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_pidfd_send_signal, args) }.await
 }
 
 /// `prctl(option, arg2, arg3, arg4, arg5)` — process control operations.
@@ -218,8 +215,7 @@ pub async unsafe fn clone(
         tls as i64,
     ];
     // SAFETY: the caller guarantees the stack image and the tid pointers.
-    let ret = unsafe { call(sysif, libc::SYS_clone, args) }.await?;
-    Ok(Pid::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_clone, args) }.await
 }
 
 /// `execve(path, argv, envp)` — replaces the target's program.
@@ -240,13 +236,9 @@ pub async unsafe fn execve(
     argv: Address,
     envp: Address,
 ) -> Result<(), SyscallError> {
-    let req = crate::Request::new(
-        libc::SYS_execve,
-        [path.arg(), argv.arg(), envp.arg(), 0, 0, 0],
-    );
+    let args = [path.arg(), argv.arg(), envp.arg()];
     // SAFETY: the caller guarantees the strings and arrays.
-    unsafe { sysif.syscall_no_response(req) }.await?;
-    Ok(())
+    unsafe { call_no_response(sysif, libc::SYS_execve, args) }.await
 }
 
 /// `gettid()` — the id of the calling thread of the target, in its own pid namespace.
@@ -255,8 +247,7 @@ pub async unsafe fn execve(
 /// Only connection errors. See gettid(2).
 pub async fn gettid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
     // SAFETY: gettid touches no memory and no fds.
-    let ret = unsafe { call(sysif, libc::SYS_gettid, []) }.await?;
-    Ok(Pid::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_gettid, []) }.await
 }
 
 /// `tgkill(tgid, tid, sig)` — sends `sig` (or, with `None`, only checks that the thread
@@ -274,17 +265,16 @@ pub async fn tgkill(
 ) -> Result<(), SyscallError> {
     let sig = sig.map_or(0, |s| s.as_raw() as i64);
     // SAFETY: tgkill touches no memory of ours and no fds.
-    unsafe { call(sysif, libc::SYS_tgkill, [tgid.arg(), tid.arg(), sig]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_tgkill, [tgid.arg(), tid.arg(), sig]) }.await
 }
 
-/// `rt_sigprocmask(how, set, oldset, sigsetsize)` — changes and/or reads the calling
-/// thread's signal mask.
+/// `rt_sigprocmask(how, set, oldset, KERNEL_SIGSET_SIZE)` — changes and/or reads the
+/// calling thread's signal mask.
 ///
 /// # Safety
 /// `set` (if not null) must be readable and `oldset` (if not null) writable for
-/// `sigsetsize` bytes in the target's address space. Blocking signals in the local
-/// process changes how the program's own threads receive signals.
+/// [`KERNEL_SIGSET_SIZE`] bytes in the target's address space. Blocking signals in the
+/// local process changes how the program's own threads receive signals.
 ///
 /// # Errors
 /// `EFAULT`, `EINVAL`. See sigprocmask(2).
@@ -293,16 +283,19 @@ pub async unsafe fn rt_sigprocmask(
     how: SigprocmaskHow,
     set: Address,
     oldset: Address,
-    sigsetsize: usize,
 ) -> Result<(), SyscallError> {
-    let args = [how as i64, set.arg(), oldset.arg(), sigsetsize as i64];
+    let args = [
+        how as i64,
+        set.arg(),
+        oldset.arg(),
+        KERNEL_SIGSET_SIZE as i64,
+    ];
     // SAFETY: the caller guarantees set and oldset.
-    unsafe { call(sysif, libc::SYS_rt_sigprocmask, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_rt_sigprocmask, args) }.await
 }
 
-/// `rt_sigaction(sig, act, oldact, sigsetsize)` — changes and/or reads the disposition
-/// of `sig` (kernel `struct sigaction`: handler, flags, restorer, mask).
+/// `rt_sigaction(sig, act, oldact, KERNEL_SIGSET_SIZE)` — changes and/or reads the
+/// disposition of `sig` (kernel `struct sigaction`: handler, flags, restorer, mask).
 ///
 /// # Safety
 /// `act` (if not null) must be readable and `oldact` (if not null) writable for a kernel
@@ -317,17 +310,15 @@ pub async unsafe fn rt_sigaction(
     sig: Signal,
     act: Address,
     oldact: Address,
-    sigsetsize: usize,
 ) -> Result<(), SyscallError> {
     let args = [
         sig.as_raw() as i64,
         act.arg(),
         oldact.arg(),
-        sigsetsize as i64,
+        KERNEL_SIGSET_SIZE as i64,
     ];
     // SAFETY: the caller guarantees act, oldact and the handler.
-    unsafe { call(sysif, libc::SYS_rt_sigaction, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_rt_sigaction, args) }.await
 }
 
 /// `setsid()` — makes the target the leader of a new session and process group; returns
@@ -337,8 +328,7 @@ pub async unsafe fn rt_sigaction(
 /// `EPERM` if the target already leads a process group. See setsid(2).
 pub async fn setsid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
     // SAFETY: setsid touches no memory and no fds.
-    let ret = unsafe { call(sysif, libc::SYS_setsid, []) }.await?;
-    Ok(Pid::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_setsid, []) }.await
 }
 
 /// `setpgid(pid, pgid)` — moves process `pid` (0: the caller) into process group `pgid`
@@ -352,8 +342,7 @@ pub async fn setpgid(
     pgid: Pid,
 ) -> Result<(), SyscallError> {
     // SAFETY: setpgid touches no memory and no fds.
-    unsafe { call(sysif, libc::SYS_setpgid, [pid.arg(), pgid.arg()]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setpgid, [pid.arg(), pgid.arg()]) }.await
 }
 
 /// `getpgid(pid)` — the process group of process `pid` (0: the caller).
@@ -362,8 +351,7 @@ pub async fn setpgid(
 /// `ESRCH`. See getpgid(2).
 pub async fn getpgid(sysif: &dyn SyscallInterface, pid: Pid) -> Result<Pid, SyscallError> {
     // SAFETY: getpgid touches no memory and no fds.
-    let ret = unsafe { call(sysif, libc::SYS_getpgid, [pid.arg()]) }.await?;
-    Ok(Pid::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_getpgid, [pid.arg()]) }.await
 }
 
 /// `getpriority(which, who)` — the raw kernel value `20 - nice` (1..=40) of the highest
@@ -373,8 +361,7 @@ pub async fn getpgid(sysif: &dyn SyscallInterface, pid: Pid) -> Result<Pid, Sysc
 /// `EINVAL`, `ESRCH`. See getpriority(2).
 pub async fn getpriority(sysif: &dyn SyscallInterface, who: PrioWho) -> Result<i32, SyscallError> {
     // SAFETY: getpriority touches no memory and no fds.
-    let ret = unsafe { call(sysif, libc::SYS_getpriority, who.args()) }.await?;
-    Ok(ret as i32)
+    unsafe { call(sysif, libc::SYS_getpriority, who.args()) }.await
 }
 
 /// `setpriority(which, who, prio)` — sets the nice value (the kernel clamps it to
@@ -390,8 +377,7 @@ pub async fn setpriority(
 ) -> Result<(), SyscallError> {
     let [which, id] = who.args();
     // SAFETY: setpriority touches no memory and no fds.
-    unsafe { call(sysif, libc::SYS_setpriority, [which, id, nice as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setpriority, [which, id, nice as i64]) }.await
 }
 
 /// `execveat(dirfd, path, argv, envp, flags)` — replaces the target's program with the
@@ -414,23 +400,15 @@ pub async unsafe fn execveat(
     envp: Address,
     flags: EXECVEAT,
 ) -> Result<(), SyscallError> {
-    let dirfd = dirfd
-        .map(FileDescriptor::arg)
-        .unwrap_or(libc::AT_FDCWD as i64);
-    let req = crate::Request::new(
-        libc::SYS_execveat,
-        [
-            dirfd,
-            path.arg(),
-            argv.arg(),
-            envp.arg(),
-            flags.bits() as i64,
-            0,
-        ],
-    );
+    let args = [
+        dirfd_arg(dirfd),
+        path.arg(),
+        argv.arg(),
+        envp.arg(),
+        flags.bits() as i64,
+    ];
     // SAFETY: the caller guarantees the strings and arrays.
-    unsafe { sysif.syscall_no_response(req) }.await?;
-    Ok(())
+    unsafe { call_no_response(sysif, libc::SYS_execveat, args) }.await
 }
 
 /// `set_robust_list(head, len)` — registers the calling thread's robust futex list, which
@@ -450,8 +428,7 @@ pub async unsafe fn set_robust_list(
     len: usize,
 ) -> Result<(), SyscallError> {
     // SAFETY: the caller guarantees the list.
-    unsafe { call(sysif, libc::SYS_set_robust_list, [head.arg(), len as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_set_robust_list, [head.arg(), len as i64]) }.await
 }
 
 #[cfg(test)]

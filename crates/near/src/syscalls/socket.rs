@@ -1,6 +1,7 @@
 //! Socket syscalls: socket, socketpair, bind, listen, accept4, connect, shutdown,
 //! getsockname, getpeername, getsockopt, setsockopt, sendto, recvfrom, sendmsg, recvmsg, and
-//! the `struct ifreq` ioctls on sockets and tun devices.
+//! the flags of the `struct ifreq` ioctls on sockets and tun devices (made with
+//! [`ioctl`](crate::ioctl)).
 
 use super::call;
 use crate::{Address, FileDescriptor, MSG, SHUT, SOCK, SyscallError, SyscallInterface};
@@ -114,8 +115,7 @@ pub async fn socket(
         protocol as i64,
     ];
     // SAFETY: socket touches no memory and only creates an fd.
-    let ret = unsafe { call(sysif, libc::SYS_socket, args) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_socket, args) }.await
 }
 
 /// `socketpair(domain, type, protocol, sv)` — two connected sockets; the kernel writes the
@@ -141,8 +141,7 @@ pub async unsafe fn socketpair(
         sv.arg(),
     ];
     // SAFETY: the caller guarantees sv.
-    unsafe { call(sysif, libc::SYS_socketpair, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_socketpair, args) }.await
 }
 
 /// `bind(fd, addr, addrlen)` — gives the socket the address at `addr`.
@@ -160,8 +159,7 @@ pub async fn bind(
 ) -> Result<(), SyscallError> {
     let args = [fd.arg(), addr.arg(), addrlen as i64];
     // SAFETY: bind only reads memory and does not change existing fds.
-    unsafe { call(sysif, libc::SYS_bind, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_bind, args) }.await
 }
 
 /// `connect(fd, addr, addrlen)` — connects the socket to the address at `addr`.
@@ -179,8 +177,7 @@ pub async fn connect(
 ) -> Result<(), SyscallError> {
     let args = [fd.arg(), addr.arg(), addrlen as i64];
     // SAFETY: connect only reads memory and does not change existing fds.
-    unsafe { call(sysif, libc::SYS_connect, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_connect, args) }.await
 }
 
 /// `listen(fd, backlog)` — marks the socket as accepting connections.
@@ -193,8 +190,7 @@ pub async fn listen(
     backlog: i32,
 ) -> Result<(), SyscallError> {
     // SAFETY: listen touches no memory and does not change fds.
-    unsafe { call(sysif, libc::SYS_listen, [fd.arg(), backlog as i64]) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_listen, [fd.arg(), backlog as i64]) }.await
 }
 
 /// `accept4(fd, addr, addrlen, flags)` — takes a pending connection as a new fd; if `addr`
@@ -217,8 +213,7 @@ pub async unsafe fn accept4(
 ) -> Result<FileDescriptor, SyscallError> {
     let args = [fd.arg(), addr.arg(), addrlen.arg(), flags.bits() as i64];
     // SAFETY: the caller guarantees addr and addrlen.
-    let ret = unsafe { call(sysif, libc::SYS_accept4, args) }.await?;
-    Ok(FileDescriptor::new(ret as i32))
+    unsafe { call(sysif, libc::SYS_accept4, args) }.await
 }
 
 /// `getsockname(fd, addr, addrlen)` — the socket's own address, written at `addr` (at most
@@ -238,8 +233,7 @@ pub async unsafe fn getsockname(
 ) -> Result<(), SyscallError> {
     let args = [fd.arg(), addr.arg(), addrlen.arg()];
     // SAFETY: the caller guarantees addr and addrlen.
-    unsafe { call(sysif, libc::SYS_getsockname, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_getsockname, args) }.await
 }
 
 /// `getpeername(fd, addr, addrlen)` — the connected peer's address, written as by
@@ -258,8 +252,7 @@ pub async unsafe fn getpeername(
 ) -> Result<(), SyscallError> {
     let args = [fd.arg(), addr.arg(), addrlen.arg()];
     // SAFETY: the caller guarantees addr and addrlen.
-    unsafe { call(sysif, libc::SYS_getpeername, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_getpeername, args) }.await
 }
 
 /// `getsockopt(fd, level, optname, optval, optlen)` — reads an option's value into
@@ -287,8 +280,7 @@ pub async unsafe fn getsockopt(
         optlen.arg(),
     ];
     // SAFETY: the caller guarantees optval and optlen.
-    unsafe { call(sysif, libc::SYS_getsockopt, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_getsockopt, args) }.await
 }
 
 /// `setsockopt(fd, level, optname, optval, optlen)` — sets an option from the `optlen`
@@ -315,8 +307,7 @@ pub async fn setsockopt(
         optlen as i64,
     ];
     // SAFETY: setsockopt only reads memory and does not close or replace fds.
-    unsafe { call(sysif, libc::SYS_setsockopt, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_setsockopt, args) }.await
 }
 
 /// `sendto(fd, buf, len, flags, dest_addr, addrlen)` — sends `len` bytes from `buf`, to
@@ -345,8 +336,7 @@ pub async fn sendto(
         addrlen as i64,
     ];
     // SAFETY: sendto only reads memory and does not change existing fds.
-    let ret = unsafe { call(sysif, libc::SYS_sendto, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_sendto, args) }.await
 }
 
 /// `recvfrom(fd, buf, len, flags, src_addr, addrlen)` — receives up to `len` bytes into
@@ -379,8 +369,7 @@ pub async unsafe fn recvfrom(
         addrlen.arg(),
     ];
     // SAFETY: the caller guarantees buf, src_addr and addrlen.
-    let ret = unsafe { call(sysif, libc::SYS_recvfrom, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_recvfrom, args) }.await
 }
 
 /// `sendmsg(fd, msg, flags)` — sends a message described by a `struct msghdr`.
@@ -397,15 +386,14 @@ pub async fn sendmsg(
     flags: MSG,
 ) -> Result<usize, SyscallError> {
     // SAFETY: sendmsg only reads memory and does not change existing fds.
-    let ret = unsafe {
+    unsafe {
         call(
             sysif,
             libc::SYS_sendmsg,
             [fd.arg(), msg.arg(), flags.bits() as i64],
         )
     }
-    .await?;
-    Ok(ret as usize)
+    .await
 }
 
 /// `recvmsg(fd, msg, flags)` — receives a message into the buffers a `struct msghdr`
@@ -425,8 +413,7 @@ pub async unsafe fn recvmsg(
 ) -> Result<usize, SyscallError> {
     let args = [fd.arg(), msg.arg(), flags.bits() as i64];
     // SAFETY: the caller guarantees msg and its buffers.
-    let ret = unsafe { call(sysif, libc::SYS_recvmsg, args) }.await?;
-    Ok(ret as usize)
+    unsafe { call(sysif, libc::SYS_recvmsg, args) }.await
 }
 
 /// `shutdown(fd, how)` — shuts down part of a full-duplex connection.
@@ -439,29 +426,5 @@ pub async fn shutdown(
     how: SHUT,
 ) -> Result<(), SyscallError> {
     // SAFETY: shutdown touches no memory and does not close the fd.
-    unsafe { call(sysif, libc::SYS_shutdown, [fd.arg(), how as i64]) }.await?;
-    Ok(())
-}
-
-/// `ioctl(fd, request, ifr)` — an interface request taking a `struct ifreq`
-/// (`SIOCGIFINDEX`, `SIOCGIFFLAGS`, `SIOCSIFFLAGS`, `SIOCGIFADDR`, `SIOCSIFADDR`,
-/// `TUNSETIFF`...); "get" requests write their answer into the struct.
-///
-/// # Safety
-/// `ifr` must be valid for reading and writing a `struct ifreq` (40 bytes) in the target's
-/// address space, and `request` must be one that reads and writes nothing else (not one
-/// whose `ifreq` carries a pointer, such as `SIOCETHTOOL`).
-///
-/// # Errors
-/// `EBADF`, `EFAULT`, `EINVAL`, `ENODEV`, `ENOTTY`, `EPERM`... See ioctl(2), netdevice(7).
-pub async unsafe fn ioctl_ifreq(
-    sysif: &dyn SyscallInterface,
-    fd: FileDescriptor,
-    request: u64,
-    ifr: Address,
-) -> Result<(), SyscallError> {
-    let args = [fd.arg(), request as i64, ifr.arg()];
-    // SAFETY: the caller guarantees ifr and the request.
-    unsafe { call(sysif, libc::SYS_ioctl, args) }.await?;
-    Ok(())
+    unsafe { call(sysif, libc::SYS_shutdown, [fd.arg(), how as i64]) }.await
 }
