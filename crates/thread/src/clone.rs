@@ -273,11 +273,7 @@ impl Thread {
             .await;
             (child, None)
         };
-        let pid = pid.map_err(|source| Error::Syscall {
-            syscall: "clone",
-            pid: task.pid().as_raw(),
-            source,
-        })?;
+        let pid = pid.map_err(task.error("clone"))?;
         let pidfd = match stack.pidfd(task).await {
             Ok(fd) => fd,
             Err(e) => {
@@ -299,11 +295,7 @@ impl Thread {
         };
         let helper = match helper_cloned {
             Some(Ok(_)) => helper_prep.finish().await,
-            Some(Err(source)) => Err(Error::Syscall {
-                syscall: "clone",
-                pid: Task::local().pid().as_raw(),
-                source,
-            }),
+            Some(Err(source)) => Err(Task::local().error("clone")(source)),
             None => helper_prep.launch().await,
         };
         let helper = match helper {
@@ -575,11 +567,7 @@ impl HelperPrep {
         // service thread with the helper's pidfd and freed only after the helper exited.
         unsafe { service::clone(args) }
             .await
-            .map_err(|source| Error::Syscall {
-                syscall: "clone",
-                pid: Task::local().pid().as_raw(),
-                source,
-            })?;
+            .map_err(Task::local().error("clone"))?;
         self.finish().await
     }
 }

@@ -432,13 +432,6 @@ impl ChildThread {
         // From here the child's kernel reads the block: keep it if the future is dropped.
         let buf = InFlight::new(image.into_pointer());
         let sysif = task.sysif();
-        let err = |syscall| {
-            move |source| Error::Syscall {
-                syscall,
-                pid: task.pid().as_raw(),
-                source,
-            }
-        };
         // The signal resets and the execve go out together: the connection keeps their
         // order, so they cost one round trip.
         let sigaction: near::SyscallFuture<'_> = if self.shares_sighand {
@@ -488,10 +481,10 @@ impl ChildThread {
                 }
             }
         } else {
-            action.map_err(err("rt_sigaction"))?;
-            mask.map_err(err("rt_sigprocmask"))?;
+            action.map_err(task.error("rt_sigaction"))?;
+            mask.map_err(task.error("rt_sigprocmask"))?;
         }
-        exec.map_err(err("execve"))?;
+        exec.map_err(task.error("execve"))?;
         buf.done();
         Ok(())
     }
@@ -540,14 +533,11 @@ impl ChildThread {
     /// # Errors
     /// The connection's errors (a child already dead still yields its monitor).
     pub async fn exit(mut self, status: i32) -> Result<AsyncChildProcess> {
+        let task = &self.thread.inner.task;
         // SAFETY: exit ends the child's server thread; nothing of ours runs on it.
-        unsafe { near::exit(self.thread.inner.task.sysif(), status) }
+        unsafe { near::exit(task.sysif(), status) }
             .await
-            .map_err(|source| Error::Syscall {
-                syscall: "exit",
-                pid: self.thread.inner.task.pid().as_raw(),
-                source,
-            })?;
+            .map_err(task.error("exit"))?;
         self.take_monitor(format!("rsyscall thread (exit {status})"))
             .ok_or_else(|| Error::invalid("exit", "the child was already exec'd or exited"))
     }
