@@ -44,28 +44,48 @@ pub(crate) fn read_exact(fd: i32, buf: &mut [u8]) -> ReadExact {
 /// Writes all of `buf` to `fd` with `sendto(MSG_NOSIGNAL)`, falling back to `write` on
 /// `ENOTSOCK`; returns 0 or `-errno`.
 pub(crate) fn write_all(fd: i32, buf: &[u8]) -> i64 {
-    let mut done = 0usize;
-    let mut use_write = false;
-    loop {
-        let Some(rest) = buf.get(done..) else {
-            return -sys::EIO;
-        };
-        if rest.is_empty() {
-            return 0;
+    Output::new(fd).write_all(buf)
+}
+
+/// An fd written to with `sendto(MSG_NOSIGNAL)`, or with `write` once it turned out not
+/// to be a socket: a server writing many responses learns that once, not per response.
+pub(crate) struct Output {
+    fd: i32,
+    use_write: bool,
+}
+
+impl Output {
+    pub(crate) fn new(fd: i32) -> Output {
+        Output {
+            fd,
+            use_write: false,
         }
-        let ret = if use_write {
-            sys::write(fd, rest)
-        } else {
-            sys::send_nosignal(fd, rest)
-        };
-        if ret == -sys::ENOTSOCK && !use_write {
-            use_write = true;
-            continue;
-        } else if ret == -sys::EINTR {
-            continue;
-        } else if ret < 0 {
-            return ret;
+    }
+
+    /// Writes all of `buf`; returns 0 or `-errno`.
+    pub(crate) fn write_all(&mut self, buf: &[u8]) -> i64 {
+        let mut done = 0usize;
+        loop {
+            let Some(rest) = buf.get(done..) else {
+                return -sys::EIO;
+            };
+            if rest.is_empty() {
+                return 0;
+            }
+            let ret = if self.use_write {
+                sys::write(self.fd, rest)
+            } else {
+                sys::send_nosignal(self.fd, rest)
+            };
+            if ret == -sys::ENOTSOCK && !self.use_write {
+                self.use_write = true;
+                continue;
+            } else if ret == -sys::EINTR {
+                continue;
+            } else if ret < 0 {
+                return ret;
+            }
+            done = done.wrapping_add(ret as usize);
         }
-        done = done.wrapping_add(ret as usize);
     }
 }

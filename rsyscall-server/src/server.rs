@@ -1,6 +1,6 @@
 //! The syscall server loop of PROTOCOL.md section 1 and the persistent server of section 6.
 
-use crate::io::{ReadExact, read_exact, write_all};
+use crate::io::{Output, ReadExact, read_exact, write_all};
 use crate::proto::{RESPONSE_SIZE, Request};
 use crate::sys;
 
@@ -20,6 +20,7 @@ pub const MAX_PASSED_FDS: usize = 16;
     unsafe(export_name = "rsyscall_server")
 )]
 pub extern "C" fn server(infd: i32, outfd: i32) -> i64 {
+    let mut output = Output::new(outfd);
     loop {
         let mut buf = [0u8; Request::SIZE];
         match read_exact(infd, &mut buf) {
@@ -30,7 +31,7 @@ pub extern "C" fn server(infd: i32, outfd: i32) -> i64 {
         let req = Request::from_bytes(&buf);
         let ret = sys::request(&req);
         let out: [u8; RESPONSE_SIZE] = ret.to_le_bytes();
-        let w = write_all(outfd, &out);
+        let w = output.write_all(&out);
         if w < 0 {
             return w;
         }
