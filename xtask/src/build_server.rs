@@ -10,7 +10,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::elf;
 
@@ -118,10 +117,9 @@ pub fn build_server(root: &Path) -> Result<PathBuf, String> {
 /// Runs `cargo rustc -p rsyscall-server --profile server --features standalone
 /// --target-dir <target_dir> <args>` in `root`.
 fn cargo_rustc(root: &Path, target_dir: &Path, args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(root)
-        .arg("rustc")
+    let mut cmd = crate::cargo(root);
+    let cargo = cmd.get_program().to_owned();
+    cmd.arg("rustc")
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .args([
