@@ -206,7 +206,7 @@ impl Task {
 }
 
 /// The buffers a vectored read filled (whole, then possibly part of one) and the rest.
-type Filled = (Vec<ReadablePointer<[u8]>>, Vec<Pointer<[u8]>>);
+pub(super) type Filled = (Vec<ReadablePointer<[u8]>>, Vec<Pointer<[u8]>>);
 /// The buffers a vectored write wrote out (whole, then possibly part of one) and the rest.
 type Written = (Vec<WrittenPointer<[u8]>>, Vec<WrittenPointer<[u8]>>);
 
@@ -237,18 +237,20 @@ fn vector_offset(what: &'static str, offset: Option<u64>, total: usize) -> Resul
     }
 }
 
-/// The iovec array for `bufs`, after checking their count (`1..=IOV_MAX`), their address
-/// space, and that their total length fits an `ssize_t`; with that total.
-fn iovecs<'a>(
+/// The iovec array for `bufs`, after checking their count (`min..=IOV_MAX`: vectored reads
+/// and writes need a buffer, `sendmsg`/`recvmsg` do not), their address space, and that
+/// their total length fits an `ssize_t`; with that total.
+pub(super) fn iovecs<'a>(
     task: &Task,
     what: &'static str,
     bufs: impl ExactSizeIterator<Item = &'a Pointer<[u8]>>,
+    min: usize,
 ) -> Result<(Vec<Iovec>, usize)> {
     let count = bufs.len();
-    if count == 0 || count > IOV_MAX {
+    if count < min || count > IOV_MAX {
         return Err(Error::invalid(
             what,
-            format!("{count} buffers: between 1 and {IOV_MAX} are allowed"),
+            format!("{count} buffers: between {min} and {IOV_MAX} are allowed"),
         ));
     }
     let mut total = 0usize;
@@ -269,7 +271,7 @@ fn iovecs<'a>(
 
 /// Splits `bufs` after the first `n` bytes: the buffers (or part of one) the kernel filled,
 /// and the rest. Concatenated, the two lists cover exactly the memory of `bufs`.
-fn split_filled(bufs: Vec<Pointer<[u8]>>, n: usize) -> Result<Filled> {
+pub(super) fn split_filled(bufs: Vec<Pointer<[u8]>>, n: usize) -> Result<Filled> {
     let mut left = n;
     let mut filled = Vec::new();
     let mut rest = Vec::new();
@@ -403,7 +405,7 @@ impl FileDescriptor {
     ) -> Result<Filled> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let (iovs, total) = iovecs(task, what, bufs.iter())?;
+        let (iovs, total) = iovecs(task, what, bufs.iter(), 1)?;
         let pos = match pos {
             Some((offset, flags)) => Some((vector_offset(what, offset, total)?, flags)),
             None => None,
@@ -465,7 +467,7 @@ impl FileDescriptor {
     ) -> Result<Written> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let (iovs, total) = iovecs(task, what, bufs.iter().map(WrittenPointer::pointer))?;
+        let (iovs, total) = iovecs(task, what, bufs.iter().map(WrittenPointer::pointer), 1)?;
         let pos = match pos {
             Some((offset, flags)) => Some((vector_offset(what, offset, total)?, flags)),
             None => None,

@@ -11,19 +11,18 @@
 use rsyscall_near::{self as near, AF, IFF, MSG, O, SHUT, SOCK, SockType, TUN};
 
 use super::Task;
+use super::fd::{iovecs, split_filled};
 use crate::cmsg;
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
 use crate::structs::{
-    AnySockaddr, Cmsg, Ifreq, Iovec, Msghdr, RecvMsg, SendCmsg, SockOpt, Sockaddr, SockaddrIn,
+    AnySockaddr, Cmsg, Ifreq, Msghdr, RecvMsg, SendCmsg, SockOpt, Sockaddr, SockaddrIn,
     SockaddrStorage, SockaddrUn, UnixAddress, cmsg_space, pod_from_bytes,
 };
 
 /// Size of `struct sockaddr_storage`: the longest address the kernel accepts.
 const STORAGE: usize = std::mem::size_of::<SockaddrStorage>();
-/// Most iovecs one call may take (`UIO_MAXIOV`).
-const MAX_IOV: usize = 1024;
 
 /// The memory image of `addr`, checked to fit in a `sockaddr_storage`.
 fn addr_bytes<A: Sockaddr + ?Sized>(what: &'static str, addr: &A) -> Result<Vec<u8>> {
@@ -50,57 +49,6 @@ async fn read_addr(buf: Pointer<[u8]>, len: Pointer<u32>) -> Result<Option<AnySo
     }
     let (addr, _) = buf.filled(n)?;
     Ok(Some(AnySockaddr::parse(&addr.read().await?)?))
-}
-
-/// The parts of buffers a syscall filled, and the parts it did not reach.
-type Filled = (Vec<ReadablePointer<[u8]>>, Vec<Pointer<[u8]>>);
-
-/// Splits `bufs` into the parts the first `n` bytes filled and the rest.
-fn split_filled(bufs: Vec<Pointer<[u8]>>, mut n: usize) -> Result<Filled> {
-    let mut data = Vec::new();
-    let mut rest = Vec::new();
-    for buf in bufs {
-        let take = n.min(buf.size());
-        if take == 0 {
-            rest.push(buf);
-            continue;
-        }
-        n -= take;
-        let (filled, tail) = buf.filled(take)?;
-        data.push(filled);
-        if tail.size() > 0 {
-            rest.push(tail);
-        }
-    }
-    Ok((data, rest))
-}
-
-/// Checks an iovec list: its addresses in `task`, its count and total length.
-fn iovecs<'a>(
-    task: &Task,
-    what: &'static str,
-    ptrs: impl ExactSizeIterator<Item = &'a Pointer<[u8]>>,
-) -> Result<Vec<Iovec>> {
-    if ptrs.len() > MAX_IOV {
-        return Err(Error::invalid(
-            what,
-            format!("{} buffers: at most {MAX_IOV} are allowed", ptrs.len()),
-        ));
-    }
-    let mut total: usize = 0;
-    let mut out = Vec::with_capacity(ptrs.len());
-    for p in ptrs {
-        let addr = task.check_ptr(p)?;
-        total = total
-            .checked_add(p.size())
-            .filter(|&t| t <= isize::MAX as usize)
-            .ok_or_else(|| Error::invalid(what, "the buffers' total length overflows"))?;
-        out.push(Iovec {
-            base: addr.as_u64(),
-            len: p.size() as u64,
-        });
-    }
-    Ok(out)
 }
 
 impl Task {
@@ -680,7 +628,7 @@ impl FileDescriptor {
     ) -> Result<(usize, Vec<WrittenPointer<[u8]>>)> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let iovecs = iovecs(task, "sendmsg", iov.iter().map(WrittenPointer::pointer))?;
+        let (iovecs, _) = iovecs(task, "sendmsg", iov.iter().map(WrittenPointer::pointer), 0)?;
         let control = cmsg::encode(task, control)?;
         let addr = addr.map(|a| addr_bytes("sendmsg", a)).transpose()?;
         task.prepare().await;
@@ -725,7 +673,7 @@ impl FileDescriptor {
     ) -> Result<RecvMsg> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let iovecs = iovecs(task, "recvmsg", iov.iter())?;
+        let (iovecs, _) = iovecs(task, "recvmsg", iov.iter(), 0)?;
         if control_len > i32::MAX as usize {
             return Err(Error::invalid(
                 "recvmsg",
