@@ -149,11 +149,20 @@ impl Memory {
         transport: Arc<dyn Transport>,
         mapper: Arc<dyn near::SyscallInterface>,
     ) -> Arc<Memory> {
+        Memory::build(space, transport, mapper, true)
+    }
+
+    fn build(
+        space: far::AddressSpace,
+        transport: Arc<dyn Transport>,
+        mapper: Arc<dyn near::SyscallInterface>,
+        growable: bool,
+    ) -> Arc<Memory> {
         Arc::new(Memory {
             space,
             transport,
             mapper,
-            growable: true,
+            growable,
             pending: AtomicBool::new(false),
             state: Mutex::new(State {
                 arenas: Vec::new(),
@@ -176,22 +185,11 @@ impl Memory {
         mapper: Arc<dyn near::SyscallInterface>,
         size: usize,
     ) -> Result<Arc<Memory>> {
-        let mut memory = Memory::new(space, transport, mapper);
-        let mem =
-            Arc::get_mut(&mut memory).ok_or_else(|| Error::invalid("Memory::fixed", "shared"))?;
-        mem.growable = false;
+        let memory = Memory::build(space, transport, mapper, false);
         let len = round_up(size.max(1), PAGE_SIZE)
             .ok_or_else(|| Error::invalid("Memory::fixed", format!("size {size} overflows")))?;
         let mapping = memory.map_arena(len).await?;
-        let mut st = lock(&memory.state);
-        let id = st.next_arena;
-        st.next_arena += 1;
-        st.arenas.push(Arena {
-            id,
-            mapping,
-            free: BTreeMap::from([(0, len)]),
-        });
-        drop(st);
+        add_arena(&mut lock(&memory.state), mapping, len);
         Ok(memory)
     }
 
@@ -242,55 +240,40 @@ impl Memory {
             .ok_or_else(|| Error::invalid("malloc", format!("size {size} overflows")))?;
         let mapping = self.map_arena(len).await?;
         let mut st = lock(&self.state);
-        let id = st.next_arena;
-        st.next_arena += 1;
-        let mut arena = Arena {
-            id,
-            mapping,
-            free: BTreeMap::from([(0, len)]),
-        };
-        let offset = arena.take(size, align).ok_or_else(|| Error::OutOfMemory {
-            space: self.space,
-            detail: format!("a fresh arena of {len} bytes cannot hold {size}"),
-        })?;
-        let a = self.allocation(&mut st, &arena, offset, size);
-        st.arenas.push(arena);
-        Ok(a)
+        let index = add_arena(&mut st, mapping, len);
+        let offset = st.arenas[index]
+            .take(size, align)
+            .ok_or_else(|| Error::OutOfMemory {
+                space: self.space,
+                detail: format!("a fresh arena of {len} bytes cannot hold {size}"),
+            })?;
+        Ok(self.allocation(&mut st, index, offset, size))
     }
 
     fn try_take(self: &Arc<Self>, size: usize, align: usize) -> Option<Allocation> {
         let mut st = lock(&self.state);
-        let st = &mut *st;
         let (index, offset) = st
             .arenas
             .iter_mut()
             .enumerate()
             .find_map(|(i, arena)| arena.take(size, align).map(|o| (i, o)))?;
-        let arena = &st.arenas[index];
-        let addr = arena.base() + offset as u64;
-        st.live.insert(addr, size);
-        Some(Allocation {
-            memory: self.clone(),
-            arena: arena.id,
-            offset,
-            len: size,
-            addr: Address::new(addr),
-            reclaim: true,
-        })
+        Some(self.allocation(&mut st, index, offset, size))
     }
 
+    /// Records `len` bytes at `offset` of arena `index` as a live allocation.
     fn allocation(
         self: &Arc<Self>,
         st: &mut State,
-        arena: &Arena,
+        index: usize,
         offset: usize,
         len: usize,
     ) -> Allocation {
-        let addr = arena.base() + offset as u64;
+        let arena = &st.arenas[index];
+        let (id, addr) = (arena.id, arena.base() + offset as u64);
         st.live.insert(addr, len);
         Allocation {
             memory: self.clone(),
-            arena: arena.id,
+            arena: id,
             offset,
             len,
             addr: Address::new(addr),
@@ -480,6 +463,18 @@ impl Memory {
             st.live.insert(first.0, total);
         }
     }
+}
+
+/// Adds a fresh arena over `mapping` (`len` bytes, all free); returns its index.
+fn add_arena(st: &mut State, mapping: MemoryMapping, len: usize) -> usize {
+    let id = st.next_arena;
+    st.next_arena += 1;
+    st.arenas.push(Arena {
+        id,
+        mapping,
+        free: BTreeMap::from([(0, len)]),
+    });
+    st.arenas.len() - 1
 }
 
 fn round_up(n: usize, to: usize) -> Option<usize> {
