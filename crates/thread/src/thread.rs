@@ -387,13 +387,6 @@ impl ChildThread {
                 thread: self,
             });
         }
-        if let Some(bad) = envp.iter().flatten().find(|e| e.as_bytes().contains(&0)) {
-            let error = Error::invalid("execve", format!("envp entry {bad:?} contains a NUL byte"));
-            return Err(ExecError {
-                error,
-                thread: self,
-            });
-        }
         let mut this = self;
         match this.do_exec(&command, envp).await {
             Ok(()) => match this.take_monitor(command.to_string()) {
