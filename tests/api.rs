@@ -3,7 +3,7 @@
 
 use rsyscall::handle::structs::{Cmsg, SendCmsg, Sigset, cmsg_space};
 use rsyscall::{CLONE, MSG, Signal, local_thread};
-use rsyscall_tests::tasks::{on_local_and_child, run};
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 
 /// "Memory is explicit and typed".
 #[test]
@@ -92,7 +92,7 @@ fn many_processes_concurrently() {
         assert!(pa.iter().all(|p| p.as_ref().ok() == a.pid().as_ref()));
         assert!(pb.iter().all(|p| p.as_ref().ok() == b.pid().as_ref()));
         for c in [a, b] {
-            c.exit(0).await.expect("exit").check().await.expect("clean");
+            exit_cleanly(c, "child").await;
         }
     })
 }

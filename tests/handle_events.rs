@@ -7,11 +7,9 @@ use rsyscall::handle::structs::{
 };
 use rsyscall::near::{self, CLOCK, EFD, EPOLL, Errno, IN, PIDFD, Request, SFD, TFD};
 use rsyscall::{CLONE, Error, O, Signal, Task, local_thread};
-use rsyscall_tests::tasks::{on_local_and_child, run};
-
-fn errno<T: std::fmt::Debug>(r: Result<T, Error>) -> Option<Errno> {
-    r.err().and_then(|e| e.errno())
-}
+use rsyscall_tests::errors::errno;
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
+use rsyscall_tests::tmp::TempDir;
 
 #[test]
 fn eventfd_counts() {
@@ -296,13 +294,7 @@ fn signalfd_reports_a_blocked_signal_in_a_child() {
         let r = fd.signalfd_read(small).await;
         assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
         drop(fd);
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("child exits cleanly");
+        exit_cleanly(child, "child").await;
     });
 }
 
@@ -316,13 +308,9 @@ async fn read_inotify(task: &Task, fd: &rsyscall::FileDescriptor) -> Vec<Inotify
 fn inotify_reports_a_created_file_by_name() {
     on_local_and_child(|thread, label| async move {
         let task = thread.task();
-        let dir = std::env::temp_dir().join(format!(
-            "rsyscall-handle-inotify-{label}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("mkdir");
+        let dir = TempDir::new("inotify");
         let fd = task.inotify_init(O::NONBLOCK).await.expect("inotify_init");
-        let dir_bytes = dir.as_os_str().as_encoded_bytes();
+        let dir_bytes = dir.path().as_os_str().as_encoded_bytes();
         let wd = fd
             .inotify_add_watch(dir_bytes, IN::CREATE | IN::DELETE)
             .await
@@ -376,7 +364,7 @@ fn inotify_reports_a_created_file_by_name() {
             matches!(r, Err(Error::InvalidArgument { .. })),
             "{label}: {r:?}"
         );
-        std::fs::remove_dir(&dir).expect("rmdir");
+        std::fs::remove_dir(dir.path()).expect("rmdir");
     });
 }
 

@@ -1,37 +1,17 @@
 //! Fd syscalls: read/write variants, dup, fcntl, ioctl, memfd, on the local task and a clone child.
 //!
-//! Every test takes [`LOCK`], so that the leak test can measure the shared allocator and
-//! fd table while nothing else in this binary runs.
+//! Every test takes the `serial()` lock, so that the leak test can measure the shared
+//! allocator and fd table while nothing else in this binary runs.
 
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Mutex, MutexGuard};
 
 use rsyscall::handle::structs::{Flock, IOV_MAX};
 use rsyscall::near::{FALLOC, FD, LockCmd, LockType, MFD, RWF, SEEK};
 use rsyscall::{CLONE, Errno, Error, FileDescriptor, O, Task, Thread, local_thread};
 use rsyscall_handle::{Pointer, WrittenPointer};
-use rsyscall_tests::procs::settled;
-use rsyscall_tests::tasks::on_local_and_child;
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn serialized() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn assert_errno<T: std::fmt::Debug>(r: rsyscall::Result<T>, errno: Errno, what: &str) {
-    match r {
-        Err(e) => assert_eq!(e.errno(), Some(errno), "{what}: {e}"),
-        Ok(v) => panic!("{what}: expected {errno:?}, got Ok({v:?})"),
-    }
-}
-
-fn assert_invalid<T: std::fmt::Debug>(r: rsyscall::Result<T>, what: &str) {
-    match r {
-        Err(Error::InvalidArgument { .. }) => {}
-        other => panic!("{what}: expected InvalidArgument, got {other:?}"),
-    }
-}
+use rsyscall_tests::errors::{assert_errno, assert_invalid, serial};
+use rsyscall_tests::procs::{open_fds_of, settled};
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child};
 
 async fn bytes(task: &Task, data: &[u8]) -> WrittenPointer<[u8]> {
     task.ptr(data).await.expect("ptr")
@@ -66,15 +46,9 @@ async fn reopen(task: &Task, fd: &FileDescriptor) -> FileDescriptor {
         .expect("open /proc/<pid>/fd/<n>")
 }
 
-fn open_fds(task: &Task) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", task.pid().as_raw()))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn pipe_read_write_and_vectored() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
@@ -175,7 +149,7 @@ fn pipe_read_write_and_vectored() {
 
 #[test]
 fn pread_pwrite_on_memfd() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
@@ -294,7 +268,7 @@ fn pread_pwrite_on_memfd() {
 
 #[test]
 fn memfd_create_names_and_owns_the_fd() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = task
@@ -330,7 +304,7 @@ fn memfd_create_names_and_owns_the_fd() {
 
 #[test]
 fn ficlonerange_on_memfd_is_not_supported() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let src = memfd(task).await;
@@ -352,7 +326,7 @@ fn ficlonerange_on_memfd_is_not_supported() {
 
 #[test]
 fn fcntl_flags_round_trip() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
@@ -420,7 +394,7 @@ fn fcntl_flags_round_trip() {
 
 #[test]
 fn ofd_locks_conflict_between_open_file_descriptions() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
@@ -477,7 +451,7 @@ fn ofd_locks_conflict_between_open_file_descriptions() {
 
 #[test]
 fn process_locks_conflict_between_processes() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
@@ -513,19 +487,13 @@ fn process_locks_conflict_between_processes() {
             .await
             .expect("free now");
         drop(theirs);
-        other
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean exit");
+        exit_cleanly(other, "other").await;
     });
 }
 
 #[test]
 fn fallocate_grows_and_punches_a_memfd() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
@@ -564,7 +532,7 @@ fn fallocate_grows_and_punches_a_memfd() {
 
 #[test]
 fn fionread_counts_pending_bytes() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
@@ -583,7 +551,7 @@ fn fionread_counts_pending_bytes() {
 
 #[test]
 fn lseek_finds_data_and_holes() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
@@ -620,7 +588,7 @@ fn lseek_finds_data_and_holes() {
 
 #[test]
 fn dup3_with_cloexec() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
@@ -659,7 +627,7 @@ fn dup3_with_cloexec() {
 
 #[test]
 fn bad_input_is_refused_before_sending() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
@@ -750,7 +718,7 @@ fn bad_input_is_refused_before_sending() {
 
 #[test]
 fn failing_calls_leak_no_fd_and_no_memory() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
@@ -770,12 +738,13 @@ fn failing_calls_leak_no_fd_and_no_memory() {
         let memory = task.memory().clone();
         // Earlier tests' children are cleaned up in the background: let that finish, and
         // check below only that nothing grew.
-        let (fds, in_use) = settled(|| (open_fds(task), memory.bytes_in_use())).await;
+        let pid = task.pid().as_raw();
+        let (fds, in_use) = settled(|| (open_fds_of(pid), memory.bytes_in_use())).await;
         for _ in 0..10_000 {
             fail(task.clone(), pipe.read.clone()).await;
         }
         task.flush_closes().await.expect("flush");
-        let (fds_after, in_use_after) = (open_fds(task), memory.bytes_in_use());
+        let (fds_after, in_use_after) = (open_fds_of(pid), memory.bytes_in_use());
         assert!(
             in_use_after <= in_use,
             "{label}: allocations leaked: {in_use} bytes in use before, {in_use_after} after"

@@ -6,55 +6,15 @@
 //! umask) run only in a child cloned without `CLONE_FS`, and we check ours is unchanged.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use rsyscall::handle::structs::{FileType, Stat, Timespec};
 use rsyscall::handle::{Error, FileDescriptor, Task};
 use rsyscall::near::{AT, RENAME, STATX};
 use rsyscall::{CLONE, Errno, O, local_thread};
-use rsyscall_tests::tasks::{on_local_and_child, run};
-
-/// A fresh directory under /tmp, removed (with its contents) when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "rsyscall-handle-fs-{}-{n}-{name}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&path).expect("creating a temporary directory");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn errno(r: Result<impl std::fmt::Debug, Error>) -> Option<Errno> {
-    match r {
-        Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => e.errno(),
-    }
-}
-
-fn is_invalid<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
-    matches!(r, Err(Error::InvalidArgument { .. }))
-}
+use rsyscall_tests::errors::{errno, is_invalid};
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
+use rsyscall_tests::tmp::TempDir;
 
 async fn open_dir(task: &Task, path: &Path) -> FileDescriptor {
     task.openat(None, path, O::RDONLY | O::DIRECTORY, 0)
@@ -566,7 +526,7 @@ fn fchown_to_our_own_ids() {
         let st = file.fstat().await.expect("fstat");
         assert_eq!((st.uid, st.gid), (uid, gid), "{label}");
         assert!(
-            is_invalid(file.fchown(Some(u32::MAX), None).await),
+            is_invalid(&file.fchown(Some(u32::MAX), None).await),
             "{label}"
         );
     })
@@ -581,34 +541,40 @@ fn bad_input_is_refused_before_sending() {
         with_nul.extend_from_slice(b"/a\0b");
         // Were the path sent, the kernel would read it up to the NUL and make "a".
         assert!(
-            is_invalid(task.mkdirat(None, &with_nul, 0o755).await),
+            is_invalid(&task.mkdirat(None, &with_nul, 0o755).await),
             "{label}"
         );
         assert!(
             is_invalid(
-                task.openat(None, &with_nul, O::CREAT | O::WRONLY, 0o600)
+                &task
+                    .openat(None, &with_nul, O::CREAT | O::WRONLY, 0o600)
                     .await
             ),
             "{label}"
         );
-        assert!(is_invalid(task.symlinkat(&with_nul, None, &with_nul).await));
-        assert!(is_invalid(task.symlinkat("target", None, &with_nul).await));
         assert!(is_invalid(
-            task.renameat2(None, tmp.path(), None, &with_nul, RENAME::empty())
+            &task.symlinkat(&with_nul, None, &with_nul).await
+        ));
+        assert!(is_invalid(&task.symlinkat("target", None, &with_nul).await));
+        assert!(is_invalid(
+            &task
+                .renameat2(None, tmp.path(), None, &with_nul, RENAME::empty())
                 .await
         ));
-        assert!(is_invalid(task.chdir(&with_nul).await));
+        assert!(is_invalid(&task.chdir(&with_nul).await));
         assert!(!tmp.join("a").exists(), "{label}: something was sent");
         assert!(tmp.path().exists(), "{label}: the rename was sent");
         // Mode bits the kernel would drop.
-        assert!(is_invalid(task.mkdirat(None, tmp.join("m"), 0o40755).await));
+        assert!(is_invalid(
+            &task.mkdirat(None, tmp.join("m"), 0o40755).await
+        ));
         assert!(!tmp.join("m").exists());
-        assert!(is_invalid(task.umask(0o1022).await));
+        assert!(is_invalid(&task.umask(0o1022).await));
         let file = task
             .openat(None, tmp.join("f"), O::CREAT | O::RDWR, 0o600)
             .await
             .expect("create");
-        assert!(is_invalid(file.fchmod(0o100644).await));
+        assert!(is_invalid(&file.fchmod(0o100644).await));
         assert_eq!(file.fstat().await.expect("fstat").permissions(), 0o600);
     })
 }
@@ -625,13 +591,7 @@ fn an_fd_of_another_table_is_a_mismatch() {
         let r = child.task().fstatat(Some(&dir), "", AT::EMPTY_PATH).await;
         assert!(matches!(r, Err(Error::Mismatch(_))), "{r:?}");
         assert!(!tmp.join("sub").exists());
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("child exits cleanly");
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -697,13 +657,7 @@ fn chdir_getcwd_fchdir_in_a_child_without_clone_fs() {
             local.task().getcwd().await.expect("getcwd"),
             ours.as_os_str().as_bytes()
         );
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("child exits cleanly");
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -740,12 +694,6 @@ fn umask_in_a_child_without_clone_fs() {
             0o755
         );
         assert_eq!(our_umask(), ours, "our own umask did not change");
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("child exits cleanly");
+        exit_cleanly(child, "child").await;
     })
 }

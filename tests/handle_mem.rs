@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 use rsyscall::near::{self, Errno, MADV, MAP, PROT};
 use rsyscall::{Error, O, local_thread};
 use rsyscall_tests::tasks::on_local_and_child;
+use rsyscall_tests::tmp::TempDir;
 
 const PAGE: usize = 4096;
 
@@ -60,13 +61,6 @@ async fn map_far_away(
         }
     }
     panic!("{label}: no free slot for a fixed mapping above {FAR_AWAY:#x}")
-}
-
-fn temp_path(name: &str, label: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "rsyscall-handle-mem-{name}-{label}-{}",
-        std::process::id()
-    ))
 }
 
 #[test]
@@ -166,7 +160,8 @@ fn madv_remove_zeroes_a_shared_anonymous_mapping() {
 fn shared_file_mapping_sees_file_writes_and_writes_the_file() {
     on_local_and_child(|thread, label| async move {
         let task = thread.task();
-        let path = temp_path("file", label);
+        let tmp = TempDir::new("mem-file");
+        let path = tmp.join("file");
         let mut content = b"original contents".to_vec();
         content.resize(PAGE, b'.');
         std::fs::write(&path, &content).expect("create the file");
@@ -218,7 +213,8 @@ fn mmap_refuses_bad_input_before_sending() {
             matches!(r, Err(Error::InvalidArgument { .. })),
             "{label}: file mapping without fd: {r:?}"
         );
-        let path = temp_path("bad", label);
+        let tmp = TempDir::new("mem-bad");
+        let path = tmp.join("bad");
         std::fs::write(&path, vec![0u8; PAGE]).expect("create the file");
         let fd = task
             .open(path.as_os_str().as_encoded_bytes(), O::RDONLY, 0)

@@ -2,15 +2,9 @@
 
 use rsyscall::handle::{Error, Memory, Pointer};
 use rsyscall::{CLONE, O, local_thread};
-use rsyscall_tests::procs::open_fds;
-use rsyscall_tests::tasks::{on_local_and_child, run};
-
-/// Every test here takes this lock, so the fd-count test sees no other test's fds.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use rsyscall_tests::errors::serial;
+use rsyscall_tests::procs::{open_fds, settled};
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 
 #[test]
 fn write_read_split_merge() {
@@ -144,21 +138,6 @@ fn fixed_arena_out_of_space_and_reuse() {
     })
 }
 
-/// The fd count once the service thread has finished reaping exited futex helpers (their
-/// pidfds close asynchronously): the same count twice, 20 ms apart, within 5 seconds.
-async fn settled_fds() -> usize {
-    let mut last = open_fds();
-    for _ in 0..250 {
-        async_io::Timer::after(std::time::Duration::from_millis(20)).await;
-        let now = open_fds();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
 #[test]
 fn fd_table_gc_reuses_the_lowest_number() {
     let _serial = serial();
@@ -168,17 +147,12 @@ fn fd_table_gc_reuses_the_lowest_number() {
         // Warm up what is created once per process and kept (the service thread's eventfd,
         // the async-io reactor's fds), so the count below sees only this test's fds.
         let warm = parent.clone(CLONE::FILES).await.expect("clone");
-        warm.exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(warm, "warm").await;
         task.flush_closes().await.expect("flush");
         let first = task.open(b"/dev/null", O::RDONLY, 0).await.expect("open");
         let number = first.near();
         first.close().await.expect("close");
-        let before = settled_fds().await;
+        let before = settled(open_fds).await;
         // Five children sharing our table each open and drop 50 fds.
         for _ in 0..5 {
             let child = parent.clone(CLONE::FILES).await.expect("clone");
@@ -193,19 +167,17 @@ fn fd_table_gc_reuses_the_lowest_number() {
                 );
             }
             drop(fds);
-            child
-                .exit(0)
-                .await
-                .expect("exit")
-                .check()
-                .await
-                .expect("clean");
+            exit_cleanly(child, "child").await;
         }
         // Dropped handles queue their closes on the shared table; each later syscall on it
         // (the children's own opens included) performs them, and flush_closes does the rest.
         task.flush_closes().await.expect("gc");
         assert_eq!(task.fd_table().pending_closes(), 0);
-        assert_eq!(settled_fds().await, before, "no fd of the 250 remains open");
+        assert_eq!(
+            settled(open_fds).await,
+            before,
+            "no fd of the 250 remains open"
+        );
         let again = task.open(b"/dev/null", O::RDONLY, 0).await.expect("open");
         assert_eq!(
             again.near(),
@@ -307,12 +279,6 @@ fn unshare_files_gives_the_task_a_copy_of_its_table() {
         let after = parent.pipe().await.expect("pipe");
         assert!(after.write.inherit(task).is_err());
         copy.close().await.expect("close in the child's table");
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rsyscall::near::{self, Capability, EXECVEAT, MNT, MS, Pid, PrioWho, RLIMIT, SigprocmaskHow};
 use rsyscall::{CLONE, ChildState, Errno, Error, O, Signal, Task, Thread, W, local_thread};
@@ -16,18 +16,9 @@ use rsyscall_handle::structs::{
     Sigset, WaitId,
 };
 use rsyscall_handle::{ChildProcess, FileDescriptor, FutexWord, Process, ThreadProcess};
-use rsyscall_tests::tasks::on_local_and_child;
-
-fn is_invalid(r: &Result<impl std::fmt::Debug, Error>) -> bool {
-    matches!(r, Err(Error::InvalidArgument { .. }))
-}
-
-fn errno<T: std::fmt::Debug>(r: Result<T, Error>) -> Option<Errno> {
-    match r {
-        Ok(v) => panic!("expected an errno, got Ok({v:?})"),
-        Err(e) => e.errno(),
-    }
-}
+use rsyscall_tests::errors::{errno, is_invalid};
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child};
+use rsyscall_tests::tmp::TempDir;
 
 /// A field of `/proc/<pid>/status`, as text.
 fn proc_status(pid: Pid, field: &str) -> String {
@@ -43,16 +34,6 @@ fn proc_status(pid: Pid, field: &str) -> String {
 
 fn proc_hex(pid: Pid, field: &str) -> u64 {
     u64::from_str_radix(&proc_status(pid, field), 16).expect("hex field")
-}
-
-/// A fresh directory under the temp dir, removed by the caller.
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("rsyscall-proc-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
 }
 
 async fn which(thread: &Thread, name: &str) -> OsString {
@@ -752,12 +733,7 @@ fn set_robust_list_with_a_valid_head() {
         unsafe { t.set_robust_list(&head) }
             .await
             .expect("set_robust_list");
-        gc.exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean exit");
+        exit_cleanly(gc, "gc").await;
         drop(head);
         let _ = label;
     });
@@ -805,8 +781,8 @@ fn unshare_uts_and_setns_back() {
 #[test]
 fn mount_tmpfs_in_a_new_mount_namespace() {
     on_local_and_child(|thread, label| async move {
-        let dir = temp_dir("mnt");
-        let d = dir.as_os_str().as_bytes();
+        let dir = TempDir::new("proc-mnt");
+        let d = dir.path().as_os_str().as_bytes();
         let file = dir.join("inside");
         let gc = thread.clone(CLONE::empty()).await.expect("clone");
         let t = gc.task();
@@ -851,19 +827,19 @@ fn mount_tmpfs_in_a_new_mount_namespace() {
             }
         }
         drop(gc);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        dir.remove().expect("cleanup");
     });
 }
 
 #[test]
 fn chroot_in_a_child() {
     on_local_and_child(|thread, label| async move {
-        let dir = temp_dir("root");
+        let dir = TempDir::new("proc-root");
         std::fs::write(dir.join("marker"), b"x").expect("marker");
         let gc = thread.clone(CLONE::empty()).await.expect("clone");
         let t = gc.task();
         assert!(is_invalid(&t.chroot(b"/tm\0p").await));
-        match t.chroot(dir.as_os_str().as_bytes()).await {
+        match t.chroot(dir.path().as_os_str().as_bytes()).await {
             Ok(()) => {
                 t.open(b"/marker", O::RDONLY, 0)
                     .await
@@ -880,7 +856,7 @@ fn chroot_in_a_child() {
             }
         }
         drop(gc);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        dir.remove().expect("cleanup");
     });
 }
 
@@ -988,10 +964,10 @@ fn thread_process_refuses_a_futex_word_outside_its_memory() {
 #[test]
 fn pivot_root_in_a_new_mount_namespace() {
     on_local_and_child(|thread, label| async move {
-        let dir = temp_dir("pivot");
+        let dir = TempDir::new("proc-pivot");
         std::fs::write(dir.join("marker"), b"x").expect("marker");
         std::fs::create_dir(dir.join("old")).expect("old");
-        let d = dir.as_os_str().as_bytes();
+        let d = dir.path().as_os_str().as_bytes();
         let old = dir.join("old");
         let gc = thread.clone(CLONE::empty()).await.expect("clone");
         let t = gc.task();
@@ -1021,7 +997,7 @@ fn pivot_root_in_a_new_mount_namespace() {
         assert_eq!(errno(r), Some(Errno::ENOENT), "{label}");
         assert!(!Path::new("/marker").exists());
         drop(gc);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        dir.remove().expect("cleanup");
     });
 }
 
@@ -1060,12 +1036,6 @@ fn unshare_and_setns_update_the_recorded_namespaces() {
             .await
             .expect("setns");
         assert_ne!(task.namespaces().mountns, after.mountns);
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }

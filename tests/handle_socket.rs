@@ -1,50 +1,20 @@
 //! Socket syscalls, on the local task and a clone child: unix, TCP and UDP sockets, socket
 //! options, fd and credential passing, interface ioctls and tun devices.
 //!
-//! Every test takes [`LOCK`], so that tests counting the fds of a table see no fds of
-//! other tests come and go.
+//! Every test takes the `serial()` lock, so that tests counting the fds of a table see no
+//! fds of other tests come and go.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 
 use rsyscall::handle::structs::{
     AnySockaddr, Cmsg, SendCmsg, SockaddrIn, SockaddrUn, Ucred, cmsg_space, sockopt,
 };
 use rsyscall::near::{AF, IFF, SockType, TUN};
-use rsyscall::{CLONE, Errno, Error, FileDescriptor, MSG, O, SHUT, SOCK, Task, Thread};
-use rsyscall_tests::tasks::on_local_and_child;
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn serialized() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn assert_errno<T: std::fmt::Debug>(r: rsyscall::Result<T>, errno: Errno, what: &str) {
-    match r {
-        Err(e) => assert_eq!(e.errno(), Some(errno), "{what}: {e}"),
-        Ok(v) => panic!("{what}: expected {errno:?}, got Ok({v:?})"),
-    }
-}
-
-fn assert_invalid<T: std::fmt::Debug>(r: rsyscall::Result<T>, what: &str) -> String {
-    match r {
-        Err(e @ Error::InvalidArgument { .. }) => e.to_string(),
-        other => panic!("{what}: expected InvalidArgument, got {other:?}"),
-    }
-}
-
-/// A fresh empty directory for this test and label.
-fn scratch_dir(test: &str, label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "rsyscall-sock-{}-{test}-{label}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
+use rsyscall::{CLONE, Errno, Error, FD, FileDescriptor, MSG, O, SHUT, SOCK, Task, Thread};
+use rsyscall_tests::errors::{assert_errno, assert_invalid, serial};
+use rsyscall_tests::procs::open_fds_of;
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child};
+use rsyscall_tests::tmp::TempDir;
 
 fn path_bytes(p: &std::path::Path) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
@@ -71,19 +41,16 @@ fn localhost(port: u16) -> SockaddrIn {
 /// these tests).
 async fn count_fds(task: &Task) -> usize {
     task.flush_closes().await.expect("flush closes");
-    std::fs::read_dir(format!("/proc/{}/fd", task.pid().as_raw()))
-        .expect("read /proc/PID/fd")
-        .count()
+    open_fds_of(task.pid().as_raw())
 }
 
 /// Whether `fd` has `FD_CLOEXEC` set.
 async fn cloexec(task: &Task, fd: &FileDescriptor) -> bool {
-    let n = task.check_fd(fd).expect("fd of task");
-    // SAFETY: F_GETFD takes no pointer and changes nothing.
-    let flags = unsafe { rsyscall::near::fcntl(task.sysif(), n, libc::F_GETFD, 0) }
+    task.check_fd(fd).expect("fd of task");
+    fd.fcntl_getfd()
         .await
-        .expect("fcntl(F_GETFD)");
-    flags & i64::from(libc::FD_CLOEXEC) != 0
+        .expect("fcntl(F_GETFD)")
+        .contains(FD::CLOEXEC)
 }
 
 /// Waits (up to 10 s, which only bounds a hang) until `fd` is writable or has an error.
@@ -107,10 +74,10 @@ async fn wait_writable(task: &Task, fd: &FileDescriptor) {
 
 #[test]
 fn unix_stream_bind_listen_connect_accept() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
-        let dir = scratch_dir("unix", label);
+        let dir = TempDir::new("sock-unix");
         let path = path_bytes(&dir.join("listener.sock"));
         let addr = SockaddrUn::new(&path).expect("short path");
 
@@ -180,17 +147,16 @@ fn unix_stream_bind_listen_connect_accept() {
             Errno::EAGAIN,
             "read on an empty non-blocking accepted socket",
         );
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
 #[test]
 fn unix_socket_path_longer_than_sun_path() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
-        let dir = scratch_dir("long", label);
-        let mut deep = dir.clone();
+        let dir = TempDir::new("sock-long");
+        let mut deep = dir.path().to_path_buf();
         while path_bytes(&deep).len() <= SockaddrUn::MAX_PATH + 20 {
             deep.push("a-rather-long-directory-name");
         }
@@ -224,18 +190,17 @@ fn unix_socket_path_longer_than_sun_path() {
         );
 
         // A last component that cannot fit even through /proc/self/fd.
-        let mut too_long = path_bytes(&dir);
+        let mut too_long = path_bytes(dir.path());
         too_long.push(b'/');
         too_long.extend(std::iter::repeat_n(b'x', 200));
         let sock = unix_stream(task).await;
         assert_invalid(sock.bind_unix(&too_long).await, "a 200-byte file name");
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
 #[test]
 fn fd_passing_with_cmsg_cloexec() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
@@ -290,7 +255,7 @@ fn fd_passing_with_cmsg_cloexec() {
 
 #[test]
 fn sendmsg_recvmsg_iovecs_and_buffers_come_back() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
@@ -345,7 +310,7 @@ fn sendmsg_recvmsg_iovecs_and_buffers_come_back() {
 
 #[test]
 fn scm_credentials_with_so_passcred() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
@@ -420,7 +385,7 @@ fn scm_credentials_with_so_passcred() {
 
 #[test]
 fn recvmsg_control_truncated_closes_arrived_fds() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
@@ -455,7 +420,7 @@ fn recvmsg_control_truncated_closes_arrived_fds() {
 
 #[test]
 fn shutdown_rd_leaves_pending_bytes_readable() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
@@ -487,7 +452,7 @@ fn shutdown_rd_leaves_pending_bytes_readable() {
 
 #[test]
 fn tcp_loopback_round_trip() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let listener = tcp(task, SOCK::empty()).await;
@@ -569,7 +534,7 @@ fn tcp_loopback_round_trip() {
 
 #[test]
 fn udp_sendto_recvfrom_with_peer_address() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let udp = || task.socket(AF::INET, SockType::DGRAM, SOCK::empty(), 0);
@@ -618,7 +583,7 @@ fn udp_sendto_recvfrom_with_peer_address() {
 
 #[test]
 fn write_on_unconnected_tcp_socket_is_epipe() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, _label| async move {
         let task = thread.task();
         let sock = tcp(task, SOCK::empty()).await;
@@ -639,7 +604,7 @@ fn write_on_unconnected_tcp_socket_is_epipe() {
 
 #[test]
 fn recv_on_a_pipe_is_enotsock() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, _label| async move {
         let task = thread.task();
         let pipe = task.pipe().await.expect("pipe");
@@ -663,7 +628,7 @@ fn recv_on_a_pipe_is_enotsock() {
 
 #[test]
 fn so_error_after_refused_nonblocking_connect() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         // A port that was just bound and released, with nothing listening on it.
@@ -702,7 +667,7 @@ fn so_error_after_refused_nonblocking_connect() {
 
 #[test]
 fn bad_socket_arguments_are_refused_before_sending() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         assert_invalid(SockaddrUn::new(b"/tmp/a\0b"), "a path with a NUL");
@@ -750,7 +715,7 @@ fn bad_socket_arguments_are_refused_before_sending() {
 
 #[test]
 fn fds_of_another_table_are_refused() {
-    let _g = serialized();
+    let _g = serial();
     rsyscall_tests::tasks::run(async {
         let local = rsyscall::local_thread();
         let child = local.clone(CLONE::empty()).await.expect("clone");
@@ -773,13 +738,7 @@ fn fds_of_another_table_are_refused() {
             Err(Error::Mismatch(_)) => {}
             other => panic!("expected Mismatch, got {other:?}"),
         }
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("child exits cleanly");
+        exit_cleanly(child, "child").await;
     });
 }
 
@@ -806,7 +765,7 @@ async fn check_lo(task: &Task, label: &str) -> FileDescriptor {
 
 #[test]
 fn siocgifindex_of_lo() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let sock = check_lo(thread.task(), label).await;
         if sock
@@ -834,7 +793,7 @@ async fn netns_child(thread: &Thread) -> rsyscall::ChildThread {
 
 #[test]
 fn interface_ioctls_in_a_fresh_network_namespace() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let child = netns_child(&thread).await;
         let task = child.task();
@@ -857,19 +816,13 @@ fn interface_ioctls_in_a_fresh_network_namespace() {
             "{label}: bringing lo up gives it 127.0.0.1"
         );
         drop(sock);
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("netns child exits cleanly");
+        exit_cleanly(child, "netns child").await;
     });
 }
 
 #[test]
 fn tunsetiff_creates_a_tun_device() {
-    let _g = serialized();
+    let _g = serial();
     assert!(
         std::path::Path::new("/dev/net/tun").exists(),
         "/dev/net/tun is missing: this test needs the tun driver's device node \
@@ -916,12 +869,6 @@ fn tunsetiff_creates_a_tun_device() {
             "{label}"
         );
         drop((sock, tun));
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("netns child exits cleanly");
+        exit_cleanly(child, "netns child").await;
     });
 }

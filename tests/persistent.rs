@@ -11,35 +11,21 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rsyscall_tests::server::{TIMEOUT, call, sees_hangup, send_fds};
+use rsyscall_tests::tmp::TempDir;
 
 /// A persistent server on its own thread, listening on a socket in a fresh directory.
 struct Persistent {
-    dir: PathBuf,
+    /// Where the socket is; removed (with the socket file) on drop. The server thread
+    /// stays blocked in accept until the process exits.
+    _dir: TempDir,
     path: PathBuf,
-}
-
-impl Drop for Persistent {
-    fn drop(&mut self) {
-        // The server thread stays blocked in accept until the process exits; only the
-        // socket file is cleaned up.
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_dir(&self.dir);
-    }
 }
 
 /// Starts a persistent server serving on one end of a new socketpair; returns the other end.
 fn start() -> (Persistent, UnixStream) {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "rsyscall-persistent-test-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
+    let dir = TempDir::new("persistent");
     let path = dir.join("listen.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let (client, server_end) = UnixStream::pair().unwrap();
@@ -48,7 +34,7 @@ fn start() -> (Persistent, UnixStream) {
     let server_fd = server_end.into_raw_fd();
     let listen_fd = listener.into_raw_fd();
     std::thread::spawn(move || rsyscall_server::persistent_server(server_fd, server_fd, listen_fd));
-    (Persistent { dir, path }, client)
+    (Persistent { _dir: dir, path }, client)
 }
 
 /// Connects to the server, sends `count` and then `fds`, and returns the connection.

@@ -5,14 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
-
-/// Runs `f` to completion, failing the test (instead of hanging it) after 20 seconds.
-fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-    async_io::block_on(future::or(f, async {
-        async_io::Timer::after(Duration::from_secs(20)).await;
-        panic!("test hung for 20 seconds");
-    }))
-}
+use rsyscall_tests::tasks::{exit_cleanly, run};
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
 
@@ -35,13 +28,7 @@ fn clone_getpid_differs_and_matches_the_kernel_pid() {
                 std::process::id(),
                 "{flags:?}: our child"
             );
-            child
-                .exit(0)
-                .await
-                .expect("exit")
-                .check()
-                .await
-                .expect("clean exit");
+            exit_cleanly(child, "child").await;
         }
     })
 }
@@ -68,13 +55,7 @@ fn child_writes_through_pipe_and_dup2() {
             inner.write.close().await.expect("close");
             inner.read.close().await.expect("close");
             w.close().await.expect("close");
-            child
-                .exit(0)
-                .await
-                .expect("exit")
-                .check()
-                .await
-                .expect("clean exit");
+            exit_cleanly(child, "child").await;
             drop(pipe.write);
             let got = parent.read_to_eof(&pipe.read).await.expect("read");
             assert_eq!(String::from_utf8_lossy(&got), msg, "{flags:?}");
@@ -194,13 +175,7 @@ fn nested_clone_exec_and_wait() {
                 );
                 // The child is still usable after its child exec'd and died.
                 assert_eq!(child.task().getpid().await.expect("getpid"), cpid);
-                child
-                    .exit(0)
-                    .await
-                    .expect("exit")
-                    .check()
-                    .await
-                    .expect("clean");
+                exit_cleanly(child, "child").await;
                 let out = parent.read_to_eof(&pipe.read).await.expect("read");
                 assert_eq!(out, b"nested", "{outer:?}/{inner:?}");
             }
@@ -280,13 +255,7 @@ fn exec_of_missing_file_is_enoent_and_child_stays_usable() {
             );
             let child = err.thread;
             assert_eq!(child.task().getpid().await.expect("still usable"), pid);
-            child
-                .exit(0)
-                .await
-                .expect("exit")
-                .check()
-                .await
-                .expect("clean");
+            exit_cleanly(child, "child").await;
         }
     })
 }
@@ -409,6 +378,6 @@ fn dropping_a_child_of_a_remote_thread_kills_and_reaps_it() {
         let pid = truth.pid();
         drop(truth);
         assert_reaped(&parent, pid, "dropped /bin/true").await;
-        rsyscall_tests::tasks::exit_cleanly(parent, "the parent").await;
+        exit_cleanly(parent, "the parent").await;
     })
 }

@@ -18,7 +18,8 @@ use futures_lite::future::{self, zip};
 use rsyscall::structs::{AnySockaddr, SockaddrIn, SockaddrUn};
 use rsyscall::thread::{AsyncFileDescriptor, AsyncReadBuffer};
 use rsyscall::{AF, CLONE, ChildThread, Errno, Error, SOCK, SockType, Thread, local_thread};
-use rsyscall_tests::tasks::{on_local_and_child, run};
+use rsyscall_tests::procs::open_fds_of;
+use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 
 /// Fails (instead of hanging) if `f` takes more than ten seconds.
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -95,17 +96,6 @@ async fn read_exact(afd: &AsyncFileDescriptor, n: usize) -> Vec<u8> {
     out
 }
 
-/// Exits a child thread and checks that it exited cleanly.
-async fn exit(child: ChildThread) {
-    child
-        .exit(0)
-        .await
-        .expect("exit")
-        .check()
-        .await
-        .expect("clean exit");
-}
-
 /// Waits until process `pid` is blocked in `epoll_wait` (as `/proc/<pid>/syscall` says).
 async fn wait_in_epoll_wait(pid: i32) {
     loop {
@@ -119,13 +109,6 @@ async fn wait_in_epoll_wait(pid: i32) {
         }
         async_io::Timer::after(Duration::from_millis(1)).await;
     }
-}
-
-/// Number of fds open in process `pid`.
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("list fds")
-        .count()
 }
 
 /// Number of fds registered on epoll fd `epfd` of process `pid`.
@@ -245,8 +228,8 @@ fn wrong_end_of_a_pipe_fails_at_once_with_ebadf() {
             r.close().await.expect("close");
             w.close().await.expect("close");
         }
-        exit(child).await;
-        exit(rooted).await;
+        exit_cleanly(child, "child").await;
+        exit_cleanly(rooted, "rooted").await;
     })
 }
 
@@ -280,9 +263,9 @@ fn delayed_eagain_loses_no_wakeup() {
             r.close().await.expect("close");
             w.close().await.expect("close");
         }
-        exit(child).await;
-        exit(files).await;
-        exit(rooted).await;
+        exit_cleanly(child, "child").await;
+        exit_cleanly(files, "files").await;
+        exit_cleanly(rooted, "rooted").await;
     })
 }
 
@@ -306,7 +289,7 @@ fn root_epoller_serves_other_syscalls_while_waiting() {
         let epoller = child.root_epoller().expect("root epoller").clone();
         let epfd = epoller.epfd().near().as_raw();
         child.task().flush_closes().await.expect("flush");
-        let fds_before = fd_count(pid);
+        let fds_before = open_fds_of(pid);
         assert_eq!(epoll_registrations(pid, epfd), 1, "the activity fd only");
 
         let (r, w) = afd_pipe(&child).await;
@@ -375,9 +358,13 @@ fn root_epoller_serves_other_syscalls_while_waiting() {
             "only the activity fd is left"
         );
         child.task().flush_closes().await.expect("flush");
-        assert_eq!(fd_count(pid), fds_before, "no fd left behind in the child");
+        assert_eq!(
+            open_fds_of(pid),
+            fds_before,
+            "no fd left behind in the child"
+        );
         drop(epoller);
-        exit(child).await;
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -415,8 +402,8 @@ fn with_handle_makes_syscalls_through_another_task() {
         other.close().await.expect("close");
         r.close().await.expect("close");
         w.close().await.expect("close");
-        exit(grandchild).await;
-        exit(child).await;
+        exit_cleanly(grandchild, "grandchild").await;
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -647,7 +634,7 @@ fn five_nested_forks_each_do_async_pipe_io() {
             w.close().await.expect("close");
         }
         while let Some(child) = children.pop() {
-            exit(child).await;
+            exit_cleanly(child, "child").await;
         }
     })
 }
@@ -671,9 +658,9 @@ fn nested_async_in_a_grandchild() {
         for afd in [r1, w1, r2, w2] {
             afd.close().await.expect("close");
         }
-        exit(grandchild).await;
-        exit(rooted).await;
-        exit(child).await;
+        exit_cleanly(grandchild, "grandchild").await;
+        exit_cleanly(rooted, "rooted").await;
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -705,7 +692,7 @@ fn unshare_files_then_async_on_a_root_epoller() {
         assert_eq!(got.expect("read"), b"unshared");
         r.close().await.expect("close");
         w.close().await.expect("close");
-        exit(child).await;
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -717,7 +704,7 @@ fn make_afd_refuses_an_fd_of_another_table() {
         let wrong = local_thread().make_afd(p.read, true).await;
         assert!(matches!(wrong, Err(Error::Mismatch(_))), "{wrong:?}");
         drop(p.write);
-        exit(child).await;
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -926,7 +913,7 @@ fn cancelled_wait_on_a_root_epoller_loses_no_event() {
         a.close().await.expect("close");
         b.close().await.expect("close");
         drop((ours_a, ours_b));
-        exit(child).await;
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -965,6 +952,6 @@ fn futures_are_send() {
         let (r, _) = buf.into_parts();
         r.close().await.expect("close");
         w.close().await.expect("close");
-        exit(child).await;
+        exit_cleanly(child, "child").await;
     })
 }

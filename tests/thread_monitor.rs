@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use rsyscall::{CLONE, ChildState, Error, Signal, W, local_thread};
-use rsyscall_tests::tasks::run;
+use rsyscall_tests::tasks::{exit_cleanly, run};
 
 async fn sh(script: &str) -> rsyscall::Command {
     local_thread()
@@ -135,13 +135,7 @@ fn clone_parent_makes_a_sibling_we_wait_for() {
         );
         let process = sibling.exec(sh("exit 6").await).await.expect("exec");
         assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(6));
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }
 
@@ -218,13 +212,7 @@ fn execve_and_execv_and_pass_fd() {
             .await
             .expect_err("bad envp");
         assert!(matches!(err.error, Error::InvalidArgument { .. }));
-        err.thread
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("still usable");
+        exit_cleanly(err.thread, "still usable").await;
     })
 }
 
@@ -289,13 +277,7 @@ fn a_signalfd_in_a_child_receives_sigint() {
         let (info, _) = sfd.signalfd_read(buf).await.expect("read the signalfd");
         let info = info.read().await.expect("parse");
         assert_eq!(info[0].signal(), Some(Signal::SIGINT));
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }
 

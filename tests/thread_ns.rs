@@ -8,7 +8,6 @@ use std::ffi::OsString;
 use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Mutex, MutexGuard};
 
 use rsyscall::near::Pid;
 use rsyscall::structs::{AnySockaddr, SockaddrIn, Timespec};
@@ -16,26 +15,8 @@ use rsyscall::{
     AF, AT, CLONE, Capability, ChildState, Command, Environment, Errno, Error, FD, FileDescriptor,
     IFF, MS, O, SOCK, SockType, TUN, Task, Thread, local_thread,
 };
+use rsyscall_tests::errors::{assert_errno, assert_invalid, serial};
 use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
-
-fn serialized() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn assert_errno<T: std::fmt::Debug>(r: rsyscall::Result<T>, errno: Errno, what: &str) {
-    match r {
-        Err(e) if e.errno() == Some(errno) => {}
-        other => panic!("{what}: expected {errno}, got {other:?}"),
-    }
-}
-
-fn assert_invalid<T: std::fmt::Debug>(r: rsyscall::Result<T>, what: &str) -> String {
-    match r {
-        Err(Error::InvalidArgument { detail, .. }) => detail,
-        other => panic!("{what}: expected InvalidArgument, got {other:?}"),
-    }
-}
 
 /// Runs `command` in a fresh child of `parent` with its stdout on a pipe; returns what it
 /// wrote and how it ended.
@@ -83,7 +64,7 @@ fn require_user_namespaces() {
 
 #[test]
 fn mkdtemp_in_a_child_is_private_and_removed_on_cleanup_and_drop() {
-    let _g = serialized();
+    let _g = serial();
     run(async {
         let child = local_thread().clone(CLONE::empty()).await.expect("clone");
         let dir = child.mkdtemp("rsyscall-ns-").await.expect("mkdtemp");
@@ -138,19 +119,13 @@ fn mkdtemp_in_a_child_is_private_and_removed_on_cleanup_and_drop() {
         );
 
         assert_invalid(child.mkdtemp("a/b").await, "prefix with a slash");
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean exit");
+        exit_cleanly(child, "child").await;
     })
 }
 
 #[test]
 fn spit_writes_a_file_that_reads_back() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let dir = local_thread()
             .mkdtemp("rsyscall-spit-")
@@ -217,7 +192,7 @@ fn spit_writes_a_file_that_reads_back() {
 
 #[test]
 fn sockets_and_bind_getsockname() {
-    let _g = serialized();
+    let _g = serial();
     on_local_and_child(|thread: Thread, label| async move {
         let sock = thread
             .socket(AF::INET, SockType::STREAM, SOCK::empty())
@@ -260,7 +235,7 @@ fn sockets_and_bind_getsockname() {
 
 #[test]
 fn run_returns_the_clean_state_and_fails_on_unclean_exit() {
-    let _g = serialized();
+    let _g = serial();
     run(async {
         let thread = local_thread();
         let sh = thread.environ().which("sh").await.expect("which sh");
@@ -296,19 +271,13 @@ fn run_returns_the_clean_state_and_fails_on_unclean_exit() {
             child.run(sh.args(["-c", "true"])).await.expect("run"),
             ChildState::Exited(0)
         );
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean exit");
+        exit_cleanly(child, "child").await;
     })
 }
 
 #[test]
 fn in_shell_form_round_trips_through_sh() {
-    let _g = serialized();
+    let _g = serial();
     run(async {
         let thread = local_thread();
         let sh = thread.environ().which("sh").await.expect("which sh");
@@ -396,7 +365,7 @@ fn in_shell_form_round_trips_through_sh() {
 
 #[test]
 fn which_cached_notices_new_executables() {
-    let _g = serialized();
+    let _g = serial();
     run(async {
         let thread = local_thread();
         let task = thread.task();
@@ -477,7 +446,7 @@ fn which_cached_notices_new_executables() {
 
 #[test]
 fn unshare_user_maps_ids_and_gives_every_capability() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     run(async {
         let local = local_thread();
@@ -503,13 +472,7 @@ fn unshare_user_maps_ids_and_gives_every_capability() {
             fields,
             [outer_uid.to_string(), outer_uid.to_string(), "1".into()]
         );
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
 
         // Chosen ids.
         let child = local.clone(CLONE::empty()).await.expect("clone");
@@ -547,13 +510,7 @@ fn unshare_user_maps_ids_and_gives_every_capability() {
             child.unshare_user(Some(u32::MAX), None).await,
             "unmappable uid",
         );
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
 
         // The local thread refuses: unshare would change one OS thread of this program.
         assert_invalid(local.unshare(CLONE::NEWUTS).await, "local unshare");
@@ -563,7 +520,7 @@ fn unshare_user_maps_ids_and_gives_every_capability() {
 
 #[test]
 fn write_user_mappings_from_the_parent() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     run(async {
         let local = local_thread();
@@ -594,19 +551,13 @@ fn write_user_mappings_from_the_parent() {
             rsyscall::thread::write_user_mappings(local.task(), Pid::new(0), uid, gid, 1, 1).await,
             "pid 0",
         );
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }
 
 #[test]
 fn ambient_capabilities_survive_exec_in_a_user_namespace() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     run(async {
         let local = local_thread();
@@ -666,7 +617,7 @@ fn ambient_capabilities_survive_exec_in_a_user_namespace() {
 
 #[test]
 fn chroot_with_proc_bind_mounted_in_user_and_mount_namespaces() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     run(async {
         let local = local_thread();
@@ -721,20 +672,14 @@ fn chroot_with_proc_bind_mounted_in_user_and_mount_namespaces() {
                 .is_none(),
             "the bind mount is only in the child's mount namespace"
         );
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
         drop(root);
     })
 }
 
 #[test]
 fn killing_pid_namespace_init_kills_a_backgrounded_grandchild() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     run(async {
         let local = local_thread();
@@ -788,7 +733,7 @@ fn killing_pid_namespace_init_kills_a_backgrounded_grandchild() {
 
 #[test]
 fn children_after_unshare_newpid_are_tracked_in_the_new_namespace() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     run(async {
         // A parent in its own user namespace, so that it may unshare a pid namespace.
@@ -875,7 +820,7 @@ async fn netns_child(parent: &Thread) -> rsyscall::ChildThread {
 
 #[test]
 fn two_network_namespaces_have_distinct_loopback_port_spaces() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     run(async {
         const PORT: u16 = 47_321;
@@ -905,20 +850,14 @@ fn two_network_namespaces_have_distinct_loopback_port_spaces() {
         assert_errno(again.bind(&addr).await, Errno::EADDRINUSE, "same namespace");
         drop((again, listeners));
         for child in [a, b] {
-            child
-                .exit(0)
-                .await
-                .expect("exit")
-                .check()
-                .await
-                .expect("clean");
+            exit_cleanly(child, "child").await;
         }
     })
 }
 
 #[test]
 fn tun_device_configured_by_ioctl() {
-    let _g = serialized();
+    let _g = serial();
     require_user_namespaces();
     assert!(
         std::path::Path::new("/dev/net/tun").exists(),
@@ -964,19 +903,13 @@ fn tun_device_configured_by_ioctl() {
             .expect("socket");
         udp.bind(&addr).await.expect("bind to the tun address");
         drop((udp, sock, tun));
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }
 
 #[test]
 fn setpgid_to_a_siblings_process_group() {
-    let _g = serialized();
+    let _g = serial();
     run(async {
         let local = local_thread();
         let a = local.clone(CLONE::empty()).await.expect("clone a");
@@ -1004,13 +937,7 @@ fn setpgid_to_a_siblings_process_group() {
             "joining a group that does not exist",
         );
         for child in [a, b] {
-            child
-                .exit(0)
-                .await
-                .expect("exit")
-                .check()
-                .await
-                .expect("clean");
+            exit_cleanly(child, "child").await;
         }
     })
 }
@@ -1042,7 +969,7 @@ async fn cloexec(fd: &FileDescriptor) -> bool {
 
 #[test]
 fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
-    let _g = serialized();
+    let _g = serial();
     run(async {
         let local = local_thread();
         let child = local.clone(CLONE::FILES).await.expect("clone(CLONE_FILES)");
@@ -1120,13 +1047,7 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
             Err(Error::Mismatch(_))
         ));
         drop((r, w));
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
 
         // unshare_files(false) marks everything but the thread's own fds.
         let child = local.clone(CLONE::FILES).await.expect("clone(CLONE_FILES)");
@@ -1138,19 +1059,13 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
         assert!(cloexec(&r).await, "marked close-on-exec");
         assert!(!cloexec(&before.read).await, "ours is untouched");
         drop(r);
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }
 
 #[test]
 fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
-    let _guard = serialized();
+    let _guard = serial();
     rsyscall_tests::tasks::run(async {
         let parent = rsyscall::local_thread();
         let child = parent.clone(rsyscall::CLONE::FILES).await.expect("clone");
@@ -1193,13 +1108,7 @@ fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
             .wait()
             .await
             .expect("wait");
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
 
         // A child with a table (and connection) of its own that unshares again: the
         // connection's end is now the copy in the newer table.
@@ -1218,19 +1127,13 @@ fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
                 [round]
             );
         }
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
     })
 }
 
 #[test]
 fn stdio_handles_follow_the_table_after_unshare_files() {
-    let _guard = serialized();
+    let _guard = serial();
     rsyscall_tests::tasks::run(async {
         let ours = || std::fs::read_link("/proc/self/fd/1").expect("our stdout");
         let before = ours();
@@ -1256,13 +1159,7 @@ fn stdio_handles_follow_the_table_after_unshare_files() {
             .expect("write");
         w.close().await.expect("close");
         drop(pipe.write);
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("clean");
+        exit_cleanly(child, "child").await;
         let out = parent.read_to_eof(&pipe.read).await.expect("read");
         assert_eq!(out, b"through stdout");
     })

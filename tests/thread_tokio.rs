@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rsyscall::{CLONE, ChildState, ChildThread, Command, Thread, local_thread};
 use rsyscall_tests::procs::count_children;
+use rsyscall_tests::tasks::exit_cleanly;
 
 /// A test body still running after this long has hung.
 const HANG: Duration = Duration::from_secs(60);
@@ -304,13 +305,7 @@ fn nested_clone_in_a_spawned_task() {
                 cpid,
                 "the child is still usable"
             );
-            child
-                .exit(0)
-                .await
-                .expect("exit")
-                .check()
-                .await
-                .expect("clean exit");
+            exit_cleanly(child, "child").await;
         }
     })
 }

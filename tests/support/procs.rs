@@ -1,10 +1,16 @@
-//! What /proc says about this test process: open fds, and its child processes.
+//! What /proc says about this test process (its open fds and child processes), and about
+//! the fd tables of other processes.
 
 /// How many fds this process has open.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    open_fds_of(std::process::id() as i32)
+}
+
+/// How many fds the fd table of process `pid` (a pid in our pid namespace) has open.
+pub fn open_fds_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("listing /proc/{pid}/fd: {e}"))
+        .count()
 }
 
 /// One child process of ours, as /proc shows it.

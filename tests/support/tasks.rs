@@ -26,13 +26,7 @@ where
         body(local_thread(), "local").await;
         let child = local_thread().clone(CLONE::empty()).await.expect("clone");
         body(child.duplicate(), "child").await;
-        child
-            .exit(0)
-            .await
-            .expect("exit")
-            .check()
-            .await
-            .expect("child thread exits cleanly");
+        exit_cleanly(child, "child thread").await;
     })
 }
 
