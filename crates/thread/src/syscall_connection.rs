@@ -53,7 +53,10 @@ use rsyscall_near::{
 };
 use rsyscall_server::proto::RESPONSE_SIZE;
 
-/// Size of the buffer the driver reads the stream into.
+/// Size of the buffer the driver first reads the stream into: enough for hundreds of
+/// responses, and cheap for a connection that only ever sees a few (a child about to exec).
+const READ_START: usize = 4 * 1024;
+/// Size the buffer grows to once a read fills it (large in-band memory reads).
 const READ_CHUNK: usize = 64 * 1024;
 /// Capacity the write buffer keeps after a large transfer has been flushed.
 const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
@@ -658,7 +661,7 @@ impl SyscallConnection {
         let mut rd = lock(&self.reader);
         let rd = &mut *rd;
         if rd.buf.is_empty() {
-            rd.buf = vec![0; READ_CHUNK];
+            rd.buf = vec![0; READ_START];
         }
         loop {
             let mut wakers = Vec::new();
@@ -689,6 +692,9 @@ impl SyscallConnection {
                         }
                         st.is_done(id)
                     };
+                    if n == rd.buf.len() && n < READ_CHUNK {
+                        rd.buf.resize(READ_CHUNK, 0);
+                    }
                     wake_all(wakers);
                     if done {
                         return Poll::Ready(());
