@@ -169,6 +169,25 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
+    /// These namespaces with a fresh identity, made by `creator`, for each tracked kind in
+    /// `kinds` (`CLONE::NEWNS`, `CLONE::NEWNET`, `CLONE::NEWPID`; the other flags are
+    /// ignored): what a process has after creating namespaces of those kinds (clone,
+    /// unshare), or after joining namespaces whose identities are not known here (setns).
+    /// The fd table and the address space stay.
+    pub fn renewed(&self, kinds: near::CLONE, creator: near::Pid) -> Namespaces {
+        let mut ns = *self;
+        if kinds.contains(near::CLONE::NEWPID) {
+            ns.pidns = PidNamespace::new(creator);
+        }
+        if kinds.contains(near::CLONE::NEWNS) {
+            ns.mountns = MountNamespace::new(creator);
+        }
+        if kinds.contains(near::CLONE::NEWNET) {
+            ns.netns = NetNamespace::new(creator);
+        }
+        ns
+    }
+
     /// The near fd, if `fd` belongs to this table; `pid` names the task in the error.
     pub fn near_fd(
         &self,
@@ -309,6 +328,24 @@ mod tests {
     fn identities_are_distinct() {
         let p = near::Pid::new(5);
         assert_ne!(FdTable::new(p), FdTable::new(p));
+    }
+
+    #[test]
+    fn renewed_replaces_only_the_kinds_asked_for() {
+        let ns = fresh();
+        let p = near::Pid::new(7);
+        assert_eq!(ns.renewed(near::CLONE::FILES | near::CLONE::FS, p), ns);
+        let r = ns.renewed(near::CLONE::NEWNS | near::CLONE::NEWPID, p);
+        assert_ne!(r.mountns, ns.mountns);
+        assert_ne!(r.pidns, ns.pidns);
+        assert_eq!(r.mountns.creator(), p);
+        assert_eq!(
+            (r.netns, r.fd_table, r.address_space),
+            (ns.netns, ns.fd_table, ns.address_space)
+        );
+        let r = ns.renewed(near::CLONE::NEWNET, p);
+        assert_ne!(r.netns, ns.netns);
+        assert_eq!((r.pidns, r.mountns), (ns.pidns, ns.mountns));
     }
 
     #[test]

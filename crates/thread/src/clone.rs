@@ -378,32 +378,16 @@ fn child_namespaces(
     flags: CLONE,
     pid: Pid,
 ) -> far::Namespaces {
-    fn pick<T>(yes: bool, then: T, otherwise: T) -> T {
-        if yes { then } else { otherwise }
+    // Without NEWPID the child is in the namespace of our children, which may not be ours.
+    let ours = far::Namespaces {
+        pidns: children_pidns.unwrap_or(ns.pidns),
+        ..*ns
+    };
+    let mut child = ours.renewed(flags, pid);
+    if !flags.contains(CLONE::FILES) {
+        child.fd_table = far::FdTable::new(pid);
     }
-    far::Namespaces {
-        fd_table: pick(
-            flags.contains(CLONE::FILES),
-            ns.fd_table,
-            far::FdTable::new(pid),
-        ),
-        address_space: ns.address_space,
-        pidns: pick(
-            flags.contains(CLONE::NEWPID),
-            far::PidNamespace::new(pid),
-            children_pidns.unwrap_or(ns.pidns),
-        ),
-        mountns: pick(
-            flags.contains(CLONE::NEWNS),
-            far::MountNamespace::new(pid),
-            ns.mountns,
-        ),
-        netns: pick(
-            flags.contains(CLONE::NEWNET),
-            far::NetNamespace::new(pid),
-            ns.netns,
-        ),
-    }
+    child
 }
 
 /// A child's channels before it exists: our end of the syscall socketpair, and the ends

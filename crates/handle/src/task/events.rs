@@ -9,7 +9,7 @@ use rsyscall_near::{
     self as near, CLOCK, EFD, EPOLL_CTL, IN, O, PIDFD, SFD, Signal, TFD, WatchDescriptor,
 };
 
-use super::Task;
+use super::{Task, read_out};
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer};
@@ -56,11 +56,9 @@ impl FileDescriptor {
                 format!("a {len}-byte buffer is smaller than one {min}-byte record"),
             ));
         }
-        task.prepare().await;
-        let buf = task.lend(buf);
         // SAFETY: `addr` is `len` bytes of the task's address space, lent until completion.
-        let r = unsafe { near::read(task.sysif(), fd, addr, len) }.await;
-        let (n, buf) = buf.settle(r).map_err(task.error("read"))?;
+        let call = unsafe { near::read(task.sysif(), fd, addr, len) };
+        let (n, buf) = task.lent("read", buf, call).await?;
         buf.filled(n.min(len))
     }
 
@@ -68,12 +66,9 @@ impl FileDescriptor {
     async fn write_u64(&self, what: &'static str, value: u64) -> Result<()> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let buf = task.ptr(&value).await?;
-        let addr = task.check_ptr(buf.pointer())?;
-        task.prepare().await;
-        let buf = task.lend(buf);
-        let r = near::write(task.sysif(), fd, addr, 8).await;
-        let (n, _) = buf.settle(r).map_err(task.error("write"))?;
+        let (buf, addr) = task.ptr_at(&value).await?;
+        let call = near::write(task.sysif(), fd, addr, 8);
+        let (n, _) = task.lent("write", buf, call).await?;
         if n != 8 {
             return Err(Error::invalid(
                 what,
@@ -131,10 +126,8 @@ impl FileDescriptor {
             Some(p) => task.check_ptr(p.pointer())?,
             None => near::Address::NULL,
         };
-        task.prepare().await;
-        let event = task.lend(event);
-        let r = near::epoll_ctl(task.sysif(), epfd, op, nfd, addr).await;
-        event.settle(r).map_err(task.error("epoll_ctl"))?;
+        let call = near::epoll_ctl(task.sysif(), epfd, op, nfd, addr);
+        task.lent("epoll_ctl", event, call).await?;
         Ok(())
     }
 
@@ -230,23 +223,31 @@ impl FileDescriptor {
             Some(p) => task.check_ptr(p.pointer())?,
             None => near::Address::NULL,
         };
-        task.prepare().await;
-        let lent = task.lend((events, mask));
-        let r = match sigmask {
-            None => {
-                // SAFETY: `addr` holds `maxevents` epoll_events of the task's memory, lent
-                // until completion.
-                unsafe { near::epoll_wait(task.sysif(), epfd, addr, maxevents, timeout_ms) }.await
-            }
-            Some(_) => {
-                // SAFETY: as above; the sigset, if any, is lent too.
-                unsafe {
-                    near::epoll_pwait(task.sysif(), epfd, addr, maxevents, timeout_ms, mask_addr)
+        let call = async {
+            match sigmask {
+                None => {
+                    // SAFETY: `addr` holds `maxevents` epoll_events of the task's memory,
+                    // lent until completion.
+                    unsafe { near::epoll_wait(task.sysif(), epfd, addr, maxevents, timeout_ms) }
+                        .await
                 }
-                .await
+                Some(_) => {
+                    // SAFETY: as above; the sigset, if any, is lent too.
+                    unsafe {
+                        near::epoll_pwait(
+                            task.sysif(),
+                            epfd,
+                            addr,
+                            maxevents,
+                            timeout_ms,
+                            mask_addr,
+                        )
+                    }
+                    .await
+                }
             }
         };
-        let (n, (events, _mask)) = lent.settle(r).map_err(task.error(what))?;
+        let (n, (events, _mask)) = task.lent(what, (events, mask), call).await?;
         let n = n.min(maxevents as usize);
         events.filled(n * std::mem::size_of::<EpollEvent>())
     }
@@ -288,19 +289,11 @@ impl FileDescriptor {
         }
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let new = task.ptr(&new).await?;
-        let old = task.malloc::<Itimerspec>().await?;
-        let new_addr = task.check_ptr(new.pointer())?;
-        let old_addr = task.check_ptr(&old)?;
-        task.prepare().await;
-        let lent = task.lend((new, old));
-        // SAFETY: `old_addr` is an itimerspec of the task's memory, lent until completion.
-        let r = unsafe { near::timerfd_settime(task.sysif(), fd, flags, new_addr, old_addr) }.await;
-        let ((), (_, old)) = lent.settle(r).map_err(task.error("timerfd_settime"))?;
-        old.filled(std::mem::size_of::<Itimerspec>())?
-            .0
-            .read()
-            .await
+        task.new_old("timerfd_settime", Some(new), |new, old| {
+            // SAFETY: `old` is an itimerspec of the task's memory, lent until completion.
+            unsafe { near::timerfd_settime(task.sysif(), fd, flags, new, old) }
+        })
+        .await
     }
 
     /// `timerfd_gettime(fd, curr)` — this timer's current setting: the time left until the
@@ -311,17 +304,11 @@ impl FileDescriptor {
     pub async fn timerfd_gettime(&self) -> Result<Itimerspec> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let curr = task.malloc::<Itimerspec>().await?;
-        let addr = task.check_ptr(&curr)?;
-        task.prepare().await;
-        let curr = task.lend(curr);
+        let (curr, addr) = task.out::<Itimerspec>().await?;
         // SAFETY: `addr` is an itimerspec of the task's memory, lent until completion.
-        let r = unsafe { near::timerfd_gettime(task.sysif(), fd, addr) }.await;
-        let ((), curr) = curr.settle(r).map_err(task.error("timerfd_gettime"))?;
-        curr.filled(std::mem::size_of::<Itimerspec>())?
-            .0
-            .read()
-            .await
+        let call = unsafe { near::timerfd_gettime(task.sysif(), fd, addr) };
+        let ((), curr) = task.lent("timerfd_gettime", curr, call).await?;
+        read_out(curr).await
     }
 
     /// `read(fd, &expirations, 8)` — the number of expirations of this timer since the
@@ -341,12 +328,9 @@ impl FileDescriptor {
     pub async fn signalfd_set_mask(&self, mask: Sigset) -> Result<()> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let mask = task.ptr(&mask).await?;
-        let addr = task.check_ptr(mask.pointer())?;
-        task.prepare().await;
-        let mask = task.lend(mask);
-        let r = near::signalfd4(task.sysif(), Some(fd), addr, SFD::empty()).await;
-        mask.settle(r).map_err(task.error("signalfd4"))?;
+        let (mask, addr) = task.ptr_at(&mask).await?;
+        let call = near::signalfd4(task.sysif(), Some(fd), addr, SFD::empty());
+        task.lent("signalfd4", mask, call).await?;
         Ok(())
     }
 
@@ -380,13 +364,10 @@ impl FileDescriptor {
     pub async fn inotify_add_watch(&self, path: &[u8], mask: IN) -> Result<WatchDescriptor> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let path = task.ptr_cstr("inotify_add_watch", path).await?;
-        let addr = task.check_ptr(path.pointer())?;
-        task.prepare().await;
-        let path = task.lend(path);
-        let r = near::inotify_add_watch(task.sysif(), fd, addr, mask).await;
-        let (wd, _) = path.settle(r).map_err(task.error("inotify_add_watch"))?;
-        Ok(wd)
+        task.with_path("inotify_add_watch", path, |p| {
+            near::inotify_add_watch(task.sysif(), fd, p, mask)
+        })
+        .await
     }
 
     /// `inotify_rm_watch(fd, wd)` — removes a watch; an `IN::IGNORED` event follows.
@@ -394,12 +375,10 @@ impl FileDescriptor {
     /// # Errors
     /// `EBADF`, `EINVAL` (no such watch). See inotify_rm_watch(2).
     pub async fn inotify_rm_watch(&self, wd: WatchDescriptor) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
-        near::inotify_rm_watch(task.sysif(), fd, wd)
-            .await
-            .map_err(task.error("inotify_rm_watch"))
+        self.call("inotify_rm_watch", |s, fd| {
+            near::inotify_rm_watch(s, fd, wd)
+        })
+        .await
     }
 
     /// `read(fd, buf, len)` on an inotify fd — takes queued events (as many as fit in
@@ -426,12 +405,10 @@ impl FileDescriptor {
     /// `ESRCH` (the process has exited), `EBADF`, `EINVAL` (not a pidfd), `EPERM`. See
     /// pidfd_send_signal(2).
     pub async fn pidfd_send_signal(&self, sig: Signal) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
-        near::pidfd_send_signal(task.sysif(), fd, sig)
-            .await
-            .map_err(task.error("pidfd_send_signal"))
+        self.call("pidfd_send_signal", |s, fd| {
+            near::pidfd_send_signal(s, fd, sig)
+        })
+        .await
     }
 }
 
@@ -441,11 +418,8 @@ impl Task {
     /// # Errors
     /// `EMFILE`, `ENFILE`, `ENOMEM`. See epoll_create(2).
     pub async fn epoll_create(&self) -> Result<FileDescriptor> {
-        self.prepare().await;
-        let fd = near::epoll_create1(self.sysif(), O::CLOEXEC)
-            .await
-            .map_err(self.error("epoll_create1"))?;
-        Ok(self.own(fd))
+        let call = near::epoll_create1(self.sysif(), O::CLOEXEC);
+        self.new_fd("epoll_create1", call).await
     }
 
     /// `eventfd2(initval, flags | EFD_CLOEXEC)` — a new eventfd with counter `initval`;
@@ -454,11 +428,8 @@ impl Task {
     /// # Errors
     /// `EINVAL`, `EMFILE`, `ENFILE`, `ENOMEM`. See eventfd(2).
     pub async fn eventfd(&self, initval: u32, flags: EFD) -> Result<FileDescriptor> {
-        self.prepare().await;
-        let fd = near::eventfd2(self.sysif(), initval, flags | EFD::CLOEXEC)
-            .await
-            .map_err(self.error("eventfd2"))?;
-        Ok(self.own(fd))
+        let call = near::eventfd2(self.sysif(), initval, flags | EFD::CLOEXEC);
+        self.new_fd("eventfd2", call).await
     }
 
     /// `timerfd_create(clock, flags | TFD_CLOEXEC)` — a new, disarmed timer fd; flags may
@@ -476,11 +447,8 @@ impl Task {
                 format!("flags {flags:?}: only {allowed:?} are allowed"),
             ));
         }
-        self.prepare().await;
-        let fd = near::timerfd_create(self.sysif(), clock, flags | TFD::CLOEXEC)
-            .await
-            .map_err(self.error("timerfd_create"))?;
-        Ok(self.own(fd))
+        let call = near::timerfd_create(self.sysif(), clock, flags | TFD::CLOEXEC);
+        self.new_fd("timerfd_create", call).await
     }
 
     /// `signalfd4(-1, mask, 8, flags | SFD_CLOEXEC)` — a new signalfd reporting the
@@ -492,12 +460,9 @@ impl Task {
     /// # Errors
     /// `EINVAL`, `EMFILE`, `ENFILE`, `ENOMEM`. See signalfd(2).
     pub async fn signalfd(&self, mask: Sigset, flags: SFD) -> Result<FileDescriptor> {
-        let mask = self.ptr(&mask).await?;
-        let addr = self.check_ptr(mask.pointer())?;
-        self.prepare().await;
-        let mask = self.lend(mask);
-        let r = near::signalfd4(self.sysif(), None, addr, flags | SFD::CLOEXEC).await;
-        let (fd, _) = mask.settle(r).map_err(self.error("signalfd4"))?;
+        let (mask, addr) = self.ptr_at(&mask).await?;
+        let call = near::signalfd4(self.sysif(), None, addr, flags | SFD::CLOEXEC);
+        let (fd, _) = self.lent("signalfd4", mask, call).await?;
         Ok(self.own(fd))
     }
 
@@ -516,11 +481,8 @@ impl Task {
                 format!("flags {flags:?}: only {allowed:?} are allowed"),
             ));
         }
-        self.prepare().await;
-        let fd = near::inotify_init1(self.sysif(), flags | O::CLOEXEC)
-            .await
-            .map_err(self.error("inotify_init1"))?;
-        Ok(self.own(fd))
+        let call = near::inotify_init1(self.sysif(), flags | O::CLOEXEC);
+        self.new_fd("inotify_init1", call).await
     }
 
     /// `pidfd_open(pid, flags)` — a pidfd (close-on-exec) for the process `pid` of this
@@ -533,11 +495,8 @@ impl Task {
     /// # Errors
     /// `EINVAL`, `EMFILE`, `ENFILE`, `ENODEV`, `ENOMEM`, `ESRCH`. See pidfd_open(2).
     pub async fn pidfd_open(&self, pid: near::Pid, flags: PIDFD) -> Result<FileDescriptor> {
-        self.prepare().await;
-        let fd = near::pidfd_open(self.sysif(), pid, flags.bits())
-            .await
-            .map_err(self.error("pidfd_open"))?;
-        Ok(self.own(fd))
+        let call = near::pidfd_open(self.sysif(), pid, flags.bits());
+        self.new_fd("pidfd_open", call).await
     }
 }
 

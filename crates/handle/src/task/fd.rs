@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use rsyscall_near::{self as near, FALLOC, FD, LockCmd, MFD, O, RWF, SEEK};
 
-use super::Task;
+use super::{Task, read_out};
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
@@ -40,12 +40,10 @@ impl FileDescriptor {
         let task = self.task();
         let fd = task.check_fd(self)?;
         let addr = task.check_ptr(&buf)?;
-        task.prepare().await;
         let len = buf.size();
-        let buf = task.lend(buf);
         // SAFETY: `addr` is `len` bytes of the task's address space, lent until completion.
-        let r = unsafe { near::read(task.sysif(), fd, addr, len) }.await;
-        let (n, buf) = buf.settle(r).map_err(task.error("read"))?;
+        let call = unsafe { near::read(task.sysif(), fd, addr, len) };
+        let (n, buf) = task.lent("read", buf, call).await?;
         buf.filled(n.min(len))
     }
 
@@ -60,11 +58,9 @@ impl FileDescriptor {
         let task = self.task();
         let fd = task.check_fd(self)?;
         let addr = task.check_ptr(buf.pointer())?;
-        task.prepare().await;
         let len = buf.size();
-        let buf = task.lend(buf);
-        let r = near::write(task.sysif(), fd, addr, len).await;
-        let (n, buf) = buf.settle(r).map_err(task.error("write"))?;
+        let call = near::write(task.sysif(), fd, addr, len);
+        let (n, buf) = task.lent("write", buf, call).await?;
         buf.split(n.min(len))
     }
 }
@@ -156,13 +152,10 @@ impl Task {
     /// # Errors
     /// `EINVAL`, `EMFILE`, `ENFILE`. See pipe(2).
     pub async fn pipe2(&self, flags: O) -> Result<Pipe> {
-        self.prepare().await;
-        let buf = self.malloc::<[i32; 2]>().await?;
-        let addr = self.check_ptr(&buf)?;
-        let buf = self.lend(buf);
+        let (buf, addr) = self.out::<[i32; 2]>().await?;
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
-        let r = unsafe { near::pipe2(self.sysif(), addr, flags | O::CLOEXEC) }.await;
-        let ((), buf) = buf.settle(r).map_err(self.error("pipe2"))?;
+        let call = unsafe { near::pipe2(self.sysif(), addr, flags | O::CLOEXEC) };
+        let ((), buf) = self.lent("pipe2", buf, call).await?;
         let (read, write) = self.own_pair(buf.filled(8)?.0).await?;
         Ok(Pipe { read, write })
     }
@@ -333,11 +326,9 @@ impl FileDescriptor {
         let addr = task.check_ptr(&buf)?;
         let len = buf.size();
         let off = file_range("pread64", offset, len)?;
-        task.prepare().await;
-        let buf = task.lend(buf);
         // SAFETY: `addr` is `len` bytes of the task's address space, lent until completion.
-        let r = unsafe { near::pread64(task.sysif(), fd, addr, len, off) }.await;
-        let (n, buf) = buf.settle(r).map_err(task.error("pread64"))?;
+        let call = unsafe { near::pread64(task.sysif(), fd, addr, len, off) };
+        let (n, buf) = task.lent("pread64", buf, call).await?;
         buf.filled(n.min(len))
     }
 
@@ -357,10 +348,8 @@ impl FileDescriptor {
         let addr = task.check_ptr(buf.pointer())?;
         let len = buf.size();
         let off = file_range("pwrite64", offset, len)?;
-        task.prepare().await;
-        let buf = task.lend(buf);
-        let r = near::pwrite64(task.sysif(), fd, addr, len, off).await;
-        let (n, buf) = buf.settle(r).map_err(task.error("pwrite64"))?;
+        let call = near::pwrite64(task.sysif(), fd, addr, len, off);
+        let (n, buf) = task.lent("pwrite64", buf, call).await?;
         buf.split(n.min(len))
     }
 
@@ -410,21 +399,20 @@ impl FileDescriptor {
             Some((offset, flags)) => Some((vector_offset(what, offset, total)?, flags)),
             None => None,
         };
-        task.prepare().await;
-        let iov = task.ptr(&iovs[..]).await?;
-        let iov_addr = task.check_ptr(iov.pointer())?;
-        let lent = task.lend((iov, bufs));
+        let (iov, iov_addr) = task.ptr_at(&iovs[..]).await?;
         let count = iovs.len();
-        let r = match pos {
-            // SAFETY: the iovec array and every buffer it describes are memory of the task's
-            // address space, lent until completion.
-            None => unsafe { near::readv(task.sysif(), fd, iov_addr, count) }.await,
-            Some((off, flags)) => {
-                // SAFETY: as for readv.
-                unsafe { near::preadv2(task.sysif(), fd, iov_addr, count, off, flags) }.await
+        let call = async {
+            match pos {
+                // SAFETY: the iovec array and every buffer it describes are memory of the
+                // task's address space, lent until completion.
+                None => unsafe { near::readv(task.sysif(), fd, iov_addr, count) }.await,
+                Some((off, flags)) => {
+                    // SAFETY: as for readv.
+                    unsafe { near::preadv2(task.sysif(), fd, iov_addr, count, off, flags) }.await
+                }
             }
         };
-        let (n, (_iov, bufs)) = lent.settle(r).map_err(task.error(what))?;
+        let (n, (_iov, bufs)) = task.lent(what, (iov, bufs), call).await?;
         split_filled(bufs, n.min(total))
     }
 
@@ -472,18 +460,17 @@ impl FileDescriptor {
             Some((offset, flags)) => Some((vector_offset(what, offset, total)?, flags)),
             None => None,
         };
-        task.prepare().await;
-        let iov = task.ptr(&iovs[..]).await?;
-        let iov_addr = task.check_ptr(iov.pointer())?;
-        let lent = task.lend((iov, bufs));
+        let (iov, iov_addr) = task.ptr_at(&iovs[..]).await?;
         let count = iovs.len();
-        let r = match pos {
-            None => near::writev(task.sysif(), fd, iov_addr, count).await,
-            Some((off, flags)) => {
-                near::pwritev2(task.sysif(), fd, iov_addr, count, off, flags).await
+        let call = async {
+            match pos {
+                None => near::writev(task.sysif(), fd, iov_addr, count).await,
+                Some((off, flags)) => {
+                    near::pwritev2(task.sysif(), fd, iov_addr, count, off, flags).await
+                }
             }
         };
-        let (n, (_iov, bufs)) = lent.settle(r).map_err(task.error(what))?;
+        let (n, (_iov, bufs)) = task.lent(what, (iov, bufs), call).await?;
         split_written(bufs, n.min(total))
     }
 
@@ -497,12 +484,8 @@ impl FileDescriptor {
     /// `ESPIPE` (pipes, sockets), `EINVAL` (a negative result), `ENXIO` (`DATA`/`HOLE` at or
     /// past the end), `EBADF`, `EOVERFLOW`. See lseek(2).
     pub async fn lseek(&self, offset: i64, whence: SEEK) -> Result<u64> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
-        near::lseek(task.sysif(), fd, offset, whence)
+        self.call("lseek", |s, fd| near::lseek(s, fd, offset, whence))
             .await
-            .map_err(task.error("lseek"))
     }
 
     /// `ftruncate(fd, length)` — sets the file's size to `length`, cutting it or extending
@@ -512,13 +495,9 @@ impl FileDescriptor {
     /// [`Error::InvalidArgument`] if `length` is above `i64::MAX`; `EINVAL` (not a regular
     /// file open for writing), `EFBIG`, `EPERM` (sealed), `EBADF`. See ftruncate(2).
     pub async fn ftruncate(&self, length: u64) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
         let len = file_range("ftruncate", length, 0)?;
-        task.prepare().await;
-        near::ftruncate(task.sysif(), fd, len)
+        self.call("ftruncate", |s, fd| near::ftruncate(s, fd, len))
             .await
-            .map_err(task.error("ftruncate"))
     }
 
     /// `fsync(fd)` — flushes the file's data and metadata to its storage.
@@ -527,12 +506,7 @@ impl FileDescriptor {
     /// `EINVAL`/`EROFS` (nothing to sync to, such as a pipe), `EIO`, `ENOSPC`, `EBADF`. See
     /// fsync(2).
     pub async fn fsync(&self) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
-        near::fsync(task.sysif(), fd)
-            .await
-            .map_err(task.error("fsync"))
+        self.call("fsync", near::fsync).await
     }
 
     /// `fallocate(fd, mode, offset, len)` — allocates the bytes `offset..offset + len`
@@ -544,17 +518,15 @@ impl FileDescriptor {
     /// `EINVAL` (`len` 0), `EOPNOTSUPP` (mode unsupported by the file system, or
     /// `PUNCH_HOLE` without `KEEP_SIZE`), `ENOSPC`, `ESPIPE`, `EBADF`. See fallocate(2).
     pub async fn fallocate(&self, mode: FALLOC, offset: u64, len: u64) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
         let length = usize::try_from(len)
             .ok()
             .filter(|&l| i64::try_from(l).is_ok())
             .ok_or_else(|| Error::invalid("fallocate", format!("length {len} is too large")))?;
         let off = file_range("fallocate", offset, length)?;
-        task.prepare().await;
-        near::fallocate(task.sysif(), fd, mode, off, length as i64)
-            .await
-            .map_err(task.error("fallocate"))
+        self.call("fallocate", |s, fd| {
+            near::fallocate(s, fd, mode, off, length as i64)
+        })
+        .await
     }
 
     /// `fcntl(fd, F_GETFL)` — the access mode and status flags of the open file
@@ -645,15 +617,11 @@ impl FileDescriptor {
     /// An fcntl command with an integer argument that neither touches memory nor closes
     /// fds (`F_GETFL`, `F_SETFL`, `F_GETFD`, `F_SETFD`, `F_DUPFD_CLOEXEC`).
     async fn fcntl_int(&self, what: &'static str, cmd: i32, arg: i64) -> Result<i64> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
         // SAFETY: the commands passed here take an integer argument: no memory is touched,
         // no fd is closed or replaced (F_DUPFD_CLOEXEC makes a new one, which the caller
         // owns).
-        unsafe { near::fcntl(task.sysif(), fd, cmd, arg) }
+        self.call(what, |s, fd| unsafe { near::fcntl(s, fd, cmd, arg) })
             .await
-            .map_err(task.error(what))
     }
 
     /// `fcntl(fd, cmd, &lock)` — a record-lock command: take or release `lock` (`SetLk`,
@@ -673,13 +641,10 @@ impl FileDescriptor {
     pub async fn lock(&self, cmd: LockCmd, lock: &Flock) -> Result<Flock> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        task.prepare().await;
-        let ptr = task.ptr(lock).await?;
-        let addr = task.check_ptr(ptr.pointer())?;
-        let ptr = task.lend(ptr);
+        let (ptr, addr) = task.ptr_at(lock).await?;
         // SAFETY: `addr` is a struct flock of the task's memory, lent until completion.
-        let r = unsafe { near::fcntl_lock(task.sysif(), fd, cmd, addr) }.await;
-        let ((), ptr) = ptr.settle(r).map_err(task.error("fcntl(lock)"))?;
+        let call = unsafe { near::fcntl_lock(task.sysif(), fd, cmd, addr) };
+        let ((), ptr) = task.lent("fcntl(lock)", ptr, call).await?;
         if cmd.is_get() {
             ptr.into_readable().read().await
         } else {
@@ -696,15 +661,12 @@ impl FileDescriptor {
     pub async fn fionread(&self) -> Result<usize> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        task.prepare().await;
-        let buf = task.malloc::<i32>().await?;
-        let addr = task.check_ptr(&buf)?;
-        let buf = task.lend(buf);
+        let (buf, addr) = task.out::<i32>().await?;
         // SAFETY: FIONREAD writes one int at `addr`, 4 bytes of the task's memory lent until
         // completion.
-        let r = unsafe { near::ioctl(task.sysif(), fd, libc::FIONREAD, addr.arg()) }.await;
-        let (_, buf) = buf.settle(r).map_err(task.error("ioctl(FIONREAD)"))?;
-        let n = buf.filled(std::mem::size_of::<i32>())?.0.read().await?;
+        let call = unsafe { near::ioctl(task.sysif(), fd, libc::FIONREAD, addr.arg()) };
+        let (_, buf) = task.lent("ioctl(FIONREAD)", buf, call).await?;
+        let n = read_out(buf).await?;
         usize::try_from(n)
             .map_err(|_| Error::invalid("ioctl(FIONREAD)", format!("the kernel returned {n}")))
     }
@@ -747,16 +709,13 @@ impl FileDescriptor {
             src_length,
             dest_offset,
         };
-        task.prepare().await;
-        let ptr = task.ptr(&range).await?;
-        let addr = task.check_ptr(ptr.pointer())?;
-        let ptr = task.lend(ptr);
+        let (ptr, addr) = task.ptr_at(&range).await?;
         let req = libc::FICLONERANGE;
         // SAFETY: FICLONERANGE only reads the struct at `addr` (memory of the task, lent
         // until completion) and uses, without changing, the fd it names, which is checked
         // to be in the task's table.
-        let r = unsafe { near::ioctl(task.sysif(), fd, req, addr.arg()) }.await;
-        ptr.settle(r).map_err(task.error("ioctl(FICLONERANGE)"))?;
+        let call = unsafe { near::ioctl(task.sysif(), fd, req, addr.arg()) };
+        task.lent("ioctl(FICLONERANGE)", ptr, call).await?;
         Ok(())
     }
 
@@ -825,12 +784,11 @@ impl Task {
                 ),
             ));
         }
-        let name = self.ptr_cstr("memfd_create", name).await?;
-        self.prepare().await;
-        let addr = self.check_ptr(name.pointer())?;
-        let name = self.lend(name);
-        let r = near::memfd_create(self.sysif(), addr, flags | MFD::CLOEXEC).await;
-        let (fd, _) = name.settle(r).map_err(self.error("memfd_create"))?;
+        let fd = self
+            .with_path("memfd_create", name, |p| {
+                near::memfd_create(self.sysif(), p, flags | MFD::CLOEXEC)
+            })
+            .await?;
         Ok(self.own(fd))
     }
 }

@@ -10,7 +10,7 @@ use std::ffi::CStr;
 
 use rsyscall_near::{self as near, AT, Errno, O, RENAME, STATX};
 
-use super::Task;
+use super::{Task, read_out};
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
@@ -56,14 +56,20 @@ impl Task {
         dirfd.map(|fd| self.check_fd(fd)).transpose()
     }
 
-    /// Writes `path` as a NUL-terminated string in the task's memory.
-    async fn path(&self, what: &'static str, path: impl PathArg) -> Result<WrittenPointer<CStr>> {
-        self.ptr_cstr(what, path.path_bytes()).await
+    /// Writes `path` as a NUL-terminated string in the task's memory; with its address.
+    async fn path(
+        &self,
+        what: &'static str,
+        path: impl PathArg,
+    ) -> Result<(WrittenPointer<CStr>, near::Address)> {
+        let path = self.ptr_cstr(what, path.path_bytes()).await?;
+        let addr = self.check_ptr(path.pointer())?;
+        Ok((path, addr))
     }
 
     /// Runs a syscall that only reads one path argument, lending the path until it
     /// completed.
-    async fn with_path<F, Fut, T>(
+    pub(super) async fn with_path<F, Fut, T>(
         &self,
         what: &'static str,
         path: impl PathArg,
@@ -73,13 +79,8 @@ impl Task {
         F: FnOnce(near::Address) -> Fut,
         Fut: Future<Output = std::result::Result<T, near::SyscallError>>,
     {
-        let path = self.path(what, path).await?;
-        self.prepare().await;
-        let addr = self.check_ptr(path.pointer())?;
-        let path = self.lend(path);
-        let r = call(addr).await;
-        let (v, _) = path.settle(r).map_err(self.error(what))?;
-        Ok(v)
+        let (path, addr) = self.path(what, path).await?;
+        Ok(self.lent(what, path, call(addr)).await?.0)
     }
 
     /// Runs a syscall that only reads two path arguments, lending them until it completed.
@@ -94,15 +95,9 @@ impl Task {
         F: FnOnce(near::Address, near::Address) -> Fut,
         Fut: Future<Output = std::result::Result<T, near::SyscallError>>,
     {
-        let first = self.path(what, first).await?;
-        let second = self.path(what, second).await?;
-        self.prepare().await;
-        let a = self.check_ptr(first.pointer())?;
-        let b = self.check_ptr(second.pointer())?;
-        let paths = self.lend((first, second));
-        let r = call(a, b).await;
-        let (v, _) = paths.settle(r).map_err(self.error(what))?;
-        Ok(v)
+        let (first, a) = self.path(what, first).await?;
+        let (second, b) = self.path(what, second).await?;
+        Ok(self.lent(what, (first, second), call(a, b)).await?.0)
     }
 
     /// `openat(AT_FDCWD, path, flags | O_CLOEXEC, mode)` — opens a file.
@@ -182,18 +177,13 @@ impl Task {
         flags: AT,
     ) -> Result<Stat> {
         let dirfd = self.check_dirfd(dirfd)?;
-        let path = self.path("newfstatat", path).await?;
-        let buf = self.malloc::<Stat>().await?;
-        self.prepare().await;
-        let paddr = self.check_ptr(path.pointer())?;
-        let baddr = self.check_ptr(&buf)?;
-        let lent = self.lend((path, buf));
+        let (path, paddr) = self.path("newfstatat", path).await?;
+        let (buf, baddr) = self.out::<Stat>().await?;
         // SAFETY: baddr is a Stat-sized allocation of the task's memory, lent until the
         // syscall completed.
-        let r = unsafe { near::newfstatat(self.sysif(), dirfd, paddr, baddr, flags) }.await;
-        let ((), (_, buf)) = lent.settle(r).map_err(self.error("newfstatat"))?;
-        let size = buf.size();
-        buf.filled(size)?.0.read().await
+        let call = unsafe { near::newfstatat(self.sysif(), dirfd, paddr, baddr, flags) };
+        let ((), (_, buf)) = self.lent("newfstatat", (path, buf), call).await?;
+        read_out(buf).await
     }
 
     /// `newfstatat(AT_FDCWD, path, statbuf, 0)` — the metadata of a file, following
@@ -229,18 +219,13 @@ impl Task {
         mask: STATX,
     ) -> Result<Statx> {
         let dirfd = self.check_dirfd(dirfd)?;
-        let path = self.path("statx", path).await?;
-        let buf = self.malloc::<Statx>().await?;
-        self.prepare().await;
-        let paddr = self.check_ptr(path.pointer())?;
-        let baddr = self.check_ptr(&buf)?;
-        let lent = self.lend((path, buf));
+        let (path, paddr) = self.path("statx", path).await?;
+        let (buf, baddr) = self.out::<Statx>().await?;
         // SAFETY: baddr is a Statx-sized (256 bytes) allocation of the task's memory, lent
         // until the syscall completed.
-        let r = unsafe { near::statx(self.sysif(), dirfd, paddr, flags, mask, baddr) }.await;
-        let ((), (_, buf)) = lent.settle(r).map_err(self.error("statx"))?;
-        let size = buf.size();
-        buf.filled(size)?.0.read().await
+        let call = unsafe { near::statx(self.sysif(), dirfd, paddr, flags, mask, baddr) };
+        let ((), (_, buf)) = self.lent("statx", (path, buf), call).await?;
+        read_out(buf).await
     }
 
     /// `mkdirat(dirfd, path, mode)` — creates a directory (`mode` is masked by the umask).
@@ -344,15 +329,12 @@ impl Task {
     ) -> Result<(ReadablePointer<[u8]>, Pointer<[u8]>)> {
         let dirfd = self.check_dirfd(dirfd)?;
         let baddr = self.check_ptr(&buf)?;
-        let path = self.path("readlinkat", path).await?;
-        self.prepare().await;
-        let paddr = self.check_ptr(path.pointer())?;
+        let (path, paddr) = self.path("readlinkat", path).await?;
         let len = buf.size();
-        let lent = self.lend((path, buf));
         // SAFETY: baddr is `len` bytes of the task's memory, lent until the syscall
         // completed.
-        let r = unsafe { near::readlinkat(self.sysif(), dirfd, paddr, baddr, len) }.await;
-        let (n, (_, buf)) = lent.settle(r).map_err(self.error("readlinkat"))?;
+        let call = unsafe { near::readlinkat(self.sysif(), dirfd, paddr, baddr, len) };
+        let (n, (_, buf)) = self.lent("readlinkat", (path, buf), call).await?;
         buf.filled(n.min(len))
     }
 
@@ -370,18 +352,15 @@ impl Task {
         path: impl PathArg,
     ) -> Result<Vec<u8>> {
         let dirfd = self.check_dirfd(dirfd)?;
-        let mut path = self.path("readlinkat", path).await?;
+        let (mut path, paddr) = self.path("readlinkat", path).await?;
         let mut size = FIRST_PATH_BUFFER;
         loop {
             let buf = self.malloc_bytes(size).await?;
-            self.prepare().await;
-            let paddr = self.check_ptr(path.pointer())?;
             let baddr = self.check_ptr(&buf)?;
-            let lent = self.lend((path, buf));
             // SAFETY: baddr is `size` bytes of the task's memory, lent until the syscall
             // completed.
-            let r = unsafe { near::readlinkat(self.sysif(), dirfd, paddr, baddr, size) }.await;
-            let (n, (p, buf)) = lent.settle(r).map_err(self.error("readlinkat"))?;
+            let call = unsafe { near::readlinkat(self.sysif(), dirfd, paddr, baddr, size) };
+            let (n, (p, buf)) = self.lent("readlinkat", (path, buf), call).await?;
             if n < size {
                 return buf.filled(n)?.0.read().await;
             }
@@ -467,14 +446,10 @@ impl Task {
         flags: AT,
     ) -> Result<()> {
         let dirfd = self.check_dirfd(dirfd)?;
-        let path = self.path("utimensat", path).await?;
-        let times = self.ptr(&times).await?;
-        self.prepare().await;
-        let paddr = self.check_ptr(path.pointer())?;
-        let taddr = self.check_ptr(times.pointer())?;
-        let lent = self.lend((path, times));
-        let r = near::utimensat(self.sysif(), dirfd, paddr, taddr, flags).await;
-        lent.settle(r).map_err(self.error("utimensat"))?;
+        let (path, paddr) = self.path("utimensat", path).await?;
+        let (times, taddr) = self.ptr_at(&times).await?;
+        let call = near::utimensat(self.sysif(), dirfd, paddr, taddr, flags);
+        self.lent("utimensat", (path, times), call).await?;
         Ok(())
     }
 
@@ -558,16 +533,12 @@ impl FileDescriptor {
     pub async fn fstat(&self) -> Result<Stat> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let buf = task.malloc::<Stat>().await?;
-        task.prepare().await;
-        let addr = task.check_ptr(&buf)?;
-        let buf = task.lend(buf);
+        let (buf, addr) = task.out::<Stat>().await?;
         // SAFETY: addr is a Stat-sized allocation of the task's memory, lent until the
         // syscall completed.
-        let r = unsafe { near::fstat(task.sysif(), fd, addr) }.await;
-        let ((), buf) = buf.settle(r).map_err(task.error("fstat"))?;
-        let size = buf.size();
-        buf.filled(size)?.0.read().await
+        let call = unsafe { near::fstat(task.sysif(), fd, addr) };
+        let ((), buf) = task.lent("fstat", buf, call).await?;
+        read_out(buf).await
     }
 
     /// `statx(fd, "", AT_EMPTY_PATH, mask, statxbuf)` — the extended metadata of the file
@@ -596,13 +567,11 @@ impl FileDescriptor {
         let task = self.task();
         let fd = task.check_fd(self)?;
         let addr = task.check_ptr(&buf)?;
-        task.prepare().await;
         let len = buf.size();
-        let buf = task.lend(buf);
         // SAFETY: addr is `len` bytes of the task's memory, lent until the syscall
         // completed.
-        let r = unsafe { near::getdents64(task.sysif(), fd, addr, len) }.await;
-        let (n, buf) = buf.settle(r).map_err(task.error("getdents64"))?;
+        let call = unsafe { near::getdents64(task.sysif(), fd, addr, len) };
+        let (n, buf) = task.lent("getdents64", buf, call).await?;
         let (filled, rest) = buf.cast::<DirentList>().filled(n.min(len))?;
         Ok((filled, rest.cast()))
     }
@@ -641,13 +610,8 @@ impl FileDescriptor {
     /// [`Error::Mismatch`] if the fd is not in its task's table; [`Error::InvalidArgument`]
     /// for mode bits outside `0o7777`; `EBADF`, `EPERM`, `EROFS`. See chmod(2).
     pub async fn fchmod(&self, mode: u32) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
         check_mode("fchmod", mode)?;
-        task.prepare().await;
-        near::fchmod(task.sysif(), fd, mode)
-            .await
-            .map_err(task.error("fchmod"))
+        self.call("fchmod", |s, fd| near::fchmod(s, fd, mode)).await
     }
 
     /// `fchown(fd, owner, group)` — changes the owner and group of the file this fd refers
@@ -658,14 +622,10 @@ impl FileDescriptor {
     /// for `Some(u32::MAX)` (the kernel reads it as "unchanged"); `EBADF`, `EPERM`,
     /// `EROFS`. See chown(2).
     pub async fn fchown(&self, owner: Option<u32>, group: Option<u32>) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
         let owner = chown_id("fchown", owner)?;
         let group = chown_id("fchown", group)?;
-        task.prepare().await;
-        near::fchown(task.sysif(), fd, owner, group)
+        self.call("fchown", |s, fd| near::fchown(s, fd, owner, group))
             .await
-            .map_err(task.error("fchown"))
     }
 
     /// `utimensat(fd, NULL, times, 0)` (futimens) — sets the access and modification times
@@ -677,19 +637,10 @@ impl FileDescriptor {
     pub async fn futimens(&self, times: [Timespec; 2]) -> Result<()> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        let times = task.ptr(&times).await?;
-        task.prepare().await;
-        let taddr = task.check_ptr(times.pointer())?;
-        let times = task.lend(times);
-        let r = near::utimensat(
-            task.sysif(),
-            Some(fd),
-            near::Address::NULL,
-            taddr,
-            AT::empty(),
-        )
-        .await;
-        times.settle(r).map_err(task.error("utimensat"))?;
+        let (times, taddr) = task.ptr_at(&times).await?;
+        let null = near::Address::NULL;
+        let call = near::utimensat(task.sysif(), Some(fd), null, taddr, AT::empty());
+        task.lent("utimensat", times, call).await?;
         Ok(())
     }
 
@@ -700,11 +651,6 @@ impl FileDescriptor {
     /// [`Error::Mismatch`] if the fd is not in its task's table; `EBADF`, `ENOTDIR`,
     /// `EACCES`. See chdir(2).
     pub async fn fchdir(&self) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
-        near::fchdir(task.sysif(), fd)
-            .await
-            .map_err(task.error("fchdir"))
+        self.call("fchdir", near::fchdir).await
     }
 }

@@ -161,17 +161,15 @@ impl Task {
                 format!("{} groups; at most {NGROUPS_MAX}", groups.len()),
             ));
         }
-        self.prepare().await;
         if groups.is_empty() {
+            self.prepare().await;
             return near::setgroups(self.sysif(), 0, Address::NULL)
                 .await
                 .map_err(self.error("setgroups"));
         }
-        let buf = self.ptr(groups).await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let buf = self.lend(buf);
-        let r = near::setgroups(self.sysif(), groups.len(), addr).await;
-        buf.settle(r).map_err(self.error("setgroups"))?;
+        let (buf, addr) = self.ptr_at(groups).await?;
+        let call = near::setgroups(self.sysif(), groups.len(), addr);
+        self.lent("setgroups", buf, call).await?;
         Ok(())
     }
 
@@ -181,25 +179,20 @@ impl Task {
     /// # Errors
     /// `ESRCH`, `EINVAL` (if the kernel does not know version 3). See capget(2).
     pub async fn capget(&self, tid: Option<near::Pid>) -> Result<Capabilities> {
-        self.prepare().await;
         let header = CapHeader {
             version: CAPABILITY_VERSION_3,
             pid: tid.map_or(0, near::Pid::as_raw),
         };
-        let buf = self
-            .ptr(&CapBuffer {
+        let (buf, addr) = self
+            .ptr_at(&CapBuffer {
                 header,
                 data: Default::default(),
             })
             .await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let data = addr
-            .checked_add(std::mem::size_of::<CapHeader>() as u64)
-            .ok_or_else(|| Error::invalid("capget", "address overflow"))?;
-        let buf = self.lend(buf);
+        let data = cap_data(addr);
         // SAFETY: the lent buffer holds the header and two data structs.
-        let r = unsafe { near::capget(self.sysif(), addr, data) }.await;
-        let ((), buf) = buf.settle(r).map_err(self.error("capget"))?;
+        let call = unsafe { near::capget(self.sysif(), addr, data) };
+        let ((), buf) = self.lent("capget", buf, call).await?;
         let got = buf.into_readable().read().await?;
         Ok(Capabilities::from_data(got.data))
     }
@@ -210,9 +203,8 @@ impl Task {
     /// # Errors
     /// `EPERM` (raising beyond the permitted set, or adding to it). See capset(2).
     pub async fn capset(&self, caps: &Capabilities) -> Result<()> {
-        self.prepare().await;
-        let buf = self
-            .ptr(&CapBuffer {
+        let (buf, addr) = self
+            .ptr_at(&CapBuffer {
                 header: CapHeader {
                     version: CAPABILITY_VERSION_3,
                     pid: 0,
@@ -220,15 +212,11 @@ impl Task {
                 data: caps.to_data(),
             })
             .await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let data = addr
-            .checked_add(std::mem::size_of::<CapHeader>() as u64)
-            .ok_or_else(|| Error::invalid("capset", "address overflow"))?;
-        let buf = self.lend(buf);
+        let data = cap_data(addr);
         // SAFETY: the lent buffer holds the header (which the kernel may rewrite) and two
         // data structs.
-        let r = unsafe { near::capset(self.sysif(), addr, data) }.await;
-        buf.settle(r).map_err(self.error("capset"))?;
+        let call = unsafe { near::capset(self.sysif(), addr, data) };
+        self.lent("capset", buf, call).await?;
         Ok(())
     }
 
@@ -248,21 +236,11 @@ impl Task {
         if let Some(n) = &new {
             n.validate("prlimit64")?;
         }
-        self.prepare().await;
-        let buf = self
-            .ptr(&[new.unwrap_or_default(), Rlimit::default()])
-            .await?;
-        let base = self.check_ptr(buf.pointer())?;
-        let old = base
-            .checked_add(std::mem::size_of::<Rlimit>() as u64)
-            .ok_or_else(|| Error::invalid("prlimit64", "address overflow"))?;
-        let newp = if new.is_some() { base } else { Address::NULL };
-        let buf = self.lend(buf);
-        // SAFETY: `newp` and `old` are the two rlimits of the lent buffer.
-        let r = unsafe { near::prlimit64(self.sysif(), pid, resource, newp, old) }.await;
-        let ((), buf) = buf.settle(r).map_err(self.error("prlimit64"))?;
-        let [_, old] = buf.into_readable().read().await?;
-        Ok(old)
+        self.new_old("prlimit64", new, |new, old| {
+            // SAFETY: `new` and `old` are the two rlimits of the lent buffer.
+            unsafe { near::prlimit64(self.sysif(), pid, resource, new, old) }
+        })
+        .await
     }
 
     /// `getrlimit(resource)` — the limit of `resource` for this task (through
@@ -292,13 +270,10 @@ impl Task {
     /// `EINVAL` on a machine with more than 1024 possible CPUs, `ESRCH`. See
     /// sched_getaffinity(2).
     pub async fn sched_getaffinity(&self, tid: near::Pid) -> Result<CpuSet> {
-        self.prepare().await;
-        let buf = self.ptr(&CpuSet::empty()).await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let buf = self.lend(buf);
+        let (buf, addr) = self.ptr_at(&CpuSet::empty()).await?;
         // SAFETY: `addr` is 128 bytes of the lent buffer.
-        let r = unsafe { near::sched_getaffinity(self.sysif(), tid, CpuSet::SIZE, addr) }.await;
-        let (n, buf) = buf.settle(r).map_err(self.error("sched_getaffinity"))?;
+        let call = unsafe { near::sched_getaffinity(self.sysif(), tid, CpuSet::SIZE, addr) };
+        let (n, buf) = self.lent("sched_getaffinity", buf, call).await?;
         if n > CpuSet::SIZE {
             return Err(Error::invalid(
                 "sched_getaffinity",
@@ -317,12 +292,15 @@ impl Task {
     /// See sched_setaffinity(2). (A set naming CPUs past 1023 cannot be built: see
     /// [`CpuSet::insert`].)
     pub async fn sched_setaffinity(&self, tid: near::Pid, set: &CpuSet) -> Result<()> {
-        self.prepare().await;
-        let buf = self.ptr(set).await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let buf = self.lend(buf);
-        let r = near::sched_setaffinity(self.sysif(), tid, CpuSet::SIZE, addr).await;
-        buf.settle(r).map_err(self.error("sched_setaffinity"))?;
+        let (buf, addr) = self.ptr_at(set).await?;
+        let call = near::sched_setaffinity(self.sysif(), tid, CpuSet::SIZE, addr);
+        self.lent("sched_setaffinity", buf, call).await?;
         Ok(())
     }
+}
+
+/// The address of the data structs of a [`CapBuffer`] at `buf`: right after the header,
+/// inside the buffer's live allocation, so the sum cannot wrap.
+fn cap_data(buf: Address) -> Address {
+    Address::new(buf.as_u64() + std::mem::size_of::<CapHeader>() as u64)
 }

@@ -383,4 +383,106 @@ impl Task {
     pub fn lend<P>(&self, p: P) -> InFlight<P> {
         InFlight::new(p)
     }
+
+    /// Runs the syscall `call` after the queued closes and unmaps ([`Task::prepare`]),
+    /// lending `held` (the memory whose addresses `call` was built with) until it
+    /// completed; returns its value and `held`, or its error naming `what`.
+    ///
+    /// `call` is a future and does nothing until awaited here, after `held` is lent: the
+    /// caller builds the near call inline, with the safety argument for its addresses.
+    async fn lent<P, T>(
+        &self,
+        what: &'static str,
+        held: P,
+        call: impl Future<Output = std::result::Result<T, SyscallError>>,
+    ) -> Result<(T, P)> {
+        self.lent_mapped(held, call, self.error(what)).await
+    }
+
+    /// [`Task::lent`] with the syscall's error mapped by `map`.
+    async fn lent_mapped<P, T>(
+        &self,
+        held: P,
+        call: impl Future<Output = std::result::Result<T, SyscallError>>,
+        map: impl Fn(SyscallError) -> Error,
+    ) -> Result<(T, P)> {
+        self.prepare().await;
+        let held = self.lend(held);
+        let r = call.await;
+        held.settle(r).map_err(map)
+    }
+
+    /// Runs the syscall `call`, which touches no memory and makes a new fd, after the
+    /// queued closes and unmaps; owns the fd.
+    async fn new_fd(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = std::result::Result<near::FileDescriptor, SyscallError>>,
+    ) -> Result<FileDescriptor> {
+        self.prepare().await;
+        let fd = call.await.map_err(self.error(what))?;
+        Ok(self.own(fd))
+    }
+
+    /// [`Task::ptr`], with the address of the written value.
+    async fn ptr_at<T: ?Sized + Struct>(&self, value: &T) -> Result<(WrittenPointer<T>, Address)> {
+        let ptr = self.ptr(value).await?;
+        let addr = self.check_ptr(ptr.pointer())?;
+        Ok((ptr, addr))
+    }
+
+    /// [`Task::malloc`], with the address of the room for a `T`.
+    async fn out<T: FixedSize>(&self) -> Result<(Pointer<T>, Address)> {
+        let ptr = self.malloc::<T>().await?;
+        let addr = self.check_ptr(&ptr)?;
+        Ok((ptr, addr))
+    }
+
+    /// Runs a syscall taking a new value (`NULL` for `None`: no change) and room for the
+    /// old one, both in one allocation; `call` gets their two addresses. Returns the old
+    /// value.
+    async fn new_old<T, Fut>(
+        &self,
+        what: &'static str,
+        new: Option<T>,
+        call: impl FnOnce(Address, Address) -> Fut,
+    ) -> Result<T>
+    where
+        T: Pod + Default,
+        Fut: Future<Output = std::result::Result<(), SyscallError>>,
+    {
+        let (buf, base) = self
+            .ptr_at(&[new.unwrap_or_default(), T::default()])
+            .await?;
+        // The second value of a live allocation: the sum cannot wrap.
+        let old = Address::new(base.as_u64() + std::mem::size_of::<T>() as u64);
+        let new = if new.is_some() { base } else { Address::NULL };
+        let ((), buf) = self.lent(what, buf, call(new, old)).await?;
+        let [_, old] = buf.into_readable().read().await?;
+        Ok(old)
+    }
+}
+
+/// Reads the whole `T` a syscall filled at `ptr`.
+async fn read_out<T: FixedSize>(ptr: Pointer<T>) -> Result<T::Owned> {
+    let size = ptr.size();
+    ptr.filled(size)?.0.read().await
+}
+
+impl FileDescriptor {
+    /// Runs the syscall `call` on this fd through its task, after the queued closes and
+    /// unmaps; `call` gets the syscall interface and the near fd, and touches no memory.
+    async fn call<'a, T, Fut>(
+        &'a self,
+        what: &'static str,
+        call: impl FnOnce(&'a dyn near::SyscallInterface, near::FileDescriptor) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = std::result::Result<T, SyscallError>>,
+    {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        task.prepare().await;
+        call(task.sysif(), fd).await.map_err(task.error(what))
+    }
 }

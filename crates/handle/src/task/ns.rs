@@ -69,6 +69,28 @@ impl Task {
         Ok((mem.write(&bytes[..]).await?, addrs))
     }
 
+    /// Records that the task created or joined namespaces of the `kinds` (`CLONE::NEW*`):
+    /// fresh identities for its mount and network namespaces, and for the pid namespace of
+    /// its future children (a new pid namespace takes the children made afterwards, not the
+    /// task).
+    fn renew_namespaces(&self, kinds: CLONE) {
+        let pid = self.pid();
+        let mut children = None;
+        self.update_namespaces(|ns| {
+            let new = ns.renewed(kinds, pid);
+            if kinds.contains(CLONE::NEWPID) {
+                children = Some(new.pidns);
+            }
+            *ns = far::Namespaces {
+                pidns: ns.pidns,
+                ..new
+            };
+        });
+        if let Some(pidns) = children {
+            self.set_pidns_for_children(pidns);
+        }
+    }
+
     /// `unshare(flags)` — gives this task's process its own new namespaces (and with
     /// `CLONE::FS`, its own root and working directory).
     ///
@@ -100,18 +122,7 @@ impl Task {
         near::unshare(self.sysif(), flags)
             .await
             .map_err(self.error_needing("unshare", name))?;
-        let pid = self.pid();
-        self.update_namespaces(|ns| {
-            if flags.contains(CLONE::NEWNS) {
-                ns.mountns = far::MountNamespace::new(pid);
-            }
-            if flags.contains(CLONE::NEWNET) {
-                ns.netns = far::NetNamespace::new(pid);
-            }
-        });
-        if flags.contains(CLONE::NEWPID) {
-            self.set_pidns_for_children(far::PidNamespace::new(pid));
-        }
+        self.renew_namespaces(flags);
         Ok(())
     }
 
@@ -159,21 +170,12 @@ impl Task {
             .map_err(self.error_needing("setns", "setns (EPERM: needs CAP_SYS_ADMIN)"))?;
         // Which namespace the fd named is not known here: record fresh identities, which
         // never compare equal to another namespace's (possibly a false mismatch with the
-        // namespace's other users, never a false match).
-        let pid = self.pid();
-        let any = nstype.is_empty();
-        self.update_namespaces(|ns| {
-            if any || nstype.contains(CLONE::NEWNS) {
-                ns.mountns = far::MountNamespace::new(pid);
-            }
-            if any || nstype.contains(CLONE::NEWNET) {
-                ns.netns = far::NetNamespace::new(pid);
-            }
+        // namespace's other users, never a false match). An empty `nstype` may be any kind.
+        self.renew_namespaces(if nstype.is_empty() {
+            SETNS_TYPES
+        } else {
+            nstype
         });
-        // Joining a pid namespace moves the children made afterwards, not the task.
-        if any || nstype.contains(CLONE::NEWPID) {
-            self.set_pidns_for_children(far::PidNamespace::new(pid));
-        }
         Ok(())
     }
 
@@ -195,11 +197,9 @@ impl Task {
         let (buf, a) = self
             .cstrings("mount", &[source, Some(target), fstype, data])
             .await?;
-        self.prepare().await;
-        let buf = self.lend(buf);
-        let r = near::mount(self.sysif(), a[0], a[1], a[2], flags, a[3]).await;
-        buf.settle(r)
-            .map_err(self.error_needing("mount", "mount (EPERM: needs CAP_SYS_ADMIN)"))?;
+        let call = near::mount(self.sysif(), a[0], a[1], a[2], flags, a[3]);
+        let error = self.error_needing("mount", "mount (EPERM: needs CAP_SYS_ADMIN)");
+        self.lent_mapped(buf, call, error).await?;
         Ok(())
     }
 
@@ -210,11 +210,9 @@ impl Task {
     /// mount point), `ENOENT`, `EPERM`. See umount(2).
     pub async fn umount2(&self, target: &[u8], flags: MNT) -> Result<()> {
         let (buf, a) = self.cstrings("umount2", &[Some(target)]).await?;
-        self.prepare().await;
-        let buf = self.lend(buf);
-        let r = near::umount2(self.sysif(), a[0], flags).await;
-        buf.settle(r)
-            .map_err(self.error_needing("umount2", "umount2 (EPERM: needs CAP_SYS_ADMIN)"))?;
+        let call = near::umount2(self.sysif(), a[0], flags);
+        let error = self.error_needing("umount2", "umount2 (EPERM: needs CAP_SYS_ADMIN)");
+        self.lent_mapped(buf, call, error).await?;
         Ok(())
     }
 
@@ -228,11 +226,9 @@ impl Task {
         let (buf, a) = self
             .cstrings("pivot_root", &[Some(new_root), Some(put_old)])
             .await?;
-        self.prepare().await;
-        let buf = self.lend(buf);
-        let r = near::pivot_root(self.sysif(), a[0], a[1]).await;
-        buf.settle(r)
-            .map_err(self.error_needing("pivot_root", "pivot_root (EPERM: needs CAP_SYS_ADMIN)"))?;
+        let call = near::pivot_root(self.sysif(), a[0], a[1]);
+        let error = self.error_needing("pivot_root", "pivot_root (EPERM: needs CAP_SYS_ADMIN)");
+        self.lent_mapped(buf, call, error).await?;
         Ok(())
     }
 
@@ -244,11 +240,9 @@ impl Task {
     /// `EPERM` (needs `CAP_SYS_CHROOT`). See chroot(2).
     pub async fn chroot(&self, path: &[u8]) -> Result<()> {
         let (buf, a) = self.cstrings("chroot", &[Some(path)]).await?;
-        self.prepare().await;
-        let buf = self.lend(buf);
-        let r = near::chroot(self.sysif(), a[0]).await;
-        buf.settle(r)
-            .map_err(self.error_needing("chroot", "chroot (EPERM: needs CAP_SYS_CHROOT)"))?;
+        let call = near::chroot(self.sysif(), a[0]);
+        let error = self.error_needing("chroot", "chroot (EPERM: needs CAP_SYS_CHROOT)");
+        self.lent_mapped(buf, call, error).await?;
         Ok(())
     }
 }

@@ -85,14 +85,11 @@ impl Task {
             WaitId::Pgid(p) => IdType::Pgid(p),
             WaitId::PidFd(fd) => IdType::PidFd(self.check_fd(fd)?),
         };
-        self.prepare().await;
-        let buf = self.ptr(&Siginfo::default()).await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let buf = self.lend(buf);
+        let (buf, addr) = self.ptr_at(&Siginfo::default()).await?;
         // SAFETY: `addr` is a zeroed 128-byte siginfo of the task's memory, lent until the
         // syscall completed; no rusage is asked for.
-        let r = unsafe { near::waitid(self.sysif(), id, addr, options, Address::NULL) }.await;
-        let ((), buf) = buf.settle(r).map_err(self.error("waitid"))?;
+        let call = unsafe { near::waitid(self.sysif(), id, addr, options, Address::NULL) };
+        let ((), buf) = self.lent("waitid", buf, call).await?;
         let info = buf.into_readable().read().await?;
         Ok((info.pid != 0).then_some(info))
     }
@@ -105,22 +102,11 @@ impl Task {
     /// # Errors
     /// Only a lost connection in practice. See sigprocmask(2).
     pub async fn rt_sigprocmask(&self, how: SigprocmaskHow, set: Option<Sigset>) -> Result<Sigset> {
-        self.prepare().await;
-        // One allocation: the new set, then the old one.
-        let buf = self
-            .ptr(&[set.unwrap_or_default(), Sigset::empty()])
-            .await?;
-        let base = self.check_ptr(buf.pointer())?;
-        let old = base
-            .checked_add(Sigset::KERNEL_SIZE as u64)
-            .ok_or_else(|| Error::invalid("rt_sigprocmask", "address overflow"))?;
-        let new = if set.is_some() { base } else { Address::NULL };
-        let buf = self.lend(buf);
-        // SAFETY: `new` and `old` are the two 8-byte sets of the lent buffer.
-        let r = unsafe { near::rt_sigprocmask(self.sysif(), how, new, old) }.await;
-        let ((), buf) = buf.settle(r).map_err(self.error("rt_sigprocmask"))?;
-        let [_, old] = buf.into_readable().read().await?;
-        Ok(old)
+        self.new_old("rt_sigprocmask", set, |new, old| {
+            // SAFETY: `new` and `old` are the two 8-byte sets of the lent buffer.
+            unsafe { near::rt_sigprocmask(self.sysif(), how, new, old) }
+        })
+        .await
     }
 
     /// `rt_sigaction(sig, act, oldact, 8)` — changes (unless `act` is `None`) and returns
@@ -162,23 +148,12 @@ impl Task {
         sig: Signal,
         act: Option<&Sigaction>,
     ) -> Result<Sigaction> {
-        self.prepare().await;
-        // One allocation: the new action, then the old one.
-        let buf = self
-            .ptr(&[act.copied().unwrap_or_default(), Sigaction::default()])
-            .await?;
-        let base = self.check_ptr(buf.pointer())?;
-        let old = base
-            .checked_add(Sigaction::SIZE as u64)
-            .ok_or_else(|| Error::invalid("rt_sigaction", "address overflow"))?;
-        let new = if act.is_some() { base } else { Address::NULL };
-        let buf = self.lend(buf);
-        // SAFETY: `new` and `old` are the two 32-byte actions of the lent buffer; the
-        // caller vouches for the handler.
-        let r = unsafe { near::rt_sigaction(self.sysif(), sig, new, old) }.await;
-        let ((), buf) = buf.settle(r).map_err(self.error("rt_sigaction"))?;
-        let [_, old] = buf.into_readable().read().await?;
-        Ok(old)
+        self.new_old("rt_sigaction", act.copied(), |new, old| {
+            // SAFETY: `new` and `old` are the two 32-byte actions of the lent buffer; the
+            // caller vouches for the handler.
+            unsafe { near::rt_sigaction(self.sysif(), sig, new, old) }
+        })
+        .await
     }
 
     /// Runs a `prctl` option that only takes integers.
@@ -192,13 +167,10 @@ impl Task {
 
     /// Runs a `prctl` option that writes an `int` at its second argument.
     async fn prctl_get_int(&self, option: i32) -> Result<i32> {
-        self.prepare().await;
-        let buf = self.ptr(&0i32).await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let buf = self.lend(buf);
+        let (buf, addr) = self.ptr_at(&0i32).await?;
         // SAFETY: the option writes one int at `addr`, 4 bytes of the lent buffer.
-        let r = unsafe { near::prctl(self.sysif(), option, [addr.arg(), 0, 0, 0]) }.await;
-        let (_, buf) = buf.settle(r).map_err(self.error("prctl"))?;
+        let call = unsafe { near::prctl(self.sysif(), option, [addr.arg(), 0, 0, 0]) };
+        let (_, buf) = self.lent("prctl", buf, call).await?;
         buf.into_readable().read().await
     }
 
@@ -241,13 +213,10 @@ impl Task {
         }
         let buf = self.ptr_cstr("prctl(PR_SET_NAME)", name).await?;
         let addr = self.check_ptr(buf.pointer())?;
-        self.prepare().await;
-        let buf = self.lend(buf);
         // SAFETY: PR_SET_NAME only reads the NUL-terminated string at `addr`, lent until
         // the syscall completed.
-        let r =
-            unsafe { near::prctl(self.sysif(), libc::PR_SET_NAME, [addr.arg(), 0, 0, 0]) }.await;
-        buf.settle(r).map_err(self.error("prctl"))?;
+        let call = unsafe { near::prctl(self.sysif(), libc::PR_SET_NAME, [addr.arg(), 0, 0, 0]) };
+        self.lent("prctl", buf, call).await?;
         Ok(())
     }
 
@@ -257,14 +226,10 @@ impl Task {
     /// # Errors
     /// Only a lost connection in practice. See prctl(2).
     pub async fn get_name(&self) -> Result<Vec<u8>> {
-        self.prepare().await;
-        let buf = self.ptr(&[0u8; TASK_COMM_MAX + 1]).await?;
-        let addr = self.check_ptr(buf.pointer())?;
-        let buf = self.lend(buf);
+        let (buf, addr) = self.ptr_at(&[0u8; TASK_COMM_MAX + 1]).await?;
         // SAFETY: PR_GET_NAME writes 16 bytes at `addr`, the lent buffer.
-        let r =
-            unsafe { near::prctl(self.sysif(), libc::PR_GET_NAME, [addr.arg(), 0, 0, 0]) }.await;
-        let (_, buf) = buf.settle(r).map_err(self.error("prctl"))?;
+        let call = unsafe { near::prctl(self.sysif(), libc::PR_GET_NAME, [addr.arg(), 0, 0, 0]) };
+        let (_, buf) = self.lent("prctl", buf, call).await?;
         let raw = buf.into_readable().read().await?;
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         Ok(raw[..end].to_vec())
@@ -565,37 +530,24 @@ impl Task {
         flags: Option<EXECVEAT>,
     ) -> Result<()> {
         self.check_ptr(image.mem.pointer())?;
-        self.prepare().await;
         let (path, argv, envp) = (image.path, image.argv, image.envp);
-        let image = self.lend(image);
-        let (r, name) = match at {
-            // SAFETY: path, argv and envp were laid out by `argv_envp` in this task's
-            // address space, NUL- and NULL-terminated, and are lent until completion.
-            None => (
-                unsafe { near::execve(self.sysif(), path, argv, envp) }.await,
-                "execve",
-            ),
-            // SAFETY: as above.
-            Some(dirfd) => (
-                unsafe {
-                    near::execveat(
-                        self.sysif(),
-                        dirfd,
-                        path,
-                        argv,
-                        envp,
-                        flags.unwrap_or_default(),
-                    )
+        let name = if at.is_some() { "execveat" } else { "execve" };
+        let call = async {
+            match at {
+                // SAFETY: path, argv and envp were laid out by `argv_envp` in this task's
+                // address space, NUL- and NULL-terminated, and are lent until completion.
+                None => unsafe { near::execve(self.sysif(), path, argv, envp) }.await,
+                Some(dirfd) => {
+                    let flags = flags.unwrap_or_default();
+                    // SAFETY: as above.
+                    unsafe { near::execveat(self.sysif(), dirfd, path, argv, envp, flags) }.await
                 }
-                .await,
-                "execveat",
-            ),
+            }
         };
         // `Ok` also stands for the connection closing at exec: by then the kernel has
         // copied the strings and moved the task to a new address space, so the block is
         // free either way.
-        let ((), image) = image.settle(r).map_err(self.error(name))?;
-        drop(image);
+        self.lent(name, image, call).await?;
         Ok(())
     }
 

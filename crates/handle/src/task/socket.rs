@@ -63,11 +63,8 @@ impl Task {
         flags: SOCK,
         protocol: i32,
     ) -> Result<FileDescriptor> {
-        self.prepare().await;
-        let fd = near::socket(self.sysif(), domain, ty, flags | SOCK::CLOEXEC, protocol)
-            .await
-            .map_err(self.error("socket"))?;
-        Ok(self.own(fd))
+        let call = near::socket(self.sysif(), domain, ty, flags | SOCK::CLOEXEC, protocol);
+        self.new_fd("socket", call).await
     }
 
     /// `socketpair(domain, type | SOCK_CLOEXEC, 0, fds)` — two connected sockets.
@@ -79,13 +76,10 @@ impl Task {
         domain: i32,
         ty: i32,
     ) -> Result<(FileDescriptor, FileDescriptor)> {
-        self.prepare().await;
-        let buf = self.malloc::<[i32; 2]>().await?;
-        let addr = self.check_ptr(&buf)?;
-        let buf = self.lend(buf);
+        let (buf, addr) = self.out::<[i32; 2]>().await?;
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
-        let r = unsafe { near::socketpair(self.sysif(), domain, ty, SOCK::CLOEXEC, 0, addr) }.await;
-        let ((), buf) = buf.settle(r).map_err(self.error("socketpair"))?;
+        let call = unsafe { near::socketpair(self.sysif(), domain, ty, SOCK::CLOEXEC, 0, addr) };
+        let ((), buf) = self.lent("socketpair", buf, call).await?;
         self.own_pair(buf.filled(8)?.0).await
     }
 
@@ -309,17 +303,16 @@ impl FileDescriptor {
         let task = self.task();
         let fd = task.check_fd(self)?;
         let bytes = addr_bytes(what, addr)?;
-        task.prepare().await;
-        let buf = task.ptr(&bytes[..]).await?;
-        let a = task.check_ptr(buf.pointer())?;
-        let buf = task.lend(buf);
+        let (buf, a) = task.ptr_at(&bytes[..]).await?;
         let len = bytes.len() as u32;
-        let r = if connect {
-            near::connect(task.sysif(), fd, a, len).await
-        } else {
-            near::bind(task.sysif(), fd, a, len).await
+        let call = async {
+            if connect {
+                near::connect(task.sysif(), fd, a, len).await
+            } else {
+                near::bind(task.sysif(), fd, a, len).await
+            }
         };
-        buf.settle(r).map_err(task.error(what))?;
+        task.lent(what, buf, call).await?;
         Ok(())
     }
 
@@ -348,12 +341,8 @@ impl FileDescriptor {
     /// # Errors
     /// `EADDRINUSE`, `ENOTSOCK`, `EOPNOTSUPP`. See listen(2).
     pub async fn listen(&self, backlog: i32) -> Result<()> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
-        near::listen(task.sysif(), fd, backlog)
+        self.call("listen", |s, fd| near::listen(s, fd, backlog))
             .await
-            .map_err(task.error("listen"))
     }
 
     /// `accept4(fd, NULL, NULL, flags | SOCK_CLOEXEC)` — takes a pending connection.
@@ -362,15 +351,14 @@ impl FileDescriptor {
     /// `EAGAIN` (non-blocking, none pending), `EINVAL` (not listening), `ECONNABORTED`,
     /// `EMFILE`, `ENOTSOCK`. See accept(2).
     pub async fn accept4(&self, flags: SOCK) -> Result<FileDescriptor> {
-        let task = self.task();
-        let fd = task.check_fd(self)?;
-        task.prepare().await;
         let null = near::Address::new(0);
         // SAFETY: with a null address the kernel writes no memory.
-        let new = unsafe { near::accept4(task.sysif(), fd, null, null, flags | SOCK::CLOEXEC) }
-            .await
-            .map_err(task.error("accept4"))?;
-        Ok(task.own(new))
+        let new = self
+            .call("accept4", |s, fd| unsafe {
+                near::accept4(s, fd, null, null, flags | SOCK::CLOEXEC)
+            })
+            .await?;
+        Ok(self.task().own(new))
     }
 
     /// `accept4(fd, addr, addrlen, flags | SOCK_CLOEXEC)` — takes a pending connection and
@@ -382,14 +370,12 @@ impl FileDescriptor {
     pub async fn accept4_addr(&self, flags: SOCK) -> Result<(FileDescriptor, AnySockaddr)> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        task.prepare().await;
         let (buf, len) = task.addr_buffers().await?;
         let (a, l) = (task.check_ptr(&buf)?, task.check_ptr(len.pointer())?);
-        let bufs = task.lend((buf, len));
         // SAFETY: `a` is STORAGE bytes and `l` a u32 holding STORAGE, both of the task's
         // memory, lent until completion.
-        let r = unsafe { near::accept4(task.sysif(), fd, a, l, flags | SOCK::CLOEXEC) }.await;
-        let (new, (buf, len)) = bufs.settle(r).map_err(task.error("accept4"))?;
+        let call = unsafe { near::accept4(task.sysif(), fd, a, l, flags | SOCK::CLOEXEC) };
+        let (new, (buf, len)) = task.lent("accept4", (buf, len), call).await?;
         let new = task.own(new);
         match read_addr(buf, len.into_pointer()).await {
             Ok(Some(addr)) => Ok((new, addr)),
@@ -425,19 +411,19 @@ impl FileDescriptor {
     async fn name_call(&self, what: &'static str, peer: bool) -> Result<AnySockaddr> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        task.prepare().await;
         let (buf, len) = task.addr_buffers().await?;
         let (a, l) = (task.check_ptr(&buf)?, task.check_ptr(len.pointer())?);
-        let bufs = task.lend((buf, len));
-        let r = if peer {
-            // SAFETY: `a` is STORAGE bytes and `l` a u32 holding STORAGE, both of the
-            // task's memory, lent until completion.
-            unsafe { near::getpeername(task.sysif(), fd, a, l) }.await
-        } else {
-            // SAFETY: as above.
-            unsafe { near::getsockname(task.sysif(), fd, a, l) }.await
+        let call = async {
+            if peer {
+                // SAFETY: `a` is STORAGE bytes and `l` a u32 holding STORAGE, both of the
+                // task's memory, lent until completion.
+                unsafe { near::getpeername(task.sysif(), fd, a, l) }.await
+            } else {
+                // SAFETY: as above.
+                unsafe { near::getsockname(task.sysif(), fd, a, l) }.await
+            }
         };
-        let ((), (buf, len)) = bufs.settle(r).map_err(task.error(what))?;
+        let ((), (buf, len)) = task.lent(what, (buf, len), call).await?;
         read_addr(buf, len.into_pointer())
             .await?
             .ok_or_else(|| Error::invalid(what, "the kernel reported an empty address"))
@@ -498,21 +484,17 @@ impl FileDescriptor {
     ) -> Result<Vec<u8>> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        task.prepare().await;
-        let val = task.ptr(&vec![0u8; size][..]).await?;
-        let len = task.ptr(&(size as u32)).await?;
-        let (v, l) = (
-            task.check_ptr(val.pointer())?,
-            task.check_ptr(len.pointer())?,
-        );
-        let bufs = task.lend((val, len));
+        let (val, v) = task.ptr_at(&vec![0u8; size][..]).await?;
+        let (len, l) = task.ptr_at(&(size as u32)).await?;
         // SAFETY: `v` is `size` bytes and `l` a u32 holding `size`, both of the task's
         // memory, lent until completion.
-        let r = unsafe { near::getsockopt(task.sysif(), fd, level, optname, v, l) }.await;
-        let ((), (val, len)) = bufs.settle(r).map_err(|e| {
-            log::trace!("getsockopt {label} failed");
-            task.error("getsockopt")(e)
-        })?;
+        let call = unsafe { near::getsockopt(task.sysif(), fd, level, optname, v, l) };
+        let ((), (val, len)) = task
+            .lent_mapped((val, len), call, |e| {
+                log::trace!("getsockopt {label} failed");
+                task.error("getsockopt")(e)
+            })
+            .await?;
         let n = (len.into_readable().read().await? as usize).min(size);
         let mut bytes = val.into_readable().read().await?;
         bytes[n..].fill(0);
@@ -522,12 +504,9 @@ impl FileDescriptor {
     async fn setsockopt_bytes(&self, level: i32, optname: i32, value: &[u8]) -> Result<()> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        task.prepare().await;
-        let val = task.ptr(value).await?;
-        let v = task.check_ptr(val.pointer())?;
-        let val = task.lend(val);
-        let r = near::setsockopt(task.sysif(), fd, level, optname, v, value.len() as u32).await;
-        val.settle(r).map_err(task.error("setsockopt"))?;
+        let (val, v) = task.ptr_at(value).await?;
+        let call = near::setsockopt(task.sysif(), fd, level, optname, v, value.len() as u32);
+        task.lent("setsockopt", val, call).await?;
         Ok(())
     }
 
@@ -557,7 +536,6 @@ impl FileDescriptor {
         let fd = task.check_fd(self)?;
         let b = task.check_ptr(buf.pointer())?;
         let addr = addr.map(|a| addr_bytes("sendto", a)).transpose()?;
-        task.prepare().await;
         let name = match &addr {
             Some(bytes) => Some(task.ptr(&bytes[..]).await?),
             None => None,
@@ -567,18 +545,9 @@ impl FileDescriptor {
             None => (near::Address::new(0), 0),
         };
         let len = buf.size();
-        let bufs = task.lend((buf, name));
-        let r = near::sendto(
-            task.sysif(),
-            fd,
-            b,
-            len,
-            flags | MSG::NOSIGNAL,
-            n_addr,
-            n_len,
-        )
-        .await;
-        let (n, (buf, _)) = bufs.settle(r).map_err(task.error("sendto"))?;
+        let flags = flags | MSG::NOSIGNAL;
+        let call = near::sendto(task.sysif(), fd, b, len, flags, n_addr, n_len);
+        let (n, (buf, _)) = task.lent("sendto", (buf, name), call).await?;
         buf.split(n.min(len))
     }
 
@@ -596,15 +565,13 @@ impl FileDescriptor {
         let task = self.task();
         let fd = task.check_fd(self)?;
         let b = task.check_ptr(&buf)?;
-        task.prepare().await;
         let (name, nlen) = task.addr_buffers().await?;
         let (a, l) = (task.check_ptr(&name)?, task.check_ptr(nlen.pointer())?);
         let len = buf.size();
-        let bufs = task.lend((buf, name, nlen));
         // SAFETY: `b` is `len` bytes, `a` STORAGE bytes and `l` a u32 holding STORAGE, all
         // of the task's memory, lent until completion.
-        let r = unsafe { near::recvfrom(task.sysif(), fd, b, len, flags, a, l) }.await;
-        let (n, (buf, name, nlen)) = bufs.settle(r).map_err(task.error("recvfrom"))?;
+        let call = unsafe { near::recvfrom(task.sysif(), fd, b, len, flags, a, l) };
+        let (n, (buf, name, nlen)) = task.lent("recvfrom", (buf, name, nlen), call).await?;
         let addr = read_addr(name, nlen.into_pointer()).await?;
         let (data, rest) = buf.filled(n.min(len))?;
         Ok((data, rest, addr))
@@ -631,7 +598,6 @@ impl FileDescriptor {
         let (iovecs, _) = iovecs(task, "sendmsg", iov.iter().map(WrittenPointer::pointer), 0)?;
         let control = cmsg::encode(task, control)?;
         let addr = addr.map(|a| addr_bytes("sendmsg", a)).transpose()?;
-        task.prepare().await;
         let iovec_buf = task.opt_ptr(&iovecs).await?;
         let control_buf = task.opt_ptr(&control).await?;
         let name_buf = match &addr {
@@ -647,11 +613,10 @@ impl FileDescriptor {
             controllen: control.len() as u64,
             ..Msghdr::default()
         };
-        let msg = task.ptr(&msg).await?;
-        let m = task.check_ptr(msg.pointer())?;
-        let bufs = task.lend((msg, iovec_buf, control_buf, name_buf, iov));
-        let r = near::sendmsg(task.sysif(), fd, m, flags | MSG::NOSIGNAL).await;
-        let (n, (_, _, _, _, iov)) = bufs.settle(r).map_err(task.error("sendmsg"))?;
+        let (msg, m) = task.ptr_at(&msg).await?;
+        let call = near::sendmsg(task.sysif(), fd, m, flags | MSG::NOSIGNAL);
+        let held = (msg, iovec_buf, control_buf, name_buf, iov);
+        let (n, (_, _, _, _, iov)) = task.lent("sendmsg", held, call).await?;
         Ok((n, iov))
     }
 
@@ -680,7 +645,6 @@ impl FileDescriptor {
                 format!("a control buffer of {control_len} bytes is over INT_MAX"),
             ));
         }
-        task.prepare().await;
         let iovec_buf = task.opt_ptr(&iovecs).await?;
         let control_buf: Option<Pointer<cmsg::ControlBuffer>> = if control_len == 0 {
             None
@@ -701,14 +665,12 @@ impl FileDescriptor {
             controllen: control_len as u64,
             ..Msghdr::default()
         };
-        let msg = task.ptr(&msg).await?;
-        let m = task.check_ptr(msg.pointer())?;
-        let bufs = task.lend((msg, iovec_buf, control_buf, name_buf, iov));
+        let (msg, m) = task.ptr_at(&msg).await?;
         // SAFETY: the msghdr, the iovec array and every buffer they name are memory of the
         // task's address space of the sizes given, lent until completion.
-        let r = unsafe { near::recvmsg(task.sysif(), fd, m, flags | MSG::CMSG_CLOEXEC) }.await;
-        let (n, (msg, _, control_buf, name_buf, iov)) =
-            bufs.settle(r).map_err(task.error("recvmsg"))?;
+        let call = unsafe { near::recvmsg(task.sysif(), fd, m, flags | MSG::CMSG_CLOEXEC) };
+        let held = (msg, iovec_buf, control_buf, name_buf, iov);
+        let (n, (msg, _, control_buf, name_buf, iov)) = task.lent("recvmsg", held, call).await?;
         let hdr = msg.into_readable().read().await?;
         // Received fds become handles before anything else can fail.
         let control = match control_buf {
@@ -758,14 +720,11 @@ impl FileDescriptor {
     async fn ifreq_ioctl(&self, what: &'static str, request: u64, ifr: Ifreq) -> Result<Ifreq> {
         let task = self.task();
         let fd = task.check_fd(self)?;
-        task.prepare().await;
-        let ptr = task.ptr(&ifr).await?;
-        let a = task.check_ptr(ptr.pointer())?;
-        let ptr = task.lend(ptr);
+        let (ptr, a) = task.ptr_at(&ifr).await?;
         // SAFETY: `a` is a whole `struct ifreq` of the task's memory, lent until completion;
         // the callers pass only requests that read and write the struct and nothing else.
-        let r = unsafe { near::ioctl(task.sysif(), fd, request, a.arg()) }.await;
-        let (_, ptr) = ptr.settle(r).map_err(task.error(what))?;
+        let call = unsafe { near::ioctl(task.sysif(), fd, request, a.arg()) };
+        let (_, ptr) = task.lent(what, ptr, call).await?;
         ptr.into_readable().read().await
     }
 
