@@ -39,8 +39,10 @@ pub(crate) struct ThreadInner {
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
-/// and its standard streams. Cheap to clone.
-#[derive(Clone)]
+/// and its standard streams.
+///
+/// `Thread` does not implement [`Clone`]: [`Thread::clone`] is the reference's name for
+/// making a child process. [`Thread::duplicate`] gives another handle to the same thread.
 pub struct Thread {
     pub(crate) inner: Arc<ThreadInner>,
 }
@@ -97,10 +99,12 @@ impl<'a> EnvironmentRef<'a> {
 }
 
 impl Thread {
-    /// Another handle to this thread (what `Clone::clone` does; `Thread::clone` makes a
-    /// child process).
+    /// Another handle to this same thread: cheap, it shares everything (the task, the
+    /// connection, the environment). [`Thread::clone`] makes a child process instead.
     pub fn duplicate(&self) -> Thread {
-        Clone::clone(self)
+        Thread {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     pub(crate) fn from_parts(
