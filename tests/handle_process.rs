@@ -586,10 +586,12 @@ fn gettid_and_tgkill() {
 #[test]
 fn waitid_by_pidfd_after_exec() {
     on_local_and_child(|thread, label| async move {
-        let task = thread.task();
         let child = thread.clone(CLONE::empty()).await.expect("clone");
         let cmd = thread.environ().which("true").await.expect("which true");
         let process = child.exec(cmd).await.expect("exec");
+        // The child's parent: the local process in both runs (Thread::clone from a child
+        // thread uses CLONE_PARENT).
+        let task = process.process().parent();
         // Wait by pid first: the pidfd's open file description is non-blocking (it is
         // shared with the reactor's copy), so waitid on it reports EAGAIN until the child
         // has exited.
@@ -618,7 +620,8 @@ fn waitid_by_pidfd_after_exec() {
         assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(0));
         // A pidfd of another table is refused before sending.
         if label == "child" {
-            let r = task
+            let r = thread
+                .task()
                 .waitid(WaitId::PidFd(&local_thread().stdin()), W::EXITED)
                 .await;
             assert!(matches!(r, Err(Error::Mismatch(_))), "{r:?}");
@@ -634,7 +637,6 @@ fn waitid_by_pidfd_after_exec() {
 #[test]
 fn realtime_signal_kills_a_sleeping_child() {
     on_local_and_child(|thread, label| async move {
-        let task = thread.task();
         let child = thread.clone(CLONE::empty()).await.expect("clone");
         let sleep = thread
             .environ()
@@ -643,7 +645,10 @@ fn realtime_signal_kills_a_sleeping_child() {
             .expect("which sleep")
             .arg("1000");
         let process = child.exec(sleep).await.expect("exec");
-        let none = task
+        // Waited for by its parent (the local process in both runs: CLONE_PARENT).
+        let none = process
+            .process()
+            .parent()
             .waitid(
                 WaitId::PidFd(process.process().pidfd()),
                 W::EXITED | W::NOHANG,

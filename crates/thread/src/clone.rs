@@ -59,8 +59,31 @@ impl Thread {
     /// `flags` may contain `FILES` (share this thread's fd table), `FS`, `IO`, `SYSVSEM`
     /// and the namespace flags `NEWCGROUP`, `NEWIPC`, `NEWNET`, `NEWNS`, `NEWPID`,
     /// `NEWUSER`, `NEWUTS`; the child always shares this thread's address space (`VM`).
-    /// The child is killed if the thread that created it exits (for the local thread: when
-    /// the process exits).
+    ///
+    /// # Whose child it is
+    /// A child must stay usable and waitable however the thread it was cloned from ends.
+    /// So when this thread's parent is a live thread we drive, in the same pid namespace,
+    /// the clone gets `CLONE_PARENT` and the child is that parent's, waited for by it
+    /// ([`ChildThread::parent`]). By induction, every thread outside a new pid namespace
+    /// is a child of the local process (of its service thread, which issues the local
+    /// process's clones), and a thread cloned from a child thread keeps working, and is
+    /// waited for, after that child execs or exits. There is no opting out; passing
+    /// `CLONE::PARENT` yourself changes nothing where it is the default, and is
+    /// [`Error::InvalidArgument`] where it cannot be honoured.
+    ///
+    /// The exceptions are threads in another pid namespace than their parent: the init of
+    /// a new pid namespace (the kernel refuses `CLONE_PARENT` from it, `EINVAL`), and the
+    /// children of a thread that called `unshare(CLONE::NEWPID)` (their parent could not
+    /// name their children by the pids clone returns). Their children, and the children's
+    /// descendants, stay theirs: they are waited for through that thread, so only while it
+    /// runs its server. Once it has exec'd, they can no longer be waited for from here
+    /// (dropping them still kills them; the program it runs must reap them).
+    ///
+    /// Every child runs with `PR_SET_PDEATHSIG` set to `SIGKILL`, which the kernel sends
+    /// when its *parent* thread exits: so the children of the local process die with the
+    /// process (the service thread lives as long), and those of any other thread with that
+    /// thread's process (for the init of a pid namespace, the whole namespace dies with
+    /// it anyway). The thread a child was cloned from may exit or exec without harm to it.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for unsupported flags; the errors of `clone` and of the
@@ -88,7 +111,10 @@ impl Thread {
         } else {
             None
         };
-        let waiter = self.clone_waiter(flags)?;
+        let (flags, waiter) = self.clone_waiter(flags)?;
+        let kernel_parent = waiter
+            .as_ref()
+            .map_or_else(|| self.duplicate(), Thread::duplicate);
 
         // 1. The channels, with their remote ends in our table.
         let channels = self.child_channels(flags.contains(CLONE::FILES)).await?;
@@ -114,10 +140,10 @@ impl Thread {
                 child_task,
                 connection,
                 self.inner.environ.clone(),
-                Some(self.duplicate()),
+                Some(kernel_parent.duplicate()),
                 Some(server_sock.near()),
             ),
-            self.duplicate(),
+            kernel_parent,
             monitor,
             server_sock,
             flags.contains(CLONE::SIGHAND),
@@ -180,24 +206,45 @@ impl Thread {
         Ok((child_task, server_sock, connection))
     }
 
-    /// The thread that will wait for a child cloned with `flags`: with `CLONE::PARENT`, our
-    /// parent, which must be a thread we drive in our pid namespace; else `None` (us).
-    fn clone_waiter(&self, flags: CLONE) -> Result<Option<Thread>> {
-        if !flags.contains(CLONE::PARENT) {
-            return Ok(None);
-        }
+    /// The kernel's parent of a child cloned from this thread with `flags`, which is the
+    /// thread that waits for it (`None`: this thread), and the flags to clone with.
+    ///
+    /// `CLONE::PARENT` is added when this thread's own parent is a live thread we drive in
+    /// the same pid namespace: that parent can name the child by the pid clone returns
+    /// here. Otherwise the child is this thread's; asking for `CLONE::PARENT` then is an
+    /// error (from the init of a pid namespace the kernel would refuse it with `EINVAL`).
+    fn clone_waiter(&self, flags: CLONE) -> Result<(CLONE, Option<Thread>)> {
+        let explicit = flags.contains(CLONE::PARENT);
         match &self.inner.parent {
-            Some(p) if p.task().namespaces().pidns == self.task().namespaces().pidns => {
-                Ok(Some(p.duplicate()))
+            Some(p) if p.task().namespaces().pidns != self.task().namespaces().pidns => {
+                if explicit {
+                    Err(Error::invalid(
+                        "clone",
+                        "CLONE_PARENT from a thread in another pid namespace than its parent (a \
+                         new pid namespace's init, or a child made after unshare(CLONE_NEWPID)): \
+                         the parent could not name the child",
+                    ))
+                } else {
+                    Ok((flags, None))
+                }
             }
-            Some(_) => Err(Error::invalid(
+            Some(p) if p.is_dead() => {
+                if explicit {
+                    Err(Error::invalid(
+                        "clone",
+                        "CLONE_PARENT from a thread whose parent thread is gone",
+                    ))
+                } else {
+                    Ok((flags, None))
+                }
+            }
+            Some(p) => Ok((flags | CLONE::PARENT, Some(p.duplicate()))),
+            None if explicit => Err(Error::invalid(
                 "clone",
-                "CLONE_PARENT from a thread in a new pid namespace: its parent could not name the child",
+                "CLONE_PARENT from a thread whose parent is not ours to drive (the local \
+                 process's parent cannot wait for the child)",
             )),
-            None => Err(Error::invalid(
-                "clone",
-                "CLONE_PARENT from a thread whose parent is not ours to drive (the local process's parent cannot wait for the child)",
-            )),
+            None => Ok((flags, None)),
         }
     }
 

@@ -30,8 +30,9 @@ pub(crate) struct ThreadInner {
     pub(crate) environ: Environment,
     /// The number of the thread's syscall server socket in its own table, if it has one.
     pub(crate) server_fd: Option<near::FileDescriptor>,
-    /// The thread that created this one, if any (a `CLONE::PARENT` child of this thread is
-    /// that thread's child).
+    /// This thread's parent in the kernel's sense, the thread that waits for it, if it is
+    /// a thread we drive: the thread it was cloned from, or with `CLONE_PARENT` that
+    /// thread's parent. `Thread::clone` gives children to this thread when it can.
     pub(crate) parent: Option<Thread>,
     /// The thread's own epoller inside its process, once made; until then its fds are
     /// watched by the local process's reactor.
@@ -333,7 +334,9 @@ impl ChildThread {
         }
     }
 
-    /// The thread that created this child.
+    /// This child's parent, the thread that waits for it: the thread it was cloned from,
+    /// or (with `CLONE::PARENT`, which [`Thread::clone`] adds when it can) that thread's
+    /// own parent.
     pub fn parent(&self) -> &Thread {
         &self.parent
     }
