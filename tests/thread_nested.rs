@@ -1,13 +1,17 @@
 //! Threads cloned from threads cloned from threads: every descendant stays usable and
 //! waitable after the thread it was cloned from execs or exits, in and across pid
-//! namespaces and with shared fd tables.
+//! namespaces and with shared fd tables. And `clone(NEWUSER)` with and without its
+//! automatic id mappings.
 //!
 //! These run as root (as CI does). Every process a test starts is waited for by the test,
 //! and the tests check that none of them is left as a child of ours.
 
 use rsyscall::near::Pid;
-use rsyscall::{CLONE, ChildState, ChildThread, Signal, Thread, local_thread};
-use rsyscall_tests::errors::assert_invalid;
+use rsyscall::{
+    CLONE, ChildState, ChildThread, CloneOptions, Errno, Signal, Thread, local_thread,
+    write_user_mappings,
+};
+use rsyscall_tests::errors::{assert_errno, assert_invalid};
 use rsyscall_tests::procs::children;
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
@@ -341,7 +345,10 @@ fn after_a_pid_namespace_init_execs_its_descendants_keep_their_children() {
         let m = n.clone(CLONE::empty()).await.expect("clone M");
         // Init runs a program now: it can no longer wait for anything of ours.
         let n = n.exec(sleeper().await).await.expect("exec init");
-        assert_invalid(m.clone(CLONE::PARENT).await, "CLONE_PARENT to an exec'd init");
+        assert_invalid(
+            m.clone(CLONE::PARENT).await,
+            "CLONE_PARENT to an exec'd init",
+        );
         let x = m.clone(CLONE::empty()).await.expect("clone X from M");
         assert_eq!(
             x.task().getppid().await.expect("getppid"),
@@ -356,8 +363,130 @@ fn after_a_pid_namespace_init_execs_its_descendants_keep_their_children() {
             n.wait().await.expect("wait init"),
             ChildState::Killed(Signal::SIGKILL)
         );
-        let err = m.task().getpid().await.expect_err("M died with its namespace");
+        let err = m
+            .task()
+            .getpid()
+            .await
+            .expect_err("M died with its namespace");
         assert!(err.is_hangup(), "{err}");
         assert_reaped(&[n.pid()], "init");
+    })
+}
+
+/// The lines of `/proc/PID/{which}` (a pid of our namespace), each as its three numbers.
+fn id_map(pid: Pid, which: &str) -> Vec<[u64; 3]> {
+    let text = std::fs::read_to_string(format!("/proc/{}/{which}", pid.as_raw()))
+        .unwrap_or_else(|e| panic!("reading {which} of {pid:?}: {e}"));
+    text.lines()
+        .map(|l| {
+            let n: Vec<u64> = l
+                .split_whitespace()
+                .map(|w| w.parse().expect("a number"))
+                .collect();
+            [n[0], n[1], n[2]]
+        })
+        .collect()
+}
+
+/// The id the kernel reports for an unmapped uid.
+fn overflow_uid() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .expect("/proc/sys/kernel/overflowuid")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn clone_newuser_maps_our_ids_by_default() {
+    run(async {
+        let local = local_thread();
+        let (uid, gid) = (
+            local.task().geteuid().await.expect("geteuid"),
+            local.task().getegid().await.expect("getegid"),
+        );
+        for cloner in ["local", "child"] {
+            let a = local.clone(CLONE::empty()).await.expect("clone A");
+            let from: &Thread = if cloner == "local" { &local } else { &a };
+            let u = from.clone(CLONE::NEWUSER).await.expect("clone(NEWUSER)");
+            let p = pid(&u);
+            assert_eq!(
+                id_map(p, "uid_map"),
+                [[uid.into(), uid.into(), 1]],
+                "{cloner}"
+            );
+            assert_eq!(
+                id_map(p, "gid_map"),
+                [[gid.into(), gid.into(), 1]],
+                "{cloner}"
+            );
+            assert_eq!(u.task().getuid().await.expect("getuid"), uid, "{cloner}");
+            assert_eq!(u.task().getgid().await.expect("getgid"), gid, "{cloner}");
+            exit_cleanly(u, "U").await;
+            exit_cleanly(a, "A").await;
+        }
+    })
+}
+
+#[test]
+fn clone_newuser_can_leave_the_mappings_to_us() {
+    run(async {
+        let local = local_thread();
+        let (uid, gid) = (
+            local.task().geteuid().await.expect("geteuid"),
+            local.task().getegid().await.expect("getegid"),
+        );
+        let skip = CloneOptions::new().automatically_write_user_mappings(false);
+        // From the local thread: mapped afterwards with write_user_mappings.
+        let u = local
+            .clone_with(CLONE::NEWUSER, skip)
+            .await
+            .expect("clone(NEWUSER) without mappings");
+        let p = pid(&u);
+        assert!(id_map(p, "uid_map").is_empty(), "no uid mapping yet");
+        assert!(id_map(p, "gid_map").is_empty(), "no gid mapping yet");
+        assert_eq!(
+            u.task().getuid().await.expect("getuid"),
+            overflow_uid(),
+            "unmapped"
+        );
+        write_user_mappings(local.task(), p, uid, gid, 0, 0)
+            .await
+            .expect("write_user_mappings");
+        assert_eq!(id_map(p, "uid_map"), [[0, uid.into(), 1]]);
+        assert_eq!(u.task().getuid().await.expect("getuid"), 0);
+        assert_eq!(u.task().getgid().await.expect("getgid"), 0);
+        assert_errno(
+            write_user_mappings(local.task(), p, uid, gid, 1, 1).await,
+            Errno::EPERM,
+            "the maps are written once",
+        );
+        exit_cleanly(u, "U").await;
+
+        // From a child thread: a range, written by hand through /proc (we are root in our
+        // user namespace, which may map a range of its own ids).
+        let a = local.clone(CLONE::empty()).await.expect("clone A");
+        let v = a
+            .clone_with(CLONE::NEWUSER, skip)
+            .await
+            .expect("clone(NEWUSER) without mappings from a child");
+        let p = pid(&v);
+        assert!(id_map(p, "uid_map").is_empty(), "no uid mapping yet");
+        let line = format!("0 {uid} 1\n1 {} 9\n", uid + 1);
+        std::fs::write(format!("/proc/{}/uid_map", p.as_raw()), line)
+            .expect("write a uid range (needs root)");
+        assert_eq!(
+            id_map(p, "uid_map"),
+            [[0, uid.into(), 1], [1, u64::from(uid) + 1, 9]]
+        );
+        assert_eq!(v.task().getuid().await.expect("getuid"), 0);
+        // Options only matter with NEWUSER.
+        let w = a
+            .clone_with(CLONE::empty(), skip)
+            .await
+            .expect("clone without NEWUSER");
+        exit_cleanly(w, "W").await;
+        exit_cleanly(v, "V").await;
+        exit_cleanly(a, "A").await;
     })
 }

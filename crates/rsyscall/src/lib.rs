@@ -47,6 +47,6 @@ pub use rsyscall_near::{
     WatchDescriptor,
 };
 pub use rsyscall_thread::{
-    AsyncChildProcess, ChildThread, Command, Environment, ExecError, THREAD_UNSHARE_FLAGS, TempDir,
-    Thread, local_thread, write_user_mappings,
+    AsyncChildProcess, ChildThread, CloneOptions, Command, Environment, ExecError,
+    THREAD_UNSHARE_FLAGS, TempDir, Thread, local_thread, write_user_mappings,
 };

@@ -53,6 +53,39 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
+/// Options of [`Thread::clone_with`] beyond the clone flags. [`CloneOptions::new`] (the
+/// default) gives what [`Thread::clone`] does.
+#[derive(Debug, Clone, Copy)]
+pub struct CloneOptions {
+    write_user_mappings: bool,
+}
+
+impl Default for CloneOptions {
+    fn default() -> Self {
+        CloneOptions::new()
+    }
+}
+
+impl CloneOptions {
+    /// The defaults: as [`Thread::clone`].
+    pub const fn new() -> CloneOptions {
+        CloneOptions {
+            write_user_mappings: true,
+        }
+    }
+
+    /// With `CLONE::NEWUSER`: whether clone writes the child's id mappings (one line each
+    /// for uid and gid, mapping this thread's effective ids to themselves); on by default.
+    /// Off, the maps stay empty (every id inside is the overflow id) until someone in the
+    /// parent user namespace writes them, for example with
+    /// [`write_user_mappings`](crate::write_user_mappings) or by writing the child's
+    /// `/proc/PID/uid_map` and `gid_map` directly; each can be written once.
+    pub const fn automatically_write_user_mappings(mut self, write: bool) -> CloneOptions {
+        self.write_user_mappings = write;
+        self
+    }
+}
+
 impl Thread {
     /// Makes a child process running a syscall server, and a [`ChildThread`] to drive it.
     ///
@@ -85,10 +118,26 @@ impl Thread {
     /// thread's process (for the init of a pid namespace, the whole namespace dies with
     /// it anyway). The thread a child was cloned from may exit or exec without harm to it.
     ///
+    /// # User namespaces
+    /// With `NEWUSER`, the child's new user namespace gets one-line id mappings before this
+    /// returns: this thread's effective uid and gid, to the same ids inside (written from
+    /// this thread, in the parent user namespace, the unprivileged way: see
+    /// [`write_user_mappings`](crate::write_user_mappings)). To write other mappings (a
+    /// range, other ids) or none, skip these with [`Thread::clone_with`] and
+    /// [`CloneOptions::automatically_write_user_mappings`].
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for unsupported flags; the errors of `clone` and of the
     /// setup syscalls.
     pub async fn clone(&self, flags: CLONE) -> Result<ChildThread> {
+        self.clone_with(flags, CloneOptions::new()).await
+    }
+
+    /// [`Thread::clone`] with `options`.
+    ///
+    /// # Errors
+    /// As [`Thread::clone`].
+    pub async fn clone_with(&self, flags: CLONE, options: CloneOptions) -> Result<ChildThread> {
         if !flags.difference(ALLOWED_CLONE_FLAGS).is_empty() {
             return Err(Error::InvalidArgument {
                 what: "clone",
@@ -106,7 +155,7 @@ impl Thread {
         task.prepare().await;
         // A new user namespace gets a one-line mapping of our ids, written from here (the
         // outer namespace) before the child is used: read the ids now.
-        let outer_ids = if flags.contains(CLONE::NEWUSER) {
+        let outer_ids = if flags.contains(CLONE::NEWUSER) && options.write_user_mappings {
             Some((task.geteuid().await?, task.getegid().await?))
         } else {
             None

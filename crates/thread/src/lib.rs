@@ -34,6 +34,7 @@ mod transport;
 mod unshare;
 
 pub use afd::AsyncFileDescriptor;
+pub use clone::CloneOptions;
 pub use command::{Command, Environment};
 pub use connection::Connection;
 pub use epoller::Epoller;
