@@ -97,6 +97,26 @@ impl Drop for FdInner {
 /// [`FileDescriptor::for_task`]); the fd is closed when the last of them goes. Dropping
 /// queues the close on the table, performed at the next syscall on that table (or by
 /// [`Task::flush_closes`]); [`FileDescriptor::close`] closes at once.
+///
+/// # Examples
+///
+/// Handles come from the syscalls that make fds; each closes its fd when the last handle goes.
+///
+/// ```
+/// # use rsyscall_handle::Task;
+/// # async_io::block_on(async {
+/// let task = Task::local();
+/// let pipe = task.pipe().await?;
+/// let copy = pipe.write.dup().await?;
+/// // Dropping a handle queues the close; `close` closes at once and reports errors.
+/// drop(pipe.write);
+/// task.write_all(&copy, b"x").await?;
+/// copy.close().await?;
+/// assert_eq!(task.read(&pipe.read, 10).await?, b"x");
+/// assert!(task.read(&pipe.read, 10).await?.is_empty(), "every write end is closed");
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct FileDescriptor {
     task: Task,
@@ -293,6 +313,24 @@ impl FileDescriptor {
     }
 
     /// Closes the fd now if this is its last handle; otherwise just drops this handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// let other = pipe.read.clone();
+    /// assert!(!pipe.read.is_last_handle());
+    /// other.close().await?; // not the last handle: the fd stays open
+    /// assert!(pipe.read.is_last_handle());
+    /// task.write_all(&pipe.write, b"still open").await?;
+    /// assert_eq!(task.read(&pipe.read, 100).await?, b"still open");
+    /// pipe.read.close().await?; // the last handle: closed now
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// The close syscall's errors (the fd is forgotten either way).

@@ -16,6 +16,25 @@ use crate::memory::{Allocation, Unmerged};
 use crate::structs::Struct;
 
 /// An allocation in some address space, sized for a `T`, whose contents are unknown.
+///
+/// # Examples
+///
+/// Each operation consumes the pointer and returns what the memory holds now:
+///
+/// ```
+/// # use rsyscall_handle::Task;
+/// # async_io::block_on(async {
+/// let task = Task::local();
+/// let ptr = task.malloc_bytes(10).await?;
+/// let (head, tail) = ptr.split(4)?;
+/// assert_eq!((head.size(), tail.size()), (4, 6));
+/// let written = head.write(&b"abcd"[..]).await?;
+/// assert_eq!(written.read().await?, b"abcd");
+/// // A pointer is tied to its address space; `far` names it with that space.
+/// assert_eq!(written.far().space, task.namespaces().address_space);
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct Pointer<T: ?Sized + Struct> {
     alloc: Allocation,
     _t: PhantomData<fn(&T)>,
@@ -76,6 +95,22 @@ impl<T: ?Sized + Struct> Pointer<T> {
     /// shorter than the pointer, the pointer is first cut to the value's size (the rest is
     /// freed).
     ///
+    /// # Examples
+    ///
+    /// A shorter value cuts the pointer to its size; a longer one is refused:
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let written = task.malloc_bytes(8).await?.write(&b"abc"[..]).await?;
+    /// assert_eq!(written.size(), 3);
+    /// let small = task.malloc_bytes(2).await?;
+    /// assert!(small.write(&b"abc"[..]).await.is_err());
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] if the value is larger than the pointer (the pointer is
     /// freed); the transport's errors.
@@ -105,6 +140,23 @@ impl<T: ?Sized + Struct> Pointer<T> {
     }
 
     /// Splits into the first `at` bytes and the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let ptr = task.malloc_bytes(16).await?;
+    /// let addr = ptr.near().as_u64();
+    /// let (a, b) = ptr.split(10)?;
+    /// assert_eq!(b.near().as_u64(), addr + 10);
+    /// let whole = a.merge(b).map_err(|_| "not adjacent").unwrap();
+    /// assert_eq!(whole.size(), 16);
+    /// assert!(task.malloc_bytes(4).await?.split(5).is_err());
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `at` is past the end.
@@ -214,6 +266,23 @@ impl<T: ?Sized + Struct> Pointer<T> {
 }
 
 /// A pointer to memory holding a `T` that we wrote.
+///
+/// # Examples
+///
+/// What [`Task::ptr`](crate::Task::ptr) and [`Pointer::write`] return, ready to lend to a syscall that reads it:
+///
+/// ```
+/// # use rsyscall_handle::Task;
+/// # async_io::block_on(async {
+/// let task = Task::local();
+/// let pipe = task.pipe().await?;
+/// let msg = task.ptr(&b"ping"[..]).await?;
+/// assert_eq!(msg.read().await?, b"ping");
+/// let (sent, _) = pipe.write.write(msg).await?;
+/// assert_eq!(sent.size(), 4);
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct WrittenPointer<T: ?Sized + Struct> {
     ptr: Pointer<T>,
 }
@@ -225,6 +294,26 @@ impl<T: ?Sized + Struct> fmt::Debug for WrittenPointer<T> {
 }
 
 /// A pointer to memory a syscall filled with a `T`.
+///
+/// # Examples
+///
+/// What a syscall that fills a buffer gives back, for instance [`FileDescriptor::read`](crate::FileDescriptor::read):
+///
+/// ```
+/// # use rsyscall_handle::Task;
+/// # async_io::block_on(async {
+/// let task = Task::local();
+/// let pipe = task.pipe().await?;
+/// task.write_all(&pipe.write, b"pong").await?;
+/// let (got, _) = pipe.read.read(task.malloc_bytes(64).await?).await?;
+/// assert_eq!(got.size(), 4);
+/// assert_eq!(got.read().await?, b"pong");
+/// // Done with the contents: reuse the memory as an uninitialized buffer.
+/// let buf = got.into_pointer();
+/// assert_eq!(buf.size(), 4);
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct ReadablePointer<T: ?Sized + Struct> {
     ptr: Pointer<T>,
 }
@@ -297,6 +386,25 @@ impl<T: ?Sized + Struct> WrittenPointer<T> {
 /// A pointer to memory a syscall filled with a `T` that carries resources (received file
 /// descriptors): it must be read exactly once, which [`LinearPointer::read`] enforces by
 /// consuming it. Dropping it unread is logged as an error: the resources are then lost.
+///
+/// # Examples
+///
+/// Made by [`Pointer::filled_linear`] when a syscall wrote resources into a buffer; read once:
+///
+/// ```
+/// # use rsyscall_handle::Task;
+/// # async_io::block_on(async {
+/// let task = Task::local();
+/// let pipe = task.pipe().await?;
+/// task.write_all(&pipe.write, b"once").await?;
+/// let (got, _) = pipe.read.read(task.malloc_bytes(4).await?).await?;
+/// let (linear, _) = got.into_pointer().filled_linear(4)?;
+/// let (value, buf) = linear.read().await?;
+/// assert_eq!(value, b"once");
+/// assert_eq!(buf.size(), 4);
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 #[must_use = "a LinearPointer holds resources (such as received fds) that are lost unless it is read"]
 pub struct LinearPointer<T: ?Sized + Struct> {
     ptr: Option<Pointer<T>>,

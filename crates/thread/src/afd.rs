@@ -110,6 +110,28 @@ impl Registration {
 ///
 /// Dropping it deregisters the fd and drops the handle (whose close is queued as usual);
 /// [`AsyncFileDescriptor::close`] does both now, in that order.
+///
+/// # Examples
+///
+/// A read that has to wait for data, and the write that provides it, run together on one task:
+///
+/// ```
+/// # use rsyscall_thread::local_thread;
+/// # async_io::block_on(async {
+/// let thread = local_thread();
+/// let pipe = thread.pipe().await?;
+/// let reader = thread.make_afd(pipe.read, true).await?;
+/// let writer = thread.make_afd(pipe.write, true).await?;
+/// let (got, wrote) = futures_lite::future::zip(
+///     reader.read_some_bytes(100),
+///     writer.write_all_bytes(b"ping"),
+/// )
+/// .await;
+/// wrote?;
+/// assert_eq!(got?, b"ping");
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct AsyncFileDescriptor {
     handle: FileDescriptor,
     reg: Arc<Registration>,
@@ -209,6 +231,23 @@ impl AsyncFileDescriptor {
     /// data if there is none yet; returns the filled part (empty at end of file) and the
     /// rest.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # async_io::block_on(async {
+    /// let thread = local_thread();
+    /// let pipe = thread.pipe().await?;
+    /// let reader = thread.make_afd(pipe.read, true).await?;
+    /// thread.task().write_all(&pipe.write, b"abc").await?;
+    /// let buf = thread.task().malloc_bytes(10).await?;
+    /// let (filled, rest) = reader.read(buf).await?;
+    /// assert_eq!(filled.read().await?, b"abc");
+    /// assert_eq!(rest.size(), 7);
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// As [`FileDescriptor::read`] except `EAGAIN` (`EBADF` at once for a write-only fd);
     /// the event loop's errors.
@@ -285,6 +324,32 @@ impl AsyncFileDescriptor {
     }
 
     /// Writes all of `data` (copied into the fd's task's memory first).
+    ///
+    /// # Examples
+    ///
+    /// A megabyte through a pipe that holds far less, read as it is written:
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # async_io::block_on(async {
+    /// let thread = local_thread();
+    /// let pipe = thread.pipe().await?;
+    /// let reader = thread.make_afd(pipe.read, true).await?;
+    /// let writer = thread.make_afd(pipe.write, true).await?;
+    /// let data = vec![7u8; 1 << 20];
+    /// let read_all = async {
+    ///     let mut got = Vec::new();
+    ///     while got.len() < data.len() {
+    ///         got.extend(reader.read_some_bytes(65536).await?);
+    ///     }
+    ///     Ok::<_, rsyscall_handle::Error>(got)
+    /// };
+    /// let (wrote, got) = futures_lite::future::zip(writer.write_all_bytes(&data), read_all).await;
+    /// wrote?;
+    /// assert!(got? == data);
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// As [`AsyncFileDescriptor::write`].
@@ -400,6 +465,25 @@ impl Thread {
     /// Readiness is watched by the local reactor through a copy of the fd in the local
     /// table, unless this thread has a root epoller ([`crate::epoller`]), which is used
     /// instead.
+    ///
+    /// # Examples
+    ///
+    /// An fd in a child's own fd table, waited on from here:
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # use rsyscall_near::CLONE;
+    /// # async_io::block_on(async {
+    /// let child = local_thread().clone(CLONE::empty()).await?;
+    /// let pipe = child.pipe().await?;
+    /// let reader = child.make_afd(pipe.read, true).await?;
+    /// child.task().write_all(&pipe.write, b"from the child's table").await?;
+    /// assert_eq!(reader.read_some_bytes(100).await?, b"from the child's table");
+    /// drop((reader, pipe.write));
+    /// child.exit(0).await?.check().await?;
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`Error::Mismatch`] for an fd of another table; `fcntl`'s errors; the errors of

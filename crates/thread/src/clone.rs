@@ -126,6 +126,25 @@ impl Thread {
     /// range, other ids) or none, skip these with [`Thread::clone_with`] and
     /// [`CloneOptions::automatically_write_user_mappings`].
     ///
+    /// # Examples
+    ///
+    /// With `CLONE::FILES` the child shares this thread's fd table, so an fd made here after the clone is usable there:
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # use rsyscall_near::CLONE;
+    /// # async_io::block_on(async {
+    /// let thread = local_thread();
+    /// let child = thread.clone(CLONE::FILES).await?;
+    /// let pipe = thread.pipe().await?;
+    /// let write_end = child.inherit_fd(&pipe.write)?;
+    /// child.task().write_all(&write_end, b"from the child").await?;
+    /// assert_eq!(thread.task().read(&pipe.read, 100).await?, b"from the child");
+    /// child.exit(0).await?.check().await?;
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for unsupported flags; the errors of `clone` and of the
     /// setup syscalls.

@@ -15,6 +15,22 @@ use rsyscall_near::O;
 
 /// A program to exec: its path, its argv (argv\[0\] included) and changes to the
 /// environment it inherits from the thread that execs it.
+///
+/// # Examples
+///
+/// ```
+/// # use rsyscall_thread::local_thread;
+/// # use rsyscall_near::CLONE;
+/// # use rsyscall_thread::Command;
+/// # async_io::block_on(async {
+/// let cmd = Command::new("/bin/sh", "sh").arg("-c").arg("exit 0");
+/// assert_eq!(cmd.path(), "/bin/sh");
+/// assert_eq!(cmd.argv(), ["sh", "-c", "exit 0"]);
+/// let child = local_thread().clone(CLONE::empty()).await?;
+/// child.exec(cmd).await?.check().await?;
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Command {
     path: OsString,
@@ -66,6 +82,22 @@ impl Command {
     }
 
     /// Sets an environment variable for the program.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # use rsyscall_near::CLONE;
+    /// # use rsyscall_thread::Command;
+    /// # async_io::block_on(async {
+    /// let cmd = Command::new("/bin/sh", "sh")
+    ///     .args(["-c", r#"test "$GREETING" = hello"#])
+    ///     .env("GREETING", "hello");
+    /// let child = local_thread().clone(CLONE::empty()).await?;
+    /// child.exec(cmd).await?.check().await?;
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));

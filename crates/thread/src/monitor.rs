@@ -17,6 +17,29 @@ use crate::{reaper, service};
 /// the background once it exits: by the service thread if its parent is the local process,
 /// and through its parent's connection, on the reaper thread, if its parent is a remote
 /// thread (if that thread is gone first, the child is its new parent's to reap).
+///
+/// # Examples
+///
+/// What [`ChildThread::exec`](crate::ChildThread::exec) returns: signal the program, wait for it.
+///
+/// ```
+/// # use rsyscall_thread::local_thread;
+/// # use rsyscall_near::CLONE;
+/// # use rsyscall_thread::Command;
+/// # use rsyscall_handle::ChildState;
+/// # use rsyscall_near::Signal;
+/// # async_io::block_on(async {
+/// let child = local_thread().clone(CLONE::empty()).await?;
+/// let sleeper = child
+///     .exec(Command::new("/bin/sh", "sh").args(["-c", "exec sleep 1000"]))
+///     .await?;
+/// sleeper.kill(Signal::SIGKILL).await?;
+/// assert_eq!(sleeper.wait().await?, ChildState::Killed(Signal::SIGKILL));
+/// // Reaped now: waiting again gives the same state.
+/// assert_eq!(sleeper.wait().await?, ChildState::Killed(Signal::SIGKILL));
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct AsyncChildProcess {
     process: ChildProcess,
     /// A local pidfd for the child, registered with the reactor.
@@ -233,6 +256,25 @@ impl AsyncChildProcess {
 
     /// Waits for the child and fails unless it exited with status 0. If this future is
     /// dropped before the child died, the child is sent `SIGTERM`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # use rsyscall_near::CLONE;
+    /// # use rsyscall_thread::Command;
+    /// # use rsyscall_handle::ChildState;
+    /// # use rsyscall_handle::Error;
+    /// # async_io::block_on(async {
+    /// let child = local_thread().clone(CLONE::empty()).await?;
+    /// let failing = child
+    ///     .exec(Command::new("/bin/sh", "sh").args(["-c", "exit 1"]))
+    ///     .await?;
+    /// let err = failing.check().await.unwrap_err();
+    /// assert!(matches!(err, Error::UncleanExit { state: ChildState::Exited(1), .. }));
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`Error::UncleanExit`] with the command and how it ended; the errors of

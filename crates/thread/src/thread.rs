@@ -44,6 +44,26 @@ pub(crate) struct ThreadInner {
 ///
 /// `Thread` does not implement [`Clone`]: [`Thread::clone`] is the reference's name for
 /// making a child process. [`Thread::duplicate`] gives another handle to the same thread.
+///
+/// # Examples
+///
+/// The local thread, and a child process that runs our syscalls until it exits:
+///
+/// ```
+/// # use rsyscall_thread::local_thread;
+/// # use rsyscall_near::CLONE;
+/// # use rsyscall_handle::ChildState;
+/// # async_io::block_on(async {
+/// let parent = local_thread();
+/// let child = parent.clone(CLONE::empty()).await?;
+/// let pid = child.task().getpid().await?;
+/// assert_ne!(pid.as_raw() as u32, std::process::id());
+/// assert_eq!(child.task().getppid().await?.as_raw() as u32, std::process::id());
+/// let process = child.exit(0).await?;
+/// assert_eq!(process.wait().await?, ChildState::Exited(0));
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct Thread {
     pub(crate) inner: Arc<ThreadInner>,
 }
@@ -272,6 +292,24 @@ impl Thread {
 ///
 /// Dropping it before [`ChildThread::exec`] or [`ChildThread::exit`] kills the child with
 /// `SIGKILL` (and reaps it in the background when its parent is the local process).
+///
+/// # Examples
+///
+/// Run a program in a fresh child and wait for it:
+///
+/// ```
+/// # use rsyscall_thread::local_thread;
+/// # use rsyscall_near::CLONE;
+/// # use rsyscall_thread::Command;
+/// # use rsyscall_handle::ChildState;
+/// # async_io::block_on(async {
+/// let child = local_thread().clone(CLONE::empty()).await?;
+/// let sh = Command::new("/bin/sh", "sh").args(["-c", "exit 3"]);
+/// let process = child.exec(sh).await?;
+/// assert_eq!(process.wait().await?, ChildState::Exited(3));
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct ChildThread {
     thread: Thread,
     parent: Thread,
@@ -375,6 +413,24 @@ impl ChildThread {
     /// Replaces the child's program with `command` (`execve`), first resetting its signal
     /// mask and `SIGPIPE` disposition to the defaults. argv, envp and everything else exec
     /// needs cost one allocation and one memory write.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # use rsyscall_near::CLONE;
+    /// # use rsyscall_thread::Command;
+    /// # async_io::block_on(async {
+    /// let path = std::env::temp_dir().join(format!("rsyscall-doc-exec-{}", std::process::id()));
+    /// let script = format!("echo hello > '{}'", path.display());
+    /// let child = local_thread().clone(CLONE::empty()).await?;
+    /// let process = child.exec(Command::new("/bin/sh", "sh").args(["-c", script.as_str()])).await?;
+    /// process.check().await?;
+    /// assert_eq!(std::fs::read(&path).unwrap(), b"hello\n");
+    /// std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`ExecError`] carrying the still-usable child if exec failed (`ENOENT` for a
@@ -529,6 +585,20 @@ impl ChildThread {
     }
 
     /// Ends the child with `exit(status)` and returns it for waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_thread::local_thread;
+    /// # use rsyscall_near::CLONE;
+    /// # use rsyscall_handle::ChildState;
+    /// # async_io::block_on(async {
+    /// let child = local_thread().clone(CLONE::empty()).await?;
+    /// let process = child.exit(7).await?;
+    /// assert_eq!(process.wait().await?, ChildState::Exited(7));
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// The connection's errors (a child already dead still yields its monitor).

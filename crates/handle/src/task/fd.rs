@@ -33,6 +33,23 @@ impl FileDescriptor {
     /// `read(fd, buf, count)` — reads into `buf`; returns the filled part and the rest. An
     /// empty filled part means EOF.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// task.write_all(&pipe.write, b"abc").await?;
+    /// let buf = task.malloc_bytes(8).await?;
+    /// let (filled, rest) = pipe.read.read(buf).await?;
+    /// assert_eq!(filled.size(), 3);
+    /// assert_eq!(filled.read().await?, b"abc");
+    /// assert_eq!(rest.size(), 5);
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// `EAGAIN`, `EBADF`, `EINTR`, `EINVAL`, `EISDIR`... See read(2). Mismatched fd table or
     /// address space is refused before sending.
@@ -48,6 +65,21 @@ impl FileDescriptor {
     }
 
     /// `write(fd, buf, count)` — writes some of `buf`; returns the written part and the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// let data = task.ptr(&b"hello"[..]).await?;
+    /// let (written, rest) = pipe.write.write(data).await?;
+    /// assert_eq!((written.size(), rest.size()), (5, 0));
+    /// assert_eq!(task.read(&pipe.read, 5).await?, b"hello");
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// `EAGAIN`, `EBADF`, `EPIPE`, `ENOSPC`... See write(2).
@@ -68,6 +100,20 @@ impl FileDescriptor {
 impl Task {
     /// Writes some of `data` to `fd` (copying it into the task's memory first unless the
     /// task is the local one); returns how many bytes were written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// let n = task.write(&pipe.write, b"some bytes").await?;
+    /// assert_eq!(n, 10);
+    /// assert_eq!(task.read(&pipe.read, 10).await?, b"some bytes");
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// As [`FileDescriptor::write`].
@@ -103,6 +149,21 @@ impl Task {
     }
 
     /// Reads up to `len` bytes from `fd`; an empty result means EOF.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// task.write_all(&pipe.write, b"hi").await?;
+    /// pipe.write.close().await?;
+    /// assert_eq!(task.read(&pipe.read, 100).await?, b"hi");
+    /// assert!(task.read(&pipe.read, 100).await?.is_empty(), "end of file");
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// As [`FileDescriptor::read`].
@@ -140,6 +201,21 @@ impl Task {
     }
 
     /// `pipe2(fds, O_CLOEXEC)` — a pipe, both ends close-on-exec.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// use rsyscall_near::FD;
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// assert!(pipe.read.fcntl_getfd().await?.contains(FD::CLOEXEC));
+    /// task.write_all(&pipe.write, b"through the pipe").await?;
+    /// assert_eq!(task.read(&pipe.read, 100).await?, b"through the pipe");
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// `EMFILE`, `ENFILE`. See pipe(2).
@@ -480,6 +556,24 @@ impl FileDescriptor {
     /// `SEEK::END` with offset 0 gives the file's size; `SEEK::DATA` and `SEEK::HOLE` find
     /// the next data or hole at or after `offset`.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// use rsyscall_near::{O, SEEK};
+    /// let task = Task::local();
+    /// let path = std::env::temp_dir().join(format!("rsyscall-doc-lseek-{}", std::process::id()));
+    /// let file = task.open(&path, O::RDWR | O::CREAT | O::TRUNC, 0o600).await?;
+    /// task.write_all(&file, b"0123456789").await?;
+    /// assert_eq!(file.lseek(0, SEEK::END).await?, 10);
+    /// assert_eq!(file.lseek(4, SEEK::SET).await?, 4);
+    /// assert_eq!(task.read(&file, 3).await?, b"456");
+    /// std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// `ESPIPE` (pipes, sockets), `EINVAL` (a negative result), `ENXIO` (`DATA`/`HOLE` at or
     /// past the end), `EBADF`, `EOVERFLOW`. See lseek(2).
@@ -604,6 +698,24 @@ impl FileDescriptor {
 
     /// `fcntl(fd, F_DUPFD_CLOEXEC, 0)` — a new fd (the lowest free number), close-on-exec,
     /// referring to the same open file description; owned by the returned handle.
+    ///
+    /// # Examples
+    ///
+    /// The copy shares the open file description, and with it the file status flags:
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// use rsyscall_near::O;
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// let copy = pipe.read.dup().await?;
+    /// assert_ne!(copy.near(), pipe.read.near());
+    /// copy.set_nonblock(true).await?;
+    /// assert!(pipe.read.fcntl_getfl().await?.contains(O::NONBLOCK));
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// `EBADF`, `EMFILE`. See fcntl(2).

@@ -102,6 +102,23 @@ impl Task {
 
     /// `openat(AT_FDCWD, path, flags | O_CLOEXEC, mode)` — opens a file.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// use rsyscall_near::O;
+    /// let task = Task::local();
+    /// let path = std::env::temp_dir().join(format!("rsyscall-doc-open-{}", std::process::id()));
+    /// let file = task.open(&path, O::WRONLY | O::CREAT | O::TRUNC, 0o600).await?;
+    /// task.write_all(&file, b"contents").await?;
+    /// file.close().await?;
+    /// assert_eq!(std::fs::read(&path).unwrap(), b"contents");
+    /// std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a path with a NUL byte; `ENOENT`, `EACCES`, `EEXIST`,
     /// `EISDIR`, `EMFILE`... See open(2).

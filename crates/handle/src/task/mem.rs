@@ -206,6 +206,23 @@ impl Task {
     /// memory this library uses. For a mapping at a chosen address, use
     /// [`mmap_at`](Self::mmap_at), which never replaces anything.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// use rsyscall_near::{MAP, PROT};
+    /// let task = Task::local();
+    /// let prot = PROT::READ | PROT::WRITE;
+    /// let map = task.mmap(8192, prot, MAP::PRIVATE | MAP::ANONYMOUS, None, 0).await?;
+    /// assert_eq!(map.len(), 8192);
+    /// assert_eq!(map.addr().as_u64() % 4096, 0);
+    /// assert!(map.local_ptr().is_some(), "the local task's mappings are in our address space");
+    /// map.munmap().await?;
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `MAP::FIXED`/`MAP::FIXED_NOREPLACE`, an fd together
     /// with `MAP::ANONYMOUS`, no fd without it, or an offset above `i64::MAX`;

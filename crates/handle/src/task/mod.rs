@@ -70,6 +70,23 @@ struct TaskInner {
 /// [`FileDescriptor`]), and works the same on the local process and on any remote one.
 ///
 /// Cheap to clone (a reference-counted handle).
+///
+/// # Examples
+///
+/// Syscalls in the local process; the same calls work on the task of any other thread.
+///
+/// ```
+/// # use rsyscall_handle::Task;
+/// # async_io::block_on(async {
+/// let task = Task::local();
+/// assert_eq!(task.getpid().await?.as_raw() as u32, std::process::id());
+///
+/// let pipe = task.pipe().await?;
+/// task.write_all(&pipe.write, b"hello").await?;
+/// assert_eq!(task.read(&pipe.read, 5).await?, b"hello");
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct Task {
     inner: Arc<TaskInner>,
@@ -295,6 +312,23 @@ impl Task {
 
     /// Allocates `size` raw bytes aligned to `align` in the task's address space.
     ///
+    /// # Examples
+    ///
+    /// Raw bytes, for code that does its own serialization:
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let mem = task.alloc(64, 16).await?;
+    /// assert_eq!(mem.len(), 64);
+    /// assert_eq!(mem.addr().as_u64() % 16, 0);
+    /// mem.write(8, b"abc").await?;
+    /// assert_eq!(mem.read(8, 3).await?, b"abc");
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// See [`Memory::malloc`].
     pub async fn alloc(&self, size: usize, align: usize) -> Result<Allocation> {
@@ -302,6 +336,20 @@ impl Task {
     }
 
     /// Allocates room for one `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let ptr = task.malloc::<u64>().await?;
+    /// assert_eq!(ptr.size(), 8);
+    /// let written = ptr.write(&0x1234_5678).await?;
+    /// assert_eq!(written.read().await?, 0x1234_5678);
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// See [`Memory::malloc`].
@@ -314,6 +362,24 @@ impl Task {
 
     /// Allocates `n` bytes.
     ///
+    /// # Examples
+    ///
+    /// A buffer for a syscall to fill:
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// task.write_all(&pipe.write, b"abc").await?;
+    /// let buf = task.malloc_bytes(16).await?;
+    /// let (data, rest) = pipe.read.read(buf).await?;
+    /// assert_eq!(data.read().await?, b"abc");
+    /// assert_eq!(rest.size(), 13);
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// See [`Memory::malloc`].
     pub async fn malloc_bytes(&self, n: usize) -> Result<Pointer<[u8]>> {
@@ -321,6 +387,20 @@ impl Task {
     }
 
     /// Allocates room for `n` values of `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let array = task.malloc_array::<u32>(4).await?;
+    /// assert_eq!(array.size(), 16);
+    /// let array = array.write(&[1, 2, 3, 4][..]).await?;
+    /// assert_eq!(array.read().await?, vec![1, 2, 3, 4]);
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if the size overflows; see [`Memory::malloc`].
@@ -333,6 +413,19 @@ impl Task {
     }
 
     /// Allocates memory for `value` and writes it there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// let task = Task::local();
+    /// let ptr = task.ptr(&[7u8, 8, 9][..]).await?;
+    /// assert_eq!(ptr.size(), 3);
+    /// assert_eq!(ptr.read().await?, vec![7, 8, 9]);
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// See [`Memory::malloc`] and [`Pointer::write`].
