@@ -47,6 +47,8 @@ use rsyscall_near::{self as near, Address, MADV, MAP, MemoryMapping, PROT};
 
 use crate::error::{Error, Result};
 
+/// The arena id of 0-byte allocations, which take no memory (arena ids start at 1).
+const EMPTY_ARENA: u64 = 0;
 /// Size of a fresh arena, unless an allocation needs more.
 const ARENA_SIZE: usize = 1 << 20;
 /// The page size.
@@ -244,7 +246,8 @@ impl Memory {
     }
 
     /// An allocator with a single arena of `size` bytes (rounded up to pages) that never
-    /// grows: once full, `malloc` fails with [`Error::OutOfMemory`].
+    /// grows: once full, `malloc` fails with [`Error::OutOfMemory`]. With `size` 0 it has no
+    /// arena at all, and only 0-byte allocations succeed.
     ///
     /// # Errors
     /// If the arena cannot be mapped.
@@ -255,8 +258,11 @@ impl Memory {
         size: usize,
     ) -> Result<Arc<Memory>> {
         let memory = Memory::build(space, transport, mapper, false);
-        let len = round_up(size.max(1), PAGE_SIZE)
+        let len = round_up(size, PAGE_SIZE)
             .ok_or_else(|| Error::invalid("Memory::fixed", format!("size {size} overflows")))?;
+        if len == 0 {
+            return Ok(memory);
+        }
         let mapping = memory.map_arena(len).await?;
         add_arena(&mut lock(&memory.state), mapping, len);
         Ok(memory)
@@ -272,8 +278,13 @@ impl Memory {
         &self.transport
     }
 
-    /// Allocates `size` bytes (at least 1) aligned to `align` (a power of two, at most a
-    /// page).
+    /// Allocates `size` bytes aligned to `align` (a power of two, at most a page).
+    ///
+    /// A request for 0 bytes gets an empty allocation that takes no memory, so that a
+    /// zero-length buffer passed to a syscall stays zero-length (a `read` of 0 bytes
+    /// returns at once instead of waiting for a byte). Its address is `align` itself:
+    /// non-null and aligned but in no arena, the kernel never touches it for a length of 0,
+    /// and no live allocation is recorded for it (as for the empty pieces of a split).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad alignment or size, [`Error::OutOfMemory`] if a
@@ -291,7 +302,16 @@ impl Memory {
                 format!("size {size} is too large"),
             ));
         }
-        let size = size.max(1);
+        if size == 0 {
+            return Ok(Allocation {
+                memory: self.clone(),
+                arena: EMPTY_ARENA,
+                offset: 0,
+                len: 0,
+                addr: Address::new(align as u64),
+                reclaim: true,
+            });
+        }
         self.reclaim().await;
         if let Some(a) = self.try_take(size, align) {
             return Ok(a);
@@ -607,7 +627,7 @@ impl Allocation {
         self.len
     }
 
-    /// Whether it is zero-sized (only a piece split off at an end can be).
+    /// Whether it is zero-sized (a 0-byte `malloc`, or a piece split off at an end).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -1201,6 +1221,57 @@ mod free_range_tests {
                 3,
                 "each arena merged back into one range: {free:?}"
             );
+        })
+    }
+}
+
+#[cfg(test)]
+mod empty_allocation_tests {
+    //! 0-byte allocations take no memory and stay 0 bytes.
+
+    use super::*;
+
+    #[test]
+    fn zero_bytes_take_nothing_and_stay_zero() {
+        async_io::block_on(async {
+            let mem = Memory::new(
+                crate::task::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+            );
+            for align in [1, 8, 64, PAGE_SIZE] {
+                let a = mem.malloc(0, align).await.expect("malloc(0)");
+                assert_eq!(a.len(), 0);
+                assert!(a.is_empty());
+                assert_ne!(a.addr().as_u64(), 0, "not null");
+                assert_eq!(a.addr().as_u64() % align as u64, 0, "aligned");
+                assert_eq!(a.read(0, 0).await.expect("read"), Vec::<u8>::new());
+                a.write(0, b"").await.expect("write");
+                assert!(a.write(0, b"x").await.is_err(), "no room for a byte");
+                let (x, y) = a.split(0).expect("split");
+                let joined = x.merge(y).map_err(|u| u.error).expect("merge");
+                assert_eq!(joined.len(), 0);
+            }
+            assert_eq!(mem.bytes_in_use(), 0);
+            assert!(lock(&mem.state).arenas.is_empty(), "no arena was mapped");
+            // A 0-byte allocation never merges with a real one.
+            let real = mem.malloc(16, 16).await.expect("malloc");
+            let empty = mem.malloc(0, 16).await.expect("malloc(0)");
+            assert!(real.merge(empty).is_err());
+            assert_eq!(mem.bytes_in_use(), 0);
+
+            // A fixed allocator of 0 bytes has no arena: only 0-byte requests succeed.
+            let fixed = Memory::fixed(
+                crate::task::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+                0,
+            )
+            .await
+            .expect("fixed(0)");
+            assert_eq!(fixed.malloc(0, 8).await.expect("malloc(0)").len(), 0);
+            let err = fixed.malloc(1, 1).await.expect_err("no room");
+            assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
         })
     }
 }
