@@ -18,7 +18,9 @@
 //! hidden mode `--count-syscalls KEY ours|baseline N`, and reports them with the figures.
 //!
 //! Arguments: `--write PATH` also writes the results as markdown to PATH; `--quick` measures
-//! fewer operations (a smoke run). Anything else (cargo passes `--bench`) is ignored.
+//! fewer operations (a smoke run); `--only KEY` (repeatable) measures only the figures with
+//! these keys (see [`FIGURES`]), for work on one of them. Anything else (cargo passes
+//! `--bench`) is ignored.
 //!
 //! To add a figure, write a baseline and an "ours" function and append a [`Figure`] to
 //! [`FIGURES`].
@@ -197,10 +199,21 @@ struct Figure {
     /// Where the target is missed: times the phases of our operation separately (median
     /// nanoseconds per phase), to show which dominates.
     phases: Option<fn(Plan) -> Phases>,
+    /// Whether a missed target has the syscalls of one operation counted under strace
+    /// (false where a unit is so large that a run under strace would take minutes, and
+    /// where both sides make the same syscalls anyway).
+    count_syscalls: bool,
 }
 
 /// The number of concurrent requests in the "64 concurrent getpid" figure.
 const CONCURRENT: usize = 64;
+
+/// Children in the "many children" figure.
+const MANY_CHILDREN: usize = 1000;
+/// Children in its baseline.
+const FEW_CHILDREN: usize = 100;
+/// Concurrent getpid requests each child gets per round of that figure.
+const PIPELINED: usize = 100;
 
 /// Every figure, in the order they are reported.
 const FIGURES: &[Figure] = &[
@@ -220,6 +233,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_getpid_clone_child),
         baseline: baseline_getpid_socketpair,
         phases: None,
+        count_syscalls: true,
     },
     Figure {
         key: "spawn",
@@ -234,6 +248,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_spawn),
         baseline: baseline_spawn,
         phases: Some(spawn_phases),
+        count_syscalls: true,
     },
     Figure {
         key: "getpid-concurrent",
@@ -250,6 +265,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_getpid_concurrent),
         baseline: baseline_getpid_pipelined,
         phases: None,
+        count_syscalls: true,
     },
     Figure {
         key: "getpid-local",
@@ -264,12 +280,33 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_getpid_local),
         baseline: baseline_getpid_raw,
         phases: None,
+        count_syscalls: true,
+    },
+    Figure {
+        key: "getpid-many-children",
+        name: "1000 children x 100 pipelined getpid (per syscall)",
+        ours_description: "1000 `ChildThread`s made by `local_thread().clone(CLONE::empty())`, \
+                           all alive at once; one round is 100 concurrent \
+                           `child.task().getpid()` futures on every child, all children \
+                           polled together (each only when woken); the time per syscall",
+        baseline_description: "the same rounds with 100 children (ten rounds for each round \
+                               of ours, so both sides make as many syscalls per unit): how \
+                               the cost of a syscall grows with the number of live children \
+                               and what they hold (stacks, connections, allocations)",
+        target: Target::Ratio(1.5),
+        cost: Cost::RoundTrip,
+        batch: (MANY_CHILDREN * PIPELINED) as u32,
+        ours: Some(ours_getpid_many_children),
+        baseline: baseline_getpid_few_children,
+        phases: None,
+        count_syscalls: false,
     },
 ];
 
 fn main() -> ExitCode {
     let mut plan = Plan::FULL;
     let mut write_to: Option<PathBuf> = None;
+    let mut only: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -278,6 +315,17 @@ fn main() -> ExitCode {
                 Some(path) => write_to = Some(PathBuf::from(path)),
                 None => {
                     eprintln!("--write needs a path");
+                    return ExitCode::FAILURE;
+                }
+            },
+            "--only" => match args.next() {
+                Some(key) if FIGURES.iter().any(|f| f.key == key) => only.push(key),
+                Some(key) => {
+                    eprintln!("--only: no figure {key:?}");
+                    return ExitCode::FAILURE;
+                }
+                None => {
+                    eprintln!("--only needs a figure key");
                     return ExitCode::FAILURE;
                 }
             },
@@ -292,6 +340,9 @@ fn main() -> ExitCode {
 
     let mut rows = Vec::new();
     for figure in FIGURES {
+        if !only.is_empty() && !only.iter().any(|key| key == figure.key) {
+            continue;
+        }
         eprintln!("measuring: {}", figure.name);
         let (ours, baseline) = measure_figure(figure, plan.for_cost(figure.cost));
         rows.push(Row {
@@ -303,7 +354,7 @@ fn main() -> ExitCode {
         });
     }
     for row in &mut rows {
-        if row.met() == Some(false) {
+        if row.met() == Some(false) && row.figure.count_syscalls {
             eprintln!("counting syscalls: {}", row.figure.name);
             row.syscalls = Some(count_syscalls(row.figure));
             if let Some(phases) = row.figure.phases {
@@ -733,6 +784,145 @@ fn baseline_getpid_raw() -> Result<Runner, String> {
         }
         Ok(start.elapsed())
     }))
+}
+
+/// Ours for "1000 children x 100 pipelined getpid": one unit is one round on
+/// [`MANY_CHILDREN`] children.
+fn ours_getpid_many_children() -> Result<Runner, String> {
+    children_rounds(MANY_CHILDREN, 1)
+}
+
+/// Baseline for "1000 children x 100 pipelined getpid": one unit is as many rounds on
+/// [`FEW_CHILDREN`] children as make the same number of syscalls.
+fn baseline_getpid_few_children() -> Result<Runner, String> {
+    children_rounds(FEW_CHILDREN, MANY_CHILDREN / FEW_CHILDREN)
+}
+
+/// Clones `children` children of the local thread, all kept alive; each unit of the runner
+/// is `rounds` rounds of [`PIPELINED`] concurrent getpid on every child, all children
+/// polled together.
+fn children_rounds(children: usize, rounds: usize) -> Result<Runner, String> {
+    let parent = local_thread();
+    let kids = block_on(async {
+        let mut kids = Vec::with_capacity(children);
+        for _ in 0..children {
+            let child = parent
+                .clone(CLONE::empty())
+                .await
+                .map_err(|e| format!("clone: {e}"))?;
+            let pid = child
+                .task()
+                .getpid()
+                .await
+                .map_err(|e| format!("getpid: {e}"))?;
+            kids.push((child, pid));
+        }
+        Ok::<_, String>(kids)
+    })?;
+    // Dropping the runner drops the children, which kills them.
+    Ok(Box::new(move |n| {
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n as usize * rounds {
+                let per_child = kids.iter().map(|(child, expected)| async move {
+                    let futures: Vec<_> = (0..PIPELINED).map(|_| child.task().getpid()).collect();
+                    for pid in join_all(futures).await {
+                        let pid = pid.map_err(|e| format!("getpid: {e}"))?;
+                        if pid != *expected {
+                            return Err(format!("getpid returned {pid:?}, expected {expected:?}"));
+                        }
+                    }
+                    Ok(())
+                });
+                for result in join_woken(per_child.collect()).await {
+                    result?;
+                }
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// The indices of [`join_woken`]'s futures whose wakers fired, and the waker of the task
+/// polling it.
+#[derive(Default)]
+struct WokenQueue {
+    woken: std::sync::Mutex<(Vec<usize>, Option<std::task::Waker>)>,
+}
+
+/// The waker of future `index` of a [`join_woken`].
+struct SlotWaker {
+    index: usize,
+    queue: std::sync::Arc<WokenQueue>,
+}
+
+impl std::task::Wake for SlotWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        let parent = {
+            let mut woken = self
+                .queue
+                .woken
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            woken.0.push(self.index);
+            woken.1.take()
+        };
+        if let Some(parent) = parent {
+            parent.wake();
+        }
+    }
+}
+
+/// Like [`join_all`], but each future has its own waker and is polled only when woken, so a
+/// wakeup costs one poll however many futures there are (what an executor's tasks get).
+async fn join_woken<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let queue = std::sync::Arc::new(WokenQueue::default());
+    let wakers: Vec<std::task::Waker> = (0..futures.len())
+        .map(|index| {
+            std::task::Waker::from(std::sync::Arc::new(SlotWaker {
+                index,
+                queue: queue.clone(),
+            }))
+        })
+        .collect();
+    let mut pending: Vec<Option<Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    let mut left = pending.len();
+    let mut to_poll: Vec<usize> = (0..pending.len()).collect();
+    std::future::poll_fn(|cx| {
+        loop {
+            for index in std::mem::take(&mut to_poll) {
+                let Some(future) = &mut pending[index] else {
+                    continue;
+                };
+                let mut slot_cx = std::task::Context::from_waker(&wakers[index]);
+                if let Poll::Ready(value) = future.as_mut().poll(&mut slot_cx) {
+                    outputs[index] = Some(value);
+                    pending[index] = None;
+                    left -= 1;
+                }
+            }
+            if left == 0 {
+                return Poll::Ready(());
+            }
+            let mut woken = queue
+                .woken
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if woken.0.is_empty() {
+                woken.1 = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            to_poll = std::mem::take(&mut woken.0);
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// Units of operations in the shorter of the two runs counted under strace.

@@ -305,16 +305,13 @@ impl AsyncFileDescriptor {
     /// available, none at end of file. Allocates a buffer of `max` bytes in the fd's task
     /// each call.
     ///
+    /// `max` 0 makes a `read` of 0 bytes, as read(2) with a count of 0: on a pipe or a
+    /// socket it returns nothing at once, data or not, so an empty result means end of file
+    /// only for a `max` above 0.
+    ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for `max` 0 (which could not tell data from end of
-    /// file); as [`AsyncFileDescriptor::read`].
+    /// As [`AsyncFileDescriptor::read`].
     pub async fn read_some_bytes(&self, max: usize) -> Result<Vec<u8>> {
-        if max == 0 {
-            return Err(Error::invalid(
-                "read_some_bytes",
-                "a 0-byte read cannot tell data from end of file",
-            ));
-        }
         let buf = self.handle.task().malloc_bytes(max).await?;
         let (data, _) = self.read(buf).await?;
         if data.size() == 0 {

@@ -4,6 +4,21 @@
 //! bookkeeping). Arenas are `MAP_SHARED | MAP_ANONYMOUS`, so children cloned without
 //! `CLONE_VM` still see them. The bytes are moved by the address space's [`Transport`].
 //!
+//! Placement: best fit over the free ranges of all arenas, kept in two ordered indexes (by
+//! arena and offset, to merge a freed range with its free neighbours; by length, to find the
+//! smallest range that holds a request), so `malloc` and freeing cost O(log n) in the number
+//! of free ranges, which is at most the number of live allocations, arenas and page ranges
+//! waiting for reclamation, plus one. The
+//! alignment (at most a page) is met by trying the few smallest ranges long enough, then
+//! the smallest long enough for any alignment; the ranges in between are scanned only
+//! before a new arena is mapped (or a fixed one reported full), so that a fixed arena fails
+//! only when no free range can hold the request. Freed ranges merge at once, so free space
+//! never stays cut into pieces its allocations no longer need. Size classes or slabs were
+//! not chosen: the sizes asked for range from an 8-byte out-parameter to 64 KiB stacks and
+//! multi-megabyte exec blocks, and slabs would need their own policy for handing empty
+//! slabs back (for `MADV_REMOVE`) and could not share one exhausted fixed arena exactly;
+//! best fit with merging serves every size with one structure and the same bounds.
+//!
 //! Page reclamation: when an allocation of at least [`RECLAIM_MIN`] bytes is freed, the
 //! whole pages inside it are not put back on the free list but queued; the next `malloc`
 //! (or [`Memory::reclaim`]) hands them to the kernel with `madvise(MADV_REMOVE)` and only then
@@ -22,7 +37,7 @@ mod transport;
 pub use inflight::InFlight;
 pub use transport::{BoxFuture, LocalTransport, Transport};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,6 +47,8 @@ use rsyscall_near::{self as near, Address, MADV, MAP, MemoryMapping, PROT};
 
 use crate::error::{Error, Result};
 
+/// The arena id of 0-byte allocations, which take no memory (arena ids start at 1).
+const EMPTY_ARENA: u64 = 0;
 /// Size of a fresh arena, unless an allocation needs more.
 const ARENA_SIZE: usize = 1 << 20;
 /// The page size.
@@ -39,61 +56,113 @@ pub const PAGE_SIZE: usize = 4096;
 /// Allocations at least this large give their whole pages back to the kernel when freed.
 pub const RECLAIM_MIN: usize = 64 * 1024;
 
-struct Arena {
-    id: u64,
-    mapping: MemoryMapping,
-    /// Free ranges: offset -> length, never adjacent (merged on free).
-    free: BTreeMap<usize, usize>,
+/// How many of the smallest free ranges at least as long as a request `take` tries before
+/// it turns to the smallest range long enough whatever its alignment.
+const PROBES: usize = 4;
+
+/// The free ranges of every arena, indexed twice, so that finding, taking and giving back a
+/// range costs O(log n) in the number of free ranges.
+///
+/// Offsets are from the start of an arena, whose base is page-aligned; since alignments are
+/// at most a page, an offset is aligned exactly when its address is.
+#[derive(Default)]
+struct FreeRanges {
+    /// (arena id, offset) -> length, never two adjacent ranges (merged when freed): to find
+    /// the neighbours of a range given back.
+    by_place: BTreeMap<(u64, usize), usize>,
+    /// (length, arena id, offset) of every range of `by_place`: to find the best fit.
+    by_size: BTreeSet<(usize, u64, usize)>,
 }
 
-impl Arena {
-    fn base(&self) -> u64 {
-        self.mapping.addr.as_u64()
+impl FreeRanges {
+    fn insert(&mut self, arena: u64, offset: usize, len: usize) {
+        self.by_place.insert((arena, offset), len);
+        self.by_size.insert((len, arena, offset));
     }
 
-    /// First fit: the lowest free range that can hold `size` bytes at `align`.
-    fn take(&mut self, size: usize, align: usize) -> Option<usize> {
-        let base = self.base() as usize;
-        let (start, len, at) = self.free.iter().find_map(|(&start, &len)| {
-            let addr = base + start;
-            let aligned = addr.checked_add(align - 1)? & !(align - 1);
-            let at = aligned - base;
-            (at + size <= start + len).then_some((start, len, at))
-        })?;
-        self.free.remove(&start);
-        if at > start {
-            self.free.insert(start, at - start);
+    fn remove(&mut self, arena: u64, offset: usize, len: usize) {
+        self.by_place.remove(&(arena, offset));
+        self.by_size.remove(&(len, arena, offset));
+    }
+
+    /// Where `size` bytes aligned to `align` fit in the free range (`len` bytes at `offset`).
+    fn fit(offset: usize, len: usize, size: usize, align: usize) -> Option<usize> {
+        let at = round_up(offset, align)?;
+        (at.checked_add(size)? <= offset + len).then_some(at)
+    }
+
+    /// Best fit, in O(log n): the smallest free range that holds `size` bytes at `align`,
+    /// among the [`PROBES`] smallest at least `size` long, or else the smallest at least
+    /// `size + align - 1` long (which holds them whatever its alignment). Only when there is
+    /// none, just before the caller maps a new arena or fails, are the remaining ranges whose
+    /// length lies between the two tried one by one, so that a fixed arena is reported full
+    /// only when no range can hold the request. Takes it and returns (arena id, offset).
+    fn take(&mut self, size: usize, align: usize) -> Option<(u64, usize)> {
+        let sure = size.checked_add(align - 1)?;
+        let fitting = |&(len, arena, offset): &(usize, u64, usize)| {
+            Self::fit(offset, len, size, align).map(|at| (len, arena, offset, at))
+        };
+        let found = self
+            .by_size
+            .range((size, 0, 0)..)
+            .take(PROBES)
+            .find_map(fitting)
+            .or_else(|| self.by_size.range((sure, 0, 0)..).next().and_then(fitting))
+            .or_else(|| {
+                self.by_size
+                    .range((size, 0, 0)..(sure, 0, 0))
+                    .skip(PROBES)
+                    .find_map(fitting)
+            });
+        let (len, arena, offset, at) = found?;
+        self.take_at(arena, offset, len, at, size);
+        Some((arena, at))
+    }
+
+    /// Takes `size` bytes at `at` out of the free range (`len` bytes at `offset` of
+    /// `arena`), putting back what is left before and after.
+    fn take_at(&mut self, arena: u64, offset: usize, len: usize, at: usize, size: usize) {
+        self.remove(arena, offset, len);
+        // The pieces left were part of one free range, so they have no free neighbours.
+        if at > offset {
+            self.insert(arena, offset, at - offset);
         }
         let end = at + size;
-        if end < start + len {
-            self.free.insert(end, start + len - end);
+        if end < offset + len {
+            self.insert(arena, end, offset + len - end);
         }
-        Some(at)
     }
 
-    fn give_back(&mut self, mut offset: usize, mut len: usize) {
+    /// Gives back `len` bytes at `offset` of `arena`, merged with free neighbours.
+    fn give_back(&mut self, arena: u64, mut offset: usize, mut len: usize) {
         if len == 0 {
             return;
         }
-        if let Some((&prev, &prev_len)) = self.free.range(..offset).next_back()
+        if let Some((&(prev_arena, prev), &prev_len)) =
+            self.by_place.range(..(arena, offset)).next_back()
+            && prev_arena == arena
             && prev + prev_len == offset
         {
-            self.free.remove(&prev);
+            self.remove(arena, prev, prev_len);
             offset = prev;
             len += prev_len;
         }
-        if let Some(&next_len) = self.free.get(&(offset + len)) {
-            self.free.remove(&(offset + len));
+        if let Some(&next_len) = self.by_place.get(&(arena, offset + len)) {
+            self.remove(arena, offset + len, next_len);
             len += next_len;
         }
-        self.free.insert(offset, len);
+        self.insert(arena, offset, len);
     }
 }
 
 struct State {
-    arenas: Vec<Arena>,
+    /// Arena id -> its mapping. Arenas are never unmapped while the allocator exists.
+    arenas: BTreeMap<u64, MemoryMapping>,
+    free: FreeRanges,
     /// Live allocations: start address -> length.
     live: BTreeMap<u64, usize>,
+    /// Bytes in live allocations (the sum of `live`).
+    in_use: usize,
     /// Page ranges waiting for madvise before they may be reused: (arena id, offset, len).
     reclaim: Vec<(u64, usize, usize)>,
     /// Mappings whose owners were dropped, to unmap at the next chance (see
@@ -165,8 +234,10 @@ impl Memory {
             growable,
             pending: AtomicBool::new(false),
             state: Mutex::new(State {
-                arenas: Vec::new(),
+                arenas: BTreeMap::new(),
+                free: FreeRanges::default(),
                 live: BTreeMap::new(),
+                in_use: 0,
                 reclaim: Vec::new(),
                 unmaps: Vec::new(),
                 next_arena: 1,
@@ -175,7 +246,8 @@ impl Memory {
     }
 
     /// An allocator with a single arena of `size` bytes (rounded up to pages) that never
-    /// grows: once full, `malloc` fails with [`Error::OutOfMemory`].
+    /// grows: once full, `malloc` fails with [`Error::OutOfMemory`]. With `size` 0 it has no
+    /// arena at all, and only 0-byte allocations succeed.
     ///
     /// # Errors
     /// If the arena cannot be mapped.
@@ -186,8 +258,11 @@ impl Memory {
         size: usize,
     ) -> Result<Arc<Memory>> {
         let memory = Memory::build(space, transport, mapper, false);
-        let len = round_up(size.max(1), PAGE_SIZE)
+        let len = round_up(size, PAGE_SIZE)
             .ok_or_else(|| Error::invalid("Memory::fixed", format!("size {size} overflows")))?;
+        if len == 0 {
+            return Ok(memory);
+        }
         let mapping = memory.map_arena(len).await?;
         add_arena(&mut lock(&memory.state), mapping, len);
         Ok(memory)
@@ -203,8 +278,13 @@ impl Memory {
         &self.transport
     }
 
-    /// Allocates `size` bytes (at least 1) aligned to `align` (a power of two, at most a
-    /// page).
+    /// Allocates `size` bytes aligned to `align` (a power of two, at most a page).
+    ///
+    /// A request for 0 bytes gets an empty allocation that takes no memory, so that a
+    /// zero-length buffer passed to a syscall stays zero-length (a `read` of 0 bytes
+    /// returns at once instead of waiting for a byte). Its address is `align` itself:
+    /// non-null and aligned but in no arena, the kernel never touches it for a length of 0,
+    /// and no live allocation is recorded for it (as for the empty pieces of a split).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad alignment or size, [`Error::OutOfMemory`] if a
@@ -222,7 +302,16 @@ impl Memory {
                 format!("size {size} is too large"),
             ));
         }
-        let size = size.max(1);
+        if size == 0 {
+            return Ok(Allocation {
+                memory: self.clone(),
+                arena: EMPTY_ARENA,
+                offset: 0,
+                len: 0,
+                addr: Address::new(align as u64),
+                reclaim: true,
+            });
+        }
         self.reclaim().await;
         if let Some(a) = self.try_take(size, align) {
             return Ok(a);
@@ -240,37 +329,30 @@ impl Memory {
             .ok_or_else(|| Error::invalid("malloc", format!("size {size} overflows")))?;
         let mapping = self.map_arena(len).await?;
         let mut st = lock(&self.state);
-        let index = add_arena(&mut st, mapping, len);
-        let offset = st.arenas[index]
-            .take(size, align)
-            .ok_or_else(|| Error::OutOfMemory {
-                space: self.space,
-                detail: format!("a fresh arena of {len} bytes cannot hold {size}"),
-            })?;
-        Ok(self.allocation(&mut st, index, offset, size))
+        let id = add_arena(&mut st, mapping, len);
+        // The fresh arena starts at a page boundary and is at least `size` long, so its
+        // start holds the request at any alignment up to a page.
+        st.free.take_at(id, 0, len, 0, size);
+        Ok(self.allocation(&mut st, id, 0, size))
     }
 
     fn try_take(self: &Arc<Self>, size: usize, align: usize) -> Option<Allocation> {
         let mut st = lock(&self.state);
-        let (index, offset) = st
-            .arenas
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, arena)| arena.take(size, align).map(|o| (i, o)))?;
-        Some(self.allocation(&mut st, index, offset, size))
+        let (id, offset) = st.free.take(size, align)?;
+        Some(self.allocation(&mut st, id, offset, size))
     }
 
-    /// Records `len` bytes at `offset` of arena `index` as a live allocation.
+    /// Records `len` bytes at `offset` of arena `id` as a live allocation.
     fn allocation(
         self: &Arc<Self>,
         st: &mut State,
-        index: usize,
+        id: u64,
         offset: usize,
         len: usize,
     ) -> Allocation {
-        let arena = &st.arenas[index];
-        let (id, addr) = (arena.id, arena.base() + offset as u64);
+        let addr = st.arenas[&id].addr.as_u64() + offset as u64;
         st.live.insert(addr, len);
+        st.in_use += len;
         Allocation {
             memory: self.clone(),
             arena: id,
@@ -314,7 +396,7 @@ impl Memory {
             let ranges: Vec<_> = std::mem::take(&mut st.reclaim)
                 .into_iter()
                 .filter_map(|(arena_id, offset, len)| {
-                    let base = st.arenas.iter().find(|a| a.id == arena_id)?.base();
+                    let base = st.arenas.get(&arena_id)?.addr.as_u64();
                     Some((arena_id, offset, len, base))
                 })
                 .collect();
@@ -337,10 +419,7 @@ impl Memory {
             if let Err(e) = r {
                 log::debug!("madvise(MADV_REMOVE) of {len} bytes failed: {e}");
             }
-            let mut st = lock(&self.state);
-            if let Some(arena) = st.arenas.iter_mut().find(|a| a.id == arena_id) {
-                arena.give_back(offset, len);
-            }
+            lock(&self.state).free.give_back(arena_id, offset, len);
         }
     }
 
@@ -360,7 +439,7 @@ impl Memory {
 
     /// Bytes currently allocated, over all arenas.
     pub fn bytes_in_use(&self) -> usize {
-        lock(&self.state).live.values().sum()
+        lock(&self.state).in_use
     }
 
     /// Bytes waiting for reclamation.
@@ -410,11 +489,10 @@ impl Memory {
         }
         let mut st = lock(&self.state);
         st.live.remove(&addr.as_u64());
-        let Some(arena) = st.arenas.iter_mut().find(|a| a.id == arena_id) else {
-            return;
-        };
-        let base = arena.base() as usize;
-        let start = base + offset;
+        st.in_use -= len;
+        // The arena's base, from the allocation's own address (no lookup needed).
+        let start = addr.as_u64() as usize;
+        let base = start - offset;
         let (page_start, page_end) = (
             round_up(start, PAGE_SIZE).unwrap_or(usize::MAX),
             (start + len) & !(PAGE_SIZE - 1),
@@ -424,13 +502,14 @@ impl Memory {
             && page_end > page_start
             && page_end - page_start >= PAGE_SIZE
         {
-            arena.give_back(offset, page_start - start);
-            arena.give_back(page_end - base, start + len - page_end);
+            st.free.give_back(arena_id, offset, page_start - start);
+            st.free
+                .give_back(arena_id, page_end - base, start + len - page_end);
             st.reclaim
                 .push((arena_id, page_start - base, page_end - page_start));
             self.pending.store(true, Ordering::Release);
         } else {
-            arena.give_back(offset, len);
+            st.free.give_back(arena_id, offset, len);
         }
     }
 
@@ -465,16 +544,13 @@ impl Memory {
     }
 }
 
-/// Adds a fresh arena over `mapping` (`len` bytes, all free); returns its index.
-fn add_arena(st: &mut State, mapping: MemoryMapping, len: usize) -> usize {
+/// Adds a fresh arena over `mapping` (`len` bytes, all free); returns its id.
+fn add_arena(st: &mut State, mapping: MemoryMapping, len: usize) -> u64 {
     let id = st.next_arena;
     st.next_arena += 1;
-    st.arenas.push(Arena {
-        id,
-        mapping,
-        free: BTreeMap::from([(0, len)]),
-    });
-    st.arenas.len() - 1
+    st.arenas.insert(id, mapping);
+    st.free.insert(id, 0, len);
+    id
 }
 
 fn round_up(n: usize, to: usize) -> Option<usize> {
@@ -551,7 +627,7 @@ impl Allocation {
         self.len
     }
 
-    /// Whether it is zero-sized (only a piece split off at an end can be).
+    /// Whether it is zero-sized (a 0-byte `malloc`, or a piece split off at an end).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -874,6 +950,328 @@ mod tests {
                 r.err(),
                 Some(near::SyscallError::Errno(near::Errno::ENOMEM))
             );
+        })
+    }
+}
+
+#[cfg(test)]
+mod free_range_tests {
+    //! The free-range structure and the allocator over it, against simple models.
+
+    use super::*;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        async_io::block_on(f)
+    }
+
+    /// Checks that both indexes hold the same ranges, that no two ranges of an arena
+    /// overlap or touch (touching ones must have been merged), and returns them sorted by
+    /// (arena, offset).
+    fn ranges(free: &FreeRanges) -> Vec<(u64, usize, usize)> {
+        let by_place: Vec<_> = free
+            .by_place
+            .iter()
+            .map(|(&(arena, offset), &len)| (arena, offset, len))
+            .collect();
+        let mut by_size: Vec<_> = free
+            .by_size
+            .iter()
+            .map(|&(len, arena, offset)| (arena, offset, len))
+            .collect();
+        by_size.sort_unstable();
+        assert_eq!(by_place, by_size, "the two indexes disagree");
+        for pair in by_place.windows(2) {
+            let ((a1, o1, l1), (a2, o2, _)) = (pair[0], pair[1]);
+            assert!(l1 > 0, "an empty free range");
+            if a1 == a2 {
+                assert!(o1 + l1 < o2, "ranges {:?} overlap or touch", pair);
+            }
+        }
+        by_place
+    }
+
+    #[test]
+    fn freed_ranges_merge_with_their_neighbours_in_any_order() {
+        // Every order of giving back three adjacent pieces leaves one range.
+        let orders = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        for order in orders {
+            let mut free = FreeRanges::default();
+            free.insert(1, 0, 300);
+            free.insert(2, 0, 300);
+            let pieces: Vec<_> = (0..3).map(|_| free.take(100, 1).expect("room")).collect();
+            assert!(pieces.iter().all(|&(arena, _)| arena == 1), "{pieces:?}");
+            assert_eq!(ranges(&free), [(2, 0, 300)]);
+            for i in order {
+                free.give_back(1, pieces[i].1, 100);
+                ranges(&free);
+            }
+            assert_eq!(ranges(&free), [(1, 0, 300), (2, 0, 300)], "order {order:?}");
+        }
+        // Ranges of different arenas never merge, even at matching offsets.
+        let mut free = FreeRanges::default();
+        free.insert(1, 0, 100);
+        free.give_back(2, 100, 50);
+        assert_eq!(ranges(&free), [(1, 0, 100), (2, 100, 50)]);
+    }
+
+    #[test]
+    fn take_is_best_fit_and_aligned() {
+        let mut free = FreeRanges::default();
+        free.insert(1, 0, 1000);
+        free.insert(1, 2000, 40);
+        free.insert(2, 8, 64);
+        // The smallest range that holds 30 bytes is the 40-byte one.
+        assert_eq!(free.take(30, 1), Some((1, 2000)));
+        // 64 bytes at 64: the 64-byte range at offset 8 is misaligned, so the start of the
+        // 1000-byte range is taken.
+        assert_eq!(free.take(64, 64), Some((1, 0)));
+        // 16 bytes at 16 fit in the misaligned range, from its first aligned offset; the
+        // padding before stays free.
+        assert_eq!(free.take(16, 16), Some((2, 16)));
+        assert_eq!(
+            ranges(&free),
+            [(1, 64, 936), (1, 2030, 10), (2, 8, 8), (2, 32, 40)]
+        );
+    }
+
+    #[test]
+    fn take_finds_the_one_aligned_range_among_many_misaligned() {
+        // More misaligned ranges than the probes, all long enough but for alignment, and
+        // one aligned range deep in the same length band: it is found, not missed.
+        let mut free = FreeRanges::default();
+        for i in 0..(PROBES * 4) {
+            free.insert(1, i * 1024 + 8, 64);
+        }
+        free.insert(1, 100 * 1024, 64);
+        assert_eq!(free.take(64, 64), Some((1, 100 * 1024)));
+        // None left that can hold it: exhausted, though many ranges are long enough.
+        assert_eq!(free.take(64, 64), None);
+        assert_eq!(free.take(65, 1), None);
+        assert_eq!(free.take(64, 8), Some((1, 8)));
+        ranges(&free);
+    }
+
+    #[test]
+    fn zero_and_huge_requests_do_not_break_the_indexes() {
+        let mut free = FreeRanges::default();
+        free.insert(1, 0, 4096);
+        assert_eq!(free.take(usize::MAX, 1), None);
+        assert_eq!(free.take(usize::MAX - 10, 4096), None);
+        assert_eq!(ranges(&free), [(1, 0, 4096)]);
+    }
+
+    /// A small deterministic generator (xorshift64*), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn interleaved_mallocs_and_frees_match_a_model() {
+        run(async {
+            const ARENA: usize = 256 * 1024;
+            let space = crate::task::local_namespaces().address_space;
+            let mem = Memory::fixed(
+                space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+                ARENA,
+            )
+            .await
+            .expect("fixed");
+            let (base, arena_len) = {
+                let st = lock(&mem.state);
+                let (_, mapping) = st.arenas.iter().next().expect("one arena");
+                (mapping.addr.as_u64(), mapping.len)
+            };
+            // The model: the live allocations, start address -> (length, tag byte).
+            let mut model: BTreeMap<u64, (usize, u8)> = BTreeMap::new();
+            let mut live: Vec<Allocation> = Vec::new();
+            let mut rng = Rng(0x1234_5678_9abc_def1);
+            let (mut failures, mut successes) = (0, 0);
+            for step in 0..4000u32 {
+                if live.is_empty() || rng.below(100) < 55 {
+                    // Sizes below RECLAIM_MIN, so frees go straight back to the free list.
+                    let size = match rng.below(4) {
+                        0 => 1 + rng.below(16) as usize,
+                        1 => 1 + rng.below(256) as usize,
+                        2 => 1 + rng.below(4096) as usize,
+                        _ => 1 + rng.below(20_000) as usize,
+                    };
+                    let align = 1usize << rng.below(13);
+                    match mem.malloc(size, align).await {
+                        Ok(a) => {
+                            successes += 1;
+                            let addr = a.addr().as_u64();
+                            assert_eq!(a.len(), size);
+                            assert_eq!(addr % align as u64, 0, "step {step}: misaligned");
+                            assert!(addr >= base && addr + size as u64 <= base + arena_len as u64);
+                            if let Some((&s, &(l, _))) =
+                                model.range(..addr + size as u64).next_back()
+                            {
+                                assert!(
+                                    s + l as u64 <= addr,
+                                    "step {step}: [{addr:#x}, +{size}) overlaps [{s:#x}, +{l})"
+                                );
+                            }
+                            let tag = (step % 251) as u8;
+                            a.write(0, &[tag]).await.expect("write");
+                            a.write(size - 1, &[tag]).await.expect("write");
+                            model.insert(addr, (size, tag));
+                            live.push(a);
+                        }
+                        Err(Error::OutOfMemory { .. }) => {
+                            failures += 1;
+                            // Exhaustion is exact: no gap between live allocations holds it.
+                            let mut gap_start = base;
+                            let ends = model
+                                .iter()
+                                .map(|(&s, &(l, _))| (s, s + l as u64))
+                                .chain([(base + arena_len as u64, 0)]);
+                            for (start, end) in ends {
+                                let aligned = gap_start.next_multiple_of(align as u64);
+                                assert!(
+                                    aligned + size as u64 > start,
+                                    "step {step}: {size} bytes at {align} fit at {aligned:#x} \
+                                     but malloc failed"
+                                );
+                                gap_start = end;
+                            }
+                        }
+                        Err(e) => panic!("step {step}: {e}"),
+                    }
+                } else {
+                    let a = live.swap_remove(rng.below(live.len() as u64) as usize);
+                    let (len, tag) = model.remove(&a.addr().as_u64()).expect("in the model");
+                    // Nobody else wrote into it meanwhile.
+                    assert_eq!(a.read(0, 1).await.expect("read"), [tag]);
+                    assert_eq!(a.read(len - 1, 1).await.expect("read"), [tag]);
+                    drop(a);
+                }
+                let st = lock(&mem.state);
+                assert_eq!(st.in_use, model.values().map(|v| v.0).sum::<usize>());
+                assert_eq!(st.live.len(), model.len());
+                // The free ranges are exactly the gaps between live allocations.
+                let free = ranges(&st.free);
+                let mut covered: usize = free.iter().map(|r| r.2).sum();
+                covered += st.in_use;
+                assert_eq!(covered, arena_len, "step {step}: bytes lost or doubled");
+            }
+            assert!(successes > 1000 && failures > 0, "{successes} / {failures}");
+            drop(live);
+            assert_eq!(mem.bytes_in_use(), 0);
+            // Everything merged back into one range: the whole arena can be taken again.
+            let whole = mem.malloc(arena_len, PAGE_SIZE).await.expect("whole arena");
+            assert_eq!(whole.addr().as_u64(), base);
+        })
+    }
+
+    #[test]
+    fn growth_keeps_using_older_arenas_first_when_they_fit() {
+        run(async {
+            let mem = Memory::new(
+                crate::task::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+            );
+            // Fill two arenas with 64 KiB blocks (kept pages: no reclamation queue).
+            let mut blocks = Vec::new();
+            for _ in 0..(2 * ARENA_SIZE / (64 * 1024)) {
+                let mut b = mem.malloc(64 * 1024, 16).await.expect("malloc");
+                b.keep_pages_when_freed();
+                blocks.push(b);
+            }
+            assert_eq!(lock(&mem.state).arenas.len(), 2);
+            // Free one block in the middle of the first arena: the next block of that size
+            // goes exactly there, and no third arena is mapped.
+            let hole = blocks.remove(3);
+            let addr = hole.addr();
+            drop(hole);
+            let again = mem.malloc(64 * 1024, 16).await.expect("malloc");
+            assert_eq!(again.addr(), addr);
+            assert_eq!(lock(&mem.state).arenas.len(), 2);
+            // A request larger than an arena gets an arena of its own.
+            let big = mem.malloc(ARENA_SIZE + 1, 8).await.expect("big");
+            assert_eq!(lock(&mem.state).arenas.len(), 3);
+            drop((blocks, again, big));
+            assert_eq!(mem.bytes_in_use(), 0);
+            // The pages of `again` and `big` wait for reclamation; then they merge back too.
+            mem.reclaim().await;
+            let st = lock(&mem.state);
+            let free = ranges(&st.free);
+            assert_eq!(
+                free.len(),
+                3,
+                "each arena merged back into one range: {free:?}"
+            );
+        })
+    }
+}
+
+#[cfg(test)]
+mod empty_allocation_tests {
+    //! 0-byte allocations take no memory and stay 0 bytes.
+
+    use super::*;
+
+    #[test]
+    fn zero_bytes_take_nothing_and_stay_zero() {
+        async_io::block_on(async {
+            let mem = Memory::new(
+                crate::task::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+            );
+            for align in [1, 8, 64, PAGE_SIZE] {
+                let a = mem.malloc(0, align).await.expect("malloc(0)");
+                assert_eq!(a.len(), 0);
+                assert!(a.is_empty());
+                assert_ne!(a.addr().as_u64(), 0, "not null");
+                assert_eq!(a.addr().as_u64() % align as u64, 0, "aligned");
+                assert_eq!(a.read(0, 0).await.expect("read"), Vec::<u8>::new());
+                a.write(0, b"").await.expect("write");
+                assert!(a.write(0, b"x").await.is_err(), "no room for a byte");
+                let (x, y) = a.split(0).expect("split");
+                let joined = x.merge(y).map_err(|u| u.error).expect("merge");
+                assert_eq!(joined.len(), 0);
+            }
+            assert_eq!(mem.bytes_in_use(), 0);
+            assert!(lock(&mem.state).arenas.is_empty(), "no arena was mapped");
+            // A 0-byte allocation never merges with a real one.
+            let real = mem.malloc(16, 16).await.expect("malloc");
+            let empty = mem.malloc(0, 16).await.expect("malloc(0)");
+            assert!(real.merge(empty).is_err());
+            assert_eq!(mem.bytes_in_use(), 0);
+
+            // A fixed allocator of 0 bytes has no arena: only 0-byte requests succeed.
+            let fixed = Memory::fixed(
+                crate::task::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+                0,
+            )
+            .await
+            .expect("fixed(0)");
+            assert_eq!(fixed.malloc(0, 8).await.expect("malloc(0)").len(), 0);
+            let err = fixed.malloc(1, 1).await.expect_err("no room");
+            assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
         })
     }
 }
