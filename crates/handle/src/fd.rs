@@ -161,7 +161,7 @@ impl FileDescriptor {
     /// then closed, as dropping an `OwnedFd` does).
     pub fn from_owned_fd(task: &Task, fd: std::os::fd::OwnedFd) -> Result<Self> {
         use std::os::fd::IntoRawFd;
-        let local = crate::task::local_namespaces().fd_table;
+        let local = crate::local::local_namespaces().fd_table;
         let far_fd = far::FileDescriptor {
             table: local,
             near: near::FileDescriptor::new(std::os::fd::AsRawFd::as_raw_fd(&fd)),
@@ -179,7 +179,7 @@ impl FileDescriptor {
     #[allow(unsafe_code)]
     pub fn into_owned_fd(self) -> std::result::Result<std::os::fd::OwnedFd, Self> {
         use std::os::fd::FromRawFd;
-        let local = crate::task::local_namespaces().fd_table;
+        let local = crate::local::local_namespaces().fd_table;
         if self.inner.table.id() != local
             || !self.inner.owned
             || Arc::strong_count(&self.inner) != 1
@@ -196,7 +196,7 @@ impl FileDescriptor {
     /// to std and other libraries); `None` for fds of other tables.
     #[allow(unsafe_code)]
     pub fn as_local_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        if self.inner.table.id() != crate::task::local_namespaces().fd_table {
+        if self.inner.table.id() != crate::local::local_namespaces().fd_table {
             return None;
         }
         // SAFETY: the fd is in our table and stays open at least as long as this handle,

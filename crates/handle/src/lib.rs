@@ -17,21 +17,25 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod child_state;
 mod cmsg;
 mod error;
 mod fd;
+mod local;
 mod memory;
 mod pointer;
 mod process;
 pub mod structs;
 mod task;
 
+pub use child_state::ChildState;
 pub use error::{Error, Result};
 pub use fd::{FdTableState, FileDescriptor};
+pub use local::local_namespaces;
 pub use memory::{
     Allocation, BoxFuture, InFlight, LocalTransport, Memory, PAGE_SIZE, RECLAIM_MIN, Transport,
 };
 pub use pointer::{LinearPointer, Pointer, ReadablePointer, WrittenPointer};
-pub use process::{ChildProcess, ChildState, FutexWord, Process, ThreadProcess};
+pub use process::{ChildProcess, FutexWord, Process, ThreadProcess};
 pub use structs::{FixedSize, Pod, Struct};
-pub use task::{MemoryMapping, Pipe, Task, local_namespaces};
+pub use task::{MemoryMapping, Pipe, Task};

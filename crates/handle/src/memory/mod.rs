@@ -135,7 +135,7 @@ impl Memory {
         static LOCAL: OnceLock<Arc<Memory>> = OnceLock::new();
         LOCAL.get_or_init(|| {
             Memory::new(
-                crate::task::local_namespaces().address_space,
+                crate::local::local_namespaces().address_space,
                 Arc::new(LocalTransport),
                 Arc::new(near::LocalSyscall),
             )
@@ -685,7 +685,7 @@ mod tests {
 
     fn fresh() -> Arc<Memory> {
         Memory::new(
-            crate::task::local_namespaces().address_space,
+            crate::local::local_namespaces().address_space,
             Arc::new(LocalTransport),
             Arc::new(near::LocalSyscall),
         )
@@ -775,7 +775,7 @@ mod tests {
     #[test]
     fn fixed_arena_runs_out_and_reuses() {
         run(async {
-            let space = crate::task::local_namespaces().address_space;
+            let space = crate::local::local_namespaces().address_space;
             let mem = Memory::fixed(
                 space,
                 Arc::new(LocalTransport),

@@ -3,9 +3,9 @@
 use rsyscall_near::{self as near, Address, SA};
 
 use super::{Pod, Sigset};
+use crate::child_state::ChildState;
 use crate::fd::FileDescriptor;
 use crate::pointer::WrittenPointer;
-use crate::process::ChildState;
 
 /// The kernel's `siginfo_t` (128 bytes), with the fields `waitid(2)` fills for `SIGCHLD`
 /// named; the rest of the union is kept as opaque words.
@@ -45,6 +45,14 @@ impl Siginfo {
     /// The child state change this siginfo reports (from `waitid`), if any.
     pub fn child_state(&self) -> Option<ChildState> {
         ChildState::from_fields(self.pid, self.code, self.status)
+    }
+}
+
+impl ChildState {
+    /// Parses a `siginfo_t` filled by `waitid` (at least 128 bytes); `None` if it is too
+    /// short or reports no event (`si_pid` 0, as after `WNOHANG` with nothing to report).
+    pub fn from_siginfo(bytes: &[u8]) -> Option<ChildState> {
+        super::pod_from_bytes::<Siginfo>(bytes).ok()?.child_state()
     }
 }
 

@@ -31,24 +31,10 @@ pub use mem::MemoryMapping;
 
 use crate::error::{Error, Result};
 use crate::fd::{FdTableState, FileDescriptor};
+use crate::local::local_namespaces;
 use crate::memory::{Allocation, InFlight, Memory};
 use crate::pointer::{Pointer, WrittenPointer};
 use crate::structs::{FixedSize, Pod, Struct};
-
-/// The namespaces of the local process, created once.
-pub fn local_namespaces() -> far::Namespaces {
-    static NS: OnceLock<far::Namespaces> = OnceLock::new();
-    *NS.get_or_init(|| {
-        let pid = near::Pid::new(std::process::id() as i32);
-        far::Namespaces {
-            fd_table: far::FdTable::new(pid),
-            address_space: far::AddressSpace::new(pid),
-            pidns: far::PidNamespace::new(pid),
-            mountns: far::MountNamespace::new(pid),
-            netns: far::NetNamespace::new(pid),
-        }
-    })
-}
 
 /// A task's fd table, and the table it was copied from with that table's generation then.
 type TableState = (Arc<FdTableState>, Option<(far::FdTable, u64)>);
