@@ -25,6 +25,8 @@ mod local;
 mod memory;
 mod pointer;
 mod process;
+#[cfg(doctest)]
+mod soundness;
 pub mod structs;
 mod task;
 

@@ -27,6 +27,8 @@ mod oneshot;
 mod read_buffer;
 mod reaper;
 mod service;
+#[cfg(doctest)]
+mod soundness;
 pub mod syscall_connection;
 mod tempdir;
 mod thread;
