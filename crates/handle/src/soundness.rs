@@ -18,3 +18,68 @@
 /// let _fd = rsyscall_handle::FileDescriptor::borrowed(&task, n);
 /// ```
 pub struct BorrowedIsUnsafe;
+
+/// `Task::new` trusts its namespaces and its syscall interface. Safe code could tag a task
+/// of another process with the local fd table (so local fds pass its checks) or the local
+/// address space, or pair the local namespaces with an interface that lies, so it is
+/// `unsafe`:
+///
+/// ```compile_fail,E0133
+/// #![forbid(unsafe_code)]
+/// use std::sync::Arc;
+/// use rsyscall_handle::{FdTableState, Memory, Task, local_namespaces};
+/// let ns = local_namespaces();
+/// let _task = Task::new(
+///     Arc::new(rsyscall_near::LocalSyscall),
+///     rsyscall_near::Pid::new(1),
+///     ns,
+///     FdTableState::new(ns.fd_table),
+///     Memory::local().clone(),
+///     None,
+/// );
+/// ```
+pub struct TaskNewIsUnsafe;
+
+/// `Memory::new` trusts its mapper's `mmap` replies and its transport: a fake mapper
+/// answering `mmap` with the address of a `Vec` would make `Pointer::write` overwrite that
+/// `Vec`. So it is `unsafe`:
+///
+/// ```compile_fail,E0133
+/// #![forbid(unsafe_code)]
+/// use std::sync::Arc;
+/// use rsyscall_handle::{LocalTransport, Memory, local_namespaces};
+/// let _m = Memory::new(
+///     local_namespaces().address_space,
+///     Arc::new(LocalTransport),
+///     Arc::new(rsyscall_near::LocalSyscall),
+/// );
+/// ```
+///
+/// and so is `Memory::fixed`, for the same reasons:
+///
+/// ```compile_fail,E0133
+/// #![forbid(unsafe_code)]
+/// use std::sync::Arc;
+/// use rsyscall_handle::{LocalTransport, Memory, local_namespaces};
+/// let _m = Memory::fixed(
+///     local_namespaces().address_space,
+///     Arc::new(LocalTransport),
+///     Arc::new(rsyscall_near::LocalSyscall),
+///     4096,
+/// );
+/// ```
+pub struct MemoryNewIsUnsafe;
+
+/// `Memory::queue_unmap` took any address range and unmapped it at the next allocation:
+/// safe code could unmap the pages of its own heap. It is crate-private:
+///
+/// ```compile_fail,E0624
+/// #![forbid(unsafe_code)]
+/// let v = vec![0u8; 1 << 20];
+/// let mapping = rsyscall_near::MemoryMapping {
+///     addr: rsyscall_near::Address::new((v.as_ptr() as u64 + 4095) & !4095),
+///     len: 4096,
+/// };
+/// rsyscall_handle::Memory::local().queue_unmap(mapping);
+/// ```
+pub struct QueueUnmapIsPrivate;
