@@ -12,6 +12,13 @@
 //!   kernel's feet.
 //! - Ids are checked against the task's namespaces before anything is sent; misuse is a
 //!   typed [`Error`], never memory corruption.
+//! - No safe function accepts a claim that unsafe code later trusts. What the checks and
+//!   the allocator rest on (a task's interface and namespaces, an allocator's address
+//!   space, a borrowed fd number, a socket option's layout) enters only through `unsafe`
+//!   items whose `# Safety` sections state the duty: [`Task::new`], [`Memory::new`],
+//!   [`FileDescriptor::borrowed`], [`structs::SockOpt`]. The library makes its own tasks
+//!   and handles; safe code gets them from [`Task::local`], from syscalls, and from owned
+//!   local fds ([`FileDescriptor::from_owned_fd`]).
 //! - A [`ChildProcess`] is signalled and waited on through its pidfd, so a reused pid is
 //!   never hit.
 #![deny(unsafe_code)]

@@ -83,3 +83,27 @@ pub struct MemoryNewIsUnsafe;
 /// rsyscall_handle::Memory::local().queue_unmap(mapping);
 /// ```
 pub struct QueueUnmapIsPrivate;
+
+/// A socket option names the layout of its value to the kernel, which may use addresses
+/// inside it (`TCP_ZEROCOPY_RECEIVE` copies data to `copybuf_address`). A safe
+/// implementation could name such an option with a value of our choosing, so `SockOpt` is
+/// an `unsafe trait`:
+///
+/// ```compile_fail,E0200
+/// #![forbid(unsafe_code)]
+/// struct ZeroCopy;
+/// impl rsyscall_handle::structs::SockOpt for ZeroCopy {
+///     type Value = [u64; 8];
+///     type Raw = [u64; 8];
+///     const LEVEL: i32 = 6; // IPPROTO_TCP
+///     const NAME: i32 = 35; // TCP_ZEROCOPY_RECEIVE
+///     const LABEL: &'static str = "TCP_ZEROCOPY_RECEIVE";
+///     fn to_raw(value: &Self::Value) -> Self::Raw {
+///         *value
+///     }
+///     fn from_raw(raw: Self::Raw) -> Self::Value {
+///         raw
+///     }
+/// }
+/// ```
+pub struct SockOptIsUnsafe;

@@ -725,7 +725,14 @@ pub struct RecvMsg {
 /// A socket option with a typed value, for
 /// [`FileDescriptor::getsockopt`](crate::FileDescriptor::getsockopt) and
 /// [`FileDescriptor::setsockopt`](crate::FileDescriptor::setsockopt). See [`sockopt`].
-pub trait SockOpt {
+///
+/// # Safety
+/// `LEVEL` and `NAME` must name an option whose value the kernel reads and writes as the
+/// bytes of `Raw` only, never following an address inside it: not, for example,
+/// `SO_ATTACH_FILTER` (whose value points at a program) nor `TCP_ZEROCOPY_RECEIVE` (whose
+/// value names buffers the kernel writes to). `getsockopt` and `setsockopt` pass `Raw`'s
+/// size as the option length.
+pub unsafe trait SockOpt {
     /// The value as Rust sees it.
     type Value: Send + 'static;
     /// The value as the kernel sees it.
@@ -751,7 +758,8 @@ pub mod sockopt {
             $(#[$m])*
             #[derive(Clone, Copy, Debug)]
             pub struct $name;
-            impl SockOpt for $name {
+            // SAFETY: the option's value is one int, with no address in it.
+            unsafe impl SockOpt for $name {
                 type Value = bool;
                 type Raw = i32;
                 const LEVEL: i32 = $level;
@@ -772,7 +780,8 @@ pub mod sockopt {
             $(#[$m])*
             #[derive(Clone, Copy, Debug)]
             pub struct $name;
-            impl SockOpt for $name {
+            // SAFETY: the option's value is one int, with no address in it.
+            unsafe impl SockOpt for $name {
                 type Value = i32;
                 type Raw = i32;
                 const LEVEL: i32 = $level;
@@ -828,7 +837,8 @@ pub mod sockopt {
     /// `SO_ERROR` (read-only): the pending socket error, cleared by reading it.
     #[derive(Clone, Copy, Debug)]
     pub struct Error;
-    impl SockOpt for Error {
+    // SAFETY: `SO_ERROR`'s value is one int, with no address in it.
+    unsafe impl SockOpt for Error {
         type Value = Option<Errno>;
         type Raw = i32;
         const LEVEL: i32 = libc::SOL_SOCKET;
@@ -846,7 +856,8 @@ pub mod sockopt {
     /// `connect` or `socketpair`.
     #[derive(Clone, Copy, Debug)]
     pub struct PeerCred;
-    impl SockOpt for PeerCred {
+    // SAFETY: `SO_PEERCRED`'s value is a `struct ucred` of three ints, with no address in it.
+    unsafe impl SockOpt for PeerCred {
         type Value = Ucred;
         type Raw = Ucred;
         const LEVEL: i32 = libc::SOL_SOCKET;
