@@ -2,7 +2,7 @@
 
 use rsyscall_near::{self as near, Address, SA};
 
-use super::{Pod, Sigset};
+use super::Sigset;
 use crate::child_state::ChildState;
 use crate::fd::FileDescriptor;
 use crate::pointer::WrittenPointer;
@@ -34,9 +34,24 @@ pub struct Siginfo {
     _rest: [u64; 10],
 }
 
-// SAFETY: integers only, laid out without padding (the explicit pad fields fill the gaps);
+// repr(C): integers only, laid out without padding (the explicit pad fields fill the gaps);
 // every bit pattern is a valid value.
-unsafe impl Pod for Siginfo {}
+pod!(
+    Siginfo {
+        signo,
+        errno,
+        code,
+        _pad0,
+        pid,
+        uid,
+        status,
+        _pad1,
+        utime,
+        stime,
+        _rest
+    },
+    128
+);
 
 impl Siginfo {
     /// Size in bytes, the kernel's `sizeof(siginfo_t)`.
@@ -77,9 +92,17 @@ pub struct Sigaction {
     pub mask: Sigset,
 }
 
-// SAFETY: three u64s and a u64 newtype, no padding, every bit pattern valid (the handler is
+// repr(C): three u64s and a u64 newtype, no padding, every bit pattern valid (the handler is
 // only an address here; jumping to it is the unsafe part, guarded by the syscall methods).
-unsafe impl Pod for Sigaction {}
+pod!(
+    Sigaction {
+        handler,
+        flags,
+        restorer,
+        mask
+    },
+    32
+);
 
 impl Sigaction {
     /// Size in bytes.
@@ -136,8 +159,15 @@ pub struct RobustListHead {
     pub list_op_pending: u64,
 }
 
-// SAFETY: three 64-bit integers, no padding, every bit pattern valid.
-unsafe impl Pod for RobustListHead {}
+// repr(C): three 64-bit integers, no padding, every bit pattern valid.
+pod!(
+    RobustListHead {
+        list_next,
+        futex_offset,
+        list_op_pending
+    },
+    24
+);
 
 impl RobustListHead {
     /// Size in bytes, the `len` `set_robust_list` expects.
