@@ -24,6 +24,12 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "rsyscall-handle supports only x86-64 Linux: the kernel structs it reads and writes \
+     (`Stat`, `EpollEvent`, `Sigaction`, `Siginfo`...) have the x86-64 layouts"
+);
+
 mod child_state;
 mod cmsg;
 mod error;

@@ -14,6 +14,12 @@
 //!   layer provides the safe API on top.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "rsyscall-near supports only x86-64 Linux: its syscall numbers, argument orders, \
+     request layout and kernel constants are those of that ABI"
+);
+
 mod errno;
 mod flags;
 mod ids;
