@@ -1,4 +1,9 @@
 //! Owning file descriptor handles and the per-table queue of closes.
+//!
+//! # Safety
+//! Unsafe code is allowed item by item: the constructors `from_raw` and `borrowed`, whose
+//! callers promise what the fd number is, and `into_owned_fd` and `as_local_fd`, which hand
+//! a local fd of an owned handle to std's types.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

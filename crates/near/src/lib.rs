@@ -12,6 +12,7 @@
 //! - Every function that lets the kernel write through an address, or close or replace a
 //!   file descriptor, is `unsafe` and states what the caller must guarantee; the handle
 //!   layer provides the safe API on top.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]

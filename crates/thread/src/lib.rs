@@ -13,6 +13,7 @@
 //!   loop of `rsyscall-server`.
 //! - Memory a clone child runs on is freed only after the futex helper has reported that
 //!   the child exec'd or exited.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod afd;
