@@ -93,11 +93,16 @@ fn pointer_of_another_address_space_is_refused_before_sending() {
     run(async {
         let task = local_thread().task().clone();
         // An allocator for some other address space (never mapped: nothing is sent).
-        let other = Memory::new(
-            rsyscall::far::AddressSpace::new(rsyscall::near::Pid::new(1)),
-            std::sync::Arc::new(rsyscall::handle::LocalTransport),
-            std::sync::Arc::new(rsyscall::near::LocalSyscall),
-        );
+        // SAFETY: it maps and copies locally, so its memory is fresh local memory; only its
+        // identity is another space's, which makes every task refuse its pointers (what
+        // this test checks) and so never lets them reach a syscall.
+        let other = unsafe {
+            Memory::new(
+                rsyscall::far::AddressSpace::new(rsyscall::near::Pid::new(1)),
+                std::sync::Arc::new(rsyscall::handle::LocalTransport),
+                std::sync::Arc::new(rsyscall::near::LocalSyscall),
+            )
+        };
         let foreign = other.malloc(16, 8).await.expect("malloc");
         let ptr: Pointer<[u8]> = Pointer::from_allocation(foreign);
         let pipe = task.pipe().await.expect("pipe");
@@ -117,12 +122,16 @@ fn fixed_arena_out_of_space_and_reuse() {
     let _serial = serial();
     on_local_and_child(|thread, label| async move {
         let task = thread.task();
-        let mem = Memory::fixed(
-            task.memory().space(),
-            task.memory().transport().clone(),
-            task.sysif_arc().clone(),
-            2 * 4096,
-        )
+        // SAFETY: the space, transport and interface of one task, which serve its
+        // address space.
+        let mem = unsafe {
+            Memory::fixed(
+                task.memory().space(),
+                task.memory().transport().clone(),
+                task.sysif_arc().clone(),
+                2 * 4096,
+            )
+        }
         .await
         .expect("fixed arena");
         let a = mem.malloc(4096, 8).await.expect("a");

@@ -999,7 +999,8 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
             assert!(made.len() < 4096, "no free fd number above {highest}");
         };
         cloexec(&late).await; // valid here
-        let ghost = FileDescriptor::borrowed(child.task(), late.near());
+        // SAFETY: only inspected with F_GETFD (the number is not open in the child).
+        let ghost = unsafe { FileDescriptor::borrowed(child.task(), late.near()) };
         assert_errno(
             ghost.fcntl_getfd().await,
             Errno::EBADF,
@@ -1021,7 +1022,10 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
         assert!(!cloexec(&w).await, "kept");
         let reserved: Vec<i32> = child.reserved_fds().iter().map(|f| f.as_raw()).collect();
         for n in fd_numbers(child.task()).await {
-            let fd = FileDescriptor::borrowed(child.task(), rsyscall::near::FileDescriptor::new(n));
+            // SAFETY: only inspected with F_GETFD.
+            let fd = unsafe {
+                FileDescriptor::borrowed(child.task(), rsyscall::near::FileDescriptor::new(n))
+            };
             if n == w.near().as_raw() || reserved.contains(&n) {
                 continue;
             }
@@ -1029,10 +1033,13 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
         }
         // Standard streams are left as they were.
         for n in 0..3 {
-            let ours =
-                FileDescriptor::borrowed(local.task(), rsyscall::near::FileDescriptor::new(n));
-            let theirs =
-                FileDescriptor::borrowed(child.task(), rsyscall::near::FileDescriptor::new(n));
+            // SAFETY: stdio, only inspected with F_GETFD.
+            let (ours, theirs) = unsafe {
+                (
+                    FileDescriptor::borrowed(local.task(), rsyscall::near::FileDescriptor::new(n)),
+                    FileDescriptor::borrowed(child.task(), rsyscall::near::FileDescriptor::new(n)),
+                )
+            };
             if let Ok(flags) = ours.fcntl_getfd().await {
                 assert_eq!(
                     theirs.fcntl_getfd().await.expect("F_GETFD"),

@@ -54,6 +54,12 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "rsyscall-server supports only x86-64 Linux: its raw syscall routine, clone trampoline \
+     and entry points are x86-64 assembly for the Linux syscall ABI"
+);
+
 mod arch;
 mod futex;
 mod io;

@@ -11,7 +11,11 @@
 //!   task's ([`Task::near_fd`], [`Task::near_address`]); a mismatch is a typed
 //!   [`MismatchError`], raised before any syscall is sent.
 //! - Identities are unique within this process for its whole life: two distinct tables
-//!   never compare equal, even after one is gone.
+//!   never compare equal, even after one is gone. A new identity never equals an existing
+//!   one, so safe code can only claim "the local fd table" by copying the local identity
+//!   into a [`Task`], which takes an `unsafe` promise ([`Task::new`]).
+//! - A far id ([`FileDescriptor`], [`Pointer`], [`Process`]) is only a tagged number: it
+//!   guarantees nothing about the fd being open or owned, or the memory being allocated.
 #![deny(unsafe_code)]
 
 use std::fmt;
@@ -19,6 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rsyscall_near as near;
+
+#[cfg(doctest)]
+mod soundness;
 
 fn next_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -242,14 +249,16 @@ impl Namespaces {
 }
 
 /// A process we can run syscalls in, with the namespaces it uses.
+///
+/// Code making raw syscalls may rely on its checks ([`Task::near_fd`],
+/// [`Task::near_address`]) to know that an id belongs to the process the interface reaches,
+/// so it can only be made with an `unsafe` promise ([`Task::new`]); its parts are read
+/// through accessors.
 #[derive(Clone)]
 pub struct Task {
-    /// How to run syscalls in it.
-    pub sysif: Arc<dyn near::SyscallInterface>,
-    /// Its pid, as seen from its own pid namespace.
-    pub pid: near::Pid,
-    /// Its namespaces.
-    pub ns: Namespaces,
+    sysif: Arc<dyn near::SyscallInterface>,
+    pid: near::Pid,
+    ns: Namespaces,
 }
 
 impl fmt::Debug for Task {
@@ -263,14 +272,42 @@ impl fmt::Debug for Task {
 }
 
 impl Task {
-    /// A task running syscalls through `sysif`.
-    pub fn new(sysif: Arc<dyn near::SyscallInterface>, pid: near::Pid, ns: Namespaces) -> Self {
+    /// A task running syscalls through `sysif`, with pid `pid` and namespaces `ns`.
+    ///
+    /// # Safety
+    /// `sysif` must run syscalls in one process whose pid (in its own pid namespace) is
+    /// `pid` and whose namespaces are `ns`, and return what the kernel returned. Callers of
+    /// the unsafe near functions discharge their duties through this task's checks: an
+    /// `ns` naming the local fd table or address space for a process that does not share
+    /// them would pass this process's fds and memory to another process (or another
+    /// process's to this one) as if they were its own.
+    #[allow(unsafe_code)]
+    pub unsafe fn new(
+        sysif: Arc<dyn near::SyscallInterface>,
+        pid: near::Pid,
+        ns: Namespaces,
+    ) -> Self {
         Task { sysif, pid, ns }
     }
 
     /// The syscall interface.
     pub fn sysif(&self) -> &dyn near::SyscallInterface {
         &*self.sysif
+    }
+
+    /// The shared syscall interface.
+    pub fn sysif_arc(&self) -> &Arc<dyn near::SyscallInterface> {
+        &self.sysif
+    }
+
+    /// Its pid, as seen from its own pid namespace.
+    pub fn pid(&self) -> near::Pid {
+        self.pid
+    }
+
+    /// Its namespaces.
+    pub fn namespaces(&self) -> Namespaces {
+        self.ns
     }
 
     /// Tags a near fd with this task's table.
@@ -310,7 +347,13 @@ mod tests {
     use super::*;
 
     fn task(ns: Namespaces) -> Task {
-        Task::new(Arc::new(near::LocalSyscall), near::Pid::new(1), ns)
+        // Fresh namespaces of a made-up process: the tasks only check ids against them
+        // and never run a syscall, so the promise is not relied on.
+        #[allow(unsafe_code)]
+        // SAFETY: see above.
+        unsafe {
+            Task::new(Arc::new(near::LocalSyscall), near::Pid::new(1), ns)
+        }
     }
 
     fn fresh() -> Namespaces {
@@ -363,7 +406,7 @@ mod tests {
             Err(MismatchError::AddressSpace { .. })
         ));
         let pr = Process {
-            pidns: a.ns.pidns,
+            pidns: a.namespaces().pidns,
             near: near::Pid::new(9),
         };
         assert!(matches!(

@@ -3,7 +3,7 @@
 use rsyscall_far as far;
 use rsyscall_near as near;
 
-use crate::process::ChildState;
+use crate::child_state::ChildState;
 
 /// Everything that can go wrong using a handle.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,9 @@
 //! Owning file descriptor handles and the per-table queue of closes.
+//!
+//! # Safety
+//! Unsafe code is allowed item by item: the constructors `from_raw` and `borrowed`, whose
+//! callers promise what the fd number is, and `into_owned_fd` and `as_local_fd`, which hand
+//! a local fd of an owned handle to std's types.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -137,9 +142,10 @@ impl fmt::Debug for FileDescriptor {
 impl FileDescriptor {
     /// Takes ownership of `near` in `task`'s table: it is closed when the last handle goes.
     ///
-    /// Not unsafe, because closing an fd in a table is only a hazard for memory or I/O
-    /// safety in the local table, and for that one this is `pub(crate)`: the local table's
-    /// fds enter through [`FileDescriptor::from_owned_fd`].
+    /// Crate-private: callers pass only fd numbers a syscall of this crate just returned in
+    /// that table, which nothing else owns. (Every table matters, not just the local one:
+    /// clone children run a syscall server in our address space, and closing or replacing
+    /// the socket it reads would let requests from elsewhere run there.)
     pub(crate) fn owned(task: &Task, near: near::FileDescriptor) -> Self {
         Self::make(task, near, true)
     }
@@ -155,8 +161,26 @@ impl FileDescriptor {
     }
 
     /// A handle to `near` in `task`'s table that never closes it (for fds the program
-    /// does not own, such as stdin, stdout and stderr).
-    pub fn borrowed(task: &Task, near: near::FileDescriptor) -> Self {
+    /// does not own but may use and replace, such as stdin, stdout and stderr).
+    ///
+    /// To use a local fd that other code owns (a `File`, a socket) without this promise,
+    /// duplicate it instead: `FileDescriptor::from_owned_fd(task,
+    /// file.as_fd().try_clone_to_owned()?)` gives an owned handle to a copy, which no
+    /// method here can use to close or replace the original.
+    ///
+    /// # Safety
+    /// For as long as the returned handle or any handle made from it exists (clones,
+    /// [`for_task`](Self::for_task), [`inherit`](Self::inherit)...), `near` must stay open
+    /// in `task`'s table, and nothing else may rely on which file it refers to: every method
+    /// of [`FileDescriptor`] and [`Task`] may use it except to close it, including replacing
+    /// it (`dup2`/`dup3` onto it) and changing its flags. So it must not be owned by other
+    /// code (in the local table: a `File`, an `OwnedFd`, a socket of the async runtime) nor
+    /// be one of the fds this library relies on in a thread's table (its syscall socket:
+    /// replaced, it would let the server, which runs in this address space, take requests
+    /// from elsewhere). The local process's stdin, stdout and stderr qualify: std keeps
+    /// them open for the life of the program and treats replacing them as sound.
+    #[allow(unsafe_code)]
+    pub unsafe fn borrowed(task: &Task, near: near::FileDescriptor) -> Self {
         Self::make(task, near, false)
     }
 
@@ -181,7 +205,7 @@ impl FileDescriptor {
     /// then closed, as dropping an `OwnedFd` does).
     pub fn from_owned_fd(task: &Task, fd: std::os::fd::OwnedFd) -> Result<Self> {
         use std::os::fd::IntoRawFd;
-        let local = crate::task::local_namespaces().fd_table;
+        let local = crate::local::local_namespaces().fd_table;
         let far_fd = far::FileDescriptor {
             table: local,
             near: near::FileDescriptor::new(std::os::fd::AsRawFd::as_raw_fd(&fd)),
@@ -199,7 +223,7 @@ impl FileDescriptor {
     #[allow(unsafe_code)]
     pub fn into_owned_fd(self) -> std::result::Result<std::os::fd::OwnedFd, Self> {
         use std::os::fd::FromRawFd;
-        let local = crate::task::local_namespaces().fd_table;
+        let local = crate::local::local_namespaces().fd_table;
         if self.inner.table.id() != local
             || !self.inner.owned
             || Arc::strong_count(&self.inner) != 1
@@ -216,7 +240,7 @@ impl FileDescriptor {
     /// to std and other libraries); `None` for fds of other tables.
     #[allow(unsafe_code)]
     pub fn as_local_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        if self.inner.table.id() != crate::task::local_namespaces().fd_table {
+        if self.inner.table.id() != crate::local::local_namespaces().fd_table {
             return None;
         }
         // SAFETY: the fd is in our table and stays open at least as long as this handle,

@@ -12,26 +12,45 @@
 //!   kernel's feet.
 //! - Ids are checked against the task's namespaces before anything is sent; misuse is a
 //!   typed [`Error`], never memory corruption.
+//! - No safe function accepts a claim that unsafe code later trusts. What the checks and
+//!   the allocator rest on (a task's interface and namespaces, an allocator's address
+//!   space, a borrowed fd number, a socket option's layout) enters only through `unsafe`
+//!   items whose `# Safety` sections state the duty: [`Task::new`], [`Memory::new`],
+//!   [`FileDescriptor::borrowed`], [`structs::SockOpt`]. The library makes its own tasks
+//!   and handles; safe code gets them from [`Task::local`], from syscalls, and from owned
+//!   local fds ([`FileDescriptor::from_owned_fd`]).
 //! - A [`ChildProcess`] is signalled and waited on through its pidfd, so a reused pid is
 //!   never hit.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "rsyscall-handle supports only x86-64 Linux: the kernel structs it reads and writes \
+     (`Stat`, `EpollEvent`, `Sigaction`, `Siginfo`...) have the x86-64 layouts"
+);
+
+mod child_state;
 mod cmsg;
 mod error;
 mod fd;
+mod local;
 mod memory;
 mod pointer;
 mod process;
+#[cfg(doctest)]
+mod soundness;
 pub mod structs;
 mod task;
 
+pub use child_state::ChildState;
 pub use error::{Error, Result};
 pub use fd::{FdTableState, FileDescriptor};
+pub use local::local_namespaces;
 pub use memory::{
     Allocation, BoxFuture, InFlight, LocalTransport, Memory, PAGE_SIZE, RECLAIM_MIN, Transport,
 };
 pub use pointer::{LinearPointer, Pointer, ReadablePointer, WrittenPointer};
-pub use process::{ChildProcess, ChildState, FutexWord, Process, ThreadProcess};
+pub use process::{ChildProcess, FutexWord, Process, ThreadProcess};
 pub use structs::{FixedSize, Pod, Struct};
-pub use task::{MemoryMapping, Pipe, Task, local_namespaces};
+pub use task::{MemoryMapping, Pipe, Task};

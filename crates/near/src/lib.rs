@@ -12,7 +12,14 @@
 //! - Every function that lets the kernel write through an address, or close or replace a
 //!   file descriptor, is `unsafe` and states what the caller must guarantee; the handle
 //!   layer provides the safe API on top.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "rsyscall-near supports only x86-64 Linux: its syscall numbers, argument orders, \
+     request layout and kernel constants are those of that ABI"
+);
 
 mod errno;
 mod flags;

@@ -1,4 +1,13 @@
 //! The `SyscallInterface` trait, its error type, and `LocalSyscall`.
+//!
+//! # Safety
+//! The trait's methods are unsafe to call (a syscall's duties are the caller's); the only
+//! unsafe code here forwards those duties (`LocalSyscall` to the raw routine, the default
+//! `syscall_no_response` to `syscall`). Implementing the trait is safe: nothing trusts an
+//! implementation's answers until someone promises, with an `unsafe` constructor
+//! (`rsyscall_handle::Task::new`, `rsyscall_handle::Memory::new`, `rsyscall_far::Task::new`),
+//! that it runs real syscalls in the process it is said to reach.
+#![allow(unsafe_code)]
 
 use std::fmt;
 use std::future::Future;

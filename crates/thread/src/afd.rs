@@ -8,10 +8,11 @@
 //! missed (the wait arms level-triggered readiness after the `EAGAIN`).
 //!
 //! # Safety
-//! One unsafe call: `read(2)` into a [`Pointer`] of the fd's task, checked to be memory of
-//! that task's address space and lent to the syscall until it completed, exactly as
+//! `read(2)` into a [`Pointer`] of the fd's task, checked to be memory of that task's
+//! address space and lent to the syscall until it completed, exactly as
 //! [`FileDescriptor::read`] does; unlike that method, the buffer is kept on `EAGAIN` so the
-//! read can be retried into it.
+//! read can be retried into it. And two short-lived borrowed handles to local fds owned
+//! by locals of the same function (`wait_rdhup`), only registered and waited on.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -77,17 +78,25 @@ impl Registration {
                 // (timeout 0) before every wait on it.
                 let local = Task::local();
                 let own = local.epoll_create().await?;
-                let target = FileDescriptor::borrowed(
-                    &local,
-                    near::FileDescriptor::new(io.get_ref().as_raw_fd()),
-                );
+                // SAFETY: the fd is `io`'s, which `self` holds for longer than this
+                // handle lives (to the end of this arm); the handle is only registered
+                // with our own epoll fd, never closed or replaced.
+                let target = unsafe {
+                    FileDescriptor::borrowed(
+                        &local,
+                        near::FileDescriptor::new(io.get_ref().as_raw_fd()),
+                    )
+                };
                 own.epoll_add(&target, EPOLL::RDHUP, 0).await?;
                 let own = own.into_owned_fd().map_err(|_| {
                     Error::invalid("wait_for_rdhup", "a fresh epoll fd had another handle")
                 })?;
                 let near_own = near::FileDescriptor::new(own.as_raw_fd());
                 let watcher = Async::new_nonblocking(own).map_err(reactor_error)?;
-                let epfd = FileDescriptor::borrowed(&local, near_own);
+                // SAFETY: the fd is the epoll instance `watcher` owns, which lives as long
+                // as this handle (both are locals of this arm); the handle is only waited
+                // on, never closed or replaced.
+                let epfd = unsafe { FileDescriptor::borrowed(&local, near_own) };
                 loop {
                     let buf = local.malloc_array::<EpollEvent>(1).await?;
                     let (got, _) = epfd.epoll_wait(buf, 0).await?;

@@ -262,14 +262,21 @@ impl Thread {
         } else {
             pid
         };
-        let child_task = Task::new(
-            Arc::new(conn),
-            own_pid,
-            child_ns,
-            fd_table,
-            task.memory().clone(),
-            (!shares_table).then_some((ns.fd_table, generation)),
-        );
+        // SAFETY: `conn` reaches the child's server; `own_pid` is its pid in its own pid
+        // namespace and `child_ns` its namespaces (ours, renewed for the flags); the table
+        // state is ours when it shares our table, else fresh for its copy, made from ours
+        // after `generation` was taken; it shares our address space (`CLONE_VM`), which
+        // our allocator serves.
+        let child_task = unsafe {
+            Task::new(
+                Arc::new(conn),
+                own_pid,
+                child_ns,
+                fd_table,
+                task.memory().clone(),
+                (!shares_table).then_some((ns.fd_table, generation)),
+            )
+        };
         let (server_sock, connection) = ends.hand_over(shares_table, &child_task).await?;
         Ok((child_task, server_sock, connection))
     }

@@ -1,5 +1,10 @@
 //! `Connection`: moving file descriptors between the local process and a thread's fd table
 //! over a socketpair, one `SCM_RIGHTS` message per move.
+//!
+//! # Safety
+//! The unsafe calls own the fds the kernel just installed by `SCM_RIGHTS`, compute control
+//! buffer sizes, and borrow the thread's copy of the remote end in a table that unshared.
+#![allow(unsafe_code)]
 
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
@@ -35,7 +40,10 @@ fn io(what: &'static str) -> impl Fn(nix::Error) -> Error {
 impl Connection {
     /// A connection over `local` (in the local table) and `remote` (in the thread's table),
     /// two ends of one socketpair.
-    pub fn new(local: OwnedFd, remote: FileDescriptor) -> Self {
+    ///
+    /// Crate-private: moves borrow the copy of `remote` in tables that unshared, trusting
+    /// that it is a thread's own fd-passing socket, which the thread keeps open.
+    pub(crate) fn new(local: OwnedFd, remote: FileDescriptor) -> Self {
         Connection {
             local: async_lock::Mutex::new(local),
             remote,
@@ -59,7 +67,11 @@ impl Connection {
         let copy = self.remote.inherit(task)?;
         let near = copy.near();
         copy.leak();
-        Ok(FileDescriptor::borrowed(task, near))
+        // SAFETY: `near` is the copy of the remote end that `task`'s table got when it
+        // unshared (inherit checked it): the thread keeps it open for this connection (it
+        // is among its reserved fds) and nothing else owns it. The handle lives for one
+        // move, which only sends or receives on it.
+        Ok(unsafe { FileDescriptor::borrowed(task, near) })
     }
 
     /// Copies local fds into the table of `task` (which uses the remote end's table).

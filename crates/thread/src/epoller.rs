@@ -33,6 +33,11 @@
 //!   (or the next `make_afd` or `close` on the thread); the queue keeps the fd open until
 //!   then, because epoll keys on the fd and its open file description. Dropping the
 //!   epoller (with its thread) closes what is still queued.
+//!
+//! # Safety
+//! One unsafe call: a short-lived borrowed handle to the thread's syscall socket, to
+//! register it (see `make_root_epoller`).
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -43,7 +48,7 @@ use std::task::{Poll, Waker};
 
 use rsyscall_handle::structs::EpollEvent;
 use rsyscall_handle::{Error, FileDescriptor, Result};
-use rsyscall_near::{EPOLL, EPOLL_CTL, Errno};
+use rsyscall_near::{self as near, EPOLL, EPOLL_CTL, Errno};
 
 use crate::thread::Thread;
 
@@ -58,8 +63,9 @@ const MAX_EVENTS: usize = 64;
 pub struct Epoller {
     /// The epoll fd, in the thread's table, used through the thread's task.
     epfd: FileDescriptor,
-    /// The server's end of the thread's syscall socket; a non-owning handle.
-    activity: FileDescriptor,
+    /// The number of the activity fd (the server's end of the thread's syscall socket) in
+    /// the thread's table. Only the number: a handle would let callers replace the socket.
+    activity: near::FileDescriptor,
     /// Registrations and housekeeping.
     state: Mutex<State>,
     /// Held by the one waiter running `epoll_wait`.
@@ -134,10 +140,11 @@ impl Epoller {
         &self.epfd
     }
 
-    /// The activity fd: the server's end of the thread's syscall socket (never closed by
-    /// the epoller).
-    pub fn activity_fd(&self) -> &FileDescriptor {
-        &self.activity
+    /// The number of the activity fd (the server's end of the thread's syscall socket) in
+    /// the thread's table. Only the number: no handle to the socket is given out, since
+    /// replacing it (`dup2` onto it) would feed the server requests from elsewhere.
+    pub fn activity_fd(&self) -> near::FileDescriptor {
+        self.activity
     }
 
     /// How many fds are registered.
@@ -418,9 +425,9 @@ impl Thread {
                 format!("pid {} already has a root epoller", task.pid().as_raw()),
             ));
         }
-        let activity = FileDescriptor::borrowed(task, task.check_fd(activity)?);
+        let activity_near = task.check_fd(activity)?;
         let epfd = task.epoll_create().await?;
-        if let Err(e) = epfd.epoll_add(&activity, EPOLL::IN, ACTIVITY).await {
+        if let Err(e) = epfd.epoll_add(activity, EPOLL::IN, ACTIVITY).await {
             if let Err(c) = epfd.close().await {
                 log::debug!("closing an unused epoll fd: {c}");
             }
@@ -428,7 +435,7 @@ impl Thread {
         }
         let epoller = Arc::new(Epoller {
             epfd,
-            activity,
+            activity: activity_near,
             state: Mutex::new(State::default()),
             driver: async_lock::Mutex::new(()),
         });
@@ -465,7 +472,10 @@ impl Thread {
                 "the thread has no syscall socket to watch",
             )
         })?;
-        let activity = FileDescriptor::borrowed(self.task(), server);
+        // SAFETY: the syscall socket stays open in the thread's table for the thread's
+        // life, and this handle lives only for the call below, which registers it with the
+        // new epoll fd and keeps nothing but its number: it is never closed or replaced.
+        let activity = unsafe { FileDescriptor::borrowed(self.task(), server) };
         self.make_root_epoller_with(&activity).await
     }
 }

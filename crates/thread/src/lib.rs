@@ -131,6 +131,7 @@
 //!   loop of `rsyscall-server`.
 //! - Memory a clone child runs on is freed only after the futex helper has reported that
 //!   the child exec'd or exited.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod afd;
@@ -145,6 +146,8 @@ mod oneshot;
 mod read_buffer;
 mod reaper;
 mod service;
+#[cfg(doctest)]
+mod soundness;
 pub mod syscall_connection;
 mod tempdir;
 mod thread;

@@ -34,6 +34,13 @@
 //! - A request future that has been polled and not dropped must keep being polled when
 //!   woken (the usual contract of futures): while it is the driver, the other requests on
 //!   the connection depend on it.
+//!
+//! # Safety
+//! The unsafe code here is one `send(2)` of a slice we hold, and the unsafe methods of the
+//! interface (`syscall`, the in-band `write_memory` and `read_memory`), which only send
+//! requests: the duty of making those requests sound is their callers', as their
+//! `# Safety` sections say.
+#![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::fmt;

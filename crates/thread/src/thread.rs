@@ -3,7 +3,9 @@
 //!
 //! # Safety
 //! `exec` lends the child memory holding argv and envp, kept (or leaked) until the execve
-//! request is over; the requests it sends take only pointers into that memory.
+//! request is over; the requests it sends take only pointers into that memory. The
+//! standard streams are borrowed handles to fds 0, 1 and 2 (see `std_fd` for why that is
+//! sound).
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -167,7 +169,14 @@ impl Thread {
 
     /// A handle to fd `n` of the table this thread uses now, which never closes it.
     fn std_fd(&self, n: i32) -> FileDescriptor {
-        FileDescriptor::borrowed(&self.inner.task, near::FileDescriptor::new(n))
+        // SAFETY: fds 0, 1 and 2 are open in every table a thread uses, and none is an fd
+        // this crate relies on: the local process's are kept open by std (which opens
+        // /dev/null on any that is closed at startup, and treats replacing them as sound);
+        // a child's table starts as a copy of its parent's, where they were open, so the
+        // fds made for the child before the copy (its syscall socket) got higher numbers;
+        // and nothing here closes them (`reserved_fds` keeps them). Replacing them is what
+        // they are for (redirecting a child's output before exec).
+        unsafe { FileDescriptor::borrowed(&self.inner.task, near::FileDescriptor::new(n)) }
     }
 
     /// fd 0 of this thread, in the table it uses now (the handle never closes it).

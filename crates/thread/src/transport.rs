@@ -1,5 +1,10 @@
 //! The in-band memory transport of PROTOCOL.md section 5, for address spaces this process
 //! cannot touch directly: [`SyscallConnection`] as a [`Transport`].
+//!
+//! # Safety
+//! Forwards the transport's unsafe methods to the connection's in-band memory methods,
+//! whose duties are the same.
+#![allow(unsafe_code)]
 
 use rsyscall_handle::{BoxFuture, Transport};
 use rsyscall_near::{Address, SyscallError};

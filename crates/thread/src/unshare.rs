@@ -2,6 +2,11 @@
 //! private fd table), user namespaces with automatic id mappings, and
 //! [`Thread::do_cloexec_except`].
 //!
+//! # Safety
+//! One unsafe call: short-lived borrowed handles to the fds listed in `/proc/self/fd`,
+//! used only to set their close-on-exec flag.
+#![allow(unsafe_code)]
+//!
 //! User namespace id mappings are written the unprivileged way, which also works with
 //! privileges: `setgroups` is set to `deny` first (the kernel requires it before an
 //! unprivileged `gid_map`), then one line `inner outer 1` to `uid_map` and to `gid_map`.
@@ -322,7 +327,11 @@ async fn cloexec_except(task: &Task, keep: &[near::FileDescriptor]) -> Result<()
             if n == dir_n || keep.contains(&n) {
                 continue;
             }
-            let fd = FileDescriptor::borrowed(task, near::FileDescriptor::new(n));
+            // SAFETY: the handle lives for one `fcntl(F_SETFD)` and is dropped: it never
+            // closes or replaces the fd. If the number was closed meanwhile (EBADF, skipped
+            // below) or reused, marking it close-on-exec disturbs no owner: it only takes
+            // effect in a process that execs, on the private copy of the table exec makes.
+            let fd = unsafe { FileDescriptor::borrowed(task, near::FileDescriptor::new(n)) };
             match fd.enable_cloexec().await {
                 Err(e) if e.errno() == Some(Errno::EBADF) => {}
                 other => other?,

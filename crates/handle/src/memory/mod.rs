@@ -203,17 +203,33 @@ impl Memory {
     pub fn local() -> &'static Arc<Memory> {
         static LOCAL: OnceLock<Arc<Memory>> = OnceLock::new();
         LOCAL.get_or_init(|| {
-            Memory::new(
-                crate::task::local_namespaces().address_space,
-                Arc::new(LocalTransport),
-                Arc::new(near::LocalSyscall),
-            )
+            // SAFETY: `LocalSyscall` maps arenas in this process and `LocalTransport`
+            // copies within it: both serve the local address space.
+            unsafe {
+                Memory::new(
+                    crate::local::local_namespaces().address_space,
+                    Arc::new(LocalTransport),
+                    Arc::new(near::LocalSyscall),
+                )
+            }
         })
     }
 
     /// An allocator for `space`, moving bytes with `transport` and mapping arenas with
     /// `mapper` (an interface of a process using that address space).
-    pub fn new(
+    ///
+    /// # Safety
+    /// The allocator hands out the memory `mapper`'s `mmap` answers name, and every
+    /// pointer it makes is trusted to be memory of `space` that nobody else uses:
+    /// - `mapper` runs syscalls in a process whose address space is `space`, and returns
+    ///   what the kernel returned (an `mmap` answer names a fresh mapping of the length
+    ///   asked for);
+    /// - `transport` reads and writes exactly the bytes asked for, at those addresses of
+    ///   that same address space;
+    /// - `space` is that address space's identity: the local one
+    ///   ([`local_namespaces`](crate::local_namespaces)) only if it is this process's
+    ///   memory, and the same identity every task of that address space uses.
+    pub unsafe fn new(
         space: far::AddressSpace,
         transport: Arc<dyn Transport>,
         mapper: Arc<dyn near::SyscallInterface>,
@@ -251,7 +267,10 @@ impl Memory {
     ///
     /// # Errors
     /// If the arena cannot be mapped.
-    pub async fn fixed(
+    ///
+    /// # Safety
+    /// As for [`Memory::new`].
+    pub async unsafe fn fixed(
         space: far::AddressSpace,
         transport: Arc<dyn Transport>,
         mapper: Arc<dyn near::SyscallInterface>,
@@ -427,12 +446,16 @@ impl Memory {
     /// address space whose owning handle was dropped) to be unmapped by the next
     /// [`Memory::reclaim`], which every `malloc` and every syscall through a task of this
     /// address space runs first.
-    pub fn queue_unmap(&self, mapping: MemoryMapping) {
+    ///
+    /// Crate-private: the range is unmapped on trust, so only the owning handles of
+    /// mappings this crate made may queue one.
+    pub(crate) fn queue_unmap(&self, mapping: MemoryMapping) {
         lock(&self.state).unmaps.push(mapping);
         self.pending.store(true, Ordering::Release);
     }
 
-    /// Mappings queued by [`Memory::queue_unmap`] and not unmapped yet.
+    /// Mappings whose owning handles were dropped (outside the local address space) and
+    /// that are not unmapped yet.
     pub fn mappings_pending_unmap(&self) -> usize {
         lock(&self.state).unmaps.len()
     }
@@ -760,11 +783,15 @@ mod tests {
     use super::*;
 
     fn fresh() -> Arc<Memory> {
-        Memory::new(
-            crate::task::local_namespaces().address_space,
-            Arc::new(LocalTransport),
-            Arc::new(near::LocalSyscall),
-        )
+        // SAFETY: a second allocator of the local address space, mapping and copying
+        // locally: its arenas are fresh mappings no other allocator hands out.
+        unsafe {
+            Memory::new(
+                crate::local::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+            )
+        }
     }
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -851,13 +878,16 @@ mod tests {
     #[test]
     fn fixed_arena_runs_out_and_reuses() {
         run(async {
-            let space = crate::task::local_namespaces().address_space;
-            let mem = Memory::fixed(
-                space,
-                Arc::new(LocalTransport),
-                Arc::new(near::LocalSyscall),
-                8192,
-            )
+            let space = crate::local::local_namespaces().address_space;
+            // SAFETY: as in `fresh`.
+            let mem = unsafe {
+                Memory::fixed(
+                    space,
+                    Arc::new(LocalTransport),
+                    Arc::new(near::LocalSyscall),
+                    8192,
+                )
+            }
             .await
             .expect("fixed");
             let a = mem.malloc(4096, 8).await.expect("first");

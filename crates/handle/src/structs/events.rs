@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStringExt;
 
 use rsyscall_near::{EPOLL, IN, Signal, WatchDescriptor};
 
-use super::{Pod, Struct, Timespec, pod_bytes, pod_from_bytes};
+use super::{Struct, Timespec, pod_bytes, pod_from_bytes};
 use crate::error::{Error, Result};
 
 /// `struct epoll_event`: the events of interest (or that happened) and the user data
@@ -13,17 +13,15 @@ use crate::error::{Error, Result};
 ///
 /// Packed on x86-64 (12 bytes), exactly as the kernel's and libc's; so its fields are
 /// reached through accessors, which copy them.
-#[cfg_attr(any(target_arch = "x86_64", target_arch = "x86"), repr(C, packed))]
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "x86")), repr(C))]
+#[repr(C, packed)]
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct EpollEvent {
     events: u32,
     data: u64,
 }
 
-// SAFETY: a u32 and a u64, packed on x86 so without padding (elsewhere the padding after
-// `events` is never interpreted); every bit pattern is valid.
-unsafe impl Pod for EpollEvent {}
+// repr(C, packed), as on x86-64 (the only target built): a u32 and a u64, no padding.
+pod!(EpollEvent { events, data }, 12);
 
 impl EpollEvent {
     /// An event with mask `events` and user data `data`.
@@ -65,8 +63,8 @@ pub struct Itimerspec {
     pub value: Timespec,
 }
 
-// SAFETY: two Timespecs (four i64s), no padding, every bit pattern valid.
-unsafe impl Pod for Itimerspec {}
+// repr(C): two Timespecs (four i64s), no padding, every bit pattern valid.
+pod!(Itimerspec { interval, value }, 32);
 
 impl Itimerspec {
     /// A one-shot timer expiring after (or, with `TFD::TIMER_ABSTIME`, at) `value`.
@@ -131,9 +129,35 @@ pub struct SignalfdSiginfo {
     _pad: [u8; 28],
 }
 
-// SAFETY: integers and a byte array laid out without implicit padding (checked against
+// repr(C): integers and a byte array laid out without implicit padding (checked against
 // libc in the tests); every bit pattern is valid.
-unsafe impl Pod for SignalfdSiginfo {}
+pod!(
+    SignalfdSiginfo {
+        ssi_signo,
+        ssi_errno,
+        ssi_code,
+        ssi_pid,
+        ssi_uid,
+        ssi_fd,
+        ssi_tid,
+        ssi_band,
+        ssi_overrun,
+        ssi_trapno,
+        ssi_status,
+        ssi_int,
+        ssi_ptr,
+        ssi_utime,
+        ssi_stime,
+        ssi_addr,
+        ssi_addr_lsb,
+        _pad2,
+        ssi_syscall,
+        ssi_call_addr,
+        ssi_arch,
+        _pad
+    },
+    128
+);
 
 impl SignalfdSiginfo {
     /// The signal, if `ssi_signo` is a valid signal number.
@@ -157,8 +181,16 @@ pub struct InotifyEventHeader {
     pub len: u32,
 }
 
-// SAFETY: four 32-bit integers, no padding, every bit pattern valid.
-unsafe impl Pod for InotifyEventHeader {}
+// repr(C): four 32-bit integers, no padding, every bit pattern valid.
+pod!(
+    InotifyEventHeader {
+        wd,
+        mask,
+        cookie,
+        len
+    },
+    16
+);
 
 impl InotifyEventHeader {
     /// Size of the header in bytes.

@@ -5,8 +5,6 @@
 
 use rsyscall_near::{LockType, SEEK};
 
-use super::Pod;
-
 // `struct iovec` is `Iovec`, defined with the socket structs (msghdr uses it too); the
 // vectored fd methods build arrays of it from owned pointers, one allocation per call.
 
@@ -37,8 +35,19 @@ pub struct Flock {
     _pad1: u32,
 }
 
-// SAFETY: integers only, with the padding made explicit; every bit pattern is valid.
-unsafe impl Pod for Flock {}
+// repr(C): integers only, with the padding made explicit; every bit pattern is valid.
+pod!(
+    Flock {
+        l_type,
+        l_whence,
+        _pad0,
+        l_start,
+        l_len,
+        l_pid,
+        _pad1
+    },
+    32
+);
 
 impl Flock {
     /// A lock of type `kind` on `len` bytes (0: to the end of the file) starting `start`
@@ -81,8 +90,16 @@ pub struct FileCloneRange {
     pub dest_offset: u64,
 }
 
-// SAFETY: integers only, no padding; every bit pattern is valid.
-unsafe impl Pod for FileCloneRange {}
+// repr(C): integers only, no padding; every bit pattern is valid.
+pod!(
+    FileCloneRange {
+        src_fd,
+        src_offset,
+        src_length,
+        dest_offset
+    },
+    32
+);
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use super::{Pod, Struct, Timespec};
+use super::{Struct, Timespec};
 use crate::error::{Error, Result};
 
 /// Anything usable as a path argument: bytes (`&[u8]`, `Vec<u8>`, `b"..."`), strings,
@@ -188,9 +188,28 @@ pub struct Stat {
     _unused: [i64; 3],
 }
 
-// SAFETY: integers and Timespecs laid out without implicit padding (the explicit padding
+// repr(C): integers and Timespecs laid out without implicit padding (the explicit padding
 // fields are integers), every bit pattern valid; checked against libc::stat below.
-unsafe impl Pod for Stat {}
+pod!(
+    Stat {
+        dev,
+        ino,
+        nlink,
+        mode,
+        uid,
+        gid,
+        _pad0,
+        rdev,
+        size,
+        blksize,
+        blocks,
+        atime,
+        mtime,
+        ctime,
+        _unused
+    },
+    144
+);
 
 const _: () = assert!(std::mem::size_of::<Stat>() == std::mem::size_of::<libc::stat>());
 
@@ -217,8 +236,15 @@ pub struct StatxTimestamp {
     _reserved: i32,
 }
 
-// SAFETY: integers, no implicit padding, every bit pattern valid.
-unsafe impl Pod for StatxTimestamp {}
+// repr(C): integers, no implicit padding, every bit pattern valid.
+pod!(
+    StatxTimestamp {
+        sec,
+        nsec,
+        _reserved
+    },
+    16
+);
 
 impl StatxTimestamp {
     /// As a [`Timespec`].
@@ -296,9 +322,44 @@ pub struct Statx {
     _spare3: [u64; 8],
 }
 
-// SAFETY: integers and StatxTimestamps laid out without implicit padding, every bit
+// repr(C): integers and StatxTimestamps laid out without implicit padding, every bit
 // pattern valid; checked against libc::statx below.
-unsafe impl Pod for Statx {}
+pod!(
+    Statx {
+        mask,
+        blksize,
+        attributes,
+        nlink,
+        uid,
+        gid,
+        mode,
+        _spare0,
+        ino,
+        size,
+        blocks,
+        attributes_mask,
+        atime,
+        btime,
+        ctime,
+        mtime,
+        rdev_major,
+        rdev_minor,
+        dev_major,
+        dev_minor,
+        mnt_id,
+        dio_mem_align,
+        dio_offset_align,
+        subvol,
+        atomic_write_unit_min,
+        atomic_write_unit_max,
+        atomic_write_segments_max,
+        dio_read_offset_align,
+        atomic_write_unit_max_opt,
+        _spare2,
+        _spare3
+    },
+    256
+);
 
 const _: () = assert!(std::mem::size_of::<Statx>() == 256);
 

@@ -2,7 +2,6 @@
 
 use rsyscall_near::Capability;
 
-use super::Pod;
 use crate::error::{Error, Result};
 
 /// `struct rlimit64`: a soft and a hard limit; [`Rlimit::INFINITY`] is no limit.
@@ -15,8 +14,8 @@ pub struct Rlimit {
     pub max: u64,
 }
 
-// SAFETY: two u64s, no padding, every bit pattern valid.
-unsafe impl Pod for Rlimit {}
+// repr(C): two u64s, no padding, every bit pattern valid.
+pod!(Rlimit { cur, max }, 16);
 
 impl Rlimit {
     /// `RLIM_INFINITY`.
@@ -69,8 +68,8 @@ pub struct CpuSet {
     pub bits: [u64; 16],
 }
 
-// SAFETY: an array of u64, every bit pattern valid.
-unsafe impl Pod for CpuSet {}
+// repr(C): an array of u64, every bit pattern valid.
+pod!(CpuSet { bits }, 128);
 
 impl CpuSet {
     /// How many CPUs the set can name.
@@ -145,8 +144,8 @@ pub struct CapHeader {
     pub pid: i32,
 }
 
-// SAFETY: two 32-bit integers, no padding, every bit pattern valid.
-unsafe impl Pod for CapHeader {}
+// repr(C): two 32-bit integers, no padding, every bit pattern valid.
+pod!(CapHeader { version, pid }, 8);
 
 /// `struct __user_cap_data_struct`: 32 capability bits of each set; version 3 uses two
 /// (capabilities 0-31, then 32-63).
@@ -161,8 +160,15 @@ pub struct CapData {
     pub inheritable: u32,
 }
 
-// SAFETY: three u32s, no padding, every bit pattern valid.
-unsafe impl Pod for CapData {}
+// repr(C): three u32s, no padding, every bit pattern valid.
+pod!(
+    CapData {
+        effective,
+        permitted,
+        inheritable
+    },
+    12
+);
 
 /// A version 3 header followed by its two data structs, so that `capget`/`capset` need
 /// a single allocation.
@@ -175,8 +181,8 @@ pub struct CapBuffer {
     pub data: [CapData; 2],
 }
 
-// SAFETY: Pod fields with 4-byte alignment and sizes multiple of 4: no padding.
-unsafe impl Pod for CapBuffer {}
+// repr(C): Pod fields with 4-byte alignment and sizes multiple of 4: no padding.
+pod!(CapBuffer { header, data }, 32);
 
 /// The three capability sets of a thread, as 64-bit masks (bit `n`: capability `n`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]

@@ -2,9 +2,48 @@
 //! trait, and [`Pod`] for plain kernel structs.
 //!
 //! # Safety
-//! The unsafe code converts between `Pod` values and bytes; `Pod`'s contract (every bit
-//! pattern valid, no pointers, no padding that matters) makes that sound.
+//! The unsafe code converts between `Pod` values and bytes, and implements `Pod`. `Pod`'s
+//! contract (every byte initialised, so no padding; every bit pattern a valid value) makes
+//! the conversions sound, and the `pod!` macro proves the no-padding half of it at
+//! compile time for every struct it is implemented for here.
 #![allow(unsafe_code)]
+
+/// Implements `Pod` for a struct after proving at compile time that it has no padding
+/// and the size the kernel expects: `pod!(Type { field, ... }, size)`.
+///
+/// The field list must name every field exactly once (a struct pattern without `..`
+/// checks that), each field's type must be `Pod`, and the struct's size must equal both
+/// the sum of its fields' sizes (so there is no padding between or after them) and
+/// `size`. The struct must be `#[repr(C)]`, `#[repr(C, packed)]` or `#[repr(transparent)]`,
+/// which the invocation site's comment states.
+macro_rules! pod {
+    ($t:ident { $($f:tt),* $(,)? }, $size:expr) => {
+        // SAFETY: `$t` has a fixed C layout (see the comment at the invocation), its fields
+        // are all `Pod` (so every byte of each is initialised and any bit pattern is a
+        // valid value), and the assertions below prove it has no padding: every byte of
+        // a `$t` is a byte of one of its fields.
+        unsafe impl $crate::structs::Pod for $t {}
+        const _: () = {
+            #[allow(dead_code)]
+            fn every_field_listed_once(v: $t) {
+                let $t { $($f: _),* } = v;
+            }
+            assert!(
+                ::std::mem::size_of::<$t>() == 0 $(+ $crate::structs::field_size(|v: $t| v.$f))*,
+                concat!(stringify!($t), " has padding: make it explicit fields"),
+            );
+            assert!(
+                ::std::mem::size_of::<$t>() == $size,
+                concat!(stringify!($t), " is not the size the kernel uses"),
+            );
+        };
+    };
+}
+
+/// The size of a `Pod` field, named by a function reading it (for `pod!`).
+pub(crate) const fn field_size<T, F: Pod>(_read: fn(T) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
 
 use crate::error::{Error, Result};
 
@@ -32,8 +71,8 @@ pub struct Timespec {
     pub nsec: i64,
 }
 
-// SAFETY: two i64s, no padding, every bit pattern valid.
-unsafe impl Pod for Timespec {}
+// repr(C): two i64s.
+pod!(Timespec { sec, nsec }, 16);
 
 impl Timespec {
     /// A duration as a timespec.
@@ -51,8 +90,8 @@ impl Timespec {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Sigset(pub u64);
 
-// SAFETY: a u64.
-unsafe impl Pod for Sigset {}
+// repr(transparent) over a u64.
+pod!(Sigset { 0 }, 8);
 
 impl Sigset {
     /// The size the kernel expects as `sigsetsize` ([`rsyscall_near::KERNEL_SIGSET_SIZE`]).
@@ -120,31 +159,49 @@ pub trait FixedSize: Struct + Sized {
     const ALIGN: usize;
 }
 
-/// Plain old data: a `Copy` type with no pointers or references, for which every bit
-/// pattern of its size is a valid value and whose memory image is what the kernel uses.
+/// Plain old data: a `Copy` type whose memory image is exactly what the kernel reads and
+/// writes: every byte of a value is initialised data, and every bit pattern of its size is
+/// a valid value.
+///
+/// Values are turned into bytes by reading all `size_of::<T>()` bytes of them as `u8`
+/// ([`pod_bytes`]), and made from bytes the kernel wrote ([`pod_from_bytes`]).
 ///
 /// # Safety
-/// Implement only for types meeting that description (integers, and `#[repr(C)]` structs
-/// or arrays of such types). Reading arbitrary bytes into the type must be sound.
+/// Implement only for a type that:
+/// - has no padding, nor any other byte that may be uninitialised (no `MaybeUninit`, no
+///   union whose variants differ in size): reading an uninitialised byte as `u8` is
+///   undefined behaviour, and in a `#[repr(C)]` struct the gaps the compiler leaves for
+///   alignment (between fields and at the end) are exactly such bytes. Spell gaps out as
+///   fields (zero in every constructor) instead;
+/// - accepts every bit pattern of its size as a valid value: integers and arrays and
+///   structs of them, never `bool`, `char`, enums, references or pointers (addresses are
+///   plain integers here);
+/// - has a fixed layout: a primitive integer, an array of `Pod`, or a `#[repr(C)]`
+///   (possibly `packed`) or `#[repr(transparent)]` struct of `Pod` fields.
+///
+/// In this crate, structs implement it through the `pod!` macro, which checks at compile
+/// time that the size is the sum of the fields' sizes (so there is no padding).
 pub unsafe trait Pod: Copy + Send + Sync + 'static {}
 
-macro_rules! pod {
+macro_rules! pod_primitive {
     ($($t:ty),* $(,)?) => {
-        // SAFETY: integers and arrays of integers have no invalid bit patterns and no
-        // pointers.
+        // SAFETY: a primitive integer: every byte is value bits, and every bit pattern is
+        // a valid value.
         $(unsafe impl Pod for $t {})*
     };
 }
-pod!(u8, i8, u16, i16, u32, i32, u64, i64, usize, isize);
-// SAFETY: an array of Pod values is Pod.
+pod_primitive!(u8, i8, u16, i16, u32, i32, u64, i64, usize, isize);
+// SAFETY: an array's elements follow each other with no gap (an element's size is a
+// multiple of its alignment) and nothing after the last, so an array of `Pod` values has
+// no byte that is not a byte of a `Pod` element; any bit pattern is valid element-wise.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 
 /// The memory image of a `Pod` value.
 pub fn pod_bytes<T: Pod>(value: &T) -> Vec<u8> {
     let mut out = vec![0u8; std::mem::size_of::<T>()];
-    // SAFETY: `out` has exactly size_of::<T>() bytes; T is Pod, so its bytes are all
-    // initialised... except padding, which Pod types used with the kernel do not have, and
-    // reading it as u8 copies whatever is there without producing invalid values.
+    // SAFETY: `value` is valid for reads of size_of::<T>() bytes and `out`, a fresh
+    // buffer (so not overlapping it), for writes of as many. `T: Pod` guarantees that every
+    // one of those bytes is initialised (no padding), so reading them as `u8` is defined.
     unsafe {
         std::ptr::copy_nonoverlapping(
             (value as *const T).cast::<u8>(),

@@ -2,10 +2,10 @@
 
 use rsyscall_near::{self as near, Address, SA};
 
-use super::{Pod, Sigset};
+use super::Sigset;
+use crate::child_state::ChildState;
 use crate::fd::FileDescriptor;
 use crate::pointer::WrittenPointer;
-use crate::process::ChildState;
 
 /// The kernel's `siginfo_t` (128 bytes), with the fields `waitid(2)` fills for `SIGCHLD`
 /// named; the rest of the union is kept as opaque words.
@@ -34,9 +34,24 @@ pub struct Siginfo {
     _rest: [u64; 10],
 }
 
-// SAFETY: integers only, laid out without padding (the explicit pad fields fill the gaps);
+// repr(C): integers only, laid out without padding (the explicit pad fields fill the gaps);
 // every bit pattern is a valid value.
-unsafe impl Pod for Siginfo {}
+pod!(
+    Siginfo {
+        signo,
+        errno,
+        code,
+        _pad0,
+        pid,
+        uid,
+        status,
+        _pad1,
+        utime,
+        stime,
+        _rest
+    },
+    128
+);
 
 impl Siginfo {
     /// Size in bytes, the kernel's `sizeof(siginfo_t)`.
@@ -45,6 +60,14 @@ impl Siginfo {
     /// The child state change this siginfo reports (from `waitid`), if any.
     pub fn child_state(&self) -> Option<ChildState> {
         ChildState::from_fields(self.pid, self.code, self.status)
+    }
+}
+
+impl ChildState {
+    /// Parses a `siginfo_t` filled by `waitid` (at least 128 bytes); `None` if it is too
+    /// short or reports no event (`si_pid` 0, as after `WNOHANG` with nothing to report).
+    pub fn from_siginfo(bytes: &[u8]) -> Option<ChildState> {
+        super::pod_from_bytes::<Siginfo>(bytes).ok()?.child_state()
     }
 }
 
@@ -69,9 +92,17 @@ pub struct Sigaction {
     pub mask: Sigset,
 }
 
-// SAFETY: three u64s and a u64 newtype, no padding, every bit pattern valid (the handler is
+// repr(C): three u64s and a u64 newtype, no padding, every bit pattern valid (the handler is
 // only an address here; jumping to it is the unsafe part, guarded by the syscall methods).
-unsafe impl Pod for Sigaction {}
+pod!(
+    Sigaction {
+        handler,
+        flags,
+        restorer,
+        mask
+    },
+    32
+);
 
 impl Sigaction {
     /// Size in bytes.
@@ -128,8 +159,15 @@ pub struct RobustListHead {
     pub list_op_pending: u64,
 }
 
-// SAFETY: three 64-bit integers, no padding, every bit pattern valid.
-unsafe impl Pod for RobustListHead {}
+// repr(C): three 64-bit integers, no padding, every bit pattern valid.
+pod!(
+    RobustListHead {
+        list_next,
+        futex_offset,
+        list_op_pending
+    },
+    24
+);
 
 impl RobustListHead {
     /// Size in bytes, the `len` `set_robust_list` expects.

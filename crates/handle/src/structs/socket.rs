@@ -36,9 +36,17 @@ pub struct SockaddrIn {
     pub zero: [u8; 8],
 }
 
-// SAFETY: integers and byte arrays with no padding (2 + 2 + 4 + 8 bytes); every bit pattern
+// repr(C): integers and byte arrays with no padding (2 + 2 + 4 + 8 bytes); every bit pattern
 // is a valid value.
-unsafe impl Pod for SockaddrIn {}
+pod!(
+    SockaddrIn {
+        family,
+        port_be,
+        addr,
+        zero
+    },
+    16
+);
 
 impl SockaddrIn {
     /// `ip:port`.
@@ -102,9 +110,18 @@ pub struct SockaddrIn6 {
     pub scope_id: u32,
 }
 
-// SAFETY: integers and a byte array laid out without padding (2 + 2 + 4 + 16 + 4 = 28
+// repr(C): integers and a byte array laid out without padding (2 + 2 + 4 + 16 + 4 = 28
 // bytes, alignment 4); every bit pattern is a valid value.
-unsafe impl Pod for SockaddrIn6 {}
+pod!(
+    SockaddrIn6 {
+        family,
+        port_be,
+        flowinfo,
+        addr,
+        scope_id
+    },
+    28
+);
 
 impl SockaddrIn6 {
     /// `[ip]:port`, with no flow info and scope 0.
@@ -177,8 +194,16 @@ pub struct SockaddrNl {
     pub groups: u32,
 }
 
-// SAFETY: integers with no padding (2 + 2 + 4 + 4 bytes); every bit pattern is valid.
-unsafe impl Pod for SockaddrNl {}
+// repr(C): integers with no padding (2 + 2 + 4 + 4 bytes); every bit pattern is valid.
+pod!(
+    SockaddrNl {
+        family,
+        pad,
+        pid,
+        groups
+    },
+    12
+);
 
 impl SockaddrNl {
     /// Port id `pid`, groups `groups`.
@@ -366,9 +391,9 @@ pub struct SockaddrStorage {
     pub data: [u8; 126],
 }
 
-// SAFETY: an integer and a byte array filling the 128 bytes exactly (no padding); every bit
+// repr(C): an integer and a byte array filling the 128 bytes exactly (no padding); every bit
 // pattern is valid.
-unsafe impl Pod for SockaddrStorage {}
+pod!(SockaddrStorage { family, data }, 128);
 
 impl Default for SockaddrStorage {
     fn default() -> Self {
@@ -527,8 +552,8 @@ pub struct Ucred {
     pub gid: u32,
 }
 
-// SAFETY: three 4-byte integers, no padding; every bit pattern is valid.
-unsafe impl Pod for Ucred {}
+// repr(C): three 4-byte integers, no padding; every bit pattern is valid.
+pod!(Ucred { pid, uid, gid }, 12);
 
 /// Size of an interface name buffer (`IFNAMSIZ`), NUL included.
 pub const IFNAMSIZ: usize = 16;
@@ -544,9 +569,9 @@ pub struct Ifreq {
     pub ifru: [u8; 24],
 }
 
-// SAFETY: two byte arrays filling the 40 bytes exactly; every bit pattern is valid. (The
+// repr(C): two byte arrays filling the 40 bytes exactly; every bit pattern is valid. (The
 // libc union may hold a pointer, `ifr_data`, but we never use requests that read one.)
-unsafe impl Pod for Ifreq {}
+pod!(Ifreq { name, ifru }, 40);
 
 impl Ifreq {
     /// A request about interface `name`, with the value zeroed.
@@ -636,9 +661,22 @@ pub struct Msghdr {
     pub pad1: u32,
 }
 
-// SAFETY: integers with the padding spelled out as fields (56 bytes); every bit pattern is
+// repr(C): integers with the padding spelled out as fields (56 bytes); every bit pattern is
 // valid.
-unsafe impl Pod for Msghdr {}
+pod!(
+    Msghdr {
+        name,
+        namelen,
+        pad0,
+        iov,
+        iovlen,
+        control,
+        controllen,
+        flags,
+        pad1
+    },
+    56
+);
 
 /// `struct iovec`: one buffer of a scatter/gather list.
 #[repr(C)]
@@ -650,8 +688,8 @@ pub struct Iovec {
     pub len: u64,
 }
 
-// SAFETY: two u64s, no padding.
-unsafe impl Pod for Iovec {}
+// repr(C): two u64s, no padding.
+pod!(Iovec { base, len }, 16);
 
 /// `struct cmsghdr`: the header of one control message; its data follows, and the next
 /// header starts at the next multiple of 8.
@@ -666,8 +704,8 @@ pub struct Cmsghdr {
     pub ty: i32,
 }
 
-// SAFETY: a u64 and two i32s, no padding.
-unsafe impl Pod for Cmsghdr {}
+// repr(C): a u64 and two i32s, no padding.
+pod!(Cmsghdr { len, level, ty }, 16);
 
 /// `CMSG_SPACE(data_len)`: the room in a control buffer that a message with `data_len`
 /// bytes of data takes (16 bytes of header, the data rounded up to 8), for sizing the
@@ -725,7 +763,14 @@ pub struct RecvMsg {
 /// A socket option with a typed value, for
 /// [`FileDescriptor::getsockopt`](crate::FileDescriptor::getsockopt) and
 /// [`FileDescriptor::setsockopt`](crate::FileDescriptor::setsockopt). See [`sockopt`].
-pub trait SockOpt {
+///
+/// # Safety
+/// `LEVEL` and `NAME` must name an option whose value the kernel reads and writes as the
+/// bytes of `Raw` only, never following an address inside it: not, for example,
+/// `SO_ATTACH_FILTER` (whose value points at a program) nor `TCP_ZEROCOPY_RECEIVE` (whose
+/// value names buffers the kernel writes to). `getsockopt` and `setsockopt` pass `Raw`'s
+/// size as the option length.
+pub unsafe trait SockOpt {
     /// The value as Rust sees it.
     type Value: Send + 'static;
     /// The value as the kernel sees it.
@@ -751,7 +796,8 @@ pub mod sockopt {
             $(#[$m])*
             #[derive(Clone, Copy, Debug)]
             pub struct $name;
-            impl SockOpt for $name {
+            // SAFETY: the option's value is one int, with no address in it.
+            unsafe impl SockOpt for $name {
                 type Value = bool;
                 type Raw = i32;
                 const LEVEL: i32 = $level;
@@ -772,7 +818,8 @@ pub mod sockopt {
             $(#[$m])*
             #[derive(Clone, Copy, Debug)]
             pub struct $name;
-            impl SockOpt for $name {
+            // SAFETY: the option's value is one int, with no address in it.
+            unsafe impl SockOpt for $name {
                 type Value = i32;
                 type Raw = i32;
                 const LEVEL: i32 = $level;
@@ -828,7 +875,8 @@ pub mod sockopt {
     /// `SO_ERROR` (read-only): the pending socket error, cleared by reading it.
     #[derive(Clone, Copy, Debug)]
     pub struct Error;
-    impl SockOpt for Error {
+    // SAFETY: `SO_ERROR`'s value is one int, with no address in it.
+    unsafe impl SockOpt for Error {
         type Value = Option<Errno>;
         type Raw = i32;
         const LEVEL: i32 = libc::SOL_SOCKET;
@@ -846,7 +894,8 @@ pub mod sockopt {
     /// `connect` or `socketpair`.
     #[derive(Clone, Copy, Debug)]
     pub struct PeerCred;
-    impl SockOpt for PeerCred {
+    // SAFETY: `SO_PEERCRED`'s value is a `struct ucred` of three ints, with no address in it.
+    unsafe impl SockOpt for PeerCred {
         type Value = Ucred;
         type Raw = Ucred;
         const LEVEL: i32 = libc::SOL_SOCKET;

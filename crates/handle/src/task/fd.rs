@@ -244,8 +244,9 @@ impl Task {
         let o = self.check_fd(old)?;
         let n = self.check_fd(new)?;
         self.prepare().await;
-        // SAFETY: `new` is a handle held by the caller, so replacing what it refers to
-        // affects only users of that handle, who asked for it.
+        // SAFETY: `new` is a handle held by the caller: either it owns the fd, or it was
+        // made by `FileDescriptor::borrowed`, whose caller promised that replacing the fd
+        // is sound. Either way replacing it affects only users of the handle.
         unsafe { near::dup2(self.sysif(), o, n) }
             .await
             .map_err(self.error("dup2"))?;

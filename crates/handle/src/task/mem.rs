@@ -44,7 +44,7 @@ impl Drop for MemoryMapping {
         if self.unmapped {
             return;
         }
-        if self.task.namespaces().address_space == super::local_namespaces().address_space {
+        if self.task.namespaces().address_space == crate::local::local_namespaces().address_space {
             let req = near::Request::new(
                 libc::SYS_munmap,
                 [self.mapping.addr.arg(), self.mapping.len as i64, 0, 0, 0, 0],
@@ -96,7 +96,7 @@ impl MemoryMapping {
     /// concurrently by other mappings of the same pages, and stops being valid once
     /// [`MemoryMapping::munmap`] ran or protection is removed.
     pub fn local_ptr(&self) -> Option<NonNull<u8>> {
-        if self.task.namespaces().address_space != super::local_namespaces().address_space {
+        if self.task.namespaces().address_space != crate::local::local_namespaces().address_space {
             return None;
         }
         NonNull::new(self.mapping.addr.as_u64() as usize as *mut u8)

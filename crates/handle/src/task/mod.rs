@@ -8,6 +8,10 @@
 //! [`Task::check_ptr`]) held in an [`InFlight`] guard until the syscall completed, and fds
 //! closed or replaced are held by owning handles whose last reference is being released
 //! or that the caller passed in.
+//!
+//! Those arguments rely on what a task claims about itself (its interface runs real
+//! syscalls in a process with these namespaces, its allocator serves that address space),
+//! so [`Task::new`] is `unsafe` and states those claims as its caller's duty.
 #![allow(unsafe_code)]
 
 mod events;
@@ -31,24 +35,10 @@ pub use mem::MemoryMapping;
 
 use crate::error::{Error, Result};
 use crate::fd::{FdTableState, FileDescriptor};
+use crate::local::local_namespaces;
 use crate::memory::{Allocation, InFlight, Memory};
 use crate::pointer::{Pointer, WrittenPointer};
 use crate::structs::{FixedSize, Pod, Struct};
-
-/// The namespaces of the local process, created once.
-pub fn local_namespaces() -> far::Namespaces {
-    static NS: OnceLock<far::Namespaces> = OnceLock::new();
-    *NS.get_or_init(|| {
-        let pid = near::Pid::new(std::process::id() as i32);
-        far::Namespaces {
-            fd_table: far::FdTable::new(pid),
-            address_space: far::AddressSpace::new(pid),
-            pidns: far::PidNamespace::new(pid),
-            mountns: far::MountNamespace::new(pid),
-            netns: far::NetNamespace::new(pid),
-        }
-    })
-}
 
 /// A task's fd table, and the table it was copied from with that table's generation then.
 type TableState = (Arc<FdTableState>, Option<(far::FdTable, u64)>);
@@ -106,14 +96,20 @@ impl Task {
             .get_or_init(|| {
                 let ns = local_namespaces();
                 let pid = near::Pid::new(std::process::id() as i32);
-                Task::new(
-                    Arc::new(near::LocalSyscall),
-                    pid,
-                    ns,
-                    FdTableState::new(ns.fd_table),
-                    Memory::local().clone(),
-                    None,
-                )
+                // SAFETY: `LocalSyscall` runs every syscall in this process, whose
+                // namespaces `local_namespaces` are and whose address space
+                // `Memory::local` serves; the table state is made for its fd table here,
+                // once, and shared by every handle of the local task.
+                unsafe {
+                    Task::new(
+                        Arc::new(near::LocalSyscall),
+                        pid,
+                        ns,
+                        FdTableState::new(ns.fd_table),
+                        Memory::local().clone(),
+                        None,
+                    )
+                }
             })
             .clone()
     }
@@ -122,7 +118,28 @@ impl Task {
     /// namespaces `ns`, the shared state of its fd table and the allocator of its address
     /// space. `inherited_from` names the table its own table was copied from, if any, with
     /// that table's [`FdTableState::generation`] taken just before the copy.
-    pub fn new(
+    ///
+    /// The library makes tasks itself ([`Task::local`], and the thread layer's `clone`);
+    /// this is for code that reaches a process some other way.
+    ///
+    /// # Safety
+    /// Every claim made here is trusted by the unsafe code behind the safe methods:
+    /// - `sysif` runs each request as that syscall in one process, and returns what the
+    ///   kernel returned: an `mmap` answer names a fresh mapping, a returned fd number a
+    ///   fresh fd, a byte count what was transferred. It says
+    ///   [`is_local`](near::SyscallInterface::is_local) only if it runs syscalls
+    ///   synchronously in the calling thread of this process.
+    /// - `ns` are that process's namespaces, as they are now: in particular its
+    ///   `fd_table` is the local process's ([`local_namespaces`]) only if it uses this
+    ///   process's fd table, and `address_space` the local one only if it shares this
+    ///   process's memory. `pid` is its pid in its own pid namespace.
+    /// - `fd_table` is the state of `ns.fd_table` (its [`FdTableState::id`] is that
+    ///   table), shared by every task using that table.
+    /// - `memory` serves `ns.address_space` (see [`Memory::new`]).
+    /// - `inherited_from`, if given, is true: the task's table was copied from that table
+    ///   when its generation was at most the number given, so every fd of that table
+    ///   whose handle is older has a copy under the same number that nothing else owns.
+    pub unsafe fn new(
         sysif: Arc<dyn near::SyscallInterface>,
         pid: near::Pid,
         ns: far::Namespaces,
@@ -144,7 +161,9 @@ impl Task {
 
     /// The far task: this task's interface, pid and namespaces as they are now.
     pub fn far(&self) -> far::Task {
-        far::Task::new(self.inner.sysif.clone(), self.inner.pid, self.namespaces())
+        // SAFETY: the interface, pid and namespaces are this task's, as promised to
+        // `Task::new` (and kept up to date by `unshare` and `setns`).
+        unsafe { far::Task::new(self.inner.sysif.clone(), self.inner.pid, self.namespaces()) }
     }
 
     /// The pid, in the task's own pid namespace.
