@@ -1117,13 +1117,16 @@ mod free_range_tests {
     fn interleaved_mallocs_and_frees_match_a_model() {
         run(async {
             const ARENA: usize = 256 * 1024;
-            let space = crate::task::local_namespaces().address_space;
-            let mem = Memory::fixed(
-                space,
-                Arc::new(LocalTransport),
-                Arc::new(near::LocalSyscall),
-                ARENA,
-            )
+            let space = crate::local::local_namespaces().address_space;
+            // SAFETY: the local transport and mapper serve the local address space.
+            let mem = unsafe {
+                Memory::fixed(
+                    space,
+                    Arc::new(LocalTransport),
+                    Arc::new(near::LocalSyscall),
+                    ARENA,
+                )
+            }
             .await
             .expect("fixed");
             let (base, arena_len) = {
@@ -1216,11 +1219,14 @@ mod free_range_tests {
     #[test]
     fn growth_keeps_using_older_arenas_first_when_they_fit() {
         run(async {
-            let mem = Memory::new(
-                crate::task::local_namespaces().address_space,
-                Arc::new(LocalTransport),
-                Arc::new(near::LocalSyscall),
-            );
+            // SAFETY: the local transport and mapper serve the local address space.
+            let mem = unsafe {
+                Memory::new(
+                    crate::local::local_namespaces().address_space,
+                    Arc::new(LocalTransport),
+                    Arc::new(near::LocalSyscall),
+                )
+            };
             // Fill two arenas with 64 KiB blocks (kept pages: no reclamation queue).
             let mut blocks = Vec::new();
             for _ in 0..(2 * ARENA_SIZE / (64 * 1024)) {
@@ -1264,11 +1270,14 @@ mod empty_allocation_tests {
     #[test]
     fn zero_bytes_take_nothing_and_stay_zero() {
         async_io::block_on(async {
-            let mem = Memory::new(
-                crate::task::local_namespaces().address_space,
-                Arc::new(LocalTransport),
-                Arc::new(near::LocalSyscall),
-            );
+            // SAFETY: the local transport and mapper serve the local address space.
+            let mem = unsafe {
+                Memory::new(
+                    crate::local::local_namespaces().address_space,
+                    Arc::new(LocalTransport),
+                    Arc::new(near::LocalSyscall),
+                )
+            };
             for align in [1, 8, 64, PAGE_SIZE] {
                 let a = mem.malloc(0, align).await.expect("malloc(0)");
                 assert_eq!(a.len(), 0);
@@ -1291,12 +1300,15 @@ mod empty_allocation_tests {
             assert_eq!(mem.bytes_in_use(), 0);
 
             // A fixed allocator of 0 bytes has no arena: only 0-byte requests succeed.
-            let fixed = Memory::fixed(
-                crate::task::local_namespaces().address_space,
-                Arc::new(LocalTransport),
-                Arc::new(near::LocalSyscall),
-                0,
-            )
+            // SAFETY: the local transport and mapper serve the local address space.
+            let fixed = unsafe {
+                Memory::fixed(
+                    crate::local::local_namespaces().address_space,
+                    Arc::new(LocalTransport),
+                    Arc::new(near::LocalSyscall),
+                    0,
+                )
+            }
             .await
             .expect("fixed(0)");
             assert_eq!(fixed.malloc(0, 8).await.expect("malloc(0)").len(), 0);
