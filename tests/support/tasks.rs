@@ -1,4 +1,5 @@
-//! Running a test body on the local thread and on a clone child, with a timeout.
+//! Running a test body on the local thread and on a clone child, with a timeout; running
+//! many futures at once.
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,4 +41,74 @@ pub async fn exit_cleanly(child: ChildThread, what: &str) {
         .check()
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// Runs all of `futs` concurrently in the calling task and returns their outputs, in order.
+///
+/// Each future has a waker of its own, so a wake-up polls only the futures that were woken:
+/// hundreds of futures cost no more per event than a few.
+pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Poll, Wake, Waker};
+
+    /// A future's waker: marks it woken, then wakes the task running `join_all`.
+    struct Slot {
+        woken: AtomicBool,
+        parent: Arc<Mutex<Option<Waker>>>,
+    }
+    impl Wake for Slot {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, Ordering::SeqCst);
+            let parent = self
+                .parent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(w) = parent {
+                w.wake();
+            }
+        }
+    }
+
+    let parent: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let slots: Vec<Arc<Slot>> = futs
+        .iter()
+        .map(|_| {
+            Arc::new(Slot {
+                woken: AtomicBool::new(true),
+                parent: Arc::clone(&parent),
+            })
+        })
+        .collect();
+    let wakers: Vec<Waker> = slots.iter().map(|s| Waker::from(Arc::clone(s))).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    let mut left = futs.len();
+    std::future::poll_fn(|cx| {
+        *parent.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        for i in 0..futs.len() {
+            if out[i].is_some() || !slots[i].woken.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let mut child_cx = std::task::Context::from_waker(&wakers[i]);
+            if let Poll::Ready(v) = futs[i].as_mut().poll(&mut child_cx) {
+                out[i] = Some(v);
+                left -= 1;
+            }
+        }
+        if left == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
 }
