@@ -181,9 +181,6 @@ impl Fake {
             netns: far::NetNamespace::new(pid),
         };
         let sysif: Arc<dyn SyscallInterface> = self.conn.clone();
-        // Issue 7 section 2 makes these constructors unsafe; until then the block is
-        // unneeded.
-        #[allow(unused_unsafe)]
         // SAFETY: the contracts ask for an interface that answers what the kernel would;
         // this one lies on purpose, and the lies can reach only the pretend process. Its
         // namespaces are fresh identities (not this process's fd table or address space),
@@ -297,6 +294,29 @@ fn values_no_syscall_returns_are_decoded_without_panicking() {
 }
 
 #[test]
+fn arena_addresses_no_kernel_returns_are_refused() {
+    // Near the top of the address space (the end overflows), unaligned, null, and beyond
+    // every user address: each would make the allocator's arithmetic overflow or hand out
+    // memory that is not there.
+    for lie in [-4096i64, 0x1000_0001, 0, 1 << 60] {
+        let fake = Fake::new(move |_, req| {
+            if req.number == libc::SYS_mmap {
+                Answer::Value(lie)
+            } else {
+                Answer::Honest
+            }
+        });
+        let task = fake.task();
+        match run(task.malloc_bytes(5000)) {
+            Err(rsyscall_handle::Error::OutOfMemory { .. }) => {}
+            other => panic!("mmap answering {lie:#x}: expected OutOfMemory, got {other:?}"),
+        }
+        drop(task);
+        fake.finish();
+    }
+}
+
+#[test]
 fn in_band_reads_that_lie_are_hangups() {
     let len = 100usize;
     let lies: Vec<(&str, Answer)> = vec![
@@ -400,10 +420,8 @@ impl Rng {
     }
 }
 
-/// Whether `mmap` gets lies too. Not yet: the allocator takes any address `mmap` returns
-/// for an arena, and one near the top of the address space overflows its address
-/// arithmetic (a panic in debug builds, in `Memory`'s free path, so also inside drops).
-const MMAP_LIES: bool = false;
+/// Whether `mmap` gets lies too: the allocator refuses arena addresses no kernel returns.
+const MMAP_LIES: bool = true;
 
 /// Requests after which a lying server always closes: every call ends.
 const MAX_REQUESTS: usize = 40;

@@ -53,6 +53,9 @@ const EMPTY_ARENA: u64 = 0;
 const ARENA_SIZE: usize = 1 << 20;
 /// The page size.
 pub const PAGE_SIZE: usize = 4096;
+
+/// Above every user-space address on x86-64, with 4- or 5-level page tables.
+const USER_ADDRESS_LIMIT: u64 = 1 << 57;
 /// Allocations at least this large give their whole pages back to the kernel when freed.
 pub const RECLAIM_MIN: usize = 64 * 1024;
 
@@ -396,10 +399,30 @@ impl Memory {
             )
         }
         .await;
-        r.map_err(|e| Error::OutOfMemory {
+        let mapping = r.map_err(|e| Error::OutOfMemory {
             space: self.space,
             detail: format!("mmap of a {len}-byte arena failed: {e}"),
-        })
+        })?;
+        // The allocator computes addresses inside the arena with plain arithmetic: an
+        // answer no kernel gives (unaligned, null, or running past the highest user
+        // address) is refused here, so a lying or broken server yields an error, never an
+        // overflow. Such a "mapping" is left alone: unmapping a made-up range could hit
+        // memory that is in use.
+        let addr = mapping.addr.as_u64();
+        let valid = addr != 0
+            && addr % PAGE_SIZE as u64 == 0
+            && addr
+                .checked_add(mapping.len as u64)
+                .is_some_and(|end| end <= USER_ADDRESS_LIMIT);
+        if !valid {
+            return Err(Error::OutOfMemory {
+                space: self.space,
+                detail: format!(
+                    "mmap of a {len}-byte arena answered {addr:#x}, which no kernel returns"
+                ),
+            });
+        }
+        Ok(mapping)
     }
 
     /// Hands queued page ranges of freed allocations to the kernel (`MADV_REMOVE`), then
