@@ -186,11 +186,10 @@ impl Fake {
         // namespaces are fresh identities (not this process's fd table or address space),
         // the interface is not local, and the allocator serves only that pretend address
         // space, so no memory or fd of this process is ever handed to it or trusted to it.
-        let task = unsafe {
+        unsafe {
             let memory = Memory::new(ns.address_space, self.conn.clone(), sysif.clone());
             Task::new(sysif, pid, ns, FdTableState::new(ns.fd_table), memory, None)
-        };
-        task
+        }
     }
 
     /// Drops the connection and returns the requests the server got.
