@@ -2,18 +2,21 @@
 //! environment and standard streams, and `exec` (`clone` is in `clone.rs`).
 //!
 //! # Safety
-//! `exec` lends the child memory holding argv and envp, kept (or leaked) until the execve
-//! request is over; the requests it sends take only pointers into that memory.
+//! `exec` lends the child memory holding argv and envp. It is freed only once no kernel can
+//! read it: when the requests were answered or never sent, or once `/proc` shows that the
+//! child exec'd or is exiting; until then it is kept with the child, whose drop frees it
+//! only after the child is reaped. The requests it sends take only pointers into that
+//! memory.
 #![allow(unsafe_code)]
 
 use std::fmt;
 use std::ops::Deref;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use rsyscall_handle::{
-    ChildProcess, Error, FileDescriptor, InFlight, Pipe, Result, Task, local_namespaces,
+    ChildProcess, Error, FileDescriptor, Pipe, Result, Task, WrittenPointer, local_namespaces,
 };
 use rsyscall_near::{self as near, Signal};
 
@@ -280,6 +283,10 @@ pub struct ChildThread {
     /// Made with `CLONE::SIGHAND`: its signal dispositions are its parent's, so exec must
     /// not reset any (the kernel gives the exec'd program a copy of them).
     shares_sighand: bool,
+    /// The argv/envp block of an exec whose end is not known yet: the child's kernel may
+    /// still read it. Kept with the child so that dropping an exec future (which drops the
+    /// child, killing it) frees the block only once the child is reaped.
+    lent: Option<WrittenPointer<[u8]>>,
 }
 
 impl fmt::Debug for ChildThread {
@@ -330,6 +337,7 @@ impl ChildThread {
             monitor: Some(monitor),
             _server_sock: server_sock,
             shares_sighand,
+            lent: None,
         }
     }
 
@@ -407,13 +415,26 @@ impl ChildThread {
         }
     }
 
+    /// Sends the signal resets and the execve, and learns how the exec ended. The
+    /// argv/envp block is freed as soon as no kernel can read it any more: when the requests
+    /// were answered or never sent, or once the child is known to have exec'd or died. While
+    /// that is unknown it stays in `self.lent`, freed only after the child is reaped.
     async fn do_exec(
-        &self,
+        &mut self,
         command: &Command,
         envp: Option<Vec<std::ffi::OsString>>,
     ) -> Result<()> {
-        let task = &self.thread.inner.task;
-        let envp = envp.unwrap_or_else(|| command.environment(&self.thread.inner.environ));
+        // A handle of our own, so that `self.lent` can be set while requests borrow the task.
+        let thread = self.thread.duplicate();
+        let task = thread.task();
+        if thread.is_dead() {
+            // Known before sending: the request would not even be written.
+            return Err(task.error("execve")(near::SyscallError::Hangup));
+        }
+        let envp = match envp {
+            Some(envp) => envp,
+            None => command.environment(&thread.inner.environ),
+        };
         // One allocation and one write for everything: a prefix with the sigaction for the
         // SIGPIPE reset (32 zero bytes: SIG_DFL, no flags, empty mask) and the empty signal
         // mask (8 zero bytes), then path, argv and envp.
@@ -426,8 +447,9 @@ impl ChildThread {
             image.argv(),
             image.envp(),
         );
-        // From here the child's kernel reads the block: keep it if the future is dropped.
-        let buf = InFlight::new(image.into_pointer());
+        // From here the child's kernel may read the block: it goes with the child (see
+        // `lent`) before anything is sent.
+        self.lent = Some(image.into_pointer());
         let sysif = task.sysif();
         // The signal resets and the execve go out together: the connection keeps their
         // order, so they cost one round trip.
@@ -464,26 +486,114 @@ impl ChildThread {
                 ],
             ))
         };
-        // SAFETY: path, argv and envp were laid out by exec_image, NUL- and NULL-terminated, in the
-        // child's address space, and `buf` is kept (or leaked) until the call is over.
-        let exec = unsafe { near::execve(sysif, path, argv, envp) };
+        // Sent as an ordinary request (not `near::execve`, which counts a lost connection
+        // as success): a lost connection is examined below.
+        // SAFETY: path, argv and envp were laid out by exec_image, NUL- and
+        // NULL-terminated, in the child's address space, and the block is kept in
+        // `self.lent` until no kernel can read it.
+        let exec = unsafe {
+            sysif.syscall(near::Request::new(
+                libc::SYS_execve,
+                [
+                    path.as_u64() as i64,
+                    argv.as_u64() as i64,
+                    envp.as_u64() as i64,
+                    0,
+                    0,
+                    0,
+                ],
+            ))
+        };
         let ((action, mask), exec) =
             futures_lite::future::zip(futures_lite::future::zip(sigaction, sigmask), exec).await;
-        if exec.is_ok() {
-            // The program runs; a failed reset (none is expected with these arguments)
-            // cannot be undone any more.
-            for (name, r) in [("rt_sigaction", action), ("rt_sigprocmask", mask)] {
-                if let Err(e) = r {
-                    log::warn!("{name} before exec failed: {e}");
-                }
+        // An answered or unsent request no longer reads the block.
+        let over = |r: &near::SyscallResult| !matches!(r, Err(near::SyscallError::Hangup));
+        match exec {
+            Err(e @ near::SyscallError::Errno(_)) => {
+                // Responses come in order: the resets were answered before it.
+                self.lent = None;
+                action.map_err(task.error("rt_sigaction"))?;
+                mask.map_err(task.error("rt_sigprocmask"))?;
+                Err(task.error("execve")(e))
             }
-        } else {
-            action.map_err(task.error("rt_sigaction"))?;
-            mask.map_err(task.error("rt_sigprocmask"))?;
+            Err(e @ near::SyscallError::NotSent(_)) => {
+                if over(&action) && over(&mask) {
+                    self.lent = None;
+                }
+                Err(task.error("execve")(e))
+            }
+            // A successful execve is never answered; the connection ends. So it does when
+            // the child dies: ask the kernel which it was.
+            Ok(_) | Err(near::SyscallError::Hangup) => match self.after_hangup().await? {
+                AfterHangup::Execd => {
+                    self.lent = None;
+                    // The program runs; a failed reset (none is expected with these
+                    // arguments) cannot be undone any more.
+                    for (name, r) in [("rt_sigaction", action), ("rt_sigprocmask", mask)] {
+                        if let Err(e @ near::SyscallError::Errno(_)) = r {
+                            log::warn!("{name} before exec failed: {e}");
+                        }
+                    }
+                    Ok(())
+                }
+                AfterHangup::Died => {
+                    self.lent = None;
+                    Err(task.error("execve")(near::SyscallError::Hangup))
+                }
+            },
         }
-        exec.map_err(task.error("execve"))?;
-        buf.done();
-        Ok(())
+    }
+
+    /// Whether this child, whose connection was lost after an execve was sent, exec'd or
+    /// died without exec'ing.
+    ///
+    /// The connection ends when the child's server socket is closed (by the exec's
+    /// close-on-exec, or by death) or when the futex helper sees the child's
+    /// `CLONE_CHILD_CLEARTID` word cleared, which the kernel does both early in a
+    /// successful exec and early in an exit: none of these tells the two apart. The
+    /// kernel's own flags do, exactly: every clone child starts with `PF_FORKNOEXEC`,
+    /// which only a completed exec clears (after the point of no return, once the new
+    /// image is installed), and a dying task gets `PF_EXITING` before it lets go of its
+    /// memory, fds or futex word, and keeps both flags until it is reaped. They are read
+    /// from field 9 of `/proc/PID/stat`, with the pid read from the fdinfo of our pidfd
+    /// before and after: the child is ours and not reaped (our monitor has not waited), so
+    /// while the pidfd still names a pid, that pid is our child's, never a reused one.
+    ///
+    /// Only one state is transient: a child in the middle of its exec, between clearing
+    /// the futex word and clearing `PF_FORKNOEXEC`; then this looks again, briefly.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `/proc` cannot tell (not mounted, the child invisible in its pid
+    /// namespace, reaped by someone else, or still in between after 5 seconds).
+    async fn after_hangup(&self) -> Result<AfterHangup> {
+        let unknown = |detail: String| Error::Io {
+            what: "telling a completed exec from a death",
+            source: std::io::Error::other(detail),
+        };
+        let pidfd = self
+            .monitor
+            .as_ref()
+            .and_then(AsyncChildProcess::local_pidfd)
+            .ok_or_else(|| unknown("the child is no longer monitored".into()))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut pause = std::time::Duration::from_micros(50);
+        loop {
+            let (state, flags) = proc_task_flags(pidfd).map_err(unknown)?;
+            if flags & PF_FORKNOEXEC == 0 {
+                return Ok(AfterHangup::Execd);
+            }
+            if flags & PF_EXITING != 0 || matches!(state, 'Z' | 'X') {
+                return Ok(AfterHangup::Died);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(unknown(format!(
+                    "pid {} neither finished its exec nor died within 5 seconds",
+                    self.thread.inner.task.pid().as_raw()
+                )));
+            }
+            async_io::Timer::after(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        }
     }
 
     /// `execve(path, argv, envp)`: like [`ChildThread::exec`] with exactly the environment
@@ -542,9 +652,68 @@ impl ChildThread {
 
 impl Drop for ChildThread {
     fn drop(&mut self) {
-        if let Some(monitor) = self.monitor.take() {
-            monitor.abandon(Signal::SIGKILL, Box::new(()));
+        let lent = self.lent.take();
+        match self.monitor.take() {
+            // The block of an exec whose end is unknown is freed once the child is reaped.
+            Some(monitor) => monitor.abandon(Signal::SIGKILL, Box::new(lent)),
+            // Nothing tells when the child stops reading it: keep it.
+            None => std::mem::forget(lent),
         }
+    }
+}
+
+/// The kernel's task flag of a task that is exiting (`include/linux/sched.h`).
+const PF_EXITING: u64 = 0x4;
+/// The kernel's task flag of a task cloned and not exec'd since (`include/linux/sched.h`).
+const PF_FORKNOEXEC: u64 = 0x40;
+
+/// How a child whose connection was lost during its exec ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterHangup {
+    /// It completed the exec: its old image is gone and the program's is installed.
+    Execd,
+    /// It died without completing the exec.
+    Died,
+}
+
+/// The pid that `/proc/self/fdinfo` shows for the local pidfd `pidfd`: in the pid
+/// namespace of the `/proc` mount; 0 if the process is not in it, -1 once it is reaped.
+fn pidfd_pid(pidfd: BorrowedFd<'_>) -> std::result::Result<i64, String> {
+    let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+    let info = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{path} has no Pid line"))
+}
+
+/// The state letter and task flags (fields 3 and 9 of `/proc/PID/stat`) of the unreaped
+/// process the local pidfd `pidfd` refers to.
+fn proc_task_flags(pidfd: BorrowedFd<'_>) -> std::result::Result<(char, u64), String> {
+    let pid = pidfd_pid(pidfd)?;
+    match pid {
+        -1 => return Err("the child was reaped by someone else".into()),
+        0 => return Err("the child is not in the pid namespace of /proc".into()),
+        _ => {}
+    }
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path);
+    // The pid could name another process only after ours was reaped, which the pidfd
+    // would then show: checked after the read, so that the read was of our child.
+    if pidfd_pid(pidfd)? != pid {
+        return Err("the child was reaped by someone else".into());
+    }
+    let stat = stat.map_err(|e| format!("reading {path}: {e}"))?;
+    // The command name, in parentheses, may contain anything: fields follow the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let state = fields.first().and_then(|s| s.chars().next());
+    let flags = fields.get(6).and_then(|f| f.parse().ok());
+    match (state, flags) {
+        (Some(state), Some(flags)) => Ok((state, flags)),
+        _ => Err(format!("{path} is not in the expected format")),
     }
 }
 

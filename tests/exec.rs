@@ -1,0 +1,143 @@
+//! `ChildThread::exec` tells the truth: an exec on a dead or dying child fails unless the
+//! program really replaced the child's image, and a normal exec succeeds, even when the
+//! futex helper reports the exec before the server socket closes.
+
+use std::time::Duration;
+
+use rsyscall::{CLONE, ChildState, Signal, local_thread};
+use rsyscall_tests::tasks::{exit_cleanly, run};
+
+const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
+
+/// The `comm` of process `pid` (a pid of ours, not yet reaped): after a successful exec,
+/// the basename of the program's path.
+fn comm(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
+    let open = stat.find('(').expect("comm starts");
+    let close = stat.rfind(')').expect("comm ends");
+    stat[open + 1..close].to_string()
+}
+
+#[test]
+fn exec_on_a_killed_child_thread_fails() {
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        for flags in FLAG_CASES {
+            // Killed, and known to be dead before exec is asked for.
+            let child = parent.clone(flags).await.expect("clone");
+            child
+                .process()
+                .expect("process")
+                .kill(Signal::SIGKILL)
+                .await
+                .expect("kill");
+            let err = child.task().getpid().await.expect_err("dead");
+            assert!(err.is_hangup(), "{flags:?}: {err}");
+            assert!(child.is_dead(), "{flags:?}");
+            let cmd = sh.clone().args(["-c", "exit 0"]);
+            let err = child.exec(cmd).await.expect_err("exec on a dead thread");
+            assert!(err.error.is_hangup(), "{flags:?}: {}", err.error);
+            assert!(err.thread.is_dead(), "{flags:?}");
+
+            // Killed just before exec: the death is not known yet when exec is sent.
+            let child = parent.clone(flags).await.expect("clone");
+            child
+                .process()
+                .expect("process")
+                .kill(Signal::SIGKILL)
+                .await
+                .expect("kill");
+            let cmd = sh.clone().args(["-c", "exit 0"]);
+            let err = child.exec(cmd).await.expect_err("exec on a killed thread");
+            assert!(err.error.is_hangup(), "{flags:?}: {}", err.error);
+        }
+    })
+}
+
+#[test]
+fn exec_racing_with_a_kill_reports_what_happened() {
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        let (mut ran, mut failed) = (0, 0);
+        for i in 0..60u64 {
+            let pipe = parent.pipe().await.expect("pipe");
+            let child = parent.clone(CLONE::empty()).await.expect("clone");
+            let w = child.inherit_fd(&pipe.write).expect("inherit");
+            child.task().dup2(&w, &child.stdout()).await.expect("dup2");
+            w.close().await.expect("close");
+            drop(pipe.write);
+            let pid = child.pid().expect("pid").as_raw();
+            let before = comm(pid);
+            assert_ne!(before, "sh", "the child must not look exec'd already");
+            // The child is ours and not reaped before the killer is joined, so the pid
+            // names it.
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_micros(i * 37));
+                // SAFETY: plain kill(2) of our unreaped child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            });
+            let cmd = sh.clone().args(["-c", "echo ran"]);
+            let result = child.exec(cmd).await;
+            killer.join().expect("killer");
+            match result {
+                Ok(process) => {
+                    // Before it is reaped: the image really is the program's.
+                    assert_eq!(comm(pid), "sh", "iteration {i}: exec reported, not done");
+                    let state = process.wait().await.expect("wait");
+                    let out = parent.read_to_eof(&pipe.read).await.expect("read");
+                    match state {
+                        ChildState::Exited(0) => assert_eq!(out, b"ran\n"),
+                        ChildState::Killed(Signal::SIGKILL) => {}
+                        other => panic!("iteration {i}: unexpected end {other:?}"),
+                    }
+                    ran += 1;
+                }
+                Err(e) => {
+                    assert!(e.error.is_hangup(), "iteration {i}: {}", e.error);
+                    // The program never ran: the image is still the server's, and
+                    // nothing was written.
+                    assert_ne!(comm(pid), "sh", "iteration {i}: exec happened");
+                    let out = parent.read_to_eof(&pipe.read).await.expect("read");
+                    assert!(out.is_empty(), "iteration {i}: the program ran");
+                    failed += 1;
+                }
+            }
+        }
+        println!("exec won {ran} times, the kill {failed} times");
+    })
+}
+
+#[test]
+fn exec_succeeds_when_a_grandchild_holds_the_server_socket() {
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        for _ in 0..20 {
+            let child = parent.clone(CLONE::empty()).await.expect("clone");
+            // Its own copy of the child's table, server socket included: the child's exec
+            // does not close the socket, so only the futex helper reports it.
+            let grandchild = child.clone(CLONE::PARENT).await.expect("clone");
+            let cmd = sh.clone().args(["-c", "exit 0"]);
+            let process = child.exec(cmd).await.expect("exec");
+            process.check().await.expect("the program ran");
+            exit_cleanly(grandchild, "grandchild").await;
+        }
+    })
+}
+
+#[test]
+fn a_normal_exec_succeeds_and_runs_the_program() {
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        for flags in FLAG_CASES {
+            let child = parent.clone(flags).await.expect("clone");
+            let cmd = sh.clone().args(["-c", "exit 5"]);
+            let process = child.exec(cmd).await.expect("exec");
+            assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(5));
+        }
+    })
+}
