@@ -2,10 +2,12 @@
 //! program really replaced the child's image, and a normal exec succeeds, even when the
 //! futex helper reports the exec before the server socket closes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use rsyscall::{CLONE, ChildState, Signal, local_thread};
+use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
 use rsyscall_tests::tasks::{exit_cleanly, run};
+use rsyscall_tests::tmp::TempDir;
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
 
@@ -139,5 +141,61 @@ fn a_normal_exec_succeeds_and_runs_the_program() {
             let process = child.exec(cmd).await.expect("exec");
             assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(5));
         }
+    })
+}
+
+#[test]
+fn which_checks_a_name_with_a_slash_and_not_found_is_typed() {
+    use std::os::unix::fs::PermissionsExt;
+    run(async {
+        let parent = local_thread();
+        let dir = TempDir::new("which");
+        let prog = dir.join("prog");
+        std::fs::write(&prog, "#!/bin/sh\nexit 0\n").expect("write");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "not a program\n").expect("write");
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let child = parent.clone(CLONE::empty()).await.expect("clone");
+        for thread in [parent.duplicate(), child.duplicate()] {
+            let found = thread
+                .environ()
+                .which(prog.to_str().expect("utf-8"))
+                .await
+                .expect("an executable path is found");
+            assert_eq!(found.path(), prog.as_os_str());
+            let not_programs = [
+                plain.clone(),
+                dir.join("missing"),
+                dir.path().to_path_buf(),
+                dir.join("missing/prog"),
+            ];
+            for path in not_programs {
+                let name = path.to_str().expect("utf-8");
+                match thread.environ().which(name).await {
+                    Err(Error::NotFound { name: n, searched }) => {
+                        assert_eq!(n, name);
+                        assert_eq!(searched, vec![path.clone()]);
+                    }
+                    other => panic!("{name}: expected NotFound, got {other:?}"),
+                }
+            }
+            match thread.environ().which("rsyscall-no-such-program").await {
+                Err(e @ Error::NotFound { .. }) => {
+                    let Error::NotFound { name, searched } = &e else {
+                        unreachable!()
+                    };
+                    assert_eq!(name, "rsyscall-no-such-program");
+                    let path: Vec<PathBuf> =
+                        std::env::split_paths(&std::env::var_os("PATH").expect("PATH is set"))
+                            .filter(|d| !d.as_os_str().is_empty())
+                            .collect();
+                    assert_eq!(searched, &path);
+                    assert!(e.to_string().contains("rsyscall-no-such-program"), "{e}");
+                }
+                other => panic!("expected NotFound, got {other:?}"),
+            }
+        }
+        exit_cleanly(child, "child").await;
     })
 }

@@ -374,19 +374,22 @@ impl Environment {
     }
 
     /// Finds `name` in `PATH` as `task` sees its filesystem and returns a [`Command`] for
-    /// it with argv\[0\] `name`; a name containing `/` is used as it is.
+    /// it with argv\[0\] `name`. A name containing `/` is not searched for: it is checked
+    /// where it is (relative to `task`'s working directory unless absolute), like a name
+    /// found on `PATH`.
     ///
     /// Directory listings are cached, keyed by directory and checked against its device,
     /// inode and modification time (one `stat` per directory searched), so a new
     /// executable is noticed at the next lookup. A listing is not cached while its
     /// directory changed within the last two seconds (by the local clock), since a file
     /// created in the same tick of the filesystem clock would not change the
-    /// modification time. A name found in a listing is then checked to be a regular file
-    /// that `task` may execute.
+    /// modification time. A name found in a listing, or given with a `/`, is then checked
+    /// to be a regular file that `task` may execute.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty name or one with a NUL byte, or naming the
-    /// directories searched if nothing is found; a lost connection to `task`.
+    /// [`Error::NotFound`] with the directories searched (or the path itself) if there is
+    /// no such executable; [`Error::InvalidArgument`] for an empty name or one with a NUL
+    /// byte; a lost connection to `task`.
     pub async fn which_cached(&self, task: &Task, name: &str) -> Result<Command> {
         if name.is_empty() || name.contains('\0') {
             return Err(Error::invalid(
@@ -394,8 +397,17 @@ impl Environment {
                 format!("{name:?} is not a program name"),
             ));
         }
+        let not_found = |searched: Vec<PathBuf>| Error::NotFound {
+            name: name.to_owned(),
+            searched,
+        };
         if name.contains('/') {
-            return Ok(Command::new(name, name));
+            return match executable(task, OsStr::new(name)).await {
+                Ok(true) => Ok(Command::new(name, name)),
+                Ok(false) => Err(not_found(vec![PathBuf::from(name)])),
+                Err(e) if skippable(&e) => Err(not_found(vec![PathBuf::from(name)])),
+                Err(e) => Err(e),
+            };
         }
         let dirs = self.path_dirs();
         for dir in &dirs {
@@ -406,17 +418,7 @@ impl Environment {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::InvalidArgument {
-            what: "which",
-            detail: format!(
-                "{name:?} is not an executable in any PATH directory of pid {} ({})",
-                task.pid().as_raw(),
-                dirs.iter()
-                    .map(|d| d.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(":")
-            ),
-        })
+        Err(not_found(dirs.into_iter().map(PathBuf::from).collect()))
     }
 
     /// `dir/name` if `dir`'s listing has `name` and it is an executable regular file.
@@ -473,11 +475,18 @@ impl Environment {
         }
         path.extend_from_slice(name);
         let path = OsString::from_vec(path);
-        let target = task.stat(&path).await?;
-        if target.file_type() != FileType::Regular {
-            return Ok(None);
-        }
-        task.access(&path, libc::X_OK).await?;
-        Ok(Some(path))
+        Ok(executable(task, &path).await?.then_some(path))
     }
+}
+
+/// Whether `path` is a regular file that `task` may execute: `Ok(false)` for another
+/// kind of file, a syscall error (`ENOENT`, `EACCES`...) if it is missing or not
+/// executable.
+async fn executable(task: &Task, path: &OsStr) -> Result<bool> {
+    let target = task.stat(path).await?;
+    if target.file_type() != FileType::Regular {
+        return Ok(false);
+    }
+    task.access(path, libc::X_OK).await?;
+    Ok(true)
 }

@@ -87,14 +87,13 @@ impl<'a> EnvironmentRef<'a> {
 
     /// Finds `name` in the thread's `PATH` (checked for execute permission by the thread
     /// itself, in its own mount namespace) and returns a [`Command`] for it with argv\[0\]
-    /// `name`. A name containing `/` is used as it is.
+    /// `name`. A name containing `/` is checked where it is, the same way (see
+    /// [`Environment::which_cached`]).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the directories searched if nothing is found.
+    /// [`Error::NotFound`] naming the directories searched (or the path) if there is no
+    /// such executable; as [`Environment::which_cached`].
     pub async fn which(&self, name: &str) -> Result<Command> {
-        if name.contains('/') {
-            return Ok(Command::new(name, name));
-        }
         self.vars()
             .which_cached(&self.thread.inner.task, name)
             .await
