@@ -199,3 +199,84 @@ fn which_checks_a_name_with_a_slash_and_not_found_is_typed() {
         exit_cleanly(child, "child").await;
     })
 }
+
+/// Runs `command` in a fresh child of `thread` and returns what it wrote to stdout.
+async fn output_of(thread: &rsyscall::Thread, command: rsyscall::Command) -> String {
+    let pipe = thread.pipe().await.expect("pipe");
+    let child = thread.clone(CLONE::empty()).await.expect("clone");
+    let w = child.inherit_fd(&pipe.write).expect("inherit");
+    child.task().dup2(&w, &child.stdout()).await.expect("dup2");
+    w.close().await.expect("close");
+    drop(pipe.write);
+    let process = child.exec(command).await.expect("exec");
+    let out = thread.read_to_eof(&pipe.read).await.expect("read");
+    process.check().await.expect("the command succeeds");
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[test]
+fn a_threads_environment_can_be_changed_and_which_and_exec_see_it() {
+    use std::os::unix::fs::PermissionsExt;
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        let thread = parent.clone(CLONE::empty()).await.expect("clone");
+        let env = thread.environ();
+        env.set("RSYSCALL_TEST_SET", "set value").expect("set");
+        env.set("RSYSCALL_TEST_GONE", "x").expect("set");
+        env.remove("RSYSCALL_TEST_GONE");
+        assert_eq!(
+            env.get("RSYSCALL_TEST_SET").as_deref(),
+            Some(std::ffi::OsStr::new("set value"))
+        );
+        assert_eq!(env.get("RSYSCALL_TEST_GONE"), None);
+        // Every handle to the thread sees it; the thread it was cloned from does not.
+        assert_eq!(
+            thread.duplicate().environ().get("RSYSCALL_TEST_SET"),
+            env.get("RSYSCALL_TEST_SET")
+        );
+        assert_eq!(parent.environ().get("RSYSCALL_TEST_SET"), None);
+        // Bad names and values are refused.
+        for (k, v) in [("", "v"), ("A=B", "v"), ("A\0", "v"), ("A", "v\0")] {
+            assert!(
+                matches!(env.set(k, v), Err(Error::InvalidArgument { .. })),
+                "{k:?}={v:?}"
+            );
+        }
+
+        // exec (the default environment of a Command) sees the change, in this thread
+        // and in a thread cloned from it afterwards.
+        let script = sh.clone().args([
+            "-c",
+            "printf '%s|%s' \"$RSYSCALL_TEST_SET\" \"${RSYSCALL_TEST_GONE-unset}\"",
+        ]);
+        assert_eq!(output_of(&thread, script.clone()).await, "set value|unset");
+        let inner = thread.clone(CLONE::empty()).await.expect("clone");
+        assert_eq!(output_of(&inner, script.clone()).await, "set value|unset");
+        exit_cleanly(inner, "inner").await;
+        // A Command's own changes still win.
+        let overridden = script.env("RSYSCALL_TEST_SET", "command's");
+        assert_eq!(output_of(&thread, overridden).await, "command's|unset");
+
+        // which sees a changed PATH.
+        let dir = TempDir::new("environ");
+        let prog = dir.join("rsys-env-prog");
+        std::fs::write(&prog, "#!/bin/sh\nexit 0\n").expect("write");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(matches!(
+            env.which("rsys-env-prog").await,
+            Err(Error::NotFound { .. })
+        ));
+        env.set("PATH", dir.path()).expect("set PATH");
+        let found = env
+            .which("rsys-env-prog")
+            .await
+            .expect("found on the new PATH");
+        assert_eq!(found.path(), prog.as_os_str());
+        match env.which("sh").await {
+            Err(Error::NotFound { searched, .. }) => assert_eq!(searched, [dir.path()]),
+            other => panic!("sh is not in the new PATH: {other:?}"),
+        }
+        exit_cleanly(thread, "thread").await;
+    })
+}

@@ -9,6 +9,7 @@
 //! memory.
 #![allow(unsafe_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -20,7 +21,7 @@ use rsyscall_handle::{
 };
 use rsyscall_near::{self as near, Signal};
 
-use crate::command::{Command, Environment};
+use crate::command::{Command, Environment, SharedEnvironment};
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
 
@@ -30,7 +31,9 @@ pub(crate) struct ThreadInner {
     /// the local table itself.
     /// Set at creation, or by `unshare_files` for a thread that had used the local table.
     pub(crate) connection: std::sync::OnceLock<Connection>,
-    pub(crate) environ: Environment,
+    /// Its environment, changed through [`EnvironmentRef::set`] and
+    /// [`EnvironmentRef::remove`].
+    pub(crate) environ: SharedEnvironment,
     /// The number of the thread's syscall server socket in its own table, if it has one.
     pub(crate) server_fd: Option<near::FileDescriptor>,
     /// The thread that created this one, if any (a `CLONE::PARENT` child of this thread is
@@ -62,27 +65,67 @@ pub fn local_thread() -> Thread {
     LOCAL
         .get_or_init(|| {
             let task = Task::local();
-            Thread::from_parts(task, None, Environment::from_local(), None, None)
+            let environ = SharedEnvironment::new(Environment::from_local());
+            Thread::from_parts(task, None, environ, None, None)
         })
         .duplicate()
 }
 
 /// The result of [`Thread::environ`]: the thread's environment, with lookups done through
 /// the thread itself.
+///
+/// The environment can be changed ([`EnvironmentRef::set`], [`EnvironmentRef::remove`]):
+/// every handle to the thread sees the change, and so do its later [`which`] lookups and
+/// [`exec`](ChildThread::exec)s (the default environment of a [`Command`]). A thread
+/// cloned from it starts with a copy. Nothing changes in the process itself: the
+/// environment is what the programs it execs get. The local thread's environment is the
+/// one every [`local_thread`] handle shares, initially the program's own.
+///
+/// [`which`]: EnvironmentRef::which
 #[derive(Clone, Copy)]
 pub struct EnvironmentRef<'a> {
     thread: &'a Thread,
 }
 
-impl<'a> EnvironmentRef<'a> {
-    /// The variables.
-    pub fn vars(&self) -> &'a Environment {
-        &self.thread.inner.environ
+impl EnvironmentRef<'_> {
+    /// A copy of the variables as they are now.
+    pub fn vars(&self) -> Environment {
+        self.thread.inner.environ.read().clone()
     }
 
     /// A variable's value.
-    pub fn get(&self, key: &str) -> Option<&'a std::ffi::OsStr> {
-        self.thread.inner.environ.get(key)
+    pub fn get(&self, key: impl AsRef<OsStr>) -> Option<OsString> {
+        self.thread
+            .inner
+            .environ
+            .read()
+            .get(key)
+            .map(OsStr::to_owned)
+    }
+
+    /// Sets a variable, for every handle to this thread.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty name, a name containing `=`, or a NUL byte
+    /// in either (exec could not pass them on).
+    pub fn set(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let bad_key = key.is_empty() || key.as_bytes().iter().any(|&b| b == b'=' || b == 0);
+        if bad_key || value.as_bytes().contains(&0) {
+            return Err(Error::invalid(
+                "set",
+                format!(
+                    "{key:?}={value:?}: a name must be non-empty, without '=' or NUL; a value without NUL"
+                ),
+            ));
+        }
+        self.thread.inner.environ.write().set(key, value);
+        Ok(())
+    }
+
+    /// Removes a variable (if set), for every handle to this thread.
+    pub fn remove(&self, key: impl AsRef<OsStr>) {
+        self.thread.inner.environ.write().remove(key);
     }
 
     /// Finds `name` in the thread's `PATH` (checked for execute permission by the thread
@@ -94,8 +137,10 @@ impl<'a> EnvironmentRef<'a> {
     /// [`Error::NotFound`] naming the directories searched (or the path) if there is no
     /// such executable; as [`Environment::which_cached`].
     pub async fn which(&self, name: &str) -> Result<Command> {
-        self.vars()
-            .which_cached(&self.thread.inner.task, name)
+        self.thread
+            .inner
+            .environ
+            .which(&self.thread.inner.task, name)
             .await
     }
 }
@@ -112,7 +157,7 @@ impl Thread {
     pub(crate) fn from_parts(
         task: Task,
         connection: Option<Connection>,
-        environ: Environment,
+        environ: SharedEnvironment,
         parent: Option<Thread>,
         server_fd: Option<near::FileDescriptor>,
     ) -> Thread {
@@ -432,7 +477,7 @@ impl ChildThread {
         }
         let envp = match envp {
             Some(envp) => envp,
-            None => command.environment(&thread.inner.environ),
+            None => command.environment(&thread.inner.environ.read()),
         };
         // One allocation and one write for everything: a prefix with the sigaction for the
         // SIGPIPE reset (32 zero bytes: SIG_DFL, no flags, empty mask) and the empty signal
