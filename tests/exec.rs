@@ -280,3 +280,24 @@ fn a_threads_environment_can_be_changed_and_which_and_exec_see_it() {
         exit_cleanly(thread, "thread").await;
     })
 }
+
+#[test]
+fn exec_error_prints_its_cause_once() {
+    run(async {
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let missing = rsyscall::Command::new("/nonexistent/program", "program");
+        let err = child.exec(missing).await.expect_err("ENOENT");
+        assert_eq!(err.to_string(), err.error.to_string());
+        // What a report walking the source chain prints: no message twice in a row.
+        let mut chain = vec![err.to_string()];
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            chain.push(s.to_string());
+            source = s.source();
+        }
+        for pair in chain.windows(2) {
+            assert_ne!(pair[0], pair[1], "printed twice: {chain:?}");
+        }
+        exit_cleanly(err.thread, "child").await;
+    })
+}

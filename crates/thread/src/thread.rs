@@ -350,15 +350,31 @@ impl Deref for ChildThread {
     }
 }
 
-/// [`ChildThread::exec`] failed; the child is still running its server and usable.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+/// [`ChildThread::exec`] failed: the child did not run the program. It is given back; it
+/// still runs its server and is usable, unless it died ([`Error::is_hangup`]).
+///
+/// It displays as its [`error`](ExecError::error), and its [`source`] is that error's
+/// source, so that a report walking the chain prints the cause once.
+///
+/// [`source`]: std::error::Error::source
+#[derive(Debug)]
 pub struct ExecError {
     /// Why exec failed.
-    #[source]
     pub error: Error,
     /// The child, back to its caller.
     pub thread: ChildThread,
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for ExecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
 }
 
 impl From<ExecError> for Error {
