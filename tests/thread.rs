@@ -381,3 +381,25 @@ fn dropping_a_child_of_a_remote_thread_kills_and_reaps_it() {
         exit_cleanly(parent, "the parent").await;
     })
 }
+
+#[test]
+fn read_to_eof_is_one_name_on_task_and_thread() {
+    run(async {
+        let parent = local_thread();
+        for via_task in [true, false] {
+            let pipe = parent.pipe().await.expect("pipe");
+            parent
+                .task()
+                .write_all(&pipe.write, b"to the end")
+                .await
+                .expect("write");
+            pipe.write.close().await.expect("close");
+            let got = if via_task {
+                parent.task().read_to_eof(&pipe.read).await
+            } else {
+                parent.read_to_eof(&pipe.read).await
+            };
+            assert_eq!(got.expect("read"), b"to the end", "via task: {via_task}");
+        }
+    })
+}

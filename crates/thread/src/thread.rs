@@ -229,7 +229,7 @@ impl Thread {
     /// # Errors
     /// See [`Task::read`].
     pub async fn read_to_eof(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
-        self.inner.task.read_to_end(fd).await
+        self.inner.task.read_to_eof(fd).await
     }
 
     /// The connection that moves fds between the local table and this thread's, if the
