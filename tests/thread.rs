@@ -403,3 +403,37 @@ fn read_to_eof_is_one_name_on_task_and_thread() {
         }
     })
 }
+
+#[test]
+fn run_checks_and_run_unchecked_returns_any_end() {
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        let exit3 = sh.clone().args(["-c", "exit 3"]);
+        match parent.run(exit3.clone()).await {
+            Err(Error::UncleanExit { state, .. }) => assert_eq!(state, ChildState::Exited(3)),
+            other => panic!("run: expected UncleanExit, got {other:?}"),
+        }
+        assert_eq!(
+            parent.run_unchecked(exit3).await.expect("run_unchecked"),
+            ChildState::Exited(3)
+        );
+        let killed = sh.clone().args(["-c", "kill -9 $$"]);
+        assert_eq!(
+            parent.run_unchecked(killed).await.expect("run_unchecked"),
+            ChildState::Killed(Signal::SIGKILL)
+        );
+        let clean = sh.clone().args(["-c", "exit 0"]);
+        assert_eq!(
+            parent.run(clean.clone()).await.expect("run"),
+            ChildState::Exited(0)
+        );
+        assert_eq!(
+            parent.run_unchecked(clean).await.expect("run_unchecked"),
+            ChildState::Exited(0)
+        );
+        let missing = rsyscall::Command::new("/nonexistent/program", "program");
+        let err = parent.run_unchecked(missing).await.expect_err("ENOENT");
+        assert_eq!(err.errno(), Some(rsyscall::Errno::ENOENT), "{err}");
+    })
+}
