@@ -437,3 +437,37 @@ fn run_checks_and_run_unchecked_returns_any_end() {
         assert_eq!(err.errno(), Some(rsyscall::Errno::ENOENT), "{err}");
     })
 }
+
+#[test]
+fn exit_works_on_any_thread_handle_and_is_refused_on_the_local_thread() {
+    run(async {
+        let local = local_thread();
+        let err = local
+            .exit(0)
+            .await
+            .expect_err("the local thread cannot exit");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert_eq!(
+            local.task().getpid().await.expect("still here").as_raw() as u32,
+            std::process::id()
+        );
+
+        // Through a plain Thread handle to a child thread, and to a grandchild.
+        let child = local.clone(CLONE::empty()).await.expect("clone");
+        let grandchild = child.clone(CLONE::empty()).await.expect("clone");
+        let handle = grandchild.duplicate();
+        handle.exit(4).await.expect("exit through a handle");
+        let err = handle.task().getpid().await.expect_err("gone");
+        assert!(err.is_hangup(), "{err}");
+        let process = grandchild
+            .exit(0)
+            .await
+            .expect("the monitor is handed over");
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(4));
+
+        let handle = child.duplicate();
+        handle.exit(5).await.expect("exit through a handle");
+        let process = child.exit(0).await.expect("the monitor is handed over");
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(5));
+    })
+}

@@ -232,6 +232,33 @@ impl Thread {
         self.inner.task.read_to_eof(fd).await
     }
 
+    /// Ends this thread with `exit(status)`: the reference's `Thread.exit`, for any thread
+    /// run by a syscall server (a child thread through any of its handles, or a thread
+    /// further down). Returns once the thread is gone, also if it already was; how it ended
+    /// is for its parent to see ([`ChildThread::exit`] hands over the monitor for that).
+    ///
+    /// The local thread is refused: its syscalls run on the calling OS thread, which
+    /// `exit` would end under the executor, leaving the program half alive. End the
+    /// program instead (`std::process::exit`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for the local thread; [`NotSent`](near::NotSent) if this
+    /// side shut the connection down.
+    pub async fn exit(&self, status: i32) -> Result<()> {
+        let task = &self.inner.task;
+        if task.sysif().is_local() {
+            return Err(Error::invalid(
+                "exit",
+                "the local thread runs on the calling OS thread of this program; end the program instead",
+            ));
+        }
+        // SAFETY: exit ends the thread's server, a process of its own; nothing of ours
+        // runs on its stack, which it no longer uses once gone.
+        unsafe { near::exit(task.sysif(), status) }
+            .await
+            .map_err(task.error("exit"))
+    }
+
     /// The connection that moves fds between the local table and this thread's, if the
     /// thread does not use the local table itself.
     pub fn connection(&self) -> Option<&Connection> {
@@ -700,11 +727,7 @@ impl ChildThread {
     /// # Errors
     /// The connection's errors (a child already dead still yields its monitor).
     pub async fn exit(mut self, status: i32) -> Result<AsyncChildProcess> {
-        let task = &self.thread.inner.task;
-        // SAFETY: exit ends the child's server thread; nothing of ours runs on it.
-        unsafe { near::exit(task.sysif(), status) }
-            .await
-            .map_err(task.error("exit"))?;
+        self.thread.exit(status).await?;
         self.take_monitor(format!("rsyscall thread (exit {status})"))
             .ok_or_else(|| Error::invalid("exit", "the child was already exec'd or exited"))
     }
