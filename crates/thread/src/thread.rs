@@ -466,11 +466,23 @@ impl ChildThread {
 
     /// Replaces the child's program with `command` (`execve`), first resetting its signal
     /// mask and `SIGPIPE` disposition to the defaults. argv, envp and everything else exec
-    /// needs cost one allocation and one memory write.
+    /// needs cost one allocation and one memory write. The environment is the thread's
+    /// ([`Thread::environ`]) with the command's changes.
+    ///
+    /// `Ok` means the kernel really replaced the child's image: a successful exec sends no
+    /// answer and ends the connection, as a death does, so the kernel's record of the child
+    /// is consulted to tell them apart (the program may still die at once, as any program
+    /// may; its monitor reports that).
+    ///
+    /// # Dropping
+    /// Dropping the future drops the child, which kills it (see [`ChildThread`]); argv and
+    /// envp are freed once it is reaped, never while its exec may still read them.
     ///
     /// # Errors
-    /// [`ExecError`] carrying the still-usable child if exec failed (`ENOENT` for a
-    /// missing file...).
+    /// [`ExecError`] carrying the child: still usable if exec failed (`ENOENT` for a
+    /// missing file, `E2BIG`...); dead, with a hangup error ([`Error::is_hangup`]), if it
+    /// died (was killed, or already was dead) before its exec completed, so the program
+    /// never ran; [`Error::Io`] if `/proc` could not tell which.
     pub async fn exec(self, command: Command) -> std::result::Result<AsyncChildProcess, ExecError> {
         self.exec_with(command, None).await
     }
