@@ -11,14 +11,20 @@ use rsyscall_tests::tmp::TempDir;
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
 
-/// The `comm` of process `pid` (a pid of ours, not yet reaped): after a successful exec,
-/// the basename of the program's path.
-fn comm(pid: i32) -> String {
+/// The `comm` (set late in a successful exec to the basename of the program's path) and
+/// whether the kernel's `PF_FORKNOEXEC` flag is still set (every clone child starts with
+/// it; a completed exec clears it) of process `pid`, a pid of ours not yet reaped.
+fn comm_and_forknoexec(pid: i32) -> (String, bool) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
     let open = stat.find('(').expect("comm starts");
     let close = stat.rfind(')').expect("comm ends");
-    stat[open + 1..close].to_string()
+    let flags: u64 = stat[close + 1..]
+        .split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse().ok())
+        .expect("flags field");
+    (stat[open + 1..close].to_string(), flags & 0x40 != 0)
 }
 
 #[test]
@@ -72,12 +78,15 @@ fn exec_racing_with_a_kill_reports_what_happened() {
             w.close().await.expect("close");
             drop(pipe.write);
             let pid = child.pid().expect("pid").as_raw();
-            let before = comm(pid);
-            assert_ne!(before, "sh", "the child must not look exec'd already");
+            let (before, forknoexec) = comm_and_forknoexec(pid);
+            assert!(
+                before != "sh" && forknoexec,
+                "the child must not look exec'd already"
+            );
             // The child is ours and not reaped before the killer is joined, so the pid
             // names it.
             let killer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_micros(i * 37));
+                std::thread::sleep(Duration::from_micros((i % 30) * 8));
                 // SAFETY: plain kill(2) of our unreaped child.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             });
@@ -86,8 +95,11 @@ fn exec_racing_with_a_kill_reports_what_happened() {
             killer.join().expect("killer");
             match result {
                 Ok(process) => {
-                    // Before it is reaped: the image really is the program's.
-                    assert_eq!(comm(pid), "sh", "iteration {i}: exec reported, not done");
+                    // Before it is reaped: the kernel completed the exec (the flag is
+                    // cleared once the new image is in; the comm is set a little later,
+                    // so it may still be the old one if the kill came in between).
+                    let (_, forknoexec) = comm_and_forknoexec(pid);
+                    assert!(!forknoexec, "iteration {i}: exec reported, not done");
                     let state = process.wait().await.expect("wait");
                     let out = parent.read_to_eof(&pipe.read).await.expect("read");
                     match state {
@@ -101,7 +113,11 @@ fn exec_racing_with_a_kill_reports_what_happened() {
                     assert!(e.error.is_hangup(), "iteration {i}: {}", e.error);
                     // The program never ran: the image is still the server's, and
                     // nothing was written.
-                    assert_ne!(comm(pid), "sh", "iteration {i}: exec happened");
+                    let (comm, forknoexec) = comm_and_forknoexec(pid);
+                    assert!(
+                        forknoexec && comm != "sh",
+                        "iteration {i}: exec happened ({comm})"
+                    );
                     let out = parent.read_to_eof(&pipe.read).await.expect("read");
                     assert!(out.is_empty(), "iteration {i}: the program ran");
                     failed += 1;
