@@ -530,6 +530,14 @@ impl ChildThread {
             // Known before sending: the request would not even be written.
             return Err(task.error("execve")(near::SyscallError::Hangup));
         }
+        if self.lent.is_some() {
+            // A block an earlier exec lent may still be read: it must not be replaced
+            // (and so freed) by this one.
+            return Err(Error::invalid(
+                "exec",
+                "an earlier exec of this child has not settled; drop the child instead",
+            ));
+        }
         let envp = match envp {
             Some(envp) => envp,
             None => command.environment(&thread.inner.environ.read()),
