@@ -129,6 +129,55 @@ fn exec_racing_with_a_kill_reports_what_happened() {
 }
 
 #[test]
+fn exec_racing_with_an_exit_reports_what_happened() {
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        let (mut ran, mut exited) = (0, 0);
+        for i in 0..40 {
+            let child = parent.clone(CLONE::empty()).await.expect("clone");
+            let handle = child.duplicate();
+            let pid = child.pid().expect("pid").as_raw();
+            // Whichever request reaches the server first wins: the other is never run.
+            // Each side waits a few turns of the executor before sending, varied.
+            let turns = |n: usize| async move {
+                for _ in 0..n {
+                    futures_lite::future::yield_now().await;
+                }
+            };
+            let exit = async {
+                turns(i % 3).await;
+                handle.exit(9).await
+            };
+            let cmd = sh.clone().args(["-c", "exit 0"]);
+            let exec = async {
+                turns(i / 3 % 3).await;
+                child.exec(cmd).await
+            };
+            let (exit, result) = futures_lite::future::zip(exit, exec).await;
+            exit.expect("exit returns once the thread is gone");
+            match result {
+                Ok(process) => {
+                    let (_, forknoexec) = comm_and_forknoexec(pid);
+                    assert!(!forknoexec, "iteration {i}: exec reported, not done");
+                    assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(0));
+                    ran += 1;
+                }
+                Err(e) => {
+                    assert!(e.error.is_hangup(), "iteration {i}: {}", e.error);
+                    let (_, forknoexec) = comm_and_forknoexec(pid);
+                    assert!(forknoexec, "iteration {i}: exec happened");
+                    let process = e.thread.exit(0).await.expect("the monitor");
+                    assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(9));
+                    exited += 1;
+                }
+            }
+        }
+        println!("exec won {ran} times, the exit {exited} times");
+    })
+}
+
+#[test]
 fn exec_succeeds_when_a_grandchild_holds_the_server_socket() {
     run(async {
         let parent = local_thread();
