@@ -385,3 +385,93 @@ fn dropping_a_child_of_a_remote_thread_kills_and_reaps_it() {
         exit_cleanly(parent, "the parent").await;
     })
 }
+
+#[test]
+fn read_to_eof_is_one_name_on_task_and_thread() {
+    run(async {
+        let parent = local_thread();
+        for via_task in [true, false] {
+            let pipe = parent.pipe().await.expect("pipe");
+            parent
+                .task()
+                .write_all(&pipe.write, b"to the end")
+                .await
+                .expect("write");
+            pipe.write.close().await.expect("close");
+            let got = if via_task {
+                parent.task().read_to_eof(&pipe.read).await
+            } else {
+                parent.read_to_eof(&pipe.read).await
+            };
+            assert_eq!(got.expect("read"), b"to the end", "via task: {via_task}");
+        }
+    })
+}
+
+#[test]
+fn run_checks_and_run_unchecked_returns_any_end() {
+    run(async {
+        let parent = local_thread();
+        let sh = parent.environ().which("sh").await.expect("which sh");
+        let exit3 = sh.clone().args(["-c", "exit 3"]);
+        match parent.run(exit3.clone()).await {
+            Err(Error::UncleanExit { state, .. }) => assert_eq!(state, ChildState::Exited(3)),
+            other => panic!("run: expected UncleanExit, got {other:?}"),
+        }
+        assert_eq!(
+            parent.run_unchecked(exit3).await.expect("run_unchecked"),
+            ChildState::Exited(3)
+        );
+        let killed = sh.clone().args(["-c", "kill -9 $$"]);
+        assert_eq!(
+            parent.run_unchecked(killed).await.expect("run_unchecked"),
+            ChildState::Killed(Signal::SIGKILL)
+        );
+        let clean = sh.clone().args(["-c", "exit 0"]);
+        assert_eq!(
+            parent.run(clean.clone()).await.expect("run"),
+            ChildState::Exited(0)
+        );
+        assert_eq!(
+            parent.run_unchecked(clean).await.expect("run_unchecked"),
+            ChildState::Exited(0)
+        );
+        let missing = rsyscall::Command::new("/nonexistent/program", "program");
+        let err = parent.run_unchecked(missing).await.expect_err("ENOENT");
+        assert_eq!(err.errno(), Some(rsyscall::Errno::ENOENT), "{err}");
+    })
+}
+
+#[test]
+fn exit_works_on_any_thread_handle_and_is_refused_on_the_local_thread() {
+    run(async {
+        let local = local_thread();
+        let err = local
+            .exit(0)
+            .await
+            .expect_err("the local thread cannot exit");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert_eq!(
+            local.task().getpid().await.expect("still here").as_raw() as u32,
+            std::process::id()
+        );
+
+        // Through a plain Thread handle to a child thread, and to a grandchild.
+        let child = local.clone(CLONE::empty()).await.expect("clone");
+        let grandchild = child.clone(CLONE::empty()).await.expect("clone");
+        let handle = grandchild.duplicate();
+        handle.exit(4).await.expect("exit through a handle");
+        let err = handle.task().getpid().await.expect_err("gone");
+        assert!(err.is_hangup(), "{err}");
+        let process = grandchild
+            .exit(0)
+            .await
+            .expect("the monitor is handed over");
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(4));
+
+        let handle = child.duplicate();
+        handle.exit(5).await.expect("exit through a handle");
+        let process = child.exit(0).await.expect("the monitor is handed over");
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(5));
+    })
+}

@@ -391,8 +391,13 @@ fn which_cached_notices_new_executables() {
             .await
             .expect("utimensat");
         for name in ["rsys-plain", "rsys-tool", "rsys-missing"] {
-            let detail = assert_invalid(env.which_cached(task, name).await, name);
-            assert!(detail.contains(name), "{detail}");
+            match env.which_cached(task, name).await {
+                Err(Error::NotFound { name: n, searched }) => {
+                    assert_eq!(n, name);
+                    assert_eq!(searched.last().map(|d| d.as_path()), Some(dir.path()));
+                }
+                other => panic!("{name}: expected NotFound, got {other:?}"),
+            }
         }
         // Cached now; a new executable changes the directory and is found.
         let shared = env.clone();
@@ -413,11 +418,17 @@ fn which_cached_notices_new_executables() {
             thread.run(cmd).await.expect("run the tool"),
             ChildState::Exited(0)
         );
-        // A name with a slash is used as it is; bad names are refused.
+        // A name with a slash is checked where it is; bad names are refused.
+        let tool = dir.path().join("rsys-tool");
+        let tool = tool.to_str().expect("utf-8");
         assert_eq!(
-            env.which_cached(task, "./x").await.expect("slash").path(),
-            "./x"
+            env.which_cached(task, tool).await.expect("slash").path(),
+            tool
         );
+        assert!(matches!(
+            env.which_cached(task, "./rsys-no-such-tool").await,
+            Err(Error::NotFound { .. })
+        ));
         assert_invalid(env.which_cached(task, "").await, "empty name");
         assert_invalid(env.which_cached(task, "a\0b").await, "NUL");
 

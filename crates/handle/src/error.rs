@@ -78,6 +78,16 @@ pub enum Error {
         /// What is wrong and what to do.
         detail: String,
     },
+    /// A program was not found: no executable regular file of that name in any directory
+    /// searched (for a name containing `/`, at that path).
+    #[error("{name:?} is not an executable file in {}", join_paths(.searched))]
+    NotFound {
+        /// The name looked up.
+        name: String,
+        /// Where it was looked for, in order: the `PATH` directories, or the path itself
+        /// for a name containing `/`.
+        searched: Vec<std::path::PathBuf>,
+    },
     /// An operation on the local process through std failed.
     #[error("{what}: {source}")]
     Io {
@@ -86,6 +96,12 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// `paths` joined with `:`, as in `PATH`.
+fn join_paths(paths: &[std::path::PathBuf]) -> String {
+    let parts: Vec<_> = paths.iter().map(|p| p.to_string_lossy()).collect();
+    format!("[{}]", parts.join(":"))
 }
 
 impl Error {

@@ -19,8 +19,9 @@ pub use rsyscall_server::proto::Request;
 /// Why a syscall did not produce a return value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SyscallError {
-    /// The kernel returned an error number.
-    #[error("{0}")]
+    /// The kernel returned an error number. Displayed as the errno itself, which is not
+    /// also given as a source, so that a report walking the chain prints it once.
+    #[error(transparent)]
     Errno(#[from] Errno),
     /// The connection to the process running the syscall was lost (the process died, or
     /// exec'd or exited and its server socket was shut down). The request may or may not

@@ -50,6 +50,18 @@ fn main() -> Result<(), Error> {
             Err(e @ Error::UncleanExit { .. }) => println!("8. check() reports: {e}"),
             other => println!("8. check() returned {other:?}"),
         }
+
+        // run is clone + exec + check in one call; run_unchecked returns an unclean end
+        // instead of failing. Both see the thread's environment, which can be changed.
+        parent.environ().set("TOUR_GREETING", "hi")?;
+        let command = parent
+            .environ()
+            .which("sh")
+            .await?
+            .args(["-c", "test \"$TOUR_GREETING\" = hi && exit 1"]);
+        let state = parent.run_unchecked(command).await?;
+        println!("9. run_unchecked: it {state}");
+        parent.environ().remove("TOUR_GREETING");
         Ok(())
     })
 }

@@ -6,7 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use rsyscall_handle::structs::FileType;
@@ -406,110 +406,179 @@ impl Environment {
     }
 
     /// Finds `name` in `PATH` as `task` sees its filesystem and returns a [`Command`] for
-    /// it with argv\[0\] `name`; a name containing `/` is used as it is.
+    /// it with argv\[0\] `name`. A name containing `/` is not searched for: it is checked
+    /// where it is (relative to `task`'s working directory unless absolute), like a name
+    /// found on `PATH`.
     ///
     /// Directory listings are cached, keyed by directory and checked against its device,
     /// inode and modification time (one `stat` per directory searched), so a new
     /// executable is noticed at the next lookup. A listing is not cached while its
     /// directory changed within the last two seconds (by the local clock), since a file
     /// created in the same tick of the filesystem clock would not change the
-    /// modification time. A name found in a listing is then checked to be a regular file
-    /// that `task` may execute.
+    /// modification time. A name found in a listing, or given with a `/`, is then checked
+    /// to be a regular file that `task` may execute.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty name or one with a NUL byte, or naming the
-    /// directories searched if nothing is found; a lost connection to `task`.
+    /// [`Error::NotFound`] with the directories searched (or the path itself) if there is
+    /// no such executable; [`Error::InvalidArgument`] for an empty name or one with a NUL
+    /// byte; a lost connection to `task`.
     pub async fn which_cached(&self, task: &Task, name: &str) -> Result<Command> {
-        if name.is_empty() || name.contains('\0') {
-            return Err(Error::invalid(
-                "which",
-                format!("{name:?} is not a program name"),
-            ));
+        which_in(&self.path_cache, self.path_dirs(), task, name).await
+    }
+}
+
+/// Finds `name` as [`Environment::which_cached`] does, in the directories `dirs` (the
+/// `PATH` of an environment) with the listings cached in `path_cache`.
+async fn which_in(
+    path_cache: &Mutex<PathCache>,
+    dirs: Vec<OsString>,
+    task: &Task,
+    name: &str,
+) -> Result<Command> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(Error::invalid(
+            "which",
+            format!("{name:?} is not a program name"),
+        ));
+    }
+    let not_found = |searched: Vec<PathBuf>| Error::NotFound {
+        name: name.to_owned(),
+        searched,
+    };
+    if name.contains('/') {
+        return match executable(task, OsStr::new(name)).await {
+            Ok(true) => Ok(Command::new(name, name)),
+            Ok(false) => Err(not_found(vec![PathBuf::from(name)])),
+            Err(e) if skippable(&e) => Err(not_found(vec![PathBuf::from(name)])),
+            Err(e) => Err(e),
+        };
+    }
+    for dir in &dirs {
+        match lookup_in(path_cache, task, dir, name.as_bytes()).await {
+            Ok(Some(path)) => return Ok(Command::new(path, name)),
+            Ok(None) => {}
+            Err(e) if skippable(&e) => {}
+            Err(e) => return Err(e),
         }
-        if name.contains('/') {
-            return Ok(Command::new(name, name));
-        }
-        let dirs = self.path_dirs();
-        for dir in &dirs {
-            match self.lookup_in(task, dir, name.as_bytes()).await {
-                Ok(Some(path)) => return Ok(Command::new(path, name)),
-                Ok(None) => {}
-                Err(e) if skippable(&e) => {}
-                Err(e) => return Err(e),
+    }
+    Err(not_found(dirs.into_iter().map(PathBuf::from).collect()))
+}
+
+/// `dir/name` if `dir`'s listing (cached in `path_cache`) has `name` and it is an
+/// executable regular file.
+async fn lookup_in(
+    path_cache: &Mutex<PathCache>,
+    task: &Task,
+    dir: &OsStr,
+    name: &[u8],
+) -> Result<Option<OsString>> {
+    let st = task.stat(dir).await?;
+    let key = (st.dev, st.ino, (st.mtime.sec, st.mtime.nsec));
+    let cached = {
+        let cache = path_cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .dirs
+            .get(dir)
+            .filter(|l| (l.dev, l.ino, l.mtime) == key)
+            .map(|l| l.names.contains(name))
+    };
+    let listed = match cached {
+        Some(listed) => listed,
+        None => {
+            let fd = task.open(dir, O::RDONLY | O::DIRECTORY, 0).await?;
+            let entries = fd.getdents_all().await;
+            fd.close().await?;
+            let names: HashSet<Vec<u8>> = entries?.into_iter().map(|e| e.name).collect();
+            let listed = names.contains(name);
+            let changed = SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    u64::try_from(st.mtime.sec).unwrap_or(0),
+                    u32::try_from(st.mtime.nsec).unwrap_or(0),
+                );
+            let stable = SystemTime::now()
+                .duration_since(changed)
+                .is_ok_and(|age| age >= UNSTABLE_LISTING);
+            let mut cache = path_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if stable {
+                cache.dirs.insert(
+                    dir.to_owned(),
+                    DirListing {
+                        dev: key.0,
+                        ino: key.1,
+                        mtime: key.2,
+                        names,
+                    },
+                );
+            } else {
+                cache.dirs.remove(dir);
             }
+            listed
         }
-        Err(Error::InvalidArgument {
-            what: "which",
-            detail: format!(
-                "{name:?} is not an executable in any PATH directory of pid {} ({})",
-                task.pid().as_raw(),
-                dirs.iter()
-                    .map(|d| d.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(":")
-            ),
-        })
+    };
+    if !listed {
+        return Ok(None);
+    }
+    let mut path = dir.as_bytes().to_vec();
+    if path.last() != Some(&b'/') {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    let path = OsString::from_vec(path);
+    Ok(executable(task, &path).await?.then_some(path))
+}
+
+/// Whether `path` is a regular file that `task` may execute: `Ok(false)` for another
+/// kind of file, a syscall error (`ENOENT`, `EACCES`...) if it is missing or not
+/// executable.
+async fn executable(task: &Task, path: &OsStr) -> Result<bool> {
+    let target = task.stat(path).await?;
+    if target.file_type() != FileType::Regular {
+        return Ok(false);
+    }
+    task.access(path, libc::X_OK).await?;
+    Ok(true)
+}
+
+/// A thread's environment, which its handles may change: every handle to the thread sees
+/// the change, and a thread cloned from it starts with a copy.
+///
+/// Cloning it takes a copy of the current variables in a new cell (sharing the `PATH`
+/// listing cache), as a child thread gets.
+pub(crate) struct SharedEnvironment(RwLock<Environment>);
+
+impl Clone for SharedEnvironment {
+    fn clone(&self) -> Self {
+        SharedEnvironment(RwLock::new(self.read().clone()))
+    }
+}
+
+impl SharedEnvironment {
+    pub(crate) fn new(env: Environment) -> Self {
+        SharedEnvironment(RwLock::new(env))
     }
 
-    /// `dir/name` if `dir`'s listing has `name` and it is an executable regular file.
-    async fn lookup_in(&self, task: &Task, dir: &OsStr, name: &[u8]) -> Result<Option<OsString>> {
-        let st = task.stat(dir).await?;
-        let key = (st.dev, st.ino, (st.mtime.sec, st.mtime.nsec));
-        let cached = {
-            let cache = self.path_cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache
-                .dirs
-                .get(dir)
-                .filter(|l| (l.dev, l.ino, l.mtime) == key)
-                .map(|l| l.names.contains(name))
+    /// The variables, for reading without a copy (do not hold across an await).
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Environment> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The variables, for changing.
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Environment> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`Environment::tmpdir`].
+    pub(crate) fn tmpdir(&self) -> PathBuf {
+        self.read().tmpdir()
+    }
+
+    /// Finds `name` as [`Environment::which_cached`] does, with the `PATH` the thread has
+    /// now; the variables are not copied, nor locked during the lookup.
+    pub(crate) async fn which(&self, task: &Task, name: &str) -> Result<Command> {
+        let (dirs, cache) = {
+            let env = self.read();
+            (env.path_dirs(), Arc::clone(&env.path_cache))
         };
-        let listed = match cached {
-            Some(listed) => listed,
-            None => {
-                let fd = task.open(dir, O::RDONLY | O::DIRECTORY, 0).await?;
-                let entries = fd.getdents_all().await;
-                fd.close().await?;
-                let names: HashSet<Vec<u8>> = entries?.into_iter().map(|e| e.name).collect();
-                let listed = names.contains(name);
-                let changed = SystemTime::UNIX_EPOCH
-                    + Duration::new(
-                        u64::try_from(st.mtime.sec).unwrap_or(0),
-                        u32::try_from(st.mtime.nsec).unwrap_or(0),
-                    );
-                let stable = SystemTime::now()
-                    .duration_since(changed)
-                    .is_ok_and(|age| age >= UNSTABLE_LISTING);
-                let mut cache = self.path_cache.lock().unwrap_or_else(|e| e.into_inner());
-                if stable {
-                    cache.dirs.insert(
-                        dir.to_owned(),
-                        DirListing {
-                            dev: key.0,
-                            ino: key.1,
-                            mtime: key.2,
-                            names,
-                        },
-                    );
-                } else {
-                    cache.dirs.remove(dir);
-                }
-                listed
-            }
-        };
-        if !listed {
-            return Ok(None);
-        }
-        let mut path = dir.as_bytes().to_vec();
-        if path.last() != Some(&b'/') {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name);
-        let path = OsString::from_vec(path);
-        let target = task.stat(&path).await?;
-        if target.file_type() != FileType::Regular {
-            return Ok(None);
-        }
-        task.access(&path, libc::X_OK).await?;
-        Ok(Some(path))
+        which_in(&cache, dirs, task, name).await
     }
 }

@@ -159,8 +159,10 @@ impl Thread {
         self.task().chroot(path.path_bytes()).await
     }
 
-    /// Runs `command` to completion in a fresh child of this thread (clone, exec, wait).
-    /// If this future is dropped before the command finished, the command gets `SIGTERM`.
+    /// Runs `command` to completion in a fresh child of this thread (clone, exec, wait)
+    /// and checks that it exited cleanly: the reference's `run` (with its default
+    /// `check=True`). [`Thread::run_unchecked`] returns any end state instead. If this
+    /// future is dropped before the command finished, the command gets `SIGTERM`.
     ///
     /// Returns the state the command ended in, which is always `Exited(0)`: any other
     /// state is an error.
@@ -174,5 +176,25 @@ impl Thread {
         let process = child.exec(command).await?;
         process.check().await?;
         Ok(ChildState::Exited(0))
+    }
+
+    /// Runs `command` to completion in a fresh child of this thread (clone, exec, wait)
+    /// and returns how it ended, clean or not: the reference's `run(command,
+    /// check=False)`. If this future is dropped before the command finished, the command
+    /// gets `SIGTERM`.
+    ///
+    /// # Errors
+    /// The errors of [`Thread::clone`], [`ChildThread::exec`](crate::ChildThread::exec)
+    /// (`ENOENT` for a missing program...) and of waiting; never
+    /// [`Error::UncleanExit`].
+    pub async fn run_unchecked(&self, command: Command) -> Result<ChildState> {
+        let child = self.clone(CLONE::empty()).await?;
+        let process = child.exec(command).await?;
+        // `check` (rather than `wait`) for its SIGTERM when dropped.
+        match process.check().await {
+            Ok(()) => Ok(ChildState::Exited(0)),
+            Err(Error::UncleanExit { state, .. }) => Ok(state),
+            Err(e) => Err(e),
+        }
     }
 }

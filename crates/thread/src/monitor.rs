@@ -1,7 +1,7 @@
 //! `AsyncChildProcess`: waiting for a child's exit on the event loop, through its pidfd.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use async_io::Async;
 use rsyscall_handle::structs::WaitId;
@@ -166,6 +166,11 @@ impl AsyncChildProcess {
             // Whether the child is gone is unknown: keep what it may still use.
             std::mem::forget(keep);
         });
+    }
+
+    /// The child's pidfd in the local table, while the child is monitored here.
+    pub(crate) fn local_pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.readiness.as_ref().map(|r| r.get_ref().as_fd())
     }
 
     /// The underlying child process.

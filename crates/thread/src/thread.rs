@@ -2,24 +2,28 @@
 //! environment and standard streams, and `exec` (`clone` is in `clone.rs`).
 //!
 //! # Safety
-//! `exec` lends the child memory holding argv and envp, kept (or leaked) until the execve
-//! request is over; the requests it sends take only pointers into that memory. The
-//! standard streams are borrowed handles to fds 0, 1 and 2 (see `std_fd` for why that is
-//! sound).
+//! `exec` lends the child memory holding argv and envp. It is freed only once no kernel can
+//! read it: when the requests were answered or never sent, or once `/proc` shows that the
+//! child exec'd or is exiting; until then it is kept with the child, whose drop frees it
+//! only after the child is reaped. The requests it sends take only pointers into that
+//! memory.
+//! The standard streams are borrowed handles to fds 0, 1 and 2 (see `std_fd` for why
+//! that is sound).
 #![allow(unsafe_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::ops::Deref;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use rsyscall_handle::{
-    ChildProcess, Error, FileDescriptor, InFlight, Pipe, Result, Task, local_namespaces,
+    ChildProcess, Error, FileDescriptor, Pipe, Result, Task, WrittenPointer, local_namespaces,
 };
 use rsyscall_near::{self as near, Signal};
 
-use crate::command::{Command, Environment};
+use crate::command::{Command, Environment, SharedEnvironment};
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
 
@@ -29,7 +33,9 @@ pub(crate) struct ThreadInner {
     /// the local table itself.
     /// Set at creation, or by `unshare_files` for a thread that had used the local table.
     pub(crate) connection: std::sync::OnceLock<Connection>,
-    pub(crate) environ: Environment,
+    /// Its environment, changed through [`EnvironmentRef::set`] and
+    /// [`EnvironmentRef::remove`].
+    pub(crate) environ: SharedEnvironment,
     /// The number of the thread's syscall server socket in its own table, if it has one.
     pub(crate) server_fd: Option<near::FileDescriptor>,
     /// This thread's parent in the kernel's sense, the thread that waits for it, if it is
@@ -82,41 +88,82 @@ pub fn local_thread() -> Thread {
     LOCAL
         .get_or_init(|| {
             let task = Task::local();
-            Thread::from_parts(task, None, Environment::from_local(), None, None)
+            let environ = SharedEnvironment::new(Environment::from_local());
+            Thread::from_parts(task, None, environ, None, None)
         })
         .duplicate()
 }
 
 /// The result of [`Thread::environ`]: the thread's environment, with lookups done through
 /// the thread itself.
+///
+/// The environment can be changed ([`EnvironmentRef::set`], [`EnvironmentRef::remove`]):
+/// every handle to the thread sees the change, and so do its later [`which`] lookups and
+/// [`exec`](ChildThread::exec)s (the default environment of a [`Command`]). A thread
+/// cloned from it starts with a copy. Nothing changes in the process itself: the
+/// environment is what the programs it execs get. The local thread's environment is the
+/// one every [`local_thread`] handle shares, initially the program's own.
+///
+/// [`which`]: EnvironmentRef::which
 #[derive(Clone, Copy)]
 pub struct EnvironmentRef<'a> {
     thread: &'a Thread,
 }
 
-impl<'a> EnvironmentRef<'a> {
-    /// The variables.
-    pub fn vars(&self) -> &'a Environment {
-        &self.thread.inner.environ
+impl EnvironmentRef<'_> {
+    /// A copy of the variables as they are now.
+    pub fn vars(&self) -> Environment {
+        self.thread.inner.environ.read().clone()
     }
 
     /// A variable's value.
-    pub fn get(&self, key: &str) -> Option<&'a std::ffi::OsStr> {
-        self.thread.inner.environ.get(key)
+    pub fn get(&self, key: impl AsRef<OsStr>) -> Option<OsString> {
+        self.thread
+            .inner
+            .environ
+            .read()
+            .get(key)
+            .map(OsStr::to_owned)
+    }
+
+    /// Sets a variable, for every handle to this thread.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty name, a name containing `=`, or a NUL byte
+    /// in either (exec could not pass them on).
+    pub fn set(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let bad_key = key.is_empty() || key.as_bytes().iter().any(|&b| b == b'=' || b == 0);
+        if bad_key || value.as_bytes().contains(&0) {
+            return Err(Error::invalid(
+                "set",
+                format!(
+                    "{key:?}={value:?}: a name must be non-empty, without '=' or NUL; a value without NUL"
+                ),
+            ));
+        }
+        self.thread.inner.environ.write().set(key, value);
+        Ok(())
+    }
+
+    /// Removes a variable (if set), for every handle to this thread.
+    pub fn remove(&self, key: impl AsRef<OsStr>) {
+        self.thread.inner.environ.write().remove(key);
     }
 
     /// Finds `name` in the thread's `PATH` (checked for execute permission by the thread
     /// itself, in its own mount namespace) and returns a [`Command`] for it with argv\[0\]
-    /// `name`. A name containing `/` is used as it is.
+    /// `name`. A name containing `/` is checked where it is, the same way (see
+    /// [`Environment::which_cached`]).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the directories searched if nothing is found.
+    /// [`Error::NotFound`] naming the directories searched (or the path) if there is no
+    /// such executable; as [`Environment::which_cached`].
     pub async fn which(&self, name: &str) -> Result<Command> {
-        if name.contains('/') {
-            return Ok(Command::new(name, name));
-        }
-        self.vars()
-            .which_cached(&self.thread.inner.task, name)
+        self.thread
+            .inner
+            .environ
+            .which(&self.thread.inner.task, name)
             .await
     }
 }
@@ -133,7 +180,7 @@ impl Thread {
     pub(crate) fn from_parts(
         task: Task,
         connection: Option<Connection>,
-        environ: Environment,
+        environ: SharedEnvironment,
         parent: Option<Thread>,
         server_fd: Option<near::FileDescriptor>,
     ) -> Thread {
@@ -212,7 +259,34 @@ impl Thread {
     /// # Errors
     /// See [`Task::read`].
     pub async fn read_to_eof(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
-        self.inner.task.read_to_end(fd).await
+        self.inner.task.read_to_eof(fd).await
+    }
+
+    /// Ends this thread with `exit(status)`: the reference's `Thread.exit`, for any thread
+    /// run by a syscall server (a child thread through any of its handles, or a thread
+    /// further down). Returns once the thread is gone, also if it already was; how it ended
+    /// is for its parent to see ([`ChildThread::exit`] hands over the monitor for that).
+    ///
+    /// The local thread is refused: its syscalls run on the calling OS thread, which
+    /// `exit` would end under the executor, leaving the program half alive. End the
+    /// program instead (`std::process::exit`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for the local thread; [`NotSent`](near::NotSent) if this
+    /// side shut the connection down.
+    pub async fn exit(&self, status: i32) -> Result<()> {
+        let task = &self.inner.task;
+        if task.sysif().is_local() {
+            return Err(Error::invalid(
+                "exit",
+                "the local thread runs on the calling OS thread of this program; end the program instead",
+            ));
+        }
+        // SAFETY: exit ends the thread's server, a process of its own; nothing of ours
+        // runs on its stack, which it no longer uses once gone.
+        unsafe { near::exit(task.sysif(), status) }
+            .await
+            .map_err(task.error("exit"))
     }
 
     /// The connection that moves fds between the local table and this thread's, if the
@@ -328,6 +402,10 @@ pub struct ChildThread {
     /// Made with `CLONE::SIGHAND`: its signal dispositions are its parent's, so exec must
     /// not reset any (the kernel gives the exec'd program a copy of them).
     shares_sighand: bool,
+    /// The argv/envp block of an exec whose end is not known yet: the child's kernel may
+    /// still read it. Kept with the child so that dropping an exec future (which drops the
+    /// child, killing it) frees the block only once the child is reaped.
+    lent: Option<WrittenPointer<[u8]>>,
 }
 
 impl fmt::Debug for ChildThread {
@@ -347,15 +425,31 @@ impl Deref for ChildThread {
     }
 }
 
-/// [`ChildThread::exec`] failed; the child is still running its server and usable.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+/// [`ChildThread::exec`] failed: the child did not run the program. It is given back; it
+/// still runs its server and is usable, unless it died ([`Error::is_hangup`]).
+///
+/// It displays as its [`error`](ExecError::error), and its [`source`] is that error's
+/// source, so that a report walking the chain prints the cause once.
+///
+/// [`source`]: std::error::Error::source
+#[derive(Debug)]
 pub struct ExecError {
     /// Why exec failed.
-    #[source]
     pub error: Error,
     /// The child, back to its caller.
     pub thread: ChildThread,
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for ExecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
 }
 
 impl From<ExecError> for Error {
@@ -378,6 +472,7 @@ impl ChildThread {
             monitor: Some(monitor),
             _server_sock: server_sock,
             shares_sighand,
+            lent: None,
         }
     }
 
@@ -421,7 +516,17 @@ impl ChildThread {
 
     /// Replaces the child's program with `command` (`execve`), first resetting its signal
     /// mask and `SIGPIPE` disposition to the defaults. argv, envp and everything else exec
-    /// needs cost one allocation and one memory write.
+    /// needs cost one allocation and one memory write. The environment is the thread's
+    /// ([`Thread::environ`]) with the command's changes.
+    ///
+    /// `Ok` means the kernel really replaced the child's image: a successful exec sends no
+    /// answer and ends the connection, as a death does, so the kernel's record of the child
+    /// is consulted to tell them apart (the program may still die at once, as any program
+    /// may; its monitor reports that).
+    ///
+    /// # Dropping
+    /// Dropping the future drops the child, which kills it (see [`ChildThread`]); argv and
+    /// envp are freed once it is reaped, never while its exec may still read them.
     ///
     /// # Examples
     ///
@@ -442,8 +547,10 @@ impl ChildThread {
     /// ```
     ///
     /// # Errors
-    /// [`ExecError`] carrying the still-usable child if exec failed (`ENOENT` for a
-    /// missing file...).
+    /// [`ExecError`] carrying the child: still usable if exec failed (`ENOENT` for a
+    /// missing file, `E2BIG`...); dead, with a hangup error ([`Error::is_hangup`]), if it
+    /// died (was killed, or already was dead) before its exec completed, so the program
+    /// never ran; [`Error::Io`] if `/proc` could not tell which.
     pub async fn exec(self, command: Command) -> std::result::Result<AsyncChildProcess, ExecError> {
         self.exec_with(command, None).await
     }
@@ -475,13 +582,34 @@ impl ChildThread {
         }
     }
 
+    /// Sends the signal resets and the execve, and learns how the exec ended. The
+    /// argv/envp block is freed as soon as no kernel can read it any more: when the requests
+    /// were answered or never sent, or once the child is known to have exec'd or died. While
+    /// that is unknown it stays in `self.lent`, freed only after the child is reaped.
     async fn do_exec(
-        &self,
+        &mut self,
         command: &Command,
         envp: Option<Vec<std::ffi::OsString>>,
     ) -> Result<()> {
-        let task = &self.thread.inner.task;
-        let envp = envp.unwrap_or_else(|| command.environment(&self.thread.inner.environ));
+        // A handle of our own, so that `self.lent` can be set while requests borrow the task.
+        let thread = self.thread.duplicate();
+        let task = thread.task();
+        if thread.is_dead() {
+            // Known before sending: the request would not even be written.
+            return Err(task.error("execve")(near::SyscallError::Hangup));
+        }
+        if self.lent.is_some() {
+            // A block an earlier exec lent may still be read: it must not be replaced
+            // (and so freed) by this one.
+            return Err(Error::invalid(
+                "exec",
+                "an earlier exec of this child has not settled; drop the child instead",
+            ));
+        }
+        let envp = match envp {
+            Some(envp) => envp,
+            None => command.environment(&thread.inner.environ.read()),
+        };
         // One allocation and one write for everything: a prefix with the sigaction for the
         // SIGPIPE reset (32 zero bytes: SIG_DFL, no flags, empty mask) and the empty signal
         // mask (8 zero bytes), then path, argv and envp.
@@ -494,8 +622,9 @@ impl ChildThread {
             image.argv(),
             image.envp(),
         );
-        // From here the child's kernel reads the block: keep it if the future is dropped.
-        let buf = InFlight::new(image.into_pointer());
+        // From here the child's kernel may read the block: it goes with the child (see
+        // `lent`) before anything is sent.
+        self.lent = Some(image.into_pointer());
         let sysif = task.sysif();
         // The signal resets and the execve go out together: the connection keeps their
         // order, so they cost one round trip.
@@ -532,26 +661,114 @@ impl ChildThread {
                 ],
             ))
         };
-        // SAFETY: path, argv and envp were laid out by exec_image, NUL- and NULL-terminated, in the
-        // child's address space, and `buf` is kept (or leaked) until the call is over.
-        let exec = unsafe { near::execve(sysif, path, argv, envp) };
+        // Sent as an ordinary request (not `near::execve`, which counts a lost connection
+        // as success): a lost connection is examined below.
+        // SAFETY: path, argv and envp were laid out by exec_image, NUL- and
+        // NULL-terminated, in the child's address space, and the block is kept in
+        // `self.lent` until no kernel can read it.
+        let exec = unsafe {
+            sysif.syscall(near::Request::new(
+                libc::SYS_execve,
+                [
+                    path.as_u64() as i64,
+                    argv.as_u64() as i64,
+                    envp.as_u64() as i64,
+                    0,
+                    0,
+                    0,
+                ],
+            ))
+        };
         let ((action, mask), exec) =
             futures_lite::future::zip(futures_lite::future::zip(sigaction, sigmask), exec).await;
-        if exec.is_ok() {
-            // The program runs; a failed reset (none is expected with these arguments)
-            // cannot be undone any more.
-            for (name, r) in [("rt_sigaction", action), ("rt_sigprocmask", mask)] {
-                if let Err(e) = r {
-                    log::warn!("{name} before exec failed: {e}");
-                }
+        // An answered or unsent request no longer reads the block.
+        let over = |r: &near::SyscallResult| !matches!(r, Err(near::SyscallError::Hangup));
+        match exec {
+            Err(e @ near::SyscallError::Errno(_)) => {
+                // Responses come in order: the resets were answered before it.
+                self.lent = None;
+                action.map_err(task.error("rt_sigaction"))?;
+                mask.map_err(task.error("rt_sigprocmask"))?;
+                Err(task.error("execve")(e))
             }
-        } else {
-            action.map_err(task.error("rt_sigaction"))?;
-            mask.map_err(task.error("rt_sigprocmask"))?;
+            Err(e @ near::SyscallError::NotSent(_)) => {
+                if over(&action) && over(&mask) {
+                    self.lent = None;
+                }
+                Err(task.error("execve")(e))
+            }
+            // A successful execve is never answered; the connection ends. So it does when
+            // the child dies: ask the kernel which it was.
+            Ok(_) | Err(near::SyscallError::Hangup) => match self.after_hangup().await? {
+                AfterHangup::Execd => {
+                    self.lent = None;
+                    // The program runs; a failed reset (none is expected with these
+                    // arguments) cannot be undone any more.
+                    for (name, r) in [("rt_sigaction", action), ("rt_sigprocmask", mask)] {
+                        if let Err(e @ near::SyscallError::Errno(_)) = r {
+                            log::warn!("{name} before exec failed: {e}");
+                        }
+                    }
+                    Ok(())
+                }
+                AfterHangup::Died => {
+                    self.lent = None;
+                    Err(task.error("execve")(near::SyscallError::Hangup))
+                }
+            },
         }
-        exec.map_err(task.error("execve"))?;
-        buf.done();
-        Ok(())
+    }
+
+    /// Whether this child, whose connection was lost after an execve was sent, exec'd or
+    /// died without exec'ing.
+    ///
+    /// The connection ends when the child's server socket is closed (by the exec's
+    /// close-on-exec, or by death) or when the futex helper sees the child's
+    /// `CLONE_CHILD_CLEARTID` word cleared, which the kernel does both early in a
+    /// successful exec and early in an exit: none of these tells the two apart. The
+    /// kernel's own flags do, exactly: every clone child starts with `PF_FORKNOEXEC`,
+    /// which only a completed exec clears (after the point of no return, once the new
+    /// image is installed), and a dying task gets `PF_EXITING` before it lets go of its
+    /// memory, fds or futex word, and keeps both flags until it is reaped. They are read
+    /// from field 9 of `/proc/PID/stat`, with the pid read from the fdinfo of our pidfd
+    /// before and after: the child is ours and not reaped (our monitor has not waited), so
+    /// while the pidfd still names a pid, that pid is our child's, never a reused one.
+    ///
+    /// Only one state is transient: a child in the middle of its exec, between clearing
+    /// the futex word and clearing `PF_FORKNOEXEC`; then this looks again, briefly.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `/proc` cannot tell (not mounted, the child invisible in its pid
+    /// namespace, reaped by someone else, or still in between after 5 seconds).
+    async fn after_hangup(&self) -> Result<AfterHangup> {
+        let unknown = |detail: String| Error::Io {
+            what: "telling a completed exec from a death",
+            source: std::io::Error::other(detail),
+        };
+        let pidfd = self
+            .monitor
+            .as_ref()
+            .and_then(AsyncChildProcess::local_pidfd)
+            .ok_or_else(|| unknown("the child is no longer monitored".into()))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut pause = std::time::Duration::from_micros(50);
+        loop {
+            let (state, flags) = proc_task_flags(pidfd).map_err(unknown)?;
+            if flags & PF_FORKNOEXEC == 0 {
+                return Ok(AfterHangup::Execd);
+            }
+            if flags & PF_EXITING != 0 || matches!(state, 'Z' | 'X') {
+                return Ok(AfterHangup::Died);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(unknown(format!(
+                    "pid {} neither finished its exec nor died within 5 seconds",
+                    self.thread.inner.task.pid().as_raw()
+                )));
+            }
+            async_io::Timer::after(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        }
     }
 
     /// `execve(path, argv, envp)`: like [`ChildThread::exec`] with exactly the environment
@@ -612,11 +829,7 @@ impl ChildThread {
     /// # Errors
     /// The connection's errors (a child already dead still yields its monitor).
     pub async fn exit(mut self, status: i32) -> Result<AsyncChildProcess> {
-        let task = &self.thread.inner.task;
-        // SAFETY: exit ends the child's server thread; nothing of ours runs on it.
-        unsafe { near::exit(task.sysif(), status) }
-            .await
-            .map_err(task.error("exit"))?;
+        self.thread.exit(status).await?;
         self.take_monitor(format!("rsyscall thread (exit {status})"))
             .ok_or_else(|| Error::invalid("exit", "the child was already exec'd or exited"))
     }
@@ -624,9 +837,68 @@ impl ChildThread {
 
 impl Drop for ChildThread {
     fn drop(&mut self) {
-        if let Some(monitor) = self.monitor.take() {
-            monitor.abandon(Signal::SIGKILL, Box::new(()));
+        let lent = self.lent.take();
+        match self.monitor.take() {
+            // The block of an exec whose end is unknown is freed once the child is reaped.
+            Some(monitor) => monitor.abandon(Signal::SIGKILL, Box::new(lent)),
+            // Nothing tells when the child stops reading it: keep it.
+            None => std::mem::forget(lent),
         }
+    }
+}
+
+/// The kernel's task flag of a task that is exiting (`include/linux/sched.h`).
+const PF_EXITING: u64 = 0x4;
+/// The kernel's task flag of a task cloned and not exec'd since (`include/linux/sched.h`).
+const PF_FORKNOEXEC: u64 = 0x40;
+
+/// How a child whose connection was lost during its exec ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterHangup {
+    /// It completed the exec: its old image is gone and the program's is installed.
+    Execd,
+    /// It died without completing the exec.
+    Died,
+}
+
+/// The pid that `/proc/self/fdinfo` shows for the local pidfd `pidfd`: in the pid
+/// namespace of the `/proc` mount; 0 if the process is not in it, -1 once it is reaped.
+fn pidfd_pid(pidfd: BorrowedFd<'_>) -> std::result::Result<i64, String> {
+    let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+    let info = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{path} has no Pid line"))
+}
+
+/// The state letter and task flags (fields 3 and 9 of `/proc/PID/stat`) of the unreaped
+/// process the local pidfd `pidfd` refers to.
+fn proc_task_flags(pidfd: BorrowedFd<'_>) -> std::result::Result<(char, u64), String> {
+    let pid = pidfd_pid(pidfd)?;
+    match pid {
+        -1 => return Err("the child was reaped by someone else".into()),
+        0 => return Err("the child is not in the pid namespace of /proc".into()),
+        _ => {}
+    }
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path);
+    // The pid could name another process only after ours was reaped, which the pidfd
+    // would then show: checked after the read, so that the read was of our child.
+    if pidfd_pid(pidfd)? != pid {
+        return Err("the child was reaped by someone else".into());
+    }
+    let stat = stat.map_err(|e| format!("reading {path}: {e}"))?;
+    // The command name, in parentheses, may contain anything: fields follow the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let state = fields.first().and_then(|s| s.chars().next());
+    let flags = fields.get(6).and_then(|f| f.parse().ok());
+    match (state, flags) {
+        (Some(state), Some(flags)) => Ok((state, flags)),
+        _ => Err(format!("{path} is not in the expected format")),
     }
 }
 

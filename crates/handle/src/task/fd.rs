@@ -177,7 +177,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`Task::read`].
-    pub async fn read_to_end(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
+    pub async fn read_to_eof(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
             let chunk = self.read(fd, 65536).await?;
