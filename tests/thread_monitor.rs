@@ -309,3 +309,57 @@ fn cat_through_pipes_with_blocking_io() {
         process.check().await.expect("cat exits cleanly");
     })
 }
+
+/// A wait on a child of a remote thread, dropped while its `waitid` is in flight: the
+/// syscall still runs in the parent and may reap the child, so its answer must not be the
+/// only record of the death. Later waits return the same state.
+#[test]
+fn a_dropped_remote_wait_loses_no_exit_status() {
+    run(async {
+        let init = local_thread()
+            .clone(CLONE::NEWPID)
+            .await
+            .expect("clone(NEWPID) (needs CAP_SYS_ADMIN: run the suite as root)");
+        for round in 0..20 {
+            let child = init.clone(CLONE::empty()).await.expect("clone from init");
+            assert!(
+                !child.task().sysif().is_local() && !child.parent().task().sysif().is_local(),
+                "the child's waiter must be a remote thread (init of the pid namespace)"
+            );
+            let process = child
+                .exec(sh(&format!("exit {}", round + 1)).await)
+                .await
+                .expect("exec");
+            // Let the child die first, so the waitid the dropped wait sends reaps it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process
+                .process()
+                .waitid(W::EXITED | W::NOWAIT | W::NOHANG)
+                .await
+                .expect("peek")
+                .is_none()
+            {
+                assert!(Instant::now() < deadline, "child did not exit");
+                async_io::Timer::after(Duration::from_millis(1)).await;
+            }
+            // A syscall in init first sends the closes queued on its table, so the wait's
+            // first poll puts its waitid on the wire; polled 1 to 3 times (each Pending
+            // until the answer is read), then dropped.
+            init.task().getpid().await.expect("getpid in init");
+            {
+                let mut wait = Box::pin(process.wait());
+                for _ in 0..=round % 3 {
+                    if future::poll_once(&mut wait).await.is_some() {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(
+                process.wait().await.expect("wait after a dropped wait"),
+                ChildState::Exited(round + 1),
+                "round {round}"
+            );
+        }
+        exit_cleanly(init, "init").await;
+    });
+}

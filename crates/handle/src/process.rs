@@ -17,6 +17,9 @@ use crate::task::Task;
 struct Status {
     busy: bool,
     death: Option<ChildState>,
+    /// A death seen with `W::NOWAIT` through a remote parent, before the reaping `waitid`:
+    /// if that call's answer is lost (its future dropped), this is the record.
+    seen_death: Option<ChildState>,
 }
 
 /// A child process: created by `parent`, which alone can wait on it, and referred to by a
@@ -123,6 +126,9 @@ impl ChildProcess {
             return Ok(Some(state));
         }
         let _busy = self.borrow()?;
+        if !options.contains(W::NOWAIT) && !self.parent.sysif().is_local() {
+            return self.waitid_remote(options).await;
+        }
         let info = self
             .parent
             .waitid(WaitId::PidFd(&self.pidfd), options)
@@ -132,9 +138,66 @@ impl ChildProcess {
             && s.died()
             && !options.contains(W::NOWAIT)
         {
-            self.status.lock().unwrap_or_else(|e| e.into_inner()).death = Some(s);
+            self.record_death(s);
         }
         Ok(state)
+    }
+
+    fn record_death(&self, s: ChildState) {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).death = Some(s);
+    }
+
+    /// `waitid` through a parent in another process. A dropped future does not stop a
+    /// remote syscall: a reaping `waitid` whose answer is dropped would reap the child and
+    /// lose how it died. So the state is first read without consuming it (`W::NOWAIT`);
+    /// a death is recorded, and only then reaped (an `ECHILD` then means an earlier reap
+    /// whose answer was lost). A stop or continue is consumed by a `waitid` that does not
+    /// ask for `W::EXITED`, so it cannot reap. This costs one more round trip per event;
+    /// the local parent's `waitid` is synchronous and needs none of it.
+    async fn waitid_remote(&self, options: W) -> Result<Option<ChildState>> {
+        let wait = |options| self.parent.waitid(WaitId::PidFd(&self.pidfd), options);
+        loop {
+            let seen = self
+                .status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .seen_death;
+            let state = match seen {
+                Some(s) => s,
+                None => match wait(options | W::NOWAIT)
+                    .await?
+                    .and_then(|i| i.child_state())
+                {
+                    None => return Ok(None),
+                    Some(s) => s,
+                },
+            };
+            if state.died() {
+                self.status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .seen_death = Some(state);
+                match wait(W::EXITED | W::NOHANG).await {
+                    Ok(_) => {}
+                    Err(Error::Syscall {
+                        source: near::SyscallError::Errno(near::Errno::ECHILD),
+                        ..
+                    }) => {}
+                    Err(e) => return Err(e),
+                }
+                self.record_death(state);
+                return Ok(Some(state));
+            }
+            let events = options.difference(W::EXITED) | W::NOHANG;
+            if let Some(s) = wait(events).await?.and_then(|i| i.child_state()) {
+                return Ok(Some(s));
+            }
+            // The stop or continue was gone by the time it was consumed (the child died
+            // or changed again): look afresh, unless the caller asked not to wait.
+            if options.contains(W::NOHANG) {
+                return Ok(None);
+            }
+        }
     }
 }
 
