@@ -1,0 +1,602 @@
+//! Cancellation (issue 7 section 1): every future that lends memory to a child or makes a
+//! resource across an await may be dropped after any number of polls. Each test drops one
+//! such operation after 1, 2, ... n polls (until it completes), and after each drop checks
+//! that our fds, the watched thread's fds, our descendant processes, zombies and the
+//! allocator's use come back to their baseline, and that the next operation of the same kind
+//! works. A test binary of its own, its tests serialized: they count process-wide resources.
+
+use std::future::Future;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::Duration;
+
+use rsyscall::{CLONE, ChildThread, Thread, local_thread};
+use rsyscall_tests::procs::open_fds_of;
+use rsyscall_tests::tasks::{exit_cleanly, run};
+
+/// No operation here needs more polls than this; reaching it fails the test.
+const MAX_POLLS: usize = 400;
+/// Runs that must complete within n polls before n is taken as the number of polls needed.
+const COMPLETIONS: usize = 3;
+
+/// Serializes the tests of this binary: each counts the whole process's fds and children.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes every syscall of an operation a point where it can be dropped: pins this
+/// process's threads and `watch`'s process to one CPU, and gives the service thread (which
+/// clones for the local thread, and whose children inherit its policy) and `watch` (unless
+/// it is the local thread) the `SCHED_IDLE` policy. They then run only while the test
+/// thread waits, so a request they answer always ends our poll with `Pending` first.
+fn slow_down(watch: &Thread) {
+    let cpu = {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes one into `set`.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, with the size of `set`.
+        let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+        assert_eq!(r, 0, "sched_getaffinity");
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: CPU_ISSET reads the set.
+            .find(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .expect("some CPU")
+    };
+    // SAFETY: as above.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes the set.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    let pin = |tid: i32| {
+        // SAFETY: passes a valid cpu_set_t of the size given.
+        let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&one), &one) };
+        assert_eq!(r, 0, "sched_setaffinity({tid})");
+    };
+    let idle = |tid: i32| {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: passes a valid sched_param.
+        let r = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
+        assert_eq!(r, 0, "sched_setscheduler({tid}, SCHED_IDLE)");
+    };
+    for entry in std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+    {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        pin(tid);
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("rsyscall-servic") {
+            idle(tid);
+        }
+    }
+    let pid = watch.task().pid().as_raw();
+    if pid != std::process::id() as i32 {
+        pin(pid);
+        idle(pid);
+    }
+}
+
+/// Polls `fut` at most `n` times, once per wakeup; `None` if it was still pending after
+/// the `n`-th poll (returned at once, so the caller drops it right after that poll).
+async fn poll_at_most<F: Future + Unpin>(fut: &mut F, n: usize) -> Option<F::Output> {
+    let mut left = n;
+    std::future::poll_fn(|cx| {
+        left -= 1;
+        match Pin::new(&mut *fut).poll(cx) {
+            Poll::Ready(v) => Poll::Ready(Some(v)),
+            Poll::Pending if left == 0 => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Our descendants, as /proc shows them: (live, zombies).
+fn descendants() -> (usize, usize) {
+    let mut procs: Vec<(i32, i32, bool)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // The process may exit between listing and reading: skip it then.
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
+        let ppid = field("PPid:").parse().unwrap_or(0);
+        procs.push((pid, ppid, field("State:").starts_with('Z')));
+    }
+    let mut ours = vec![std::process::id() as i32];
+    let (mut live, mut zombies) = (0, 0);
+    while let Some(parent) = ours.pop() {
+        for &(pid, ppid, zombie) in &procs {
+            if ppid == parent {
+                ours.push(pid);
+                if zombie {
+                    zombies += 1;
+                } else {
+                    live += 1;
+                }
+            }
+        }
+    }
+    (live, zombies)
+}
+
+/// What a cancelled operation must not leave behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    /// Open fds of this process.
+    fds: usize,
+    /// Open fds of the watched thread's table.
+    thread_fds: usize,
+    /// Live descendant processes.
+    procs: usize,
+    /// Zombie descendants.
+    zombies: usize,
+    /// Bytes in use in the local address space's allocator.
+    bytes: usize,
+}
+
+impl Counts {
+    fn within(&self, baseline: &Counts) -> bool {
+        self.fds <= baseline.fds
+            && self.thread_fds <= baseline.thread_fds
+            && self.procs <= baseline.procs
+            && self.zombies <= baseline.zombies
+            && self.bytes <= baseline.bytes
+    }
+}
+
+/// Counts, after flushing the closes queued on the local table and on `watch`'s.
+async fn measure(watch: &Thread) -> Counts {
+    let local = local_thread();
+    local
+        .task()
+        .flush_closes()
+        .await
+        .expect("flush local closes");
+    watch.task().flush_closes().await.expect("flush closes");
+    let (procs, zombies) = descendants();
+    Counts {
+        fds: open_fds_of(std::process::id() as i32),
+        thread_fds: open_fds_of(watch.task().pid().as_raw()),
+        procs,
+        zombies,
+        bytes: local.task().memory().bytes_in_use(),
+    }
+}
+
+/// Waits (at most 10 s) until every count is back to `baseline`; background cleanup
+/// (reaping, freeing after a futex helper exits) is asynchronous.
+async fn back_to(baseline: &Counts, watch: &Thread, what: &str) {
+    let mut now = measure(watch).await;
+    for _ in 0..500 {
+        if now.within(baseline) {
+            return;
+        }
+        async_io::Timer::after(Duration::from_millis(20)).await;
+        now = measure(watch).await;
+    }
+    panic!("{what}: leaked: baseline {baseline:?}, now {now:?}");
+}
+
+/// Drops the future `start()` makes after 1, 2, ... polls until one run completes; after
+/// each drop, waits for the counts to come back to those taken before the first run and
+/// runs `check`. The completed run's output goes to `finish`. Returns the number of polls
+/// the operation took.
+async fn drop_after_each_poll<T, S, SF, F, FF, K, KF>(
+    what: &str,
+    watch: &Thread,
+    mut start: S,
+    mut finish: F,
+    mut check: K,
+) -> usize
+where
+    S: FnMut() -> SF,
+    SF: Future<Output = T>,
+    F: FnMut(T) -> FF,
+    FF: Future<Output = ()>,
+    K: FnMut() -> KF,
+    KF: Future<Output = ()>,
+{
+    slow_down(watch);
+    let baseline = measure(watch).await;
+    for n in 1..=MAX_POLLS {
+        // A run may complete within n polls only because the other side was quick (the
+        // service thread answering before the poll ended): n is the last number tried only
+        // once several runs all completed.
+        let mut completed = 0;
+        while completed < COMPLETIONS {
+            let mut fut = Box::pin(start());
+            let done = poll_at_most(&mut fut, n).await;
+            drop(fut);
+            let label = format!("{what}, dropped after {n} polls");
+            match done {
+                Some(out) => {
+                    completed += 1;
+                    finish(out).await;
+                    check().await;
+                    back_to(&baseline, watch, &label).await;
+                }
+                None => {
+                    back_to(&baseline, watch, &label).await;
+                    check().await;
+                    break;
+                }
+            }
+        }
+        if completed == COMPLETIONS {
+            eprintln!("{what}: completes in {n} polls");
+            return n;
+        }
+    }
+    panic!("{what}: not complete after {MAX_POLLS} polls");
+}
+
+/// A clone of `parent` works: it runs syscalls in the new process, whose pid is the one
+/// its parent sees; it then exits cleanly.
+async fn clone_works(parent: &Thread, flags: CLONE, what: &str) {
+    let child = parent
+        .clone(flags)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: clone after a cancelled one: {e}"));
+    let pid = child
+        .task()
+        .getpid()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: getpid in the new child: {e}"));
+    assert_eq!(
+        Some(pid),
+        child.pid(),
+        "{what}: getpid ran in another process"
+    );
+    exit_cleanly(child, what).await;
+}
+
+/// The issue's reproducer, in safe code: a clone dropped after its first poll.
+#[test]
+fn clone_dropped_after_one_poll_leaves_later_clones_intact() {
+    let _serial = serial();
+    run(async {
+        let l = local_thread();
+        // Warm up: the service thread, arenas and lazily made state exist before counting.
+        clone_works(&l, CLONE::empty(), "warm-up").await;
+        let baseline = measure(&l).await;
+        // The service thread may answer before the first poll ends: try until a clone is
+        // still pending after it (dropping one that completed is not the case in point).
+        let mut pending = false;
+        for _ in 0..200 {
+            let mut f = Box::pin(l.clone(CLONE::empty()));
+            match futures_lite::future::poll_once(&mut f).await {
+                None => {
+                    drop(f);
+                    pending = true;
+                    break;
+                }
+                Some(r) => exit_cleanly(r.expect("clone"), "clone done in one poll").await,
+            }
+        }
+        assert!(pending, "200 clones all completed in their first poll");
+        let b = l.clone(CLONE::empty()).await.expect("clone");
+        let pid = b.task().getpid().await.expect("getpid");
+        assert_eq!(
+            Some(pid),
+            b.pid(),
+            "getpid ran in the orphan of the dropped clone"
+        );
+        exit_cleanly(b, "second clone").await;
+        back_to(&baseline, &l, "a clone dropped after one poll").await;
+    })
+}
+
+/// Clones of the local thread, dropped after each number of polls, with flags `flags`.
+fn local_clone_dropped_at_every_poll(flags: CLONE) {
+    let _serial = serial();
+    run(async {
+        let l = local_thread();
+        clone_works(&l, flags, "warm-up").await;
+        let what = format!("clone({flags:?}) of the local thread");
+        drop_after_each_poll(
+            &what,
+            &l,
+            || {
+                let l = local_thread();
+                async move { l.clone(flags).await }
+            },
+            |r| async { exit_cleanly(r.expect("clone"), "completed clone").await },
+            || async { clone_works(&local_thread(), flags, "next clone").await },
+        )
+        .await;
+    })
+}
+
+#[test]
+fn clone_of_local_thread_dropped_at_every_poll() {
+    local_clone_dropped_at_every_poll(CLONE::empty());
+}
+
+#[test]
+fn clone_files_of_local_thread_dropped_at_every_poll() {
+    local_clone_dropped_at_every_poll(CLONE::FILES);
+}
+
+/// Clones of a child thread (the remote path: the clone is a request on its connection),
+/// dropped after each number of polls.
+fn child_clone_dropped_at_every_poll(flags: CLONE) {
+    let _serial = serial();
+    run(async {
+        let parent = local_thread()
+            .clone(CLONE::empty())
+            .await
+            .expect("clone the parent");
+        clone_works(&parent, flags, "warm-up").await;
+        let what = format!("clone({flags:?}) of a child thread");
+        let polls = drop_after_each_poll(
+            &what,
+            &parent,
+            || {
+                let p = parent.duplicate();
+                async move { p.clone(flags).await }
+            },
+            |r| async { exit_cleanly(r.expect("clone"), "completed clone").await },
+            || async { clone_works(&parent, flags, "next clone").await },
+        )
+        .await;
+        assert!(
+            polls > 1,
+            "{what}: a remote clone cannot finish in one poll"
+        );
+        exit_cleanly(parent, "parent thread").await;
+    })
+}
+
+#[test]
+fn clone_of_child_thread_dropped_at_every_poll() {
+    child_clone_dropped_at_every_poll(CLONE::empty());
+}
+
+#[test]
+fn clone_files_of_child_thread_dropped_at_every_poll() {
+    child_clone_dropped_at_every_poll(CLONE::FILES);
+}
+
+/// A thread with a table of its own, for the fd-moving operations.
+async fn child_thread() -> ChildThread {
+    local_thread()
+        .clone(CLONE::empty())
+        .await
+        .expect("clone a child thread")
+}
+
+/// `make_afd` on a thread reads what is written into a pipe of that thread, waiting for
+/// the data on the thread's event loop (so the registration must watch the right file).
+async fn make_afd_works(thread: &Thread, what: &str) {
+    let pipe = thread.pipe().await.expect("pipe");
+    let afd = thread
+        .make_afd(pipe.read, true)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: make_afd: {e}"));
+    let reader = afd.read_some_bytes(16);
+    let writer = async {
+        // Let the reader find the pipe empty and wait for readiness first.
+        async_io::Timer::after(Duration::from_millis(5)).await;
+        thread.task().write(&pipe.write, b"afd").await
+    };
+    let waited = futures_lite::future::or(
+        async { Some(futures_lite::future::zip(reader, writer).await) },
+        async {
+            async_io::Timer::after(Duration::from_secs(10)).await;
+            None
+        },
+    )
+    .await;
+    let (got, wrote) =
+        waited.unwrap_or_else(|| panic!("{what}: no readiness for 10 s: wrong fd watched"));
+    assert_eq!(wrote.expect("write"), 3);
+    assert_eq!(got.expect("read"), b"afd", "{what}");
+    afd.close().await.expect("close");
+}
+
+#[test]
+fn make_afd_on_child_thread_dropped_at_every_poll() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        make_afd_works(&t, "warm-up").await;
+        // The pipe is made outside the measured window: make_afd owns the fd it is given.
+        let pipes: Vec<_> = {
+            let mut v = Vec::new();
+            for _ in 0..64 {
+                v.push(Some(t.pipe().await.expect("pipe")));
+            }
+            v
+        };
+        let pipes = std::cell::RefCell::new(pipes);
+        let next = std::cell::Cell::new(0);
+        drop_after_each_poll(
+            "make_afd on a child thread",
+            &t,
+            || {
+                let i = next.get();
+                next.set(i + 1);
+                let pipe = pipes.borrow_mut()[i]
+                    .take()
+                    .expect("make_afd took more than 64 polls");
+                let t = t.duplicate();
+                async move {
+                    let made = t.make_afd(pipe.read, true).await;
+                    (made, pipe.write)
+                }
+            },
+            |(made, _write)| async { made.expect("make_afd").close().await.expect("close") },
+            || async { make_afd_works(&t, "next make_afd").await },
+        )
+        .await;
+        drop(pipes);
+        exit_cleanly(t, "child thread").await;
+    })
+}
+
+/// A channel to `thread` carries bytes both ways between its two ends.
+async fn channel_works(thread: &Thread, ours: OwnedFd, theirs: rsyscall::FileDescriptor) {
+    let ours = std::os::unix::net::UnixStream::from(ours);
+    thread
+        .task()
+        .write(&theirs, b"up")
+        .await
+        .expect("write their end");
+    let mut buf = [0u8; 2];
+    std::io::Read::read_exact(&mut &ours, &mut buf).expect("read our end");
+    assert_eq!(&buf, b"up", "the ends belong to different channels");
+    std::io::Write::write_all(&mut &ours, b"dn").expect("write our end");
+    let got = thread
+        .task()
+        .read(&theirs, 2)
+        .await
+        .expect("read their end");
+    assert_eq!(got, b"dn", "the ends belong to different channels");
+}
+
+#[test]
+fn open_channels_on_child_thread_dropped_at_every_poll() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let check = || async {
+            let mut chans = t.open_channels(2).await.expect("open_channels");
+            for (ours, theirs) in chans.drain(..) {
+                channel_works(&t, ours, theirs).await;
+            }
+        };
+        check().await;
+        drop_after_each_poll(
+            "open_channels on a child thread",
+            &t,
+            || {
+                let t = t.duplicate();
+                async move { t.open_channels(2).await }
+            },
+            |r| async { drop(r.expect("open_channels")) },
+            check,
+        )
+        .await;
+        exit_cleanly(t, "child thread").await;
+    })
+}
+
+#[test]
+fn pass_fd_to_child_thread_dropped_at_every_poll() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let local = local_thread();
+        // Passes our end of a fresh socketpair and checks the thread got that one.
+        let check = || async {
+            let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+            let a = rsyscall::FileDescriptor::from_owned_fd(local.task(), a.into())
+                .expect("own a local fd");
+            let theirs = t.pass_fd(&a).await.expect("pass_fd");
+            drop(a);
+            channel_works(&t, b.into(), theirs).await;
+        };
+        check().await;
+        let pipe = local.pipe().await.expect("pipe");
+        drop_after_each_poll(
+            "pass_fd to a child thread",
+            &t,
+            || {
+                let t = t.duplicate();
+                let fd = pipe.read.clone();
+                async move { t.pass_fd(&fd).await }
+            },
+            |r| async { drop(r.expect("pass_fd")) },
+            check,
+        )
+        .await;
+        exit_cleanly(t, "child thread").await;
+    })
+}
+
+/// `unshare(FILES)` of a thread that shared our table: it gets a table and a connection
+/// of its own, in the background if the future is dropped.
+#[test]
+fn unshare_files_dropped_at_every_poll() {
+    let _serial = serial();
+    run(async {
+        let local = local_thread();
+        // Warm up: the service thread and lazily made state exist before counting.
+        let t = local.clone(CLONE::FILES).await.expect("clone(FILES)");
+        t.unshare(CLONE::FILES).await.expect("unshare");
+        exit_cleanly(t, "warm-up").await;
+        slow_down(&local);
+        let baseline = measure(&local).await;
+        for n in 1..=MAX_POLLS {
+            let t = local.clone(CLONE::FILES).await.expect("clone(FILES)");
+            let mut fut = Box::pin(t.unshare(CLONE::FILES));
+            let done = poll_at_most(&mut fut, n).await;
+            drop(fut);
+            let label = format!("unshare(FILES), dropped after {n} polls");
+            if let Some(r) = &done {
+                r.as_ref().expect("unshare");
+            }
+            // Dropped after it started, the unshare finishes in the background: wait for it.
+            // Dropped before, it never ran: the thread still uses our table.
+            let mut waited = 0;
+            while t.connection().is_none() && waited < 100 {
+                async_io::Timer::after(Duration::from_millis(20)).await;
+                waited += 1;
+            }
+            if t.connection().is_some() {
+                let (ours, theirs) = t
+                    .open_channels(1)
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: open_channels: {e}"))
+                    .pop()
+                    .expect("one channel");
+                let pid = t.task().pid().as_raw();
+                // The thread's end is in its own table now, not in ours.
+                assert_ne!(
+                    std::fs::read_link(format!("/proc/{pid}/fd/{}", theirs.near().as_raw())).ok(),
+                    None,
+                    "{label}: the moved fd is not in the thread's table"
+                );
+                channel_works(&t, ours, theirs).await;
+            } else {
+                assert!(done.is_none(), "{label}: completed without a connection");
+                let fds = t.open_channels(1).await.expect("open_channels");
+                let (ours, theirs) = fds.into_iter().next().expect("one channel");
+                assert_eq!(
+                    theirs.near().as_raw(),
+                    theirs.as_local_fd().map(|f| f.as_raw_fd()).unwrap_or(-1),
+                    "{label}: a thread still sharing our table moves fds directly"
+                );
+                channel_works(&t, ours, theirs).await;
+            }
+            exit_cleanly(t, &label).await;
+            back_to(&baseline, &local, &label).await;
+            if done.is_some() {
+                return;
+            }
+        }
+        panic!("unshare(FILES) not complete after {MAX_POLLS} polls");
+    })
+}
