@@ -600,3 +600,35 @@ fn unshare_files_dropped_at_every_poll() {
         panic!("unshare(FILES) not complete after {MAX_POLLS} polls");
     })
 }
+
+/// Every syscall method first sends the closes queued by dropped handles of its table
+/// ([`rsyscall::Task::prepare`]); dropped during those closes, it must leave the ones not
+/// sent yet queued, not lost.
+#[test]
+fn queued_closes_survive_a_dropped_prepare() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        slow_down(&t);
+        let baseline = measure(&t).await;
+        for n in 1..=MAX_POLLS {
+            let mut pipes = Vec::new();
+            for _ in 0..8 {
+                pipes.push(t.pipe().await.expect("pipe"));
+            }
+            // 16 closes queued on the thread's table.
+            drop(pipes);
+            let mut fut = Box::pin(t.task().prepare());
+            let done = poll_at_most(&mut fut, n).await;
+            drop(fut);
+            let label = format!("prepare with 16 queued closes, dropped after {n} polls");
+            back_to(&baseline, &t, &label).await;
+            if done.is_some() {
+                assert!(n > 16, "{label}: 16 closes in fewer polls");
+                exit_cleanly(t, "child thread").await;
+                return;
+            }
+        }
+        panic!("prepare not complete after {MAX_POLLS} polls");
+    })
+}

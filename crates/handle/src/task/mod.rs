@@ -258,7 +258,13 @@ impl Task {
     /// not an error: the table's fds went with the process.
     pub async fn flush_closes(&self) -> Result<()> {
         let mut first = Ok(());
-        for fd in self.fd_table().take_pending() {
+        // If this future is dropped, the closes not sent yet go back to the queue (the one
+        // in flight is never retried: once it ran, its number may name a new fd).
+        let mut queue = Requeue {
+            table: self.fd_table(),
+            fds: self.fd_table().take_pending(),
+        };
+        while let Some(fd) = queue.fds.pop() {
             // SAFETY: the fd was owned by a handle of this table that has been dropped, so
             // nothing else owns it.
             let r = unsafe { near::close(self.sysif(), fd) }.await;
@@ -460,6 +466,20 @@ impl Task {
         let ((), buf) = self.lent(what, buf, call(new, old)).await?;
         let [_, old] = buf.into_readable().read().await?;
         Ok(old)
+    }
+}
+
+/// Closes taken from a table's queue and not yet sent, queued again when dropped.
+struct Requeue {
+    table: Arc<FdTableState>,
+    fds: Vec<near::FileDescriptor>,
+}
+
+impl Drop for Requeue {
+    fn drop(&mut self) {
+        for fd in self.fds.drain(..) {
+            self.table.queue_close(fd);
+        }
     }
 }
 
