@@ -632,3 +632,55 @@ fn queued_closes_survive_a_dropped_prepare() {
         panic!("prepare not complete after {MAX_POLLS} polls");
     })
 }
+
+/// How many entries of the temporary directory start with `prefix`.
+fn temp_entries(prefix: &str) -> usize {
+    let dir = std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into());
+    std::fs::read_dir(dir)
+        .expect("list the temporary directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn mkdtemp_on_child_thread_dropped_at_every_poll() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let prefix = format!("rsyscall-cancel-{}-", std::process::id());
+        t.mkdtemp(&prefix)
+            .await
+            .expect("mkdtemp")
+            .cleanup()
+            .await
+            .expect("cleanup");
+        let prefix = prefix.as_str();
+        drop_after_each_poll(
+            "mkdtemp on a child thread",
+            &t,
+            || {
+                let t = t.duplicate();
+                async move { t.mkdtemp(prefix).await }
+            },
+            |r| async { r.expect("mkdtemp").cleanup().await.expect("cleanup") },
+            || async {
+                // A directory made by a dropped mkdtemp is removed once it finished.
+                let mut left = temp_entries(prefix);
+                for _ in 0..500 {
+                    if left == 0 {
+                        break;
+                    }
+                    async_io::Timer::after(Duration::from_millis(20)).await;
+                    left = temp_entries(prefix);
+                }
+                assert_eq!(left, 0, "a dropped mkdtemp left its directory behind");
+                let dir = t.mkdtemp(prefix).await.expect("next mkdtemp");
+                assert!(dir.path().is_dir(), "mkdtemp made no directory");
+                dir.cleanup().await.expect("cleanup");
+            },
+        )
+        .await;
+        exit_cleanly(t, "child thread").await;
+    })
+}
