@@ -290,7 +290,17 @@ impl Thread {
             .await;
             (child, None)
         };
-        let pid = pid.map_err(task.error("clone"))?;
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(SyscallError::Hangup) => {
+                // The connection was lost with the clone sent: a child may run on `stack`
+                // (until its parent's death kills it), and the kernel writes its futex word
+                // when it exits. Keep the memory for good.
+                std::mem::forget(stack);
+                return Err(task.error("clone")(SyscallError::Hangup));
+            }
+            Err(e) => return Err(task.error("clone")(e)),
+        };
         let pidfd = match stack.pidfd(task).await {
             Ok(fd) => fd,
             Err(e) => {
