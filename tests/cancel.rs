@@ -379,6 +379,13 @@ fn clone_files_of_child_thread_dropped_at_every_poll() {
     child_clone_dropped_at_every_poll(CLONE::FILES);
 }
 
+/// With `CLONE::PARENT` the child is ours (the child thread's parent's): a dropped clone's
+/// child must be reaped by us, not by the thread that cloned it.
+#[test]
+fn clone_parent_of_child_thread_dropped_at_every_poll() {
+    child_clone_dropped_at_every_poll(CLONE::PARENT);
+}
+
 /// A thread with a table of its own, for the fd-moving operations.
 async fn child_thread() -> ChildThread {
     local_thread()
