@@ -175,6 +175,9 @@ async fn measure(watch: &Thread) -> Counts {
         .await
         .expect("flush local closes");
     watch.task().flush_closes().await.expect("flush closes");
+    // A request drives the thread's connection: the responses of dropped requests are
+    // read, and the memory lent to them is freed.
+    watch.task().getpid().await.expect("getpid");
     let (procs, zombies) = descendants();
     Counts {
         fds: open_fds_of(std::process::id() as i32),
@@ -685,6 +688,34 @@ fn mkdtemp_on_child_thread_dropped_at_every_poll() {
                 let dir = t.mkdtemp(prefix).await.expect("next mkdtemp");
                 assert!(dir.path().is_dir(), "mkdtemp made no directory");
                 dir.cleanup().await.expect("cleanup");
+            },
+        )
+        .await;
+        exit_cleanly(t, "child thread").await;
+    })
+}
+
+/// Memory lent to a remote syscall whose future is dropped after the request was sent is
+/// freed once the response came, never before, and never leaked.
+#[test]
+fn memory_lent_to_a_dropped_remote_syscall_is_freed_after_its_response() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let root = t.task().stat("/").await.expect("stat");
+        drop_after_each_poll(
+            "stat on a child thread",
+            &t,
+            || {
+                let t = t.duplicate();
+                async move { t.task().stat("/").await }
+            },
+            |r| async {
+                r.expect("stat");
+            },
+            || async {
+                let st = t.task().stat("/").await.expect("next stat");
+                assert_eq!((st.dev, st.ino), (root.dev, root.ino), "stat of / changed");
             },
         )
         .await;

@@ -1,5 +1,6 @@
 //! The `SyscallInterface` trait, its error type, and `LocalSyscall`.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -113,6 +114,15 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
     fn is_hung_up(&self) -> bool {
         false
     }
+
+    /// Takes `keep` (memory lent to a request whose future was dropped before its result
+    /// came) and drops it once every request made so far through this interface is over;
+    /// leaks it if that can never be known (the connection was lost). The default leaks
+    /// it at once: an interface that cannot tell when its syscalls are over must never
+    /// free what they may still use.
+    fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
+        std::mem::forget(keep);
+    }
 }
 
 /// Runs syscalls in the calling thread of the local process through the raw syscall
@@ -143,5 +153,10 @@ impl SyscallInterface for LocalSyscall {
 
     fn is_local(&self) -> bool {
         true
+    }
+
+    fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
+        // Every syscall here ran to completion inside `syscall` itself.
+        drop(keep);
     }
 }

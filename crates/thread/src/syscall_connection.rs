@@ -27,6 +27,11 @@
 //!   from the buffer and never runs; a request already (partly) written stays in the queue,
 //!   its remaining bytes are still sent and its response (and raw data) is read and
 //!   discarded.
+//! - Memory lent to a dropped request ([`SyscallInterface::keep_until_answered`]) is
+//!   attached to the last request still expecting a response when it is handed over, and
+//!   dropped (outside the locks) once that request is answered: responses come in order,
+//!   so every earlier request is over then. A cancelled request passes what it kept to the
+//!   last earlier one. Once the connection is lost, what is still kept is leaked.
 //! - Writes use `send(MSG_NOSIGNAL)`: a vanished server never raises `SIGPIPE` here.
 //! - Once the connection is lost every pending request fails with
 //!   [`SyscallError::Hangup`] after the responses already received are delivered; no
@@ -35,6 +40,7 @@
 //!   woken (the usual contract of futures): while it is the driver, the other requests on
 //!   the connection depend on it.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -118,7 +124,13 @@ struct Slot {
     data: Vec<u8>,
     /// Progress.
     state: SlotState,
+    /// Memory lent to this or earlier requests whose futures were dropped
+    /// ([`SyscallInterface::keep_until_answered`]): dropped once this request is answered.
+    keeps: Vec<Keep>,
 }
+
+/// Something kept until a request is answered.
+type Keep = Box<dyn Any + Send>;
 
 impl Slot {
     /// Whether the next response bytes may belong to this slot.
@@ -155,6 +167,8 @@ struct State {
     write_dead: bool,
     /// The read side saw EOF or an error: every pending request has failed.
     hung_up: bool,
+    /// Keeps whose requests are over, to drop once the lock is released.
+    released: Vec<Keep>,
 }
 
 impl State {
@@ -173,6 +187,7 @@ impl State {
             closed_by_us: false,
             write_dead: false,
             hung_up: false,
+            released: Vec::new(),
         }
     }
 
@@ -226,6 +241,7 @@ impl State {
             expect,
             data: buf,
             state: SlotState::Waiting(Some(waker.clone())),
+            keeps: Vec::new(),
         });
         Ok(id)
     }
@@ -244,6 +260,29 @@ impl State {
         let slot = &mut self.slots[idx];
         slot.state = SlotState::Cancelled;
         slot.data = Vec::new();
+        // It never runs: what it kept waits for the last earlier request instead.
+        let keeps = std::mem::take(&mut slot.keeps);
+        self.keep_after(idx, keeps);
+    }
+
+    /// Keeps `keeps` until every request before `end` (an index in `slots`) is answered:
+    /// with the last of them still expecting a response, or released if there is none.
+    fn keep_after(&mut self, end: usize, mut keeps: Vec<Keep>) {
+        if keeps.is_empty() {
+            return;
+        }
+        match self.slots.range(..end).rposition(Slot::expects_response) {
+            Some(i) => self.slots[i].keeps.append(&mut keeps),
+            None => self.released.append(&mut keeps),
+        }
+    }
+
+    /// Leaks what `slot` kept: its request may still be running, and no answer will say
+    /// when it is over.
+    fn leak_keeps(slot: &mut Slot) {
+        for keep in slot.keeps.drain(..) {
+            std::mem::forget(keep);
+        }
     }
 
     /// Fails every request none of whose bytes were sent with `err`, and discards all
@@ -255,6 +294,8 @@ impl State {
                 wakers.extend(w.take());
                 slot.state = SlotState::Done(Err(err));
             }
+            // Kept for earlier requests, which may never be answered now.
+            State::leak_keeps(slot);
         }
         self.wbuf = Vec::new();
         self.head = 0;
@@ -269,6 +310,7 @@ impl State {
         self.head = 0;
         self.appended = self.sent;
         for slot in self.slots.iter_mut() {
+            State::leak_keeps(slot);
             match &mut slot.state {
                 SlotState::Waiting(w) => {
                     wakers.extend(w.take());
@@ -339,6 +381,10 @@ impl State {
             let ret = i64::from_le_bytes(self.resp_buf);
             let slot = &mut self.slots[idx];
             let in_sync = slot.expect.is_none_or(|n| n == ret);
+            if in_sync {
+                // This request and every earlier one are over.
+                self.released.append(&mut slot.keeps);
+            }
             match std::mem::replace(&mut slot.state, SlotState::Gone) {
                 SlotState::Waiting(w) => {
                     wakers.extend(w);
@@ -681,7 +727,7 @@ impl SyscallConnection {
             match stream.read(&mut rd.buf) {
                 Ok(n) => {
                     let mut wakers = Vec::new();
-                    let done = {
+                    let (done, released) = {
                         let mut st = lock(&self.state);
                         if n == 0 {
                             log::debug!("syscall connection: EOF");
@@ -690,8 +736,10 @@ impl SyscallConnection {
                             self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
                             st.read_eof(&mut wakers);
                         }
-                        st.is_done(id)
+                        (st.is_done(id), std::mem::take(&mut st.released))
                     };
+                    // Memory kept for dropped requests, freed outside the lock.
+                    drop(released);
                     if n == rd.buf.len() && n < READ_CHUNK {
                         rd.buf.resize(READ_CHUNK, 0);
                     }
@@ -792,6 +840,21 @@ impl SyscallInterface for SyscallConnection {
 
     fn is_hung_up(&self) -> bool {
         SyscallConnection::is_hung_up(self)
+    }
+
+    fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
+        let released = {
+            let mut st = lock(&self.state);
+            if st.hung_up || st.write_dead {
+                // Requests already sent may never be answered now.
+                std::mem::forget(keep);
+                return;
+            }
+            let end = st.slots.len();
+            st.keep_after(end, vec![keep]);
+            std::mem::take(&mut st.released)
+        };
+        drop(released);
     }
 }
 
@@ -922,7 +985,7 @@ impl Drop for Call<'_> {
         if self.finished {
             return;
         }
-        let handoff = {
+        let (handoff, released) = {
             let mut st = lock(&self.conn.state);
             if let Some(idx) = st.index(id) {
                 let unsent = st.slots[idx].start >= st.sent;
@@ -941,8 +1004,10 @@ impl Drop for Call<'_> {
             }
             let handoff = st.release_driver(id);
             st.pop_finished();
-            handoff
+            (handoff, std::mem::take(&mut st.released))
         };
+        // Memory kept for the cancelled request, freed outside the lock.
+        drop(released);
         if let Some(w) = handoff {
             w.wake();
         }

@@ -385,9 +385,11 @@ impl Task {
             .map_err(self.error("memory read"))
     }
 
-    /// Lends `p` to a syscall: see [`InFlight`].
-    pub fn lend<P>(&self, p: P) -> InFlight<P> {
-        InFlight::new(p)
+    /// Lends `p` to a syscall of this task: see [`InFlight`] (dropped before the syscall
+    /// is over, it is freed only once the task's interface has answered every request
+    /// sent so far).
+    pub fn lend<P: Send + 'static>(&self, p: P) -> InFlight<P> {
+        InFlight::lent_to(p, self.inner.sysif.clone())
     }
 
     /// Runs the syscall `call` after the queued closes and unmaps ([`Task::prepare`]),
@@ -396,7 +398,7 @@ impl Task {
     ///
     /// `call` is a future and does nothing until awaited here, after `held` is lent: the
     /// caller builds the near call inline, with the safety argument for its addresses.
-    async fn lent<P, T>(
+    async fn lent<P: Send + 'static, T>(
         &self,
         what: &'static str,
         held: P,
@@ -406,7 +408,7 @@ impl Task {
     }
 
     /// [`Task::lent`] with the syscall's error mapped by `map`.
-    async fn lent_mapped<P, T>(
+    async fn lent_mapped<P: Send + 'static, T>(
         &self,
         held: P,
         call: impl Future<Output = std::result::Result<T, SyscallError>>,
