@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
-use rsyscall::{CLONE, ChildThread, Thread, local_thread};
+use rsyscall::{CLONE, ChildThread, O, Thread, local_thread};
 use rsyscall_tests::procs::open_fds_of;
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
@@ -717,6 +717,40 @@ fn memory_lent_to_a_dropped_remote_syscall_is_freed_after_its_response() {
                 let st = t.task().stat("/").await.expect("next stat");
                 assert_eq!((st.dev, st.ino), (root.dev, root.ino), "stat of / changed");
             },
+        )
+        .await;
+        exit_cleanly(t, "child thread").await;
+    })
+}
+
+/// An fd made by a remote syscall whose future is dropped after the request was sent is
+/// closed once the result came: nobody else knows its number.
+#[test]
+fn fd_made_by_a_dropped_remote_syscall_is_closed() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let check = || async {
+            let fd = t
+                .task()
+                .open(b"/", O::RDONLY | O::DIRECTORY, 0)
+                .await
+                .expect("next open");
+            let pid = t.task().pid().as_raw();
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{}", fd.near().as_raw()));
+            assert_eq!(target.ok(), Some("/".into()), "open gave another file");
+            fd.close().await.expect("close");
+        };
+        check().await;
+        drop_after_each_poll(
+            "open on a child thread",
+            &t,
+            || {
+                let t = t.duplicate();
+                async move { t.task().open(b"/", O::RDONLY | O::DIRECTORY, 0).await }
+            },
+            |r| async { r.expect("open").close().await.expect("close") },
+            check,
         )
         .await;
         exit_cleanly(t, "child thread").await;

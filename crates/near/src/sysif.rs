@@ -102,6 +102,20 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Runs `request`, a syscall whose non-negative result is a new fd in the target's
+    /// table (`openat`, `socket`...). If the future is dropped after the request was sent,
+    /// nobody owns that fd: the interface closes it once the result arrives. The default
+    /// is [`SyscallInterface::syscall`], right for interfaces whose syscalls are over
+    /// before their future can be dropped.
+    ///
+    /// # Safety
+    /// As for [`SyscallInterface::syscall`]; the result must be a new fd, owned by nobody
+    /// but the caller.
+    unsafe fn syscall_new_fd(&self, request: Request) -> SyscallFuture<'_> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.syscall(request) }
+    }
+
     /// Whether syscalls run in the calling process itself, in which case every address
     /// passed to them is an address in this process.
     fn is_local(&self) -> bool {

@@ -32,6 +32,10 @@
 //!   dropped (outside the locks) once that request is answered: responses come in order,
 //!   so every earlier request is over then. A cancelled request passes what it kept to the
 //!   last earlier one. Once the connection is lost, what is still kept is leaked.
+//! - A request sent through [`SyscallInterface::syscall_new_fd`] whose future is dropped
+//!   without taking its result gets its fd closed: a `close` request nobody waits for is
+//!   queued when the result is read (or when the future is dropped, if it was read
+//!   already) and sent at once.
 //! - Writes use `send(MSG_NOSIGNAL)`: a vanished server never raises `SIGPIPE` here.
 //! - Once the connection is lost every pending request fails with
 //!   [`SyscallError::Hangup`] after the responses already received are delivered; no
@@ -124,6 +128,9 @@ struct Slot {
     data: Vec<u8>,
     /// Progress.
     state: SlotState,
+    /// Its result is a new fd, to be closed if its future was dropped
+    /// ([`SyscallInterface::syscall_new_fd`]).
+    new_fd: bool,
     /// Memory lent to this or earlier requests whose futures were dropped
     /// ([`SyscallInterface::keep_until_answered`]): dropped once this request is answered.
     keeps: Vec<Keep>,
@@ -209,7 +216,7 @@ impl State {
         data: &[u8],
         raw_len: usize,
         buf: Vec<u8>,
-        waker: &Waker,
+        waker: Option<&Waker>,
     ) -> Result<u64, SyscallError> {
         if self.closed_by_us {
             return Err(SyscallError::NotSent(NotSent::Closed));
@@ -240,10 +247,25 @@ impl State {
             raw_got: 0,
             expect,
             data: buf,
-            state: SlotState::Waiting(Some(waker.clone())),
+            // Without a waker, nobody waits for it: its response is read and discarded.
+            state: match waker {
+                Some(w) => SlotState::Waiting(Some(w.clone())),
+                None => SlotState::Abandoned,
+            },
+            new_fd: false,
             keeps: Vec::new(),
         });
         Ok(id)
+    }
+
+    /// Queues `close(fd)` for a new fd whose request's future was dropped: nobody else
+    /// knows its number. Nothing can be sent any more once the connection is lost, and
+    /// the fd is left then.
+    fn close_orphan_fd(&mut self, fd: i64) {
+        let request = Request::new(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+        if let Err(e) = self.enqueue(&request, &[], 0, Vec::new(), None) {
+            log::debug!("cannot close fd {fd} of a dropped request: {e:?}");
+        }
     }
 
     /// Removes the bytes of the unsent request at `idx` from the buffer and cancels it.
@@ -394,8 +416,14 @@ impl State {
                         Err(SyscallError::Hangup)
                     });
                 }
-                _ => slot.data = Vec::new(),
+                _ => {
+                    slot.data = Vec::new();
+                    if slot.new_fd && in_sync && ret >= 0 {
+                        self.close_orphan_fd(ret);
+                    }
+                }
             }
+            let slot = &self.slots[idx];
             self.resp_id = self.base + idx as u64 + 1;
             if !in_sync {
                 log::error!(
@@ -735,6 +763,10 @@ impl SyscallConnection {
                         } else if st.consume(&rd.buf[..n], &mut wakers).is_err() {
                             self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
                             st.read_eof(&mut wakers);
+                        } else if st.has_unsent() {
+                            // Closes of dropped requests' fds go out now, even if this
+                            // request is done and nobody drives after it.
+                            self.flush(&mut st, &mut wakers);
                         }
                         (st.is_done(id), std::mem::take(&mut st.released))
                     };
@@ -842,6 +874,12 @@ impl SyscallInterface for SyscallConnection {
         SyscallConnection::is_hung_up(self)
     }
 
+    unsafe fn syscall_new_fd(&self, request: Request) -> SyscallFuture<'_> {
+        let mut call = Call::new(self, request, &[], 0, Vec::new());
+        call.new_fd = true;
+        Box::pin(call)
+    }
+
     fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
         let released = {
             let mut st = lock(&self.state);
@@ -875,6 +913,8 @@ struct Call<'a> {
     id: Option<u64>,
     /// The result has been taken.
     finished: bool,
+    /// The result is a new fd ([`SyscallInterface::syscall_new_fd`]).
+    new_fd: bool,
 }
 
 impl<'a> Call<'a> {
@@ -893,6 +933,7 @@ impl<'a> Call<'a> {
             data,
             id: None,
             finished: false,
+            new_fd: false,
         }
     }
 
@@ -926,7 +967,7 @@ impl Future for Call<'_> {
                 let raw_len = this.raw_len;
                 let buf = std::mem::take(&mut this.data);
                 let had_unsent = st.has_unsent();
-                let id = match st.enqueue(&this.request, this.out, raw_len, buf, cx.waker()) {
+                let id = match st.enqueue(&this.request, this.out, raw_len, buf, Some(cx.waker())) {
                     Ok(id) => id,
                     Err(e) => {
                         this.finished = true;
@@ -935,6 +976,11 @@ impl Future for Call<'_> {
                     }
                 };
                 this.id = Some(id);
+                if this.new_fd
+                    && let Some(idx) = st.index(id)
+                {
+                    st.slots[idx].new_fd = true;
+                }
                 if !had_unsent {
                     conn.flush(&mut st, &mut wakers);
                 }
@@ -985,6 +1031,8 @@ impl Drop for Call<'_> {
         if self.finished {
             return;
         }
+        let mut wakers = Vec::new();
+        let mut orphan = None;
         let (handoff, released) = {
             let mut st = lock(&self.conn.state);
             if let Some(idx) = st.index(id) {
@@ -995,7 +1043,13 @@ impl Drop for Call<'_> {
                         st.slots[idx].state = SlotState::Abandoned;
                         st.slots[idx].data = Vec::new();
                     }
-                    SlotState::Done(_) => {
+                    SlotState::Done(ref r) => {
+                        // Answered, but nobody took the new fd it made.
+                        if let Ok(fd) = r
+                            && st.slots[idx].new_fd
+                        {
+                            orphan = Some(*fd);
+                        }
                         st.slots[idx].state = SlotState::Gone;
                         st.slots[idx].data = Vec::new();
                     }
@@ -1004,10 +1058,19 @@ impl Drop for Call<'_> {
             }
             let handoff = st.release_driver(id);
             st.pop_finished();
+            if let Some(fd) = orphan {
+                st.close_orphan_fd(fd);
+                match st.driver {
+                    // Nobody might send it before the next request: send it now.
+                    None => self.conn.flush(&mut st, &mut wakers),
+                    Some(_) => wakers.extend(st.driver_waker()),
+                }
+            }
             (handoff, std::mem::take(&mut st.released))
         };
         // Memory kept for the cancelled request, freed outside the lock.
         drop(released);
+        wake_all(wakers);
         if let Some(w) = handoff {
             w.wake();
         }

@@ -1,7 +1,7 @@
 //! File descriptor syscalls: read and write (plain, positional, vectored), seeking, sizes,
 //! close, dup, fcntl (flags and record locks), ioctl, pipes, memfds.
 
-use super::call;
+use super::{call, call_new_fd};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
 /// `read(fd, buf, count)` — reads up to `count` bytes into `buf`.
@@ -474,7 +474,7 @@ pub async fn memfd_create(
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: memfd_create only reads name and creates a new fd.
     unsafe {
-        call(
+        call_new_fd(
             sysif,
             libc::SYS_memfd_create,
             [name.arg(), flags.bits() as i64],
