@@ -342,6 +342,13 @@ fn clone_files_of_local_thread_dropped_at_every_poll() {
     local_clone_dropped_at_every_poll(CLONE::FILES);
 }
 
+/// A clone into a new user namespace writes the child's id mappings after making it: one
+/// more step that a drop must not cut off from the child's teardown.
+#[test]
+fn clone_newuser_of_local_thread_dropped_at_every_poll() {
+    local_clone_dropped_at_every_poll(CLONE::NEWUSER);
+}
+
 /// Clones of a child thread (the remote path: the clone is a request on its connection),
 /// dropped after each number of polls.
 fn child_clone_dropped_at_every_poll(flags: CLONE) {
@@ -387,6 +394,13 @@ fn clone_files_of_child_thread_dropped_at_every_poll() {
 #[test]
 fn clone_parent_of_child_thread_dropped_at_every_poll() {
     child_clone_dropped_at_every_poll(CLONE::PARENT);
+}
+
+/// From a child thread, the id mappings of a new user namespace are written through the
+/// thread's connection: every one of those syscalls is a drop point.
+#[test]
+fn clone_newuser_of_child_thread_dropped_at_every_poll() {
+    child_clone_dropped_at_every_poll(CLONE::NEWUSER);
 }
 
 /// A thread with a table of its own, for the fd-moving operations.
