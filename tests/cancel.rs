@@ -770,3 +770,31 @@ fn fd_made_by_a_dropped_remote_syscall_is_closed() {
         exit_cleanly(t, "child thread").await;
     })
 }
+
+/// The fds `pipe2` writes into memory, for a future dropped after the request was sent,
+/// are closed once the syscall is over.
+#[test]
+fn pipe_made_by_a_dropped_remote_syscall_is_closed() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let check = || async {
+            let pipe = t.pipe().await.expect("next pipe");
+            t.task().write(&pipe.write, b"p").await.expect("write");
+            assert_eq!(t.task().read(&pipe.read, 1).await.expect("read"), b"p");
+        };
+        check().await;
+        drop_after_each_poll(
+            "pipe on a child thread",
+            &t,
+            || {
+                let t = t.duplicate();
+                async move { t.pipe().await }
+            },
+            |r| async { drop(r.expect("pipe")) },
+            check,
+        )
+        .await;
+        exit_cleanly(t, "child thread").await;
+    })
+}
