@@ -798,3 +798,34 @@ fn pipe_made_by_a_dropped_remote_syscall_is_closed() {
         exit_cleanly(t, "child thread").await;
     })
 }
+
+/// `dup` (`fcntl(F_DUPFD_CLOEXEC)`) on a child thread dropped after each poll: the copy it
+/// made is closed.
+#[test]
+fn dup_on_child_thread_dropped_at_every_poll() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let pipe = t.pipe().await.expect("pipe");
+        let check = || async {
+            let copy = pipe.write.dup().await.expect("next dup");
+            t.task().write(&copy, b"d").await.expect("write the copy");
+            assert_eq!(t.task().read(&pipe.read, 1).await.expect("read"), b"d");
+            copy.close().await.expect("close");
+        };
+        check().await;
+        drop_after_each_poll(
+            "dup on a child thread",
+            &t,
+            || {
+                let fd = pipe.write.clone();
+                async move { fd.dup().await }
+            },
+            |r| async { r.expect("dup").close().await.expect("close") },
+            check,
+        )
+        .await;
+        drop(pipe);
+        exit_cleanly(t, "child thread").await;
+    })
+}

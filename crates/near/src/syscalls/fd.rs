@@ -101,8 +101,13 @@ pub async unsafe fn fcntl(
     cmd: i32,
     arg: i64,
 ) -> Result<i64, SyscallError> {
+    let args = [fd.arg(), cmd as i64, arg];
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        // SAFETY: forwarded from the caller; the result is a new fd nobody else owns.
+        return unsafe { sysif.syscall_new_fd(super::request(libc::SYS_fcntl, args)) }.await;
+    }
     // SAFETY: forwarded from the caller.
-    unsafe { call(sysif, libc::SYS_fcntl, [fd.arg(), cmd as i64, arg]) }.await
+    unsafe { call(sysif, libc::SYS_fcntl, args) }.await
 }
 
 /// `pipe2(pipefd, flags)` — a pipe; the kernel writes `[read_end, write_end]` at `pipefd`.
