@@ -28,10 +28,12 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// Makes every syscall of an operation a point where it can be dropped: pins this
-/// process's threads and `watch`'s process to one CPU, and gives the service thread (which
-/// clones for the local thread, and whose children inherit its policy) and `watch` (unless
-/// it is the local thread) the `SCHED_IDLE` policy. They then run only while the test
-/// thread waits, so a request they answer always ends our poll with `Pending` first.
+/// process's threads and `watch`'s process to one CPU, where the test thread runs with the
+/// real-time policy `SCHED_FIFO`. The service thread (which clones for the local thread)
+/// and the threads under test then run only while the test thread waits, so a request
+/// they answer always ends our poll with `Pending` first; they still get their fair share
+/// against other processes. Without the privilege for `SCHED_FIFO`, the service thread
+/// and `watch` get `SCHED_IDLE` instead (same effect, slower on a busy machine).
 fn slow_down(watch: &Thread) {
     let cpu = {
         // SAFETY: cpu_set_t is plain data; sched_getaffinity writes one into `set`.
@@ -53,12 +55,17 @@ fn slow_down(watch: &Thread) {
         let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&one), &one) };
         assert_eq!(r, 0, "sched_setaffinity({tid})");
     };
-    let idle = |tid: i32| {
-        let param = libc::sched_param { sched_priority: 0 };
+    let policy = |tid: i32, policy: i32, priority: i32| {
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
         // SAFETY: passes a valid sched_param.
-        let r = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
-        assert_eq!(r, 0, "sched_setscheduler({tid}, SCHED_IDLE)");
+        unsafe { libc::sched_setscheduler(tid, policy, &param) == 0 }
     };
+    // SAFETY: gettid takes no arguments.
+    let me = unsafe { libc::gettid() };
+    let fifo = policy(me, libc::SCHED_FIFO, 1);
+    let mut service = None;
     for entry in std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .flatten()
@@ -73,13 +80,22 @@ fn slow_down(watch: &Thread) {
         pin(tid);
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if comm.starts_with("rsyscall-servic") {
-            idle(tid);
+            service = Some(tid);
         }
     }
     let pid = watch.task().pid().as_raw();
-    if pid != std::process::id() as i32 {
+    let remote = pid != std::process::id() as i32;
+    if remote {
         pin(pid);
-        idle(pid);
+    }
+    if !fifo {
+        let idle = |tid: i32| assert!(policy(tid, libc::SCHED_IDLE, 0), "SCHED_IDLE for {tid}");
+        if let Some(tid) = service {
+            idle(tid);
+        }
+        if remote {
+            idle(pid);
+        }
     }
 }
 
