@@ -31,7 +31,8 @@
 //!   attached to the last request still expecting a response when it is handed over, and
 //!   dropped (outside the locks) once that request is answered: responses come in order,
 //!   so every earlier request is over then. A cancelled request passes what it kept to the
-//!   last earlier one. Once the connection is lost, what is still kept is leaked.
+//!   last earlier one. Once the connection is lost (or dropped), what is still kept is
+//!   leaked.
 //! - A request sent through [`SyscallInterface::syscall_new_fd`] whose future is dropped
 //!   without taking its result gets its fd closed: a `close` request nobody waits for is
 //!   queued when the result is read (or when the future is dropped, if it was read
@@ -472,6 +473,15 @@ impl State {
                 self.driver = None;
                 self.next_waiting_waker()
             }
+        }
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The connection goes away with requests unanswered: they may still be running.
+        for slot in self.slots.iter_mut() {
+            State::leak_keeps(slot);
         }
     }
 }
