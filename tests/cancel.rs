@@ -845,3 +845,247 @@ fn dup_on_child_thread_dropped_at_every_poll() {
         exit_cleanly(t, "child thread").await;
     })
 }
+
+/// Tests of the connection itself, with this test as its syscall server: it reads the
+/// requests and writes the responses, so exactly what is sent, and when, is seen.
+mod fake_server {
+    use std::future::Future;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll, Waker};
+
+    use rsyscall::thread::SyscallConnection;
+    use rsyscall_near::{self as near, Address, Request, SyscallInterface};
+
+    use super::serial;
+
+    const GETPID: i64 = libc::SYS_getpid;
+
+    /// Polls `f` once (nothing here needs waking: the test polls again itself).
+    fn poll_now<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A connection to this test, and the test's end of its socket.
+    fn connection() -> (SyscallConnection, UnixStream) {
+        let (access, server) = UnixStream::pair().expect("socketpair");
+        let conn = SyscallConnection::new(access.into(), near::FileDescriptor::new(100))
+            .expect("connection");
+        (conn, server)
+    }
+
+    /// Reads one request (number and arguments) as the server.
+    fn next_request(server: &mut UnixStream) -> (i64, [i64; 6]) {
+        let mut b = [0u8; Request::SIZE];
+        server.read_exact(&mut b).expect("read a request");
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[8 * i..8 * i + 8]);
+            i64::from_le_bytes(w)
+        };
+        (word(0), [1, 2, 3, 4, 5, 6].map(word))
+    }
+
+    fn respond(server: &mut UnixStream, ret: i64) {
+        server.write_all(&ret.to_le_bytes()).expect("respond");
+    }
+
+    /// Sets its flag when dropped.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn flag() -> (Arc<AtomicBool>, Box<Flag>) {
+        let f = Arc::new(AtomicBool::new(false));
+        (f.clone(), Box::new(Flag(f)))
+    }
+
+    /// A request for `nr` with no arguments.
+    fn call(conn: &SyscallConnection, nr: i64) -> near::SyscallFuture<'_> {
+        // SAFETY: the server is this test, which runs nothing.
+        unsafe { conn.syscall(Request::new(nr, [0; 6])) }
+    }
+
+    #[test]
+    fn memory_kept_for_a_dropped_request_is_freed_only_after_its_answer() {
+        let _serial = serial();
+        let (conn, mut server) = connection();
+        let mut a = call(&conn, GETPID);
+        assert!(poll_now(&mut a).is_pending());
+        assert_eq!(next_request(&mut server).0, GETPID);
+        drop(a);
+        let (freed, keep) = flag();
+        conn.keep_until_answered(keep);
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "freed before the answer was sent"
+        );
+        respond(&mut server, 1);
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "freed before the answer was read"
+        );
+        // The next request drives the connection and reads the first answer.
+        let mut b = call(&conn, GETPID);
+        assert!(poll_now(&mut b).is_pending());
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "not freed once the answer was read"
+        );
+        assert_eq!(next_request(&mut server).0, GETPID);
+        respond(&mut server, 2);
+        assert_eq!(poll_now(&mut b), Poll::Ready(Ok(2)));
+    }
+
+    #[test]
+    fn memory_kept_for_a_cancelled_request_waits_for_the_one_before() {
+        let _serial = serial();
+        let (conn, mut server) = connection();
+        // An in-band write larger than the socket takes: its request stays partly unsent,
+        // so the next request is queued unsent behind it.
+        let data = vec![7u8; 4 << 20];
+        // SAFETY: the server is this test, which writes nothing anywhere.
+        let mut write = Box::pin(unsafe { conn.write_memory(Address::new(0x1000), &data) });
+        assert!(poll_now(&mut write).is_pending());
+        let mut b = call(&conn, GETPID);
+        assert!(poll_now(&mut b).is_pending());
+        let (freed, keep) = flag();
+        // Kept with the last request (b, unsent); b cancelled, it moves to the write.
+        conn.keep_until_answered(keep);
+        drop(b);
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "freed with the cancelled request"
+        );
+        // Serve the write: read it whole while its future sends the rest.
+        let (nr, args) = next_request(&mut server);
+        assert_eq!(nr, libc::SYS_recvfrom);
+        let mut left = args[2] as usize;
+        let mut buf = vec![0u8; 64 << 10];
+        while left > 0 {
+            assert!(poll_now(&mut write).is_pending());
+            let n = server
+                .read(&mut buf[..left.min(64 << 10)])
+                .expect("read data");
+            left -= n;
+        }
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "freed before the write was answered"
+        );
+        respond(&mut server, args[2]);
+        assert_eq!(poll_now(&mut write), Poll::Ready(Ok(())));
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "not freed once the write was answered"
+        );
+        // The cancelled request was never sent: nothing more is on the socket.
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        assert!(
+            server.read(&mut byte).is_err(),
+            "the cancelled request was sent"
+        );
+    }
+
+    #[test]
+    fn memory_kept_when_the_connection_is_lost_is_never_freed() {
+        let _serial = serial();
+        let (conn, mut server) = connection();
+        let mut a = call(&conn, GETPID);
+        assert!(poll_now(&mut a).is_pending());
+        next_request(&mut server);
+        drop(a);
+        let (freed, keep) = flag();
+        conn.keep_until_answered(keep);
+        drop(server);
+        let mut b = call(&conn, GETPID);
+        // The EOF fails b; the dropped request may still be running: its memory stays.
+        let r = loop {
+            if let Poll::Ready(r) = poll_now(&mut b) {
+                break r;
+            }
+        };
+        assert!(r.is_err());
+        drop(b);
+        drop(conn);
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "freed although the request may run"
+        );
+    }
+
+    /// A request for `openat` whose result is a new fd.
+    fn open(conn: &SyscallConnection) -> near::SyscallFuture<'_> {
+        // SAFETY: the server is this test, which runs nothing.
+        unsafe { conn.syscall_new_fd(Request::new(libc::SYS_openat, [0; 6])) }
+    }
+
+    #[test]
+    fn new_fd_of_a_dropped_request_is_closed() {
+        let _serial = serial();
+        let (conn, mut server) = connection();
+        // Dropped before its answer: the answer's fd is closed once it is read.
+        let mut a = open(&conn);
+        assert!(poll_now(&mut a).is_pending());
+        assert_eq!(next_request(&mut server).0, libc::SYS_openat);
+        drop(a);
+        respond(&mut server, 7);
+        let mut b = call(&conn, GETPID);
+        assert!(poll_now(&mut b).is_pending());
+        assert_eq!(next_request(&mut server).0, GETPID);
+        assert_eq!(
+            next_request(&mut server),
+            (libc::SYS_close, [7, 0, 0, 0, 0, 0])
+        );
+        respond(&mut server, 0); // b
+        respond(&mut server, 0); // the close
+        assert_eq!(poll_now(&mut b), Poll::Ready(Ok(0)));
+        // Answered (read by another request) but dropped before taking its result.
+        let mut driver = call(&conn, GETPID);
+        assert!(poll_now(&mut driver).is_pending());
+        let mut c = open(&conn);
+        assert!(poll_now(&mut c).is_pending());
+        assert_eq!(next_request(&mut server).0, GETPID);
+        assert_eq!(next_request(&mut server).0, libc::SYS_openat);
+        respond(&mut server, 0);
+        respond(&mut server, 9);
+        assert_eq!(poll_now(&mut driver), Poll::Ready(Ok(0)));
+        drop(c);
+        assert_eq!(
+            next_request(&mut server),
+            (libc::SYS_close, [9, 0, 0, 0, 0, 0])
+        );
+        respond(&mut server, 0);
+        // A result taken by its future, or an error, closes nothing.
+        let mut d = open(&conn);
+        assert!(poll_now(&mut d).is_pending());
+        assert_eq!(next_request(&mut server).0, libc::SYS_openat);
+        respond(&mut server, 11);
+        assert_eq!(poll_now(&mut d), Poll::Ready(Ok(11)));
+        drop(d);
+        let mut e = open(&conn);
+        assert!(poll_now(&mut e).is_pending());
+        assert_eq!(next_request(&mut server).0, libc::SYS_openat);
+        drop(e);
+        respond(&mut server, -i64::from(libc::ENOENT));
+        let mut f = call(&conn, GETPID);
+        assert!(poll_now(&mut f).is_pending());
+        assert_eq!(next_request(&mut server).0, GETPID);
+        respond(&mut server, 0);
+        assert_eq!(poll_now(&mut f), Poll::Ready(Ok(0)));
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        assert!(
+            server.read(&mut byte).is_err(),
+            "a close was sent for nothing"
+        );
+    }
+}
