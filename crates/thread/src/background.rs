@@ -88,3 +88,87 @@ impl<T: Send + 'static> Drop for Critical<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Waker;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Polls `f` once from a context nobody wakes.
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Waits (at most 10 s) until `flag` is set.
+    fn wait_for(flag: &AtomicBool) -> bool {
+        for _ in 0..1000 {
+            if flag.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        flag.load(Ordering::SeqCst)
+    }
+
+    /// Sets its flag when dropped.
+    struct SetOnDrop(Arc<AtomicBool>);
+
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_part_dropped_after_its_first_poll_is_finished_and_its_output_dropped() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let output_dropped = Arc::new(AtomicBool::new(false));
+        let (f, o) = (finished.clone(), output_dropped.clone());
+        let mut part = Critical::new(async move {
+            async_io::Timer::after(Duration::from_millis(20)).await;
+            f.store(true, Ordering::SeqCst);
+            SetOnDrop(o)
+        });
+        assert!(poll_once(&mut part).is_pending());
+        drop(part);
+        assert!(wait_for(&finished), "the part was not finished");
+        assert!(wait_for(&output_dropped), "its output was not dropped");
+    }
+
+    #[test]
+    fn a_part_dropped_before_its_first_poll_never_runs() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let part = Critical::new(async move { r.store(true, Ordering::SeqCst) });
+        drop(part);
+        // Give a background thread time to run it, if one (wrongly) got it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_part_that_panics_in_the_background_does_not_stop_the_others() {
+        let mut bad = Critical::new(async move {
+            async_io::Timer::after(Duration::from_millis(10)).await;
+            panic!("a critical part panicking on the background thread (expected by this test)");
+        });
+        assert!(poll_once(&mut bad).is_pending());
+        drop(bad);
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let mut good = Critical::new(async move {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            r.store(true, Ordering::SeqCst);
+        });
+        assert!(poll_once(&mut good).is_pending());
+        drop(good);
+        assert!(
+            wait_for(&ran),
+            "the background thread stopped after a panic"
+        );
+    }
+}

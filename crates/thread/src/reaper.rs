@@ -8,7 +8,8 @@
 //!
 //! The same thread finishes the critical parts of operations whose futures were dropped
 //! half-way ([`crate::background`]). A job that cannot run (the thread cannot be started)
-//! or that panics is leaked, never dropped: it may own memory a child still runs on.
+//! is leaked, never dropped: it may own memory a child still runs on. A job that panics
+//! (a bug) is not polled again and what its unwinding left is leaked; the others go on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -67,7 +68,7 @@ async fn run(jobs: &'static Mutex<Jobs>) {
                 Ok(Poll::Pending) => true,
                 Ok(Poll::Ready(())) => false,
                 Err(_) => {
-                    log::error!("rsyscall reaper: a job panicked; leaking what it owns");
+                    log::error!("rsyscall reaper: a job panicked; leaking what is left of it");
                     let dead: Job = Box::pin(std::future::pending());
                     std::mem::forget(std::mem::replace(job, dead));
                     false
