@@ -54,7 +54,7 @@ impl FdTableState {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn queue_close(&self, fd: near::FileDescriptor) {
+    pub(crate) fn queue_close(&self, fd: near::FileDescriptor) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())

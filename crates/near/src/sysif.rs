@@ -9,6 +9,7 @@
 //! that it runs real syscalls in the process it is said to reach.
 #![allow(unsafe_code)]
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -111,6 +112,20 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Runs `request`, a syscall whose non-negative result is a new fd in the target's
+    /// table (`openat`, `socket`...). If the future is dropped after the request was sent,
+    /// nobody owns that fd: the interface closes it once the result arrives. The default
+    /// is [`SyscallInterface::syscall`], right for interfaces whose syscalls are over
+    /// before their future can be dropped.
+    ///
+    /// # Safety
+    /// As for [`SyscallInterface::syscall`]; the result must be a new fd, owned by nobody
+    /// but the caller.
+    unsafe fn syscall_new_fd(&self, request: Request) -> SyscallFuture<'_> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.syscall(request) }
+    }
+
     /// Whether syscalls run in the calling process itself, in which case every address
     /// passed to them is an address in this process.
     fn is_local(&self) -> bool {
@@ -122,6 +137,15 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
     /// `false`.
     fn is_hung_up(&self) -> bool {
         false
+    }
+
+    /// Takes `keep` (memory lent to a request whose future was dropped before its result
+    /// came) and drops it once every request made so far through this interface is over;
+    /// leaks it if that can never be known (the connection was lost). The default leaks
+    /// it at once: an interface that cannot tell when its syscalls are over must never
+    /// free what they may still use.
+    fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
+        std::mem::forget(keep);
     }
 }
 
@@ -153,5 +177,10 @@ impl SyscallInterface for LocalSyscall {
 
     fn is_local(&self) -> bool {
         true
+    }
+
+    fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
+        // Every syscall here ran to completion inside `syscall` itself.
+        drop(keep);
     }
 }

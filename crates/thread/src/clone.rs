@@ -1,13 +1,17 @@
 //! `Thread::clone`: making a child process that runs a syscall server, in five steps (the
 //! channels, the child's stack, the clone and its futex helper, the child's task, the
-//! child's sockets), each a function below.
+//! child's sockets), each a function below. The whole clone is one critical part
+//! ([`crate::background`]): dropping its future finishes it in the background, then
+//! disposes of the child.
 //!
 //! # Safety
 //! `clone` hands the kernel a stack image and tid pointers in memory allocated here. The
 //! child runs on that stack until it execs or exits, which the futex helper reports: all
 //! of that memory is handed to the service thread together with the helper's pidfd, and is
 //! freed only after the helper has exited. On every failure after the clone, the child is
-//! killed and its memory kept (leaked, or freed only once the child is reaped). The other
+//! killed and its memory kept (leaked, or freed only once the child is reaped). The clone
+//! runs as a critical part ([`crate::background`]), so no cancellation can drop that memory
+//! between the clone and its hand-over either. The other
 //! unsafe calls take fd numbers the kernel just created for us.
 #![allow(unsafe_code)]
 
@@ -22,6 +26,7 @@ use rsyscall_handle::{
 use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError};
 use rsyscall_server::proto::StackImage;
 
+use crate::background::Critical;
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
 use crate::service;
@@ -148,6 +153,11 @@ impl Thread {
     /// # Errors
     /// [`Error::InvalidArgument`] for unsupported flags; the errors of `clone` and of the
     /// setup syscalls.
+    ///
+    /// # Cancellation
+    /// Once polled, the clone is finished even if this future is dropped: it completes on
+    /// a background thread, and the child it made is then killed and reaped, its memory
+    /// freed only after its futex helper has exited (see the crate's cancellation rule).
     pub async fn clone(&self, flags: CLONE) -> Result<ChildThread> {
         self.clone_with(flags, CloneOptions::new()).await
     }
@@ -156,7 +166,17 @@ impl Thread {
     ///
     /// # Errors
     /// As [`Thread::clone`].
+    ///
+    /// # Cancellation
+    /// As [`Thread::clone`].
     pub async fn clone_with(&self, flags: CLONE, options: CloneOptions) -> Result<ChildThread> {
+        let parent = self.duplicate();
+        Critical::new(async move { parent.clone_now(flags, options).await }).await
+    }
+
+    /// [`Thread::clone_with`]'s work, which must not stop half-way: it lends the child
+    /// memory and makes processes and fds across its awaits.
+    async fn clone_now(&self, flags: CLONE, options: CloneOptions) -> Result<ChildThread> {
         if !flags.difference(ALLOWED_CLONE_FLAGS).is_empty() {
             return Err(Error::InvalidArgument {
                 what: "clone",
@@ -395,7 +415,17 @@ impl Thread {
             .await;
             (child, None)
         };
-        let pid = pid.map_err(task.error("clone"))?;
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(SyscallError::Hangup) => {
+                // The connection was lost with the clone sent: a child may run on `stack`
+                // (until its parent's death kills it), and the kernel writes its futex word
+                // when it exits. Keep the memory for good.
+                std::mem::forget(stack);
+                return Err(task.error("clone")(SyscallError::Hangup));
+            }
+            Err(e) => return Err(task.error("clone")(e)),
+        };
         let pidfd = match stack.pidfd(task).await {
             Ok(fd) => fd,
             Err(e) => {

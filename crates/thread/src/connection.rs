@@ -1,6 +1,10 @@
 //! `Connection`: moving file descriptors between the local process and a thread's fd table
 //! over a socketpair, one `SCM_RIGHTS` message per move.
 //!
+//! A move is a critical part ([`crate::background`]) from the moment its message is sent:
+//! dropped then, it is finished in the background and the moved fds are closed, so the
+//! message is never left on the socket for the next move to receive in place of its own.
+//!
 //! # Safety
 //! The unsafe calls own the fds the kernel just installed by `SCM_RIGHTS`, compute control
 //! buffer sizes, and borrow the thread's copy of the remote end in a table that unshared.
@@ -9,16 +13,20 @@
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use nix::sys::socket::{self as sock, ControlMessage, ControlMessageOwned, MsgFlags};
 use rsyscall_handle::{Error, FileDescriptor, Result, Task};
+
+use crate::background::Critical;
 
 /// One end of a socketpair in the local process and the other in a thread's fd table.
 ///
 /// Moves are serialized: fds sent on the socket are received in order, so one move's send
 /// and receive must not interleave with another's.
 pub struct Connection {
-    local: async_lock::Mutex<OwnedFd>,
+    /// Held for a whole move, by the background thread too if the move's future is dropped.
+    local: Arc<async_lock::Mutex<OwnedFd>>,
     remote: FileDescriptor,
 }
 
@@ -45,7 +53,7 @@ impl Connection {
     /// that it is a thread's own fd-passing socket, which the thread keeps open.
     pub(crate) fn new(local: OwnedFd, remote: FileDescriptor) -> Self {
         Connection {
-            local: async_lock::Mutex::new(local),
+            local: Arc::new(async_lock::Mutex::new(local)),
             remote,
         }
     }
@@ -84,7 +92,7 @@ impl Connection {
         fds: &[BorrowedFd<'_>],
     ) -> Result<Vec<FileDescriptor>> {
         let remote = self.remote_for(task)?;
-        let local = self.local.lock().await;
+        let local = self.local.lock_arc().await;
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let cmsg = [ControlMessage::ScmRights(&raw)];
         sock::sendmsg::<()>(
@@ -95,7 +103,14 @@ impl Connection {
             None,
         )
         .map_err(io("sendmsg on a connection"))?;
-        task.recv_fds(&remote, fds.len()).await
+        // Sent: the receive must happen, under the lock, even if this future is dropped.
+        let (task, count) = (task.clone(), fds.len());
+        Critical::new(async move {
+            let received = task.recv_fds(&remote, count).await;
+            drop(local);
+            received
+        })
+        .await
     }
 
     /// Copies fds of `task`'s table (which uses the remote end's table) into the local one.
@@ -109,35 +124,48 @@ impl Connection {
         fds: &[&FileDescriptor],
     ) -> Result<Vec<OwnedFd>> {
         let remote = self.remote_for(task)?;
-        let local = self.local.lock().await;
-        task.send_fds(&remote, fds).await?;
-        let mut byte = [0u8; 1];
-        let mut iov = [IoSliceMut::new(&mut byte)];
-        // SAFETY: CMSG_SPACE is pure arithmetic.
-        let space = unsafe { libc::CMSG_SPACE((4 * fds.len()) as u32) } as usize;
-        let mut cmsg_buf = vec![0u8; space];
-        let msg = sock::recvmsg::<()>(
-            local.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_buf),
-            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-        )
-        .map_err(io("recvmsg on a connection"))?;
-        let mut out = Vec::new();
-        for c in msg.cmsgs().map_err(io("parsing control messages"))? {
-            if let ControlMessageOwned::ScmRights(got) = c {
-                for fd in got {
-                    // SAFETY: the kernel just installed this fd in our table for us.
-                    out.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
+        let local = self.local.lock_arc().await;
+        // Once the remote sendmsg is sent, the local receive must follow it, under the
+        // lock, even if this future is dropped (the fds are then closed).
+        let (task, fds): (Task, Vec<FileDescriptor>) =
+            (task.clone(), fds.iter().map(|&f| f.clone()).collect());
+        Critical::new(async move {
+            let fds: Vec<&FileDescriptor> = fds.iter().collect();
+            task.send_fds(&remote, &fds).await?;
+            receive(&local, fds.len())
+        })
+        .await
+    }
+}
+
+/// Receives the `count` fds of one `SCM_RIGHTS` message on `local` (sent just before).
+fn receive(local: &OwnedFd, count: usize) -> Result<Vec<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    let space = unsafe { libc::CMSG_SPACE((4 * count) as u32) } as usize;
+    let mut cmsg_buf = vec![0u8; space];
+    let msg = sock::recvmsg::<()>(
+        local.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg_buf),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io("recvmsg on a connection"))?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs().map_err(io("parsing control messages"))? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            for fd in got {
+                // SAFETY: the kernel just installed this fd in our table for us.
+                out.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
-        if out.len() != fds.len() {
-            return Err(Error::InvalidArgument {
-                what: "Connection::recv_from_remote",
-                detail: format!("expected {} fds, received {}", fds.len(), out.len()),
-            });
-        }
-        Ok(out)
     }
+    if out.len() != count {
+        return Err(Error::InvalidArgument {
+            what: "Connection::recv_from_remote",
+            detail: format!("expected {count} fds, received {}", out.len()),
+        });
+    }
+    Ok(out)
 }

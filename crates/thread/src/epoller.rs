@@ -31,8 +31,9 @@
 //! - Dropping the last [`AsyncFileDescriptor`](crate::AsyncFileDescriptor) of a
 //!   registration queues its `EPOLL_CTL_DEL`, done by the next driver before its wait
 //!   (or the next `make_afd` or `close` on the thread); the queue keeps the fd open until
-//!   then, because epoll keys on the fd and its open file description. Dropping the
-//!   epoller (with its thread) closes what is still queued.
+//!   then, because epoll keys on the fd and its open file description; a delete whose
+//!   future is dropped puts its fd back in the queue. Dropping the epoller (with its
+//!   thread) closes what is still queued.
 //!
 //! # Safety
 //! One unsafe call: a short-lived borrowed handle to the thread's syscall socket, to
@@ -244,11 +245,25 @@ impl Epoller {
     ///
     /// [`AsyncFileDescriptor`]: crate::AsyncFileDescriptor
     pub(crate) async fn flush_orphans(&self) {
-        let orphans = std::mem::take(&mut lock(&self.state).orphans);
-        for fd in orphans {
-            if let Err(e) = self.epfd.epoll_delete(&fd).await {
+        loop {
+            let Some(fd) = lock(&self.state).orphans.pop() else {
+                return;
+            };
+            // If this future is dropped during the delete, the fd goes back to the queue:
+            // closing it now could leave its registration behind in the interest list
+            // (epoll keys on the fd and its open file description). The next flush deletes
+            // it again (ENOENT if the first delete ran).
+            let mut pending = PutBack {
+                epoller: self,
+                fd: Some(fd),
+            };
+            if let Some(fd) = &pending.fd
+                && let Err(e) = self.epfd.epoll_delete(fd).await
+                && e.errno() != Some(Errno::ENOENT)
+            {
                 log::debug!("deregistering a dropped fd from a root epoller: {e}");
             }
+            pending.fd = None;
         }
     }
 
@@ -318,6 +333,20 @@ impl Epoller {
         }
         for w in wakers {
             w.wake();
+        }
+    }
+}
+
+/// Puts an orphan back in the queue unless its delete completed.
+struct PutBack<'a> {
+    epoller: &'a Epoller,
+    fd: Option<FileDescriptor>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            lock(&self.epoller.state).orphans.push(fd);
         }
     }
 }

@@ -131,10 +131,28 @@
 //!   loop of `rsyscall-server`.
 //! - Memory a clone child runs on is freed only after the futex helper has reported that
 //!   the child exec'd or exited.
+//!
+//! # Cancellation
+//! Dropping a future of this crate at any await never frees memory that a process may still
+//! use, and leaks no process. The operations that lend memory to a new process or leave
+//! state half-made across their awaits ([`Thread::clone`], [`Thread::unshare`],
+//! [`Thread::unshare_files`], [`Thread::unshare_user`], [`Thread::mkdtemp`], and every move
+//! of fds over a [`Connection`], as in [`Thread::make_afd`], [`Thread::open_channels`] and
+//! [`Thread::pass_fd`]) are either not started, when dropped before they began (before
+//! their first poll; for an fd move, before its message was sent), or finished: dropped
+//! later, they complete on a background thread, which then drops their result. A
+//! [`ChildThread`] dropped so is killed and reaped, and the memory it ran on is freed after
+//! its futex helper exited; moved fds are closed. A single syscall sent to a remote thread
+//! still runs when its future is dropped: the memory lent to it is freed once its
+//! [`SyscallConnection`] has read the answer (leaked if the connection is lost first), and
+//! the new fd it returns, or that `pipe2` or `socketpair` write, is closed. Fds received
+//! by a dropped `recvmsg` are not closed, and the data a dropped read or receive consumed
+//! is lost.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod afd;
+mod background;
 mod clone;
 mod command;
 mod connection;

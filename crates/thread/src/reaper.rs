@@ -5,6 +5,11 @@
 //! its connection, which is async. So such waits run here instead: on one thread, under
 //! `async_io::block_on`, every pending job polled whenever any of them is woken. There are
 //! few jobs at a time, and each ends once its child has been reaped or its parent is gone.
+//!
+//! The same thread finishes the critical parts of operations whose futures were dropped
+//! half-way ([`crate::background`]). A job that cannot run (the thread cannot be started)
+//! is leaked, never dropped: it may own memory a child still runs on. A job that panics
+//! (a bug) is not polled again and what its unwinding left is leaked; the others go on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,15 +63,27 @@ async fn run(jobs: &'static Mutex<Jobs>) {
             j.waker = Some(cx.waker().clone());
             std::mem::take(&mut j.pending)
         };
-        mine.retain_mut(|job| job.as_mut().poll(cx).is_pending());
+        mine.retain_mut(|job| {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => true,
+                Ok(Poll::Ready(())) => false,
+                Err(_) => {
+                    log::error!("rsyscall reaper: a job panicked; leaking what is left of it");
+                    let dead: Job = Box::pin(std::future::pending());
+                    std::mem::forget(std::mem::replace(job, dead));
+                    false
+                }
+            }
+        });
         lock(jobs).pending.append(&mut mine);
         Poll::<()>::Pending
     })
     .await
 }
 
-/// Runs `job` on the reaper thread. If that thread cannot be started, `job` is dropped
-/// unrun (and logged): its child then stays a zombie until its parent exits.
+/// Runs `job` on the reaper thread. If that thread cannot be started, `job` is leaked
+/// unrun (and logged): what it owns may still be in use, and its child stays a zombie until
+/// its parent exits.
 pub(crate) fn spawn(job: impl Future<Output = ()> + Send + 'static) {
     match jobs() {
         Ok(jobs) => {
@@ -79,6 +96,9 @@ pub(crate) fn spawn(job: impl Future<Output = ()> + Send + 'static) {
                 w.wake();
             }
         }
-        Err(e) => log::error!("rsyscall reaper thread unavailable ({e}); a child stays a zombie"),
+        Err(e) => {
+            log::error!("rsyscall reaper thread unavailable ({e}); leaking a job");
+            std::mem::forget(job);
+        }
     }
 }

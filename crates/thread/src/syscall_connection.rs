@@ -27,6 +27,16 @@
 //!   from the buffer and never runs; a request already (partly) written stays in the queue,
 //!   its remaining bytes are still sent and its response (and raw data) is read and
 //!   discarded.
+//! - Memory lent to a dropped request ([`SyscallInterface::keep_until_answered`]) is
+//!   attached to the last request still expecting a response when it is handed over, and
+//!   dropped (outside the locks) once that request is answered: responses come in order,
+//!   so every earlier request is over then. A cancelled request passes what it kept to the
+//!   last earlier one. Once the connection is lost (or dropped), what is still kept is
+//!   leaked.
+//! - A request sent through [`SyscallInterface::syscall_new_fd`] whose future is dropped
+//!   without taking its result gets its fd closed: a `close` request nobody waits for is
+//!   queued when the result is read (or when the future is dropped, if it was read
+//!   already) and sent at once.
 //! - Writes use `send(MSG_NOSIGNAL)`: a vanished server never raises `SIGPIPE` here.
 //! - Once the connection is lost every pending request fails with
 //!   [`SyscallError::Hangup`] after the responses already received are delivered; no
@@ -42,6 +52,7 @@
 //! `# Safety` sections say.
 #![allow(unsafe_code)]
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -125,7 +136,16 @@ struct Slot {
     data: Vec<u8>,
     /// Progress.
     state: SlotState,
+    /// Its result is a new fd, to be closed if its future was dropped
+    /// ([`SyscallInterface::syscall_new_fd`]).
+    new_fd: bool,
+    /// Memory lent to this or earlier requests whose futures were dropped
+    /// ([`SyscallInterface::keep_until_answered`]): dropped once this request is answered.
+    keeps: Vec<Keep>,
 }
+
+/// Something kept until a request is answered.
+type Keep = Box<dyn Any + Send>;
 
 impl Slot {
     /// Whether the next response bytes may belong to this slot.
@@ -162,6 +182,8 @@ struct State {
     write_dead: bool,
     /// The read side saw EOF or an error: every pending request has failed.
     hung_up: bool,
+    /// Keeps whose requests are over, to drop once the lock is released.
+    released: Vec<Keep>,
 }
 
 impl State {
@@ -180,6 +202,7 @@ impl State {
             closed_by_us: false,
             write_dead: false,
             hung_up: false,
+            released: Vec::new(),
         }
     }
 
@@ -201,7 +224,7 @@ impl State {
         data: &[u8],
         raw_len: usize,
         buf: Vec<u8>,
-        waker: &Waker,
+        waker: Option<&Waker>,
     ) -> Result<u64, SyscallError> {
         if self.closed_by_us {
             return Err(SyscallError::NotSent(NotSent::Closed));
@@ -232,9 +255,25 @@ impl State {
             raw_got: 0,
             expect,
             data: buf,
-            state: SlotState::Waiting(Some(waker.clone())),
+            // Without a waker, nobody waits for it: its response is read and discarded.
+            state: match waker {
+                Some(w) => SlotState::Waiting(Some(w.clone())),
+                None => SlotState::Abandoned,
+            },
+            new_fd: false,
+            keeps: Vec::new(),
         });
         Ok(id)
+    }
+
+    /// Queues `close(fd)` for a new fd whose request's future was dropped: nobody else
+    /// knows its number. Nothing can be sent any more once the connection is lost, and
+    /// the fd is left then.
+    fn close_orphan_fd(&mut self, fd: i64) {
+        let request = Request::new(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+        if let Err(e) = self.enqueue(&request, &[], 0, Vec::new(), None) {
+            log::debug!("cannot close fd {fd} of a dropped request: {e:?}");
+        }
     }
 
     /// Removes the bytes of the unsent request at `idx` from the buffer and cancels it.
@@ -251,6 +290,29 @@ impl State {
         let slot = &mut self.slots[idx];
         slot.state = SlotState::Cancelled;
         slot.data = Vec::new();
+        // It never runs: what it kept waits for the last earlier request instead.
+        let keeps = std::mem::take(&mut slot.keeps);
+        self.keep_after(idx, keeps);
+    }
+
+    /// Keeps `keeps` until every request before `end` (an index in `slots`) is answered:
+    /// with the last of them still expecting a response, or released if there is none.
+    fn keep_after(&mut self, end: usize, mut keeps: Vec<Keep>) {
+        if keeps.is_empty() {
+            return;
+        }
+        match self.slots.range(..end).rposition(Slot::expects_response) {
+            Some(i) => self.slots[i].keeps.append(&mut keeps),
+            None => self.released.append(&mut keeps),
+        }
+    }
+
+    /// Leaks what `slot` kept: its request may still be running, and no answer will say
+    /// when it is over.
+    fn leak_keeps(slot: &mut Slot) {
+        for keep in slot.keeps.drain(..) {
+            std::mem::forget(keep);
+        }
     }
 
     /// Fails every request none of whose bytes were sent with `err`, and discards all
@@ -262,6 +324,8 @@ impl State {
                 wakers.extend(w.take());
                 slot.state = SlotState::Done(Err(err));
             }
+            // Kept for earlier requests, which may never be answered now.
+            State::leak_keeps(slot);
         }
         self.wbuf = Vec::new();
         self.head = 0;
@@ -276,6 +340,7 @@ impl State {
         self.head = 0;
         self.appended = self.sent;
         for slot in self.slots.iter_mut() {
+            State::leak_keeps(slot);
             match &mut slot.state {
                 SlotState::Waiting(w) => {
                     wakers.extend(w.take());
@@ -346,6 +411,10 @@ impl State {
             let ret = i64::from_le_bytes(self.resp_buf);
             let slot = &mut self.slots[idx];
             let in_sync = slot.expect.is_none_or(|n| n == ret);
+            if in_sync {
+                // This request and every earlier one are over.
+                self.released.append(&mut slot.keeps);
+            }
             match std::mem::replace(&mut slot.state, SlotState::Gone) {
                 SlotState::Waiting(w) => {
                     wakers.extend(w);
@@ -355,8 +424,14 @@ impl State {
                         Err(SyscallError::Hangup)
                     });
                 }
-                _ => slot.data = Vec::new(),
+                _ => {
+                    slot.data = Vec::new();
+                    if slot.new_fd && in_sync && ret >= 0 {
+                        self.close_orphan_fd(ret);
+                    }
+                }
             }
+            let slot = &self.slots[idx];
             self.resp_id = self.base + idx as u64 + 1;
             if !in_sync {
                 log::error!(
@@ -405,6 +480,15 @@ impl State {
                 self.driver = None;
                 self.next_waiting_waker()
             }
+        }
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The connection goes away with requests unanswered: they may still be running.
+        for slot in self.slots.iter_mut() {
+            State::leak_keeps(slot);
         }
     }
 }
@@ -688,7 +772,7 @@ impl SyscallConnection {
             match stream.read(&mut rd.buf) {
                 Ok(n) => {
                     let mut wakers = Vec::new();
-                    let done = {
+                    let (done, released) = {
                         let mut st = lock(&self.state);
                         if n == 0 {
                             log::debug!("syscall connection: EOF");
@@ -696,9 +780,15 @@ impl SyscallConnection {
                         } else if st.consume(&rd.buf[..n], &mut wakers).is_err() {
                             self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
                             st.read_eof(&mut wakers);
+                        } else if st.has_unsent() {
+                            // Closes of dropped requests' fds go out now, even if this
+                            // request is done and nobody drives after it.
+                            self.flush(&mut st, &mut wakers);
                         }
-                        st.is_done(id)
+                        (st.is_done(id), std::mem::take(&mut st.released))
                     };
+                    // Memory kept for dropped requests, freed outside the lock.
+                    drop(released);
                     if n == rd.buf.len() && n < READ_CHUNK {
                         rd.buf.resize(READ_CHUNK, 0);
                     }
@@ -800,6 +890,27 @@ impl SyscallInterface for SyscallConnection {
     fn is_hung_up(&self) -> bool {
         SyscallConnection::is_hung_up(self)
     }
+
+    unsafe fn syscall_new_fd(&self, request: Request) -> SyscallFuture<'_> {
+        let mut call = Call::new(self, request, &[], 0, Vec::new());
+        call.new_fd = true;
+        Box::pin(call)
+    }
+
+    fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
+        let released = {
+            let mut st = lock(&self.state);
+            if st.hung_up || st.write_dead {
+                // Requests already sent may never be answered now.
+                std::mem::forget(keep);
+                return;
+            }
+            let end = st.slots.len();
+            st.keep_after(end, vec![keep]);
+            std::mem::take(&mut st.released)
+        };
+        drop(released);
+    }
 }
 
 /// The future of one request: enqueues it when first polled, then waits for (or drives the
@@ -819,6 +930,8 @@ struct Call<'a> {
     id: Option<u64>,
     /// The result has been taken.
     finished: bool,
+    /// The result is a new fd ([`SyscallInterface::syscall_new_fd`]).
+    new_fd: bool,
 }
 
 impl<'a> Call<'a> {
@@ -837,6 +950,7 @@ impl<'a> Call<'a> {
             data,
             id: None,
             finished: false,
+            new_fd: false,
         }
     }
 
@@ -870,7 +984,7 @@ impl Future for Call<'_> {
                 let raw_len = this.raw_len;
                 let buf = std::mem::take(&mut this.data);
                 let had_unsent = st.has_unsent();
-                let id = match st.enqueue(&this.request, this.out, raw_len, buf, cx.waker()) {
+                let id = match st.enqueue(&this.request, this.out, raw_len, buf, Some(cx.waker())) {
                     Ok(id) => id,
                     Err(e) => {
                         this.finished = true;
@@ -879,6 +993,11 @@ impl Future for Call<'_> {
                     }
                 };
                 this.id = Some(id);
+                if this.new_fd
+                    && let Some(idx) = st.index(id)
+                {
+                    st.slots[idx].new_fd = true;
+                }
                 if !had_unsent {
                     conn.flush(&mut st, &mut wakers);
                 }
@@ -929,7 +1048,9 @@ impl Drop for Call<'_> {
         if self.finished {
             return;
         }
-        let handoff = {
+        let mut wakers = Vec::new();
+        let mut orphan = None;
+        let (handoff, released) = {
             let mut st = lock(&self.conn.state);
             if let Some(idx) = st.index(id) {
                 let unsent = st.slots[idx].start >= st.sent;
@@ -939,7 +1060,13 @@ impl Drop for Call<'_> {
                         st.slots[idx].state = SlotState::Abandoned;
                         st.slots[idx].data = Vec::new();
                     }
-                    SlotState::Done(_) => {
+                    SlotState::Done(ref r) => {
+                        // Answered, but nobody took the new fd it made.
+                        if let Ok(fd) = r
+                            && st.slots[idx].new_fd
+                        {
+                            orphan = Some(*fd);
+                        }
                         st.slots[idx].state = SlotState::Gone;
                         st.slots[idx].data = Vec::new();
                     }
@@ -948,8 +1075,19 @@ impl Drop for Call<'_> {
             }
             let handoff = st.release_driver(id);
             st.pop_finished();
-            handoff
+            if let Some(fd) = orphan {
+                st.close_orphan_fd(fd);
+                match st.driver {
+                    // Nobody might send it before the next request: send it now.
+                    None => self.conn.flush(&mut st, &mut wakers),
+                    Some(_) => wakers.extend(st.driver_waker()),
+                }
+            }
+            (handoff, std::mem::take(&mut st.released))
         };
+        // Memory kept for the cancelled request, freed outside the lock.
+        drop(released);
+        wake_all(wakers);
         if let Some(w) = handoff {
             w.wake();
         }

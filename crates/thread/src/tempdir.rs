@@ -13,6 +13,7 @@ use rsyscall_handle::structs::FileType;
 use rsyscall_handle::{BoxFuture, Error, FileDescriptor, Result, Task, local_namespaces};
 use rsyscall_near::{AT, Errno, O};
 
+use crate::background::Critical;
 use crate::thread::Thread;
 
 /// How many names [`Thread::mkdtemp`] tries before giving up.
@@ -81,6 +82,14 @@ impl Thread {
                 format!("prefix {prefix:?} contains '/' or NUL"),
             ));
         }
+        // A critical part (crate::background): dropped after a mkdirat was sent, it still
+        // learns whether the directory was made, and the TempDir then removes it.
+        let (this, prefix) = (self.duplicate(), prefix.to_owned());
+        Critical::new(async move { this.mkdtemp_now(&prefix).await }).await
+    }
+
+    /// [`Thread::mkdtemp`]'s attempts.
+    async fn mkdtemp_now(&self, prefix: &str) -> Result<TempDir> {
         let base = self.inner.environ.tmpdir();
         for _ in 0..ATTEMPTS {
             let path = base.join(format!("{prefix}{}", random_suffix()));

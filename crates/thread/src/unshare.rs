@@ -2,20 +2,24 @@
 //! private fd table), user namespaces with automatic id mappings, and
 //! [`Thread::do_cloexec_except`].
 //!
-//! # Safety
-//! One unsafe call: short-lived borrowed handles to the fds listed in `/proc/self/fd`,
-//! used only to set their close-on-exec flag.
-#![allow(unsafe_code)]
+//! Each unshare is a critical part ([`crate::background`]): dropped once started, it is
+//! finished in the background, so the thread's task always records what its process did.
 //!
 //! User namespace id mappings are written the unprivileged way, which also works with
 //! privileges: `setgroups` is set to `deny` first (the kernel requires it before an
 //! unprivileged `gid_map`), then one line `inner outer 1` to `uid_map` and to `gid_map`.
+//!
+//! # Safety
+//! One unsafe call: short-lived borrowed handles to the fds listed in `/proc/self/fd`,
+//! used only to set their close-on-exec flag.
+#![allow(unsafe_code)]
 
 use std::collections::HashSet;
 
 use rsyscall_handle::{Error, FileDescriptor, Result, Task};
 use rsyscall_near::{self as near, CLONE, Errno, O, Pid};
 
+use crate::background::Critical;
 use crate::thread::Thread;
 
 /// The flags [`Thread::unshare`] accepts.
@@ -153,6 +157,14 @@ impl Thread {
     /// without the needed capability, `EINVAL` for `NEWUSER` in a multithreaded
     /// process...).
     pub async fn unshare(&self, flags: CLONE) -> Result<()> {
+        let this = self.duplicate();
+        Critical::new(async move { this.unshare_now(flags).await }).await
+    }
+
+    /// [`Thread::unshare`]'s work: a critical part ([`crate::background`]), as an unshare
+    /// that reached the thread must be recorded in its task and, for `FILES`, given its
+    /// connection.
+    async fn unshare_now(&self, flags: CLONE) -> Result<()> {
         let bad = flags.difference(THREAD_UNSHARE_FLAGS);
         if !bad.is_empty() {
             return Err(Error::invalid(
@@ -162,7 +174,7 @@ impl Thread {
         }
         self.check_can_unshare("Thread::unshare")?;
         if flags.contains(CLONE::FILES) {
-            self.unshare_files(true).await?;
+            self.unshare_files_now(true).await?;
         }
         let rest = flags.difference(CLONE::FILES);
         if rest.contains(CLONE::NEWUSER) {
@@ -190,8 +202,12 @@ impl Thread {
         in_namespace_uid: Option<u32>,
         in_namespace_gid: Option<u32>,
     ) -> Result<()> {
-        self.unshare_user_with(in_namespace_uid, in_namespace_gid, CLONE::empty())
-            .await
+        let this = self.duplicate();
+        Critical::new(async move {
+            this.unshare_user_with(in_namespace_uid, in_namespace_gid, CLONE::empty())
+                .await
+        })
+        .await
     }
 
     /// [`Thread::unshare_user`], unsharing `extra` namespaces in the same call.
@@ -237,6 +253,12 @@ impl Thread {
     /// [`Error::InvalidArgument`] on the local thread; `ENOMEM`, `EMFILE`; the errors of
     /// [`Thread::do_cloexec_except`].
     pub async fn unshare_files(&self, going_to_exec: bool) -> Result<()> {
+        let this = self.duplicate();
+        Critical::new(async move { this.unshare_files_now(going_to_exec).await }).await
+    }
+
+    /// [`Thread::unshare_files`]'s work: a critical part ([`crate::background`]).
+    async fn unshare_files_now(&self, going_to_exec: bool) -> Result<()> {
         self.check_can_unshare("Thread::unshare_files")?;
         // A thread that used the local table reached it directly; once it has a table of its
         // own it needs a connection to move fds. Make the socketpair now, so the thread's

@@ -16,6 +16,7 @@ use rsyscall_near::{self as near, FALLOC, FD, LockCmd, MFD, O, RWF, SEEK};
 
 use super::{Task, read_out};
 use crate::error::{Error, Result};
+use crate::fd::FdTableState;
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
 use crate::structs::{FileCloneRange, Flock, IOV_MAX, Iovec};
@@ -188,6 +189,17 @@ impl Task {
         }
     }
 
+    /// Room for the two fds `pipe2` or `socketpair` writes, `[-1, -1]` until then, with
+    /// the address to pass: lend the [`FdPairOut`] to the syscall.
+    pub(crate) async fn fd_pair_out(&self) -> Result<(FdPairOut, near::Address)> {
+        let (ptr, addr) = self.ptr_at(&[-1i32, -1]).await?;
+        let out = FdPairOut {
+            ptr: Some(ptr.into_pointer()),
+            table: self.fd_table(),
+        };
+        Ok((out, addr))
+    }
+
     /// Owns the two fd numbers a syscall wrote into `pair`.
     pub(crate) async fn own_pair(
         &self,
@@ -228,11 +240,11 @@ impl Task {
     /// # Errors
     /// `EINVAL`, `EMFILE`, `ENFILE`. See pipe(2).
     pub async fn pipe2(&self, flags: O) -> Result<Pipe> {
-        let (buf, addr) = self.out::<[i32; 2]>().await?;
+        let (out, addr) = self.fd_pair_out().await?;
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
         let call = unsafe { near::pipe2(self.sysif(), addr, flags | O::CLOEXEC) };
-        let ((), buf) = self.lent("pipe2", buf, call).await?;
-        let (read, write) = self.own_pair(buf.filled(8)?.0).await?;
+        let ((), out) = self.lent("pipe2", out, call).await?;
+        let (read, write) = self.own_pair(out.into_pointer()?.filled(8)?.0).await?;
         Ok(Pipe { read, write })
     }
 
@@ -903,5 +915,48 @@ impl Task {
             })
             .await?;
         Ok(self.own(fd))
+    }
+}
+
+/// Room for the two fds `pipe2` or `socketpair` writes, lent to the syscall: `[-1, -1]`
+/// until the kernel writes them. Dropped while lent (its syscall's future was dropped; the
+/// syscall interface drops it once the syscall is over, see
+/// [`InFlight`](crate::InFlight)), it queues the closes of the fds written there: nobody
+/// else knows them. Memory it cannot read without waiting (another address space) is
+/// left alone, and the fds with it.
+pub(crate) struct FdPairOut {
+    ptr: Option<Pointer<[i32; 2]>>,
+    table: std::sync::Arc<FdTableState>,
+}
+
+impl FdPairOut {
+    /// The syscall is over and its caller owns the fds: the room itself.
+    pub(crate) fn into_pointer(mut self) -> Result<Pointer<[i32; 2]>> {
+        self.ptr
+            .take()
+            .ok_or_else(|| Error::invalid("fd pair", "the room was taken already"))
+    }
+}
+
+impl Drop for FdPairOut {
+    fn drop(&mut self) {
+        let Some(ptr) = self.ptr.take() else {
+            return;
+        };
+        let read = std::pin::pin!(ptr.allocation().read(0, 8));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let bytes = match read.poll(&mut cx) {
+            std::task::Poll::Ready(Ok(b)) if b.len() == 8 => b,
+            _ => {
+                log::debug!("cannot read the fds of a dropped pipe2/socketpair: left open");
+                return;
+            }
+        };
+        for half in bytes.chunks_exact(4) {
+            let fd = i32::from_ne_bytes([half[0], half[1], half[2], half[3]]);
+            if fd >= 0 {
+                self.table.queue_close(near::FileDescriptor::new(fd));
+            }
+        }
     }
 }

@@ -294,7 +294,13 @@ impl Task {
     /// not an error: the table's fds went with the process.
     pub async fn flush_closes(&self) -> Result<()> {
         let mut first = Ok(());
-        for fd in self.fd_table().take_pending() {
+        // If this future is dropped, the closes not sent yet go back to the queue (the one
+        // in flight is never retried: once it ran, its number may name a new fd).
+        let mut queue = Requeue {
+            table: self.fd_table(),
+            fds: self.fd_table().take_pending(),
+        };
+        while let Some(fd) = queue.fds.pop() {
             // SAFETY: the fd was owned by a handle of this table that has been dropped, so
             // nothing else owns it.
             let r = unsafe { near::close(self.sysif(), fd) }.await;
@@ -491,9 +497,11 @@ impl Task {
             .map_err(self.error("memory read"))
     }
 
-    /// Lends `p` to a syscall: see [`InFlight`].
-    pub fn lend<P>(&self, p: P) -> InFlight<P> {
-        InFlight::new(p)
+    /// Lends `p` to a syscall of this task: see [`InFlight`] (dropped before the syscall
+    /// is over, it is freed only once the task's interface has answered every request
+    /// sent so far).
+    pub fn lend<P: Send + 'static>(&self, p: P) -> InFlight<P> {
+        InFlight::lent_to(p, self.inner.sysif.clone())
     }
 
     /// Runs the syscall `call` after the queued closes and unmaps ([`Task::prepare`]),
@@ -502,7 +510,7 @@ impl Task {
     ///
     /// `call` is a future and does nothing until awaited here, after `held` is lent: the
     /// caller builds the near call inline, with the safety argument for its addresses.
-    async fn lent<P, T>(
+    async fn lent<P: Send + 'static, T>(
         &self,
         what: &'static str,
         held: P,
@@ -512,7 +520,7 @@ impl Task {
     }
 
     /// [`Task::lent`] with the syscall's error mapped by `map`.
-    async fn lent_mapped<P, T>(
+    async fn lent_mapped<P: Send + 'static, T>(
         &self,
         held: P,
         call: impl Future<Output = std::result::Result<T, SyscallError>>,
@@ -572,6 +580,20 @@ impl Task {
         let ((), buf) = self.lent(what, buf, call(new, old)).await?;
         let [_, old] = buf.into_readable().read().await?;
         Ok(old)
+    }
+}
+
+/// Closes taken from a table's queue and not yet sent, queued again when dropped.
+struct Requeue {
+    table: Arc<FdTableState>,
+    fds: Vec<near::FileDescriptor>,
+}
+
+impl Drop for Requeue {
+    fn drop(&mut self) {
+        for fd in self.fds.drain(..) {
+            self.table.queue_close(fd);
+        }
     }
 }
 

@@ -76,11 +76,11 @@ impl Task {
         domain: i32,
         ty: i32,
     ) -> Result<(FileDescriptor, FileDescriptor)> {
-        let (buf, addr) = self.out::<[i32; 2]>().await?;
+        let (out, addr) = self.fd_pair_out().await?;
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
         let call = unsafe { near::socketpair(self.sysif(), domain, ty, SOCK::CLOEXEC, 0, addr) };
-        let ((), buf) = self.lent("socketpair", buf, call).await?;
-        self.own_pair(buf.filled(8)?.0).await
+        let ((), out) = self.lent("socketpair", out, call).await?;
+        self.own_pair(out.into_pointer()?.filled(8)?.0).await
     }
 
     /// `shutdown(fd, how)` — shuts down reception, transmission or both on a connection.

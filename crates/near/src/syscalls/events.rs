@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{KERNEL_SIGSET_SIZE, call, opt_fd_arg};
+use super::{KERNEL_SIGSET_SIZE, call, call_new_fd, opt_fd_arg};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
 crate::flag_set! {
@@ -139,7 +139,7 @@ pub async fn epoll_create1(
     flags: O,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    unsafe { call(sysif, libc::SYS_epoll_create1, [flags.bits() as i64]) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_epoll_create1, [flags.bits() as i64]) }.await
 }
 
 /// `epoll_ctl(epfd, op, fd, event)` — adds, changes or removes an fd of an epoll instance.
@@ -223,7 +223,7 @@ pub async fn eventfd2(
 ) -> Result<FileDescriptor, SyscallError> {
     let args = [initval as i64, flags.bits() as i64];
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    unsafe { call(sysif, libc::SYS_eventfd2, args) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_eventfd2, args) }.await
 }
 
 /// `timerfd_create(clockid, flags)` — a new, disarmed timer fd.
@@ -237,7 +237,7 @@ pub async fn timerfd_create(
 ) -> Result<FileDescriptor, SyscallError> {
     let args = [clock as i64, flags.bits() as i64];
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    unsafe { call(sysif, libc::SYS_timerfd_create, args) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_timerfd_create, args) }.await
 }
 
 /// `timerfd_settime(fd, flags, new_value, old_value)` — arms or disarms a timer fd; the
@@ -310,9 +310,15 @@ pub async fn signalfd4(
         KERNEL_SIGSET_SIZE as i64,
         flags.bits() as i64,
     ];
-    // SAFETY: signalfd4 only reads `mask`; it creates an fd or changes an existing
-    // signalfd's mask, never closing or replacing an fd.
-    unsafe { call(sysif, libc::SYS_signalfd4, args) }.await
+    if fd.is_none() {
+        // SAFETY: signalfd4 only reads `mask`; without `fd` it creates a new fd, owned by
+        // nobody but the caller.
+        unsafe { call_new_fd(sysif, libc::SYS_signalfd4, args) }.await
+    } else {
+        // SAFETY: signalfd4 only reads `mask`; with `fd` it changes an existing signalfd's
+        // mask, never closing or replacing an fd.
+        unsafe { call(sysif, libc::SYS_signalfd4, args) }.await
+    }
 }
 
 /// `inotify_init1(flags)` — a new inotify instance; flags are `O::NONBLOCK` and
@@ -325,7 +331,7 @@ pub async fn inotify_init1(
     flags: O,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    unsafe { call(sysif, libc::SYS_inotify_init1, [flags.bits() as i64]) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_inotify_init1, [flags.bits() as i64]) }.await
 }
 
 /// `inotify_add_watch(fd, pathname, mask)` — watches the file at the NUL-terminated path

@@ -1,7 +1,7 @@
 //! File descriptor syscalls: read and write (plain, positional, vectored), seeking, sizes,
 //! close, dup, fcntl (flags and record locks), ioctl, pipes, memfds.
 
-use super::call;
+use super::{call, call_new_fd};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
 /// `read(fd, buf, count)` — reads up to `count` bytes into `buf`.
@@ -101,8 +101,13 @@ pub async unsafe fn fcntl(
     cmd: i32,
     arg: i64,
 ) -> Result<i64, SyscallError> {
+    let args = [fd.arg(), cmd as i64, arg];
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        // SAFETY: forwarded from the caller; the result is a new fd nobody else owns.
+        return unsafe { sysif.syscall_new_fd(super::request(libc::SYS_fcntl, args)) }.await;
+    }
     // SAFETY: forwarded from the caller.
-    unsafe { call(sysif, libc::SYS_fcntl, [fd.arg(), cmd as i64, arg]) }.await
+    unsafe { call(sysif, libc::SYS_fcntl, args) }.await
 }
 
 /// `pipe2(pipefd, flags)` — a pipe; the kernel writes `[read_end, write_end]` at `pipefd`.
@@ -474,7 +479,7 @@ pub async fn memfd_create(
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: memfd_create only reads name and creates a new fd.
     unsafe {
-        call(
+        call_new_fd(
             sysif,
             libc::SYS_memfd_create,
             [name.arg(), flags.bits() as i64],

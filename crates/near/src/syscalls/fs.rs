@@ -3,7 +3,7 @@
 //! Paths are addresses of NUL-terminated strings in the target's address space; a `dirfd`
 //! of `None` stands for `AT_FDCWD` (the target's working directory).
 
-use super::{call, dirfd_arg};
+use super::{call, call_new_fd, dirfd_arg};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
 crate::flag_set! {
@@ -62,7 +62,7 @@ pub async fn openat(
         mode as i64,
     ];
     // SAFETY: openat only reads memory and creates a new fd.
-    unsafe { call(sysif, libc::SYS_openat, args) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_openat, args) }.await
 }
 
 /// `faccessat2(dirfd, path, mode, flags)` — checks the caller's permissions for a file

@@ -102,6 +102,24 @@ pub(crate) async unsafe fn call<R: FromRet, const N: usize>(
         .map(R::from_ret)
 }
 
+/// Like [`call`], for a syscall whose non-negative result is a new fd: sends through
+/// [`SyscallInterface::syscall_new_fd`], so a future dropped after sending does not leak
+/// the fd.
+///
+/// # Safety
+/// As for [`SyscallInterface::syscall_new_fd`].
+#[inline]
+pub(crate) async unsafe fn call_new_fd<const N: usize>(
+    sysif: &dyn SyscallInterface,
+    nr: i64,
+    args: [i64; N],
+) -> Result<FileDescriptor, SyscallError> {
+    // SAFETY: forwarded from the caller.
+    unsafe { sysif.syscall_new_fd(request(nr, args)) }
+        .await
+        .map(FileDescriptor::from_ret)
+}
+
 /// Like [`call`], for a syscall that sends no response when it succeeds (`exit`, `execve`):
 /// sends through [`SyscallInterface::syscall_no_response`], so the loss of the connection
 /// after sending counts as success.

@@ -1,6 +1,6 @@
 //! Process syscalls: ids, clone, exec, exit, signals, waiting, pidfds, prctl.
 
-use super::{call, call_no_response, dirfd_arg};
+use super::{call, call_new_fd, call_no_response, dirfd_arg};
 use crate::{
     Address, CLONE, FileDescriptor, IdType, Pid, Signal, SyscallError, SyscallInterface, W,
 };
@@ -146,7 +146,7 @@ pub async fn pidfd_open(
     flags: u32,
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: creates a new fd; touches no memory and no existing fd.
-    unsafe { call(sysif, libc::SYS_pidfd_open, [pid.arg(), flags as i64]) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_pidfd_open, [pid.arg(), flags as i64]) }.await
 }
 
 /// `pidfd_send_signal(pidfd, sig, NULL, 0)` — signals the process a pidfd refers to, with

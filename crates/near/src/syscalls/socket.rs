@@ -3,7 +3,7 @@
 //! the flags of the `struct ifreq` ioctls on sockets and tun devices (made with
 //! [`ioctl`](crate::ioctl)).
 
-use super::call;
+use super::{call, call_new_fd};
 use crate::{Address, FileDescriptor, MSG, SHUT, SOCK, SyscallError, SyscallInterface};
 
 /// An address family (`AF_*`), the `domain` of `socket(2)`.
@@ -115,7 +115,7 @@ pub async fn socket(
         protocol as i64,
     ];
     // SAFETY: socket touches no memory and only creates an fd.
-    unsafe { call(sysif, libc::SYS_socket, args) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_socket, args) }.await
 }
 
 /// `socketpair(domain, type, protocol, sv)` — two connected sockets; the kernel writes the
@@ -213,7 +213,7 @@ pub async unsafe fn accept4(
 ) -> Result<FileDescriptor, SyscallError> {
     let args = [fd.arg(), addr.arg(), addrlen.arg(), flags.bits() as i64];
     // SAFETY: the caller guarantees addr and addrlen.
-    unsafe { call(sysif, libc::SYS_accept4, args) }.await
+    unsafe { call_new_fd(sysif, libc::SYS_accept4, args) }.await
 }
 
 /// `getsockname(fd, addr, addrlen)` — the socket's own address, written at `addr` (at most
