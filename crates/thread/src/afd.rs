@@ -415,7 +415,7 @@ impl Thread {
         if set_nonblock {
             fd.set_nonblock(true).await?;
         }
-        let reg = match self.inner.root_epoller.get() {
+        let reg = match self.root_epoller_now().await? {
             Some(epoller) => {
                 epoller.flush_orphans().await;
                 Registration::Root(epoller.register(&fd)?)
