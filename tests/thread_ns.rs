@@ -968,7 +968,7 @@ async fn cloexec(fd: &FileDescriptor) -> bool {
 }
 
 #[test]
-fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
+fn unshare_files_hides_later_fds_and_mark_cloexec_except_marks_only_unkept_fds() {
     let _g = serial();
     run(async {
         let local = local_thread();
@@ -1014,9 +1014,9 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
             "copied as they were"
         );
         child
-            .do_cloexec_except(&[&w])
+            .mark_cloexec_except(&[&w])
             .await
-            .expect("do_cloexec_except");
+            .expect("mark_cloexec_except");
         assert!(cloexec(&r).await, "not kept: marked close-on-exec");
         assert!(!cloexec(&w).await, "kept");
         let reserved: Vec<i32> = child.reserved_fds().iter().map(|f| f.as_raw()).collect();
@@ -1043,20 +1043,21 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
         }
         // A kept fd of another table is refused before anything changes.
         assert!(matches!(
-            child.do_cloexec_except(&[&before.write]).await,
+            child.mark_cloexec_except(&[&before.write]).await,
             Err(Error::Mismatch(_))
         ));
         drop((r, w));
         exit_cleanly(child, "child").await;
 
-        // unshare_files(false) marks everything but the thread's own fds.
+        // unshare_files(false) closes only close-on-exec fds no handle names: fds we have
+        // handles for stay as they were, and inheritable.
         let child = local.clone(CLONE::FILES).await.expect("clone(CLONE_FILES)");
         child
             .unshare_files(false)
             .await
             .expect("unshare_files(false)");
         let r = before.read.inherit(child.task()).expect("inherit");
-        assert!(cloexec(&r).await, "marked close-on-exec");
+        assert!(!cloexec(&r).await, "left as it was");
         assert!(!cloexec(&before.read).await, "ours is untouched");
         drop(r);
         exit_cleanly(child, "child").await;

@@ -192,6 +192,13 @@ impl Task {
         self.inner.table.lock().unwrap_or_else(|e| e.into_inner()).1
     }
 
+    /// Stops [`FileDescriptor::inherit`] into this task: after fds of a copied table were
+    /// closed by number (as the thread crate's `Thread::do_cloexec_except` does), a handle
+    /// of the original table no longer proves that the copy still holds its fd.
+    pub fn forget_inherited_from(&self) {
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner()).1 = None;
+    }
+
     /// Records that the task now uses a fresh copy of its fd table (after
     /// `unshare(CLONE_FILES)`); fds whose handles existed before are inherited into it.
     pub(crate) fn replace_fd_table(
