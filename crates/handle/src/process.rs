@@ -164,12 +164,13 @@ impl ChildProcess {
         Ok(Busy(&self.status))
     }
 
-    /// `pidfd_send_signal(pidfd, sig)` — signals the child.
+    /// `pidfd_send_signal(pidfd, sig)` — signals the child. `sig` is a [`Signal`], or
+    /// `None` for the null signal, which sends nothing (see [`ChildProcess::exists`]).
     ///
     /// # Errors
     /// [`Error::ChildGone`] once reaped, [`Error::ChildBusy`] during another kill or wait,
     /// and the syscall's errors.
-    pub async fn kill(&self, sig: Signal) -> Result<()> {
+    pub async fn kill(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         if let Some(state) = self.death() {
             return Err(Error::ChildGone {
                 pid: self.pid.as_raw(),
@@ -179,6 +180,26 @@ impl ChildProcess {
         let _busy = self.borrow()?;
         self.parent.check_fd(&self.pidfd)?;
         self.pidfd.pidfd_send_signal(sig).await
+    }
+
+    /// Whether the child still exists (running, stopped, or dead but not yet reaped): the
+    /// null signal through its pidfd, the original's `kill(pid, 0)` without the pid-reuse
+    /// race. `false` once it has been reaped. Runs alongside a wait (it takes no hold on
+    /// the child).
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the parent's fd table changed since (the pidfd is in the old
+    /// one); the syscall's errors other than `ESRCH`.
+    pub async fn exists(&self) -> Result<bool> {
+        if self.death().is_some() {
+            return Ok(false);
+        }
+        self.parent.check_fd(&self.pidfd)?;
+        match self.pidfd.pidfd_send_signal(None).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(near::Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// `waitid(P_PIDFD, pidfd, infop, options)` — waits for (or with `W::NOHANG`, polls for)
@@ -237,12 +258,36 @@ impl Process {
         &self.task
     }
 
-    /// `kill(pid, sig)` — signals the process (racy: see [`Process`]).
+    /// `kill(pid, sig)` — signals the process (racy: see [`Process`]). `sig` is a
+    /// [`Signal`], or `None` for the null signal (see [`Process::exists`]).
     ///
     /// # Errors
     /// `ESRCH`, `EPERM`. See kill(2).
-    pub async fn kill(&self, sig: Signal) -> Result<()> {
+    pub async fn kill(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         self.task.kill(self.pid, sig).await
+    }
+
+    /// `kill(pid, 0)` — whether a process with this pid exists (a zombie does), as the
+    /// original checks: `true` also when it exists but may not be signalled (`EPERM`).
+    /// Racy: the pid may have been reused (see [`Process`]; [`ChildProcess::exists`] is
+    /// not).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for pids that name no single process (0 and below);
+    /// the syscall's errors other than `ESRCH` and `EPERM`.
+    pub async fn exists(&self) -> Result<bool> {
+        if self.pid.as_raw() <= 0 {
+            return Err(Error::invalid(
+                "Process::exists",
+                format!("{:?} names no single process", self.pid),
+            ));
+        }
+        match self.task.kill(self.pid, None).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(near::Errno::EPERM) => Ok(true),
+            Err(e) if e.errno() == Some(near::Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// `kill(-pid, sig)` — signals the process group whose id is this pid (the group this
@@ -251,7 +296,7 @@ impl Process {
     /// # Errors
     /// [`Error::InvalidArgument`] for pids that do not name a group (0 and below, which
     /// `kill` would read as "our own group" or "every process"); `ESRCH`, `EPERM`.
-    pub async fn killpg(&self, sig: Signal) -> Result<()> {
+    pub async fn killpg(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         if self.pid.as_raw() <= 0 {
             return Err(Error::invalid(
                 "killpg",
@@ -428,7 +473,7 @@ impl ThreadProcess {
     ///
     /// # Errors
     /// As [`ChildProcess::kill`].
-    pub async fn kill(&self, sig: Signal) -> Result<()> {
+    pub async fn kill(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         self.process.kill(sig).await
     }
 

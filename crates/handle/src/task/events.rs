@@ -399,12 +399,15 @@ impl FileDescriptor {
     }
 
     /// `pidfd_send_signal(pidfd, sig, NULL, 0)` — signals the process this pidfd refers
-    /// to; unlike `kill`, never a process that reused its pid.
+    /// to; unlike `kill`, never a process that reused its pid. `sig` is a [`Signal`], or
+    /// `None` for the null signal 0: nothing is sent, only whether the process still
+    /// exists (a zombie does, until reaped) is checked.
     ///
     /// # Errors
-    /// `ESRCH` (the process has exited), `EBADF`, `EINVAL` (not a pidfd), `EPERM`. See
-    /// pidfd_send_signal(2).
-    pub async fn pidfd_send_signal(&self, sig: Signal) -> Result<()> {
+    /// `ESRCH` (the process has been reaped), `EBADF`, `EINVAL` (not a pidfd), `EPERM`.
+    /// See pidfd_send_signal(2).
+    pub async fn pidfd_send_signal(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
+        let sig = sig.into();
         self.call("pidfd_send_signal", |s, fd| {
             near::pidfd_send_signal(s, fd, sig)
         })

@@ -36,12 +36,15 @@ impl Task {
             .map_err(self.error("getppid"))
     }
 
-    /// `kill(pid, sig)` — signals a process by pid. Racy unless the pid is an unreaped
-    /// child: prefer [`ChildProcess::kill`](crate::ChildProcess::kill).
+    /// `kill(pid, sig)` — signals a process by pid. `sig` is a [`Signal`], or `None` for
+    /// the null signal 0, which sends nothing and only checks that the process exists and
+    /// may be signalled (the original's `kill(pid, 0)`). Racy unless the pid is an
+    /// unreaped child: prefer [`ChildProcess::kill`](crate::ChildProcess::kill) and
+    /// [`ChildProcess::exists`](crate::ChildProcess::exists).
     ///
     /// # Errors
     /// `ESRCH`, `EPERM`. See kill(2).
-    pub async fn kill(&self, pid: near::Pid, sig: near::Signal) -> Result<()> {
+    pub async fn kill(&self, pid: near::Pid, sig: impl Into<Option<Signal>>) -> Result<()> {
         near::kill(self.sysif(), pid, sig)
             .await
             .map_err(self.error("kill"))
@@ -63,7 +66,12 @@ impl Task {
     ///
     /// # Errors
     /// `ESRCH`, `EPERM`. See tgkill(2).
-    pub async fn tgkill(&self, tgid: near::Pid, tid: near::Pid, sig: Option<Signal>) -> Result<()> {
+    pub async fn tgkill(
+        &self,
+        tgid: near::Pid,
+        tid: near::Pid,
+        sig: impl Into<Option<Signal>>,
+    ) -> Result<()> {
         near::tgkill(self.sysif(), tgid, tid, sig)
             .await
             .map_err(self.error("tgkill"))
