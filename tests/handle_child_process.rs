@@ -1,10 +1,11 @@
-//! `ChildProcess` beyond kill and wait: the null-signal existence check. Against real
+//! `ChildProcess` beyond kill and wait: the null-signal existence check, process groups
+//! (`killpg`, `getpgid`, `setpgid` with its pid namespace check), priorities. Against real
 //! child processes.
 
-use rsyscall::near::Pid;
+use rsyscall::near::{Pid, PrioWho};
 use rsyscall::structs::WaitId;
-use rsyscall::{CLONE, ChildState, ChildThread, Error, Process, W, local_thread};
-use rsyscall_tests::errors::serial;
+use rsyscall::{CLONE, ChildState, ChildThread, Errno, Error, Process, Signal, W, local_thread};
+use rsyscall_tests::errors::{assert_errno, serial};
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
 fn process(t: &ChildThread) -> &rsyscall::ChildProcess {
@@ -60,6 +61,10 @@ fn exists_is_true_until_the_child_is_reaped() {
             .await
             .expect("reap behind the handle's back");
         assert!(!p.exists().await.expect("exists"), "reaped: ESRCH");
+        assert!(
+            matches!(p.killpg(Signal::SIGTERM).await, Err(Error::Syscall { .. })),
+            "the group id is checked by the kernel"
+        );
         drop(process_handle);
 
         let child = local.clone(CLONE::empty()).await.expect("clone");
@@ -67,8 +72,129 @@ fn exists_is_true_until_the_child_is_reaped() {
         done.wait().await.expect("wait");
         assert!(!done.process().exists().await.expect("exists"), "reaped");
         assert!(matches!(
+            done.process().getpgid().await,
+            Err(Error::ChildGone { .. })
+        ));
+        assert!(matches!(
+            done.process().killpg(Signal::SIGTERM).await,
+            Err(Error::ChildGone { .. })
+        ));
+        assert!(matches!(
             Process::new(local.task(), Pid::new(0)).exists().await,
             Err(Error::InvalidArgument { .. })
         ));
+    })
+}
+
+#[test]
+fn setpgid_getpgid_and_killpg_on_children() {
+    let _g = serial();
+    run(async {
+        let local = local_thread();
+        let our_group = local.task().getpgid(Pid::new(0)).await.expect("our group");
+        let a = local.clone(CLONE::empty()).await.expect("clone a");
+        let b = local.clone(CLONE::empty()).await.expect("clone b");
+        let (pa, pb) = (process(&a), process(&b));
+        assert_eq!(
+            pa.getpgid().await.expect("getpgid"),
+            our_group,
+            "born in ours"
+        );
+        assert_errno(
+            pa.killpg(Signal::SIGTERM).await,
+            Errno::ESRCH,
+            "a child that leads no group",
+        );
+        pa.setpgid(None).await.expect("a leads a group");
+        assert_eq!(pa.getpgid().await.expect("getpgid"), pa.pid());
+        pb.setpgid(Some(pa)).await.expect("b joins a's group");
+        assert_eq!(pb.getpgid().await.expect("getpgid"), pa.pid());
+        assert_eq!(
+            b.task().getpgid(Pid::new(0)).await.expect("b's own view"),
+            pa.pid()
+        );
+        pa.setpgid(Some(pa)).await.expect("a into its own group");
+        // The null signal checks the group; then one signal reaches both.
+        pa.killpg(None).await.expect("killpg(None)");
+        pa.killpg(Signal::SIGKILL).await.expect("killpg");
+        for (p, what) in [(pa, "a"), (pb, "b")] {
+            assert_eq!(
+                p.waitid(W::EXITED).await.expect("wait"),
+                Some(ChildState::Killed(Signal::SIGKILL)),
+                "{what}"
+            );
+        }
+        drop((a, b));
+        assert_eq!(
+            local.task().getpgid(Pid::new(0)).await.expect("ours"),
+            our_group,
+            "we were not in the group"
+        );
+    })
+}
+
+#[test]
+fn setpgid_refuses_a_group_from_another_pid_namespace() {
+    let _g = serial();
+    run(async {
+        let local = local_thread();
+        let init = local
+            .clone(CLONE::NEWPID)
+            .await
+            .expect("clone(CLONE_NEWPID) as root");
+        let inner = init.clone(CLONE::empty()).await.expect("clone in init");
+        let pi = process(&inner);
+        pi.setpgid(None).await.expect("inner leads a group");
+        assert_eq!(pi.getpgid().await.expect("getpgid"), pi.pid());
+        let a = local.clone(CLONE::empty()).await.expect("clone a");
+        let pa = process(&a);
+        let before = pa.getpgid().await.expect("getpgid");
+        // inner's pid is a pid of init's namespace: in ours it names another process.
+        let refused = pa.setpgid(Some(pi)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Mismatch(
+                    rsyscall::far::MismatchError::PidNamespace { .. }
+                ))
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(pa.getpgid().await.expect("getpgid"), before, "unchanged");
+        exit_cleanly(a, "a").await;
+        exit_cleanly(inner, "inner").await;
+        exit_cleanly(init, "init").await;
+    })
+}
+
+#[test]
+fn priorities_of_a_child() {
+    let _g = serial();
+    run(async {
+        let local = local_thread();
+        let child = local.clone(CLONE::empty()).await.expect("clone");
+        let p = process(&child);
+        let start = p.getpriority().await.expect("getpriority");
+        let nice = (start + 3).min(19);
+        p.setpriority(nice).await.expect("setpriority");
+        assert_eq!(p.getpriority().await.expect("getpriority"), nice);
+        assert_eq!(
+            child
+                .task()
+                .getpriority(PrioWho::Process(Pid::new(0)))
+                .await
+                .expect("the child's own view"),
+            nice
+        );
+        assert_eq!(
+            local
+                .task()
+                .getpriority(PrioWho::Process(Pid::new(0)))
+                .await
+                .expect("ours"),
+            start,
+            "only the child changed"
+        );
+        exit_cleanly(child, "child").await;
     })
 }
