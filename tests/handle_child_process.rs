@@ -1,10 +1,12 @@
 //! `ChildProcess` beyond kill and wait: the null-signal existence check, process groups
-//! (`killpg`, `getpgid`, `setpgid` with its pid namespace check), priorities. Against real
-//! child processes.
+//! (`killpg`, `getpgid`, `setpgid` with its pid namespace check), priorities; and the
+//! `ioctl` escape hatch. Against real child processes and real fds.
 
 use rsyscall::near::{Pid, PrioWho};
 use rsyscall::structs::WaitId;
-use rsyscall::{CLONE, ChildState, ChildThread, Errno, Error, Process, Signal, W, local_thread};
+use rsyscall::{
+    CLONE, ChildState, ChildThread, Errno, Error, FD, Process, Signal, W, local_thread,
+};
 use rsyscall_tests::errors::{assert_errno, serial};
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
@@ -195,6 +197,48 @@ fn priorities_of_a_child() {
             start,
             "only the child changed"
         );
+        exit_cleanly(child, "child").await;
+    })
+}
+
+#[test]
+fn ioctl_escape_hatch_on_local_and_remote_fds() {
+    let _g = serial();
+    run(async {
+        let local = local_thread();
+        let child = local.clone(CLONE::empty()).await.expect("clone");
+        for t in [local.duplicate(), child.duplicate()] {
+            let task = t.task();
+            let pipe = t.pipe().await.expect("pipe");
+            task.write(&pipe.write, b"abc").await.expect("write");
+            let room = task.ptr(&0i32).await.expect("ptr");
+            // SAFETY: FIONREAD writes one int, inside `room`, and touches no fds.
+            let (ret, n) = unsafe { pipe.read.ioctl_ptr(libc::FIONREAD, room) }
+                .await
+                .expect("ioctl(FIONREAD)");
+            assert_eq!(ret, 0);
+            assert_eq!(n.read().await.expect("read"), 3);
+            pipe.read.disable_cloexec().await.expect("clear");
+            // SAFETY: FIOCLEX takes no argument and only sets the fd's close-on-exec flag.
+            unsafe { pipe.read.ioctl(libc::FIOCLEX, 0) }
+                .await
+                .expect("ioctl(FIOCLEX)");
+            assert!(
+                pipe.read
+                    .fcntl_getfd()
+                    .await
+                    .expect("F_GETFD")
+                    .contains(FD::CLOEXEC)
+            );
+            // SAFETY: a pipe does not know TIOCGWINSZ and fails before touching memory;
+            // `room` would hold a struct winsize (8 bytes) anyway.
+            let room = task.ptr(&[0u16; 4]).await.expect("ptr");
+            assert_errno(
+                unsafe { pipe.read.ioctl_ptr(libc::TIOCGWINSZ, room) }.await,
+                Errno::ENOTTY,
+                "a terminal request on a pipe",
+            );
+        }
         exit_cleanly(child, "child").await;
     })
 }

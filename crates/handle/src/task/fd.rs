@@ -671,6 +671,63 @@ impl FileDescriptor {
             .map_err(|_| Error::invalid("ioctl(FIONREAD)", format!("the kernel returned {n}")))
     }
 
+    /// `ioctl(fd, request, arg)` — the escape hatch for requests that have no method of
+    /// their own: `arg` goes to the kernel as it is, and the kernel's return value comes
+    /// back. For a request taking a pointer to a struct, [`FileDescriptor::ioctl_ptr`]
+    /// lends the memory safely.
+    ///
+    /// # Safety
+    /// The kernel acts on `request` with nothing checked here. The caller must make sure
+    /// that it does nothing that breaks memory or fd ownership of this program:
+    /// - if `request` reads or writes memory at `arg`, then `arg` is an address of this
+    ///   fd's task's address space valid for those accesses until the returned future
+    ///   completes (in the local process that means memory Rust code does not use
+    ///   meanwhile; dropping the future does not stop a remote call already sent);
+    /// - if `request` closes, replaces or creates fds, or changes memory mappings, the
+    ///   caller owns what is closed or replaced and takes ownership of what is made.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the fd is not of its task's table; `EBADF`, `EFAULT`,
+    /// `EINVAL`, `ENOTTY` (a request the file does not know) and the request's own. See
+    /// ioctl(2).
+    pub async unsafe fn ioctl(&self, request: u64, arg: i64) -> Result<i64> {
+        self.call("ioctl", |s, fd| {
+            // SAFETY: the caller vouches for `request` and `arg` (see # Safety).
+            unsafe { near::ioctl(s, fd, request, arg) }
+        })
+        .await
+    }
+
+    /// `ioctl(fd, request, ptr)` — the escape hatch for a request taking a pointer to one
+    /// struct that the kernel reads and may write back: `ptr` (written with the input, or
+    /// with zeroes for an output-only request) is lent to the kernel until the call is
+    /// over, and comes back readable with what the kernel left there, with the kernel's
+    /// return value. If this future is dropped while a remote call runs, the memory is
+    /// kept rather than freed under the kernel.
+    ///
+    /// # Safety
+    /// `request` must read and write memory only inside `ptr`'s `ptr.size()` bytes, and
+    /// must not close, replace or create fds or change memory mappings (the second rule of
+    /// [`FileDescriptor::ioctl`]).
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the fd or `ptr` is of another table or address space than
+    /// the fd's task; the errors of [`FileDescriptor::ioctl`].
+    pub async unsafe fn ioctl_ptr<T: ?Sized + crate::structs::Struct>(
+        &self,
+        request: u64,
+        ptr: WrittenPointer<T>,
+    ) -> Result<(i64, ReadablePointer<T>)> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let addr = task.check_ptr(ptr.pointer())?;
+        // SAFETY: `addr` is memory of the fd's task, lent until completion; the caller
+        // vouches that `request` stays inside it and touches no fds or mappings.
+        let call = unsafe { near::ioctl(task.sysif(), fd, request, addr.arg()) };
+        let (ret, ptr) = task.lent("ioctl", ptr, call).await?;
+        Ok((ret, ptr.into_readable()))
+    }
+
     /// `ioctl(fd, FICLONERANGE, &range)` — makes `src_length` bytes of this file at
     /// `dest_offset` share the storage of `src`'s bytes at `src_offset` (a reflink copy;
     /// `src_length` 0 means to the end of `src`). Both files must be on one file system
