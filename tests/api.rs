@@ -2,7 +2,7 @@
 //! feel like, running for real.
 
 use rsyscall::handle::structs::{Cmsg, SendCmsg, Sigset, cmsg_space};
-use rsyscall::{CLONE, MSG, Signal, local_thread};
+use rsyscall::{AF, CLONE, MSG, SOCK, Signal, SockType, local_thread};
 use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 
 /// "Memory is explicit and typed".
@@ -27,7 +27,7 @@ fn memory_is_explicit_and_typed() {
 
         // Received fds arrive as owning handles, exactly once.
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         task.sendmsg(

@@ -204,7 +204,7 @@ fn fd_passing_with_cmsg_cloexec() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let pipe = task.pipe().await.expect("pipe");
@@ -259,7 +259,7 @@ fn sendmsg_recvmsg_iovecs_and_buffers_come_back() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET)
+            .socketpair(AF::UNIX, SockType::SEQPACKET, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let parts = vec![
@@ -314,7 +314,7 @@ fn scm_credentials_with_so_passcred() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_DGRAM)
+            .socketpair(AF::UNIX, SockType::DGRAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         assert!(
@@ -389,7 +389,7 @@ fn recvmsg_control_truncated_closes_arrived_fds() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let pipe = task.pipe().await.expect("pipe");
@@ -424,7 +424,7 @@ fn shutdown_rd_leaves_pending_bytes_readable() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         task.write_all(&a, b"pending").await.expect("write");
@@ -721,7 +721,7 @@ fn fds_of_another_table_are_refused() {
         let child = local.clone(CLONE::empty()).await.expect("clone");
         let (a, _b) = child
             .task()
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let pipe = local.task().pipe().await.expect("pipe");
@@ -870,5 +870,38 @@ fn tunsetiff_creates_a_tun_device() {
         );
         drop((sock, tun));
         exit_cleanly(child, "netns child").await;
+    });
+}
+
+#[test]
+fn socketpair_takes_the_arguments_of_socket() {
+    on_local_and_child(|thread, label| async move {
+        let task = thread.task();
+        let (a, b) = task
+            .socketpair(AF::UNIX, SockType::SEQPACKET, SOCK::NONBLOCK, 0)
+            .await
+            .expect("socketpair");
+        for end in [&a, &b] {
+            let fl = end.fcntl_getfl().await.expect("F_GETFL");
+            assert!(fl.contains(O::NONBLOCK), "{label}: SOCK::NONBLOCK applied");
+            let fd = end.fcntl_getfd().await.expect("F_GETFD");
+            assert!(fd.contains(FD::CLOEXEC), "{label}: close-on-exec always");
+        }
+        // Nonblocking: an empty socket says EAGAIN instead of blocking.
+        let buf = task.malloc_bytes(4).await.expect("malloc");
+        assert_errno(a.read(buf).await, Errno::EAGAIN, "read of an empty socket");
+        // The protocol is passed through: AF_UNIX knows only 0 and PF_UNIX (1).
+        assert_errno(
+            task.socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 2)
+                .await,
+            Errno::EPROTONOSUPPORT,
+            "protocol 2 for AF_UNIX",
+        );
+        assert_errno(
+            task.socketpair(AF::INET, SockType::STREAM, SOCK::empty(), 0)
+                .await,
+            Errno::EOPNOTSUPP,
+            "a family without socketpairs",
+        );
     });
 }

@@ -145,9 +145,7 @@ impl Thread {
         ty: SockType,
         flags: SOCK,
     ) -> Result<(FileDescriptor, FileDescriptor)> {
-        self.task()
-            .socketpair(domain.as_raw(), ty.as_raw() | flags.bits())
-            .await
+        self.task().socketpair(domain, ty, flags, 0).await
     }
 
     /// Changes this thread's root directory to `path` (shared with the threads it shares

@@ -67,18 +67,23 @@ impl Task {
         self.new_fd("socket", call).await
     }
 
-    /// `socketpair(domain, type | SOCK_CLOEXEC, 0, fds)` — two connected sockets.
+    /// `socketpair(domain, type | flags | SOCK_CLOEXEC, protocol, fds)` — two connected
+    /// sockets, taking the same arguments as [`Task::socket`].
     ///
     /// # Errors
-    /// `EAFNOSUPPORT`, `EOPNOTSUPP`, `EMFILE`. See socketpair(2).
+    /// `EAFNOSUPPORT`, `EOPNOTSUPP` (a family without socketpairs, such as `AF::INET`),
+    /// `EPROTONOSUPPORT`, `EMFILE`. See socketpair(2).
     pub async fn socketpair(
         &self,
-        domain: i32,
-        ty: i32,
+        domain: AF,
+        ty: SockType,
+        flags: SOCK,
+        protocol: i32,
     ) -> Result<(FileDescriptor, FileDescriptor)> {
         let (buf, addr) = self.out::<[i32; 2]>().await?;
+        let flags = flags | SOCK::CLOEXEC;
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
-        let call = unsafe { near::socketpair(self.sysif(), domain, ty, SOCK::CLOEXEC, 0, addr) };
+        let call = unsafe { near::socketpair(self.sysif(), domain, ty, flags, protocol, addr) };
         let ((), buf) = self.lent("socketpair", buf, call).await?;
         self.own_pair(buf.filled(8)?.0).await
     }
