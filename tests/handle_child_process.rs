@@ -210,7 +210,7 @@ fn ioctl_escape_hatch_on_local_and_remote_fds() {
         for t in [local.duplicate(), child.duplicate()] {
             let task = t.task();
             let pipe = t.pipe().await.expect("pipe");
-            task.write(&pipe.write, b"abc").await.expect("write");
+            task.write_bytes(&pipe.write, b"abc").await.expect("write");
             let room = task.ptr(&0i32).await.expect("ptr");
             // SAFETY: FIONREAD writes one int, inside `room`, and touches no fds.
             let (ret, n) = unsafe { pipe.read.ioctl_ptr(libc::FIONREAD, room) }

@@ -222,7 +222,10 @@ fn sockets_and_bind_getsockname() {
             "{label}"
         );
         thread.spit_fd(&a, b"ping").await.expect("write");
-        assert_eq!(thread.task().read(&b, 4).await.expect("read"), b"ping");
+        assert_eq!(
+            thread.task().read_bytes(&b, 4).await.expect("read"),
+            b"ping"
+        );
         assert_errno(
             thread
                 .socketpair(AF::INET, SockType::STREAM, SOCK::empty())
@@ -714,7 +717,7 @@ fn killing_pid_namespace_init_kills_a_backgrounded_grandchild() {
         // The sleeper holds the write end: no EOF yet.
         pipe.read.set_nonblock(true).await.expect("nonblock");
         assert_errno(
-            local.task().read(&pipe.read, 1).await,
+            local.task().read_bytes(&pipe.read, 1).await,
             Errno::EAGAIN,
             "the grandchild is alive and holds the pipe",
         );
@@ -1085,11 +1088,11 @@ fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
             let theirs = child.pass_fd(&pipe.write).await.expect("pass_fd");
             child
                 .task()
-                .write(&theirs, &[round])
+                .write_bytes(&theirs, &[round])
                 .await
                 .expect("write in the child");
             assert_eq!(
-                parent.task().read(&pipe.read, 4).await.expect("read"),
+                parent.task().read_bytes(&pipe.read, 4).await.expect("read"),
                 [round]
             );
         }
@@ -1120,11 +1123,11 @@ fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
             let theirs = child.pass_fd(&pipe.write).await.expect("pass_fd");
             child
                 .task()
-                .write(&theirs, &[round])
+                .write_bytes(&theirs, &[round])
                 .await
                 .expect("write in the child");
             assert_eq!(
-                parent.task().read(&pipe.read, 4).await.expect("read"),
+                parent.task().read_bytes(&pipe.read, 4).await.expect("read"),
                 [round]
             );
         }
@@ -1155,7 +1158,7 @@ fn stdio_handles_follow_the_table_after_unshare_files() {
         assert_eq!(ours(), before, "our stdout is untouched");
         child
             .task()
-            .write_all(&child.stdout(), b"through stdout")
+            .write_all_bytes(&child.stdout(), b"through stdout")
             .await
             .expect("write");
         w.close().await.expect("close");

@@ -119,11 +119,25 @@ fn do_cloexec_except_closes_every_close_on_exec_fd_not_kept() {
             );
         }
         // The kept fd works, and so does the thread (a syscall, an fd made and used).
-        local.task().write(&a.write, b"x").await.expect("write");
-        assert_eq!(child.task().read(&a_child, 1).await.expect("read"), b"x");
+        local
+            .task()
+            .write_bytes(&a.write, b"x")
+            .await
+            .expect("write");
+        assert_eq!(
+            child.task().read_bytes(&a_child, 1).await.expect("read"),
+            b"x"
+        );
         let p = child.pipe().await.expect("pipe in the child");
-        child.task().write(&p.write, b"yz").await.expect("write");
-        assert_eq!(child.task().read(&p.read, 2).await.expect("read"), b"yz");
+        child
+            .task()
+            .write_bytes(&p.write, b"yz")
+            .await
+            .expect("write");
+        assert_eq!(
+            child.task().read_bytes(&p.read, 2).await.expect("read"),
+            b"yz"
+        );
         // Inheriting a closed copy is refused from now on: the copy may be gone.
         assert!(matches!(
             b.read.inherit(child.task()),
@@ -212,8 +226,15 @@ fn unshare_files_not_going_to_exec_closes_what_no_handle_names() {
             "a known fd is kept"
         );
         let inherited = known.read.inherit(child.task()).expect("still inheritable");
-        local.task().write(&known.write, b"k").await.expect("write");
-        assert_eq!(child.task().read(&inherited, 1).await.expect("read"), b"k");
+        local
+            .task()
+            .write_bytes(&known.write, b"k")
+            .await
+            .expect("write");
+        assert_eq!(
+            child.task().read_bytes(&inherited, 1).await.expect("read"),
+            b"k"
+        );
         drop((inherited, foreign));
         exit_cleanly(child, "child").await;
     })

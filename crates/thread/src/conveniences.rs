@@ -58,7 +58,7 @@ impl Thread {
         let fd = task
             .open(&path, O::WRONLY | O::CREAT | O::TRUNC, mode)
             .await?;
-        let written = task.write_all(&fd, data).await;
+        let written = task.write_all_bytes(&fd, data).await;
         let closed = fd.close().await;
         written?;
         closed?;
@@ -68,9 +68,9 @@ impl Thread {
     /// Writes all of `data` to `fd` (which stays open).
     ///
     /// # Errors
-    /// See [`Task::write_all`]; [`Error::Mismatch`] for an fd of another table.
+    /// See [`Task::write_all_bytes`]; [`Error::Mismatch`] for an fd of another table.
     pub async fn spit_fd(&self, fd: &FileDescriptor, data: &[u8]) -> Result<()> {
-        self.task().write_all(fd, data).await
+        self.task().write_all_bytes(fd, data).await
     }
 
     /// Binds `sock` to `addr` and returns the address it got, as `getsockname` reports it:

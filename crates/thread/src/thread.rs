@@ -180,7 +180,7 @@ impl Thread {
     /// Reads `fd` until EOF.
     ///
     /// # Errors
-    /// See [`Task::read`].
+    /// See [`Task::read_bytes`].
     pub async fn read_to_eof(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
         self.inner.task.read_to_end(fd).await
     }

@@ -42,7 +42,7 @@ fn check_id(what: &'static str, id: u32) -> Result<()> {
 /// `/proc` id-map files require.
 async fn write_proc_file(task: &Task, path: &[u8], data: &[u8]) -> Result<()> {
     let fd = task.open(path, O::WRONLY, 0).await?;
-    let written = task.write(&fd, data).await;
+    let written = task.write_bytes(&fd, data).await;
     let closed = fd.close().await;
     let n = written?;
     closed?;

@@ -71,7 +71,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::write`].
-    pub async fn write(&self, fd: &FileDescriptor, data: &[u8]) -> Result<usize> {
+    pub async fn write_bytes(&self, fd: &FileDescriptor, data: &[u8]) -> Result<usize> {
         let nfd = self.check_fd(fd)?;
         if self.sysif().is_local() {
             self.prepare().await;
@@ -93,10 +93,10 @@ impl Task {
     /// Writes all of `data`, looping over short writes.
     ///
     /// # Errors
-    /// As [`Task::write`].
-    pub async fn write_all(&self, fd: &FileDescriptor, mut data: &[u8]) -> Result<()> {
+    /// As [`Task::write_bytes`].
+    pub async fn write_all_bytes(&self, fd: &FileDescriptor, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
-            let n = self.write(fd, data).await?;
+            let n = self.write_bytes(fd, data).await?;
             data = &data[n.min(data.len())..];
         }
         Ok(())
@@ -106,7 +106,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::read`].
-    pub async fn read(&self, fd: &FileDescriptor, len: usize) -> Result<Vec<u8>> {
+    pub async fn read_bytes(&self, fd: &FileDescriptor, len: usize) -> Result<Vec<u8>> {
         let buf = self.malloc_bytes(len).await?;
         let (data, _) = fd.for_task(self)?.read(buf).await?;
         data.read().await
@@ -115,11 +115,11 @@ impl Task {
     /// Reads until EOF.
     ///
     /// # Errors
-    /// As [`Task::read`].
+    /// As [`Task::read_bytes`].
     pub async fn read_to_end(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            let chunk = self.read(fd, 65536).await?;
+            let chunk = self.read_bytes(fd, 65536).await?;
             if chunk.is_empty() {
                 return Ok(out);
             }
@@ -802,7 +802,12 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::pread`].
-    pub async fn pread(&self, fd: &FileDescriptor, len: usize, offset: u64) -> Result<Vec<u8>> {
+    pub async fn pread_bytes(
+        &self,
+        fd: &FileDescriptor,
+        len: usize,
+        offset: u64,
+    ) -> Result<Vec<u8>> {
         let fd = fd.for_task(self)?;
         file_range("pread64", offset, len)?;
         let buf = self.malloc_bytes(len).await?;
@@ -815,7 +820,12 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::pwrite`].
-    pub async fn pwrite(&self, fd: &FileDescriptor, data: &[u8], offset: u64) -> Result<usize> {
+    pub async fn pwrite_bytes(
+        &self,
+        fd: &FileDescriptor,
+        data: &[u8],
+        offset: u64,
+    ) -> Result<usize> {
         let fd = fd.for_task(self)?;
         file_range("pwrite64", offset, data.len())?;
         let buf = self.ptr(data).await?;

@@ -153,7 +153,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::sendto`].
-    pub async fn sendto(
+    pub async fn sendto_bytes(
         &self,
         fd: &FileDescriptor,
         data: &[u8],
@@ -171,7 +171,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::recvfrom`].
-    pub async fn recvfrom(
+    pub async fn recvfrom_bytes(
         &self,
         fd: &FileDescriptor,
         len: usize,
@@ -189,7 +189,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::sendmsg`].
-    pub async fn sendmsg(
+    pub async fn sendmsg_bytes(
         &self,
         fd: &FileDescriptor,
         data: &[&[u8]],
@@ -210,7 +210,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::recvmsg`].
-    pub async fn recvmsg(
+    pub async fn recvmsg_bytes(
         &self,
         fd: &FileDescriptor,
         len: usize,
@@ -234,7 +234,7 @@ impl Task {
     /// [`Error::InvalidArgument`] for no fds or more than 253; the syscall's errors.
     pub async fn send_fds(&self, sock: &FileDescriptor, fds: &[&FileDescriptor]) -> Result<()> {
         check_fd_count("send_fds", fds.len())?;
-        self.sendmsg(sock, &[&[0u8]], &[SendCmsg::Rights(fds)], MSG::empty())
+        self.sendmsg_bytes(sock, &[&[0u8]], &[SendCmsg::Rights(fds)], MSG::empty())
             .await?;
         Ok(())
     }
@@ -252,7 +252,7 @@ impl Task {
     ) -> Result<Vec<FileDescriptor>> {
         check_fd_count("recv_fds", count)?;
         let (data, msg) = self
-            .recvmsg(sock, 1, cmsg_space(4 * count), MSG::empty())
+            .recvmsg_bytes(sock, 1, cmsg_space(4 * count), MSG::empty())
             .await?;
         let fds: Vec<FileDescriptor> = msg
             .control
