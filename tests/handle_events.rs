@@ -312,9 +312,8 @@ fn inotify_reports_a_created_file_by_name() {
         let task = thread.task();
         let dir = TempDir::new("inotify");
         let fd = task.inotify_init(O::NONBLOCK).await.expect("inotify_init");
-        let dir_bytes = dir.path().as_os_str().as_encoded_bytes();
         let wd = fd
-            .inotify_add_watch(dir_bytes, IN::CREATE | IN::DELETE)
+            .inotify_add_watch(dir.path(), IN::CREATE | IN::DELETE)
             .await
             .expect("inotify_add_watch");
         std::fs::write(dir.join("new-file"), b"x").expect("create");

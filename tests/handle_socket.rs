@@ -174,9 +174,9 @@ fn unix_socket_path_longer_than_sun_path() {
         );
         let client = unix_stream(task).await;
         client
-            .connect_unix(&path)
+            .connect_unix(deep.join("server.sock"))
             .await
-            .expect("connect to a long path");
+            .expect("connect to a long path, given as a PathBuf");
         let server = listener.accept4(SOCK::empty()).await.expect("accept");
         task.write_all_bytes(&client, b"far away")
             .await

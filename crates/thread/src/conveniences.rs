@@ -154,7 +154,7 @@ impl Thread {
     /// # Errors
     /// See [`Task::chroot`].
     pub async fn chroot(&self, path: impl PathArg) -> Result<()> {
-        self.task().chroot(path.path_bytes()).await
+        self.task().chroot(path).await
     }
 
     /// Runs `command` to completion in a fresh child of this thread (clone, exec, wait).

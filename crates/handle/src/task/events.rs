@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer};
 use crate::structs::{
-    EpollEvent, InotifyEvent, InotifyEventHeader, Itimerspec, SignalfdSiginfo, Sigset, Struct,
+    EpollEvent, InotifyEvent, InotifyEventHeader, Itimerspec, PathArg, SignalfdSiginfo, Sigset,
+    Struct,
 };
 
 /// The `maxevents` of an `epoll_wait` into `size` bytes.
@@ -361,8 +362,9 @@ impl FileDescriptor {
     /// [`Error::InvalidArgument`] for a path with a NUL byte; `EACCES`, `EBADF`, `EEXIST`
     /// (with `IN::MASK_CREATE`), `EINVAL`, `ENAMETOOLONG`, `ENOENT`, `ENOSPC`, `ENOTDIR`. See
     /// inotify_add_watch(2).
-    pub async fn inotify_add_watch(&self, path: &[u8], mask: IN) -> Result<WatchDescriptor> {
+    pub async fn inotify_add_watch(&self, path: impl PathArg, mask: IN) -> Result<WatchDescriptor> {
         let task = self.task();
+        let path = path.path_bytes();
         let fd = task.check_fd(self)?;
         task.with_path("inotify_add_watch", path, |p| {
             near::inotify_add_watch(task.sysif(), fd, p, mask)

@@ -13,7 +13,7 @@ use super::Task;
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::WrittenPointer;
-use crate::structs::{ArgvEnvp, RobustListHead, Sigaction, Siginfo, Sigset, WaitId};
+use crate::structs::{ArgvEnvp, PathArg, RobustListHead, Sigaction, Siginfo, Sigset, WaitId};
 
 impl Task {
     /// `getpid()` — the task's pid in its own pid namespace.
@@ -415,7 +415,7 @@ impl Task {
     /// overflows; allocation and transport errors.
     pub async fn argv_envp<P, A, E>(&self, path: P, argv: &[A], envp: &[E]) -> Result<ArgvEnvp>
     where
-        P: AsRef<OsStr>,
+        P: PathArg,
         A: AsRef<OsStr>,
         E: AsRef<OsStr>,
     {
@@ -436,11 +436,11 @@ impl Task {
         envp: &[E],
     ) -> Result<ArgvEnvp>
     where
-        P: AsRef<OsStr>,
+        P: PathArg,
         A: AsRef<OsStr>,
         E: AsRef<OsStr>,
     {
-        let path = path.as_ref().as_bytes();
+        let path = path.path_bytes();
         let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_ref().as_bytes()).collect();
         let envp: Vec<&[u8]> = envp.iter().map(|e| e.as_ref().as_bytes()).collect();
         let overflow = || Error::invalid("argv_envp", "the total size overflows");

@@ -16,6 +16,7 @@ use crate::cmsg;
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
+use crate::structs::PathArg;
 use crate::structs::{
     AnySockaddr, Cmsg, Ifreq, Msghdr, RecvMsg, SendCmsg, SockOpt, Sockaddr, SockaddrIn,
     SockaddrStorage, SockaddrUn, UnixAddress, cmsg_space, pod_from_bytes,
@@ -109,7 +110,8 @@ impl Task {
     /// [`Error::InvalidArgument`] for an empty path, a NUL byte, a path ending in `/`, or a
     /// last component too long to fit even through `/proc/self/fd`; `openat` errors for the
     /// parent directory.
-    pub async fn unix_address(&self, path: &[u8]) -> Result<UnixAddress> {
+    pub async fn unix_address(&self, path: impl PathArg) -> Result<UnixAddress> {
+        let path = path.path_bytes();
         if path.len() <= SockaddrUn::MAX_PATH || path.contains(&0) {
             return Ok(UnixAddress {
                 addr: SockaddrUn::new(path)?,
@@ -326,7 +328,7 @@ impl FileDescriptor {
     ///
     /// # Errors
     /// As [`Task::unix_address`] and [`FileDescriptor::bind`].
-    pub async fn bind_unix(&self, path: &[u8]) -> Result<()> {
+    pub async fn bind_unix(&self, path: impl PathArg) -> Result<()> {
         let addr = self.task().unix_address(path).await?;
         self.bind(addr.sockaddr()).await
     }
@@ -336,7 +338,7 @@ impl FileDescriptor {
     ///
     /// # Errors
     /// As [`Task::unix_address`] and [`FileDescriptor::connect`].
-    pub async fn connect_unix(&self, path: &[u8]) -> Result<()> {
+    pub async fn connect_unix(&self, path: impl PathArg) -> Result<()> {
         let addr = self.task().unix_address(path).await?;
         self.connect(addr.sockaddr()).await
     }
