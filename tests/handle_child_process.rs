@@ -230,14 +230,11 @@ fn ioctl_escape_hatch_on_local_and_remote_fds() {
                     .expect("F_GETFD")
                     .contains(FD::CLOEXEC)
             );
+            let room = task.ptr(&[0u16; 4]).await.expect("ptr");
             // SAFETY: a pipe does not know TIOCGWINSZ and fails before touching memory;
             // `room` would hold a struct winsize (8 bytes) anyway.
-            let room = task.ptr(&[0u16; 4]).await.expect("ptr");
-            assert_errno(
-                unsafe { pipe.read.ioctl_ptr(libc::TIOCGWINSZ, room) }.await,
-                Errno::ENOTTY,
-                "a terminal request on a pipe",
-            );
+            let not_a_tty = unsafe { pipe.read.ioctl_ptr(libc::TIOCGWINSZ, room) }.await;
+            assert_errno(not_a_tty, Errno::ENOTTY, "a terminal request on a pipe");
         }
         exit_cleanly(child, "child").await;
     })
