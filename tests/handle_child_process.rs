@@ -239,3 +239,40 @@ fn ioctl_escape_hatch_on_local_and_remote_fds() {
         exit_cleanly(child, "child").await;
     })
 }
+
+#[test]
+fn an_exec_child_is_checked_and_signalled_through_its_group() {
+    let _g = serial();
+    run(async {
+        let local = local_thread();
+        let child = local.clone(CLONE::empty()).await.expect("clone");
+        process(&child)
+            .setpgid(None)
+            .await
+            .expect("lead a group before the exec");
+        let sleep = local
+            .environ()
+            .which("sleep")
+            .await
+            .expect("which sleep")
+            .arg("1000");
+        let sleeper = child.exec(sleep).await.expect("exec sleep");
+        assert!(sleeper.exists().await.expect("exists"), "sleeping");
+        sleeper.kill(None).await.expect("the null signal");
+        assert_errno(
+            sleeper.process().setpgid(None).await,
+            Errno::EACCES,
+            "setpgid after the exec",
+        );
+        sleeper.killpg(Signal::SIGKILL).await.expect("killpg");
+        assert_eq!(
+            sleeper.wait().await.expect("wait"),
+            ChildState::Killed(Signal::SIGKILL)
+        );
+        assert!(!sleeper.exists().await.expect("exists"), "reaped");
+        assert!(matches!(
+            sleeper.killpg(Signal::SIGKILL).await,
+            Err(Error::ChildGone { .. })
+        ));
+    })
+}
