@@ -2,7 +2,7 @@
 //! feel like, running for real.
 
 use rsyscall::handle::structs::{Cmsg, SendCmsg, Sigset, cmsg_space};
-use rsyscall::{CLONE, MSG, Signal, local_thread};
+use rsyscall::{AF, CLONE, MSG, SOCK, Signal, SockType, local_thread};
 use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 
 /// "Memory is explicit and typed".
@@ -11,7 +11,9 @@ fn memory_is_explicit_and_typed() {
     on_local_and_child(|thread, label| async move {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
-        task.write_all(&pipe.write, b"typed").await.expect("write");
+        task.write_all_bytes(&pipe.write, b"typed")
+            .await
+            .expect("write");
 
         let buf = task.malloc_bytes(4096).await.expect("malloc"); // Pointer<[u8]>, uninitialised
         let (data, rest) = pipe.read.read(buf).await.expect("read"); // the filled part and the rest
@@ -27,10 +29,10 @@ fn memory_is_explicit_and_typed() {
 
         // Received fds arrive as owning handles, exactly once.
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
-        task.sendmsg(
+        task.sendmsg_bytes(
             &a,
             &[b"x"],
             &[SendCmsg::Rights(&[&pipe.write])],
@@ -39,7 +41,7 @@ fn memory_is_explicit_and_typed() {
         .await
         .expect("sendmsg");
         let (data, msg) = task
-            .recvmsg(&b, 1, cmsg_space(4), MSG::empty())
+            .recvmsg_bytes(&b, 1, cmsg_space(4), MSG::empty())
             .await
             .expect("recvmsg");
         assert_eq!(data, b"x");
@@ -52,11 +54,11 @@ fn memory_is_explicit_and_typed() {
             })
             .collect();
         assert_eq!(fds.len(), 1, "{label}");
-        task.write_all(&fds[0], b"via passed fd")
+        task.write_all_bytes(&fds[0], b"via passed fd")
             .await
             .expect("write through it");
         assert_eq!(
-            task.read(&pipe.read, 100).await.expect("read"),
+            task.read_bytes(&pipe.read, 100).await.expect("read"),
             b"via passed fd"
         );
 
@@ -65,7 +67,7 @@ fn memory_is_explicit_and_typed() {
         let other = local_thread().clone(CLONE::empty()).await.expect("clone");
         let err = other
             .task()
-            .write(&pipe.write, b"no")
+            .write_bytes(&pipe.write, b"no")
             .await
             .expect_err("other table");
         assert!(

@@ -439,7 +439,7 @@ async fn make_afd_works(thread: &Thread, what: &str) {
     let writer = async {
         // Let the reader find the pipe empty and wait for readiness first.
         async_io::Timer::after(Duration::from_millis(5)).await;
-        thread.task().write(&pipe.write, b"afd").await
+        thread.task().write_bytes(&pipe.write, b"afd").await
     };
     let waited = futures_lite::future::or(
         async { Some(futures_lite::future::zip(reader, writer).await) },
@@ -501,7 +501,7 @@ async fn channel_works(thread: &Thread, ours: OwnedFd, theirs: rsyscall::FileDes
     let ours = std::os::unix::net::UnixStream::from(ours);
     thread
         .task()
-        .write(&theirs, b"up")
+        .write_bytes(&theirs, b"up")
         .await
         .expect("write their end");
     let mut buf = [0u8; 2];
@@ -510,7 +510,7 @@ async fn channel_works(thread: &Thread, ours: OwnedFd, theirs: rsyscall::FileDes
     std::io::Write::write_all(&mut &ours, b"dn").expect("write our end");
     let got = thread
         .task()
-        .read(&theirs, 2)
+        .read_bytes(&theirs, 2)
         .await
         .expect("read their end");
     assert_eq!(got, b"dn", "the ends belong to different channels");
@@ -796,8 +796,14 @@ fn pipe_made_by_a_dropped_remote_syscall_is_closed() {
         let t = child_thread().await;
         let check = || async {
             let pipe = t.pipe().await.expect("next pipe");
-            t.task().write(&pipe.write, b"p").await.expect("write");
-            assert_eq!(t.task().read(&pipe.read, 1).await.expect("read"), b"p");
+            t.task()
+                .write_bytes(&pipe.write, b"p")
+                .await
+                .expect("write");
+            assert_eq!(
+                t.task().read_bytes(&pipe.read, 1).await.expect("read"),
+                b"p"
+            );
         };
         check().await;
         drop_after_each_poll(
@@ -825,8 +831,14 @@ fn dup_on_child_thread_dropped_at_every_poll() {
         let pipe = t.pipe().await.expect("pipe");
         let check = || async {
             let copy = pipe.write.dup().await.expect("next dup");
-            t.task().write(&copy, b"d").await.expect("write the copy");
-            assert_eq!(t.task().read(&pipe.read, 1).await.expect("read"), b"d");
+            t.task()
+                .write_bytes(&copy, b"d")
+                .await
+                .expect("write the copy");
+            assert_eq!(
+                t.task().read_bytes(&pipe.read, 1).await.expect("read"),
+                b"d"
+            );
             copy.close().await.expect("close");
         };
         check().await;

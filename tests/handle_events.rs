@@ -24,13 +24,13 @@ fn eventfd_counts() {
         fd.eventfd_write(3).await.expect("write 3");
         assert_eq!(fd.eventfd_read().await.expect("read"), 3, "{label}");
         // The same through plain byte reads and writes: 8-byte native-endian counters.
-        task.write_all(&fd, &2u64.to_ne_bytes())
+        task.write_all_bytes(&fd, &2u64.to_ne_bytes())
             .await
             .expect("write bytes");
-        task.write_all(&fd, &5u64.to_ne_bytes())
+        task.write_all_bytes(&fd, &5u64.to_ne_bytes())
             .await
             .expect("write bytes");
-        let bytes = task.read(&fd, 8).await.expect("read bytes");
+        let bytes = task.read_bytes(&fd, 8).await.expect("read bytes");
         assert_eq!(bytes, 7u64.to_ne_bytes(), "{label}");
         // u64::MAX is not a valid increment: the kernel's EINVAL.
         assert_eq!(errno(fd.eventfd_write(u64::MAX).await), Some(Errno::EINVAL));
@@ -132,7 +132,9 @@ fn epoll_reports_readiness_until_deleted() {
             .await
             .expect("epoll_add");
         assert_eq!(poll(task, &epfd, 4).await, vec![], "{label}: idle");
-        task.write_all(&pipe.write, b"x").await.expect("write");
+        task.write_all_bytes(&pipe.write, b"x")
+            .await
+            .expect("write");
         let events = poll(task, &epfd, 4).await;
         assert_eq!(events.len(), 1, "{label}: {events:?}");
         assert_eq!(events[0].data(), 42, "{label}");
@@ -310,9 +312,8 @@ fn inotify_reports_a_created_file_by_name() {
         let task = thread.task();
         let dir = TempDir::new("inotify");
         let fd = task.inotify_init(O::NONBLOCK).await.expect("inotify_init");
-        let dir_bytes = dir.path().as_os_str().as_encoded_bytes();
         let wd = fd
-            .inotify_add_watch(dir_bytes, IN::CREATE | IN::DELETE)
+            .inotify_add_watch(dir.path(), IN::CREATE | IN::DELETE)
             .await
             .expect("inotify_add_watch");
         std::fs::write(dir.join("new-file"), b"x").expect("create");

@@ -52,8 +52,13 @@ fn pipe_read_write_and_vectored() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
-        task.write_all(&pipe.write, b"hello").await.expect("write");
-        assert_eq!(task.read(&pipe.read, 64).await.expect("read"), b"hello");
+        task.write_all_bytes(&pipe.write, b"hello")
+            .await
+            .expect("write");
+        assert_eq!(
+            task.read_bytes(&pipe.read, 64).await.expect("read"),
+            b"hello"
+        );
 
         // writev: everything written, in order.
         let bufs = vec![
@@ -77,7 +82,9 @@ fn pipe_read_write_and_vectored() {
         assert_eq!(rest.iter().map(Pointer::size).collect::<Vec<_>>(), [10]);
 
         // A partly filled buffer is split into its filled part and the rest.
-        task.write_all(&pipe.write, b"xyz").await.expect("write");
+        task.write_all_bytes(&pipe.write, b"xyz")
+            .await
+            .expect("write");
         let (filled, rest) = pipe
             .read
             .readv(buffers(task, &[2, 5, 3]).await)
@@ -130,7 +137,7 @@ fn pipe_read_write_and_vectored() {
         assert_eq!((written.len(), rest.len()), (2, 1), "{label}");
         assert_eq!(rest[0].read().await.expect("read"), vec![2u8; 70000 - n]);
         assert_eq!(pipe.read.fionread().await.expect("fionread"), n);
-        let got = task.read(&pipe.read, 70000).await.expect("drain");
+        let got = task.read_bytes(&pipe.read, 70000).await.expect("drain");
         assert_eq!(got.len(), n);
         assert!(got[..60000].iter().all(|&b| b == 1) && got[60000..].iter().all(|&b| b == 2));
 
@@ -153,21 +160,24 @@ fn pread_pwrite_on_memfd() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
-        assert_eq!(task.pwrite(&fd, b"hello", 10).await.expect("pwrite"), 5);
+        assert_eq!(
+            task.pwrite_bytes(&fd, b"hello", 10).await.expect("pwrite"),
+            5
+        );
         assert_eq!(size(&fd).await, 15, "{label}");
         // The hole before the data reads as zeros; positional I/O leaves the offset alone.
         let mut expect = vec![0u8; 10];
         expect.extend_from_slice(b"hello");
-        assert_eq!(task.pread(&fd, 64, 0).await.expect("pread"), expect);
-        assert_eq!(task.pread(&fd, 3, 11).await.expect("pread"), b"ell");
+        assert_eq!(task.pread_bytes(&fd, 64, 0).await.expect("pread"), expect);
+        assert_eq!(task.pread_bytes(&fd, 3, 11).await.expect("pread"), b"ell");
         assert!(
-            task.pread(&fd, 8, 15)
+            task.pread_bytes(&fd, 8, 15)
                 .await
                 .expect("pread at end")
                 .is_empty()
         );
         assert!(
-            task.pread(&fd, 8, 1000)
+            task.pread_bytes(&fd, 8, 1000)
                 .await
                 .expect("pread past end")
                 .is_empty()
@@ -186,12 +196,15 @@ fn pread_pwrite_on_memfd() {
         fd.ftruncate(4096).await.expect("ftruncate");
         assert_eq!(size(&fd).await, 4096);
         assert_eq!(
-            task.pread(&fd, 4096, 15).await.expect("pread"),
+            task.pread_bytes(&fd, 4096, 15).await.expect("pread"),
             vec![0u8; 4081]
         );
         fd.ftruncate(3).await.expect("ftruncate");
         assert_eq!(size(&fd).await, 3);
-        assert_eq!(task.pread(&fd, 64, 0).await.expect("pread"), [0, 0, 0]);
+        assert_eq!(
+            task.pread_bytes(&fd, 64, 0).await.expect("pread"),
+            [0, 0, 0]
+        );
 
         // Vectored positional I/O.
         let (w, rest) = fd
@@ -254,7 +267,7 @@ fn pread_pwrite_on_memfd() {
             "lseek pipe",
         );
         assert_errno(
-            task.pread(&pipe.read, 4, 0).await,
+            task.pread_bytes(&pipe.read, 4, 0).await,
             Errno::ESPIPE,
             "pread pipe",
         );
@@ -309,7 +322,9 @@ fn ficlonerange_on_memfd_is_not_supported() {
         let task = thread.task();
         let src = memfd(task).await;
         let dest = memfd(task).await;
-        task.pwrite(&src, &[7u8; 8192], 0).await.expect("pwrite");
+        task.pwrite_bytes(&src, &[7u8; 8192], 0)
+            .await
+            .expect("pwrite");
         // tmpfs has no shared extents: the kernel refuses before looking at the range.
         assert_errno(
             dest.clone_range_from(&src, 0, 4096, 0).await,
@@ -342,7 +357,7 @@ fn fcntl_flags_round_trip() {
                 .contains(O::NONBLOCK)
         );
         assert_errno(
-            task.read(&pipe.read, 4).await,
+            task.read_bytes(&pipe.read, 4).await,
             Errno::EAGAIN,
             "read from an empty nonblocking pipe",
         );
@@ -385,10 +400,10 @@ fn fcntl_flags_round_trip() {
         fd.fcntl_setfl(O::APPEND).await.expect("setfl");
         let fl = fd.fcntl_getfl().await.expect("getfl");
         assert!(fl.contains(O::RDWR | O::APPEND), "{label}: {fl:?}");
-        task.write_all(&fd, b"ab").await.expect("write");
+        task.write_all_bytes(&fd, b"ab").await.expect("write");
         fd.lseek(0, SEEK::SET).await.expect("lseek");
-        task.write_all(&fd, b"cd").await.expect("append");
-        assert_eq!(task.pread(&fd, 8, 0).await.expect("pread"), b"abcd");
+        task.write_all_bytes(&fd, b"cd").await.expect("append");
+        assert_eq!(task.pread_bytes(&fd, 8, 0).await.expect("pread"), b"abcd");
     });
 }
 
@@ -398,7 +413,9 @@ fn ofd_locks_conflict_between_open_file_descriptions() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let fd = memfd(task).await;
-        task.pwrite(&fd, b"0123456789", 0).await.expect("pwrite");
+        task.pwrite_bytes(&fd, b"0123456789", 0)
+            .await
+            .expect("pwrite");
         let a = reopen(task, &fd).await;
         let b = reopen(task, &fd).await;
         let whole = Flock::whole_file(LockType::Write);
@@ -510,12 +527,20 @@ fn fallocate_grows_and_punches_a_memfd() {
             .expect("fallocate past the end");
         assert_eq!(size(&fd).await, 10100, "{label}");
 
-        task.pwrite(&fd, &[9u8; 8192], 0).await.expect("pwrite");
+        task.pwrite_bytes(&fd, &[9u8; 8192], 0)
+            .await
+            .expect("pwrite");
         fd.fallocate(FALLOC::PUNCH_HOLE | FALLOC::KEEP_SIZE, 0, 4096)
             .await
             .expect("punch");
-        assert_eq!(task.pread(&fd, 4096, 0).await.expect("pread"), [0u8; 4096]);
-        assert_eq!(task.pread(&fd, 4, 4096).await.expect("pread"), [9u8; 4]);
+        assert_eq!(
+            task.pread_bytes(&fd, 4096, 0).await.expect("pread"),
+            [0u8; 4096]
+        );
+        assert_eq!(
+            task.pread_bytes(&fd, 4, 4096).await.expect("pread"),
+            [9u8; 4]
+        );
         assert_eq!(size(&fd).await, 10100);
         assert_errno(
             fd.fallocate(FALLOC::PUNCH_HOLE, 0, 4096).await,
@@ -537,13 +562,17 @@ fn fionread_counts_pending_bytes() {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
         assert_eq!(pipe.read.fionread().await.expect("fionread"), 0, "{label}");
-        task.write_all(&pipe.write, b"12345").await.expect("write");
+        task.write_all_bytes(&pipe.write, b"12345")
+            .await
+            .expect("write");
         assert_eq!(pipe.read.fionread().await.expect("fionread"), 5, "{label}");
-        assert_eq!(task.read(&pipe.read, 2).await.expect("read"), b"12");
+        assert_eq!(task.read_bytes(&pipe.read, 2).await.expect("read"), b"12");
         assert_eq!(pipe.read.fionread().await.expect("fionread"), 3, "{label}");
         // On a regular file: the bytes between the offset and the end.
         let fd = memfd(task).await;
-        task.write_all(&fd, b"0123456789").await.expect("write");
+        task.write_all_bytes(&fd, b"0123456789")
+            .await
+            .expect("write");
         fd.lseek(4, SEEK::SET).await.expect("lseek");
         assert_eq!(fd.fionread().await.expect("fionread"), 6, "{label}");
     });
@@ -556,8 +585,12 @@ fn lseek_finds_data_and_holes() {
         let task = thread.task();
         let fd = memfd(task).await;
         const FAR: u64 = 4 << 20;
-        task.pwrite(&fd, &[1u8; 4096], 0).await.expect("pwrite");
-        task.pwrite(&fd, &[2u8; 4096], FAR).await.expect("pwrite");
+        task.pwrite_bytes(&fd, &[1u8; 4096], 0)
+            .await
+            .expect("pwrite");
+        task.pwrite_bytes(&fd, &[2u8; 4096], FAR)
+            .await
+            .expect("pwrite");
         assert_eq!(size(&fd).await, FAR + 4096);
         let hole = fd.lseek(0, SEEK::HOLE).await.expect("SEEK_HOLE");
         // The hole starts after the first page (or huge page) of data.
@@ -580,7 +613,9 @@ fn lseek_finds_data_and_holes() {
             "SEEK_DATA at the end",
         );
         assert_eq!(
-            task.pread(&fd, 16, hole).await.expect("pread the hole"),
+            task.pread_bytes(&fd, 16, hole)
+                .await
+                .expect("pread the hole"),
             [0u8; 16]
         );
     });
@@ -598,10 +633,13 @@ fn dup3_with_cloexec() {
             .expect("dup3");
         assert_eq!(target.fcntl_getfd().await.expect("getfd"), FD::CLOEXEC);
         // `target` now reads from the pipe.
-        task.write_all(&pipe.write, b"via dup3")
+        task.write_all_bytes(&pipe.write, b"via dup3")
             .await
             .expect("write");
-        assert_eq!(task.read(&target, 64).await.expect("read"), b"via dup3");
+        assert_eq!(
+            task.read_bytes(&target, 64).await.expect("read"),
+            b"via dup3"
+        );
         task.dup3(&pipe.read, &target, O::empty())
             .await
             .expect("dup3 without flags");
@@ -620,8 +658,10 @@ fn dup3_with_cloexec() {
             "dup3 with NONBLOCK",
         );
         task.dup2(&pipe.write, &target).await.expect("dup2");
-        task.write_all(&target, b"!").await.expect("write via dup2");
-        assert_eq!(task.read(&pipe.read, 8).await.expect("read"), b"!");
+        task.write_all_bytes(&target, b"!")
+            .await
+            .expect("write via dup2");
+        assert_eq!(task.read_bytes(&pipe.read, 8).await.expect("read"), b"!");
     });
 }
 
@@ -660,7 +700,7 @@ fn bad_input_is_refused_before_sending() {
             fd.pread(buf().await, i64::MAX as u64 - 8).await,
             "pread whose end overflows",
         );
-        assert_invalid(task.pwrite(&fd, b"x", u64::MAX).await, "pwrite at -1");
+        assert_invalid(task.pwrite_bytes(&fd, b"x", u64::MAX).await, "pwrite at -1");
         assert_invalid(
             fd.preadv2(vec![buf().await], Some(u64::MAX), RWF::empty())
                 .await,
@@ -694,7 +734,7 @@ fn bad_input_is_refused_before_sending() {
         );
         // A valid call at the largest offsets still reaches the kernel.
         assert!(
-            task.pread(&fd, 1, i64::MAX as u64 - 1)
+            task.pread_bytes(&fd, 1, i64::MAX as u64 - 1)
                 .await
                 .expect("pread near the end")
                 .is_empty()
@@ -703,7 +743,7 @@ fn bad_input_is_refused_before_sending() {
         // An fd of another table is refused before sending.
         if label == "child" {
             let local = local_thread();
-            match local.task().pread(&fd, 4, 0).await {
+            match local.task().pread_bytes(&fd, 4, 0).await {
                 Err(Error::Mismatch(_)) => {}
                 other => panic!("expected Mismatch, got {other:?}"),
             }
@@ -723,7 +763,7 @@ fn failing_calls_leak_no_fd_and_no_memory() {
         let task = thread.task();
         let pipe = thread.pipe().await.expect("pipe");
         let fail = |task: Task, fd: FileDescriptor| async move {
-            assert_errno(task.pread(&fd, 64, 0).await, Errno::ESPIPE, "pread");
+            assert_errno(task.pread_bytes(&fd, 64, 0).await, Errno::ESPIPE, "pread");
             assert_errno(fd.lseek(0, SEEK::SET).await, Errno::ESPIPE, "lseek");
             let bufs = buffers(&task, &[8, 8]).await;
             assert_errno(

@@ -198,7 +198,9 @@ fn tmpfile_gets_a_name_through_proc_self_fd() {
             .openat(None, tmp.path(), O::TMPFILE | O::RDWR, 0o600)
             .await
             .expect("O_TMPFILE");
-        task.write_all(&file, b"anonymous").await.expect("write");
+        task.write_all_bytes(&file, b"anonymous")
+            .await
+            .expect("write");
         let dir = open_dir(task, tmp.path()).await;
         assert_eq!(names(&dir).await.len(), 2, "{label}: not linked yet");
         let proc_path = format!("/proc/self/fd/{}", file.near().as_raw());
@@ -342,7 +344,9 @@ fn fstat_and_statx_follow_writes_and_fchmod() {
         let st = file.fstat().await.expect("fstat");
         assert_eq!(st.size, 0, "{label}");
         assert_eq!(st.file_type(), FileType::Regular, "{label}");
-        task.write_all(&file, b"hello, world").await.expect("write");
+        task.write_all_bytes(&file, b"hello, world")
+            .await
+            .expect("write");
         let st = file.fstat().await.expect("fstat");
         assert_eq!(st.size, 12, "{label}");
         assert_eq!(st.permissions(), 0o600, "{label}");
@@ -621,7 +625,7 @@ fn chdir_getcwd_fchdir_in_a_child_without_clone_fs() {
             .openat(None, "marker", O::RDONLY, 0)
             .await
             .expect("open relative");
-        assert_eq!(task.read(&marker, 16).await.expect("read"), b"here");
+        assert_eq!(task.read_bytes(&marker, 16).await.expect("read"), b"here");
         assert_eq!(
             task.getcwd().await.expect("getcwd"),
             tmp.join("sub").as_os_str().as_bytes()

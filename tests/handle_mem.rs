@@ -177,7 +177,7 @@ fn shared_file_mapping_sees_file_writes_and_writes_the_file() {
         // SAFETY: `map` owns a read-write page mapping the file.
         assert_eq!(unsafe { peek(p, 17) }, b"original contents", "{label}");
         // A write to the file shows in the mapping (same page cache).
-        task.write_all(&fd, b"ORIGINAL").await.expect("write");
+        task.write_all_bytes(&fd, b"ORIGINAL").await.expect("write");
         // SAFETY: as above.
         assert_eq!(unsafe { peek(p, 17) }, b"ORIGINAL contents", "{label}");
         // A write through the mapping shows in the file.

@@ -207,11 +207,15 @@ fn fd_handles_move_between_tasks_sharing_a_table() {
         assert!(w.is_last_handle());
         child
             .task()
-            .write(&w, b"moved")
+            .write_bytes(&w, b"moved")
             .await
             .expect("write through the child");
         assert_eq!(
-            parent.task().read(&pipe.read, 10).await.expect("read"),
+            parent
+                .task()
+                .read_bytes(&pipe.read, 10)
+                .await
+                .expect("read"),
             b"moved"
         );
         let other = parent.clone(CLONE::empty()).await.expect("clone");
@@ -233,7 +237,7 @@ fn owned_fd_conversions_for_the_local_task() {
         let mut file = std::fs::File::from(owned);
         std::io::Write::write_all(&mut file, b"std").expect("write through std");
         drop(file);
-        assert_eq!(task.read(&pipe.read, 10).await.expect("read"), b"std");
+        assert_eq!(task.read_bytes(&pipe.read, 10).await.expect("read"), b"std");
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         let fd = rsyscall::FileDescriptor::from_owned_fd(&task, a.into()).expect("local");
         assert!(fd.near().as_raw() > 2);
@@ -271,17 +275,21 @@ fn unshare_files_gives_the_task_a_copy_of_its_table() {
         );
         // Our fd now belongs to another table: refused before sending.
         let err = task
-            .write(&before.write, b"x")
+            .write_bytes(&before.write, b"x")
             .await
             .expect_err("old table");
         assert!(matches!(err, Error::Mismatch(_)), "{err}");
         // The copy made by the unshare is usable through inherit.
         let copy = before.write.inherit(task).expect("copied by unshare");
-        task.write(&copy, b"copy")
+        task.write_bytes(&copy, b"copy")
             .await
             .expect("write through the copy");
         assert_eq!(
-            parent.task().read(&before.read, 10).await.expect("read"),
+            parent
+                .task()
+                .read_bytes(&before.read, 10)
+                .await
+                .expect("read"),
             b"copy"
         );
         // Fds made afterwards in our table are not in the child's.

@@ -844,7 +844,7 @@ fn chroot_in_a_child() {
         let gc = thread.clone(CLONE::empty()).await.expect("clone");
         let t = gc.task();
         assert!(is_invalid(&t.chroot(b"/tm\0p").await));
-        match t.chroot(dir.path().as_os_str().as_bytes()).await {
+        match t.chroot(dir.path()).await {
             Ok(()) => {
                 t.open(b"/marker", O::RDONLY, 0)
                     .await
@@ -985,9 +985,8 @@ fn pivot_root_in_a_new_mount_namespace() {
         t.mount(Some(d), d, None, MS::BIND, None)
             .await
             .expect("bind");
-        t.pivot_root(d, old.as_os_str().as_bytes())
-            .await
-            .expect("pivot_root");
+        // Paths take any path type: bytes and a PathBuf here.
+        t.pivot_root(d, &old).await.expect("pivot_root");
         t.open(b"/marker", O::RDONLY, 0)
             .await
             .expect("marker at the new root");
@@ -997,7 +996,9 @@ fn pivot_root_in_a_new_mount_namespace() {
             .await
             .expect("old root under /old");
         t.flush_closes().await.expect("close");
-        t.umount2(b"/old", MNT::DETACH).await.expect("umount2");
+        t.umount2(Path::new("/old"), MNT::DETACH)
+            .await
+            .expect("umount2");
         let r = t.open(again.as_bytes(), O::RDONLY, 0).await;
         assert_eq!(errno(r), Some(Errno::ENOENT), "{label}");
         assert!(!Path::new("/marker").exists());

@@ -133,17 +133,17 @@ fn unix_stream_bind_listen_connect_accept() {
             "{label}: peer pid"
         );
 
-        task.write_all(&client, b"ping").await.expect("write");
-        assert_eq!(task.read(&server, 16).await.expect("read"), b"ping");
-        task.write_all(&server, b"pong").await.expect("write");
-        assert_eq!(task.read(&client, 16).await.expect("read"), b"pong");
+        task.write_all_bytes(&client, b"ping").await.expect("write");
+        assert_eq!(task.read_bytes(&server, 16).await.expect("read"), b"ping");
+        task.write_all_bytes(&server, b"pong").await.expect("write");
+        assert_eq!(task.read_bytes(&client, 16).await.expect("read"), b"pong");
 
         // accept4 without the peer's address, non-blocking flag on the new fd.
         let client2 = unix_stream(task).await;
         client2.connect_unix(&path).await.expect("connect_unix");
         let server2 = listener.accept4(SOCK::NONBLOCK).await.expect("accept4");
         assert_errno(
-            task.read(&server2, 16).await,
+            task.read_bytes(&server2, 16).await,
             Errno::EAGAIN,
             "read on an empty non-blocking accepted socket",
         );
@@ -174,12 +174,17 @@ fn unix_socket_path_longer_than_sun_path() {
         );
         let client = unix_stream(task).await;
         client
-            .connect_unix(&path)
+            .connect_unix(deep.join("server.sock"))
             .await
-            .expect("connect to a long path");
+            .expect("connect to a long path, given as a PathBuf");
         let server = listener.accept4(SOCK::empty()).await.expect("accept");
-        task.write_all(&client, b"far away").await.expect("write");
-        assert_eq!(task.read(&server, 16).await.expect("read"), b"far away");
+        task.write_all_bytes(&client, b"far away")
+            .await
+            .expect("write");
+        assert_eq!(
+            task.read_bytes(&server, 16).await.expect("read"),
+            b"far away"
+        );
 
         // The name the kernel knows is the one we bound: /proc/self/fd/N/server.sock.
         let name = listener.getsockname().await.expect("getsockname");
@@ -204,12 +209,12 @@ fn fd_passing_with_cmsg_cloexec() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let pipe = task.pipe().await.expect("pipe");
         let sent = task
-            .sendmsg(
+            .sendmsg_bytes(
                 &a,
                 &[b"fd!"],
                 &[SendCmsg::Rights(&[&pipe.write])],
@@ -219,7 +224,7 @@ fn fd_passing_with_cmsg_cloexec() {
             .expect("sendmsg");
         assert_eq!(sent, 3);
         let (data, msg) = task
-            .recvmsg(&b, 16, cmsg_space(4), MSG::empty())
+            .recvmsg_bytes(&b, 16, cmsg_space(4), MSG::empty())
             .await
             .expect("recvmsg");
         assert_eq!(data, b"fd!", "{label}");
@@ -237,11 +242,11 @@ fn fd_passing_with_cmsg_cloexec() {
             cloexec(task, &received).await,
             "{label}: MSG_CMSG_CLOEXEC applied"
         );
-        task.write_all(&received, b"through the copy")
+        task.write_all_bytes(&received, b"through the copy")
             .await
             .expect("write through the received fd");
         assert_eq!(
-            task.read(&pipe.read, 64).await.expect("read"),
+            task.read_bytes(&pipe.read, 64).await.expect("read"),
             b"through the copy",
             "{label}: the received fd is the same pipe"
         );
@@ -249,7 +254,9 @@ fn fd_passing_with_cmsg_cloexec() {
         let before = count_fds(task).await;
         received.close().await.expect("close received");
         assert_eq!(count_fds(task).await, before - 1, "{label}");
-        task.write_all(&pipe.write, b"x").await.expect("original");
+        task.write_all_bytes(&pipe.write, b"x")
+            .await
+            .expect("original");
     });
 }
 
@@ -259,7 +266,7 @@ fn sendmsg_recvmsg_iovecs_and_buffers_come_back() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET)
+            .socketpair(AF::UNIX, SockType::SEQPACKET, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let parts = vec![
@@ -290,10 +297,13 @@ fn sendmsg_recvmsg_iovecs_and_buffers_come_back() {
         assert_eq!(msg.rest[0].size(), 6);
         assert!(msg.control.is_empty());
         // A datagram longer than the buffers: MSG_TRUNC.
-        task.sendmsg(&a, &[b"0123456789"], &[], MSG::empty())
+        task.sendmsg_bytes(&a, &[b"0123456789"], &[], MSG::empty())
             .await
             .expect("sendmsg");
-        let (data, msg) = task.recvmsg(&b, 4, 0, MSG::empty()).await.expect("recvmsg");
+        let (data, msg) = task
+            .recvmsg_bytes(&b, 4, 0, MSG::empty())
+            .await
+            .expect("recvmsg");
         assert_eq!(data, b"0123");
         assert!(msg.flags.contains(MSG::TRUNC), "{label}: {:?}", msg.flags);
         // Too many iovecs is refused before sending.
@@ -314,7 +324,7 @@ fn scm_credentials_with_so_passcred() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_DGRAM)
+            .socketpair(AF::UNIX, SockType::DGRAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         assert!(
@@ -333,11 +343,11 @@ fn scm_credentials_with_so_passcred() {
             gid: unsafe { libc::getgid() },
         };
         // Implicit credentials, from SO_PASSCRED alone.
-        task.sendmsg(&a, &[b"who"], &[], MSG::empty())
+        task.sendmsg_bytes(&a, &[b"who"], &[], MSG::empty())
             .await
             .expect("sendmsg");
         let (data, msg) = task
-            .recvmsg(&b, 16, cmsg_space(12), MSG::empty())
+            .recvmsg_bytes(&b, 16, cmsg_space(12), MSG::empty())
             .await
             .expect("recvmsg");
         assert_eq!(data, b"who");
@@ -347,7 +357,7 @@ fn scm_credentials_with_so_passcred() {
         }
         // Explicit credentials, with an fd alongside.
         let pipe = task.pipe().await.expect("pipe");
-        task.sendmsg(
+        task.sendmsg_bytes(
             &a,
             &[b"me"],
             &[SendCmsg::Credentials(me), SendCmsg::Rights(&[&pipe.read])],
@@ -356,7 +366,7 @@ fn scm_credentials_with_so_passcred() {
         .await
         .expect("sendmsg with credentials");
         let (_, msg) = task
-            .recvmsg(&b, 16, cmsg_space(12) + cmsg_space(4), MSG::empty())
+            .recvmsg_bytes(&b, 16, cmsg_space(12) + cmsg_space(4), MSG::empty())
             .await
             .expect("recvmsg");
         let creds: Vec<_> = msg
@@ -389,11 +399,11 @@ fn recvmsg_control_truncated_closes_arrived_fds() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let pipe = task.pipe().await.expect("pipe");
-        task.sendmsg(
+        task.sendmsg_bytes(
             &a,
             &[b"3"],
             &[SendCmsg::Rights(&[&pipe.read, &pipe.write, &pipe.read])],
@@ -405,7 +415,8 @@ fn recvmsg_control_truncated_closes_arrived_fds() {
         // CMSG_SPACE(4) is 24 bytes, room for two fds of the three: the kernel installs
         // two and sets MSG_CTRUNC.
         let detail = assert_invalid(
-            task.recvmsg(&b, 16, cmsg_space(4), MSG::empty()).await,
+            task.recvmsg_bytes(&b, 16, cmsg_space(4), MSG::empty())
+                .await,
             "a control buffer for two fds of three",
         );
         assert!(detail.contains("MSG_CTRUNC"), "{label}: {detail}");
@@ -424,18 +435,18 @@ fn shutdown_rd_leaves_pending_bytes_readable() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
-        task.write_all(&a, b"pending").await.expect("write");
+        task.write_all_bytes(&a, b"pending").await.expect("write");
         b.shutdown(SHUT::RD).await.expect("shutdown(SHUT_RD)");
         assert_eq!(
-            task.read(&b, 64).await.expect("read"),
+            task.read_bytes(&b, 64).await.expect("read"),
             b"pending",
             "{label}: bytes queued before the shutdown"
         );
         assert_eq!(
-            task.read(&b, 64).await.expect("read"),
+            task.read_bytes(&b, 64).await.expect("read"),
             b"",
             "{label}: then EOF"
         );
@@ -443,7 +454,7 @@ fn shutdown_rd_leaves_pending_bytes_readable() {
             .await
             .expect("shutdown(SHUT_WR)");
         assert_errno(
-            task.write(&a, b"x").await,
+            task.write_bytes(&a, b"x").await,
             Errno::EPIPE,
             "write after SHUT_WR",
         );
@@ -516,19 +527,24 @@ fn tcp_loopback_round_trip() {
         assert_eq!(client.getpeername().await.expect("getpeername"), name);
 
         assert_eq!(
-            task.sendto(&client, b"over tcp", MSG::empty(), None)
+            task.sendto_bytes(&client, b"over tcp", MSG::empty(), None)
                 .await
                 .expect("send"),
             8
         );
         let (data, from) = task
-            .recvfrom(&server, 64, MSG::empty())
+            .recvfrom_bytes(&server, 64, MSG::empty())
             .await
             .expect("recv");
         assert_eq!(data, b"over tcp", "{label}");
         assert_eq!(from, None, "connected TCP reports no sender address");
-        task.write_all(&server, b"and back").await.expect("write");
-        assert_eq!(task.read(&client, 64).await.expect("read"), b"and back");
+        task.write_all_bytes(&server, b"and back")
+            .await
+            .expect("write");
+        assert_eq!(
+            task.read_bytes(&client, 64).await.expect("read"),
+            b"and back"
+        );
     });
 }
 
@@ -566,7 +582,7 @@ fn udp_sendto_recvfrom_with_peer_address() {
             .await
             .expect("sendmsg");
         let (data, msg) = task
-            .recvmsg(&rx, 16, 0, MSG::empty())
+            .recvmsg_bytes(&rx, 16, 0, MSG::empty())
             .await
             .expect("recvmsg");
         assert_eq!(data, b"msg");
@@ -574,7 +590,7 @@ fn udp_sendto_recvfrom_with_peer_address() {
 
         // Unconnected UDP without an address has nowhere to go.
         assert_errno(
-            task.sendto(&tx, b"x", MSG::empty(), None).await,
+            task.sendto_bytes(&tx, b"x", MSG::empty(), None).await,
             Errno::EDESTADDRREQ,
             "sendto without an address",
         );
@@ -588,14 +604,14 @@ fn write_on_unconnected_tcp_socket_is_epipe() {
         let task = thread.task();
         let sock = tcp(task, SOCK::empty()).await;
         assert_errno(
-            task.sendto(&sock, b"x", MSG::empty(), None).await,
+            task.sendto_bytes(&sock, b"x", MSG::empty(), None).await,
             Errno::EPIPE,
             "send on an unconnected TCP socket (MSG_NOSIGNAL)",
         );
         // write(2) has no MSG_NOSIGNAL; SIGPIPE is ignored in the test process and its
         // clone children, so this is EPIPE too.
         assert_errno(
-            task.write(&sock, b"x").await,
+            task.write_bytes(&sock, b"x").await,
             Errno::EPIPE,
             "write on an unconnected TCP socket",
         );
@@ -609,12 +625,12 @@ fn recv_on_a_pipe_is_enotsock() {
         let task = thread.task();
         let pipe = task.pipe().await.expect("pipe");
         assert_errno(
-            task.recvfrom(&pipe.read, 16, MSG::DONTWAIT).await,
+            task.recvfrom_bytes(&pipe.read, 16, MSG::DONTWAIT).await,
             Errno::ENOTSOCK,
             "recvfrom on a pipe",
         );
         assert_errno(
-            task.recvmsg(&pipe.read, 16, 64, MSG::DONTWAIT).await,
+            task.recvmsg_bytes(&pipe.read, 16, 64, MSG::DONTWAIT).await,
             Errno::ENOTSOCK,
             "recvmsg on a pipe",
         );
@@ -693,11 +709,11 @@ fn bad_socket_arguments_are_refused_before_sending() {
         };
         assert_invalid(sock.connect(&other).await, "a 200-byte address");
         assert_invalid(
-            task.recvmsg(&sock, 1, usize::MAX, MSG::empty()).await,
+            task.recvmsg_bytes(&sock, 1, usize::MAX, MSG::empty()).await,
             "a huge control buffer",
         );
         assert_invalid(
-            task.sendmsg(&sock, &[b"x"], &[SendCmsg::Rights(&[])], MSG::empty())
+            task.sendmsg_bytes(&sock, &[b"x"], &[SendCmsg::Rights(&[])], MSG::empty())
                 .await,
             "SCM_RIGHTS with no fds",
         );
@@ -721,13 +737,13 @@ fn fds_of_another_table_are_refused() {
         let child = local.clone(CLONE::empty()).await.expect("clone");
         let (a, _b) = child
             .task()
-            .socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+            .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
         let pipe = local.task().pipe().await.expect("pipe");
         match child
             .task()
-            .sendmsg(
+            .sendmsg_bytes(
                 &a,
                 &[b"x"],
                 &[SendCmsg::Rights(&[&pipe.read])],
@@ -870,5 +886,38 @@ fn tunsetiff_creates_a_tun_device() {
         );
         drop((sock, tun));
         exit_cleanly(child, "netns child").await;
+    });
+}
+
+#[test]
+fn socketpair_takes_the_arguments_of_socket() {
+    on_local_and_child(|thread, label| async move {
+        let task = thread.task();
+        let (a, b) = task
+            .socketpair(AF::UNIX, SockType::SEQPACKET, SOCK::NONBLOCK, 0)
+            .await
+            .expect("socketpair");
+        for end in [&a, &b] {
+            let fl = end.fcntl_getfl().await.expect("F_GETFL");
+            assert!(fl.contains(O::NONBLOCK), "{label}: SOCK::NONBLOCK applied");
+            let fd = end.fcntl_getfd().await.expect("F_GETFD");
+            assert!(fd.contains(FD::CLOEXEC), "{label}: close-on-exec always");
+        }
+        // Nonblocking: an empty socket says EAGAIN instead of blocking.
+        let buf = task.malloc_bytes(4).await.expect("malloc");
+        assert_errno(a.read(buf).await, Errno::EAGAIN, "read of an empty socket");
+        // The protocol is passed through: AF_UNIX knows only 0 and PF_UNIX (1).
+        assert_errno(
+            task.socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 2)
+                .await,
+            Errno::EPROTONOSUPPORT,
+            "protocol 2 for AF_UNIX",
+        );
+        assert_errno(
+            task.socketpair(AF::INET, SockType::STREAM, SOCK::empty(), 0)
+                .await,
+            Errno::EOPNOTSUPP,
+            "a family without socketpairs",
+        );
     });
 }

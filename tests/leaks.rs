@@ -27,7 +27,7 @@ fn failing_syscalls_leak_no_fd_and_no_memory() {
             // A read into a lent buffer that fails: the write end is not readable.
             let err = parent
                 .task()
-                .read(&pipe.write, 16)
+                .read_bytes(&pipe.write, 16)
                 .await
                 .expect_err("EBADF");
             assert_eq!(err.errno(), Some(rsyscall::Errno::EBADF));

@@ -490,14 +490,14 @@ async fn task_call(op: &str, task: &Task, fd: &FileDescriptor) -> bool {
         "getppid" => task.getppid().await.is_ok(),
         "getuid" => task.getuid().await.is_ok(),
         "pipe" => task.pipe().await.is_ok(),
-        "read" => match task.read(fd, 100).await {
+        "read" => match task.read_bytes(fd, 100).await {
             Ok(data) => {
                 assert!(data.len() <= 100, "read gave {} bytes for 100", data.len());
                 true
             }
             Err(_) => false,
         },
-        "write" => match task.write(fd, b"some bytes").await {
+        "write" => match task.write_bytes(fd, b"some bytes").await {
             Ok(n) => {
                 assert!(n <= 10, "write reports {n} bytes written of 10");
                 true

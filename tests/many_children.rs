@@ -74,7 +74,7 @@ async fn work(child: &Thread, i: usize) {
             let (m, w) = (&messages[n / (GETPIDS / MESSAGES)], &pipe.write);
             futs.push(Box::pin(async move {
                 let written = task
-                    .write(w, m)
+                    .write_bytes(w, m)
                     .await
                     .unwrap_or_else(|e| panic!("child {i}: write: {e}"));
                 assert_eq!(written, MESSAGE_LEN, "child {i}: a short write to a pipe");
@@ -86,7 +86,7 @@ async fn work(child: &Thread, i: usize) {
     let mut got = Vec::new();
     while got.len() < total {
         let chunk = task
-            .read(&pipe.read, total - got.len())
+            .read_bytes(&pipe.read, total - got.len())
             .await
             .unwrap_or_else(|e| panic!("child {i}: read: {e}"));
         assert!(!chunk.is_empty(), "child {i}: EOF on a pipe we hold open");

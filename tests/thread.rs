@@ -49,7 +49,7 @@ fn child_writes_through_pipe_and_dup2() {
             let msg = format!("hello from {pid}\n");
             child
                 .task()
-                .write_all(&inner.write, msg.as_bytes())
+                .write_all_bytes(&inner.write, msg.as_bytes())
                 .await
                 .expect("write");
             inner.write.close().await.expect("close");
@@ -158,7 +158,7 @@ fn nested_clone_exec_and_wait() {
                 let gw = grandchild.inherit_fd(&w).expect("inherit in grandchild");
                 grandchild
                     .task()
-                    .write_all(&gw, b"nested")
+                    .write_all_bytes(&gw, b"nested")
                     .await
                     .expect("write");
                 gw.close().await.expect("close");
@@ -212,7 +212,7 @@ fn sigkill_fails_pending_and_later_requests_with_hangup_promptly() {
             let child = parent.clone(flags).await.expect("clone");
             let r = child.inherit_fd(&pipe.read).expect("inherit");
             // A read on an empty pipe blocks inside the child until it dies.
-            let pending = child.task().read(&r, 10);
+            let pending = child.task().read_bytes(&r, 10);
             let killer = async {
                 async_io::Timer::after(Duration::from_millis(100)).await;
                 let start = Instant::now();
@@ -273,7 +273,7 @@ fn fd_of_another_table_is_refused_before_sending() {
         let pipe = parent.pipe().await.expect("pipe");
         let err = child
             .task()
-            .write(&pipe.write, b"x")
+            .write_bytes(&pipe.write, b"x")
             .await
             .expect_err("wrong table");
         assert!(
@@ -291,11 +291,15 @@ fn fd_of_another_table_is_refused_before_sending() {
         child.task().getpid().await.expect("child still fine");
         parent
             .task()
-            .write(&pipe.write, b"ok")
+            .write_bytes(&pipe.write, b"ok")
             .await
             .expect("write locally");
         assert_eq!(
-            parent.task().read(&pipe.read, 10).await.expect("read"),
+            parent
+                .task()
+                .read_bytes(&pipe.read, 10)
+                .await
+                .expect("read"),
             b"ok"
         );
 
@@ -304,11 +308,15 @@ fn fd_of_another_table_is_refused_before_sending() {
         let fd = pipe.write.for_task(sharing.task()).expect("same table");
         sharing
             .task()
-            .write(&fd, b"yes")
+            .write_bytes(&fd, b"yes")
             .await
             .expect("write in child");
         assert_eq!(
-            parent.task().read(&pipe.read, 10).await.expect("read"),
+            parent
+                .task()
+                .read_bytes(&pipe.read, 10)
+                .await
+                .expect("read"),
             b"yes"
         );
     })
@@ -394,7 +402,7 @@ fn read_to_eof_is_one_name_on_task_and_thread() {
             let pipe = parent.pipe().await.expect("pipe");
             parent
                 .task()
-                .write_all(&pipe.write, b"to the end")
+                .write_all_bytes(&pipe.write, b"to the end")
                 .await
                 .expect("write");
             pipe.write.close().await.expect("close");

@@ -252,7 +252,7 @@ fn delayed_eagain_loses_no_wakeup() {
                 let msg = format!("message {i}");
                 let (got, wrote) = zip(
                     r.read_some_bytes(64),
-                    thread.task().write(w.handle(), msg.as_bytes()),
+                    thread.task().write_bytes(w.handle(), msg.as_bytes()),
                 )
                 .await;
                 assert_eq!(wrote.expect("write"), msg.len(), "{label}");
@@ -725,7 +725,7 @@ fn async_channels_carry_data_both_ways() {
             let to_us = format!("to us {i}");
             thread
                 .task()
-                .write_all(theirs, to_us.as_bytes())
+                .write_all_bytes(theirs, to_us.as_bytes())
                 .await
                 .expect("write");
             assert_eq!(
@@ -738,7 +738,7 @@ fn async_channels_carry_data_both_ways() {
                 .await
                 .expect("write");
             assert_eq!(
-                thread.task().read(theirs, 64).await.expect("read"),
+                thread.task().read_bytes(theirs, 64).await.expect("read"),
                 to_them.as_bytes(),
                 "{label}"
             );
@@ -753,13 +753,13 @@ fn async_channels_carry_data_both_ways() {
             let mut ours = UnixStream::from(ours);
             ours.write_all(b"plain").expect("write");
             assert_eq!(
-                thread.task().read(&theirs, 64).await.expect("read"),
+                thread.task().read_bytes(&theirs, 64).await.expect("read"),
                 b"plain",
                 "{label}"
             );
             thread
                 .task()
-                .write_all(&theirs, b"back")
+                .write_all_bytes(&theirs, b"back")
                 .await
                 .expect("write");
             let mut back = [0u8; 4];
@@ -779,15 +779,15 @@ fn read_buffer_parses_lines_prefixed_strings_and_structs_across_partial_writes()
         let task = thread.task();
         let mut buf = AsyncReadBuffer::new(r);
 
-        task.write_all(&wfd, b"hel").await.expect("write");
+        task.write_all_bytes(&wfd, b"hel").await.expect("write");
         let (line, ()) = zip(buf.read_line(), async {
-            task.write_all(&wfd, b"lo\nwor").await.expect("write")
+            task.write_all_bytes(&wfd, b"lo\nwor").await.expect("write")
         })
         .await;
         assert_eq!(line.expect("read_line"), b"hello", "{label}");
         assert_eq!(buf.buffered(), b"wor", "{label}: leftover kept");
         let (line, ()) = zip(buf.read_line(), async {
-            task.write_all(&wfd, b"ld\n\n").await.expect("write")
+            task.write_all_bytes(&wfd, b"ld\n\n").await.expect("write")
         })
         .await;
         assert_eq!(line.expect("read_line"), b"world", "{label}");
@@ -796,10 +796,16 @@ fn read_buffer_parses_lines_prefixed_strings_and_structs_across_partial_writes()
         let payload = b"a length-prefixed payload";
         let mut framed = (payload.len() as u64).to_le_bytes().to_vec();
         framed.extend_from_slice(payload);
-        task.write_all(&wfd, &framed[..3]).await.expect("write");
+        task.write_all_bytes(&wfd, &framed[..3])
+            .await
+            .expect("write");
         let (got, ()) = zip(buf.read_length_prefixed(), async {
-            task.write_all(&wfd, &framed[3..12]).await.expect("write");
-            task.write_all(&wfd, &framed[12..]).await.expect("write");
+            task.write_all_bytes(&wfd, &framed[3..12])
+                .await
+                .expect("write");
+            task.write_all_bytes(&wfd, &framed[12..])
+                .await
+                .expect("write");
         })
         .await;
         assert_eq!(got.expect("read_length_prefixed"), payload, "{label}");
@@ -809,7 +815,7 @@ fn read_buffer_parses_lines_prefixed_strings_and_structs_across_partial_writes()
         both.extend_from_slice(b"next line\n");
         both.extend_from_slice(&0xdead_beef_u32.to_ne_bytes());
         both.extend_from_slice(&7u64.to_ne_bytes()[..5]);
-        task.write_all(&wfd, &both).await.expect("write");
+        task.write_all_bytes(&wfd, &both).await.expect("write");
         assert_eq!(
             buf.read_length_prefixed().await.expect("empty string"),
             b"",
@@ -826,7 +832,7 @@ fn read_buffer_parses_lines_prefixed_strings_and_structs_across_partial_writes()
             "{label}"
         );
         let (got, ()) = zip(buf.read_struct::<u64>(), async {
-            task.write_all(&wfd, &7u64.to_ne_bytes()[5..])
+            task.write_all_bytes(&wfd, &7u64.to_ne_bytes()[5..])
                 .await
                 .expect("write")
         })
@@ -834,7 +840,7 @@ fn read_buffer_parses_lines_prefixed_strings_and_structs_across_partial_writes()
         assert_eq!(got.expect("u64"), 7, "{label}");
 
         // End of file in the middle of a line is an error; the bytes stay buffered.
-        task.write_all(&wfd, b"partial").await.expect("write");
+        task.write_all_bytes(&wfd, b"partial").await.expect("write");
         wfd.close().await.expect("close");
         let err = buf.read_line().await.expect_err("EOF mid-line");
         assert_eq!(

@@ -300,7 +300,7 @@ fn cat_through_pipes_with_blocking_io() {
         // Plain blocking syscalls on our ends; a small message fits in the pipe buffers.
         parent
             .task()
-            .write_all(&input.write, b"meow\n")
+            .write_all_bytes(&input.write, b"meow\n")
             .await
             .expect("write");
         input.write.close().await.expect("close");

@@ -72,11 +72,11 @@ async fn works(t: &Thread, what: &str) {
         .pipe()
         .await
         .unwrap_or_else(|e| panic!("{what}: pipe: {e}"));
-    task.write_all(&pipe.write, b"ok")
+    task.write_all_bytes(&pipe.write, b"ok")
         .await
         .unwrap_or_else(|e| panic!("{what}: write: {e}"));
     let got = task
-        .read(&pipe.read, 2)
+        .read_bytes(&pipe.read, 2)
         .await
         .unwrap_or_else(|e| panic!("{what}: read: {e}"));
     assert_eq!(got, b"ok", "{what}");

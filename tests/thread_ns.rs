@@ -222,7 +222,10 @@ fn sockets_and_bind_getsockname() {
             "{label}"
         );
         thread.spit_fd(&a, b"ping").await.expect("write");
-        assert_eq!(thread.task().read(&b, 4).await.expect("read"), b"ping");
+        assert_eq!(
+            thread.task().read_bytes(&b, 4).await.expect("read"),
+            b"ping"
+        );
         assert_errno(
             thread
                 .socketpair(AF::INET, SockType::STREAM, SOCK::empty())
@@ -725,7 +728,7 @@ fn killing_pid_namespace_init_kills_a_backgrounded_grandchild() {
         // The sleeper holds the write end: no EOF yet.
         pipe.read.set_nonblock(true).await.expect("nonblock");
         assert_errno(
-            local.task().read(&pipe.read, 1).await,
+            local.task().read_bytes(&pipe.read, 1).await,
             Errno::EAGAIN,
             "the grandchild is alive and holds the pipe",
         );
@@ -979,7 +982,7 @@ async fn cloexec(fd: &FileDescriptor) -> bool {
 }
 
 #[test]
-fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
+fn unshare_files_hides_later_fds_and_mark_cloexec_except_marks_only_unkept_fds() {
     let _g = serial();
     run(async {
         let local = local_thread();
@@ -1026,9 +1029,9 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
             "copied as they were"
         );
         child
-            .do_cloexec_except(&[&w])
+            .mark_cloexec_except(&[&w])
             .await
-            .expect("do_cloexec_except");
+            .expect("mark_cloexec_except");
         assert!(cloexec(&r).await, "not kept: marked close-on-exec");
         assert!(!cloexec(&w).await, "kept");
         let reserved: Vec<i32> = child.reserved_fds().iter().map(|f| f.as_raw()).collect();
@@ -1061,20 +1064,21 @@ fn unshare_files_hides_later_fds_and_cloexec_except_keeps_only_kept_fds() {
         }
         // A kept fd of another table is refused before anything changes.
         assert!(matches!(
-            child.do_cloexec_except(&[&before.write]).await,
+            child.mark_cloexec_except(&[&before.write]).await,
             Err(Error::Mismatch(_))
         ));
         drop((r, w));
         exit_cleanly(child, "child").await;
 
-        // unshare_files(false) marks everything but the thread's own fds.
+        // unshare_files(false) closes only close-on-exec fds no handle names: fds we have
+        // handles for stay as they were, and inheritable.
         let child = local.clone(CLONE::FILES).await.expect("clone(CLONE_FILES)");
         child
             .unshare_files(false)
             .await
             .expect("unshare_files(false)");
         let r = before.read.inherit(child.task()).expect("inherit");
-        assert!(cloexec(&r).await, "marked close-on-exec");
+        assert!(!cloexec(&r).await, "left as it was");
         assert!(!cloexec(&before.read).await, "ours is untouched");
         drop(r);
         exit_cleanly(child, "child").await;
@@ -1102,11 +1106,11 @@ fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
             let theirs = child.pass_fd(&pipe.write).await.expect("pass_fd");
             child
                 .task()
-                .write(&theirs, &[round])
+                .write_bytes(&theirs, &[round])
                 .await
                 .expect("write in the child");
             assert_eq!(
-                parent.task().read(&pipe.read, 4).await.expect("read"),
+                parent.task().read_bytes(&pipe.read, 4).await.expect("read"),
                 [round]
             );
         }
@@ -1138,11 +1142,11 @@ fn a_files_child_that_unshares_keeps_exchanging_fds_and_cloning() {
             let theirs = child.pass_fd(&pipe.write).await.expect("pass_fd");
             child
                 .task()
-                .write(&theirs, &[round])
+                .write_bytes(&theirs, &[round])
                 .await
                 .expect("write in the child");
             assert_eq!(
-                parent.task().read(&pipe.read, 4).await.expect("read"),
+                parent.task().read_bytes(&pipe.read, 4).await.expect("read"),
                 [round]
             );
         }
@@ -1173,7 +1177,7 @@ fn stdio_handles_follow_the_table_after_unshare_files() {
         assert_eq!(ours(), before, "our stdout is untouched");
         child
             .task()
-            .write_all(&child.stdout(), b"through stdout")
+            .write_all_bytes(&child.stdout(), b"through stdout")
             .await
             .expect("write");
         w.close().await.expect("close");

@@ -249,7 +249,7 @@ fn pipe_through_cat_in_a_child() {
             tokio::spawn(async move {
                 parent
                     .task()
-                    .write_all(&to_cat.write, &message)
+                    .write_all_bytes(&to_cat.write, &message)
                     .await
                     .expect("write to cat");
                 // Closing our only copy of the write end gives cat EOF.

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use rsyscall::near::MFD;
-use rsyscall::{MSG, O, Thread};
+use rsyscall::{AF, MSG, O, SOCK, SockType, Thread};
 use rsyscall_tests::tasks::on_local_and_child;
 
 /// How long a call that should return at once may take before the test fails.
@@ -39,7 +39,7 @@ fn reads_of_zero_bytes_return_at_once_from_an_empty_pipe() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let pipe = task.pipe2(pipe_flags(label)).await.expect("pipe");
-        let got = bounded("read(fd, 0)", task.read(&pipe.read, 0)).await;
+        let got = bounded("read(fd, 0)", task.read_bytes(&pipe.read, 0)).await;
         assert_eq!(got.expect("read(fd, 0)"), b"", "{label}");
 
         let buf = task.malloc_bytes(0).await.expect("malloc_bytes(0)");
@@ -58,10 +58,12 @@ fn reads_of_zero_bytes_return_at_once_from_an_empty_pipe() {
         assert_eq!(rest.iter().map(|b| b.size()).sum::<usize>(), 0, "{label}");
 
         // With data waiting, a read of 0 still takes nothing.
-        task.write_all(&pipe.write, b"x").await.expect("write");
-        let got = bounded("read(fd, 0)", task.read(&pipe.read, 0)).await;
+        task.write_all_bytes(&pipe.write, b"x")
+            .await
+            .expect("write");
+        let got = bounded("read(fd, 0)", task.read_bytes(&pipe.read, 0)).await;
         assert_eq!(got.expect("read(fd, 0)"), b"", "{label}: took a byte");
-        let got = bounded("read(fd, 1)", task.read(&pipe.read, 1)).await;
+        let got = bounded("read(fd, 1)", task.read_bytes(&pipe.read, 1)).await;
         assert_eq!(got.expect("read(fd, 1)"), b"x", "{label}");
     });
 }
@@ -74,23 +76,39 @@ fn zero_length_file_reads_and_writes_take_nothing() {
             .memfd_create(b"zero_length", MFD::empty())
             .await
             .expect("memfd_create");
-        task.write_all(&fd, b"abc").await.expect("write");
-        assert_eq!(task.pread(&fd, 0, 0).await.expect("pread"), b"", "{label}");
-        assert_eq!(task.pread(&fd, 0, 1).await.expect("pread"), b"", "{label}");
-        fd.lseek(0, rsyscall::near::SEEK::SET).await.expect("lseek");
-        assert_eq!(task.read(&fd, 0).await.expect("read"), b"", "{label}");
-        // Nothing was consumed: the offset is still at the start.
-        assert_eq!(task.read(&fd, 3).await.expect("read"), b"abc", "{label}");
-
-        assert_eq!(task.write(&fd, b"").await.expect("write"), 0, "{label}");
+        task.write_all_bytes(&fd, b"abc").await.expect("write");
         assert_eq!(
-            task.pwrite(&fd, b"", 1).await.expect("pwrite"),
+            task.pread_bytes(&fd, 0, 0).await.expect("pread"),
+            b"",
+            "{label}"
+        );
+        assert_eq!(
+            task.pread_bytes(&fd, 0, 1).await.expect("pread"),
+            b"",
+            "{label}"
+        );
+        fd.lseek(0, rsyscall::near::SEEK::SET).await.expect("lseek");
+        assert_eq!(task.read_bytes(&fd, 0).await.expect("read"), b"", "{label}");
+        // Nothing was consumed: the offset is still at the start.
+        assert_eq!(
+            task.read_bytes(&fd, 3).await.expect("read"),
+            b"abc",
+            "{label}"
+        );
+
+        assert_eq!(
+            task.write_bytes(&fd, b"").await.expect("write"),
             0,
             "{label}"
         );
-        task.write_all(&fd, b"").await.expect("write_all");
         assert_eq!(
-            task.pread(&fd, 16, 0).await.expect("pread"),
+            task.pwrite_bytes(&fd, b"", 1).await.expect("pwrite"),
+            0,
+            "{label}"
+        );
+        task.write_all_bytes(&fd, b"").await.expect("write_all");
+        assert_eq!(
+            task.pread_bytes(&fd, 16, 0).await.expect("pread"),
             b"abc",
             "{label}: the file is unchanged"
         );
@@ -102,11 +120,11 @@ fn a_zero_length_receive_takes_no_byte_of_a_datagram() {
     on_local_and_child(|thread: Thread, label| async move {
         let task = thread.task();
         let (a, b) = task
-            .socketpair(libc::AF_UNIX, libc::SOCK_DGRAM)
+            .socketpair(AF::UNIX, SockType::DGRAM, SOCK::empty(), 0)
             .await
             .expect("socketpair");
-        task.write_all(&a, b"hello").await.expect("send");
-        let (data, _) = bounded("recvfrom(fd, 0)", task.recvfrom(&b, 0, MSG::DONTWAIT))
+        task.write_all_bytes(&a, b"hello").await.expect("send");
+        let (data, _) = bounded("recvfrom(fd, 0)", task.recvfrom_bytes(&b, 0, MSG::DONTWAIT))
             .await
             .expect("recvfrom of 0 bytes");
         assert_eq!(data, b"", "{label}: a 0-byte receive got bytes");

@@ -24,6 +24,8 @@ pub struct FdTableState {
     generation: AtomicU64,
     pending: Mutex<Vec<near::FileDescriptor>>,
     has_pending: AtomicBool,
+    /// How many handles (owned or borrowed) refer to each fd number of this table.
+    live: Mutex<std::collections::HashMap<i32, usize>>,
 }
 
 impl fmt::Debug for FdTableState {
@@ -40,6 +42,7 @@ impl FdTableState {
             generation: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
+            live: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -74,6 +77,42 @@ impl FdTableState {
     pub fn pending_closes(&self) -> usize {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// Whether some live handle (owned or borrowed) refers to `fd` in this table, or a
+    /// dropped handle's close of it is still queued: code that closes fds by number must
+    /// leave such an fd alone.
+    pub fn has_handle(&self, fd: near::FileDescriptor) -> bool {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fd.as_raw())
+            .is_some_and(|&n| n > 0);
+        live || self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&fd)
+    }
+
+    fn add_handle(&self, fd: near::FileDescriptor) {
+        *self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(fd.as_raw())
+            .or_insert(0) += 1;
+    }
+
+    fn remove_handle(&self, fd: near::FileDescriptor) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = live.get_mut(&fd.as_raw()) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&fd.as_raw());
+            }
+        }
+    }
 }
 
 struct FdInner {
@@ -90,9 +129,12 @@ struct FdInner {
 
 impl Drop for FdInner {
     fn drop(&mut self) {
+        // Queued before the handle leaves the registry, so that `has_handle` never misses
+        // the fd in between.
         if self.owned && !self.released.load(Ordering::Acquire) {
             self.table.queue_close(self.near);
         }
+        self.table.remove_handle(self.near);
     }
 }
 
@@ -115,10 +157,10 @@ impl Drop for FdInner {
 /// let copy = pipe.write.dup().await?;
 /// // Dropping a handle queues the close; `close` closes at once and reports errors.
 /// drop(pipe.write);
-/// task.write_all(&copy, b"x").await?;
+/// task.write_all_bytes(&copy, b"x").await?;
 /// copy.close().await?;
-/// assert_eq!(task.read(&pipe.read, 10).await?, b"x");
-/// assert!(task.read(&pipe.read, 10).await?.is_empty(), "every write end is closed");
+/// assert_eq!(task.read_bytes(&pipe.read, 10).await?, b"x");
+/// assert!(task.read_bytes(&pipe.read, 10).await?.is_empty(), "every write end is closed");
 /// # Ok::<(), rsyscall_handle::Error>(())
 /// # }).unwrap();
 /// ```
@@ -186,6 +228,7 @@ impl FileDescriptor {
 
     fn make(task: &Task, near: near::FileDescriptor, owned: bool) -> Self {
         let table = task.fd_table();
+        table.add_handle(near);
         FileDescriptor {
             task: task.clone(),
             inner: Arc::new(FdInner {
@@ -349,8 +392,8 @@ impl FileDescriptor {
     /// assert!(!pipe.read.is_last_handle());
     /// other.close().await?; // not the last handle: the fd stays open
     /// assert!(pipe.read.is_last_handle());
-    /// task.write_all(&pipe.write, b"still open").await?;
-    /// assert_eq!(task.read(&pipe.read, 100).await?, b"still open");
+    /// task.write_all_bytes(&pipe.write, b"still open").await?;
+    /// assert_eq!(task.read_bytes(&pipe.read, 100).await?, b"still open");
     /// pipe.read.close().await?; // the last handle: closed now
     /// # Ok::<(), rsyscall_handle::Error>(())
     /// # }).unwrap();

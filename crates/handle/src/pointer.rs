@@ -304,7 +304,7 @@ impl<T: ?Sized + Struct> fmt::Debug for WrittenPointer<T> {
 /// # async_io::block_on(async {
 /// let task = Task::local();
 /// let pipe = task.pipe().await?;
-/// task.write_all(&pipe.write, b"pong").await?;
+/// task.write_all_bytes(&pipe.write, b"pong").await?;
 /// let (got, _) = pipe.read.read(task.malloc_bytes(64).await?).await?;
 /// assert_eq!(got.size(), 4);
 /// assert_eq!(got.read().await?, b"pong");
@@ -396,7 +396,7 @@ impl<T: ?Sized + Struct> WrittenPointer<T> {
 /// # async_io::block_on(async {
 /// let task = Task::local();
 /// let pipe = task.pipe().await?;
-/// task.write_all(&pipe.write, b"once").await?;
+/// task.write_all_bytes(&pipe.write, b"once").await?;
 /// let (got, _) = pipe.read.read(task.malloc_bytes(4).await?).await?;
 /// let (linear, _) = got.into_pointer().filled_linear(4)?;
 /// let (value, buf) = linear.read().await?;

@@ -32,6 +32,8 @@ struct Status {
 pub struct ChildProcess {
     parent: Task,
     pid: near::Pid,
+    /// The pid namespace `pid` is valid in: the parent's when the child was made.
+    pidns: rsyscall_far::PidNamespace,
     pidfd: FileDescriptor,
     status: Mutex<Status>,
 }
@@ -62,6 +64,7 @@ impl ChildProcess {
         ChildProcess {
             parent: parent.clone(),
             pid,
+            pidns: parent.namespaces().pidns,
             pidfd,
             status: Mutex::new(Status::default()),
         }
@@ -70,6 +73,14 @@ impl ChildProcess {
     /// The pid, in the parent's pid namespace.
     pub fn pid(&self) -> near::Pid {
         self.pid
+    }
+
+    /// The pid tagged with the pid namespace it is valid in (the parent's).
+    pub fn far(&self) -> rsyscall_far::Process {
+        rsyscall_far::Process {
+            pidns: self.pidns,
+            near: self.pid,
+        }
     }
 
     /// The task that created the child.
@@ -98,21 +109,139 @@ impl ChildProcess {
         Ok(Busy(&self.status))
     }
 
-    /// `pidfd_send_signal(pidfd, sig)` — signals the child.
+    /// [`Error::ChildGone`] once the child is reaped.
+    fn check_alive(&self) -> Result<()> {
+        match self.death() {
+            Some(state) => Err(Error::ChildGone {
+                pid: self.pid.as_raw(),
+                state,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The child's pid as the parent task names it now, with the child held (no wait can
+    /// reap it, so the pid cannot be reused, until the guard goes).
+    ///
+    /// # Errors
+    /// [`Error::ChildGone`], [`Error::ChildBusy`]; [`Error::Mismatch`] if the parent task
+    /// is no longer in the pid namespace the pid belongs to.
+    fn hold(&self) -> Result<(Busy<'_>, near::Pid)> {
+        self.check_alive()?;
+        let busy = self.borrow()?;
+        let pid = self
+            .parent
+            .namespaces()
+            .near_pid(self.parent.pid(), &self.far())?;
+        Ok((busy, pid))
+    }
+
+    /// `pidfd_send_signal(pidfd, sig)` — signals the child. `sig` is a [`Signal`], or
+    /// `None` for the null signal, which sends nothing (see [`ChildProcess::exists`]).
     ///
     /// # Errors
     /// [`Error::ChildGone`] once reaped, [`Error::ChildBusy`] during another kill or wait,
     /// and the syscall's errors.
-    pub async fn kill(&self, sig: Signal) -> Result<()> {
-        if let Some(state) = self.death() {
-            return Err(Error::ChildGone {
-                pid: self.pid.as_raw(),
-                state,
-            });
-        }
+    pub async fn kill(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
+        self.check_alive()?;
         let _busy = self.borrow()?;
         self.parent.check_fd(&self.pidfd)?;
         self.pidfd.pidfd_send_signal(sig).await
+    }
+
+    /// Whether the child still exists (running, stopped, or dead but not yet reaped): the
+    /// null signal through its pidfd, the original's `kill(pid, 0)` without the pid-reuse
+    /// race. `false` once it has been reaped. Runs alongside a wait (it takes no hold on
+    /// the child).
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the parent's fd table changed since (the pidfd is in the old
+    /// one); the syscall's errors other than `ESRCH`.
+    pub async fn exists(&self) -> Result<bool> {
+        if self.death().is_some() {
+            return Ok(false);
+        }
+        self.parent.check_fd(&self.pidfd)?;
+        match self.pidfd.pidfd_send_signal(None).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(near::Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `kill(-pid, sig)` through the parent — signals the process group the child leads
+    /// (`None`: the null signal, a check that the group exists). The child is held while
+    /// the signal goes, so its pid, and the group id equal to it, cannot name anyone else.
+    ///
+    /// # Errors
+    /// `ESRCH` if the child leads no group; [`Error::ChildGone`], [`Error::ChildBusy`],
+    /// [`Error::Mismatch`] as [`ChildProcess::getpgid`]; `EPERM`.
+    pub async fn killpg(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
+        let (_busy, pid) = self.hold()?;
+        self.parent.kill(near::Pid::new(-pid.as_raw()), sig).await
+    }
+
+    /// `getpgid(pid)` through the parent — the child's process group id, in the parent's
+    /// pid namespace.
+    ///
+    /// # Errors
+    /// [`Error::ChildGone`] once reaped, [`Error::ChildBusy`] during a kill or wait,
+    /// [`Error::Mismatch`] if the parent task left the pid namespace of the child's pid;
+    /// `ESRCH`. See getpgid(2).
+    pub async fn getpgid(&self) -> Result<near::Pid> {
+        let (_busy, pid) = self.hold()?;
+        self.parent.getpgid(pid).await
+    }
+
+    /// `setpgid(pid, pgid)` through the parent — moves the child into the process group
+    /// that `group` (another child of the same parent task, or this one) leads, or with
+    /// `None` makes the child lead a new group of its own. Both children are held during
+    /// the call, so neither pid can be reused meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] ([`MismatchError::PidNamespace`]) if `group`'s pid belongs to
+    /// another pid namespace than the one the parent runs the syscall in (so it would name
+    /// another process there), and nothing is sent; [`Error::ChildGone`],
+    /// [`Error::ChildBusy`] for either child; `EACCES` (the child has exec'd), `EPERM`
+    /// (`group` leads no group in the child's session), `ESRCH` (not a child of the
+    /// caller). See setpgid(2).
+    ///
+    /// [`MismatchError::PidNamespace`]: rsyscall_far::MismatchError::PidNamespace
+    pub async fn setpgid(&self, group: Option<&ChildProcess>) -> Result<()> {
+        let group = group.filter(|g| !std::ptr::eq(*g, self));
+        let (_busy, pid) = self.hold()?;
+        let Some(group) = group else {
+            return self.parent.setpgid(pid, near::Pid::new(0)).await;
+        };
+        let pgid = self
+            .parent
+            .namespaces()
+            .near_pid(self.parent.pid(), &group.far())?;
+        group.check_alive()?;
+        let _group_busy = group.borrow()?;
+        self.parent.setpgid(pid, pgid).await
+    }
+
+    /// `getpriority(PRIO_PROCESS, pid)` through the parent — the child's nice value.
+    ///
+    /// # Errors
+    /// As [`ChildProcess::getpgid`]. See getpriority(2).
+    pub async fn getpriority(&self) -> Result<i32> {
+        let (_busy, pid) = self.hold()?;
+        self.parent.getpriority(near::PrioWho::Process(pid)).await
+    }
+
+    /// `setpriority(PRIO_PROCESS, pid, nice)` through the parent — sets the child's nice
+    /// value.
+    ///
+    /// # Errors
+    /// As [`ChildProcess::getpgid`]; as [`Task::setpriority`] (`EACCES` lowering it
+    /// without `CAP_SYS_NICE`).
+    pub async fn setpriority(&self, nice: i32) -> Result<()> {
+        let (_busy, pid) = self.hold()?;
+        self.parent
+            .setpriority(near::PrioWho::Process(pid), nice)
+            .await
     }
 
     /// `waitid(P_PIDFD, pidfd, infop, options)` — waits for (or with `W::NOHANG`, polls for)
@@ -231,12 +360,36 @@ impl Process {
         &self.task
     }
 
-    /// `kill(pid, sig)` — signals the process (racy: see [`Process`]).
+    /// `kill(pid, sig)` — signals the process (racy: see [`Process`]). `sig` is a
+    /// [`Signal`], or `None` for the null signal (see [`Process::exists`]).
     ///
     /// # Errors
     /// `ESRCH`, `EPERM`. See kill(2).
-    pub async fn kill(&self, sig: Signal) -> Result<()> {
+    pub async fn kill(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         self.task.kill(self.pid, sig).await
+    }
+
+    /// `kill(pid, 0)` — whether a process with this pid exists (a zombie does), as the
+    /// original checks: `true` also when it exists but may not be signalled (`EPERM`).
+    /// Racy: the pid may have been reused (see [`Process`]; [`ChildProcess::exists`] is
+    /// not).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for pids that name no single process (0 and below);
+    /// the syscall's errors other than `ESRCH` and `EPERM`.
+    pub async fn exists(&self) -> Result<bool> {
+        if self.pid.as_raw() <= 0 {
+            return Err(Error::invalid(
+                "Process::exists",
+                format!("{:?} names no single process", self.pid),
+            ));
+        }
+        match self.task.kill(self.pid, None).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(near::Errno::EPERM) => Ok(true),
+            Err(e) if e.errno() == Some(near::Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// `kill(-pid, sig)` — signals the process group whose id is this pid (the group this
@@ -245,7 +398,7 @@ impl Process {
     /// # Errors
     /// [`Error::InvalidArgument`] for pids that do not name a group (0 and below, which
     /// `kill` would read as "our own group" or "every process"); `ESRCH`, `EPERM`.
-    pub async fn killpg(&self, sig: Signal) -> Result<()> {
+    pub async fn killpg(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         if self.pid.as_raw() <= 0 {
             return Err(Error::invalid(
                 "killpg",
@@ -422,7 +575,7 @@ impl ThreadProcess {
     ///
     /// # Errors
     /// As [`ChildProcess::kill`].
-    pub async fn kill(&self, sig: Signal) -> Result<()> {
+    pub async fn kill(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         self.process.kill(sig).await
     }
 

@@ -27,7 +27,7 @@ fn main() -> Result<(), Error> {
         let line = format!("4. this line was written by write(1, ...) inside pid {pid}\n");
         child
             .task()
-            .write_all(&child.stdout(), line.as_bytes())
+            .write_all_bytes(&child.stdout(), line.as_bytes())
             .await?;
 
         // Give the child's copy of the pipe's write end to it as stdout, then exec.

@@ -248,7 +248,7 @@ impl AsyncFileDescriptor {
     /// let thread = local_thread();
     /// let pipe = thread.pipe().await?;
     /// let reader = thread.make_afd(pipe.read, true).await?;
-    /// thread.task().write_all(&pipe.write, b"abc").await?;
+    /// thread.task().write_all_bytes(&pipe.write, b"abc").await?;
     /// let buf = thread.task().malloc_bytes(10).await?;
     /// let (filled, rest) = reader.read(buf).await?;
     /// assert_eq!(filled.read().await?, b"abc");
@@ -483,7 +483,7 @@ impl Thread {
     /// let child = local_thread().clone(CLONE::empty()).await?;
     /// let pipe = child.pipe().await?;
     /// let reader = child.make_afd(pipe.read, true).await?;
-    /// child.task().write_all(&pipe.write, b"from the child's table").await?;
+    /// child.task().write_all_bytes(&pipe.write, b"from the child's table").await?;
     /// assert_eq!(reader.read_some_bytes(100).await?, b"from the child's table");
     /// drop((reader, pipe.write));
     /// child.exit(0).await?.check().await?;
@@ -505,7 +505,7 @@ impl Thread {
         if set_nonblock {
             fd.set_nonblock(true).await?;
         }
-        let reg = match self.inner.root_epoller.get() {
+        let reg = match self.root_epoller_now().await? {
             Some(epoller) => {
                 epoller.flush_orphans().await;
                 Registration::Root(epoller.register(&fd)?)

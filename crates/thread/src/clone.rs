@@ -143,8 +143,8 @@ impl Thread {
     /// let child = thread.clone(CLONE::FILES).await?;
     /// let pipe = thread.pipe().await?;
     /// let write_end = child.inherit_fd(&pipe.write)?;
-    /// child.task().write_all(&write_end, b"from the child").await?;
-    /// assert_eq!(thread.task().read(&pipe.read, 100).await?, b"from the child");
+    /// child.task().write_all_bytes(&write_end, b"from the child").await?;
+    /// assert_eq!(thread.task().read_bytes(&pipe.read, 100).await?, b"from the child");
     /// child.exit(0).await?.check().await?;
     /// # Ok::<(), rsyscall_handle::Error>(())
     /// # }).unwrap();

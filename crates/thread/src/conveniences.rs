@@ -58,7 +58,7 @@ impl Thread {
         let fd = task
             .open(&path, O::WRONLY | O::CREAT | O::TRUNC, mode)
             .await?;
-        let written = task.write_all(&fd, data).await;
+        let written = task.write_all_bytes(&fd, data).await;
         let closed = fd.close().await;
         written?;
         closed?;
@@ -68,9 +68,9 @@ impl Thread {
     /// Writes all of `data` to `fd` (which stays open).
     ///
     /// # Errors
-    /// See [`Task::write_all`]; [`Error::Mismatch`] for an fd of another table.
+    /// See [`Task::write_all_bytes`]; [`Error::Mismatch`] for an fd of another table.
     pub async fn spit_fd(&self, fd: &FileDescriptor, data: &[u8]) -> Result<()> {
-        self.task().write_all(fd, data).await
+        self.task().write_all_bytes(fd, data).await
     }
 
     /// Binds `sock` to `addr` and returns the address it got, as `getsockname` reports it:
@@ -145,9 +145,7 @@ impl Thread {
         ty: SockType,
         flags: SOCK,
     ) -> Result<(FileDescriptor, FileDescriptor)> {
-        self.task()
-            .socketpair(domain.as_raw(), ty.as_raw() | flags.bits())
-            .await
+        self.task().socketpair(domain, ty, flags, 0).await
     }
 
     /// Changes this thread's root directory to `path` (shared with the threads it shares
@@ -156,7 +154,7 @@ impl Thread {
     /// # Errors
     /// See [`Task::chroot`].
     pub async fn chroot(&self, path: impl PathArg) -> Result<()> {
-        self.task().chroot(path.path_bytes()).await
+        self.task().chroot(path).await
     }
 
     /// Runs `command` to completion in a fresh child of this thread (clone, exec, wait)

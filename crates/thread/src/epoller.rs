@@ -14,6 +14,12 @@
 //! arrives. From then on [`Thread::make_afd`] on that thread registers fds there. This
 //! serves threads whose fd table the local process cannot reach.
 //!
+//! A root epoller follows its thread into a new fd table: after `unshare(CLONE_FILES)`,
+//! the thread's next [`Thread::make_afd`] (or [`Thread::root_epoller_now`]) makes a fresh
+//! epoll fd in the new table, with the same activity fd (the syscall socket keeps its
+//! number in the copy), and closes the copy of the old epoll fd. Async fds made before name
+//! the old table, as every handle made before does, and stay with the old epoller.
+//!
 //! # How the root epoller waits
 //! - Fds are registered lazily, with `EPOLLONESHOT` and level-triggered. A waiter first
 //!   tries its syscall; only on `EAGAIN` does it add what it waits for to the fd's
@@ -114,6 +120,21 @@ struct RegState {
     wakers: Vec<Waker>,
 }
 
+/// Where a thread keeps its root epoller: the current one, and a lock serializing the
+/// making of a new one (at [`Thread::make_root_epoller`], or when the thread's fd table
+/// changed under the current one).
+#[derive(Default)]
+pub(crate) struct RootSlot {
+    current: Mutex<Option<Arc<Epoller>>>,
+    making: async_lock::Mutex<()>,
+}
+
+impl RootSlot {
+    fn get(&self) -> Option<Arc<Epoller>> {
+        lock(&self.current).clone()
+    }
+}
+
 /// An fd registered on a root epoller (the registration of an
 /// [`AsyncFileDescriptor`](crate::AsyncFileDescriptor) made on a thread with one).
 pub(crate) struct Registered {
@@ -146,6 +167,11 @@ impl Epoller {
     /// replacing it (`dup2` onto it) would feed the server requests from elsewhere.
     pub fn activity_fd(&self) -> near::FileDescriptor {
         self.activity
+    }
+
+    /// Whether the epoll fd is of the fd table `thread` uses now.
+    fn is_in_table_of(&self, thread: &Thread) -> bool {
+        thread.task().check_fd(&self.epfd).is_ok()
     }
 
     /// How many fds are registered.
@@ -421,9 +447,79 @@ impl Drop for Registered {
 }
 
 impl Thread {
-    /// The thread's root epoller, if it has one.
-    pub fn root_epoller(&self) -> Option<&Arc<Epoller>> {
-        self.inner.root_epoller.get()
+    /// The thread's root epoller, if it has one in the fd table the thread uses now (one
+    /// made before an `unshare(CLONE_FILES)` is replaced by a fresh one at the thread's
+    /// next [`Thread::make_afd`]; see [`Thread::root_epoller_now`]).
+    pub fn root_epoller(&self) -> Option<Arc<Epoller>> {
+        self.inner
+            .root_epoller
+            .get()
+            .filter(|ep| ep.is_in_table_of(self))
+    }
+
+    /// The thread's root epoller for the fd table it uses now: the current one, or, if the
+    /// thread had one in a table it has since left (`unshare(CLONE_FILES)`, through
+    /// [`Thread::unshare`] or [`Task::unshare_files`](rsyscall_handle::Task::unshare_files)),
+    /// a fresh one made in the new table with the same activity fd (the syscall socket
+    /// keeps its number in the copy). `None` if the thread never had one.
+    ///
+    /// [`AsyncFileDescriptor`](crate::AsyncFileDescriptor)s made before the change name
+    /// the old table, like every handle made before it, and stay on the old epoller.
+    ///
+    /// # Errors
+    /// The errors of making the new epoller (see [`Thread::make_root_epoller_with`]).
+    pub async fn root_epoller_now(&self) -> Result<Option<Arc<Epoller>>> {
+        let slot = &self.inner.root_epoller;
+        match slot.get() {
+            None => return Ok(None),
+            Some(ep) if ep.is_in_table_of(self) => return Ok(Some(ep)),
+            Some(_) => {}
+        }
+        let _making = slot.making.lock().await;
+        let Some(old) = slot.get() else {
+            return Ok(None);
+        };
+        if old.is_in_table_of(self) {
+            return Ok(Some(old)); // remade while we waited
+        }
+        let task = self.task();
+        // SAFETY: the activity fd is the thread's syscall socket (or the fd the user gave
+        // `make_root_epoller_with`), which keeps its number in the copied table; this
+        // handle lives only to register it with the new epoll fd, and never closes or
+        // replaces it.
+        let activity = unsafe { FileDescriptor::borrowed(task, old.activity) };
+        let new = self.new_root_epoller(&activity).await?;
+        *lock(&slot.current) = Some(new.clone());
+        // The old epoll fd's copy in the new table: no handle names it, and nothing will
+        // use it. It can be named only while the table is still known to be a faithful copy.
+        match old.epfd.inherit(task) {
+            Ok(copy) => {
+                if let Err(e) = copy.close().await {
+                    log::debug!("closing the old root epoller's copy: {e}");
+                }
+            }
+            Err(e) => log::debug!("the old root epoller's copy is left open: {e}"),
+        }
+        Ok(Some(new))
+    }
+
+    /// An epoll fd of this thread's current table with `activity` registered.
+    async fn new_root_epoller(&self, activity: &FileDescriptor) -> Result<Arc<Epoller>> {
+        let task = self.task();
+        let activity_near = task.check_fd(activity)?;
+        let epfd = task.epoll_create().await?;
+        if let Err(e) = epfd.epoll_add(activity, EPOLL::IN, ACTIVITY).await {
+            if let Err(c) = epfd.close().await {
+                log::debug!("closing an unused epoll fd: {c}");
+            }
+            return Err(e);
+        }
+        Ok(Arc::new(Epoller {
+            epfd,
+            activity: activity_near,
+            state: Mutex::new(State::default()),
+            driver: async_lock::Mutex::new(()),
+        }))
     }
 
     /// Gives this thread its root epoller: an epoll fd in its process with `activity`
@@ -432,13 +528,16 @@ impl Thread {
     /// `epoll_wait` return). From then on [`Thread::make_afd`] registers this thread's fds
     /// there. `activity` is never closed through the epoller.
     ///
+    /// The epoller follows the thread into a new fd table after `unshare(CLONE_FILES)`
+    /// (see [`Thread::root_epoller_now`]).
+    ///
     /// [`Thread::make_root_epoller`] finds the socket itself.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] on the local thread (its fds are watched by the
     /// reactor: a blocking `epoll_wait` would block the executor) or if the thread already
-    /// has one; [`Error::Mismatch`] if `activity` is of another table; the errors of
-    /// `epoll_create1` and `epoll_ctl`.
+    /// has one (in any table: it follows the thread); [`Error::Mismatch`] if `activity` is
+    /// of another table; the errors of `epoll_create1` and `epoll_ctl`.
     pub async fn make_root_epoller_with(&self, activity: &FileDescriptor) -> Result<()> {
         let task = self.task();
         if task.sysif().is_local() {
@@ -448,45 +547,19 @@ impl Thread {
                  would block the executor in epoll_wait",
             ));
         }
-        if self.inner.root_epoller.get().is_some() {
+        let slot = &self.inner.root_epoller;
+        let _making = slot.making.lock().await;
+        if slot.get().is_some() {
             return Err(Error::invalid(
                 "make_root_epoller",
                 format!("pid {} already has a root epoller", task.pid().as_raw()),
             ));
         }
-        let activity_near = task.check_fd(activity)?;
-        let epfd = task.epoll_create().await?;
-        if let Err(e) = epfd.epoll_add(activity, EPOLL::IN, ACTIVITY).await {
-            if let Err(c) = epfd.close().await {
-                log::debug!("closing an unused epoll fd: {c}");
-            }
-            return Err(e);
-        }
-        let epoller = Arc::new(Epoller {
-            epfd,
-            activity: activity_near,
-            state: Mutex::new(State::default()),
-            driver: async_lock::Mutex::new(()),
-        });
-        if let Err(lost) = self.inner.root_epoller.set(epoller) {
-            if let Ok(ep) = Arc::try_unwrap(lost)
-                && let Err(c) = ep.epfd.close().await
-            {
-                log::debug!("closing an unused epoll fd: {c}");
-            }
-            return Err(Error::invalid(
-                "make_root_epoller",
-                format!(
-                    "pid {} got a root epoller concurrently",
-                    task.pid().as_raw()
-                ),
-            ));
-        }
+        let epoller = self.new_root_epoller(activity).await?;
+        *lock(&slot.current) = Some(epoller);
         Ok(())
     }
-}
 
-impl Thread {
     /// Gives this thread its root epoller, with its syscall socket as the activity fd: see
     /// [`Thread::make_root_epoller_with`]. Works after `unshare_files` too (the socket
     /// keeps its number in the copied table).

@@ -244,19 +244,22 @@ impl AsyncChildProcess {
     }
 
     /// Signals the child's process group (`kill(-pid, sig)` through the parent): the child
-    /// must be a group leader. Its pid cannot have been reused, as it is not reaped yet.
+    /// must be a group leader. See [`ChildProcess::killpg`], which holds the child (so no
+    /// wait reaps it meanwhile) while its pid is used as the group id.
     ///
     /// # Errors
-    /// [`Error::ChildGone`] once reaped; `ESRCH` if the child leads no group.
-    pub async fn killpg(&self, sig: Signal) -> Result<()> {
-        if let Some(state) = self.process.death() {
-            return Err(Error::ChildGone {
-                pid: self.process.pid().as_raw(),
-                state,
-            });
-        }
-        let pgrp = rsyscall_near::Pid::new(-self.process.pid().as_raw());
-        self.process.parent().kill(pgrp, sig).await
+    /// As [`ChildProcess::killpg`]: [`Error::ChildGone`] once reaped, `ESRCH` if the child
+    /// leads no group.
+    pub async fn killpg(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
+        self.process.killpg(sig).await
+    }
+
+    /// Whether the child still exists (not yet reaped): see [`ChildProcess::exists`].
+    ///
+    /// # Errors
+    /// As [`ChildProcess::exists`].
+    pub async fn exists(&self) -> Result<bool> {
+        self.process.exists().await
     }
 
     /// Waits for the child and fails unless it exited with status 0. If this future is
@@ -302,11 +305,11 @@ impl AsyncChildProcess {
         }
     }
 
-    /// Signals the child through its pidfd.
+    /// Signals the child through its pidfd (`None`: the null signal, which sends nothing).
     ///
     /// # Errors
     /// See [`ChildProcess::kill`].
-    pub async fn kill(&self, sig: Signal) -> Result<()> {
+    pub async fn kill(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
         self.process.kill(sig).await
     }
 

@@ -44,7 +44,7 @@ pub(crate) struct ThreadInner {
     pub(crate) parent: Option<Thread>,
     /// The thread's own epoller inside its process, once made; until then its fds are
     /// watched by the local process's reactor.
-    pub(crate) root_epoller: std::sync::OnceLock<Arc<crate::epoller::Epoller>>,
+    pub(crate) root_epoller: crate::epoller::RootSlot,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
@@ -193,7 +193,7 @@ impl Thread {
                 environ,
                 parent,
                 server_fd,
-                root_epoller: std::sync::OnceLock::new(),
+                root_epoller: Default::default(),
             }),
         }
     }
@@ -257,7 +257,7 @@ impl Thread {
     /// Reads `fd` until EOF.
     ///
     /// # Errors
-    /// See [`Task::read`].
+    /// See [`Task::read_bytes`].
     pub async fn read_to_eof(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
         self.inner.task.read_to_eof(fd).await
     }

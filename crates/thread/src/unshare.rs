@@ -1,6 +1,13 @@
 //! Unsharing from a thread: [`Thread::unshare`] (new namespaces, a private fs context, a
 //! private fd table), user namespaces with automatic id mappings, and
-//! [`Thread::do_cloexec_except`].
+//! [`Thread::do_cloexec_except`] (and [`Thread::mark_cloexec_except`]).
+//!
+//! # Safety
+//! `do_cloexec_except` closes fds by number, and reads and sets fd flags by number. It
+//! does so only in a table that is not this program's, and closes only numbers that no
+//! handle names (the fd table's registry of live handles, checked just before each close):
+//! no fd that Rust code of ours owns is closed.
+#![allow(unsafe_code)]
 //!
 //! Each unshare is a critical part ([`crate::background`]): dropped once started, it is
 //! finished in the background, so the thread's task always records what its process did.
@@ -14,10 +21,8 @@
 //! used only to set their close-on-exec flag.
 #![allow(unsafe_code)]
 
-use std::collections::HashSet;
-
 use rsyscall_handle::{Error, FileDescriptor, Result, Task};
-use rsyscall_near::{self as near, CLONE, Errno, O, Pid};
+use rsyscall_near::{self as near, CLONE, Errno, FD, O, Pid};
 
 use crate::background::Critical;
 use crate::thread::Thread;
@@ -46,7 +51,7 @@ fn check_id(what: &'static str, id: u32) -> Result<()> {
 /// `/proc` id-map files require.
 async fn write_proc_file(task: &Task, path: &[u8], data: &[u8]) -> Result<()> {
     let fd = task.open(path, O::WRONLY, 0).await?;
-    let written = task.write(&fd, data).await;
+    let written = task.write_bytes(&fd, data).await;
     let closed = fd.close().await;
     let n = written?;
     closed?;
@@ -239,19 +244,21 @@ impl Thread {
 
     /// Gives this thread its own copy of its fd table (`unshare(CLONE_FILES)`). Fds made
     /// in the old table afterwards are not in the new one; handles made before keep naming
-    /// the old table ([`FileDescriptor::inherit`] gives handles to the copies).
+    /// the old table ([`FileDescriptor::inherit`] gives handles to the copies). A root
+    /// epoller follows the thread into the new table (a fresh epoll fd there, see
+    /// [`Thread::root_epoller_now`]).
     ///
     /// The copy holds every fd of the old table, including fds of other code in that
     /// process that this thread knows nothing about. With `going_to_exec` they are left
-    /// alone (close-on-exec fds go at the exec anyway); without it,
-    /// [`Thread::do_cloexec_except`] marks every fd close-on-exec except the thread's own
-    /// ([`Thread::reserved_fds`]), so that a later exec does not leak them. To keep other
-    /// fds open across an exec, call this with `true` and then
-    /// [`Thread::do_cloexec_except`] yourself.
+    /// alone (close-on-exec fds go at the exec anyway); without it, every close-on-exec fd
+    /// of the copy that no handle names, in the old table or the new one, is closed, except
+    /// the thread's own ([`Thread::reserved_fds`]): what the original does with
+    /// `do_cloexec_except` and the fds it has handles for. Fds with handles stay
+    /// inheritable.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] on the local thread; `ENOMEM`, `EMFILE`; the errors of
-    /// [`Thread::do_cloexec_except`].
+    /// listing `/proc/self/fd` and closing (see [`Thread::do_cloexec_except`]).
     pub async fn unshare_files(&self, going_to_exec: bool) -> Result<()> {
         let this = self.duplicate();
         Critical::new(async move { this.unshare_files_now(going_to_exec).await }).await
@@ -274,6 +281,7 @@ impl Thread {
         } else {
             None
         };
+        let old_table = self.task().fd_table();
         self.task().unshare_files().await?;
         if let Some((ours, theirs)) = pending {
             // `theirs` (in the old, local table) is closed when dropped; the thread keeps its
@@ -284,19 +292,25 @@ impl Thread {
                 .connection
                 .set(crate::connection::Connection::new(ours, remote));
         }
+        // The epoller moves now, while the old epoll fd's copy can still be named.
+        self.root_epoller_now().await?;
         if !going_to_exec {
             let keep = self.reserved_fds();
-            cloexec_except(self.task(), &keep).await?;
+            close_cloexec(
+                self.task(),
+                &keep,
+                Handled::Keep(&old_table),
+                "Thread::unshare_files",
+            )
+            .await?;
         }
         Ok(())
     }
 
     /// The fd numbers this thread itself relies on and [`Thread::do_cloexec_except`]
-    /// always keeps: its stdin, stdout and stderr, and its end of the connection that
-    /// passes fds to it.
-    ///
-    /// (The socket its syscall server reads is close-on-exec from the start, so marking it
-    /// again changes nothing.)
+    /// always keeps: its stdin, stdout and stderr, its end of the connection that passes
+    /// fds to it, the socket its syscall server reads, and the epoll fd of its root
+    /// epoller (if it has one in its current table).
     pub fn reserved_fds(&self) -> Vec<near::FileDescriptor> {
         let mut fds = vec![
             self.stdin().near(),
@@ -309,60 +323,210 @@ impl Thread {
         if let Some(server) = self.inner.server_fd {
             fds.push(server);
         }
+        if let Some(ep) = self.root_epoller() {
+            fds.push(ep.epfd().near());
+        }
         fds
     }
 
-    /// Marks every fd of this thread's table close-on-exec except `keep` and the
-    /// thread's own ([`Thread::reserved_fds`]). The fds are found by listing
-    /// `/proc/self/fd` through the thread, so `/proc` must be mounted where the thread
-    /// sees it.
+    /// Does now to this thread's fd table what an exec would: closes every fd marked
+    /// close-on-exec, except `keep` and the thread's own ([`Thread::reserved_fds`]), as the
+    /// original's `do_cloexec_except` does. Fds open across exec (without `FD_CLOEXEC`)
+    /// stay, as they would through an exec. The fds are found by listing `/proc/self/fd`
+    /// through the thread, so `/proc` must be mounted where the thread sees it.
+    ///
+    /// Meant for a thread with a table of its own (a child cloned without `CLONE::FILES`,
+    /// or after [`Thread::unshare_files`]), to drop the fds its table copied. Such copies
+    /// have no handles; after this call [`FileDescriptor::inherit`] into this thread is
+    /// refused, since the copy it would name may be gone.
+    ///
+    /// An fd that a live handle of this table names (owned or borrowed) and that is not in
+    /// `keep` is never closed under that handle: the call is refused before anything is
+    /// closed. Keep it, or drop (or close) the handle first. Do not make fds on this thread
+    /// concurrently with this call: one whose handle is not made yet when its number is
+    /// checked would be closed.
+    ///
+    /// To only mark fds close-on-exec, closing nothing, use
+    /// [`Thread::mark_cloexec_except`].
     ///
     /// # Errors
-    /// [`Error::Mismatch`] if a kept fd is of another table (nothing is changed then);
-    /// the errors of opening and listing `/proc/self/fd` (`ENOENT` without `/proc`) and of
-    /// `fcntl` (an fd closed meanwhile is skipped).
+    /// [`Error::InvalidArgument`] on a thread using the local fd table (the local thread,
+    /// or a child sharing its table: the program's own fds would go), or for a live handle
+    /// not kept (listed in the message; nothing is closed then); [`Error::Mismatch`] if a
+    /// kept fd is of another table (nothing is closed then); the errors of opening and
+    /// listing `/proc/self/fd` (`ENOENT` without `/proc`), of `fcntl` and of `close` (an fd
+    /// closed meanwhile is skipped).
     pub async fn do_cloexec_except(&self, keep: &[&FileDescriptor]) -> Result<()> {
         let mut nums = self.reserved_fds();
         for fd in keep {
             nums.push(self.task().check_fd(fd)?);
         }
-        cloexec_except(self.task(), &nums).await
+        close_cloexec(
+            self.task(),
+            &nums,
+            Handled::Refuse,
+            "Thread::do_cloexec_except",
+        )
+        .await
+    }
+
+    /// Marks every fd of this thread's table close-on-exec except `keep` and the
+    /// thread's own ([`Thread::reserved_fds`]), closing nothing: the fds a later exec would
+    /// pass on are then only those kept. The fds are found by listing `/proc/self/fd`
+    /// through the thread.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if a kept fd is of another table (nothing is changed then);
+    /// the errors of opening and listing `/proc/self/fd` (`ENOENT` without `/proc`) and of
+    /// `fcntl` (an fd closed meanwhile is skipped).
+    pub async fn mark_cloexec_except(&self, keep: &[&FileDescriptor]) -> Result<()> {
+        let mut nums = self.reserved_fds();
+        for fd in keep {
+            nums.push(self.task().check_fd(fd)?);
+        }
+        mark_cloexec(self.task(), &nums).await
     }
 }
 
-/// Marks every fd of `task`'s table close-on-exec except `keep`.
-async fn cloexec_except(task: &Task, keep: &[near::FileDescriptor]) -> Result<()> {
-    let keep: HashSet<i32> = keep.iter().map(|f| f.as_raw()).collect();
+/// The fd numbers listed in `task`'s `/proc/self/fd`, without the listing's own fd.
+async fn list_fds(task: &Task) -> Result<Vec<near::FileDescriptor>> {
     let dir = task
         .open(b"/proc/self/fd", O::RDONLY | O::DIRECTORY, 0)
         .await?;
     let listed = dir.getdents_all().await;
     let dir_n = dir.near().as_raw();
-    let result: Result<()> = async {
-        for entry in listed? {
-            let Some(n) = std::str::from_utf8(&entry.name)
-                .ok()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue; // "." and ".."
-            };
-            if n == dir_n || keep.contains(&n) {
-                continue;
-            }
-            // SAFETY: the handle lives for one `fcntl(F_SETFD)` and is dropped: it never
-            // closes or replaces the fd. If the number was closed meanwhile (EBADF, skipped
-            // below) or reused, marking it close-on-exec disturbs no owner: it only takes
-            // effect in a process that execs, on the private copy of the table exec makes.
-            let fd = unsafe { FileDescriptor::borrowed(task, near::FileDescriptor::new(n)) };
-            match fd.enable_cloexec().await {
-                Err(e) if e.errno() == Some(Errno::EBADF) => {}
-                other => other?,
-            }
-        }
-        Ok(())
-    }
-    .await;
     let closed = dir.close().await;
-    result?;
-    closed
+    let fds = listed?
+        .into_iter()
+        .filter_map(|entry| {
+            // "." and ".." parse as no number.
+            let n: i32 = std::str::from_utf8(&entry.name).ok()?.parse().ok()?;
+            (n != dir_n).then(|| near::FileDescriptor::new(n))
+        })
+        .collect();
+    closed?;
+    Ok(fds)
+}
+
+/// Marks every fd of `task`'s table close-on-exec except `keep`.
+async fn mark_cloexec(task: &Task, keep: &[near::FileDescriptor]) -> Result<()> {
+    for n in list_fds(task).await? {
+        if keep.contains(&n) {
+            continue;
+        }
+        match fd_flags(task, n).await {
+            Ok(Some(flags)) if flags.contains(FD::CLOEXEC) => {}
+            Ok(Some(flags)) => set_fd_flags(task, n, flags | FD::CLOEXEC).await?,
+            Ok(None) => {} // closed meanwhile
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What [`close_cloexec`] does with an fd a live handle names.
+enum Handled<'a> {
+    /// Refuse the whole call, closing nothing.
+    Refuse,
+    /// Leave it, and also every fd a handle of this (older) table names.
+    Keep(&'a std::sync::Arc<rsyscall_handle::FdTableState>),
+}
+
+/// Closes every close-on-exec fd of `task`'s table except `keep` and those live handles
+/// name (see [`Handled`]).
+async fn close_cloexec(
+    task: &Task,
+    keep: &[near::FileDescriptor],
+    handled: Handled<'_>,
+    what: &'static str,
+) -> Result<()> {
+    let table = task.fd_table();
+    if table.id() == rsyscall_handle::local_namespaces().fd_table {
+        return Err(Error::invalid(
+            what,
+            "the thread uses this program's own fd table, whose fds belong to code that \
+             closing them by number would break; use it on a thread with a table of its own",
+        ));
+    }
+    let mut doomed = Vec::new();
+    for n in list_fds(task).await? {
+        if keep.contains(&n) {
+            continue;
+        }
+        if let Handled::Keep(old) = handled
+            && old.has_handle(n)
+        {
+            continue;
+        }
+        match fd_flags(task, n).await? {
+            Some(flags) if flags.contains(FD::CLOEXEC) => doomed.push(n),
+            _ => {}
+        }
+    }
+    let owned: Vec<i32> = doomed
+        .iter()
+        .filter(|n| table.has_handle(**n))
+        .map(|n| n.as_raw())
+        .collect();
+    match handled {
+        Handled::Refuse if !owned.is_empty() => {
+            return Err(Error::invalid(
+                what,
+                format!(
+                    "fds {owned:?} are named by live handles of this table and not kept; \
+                     keep them, or drop their handles first (nothing was closed)"
+                ),
+            ));
+        }
+        Handled::Refuse => {
+            // Copies whose originals' handles are still alive may go: inherit must no
+            // longer vouch for them.
+            task.forget_inherited_from();
+        }
+        Handled::Keep(_) => {}
+    }
+    for n in doomed {
+        // Checked again just before the close: a handle made meanwhile wins.
+        if table.has_handle(n) {
+            continue;
+        }
+        match close_unowned(task, n).await {
+            Err(e) if e.errno() == Some(Errno::EBADF) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// `fcntl(n, F_GETFD)`, `None` if `n` is not open.
+async fn fd_flags(task: &Task, n: near::FileDescriptor) -> Result<Option<FD>> {
+    task.prepare().await;
+    // SAFETY: F_GETFD takes no pointer and changes nothing.
+    let r = unsafe { near::fcntl(task.sysif(), n, libc::F_GETFD, 0) }.await;
+    match r {
+        Ok(v) => Ok(Some(FD::from_bits_retain(v as i32))),
+        Err(near::SyscallError::Errno(Errno::EBADF)) => Ok(None),
+        Err(e) => Err(task.error("fcntl(F_GETFD)")(e)),
+    }
+}
+
+/// `fcntl(n, F_SETFD, flags)`; an fd closed meanwhile is skipped.
+async fn set_fd_flags(task: &Task, n: near::FileDescriptor, flags: FD) -> Result<()> {
+    // SAFETY: F_SETFD takes an integer and changes only the fd's close-on-exec flag.
+    let r = unsafe { near::fcntl(task.sysif(), n, libc::F_SETFD, flags.bits() as i64) }.await;
+    match r {
+        Ok(_) | Err(near::SyscallError::Errno(Errno::EBADF)) => Ok(()),
+        Err(e) => Err(task.error("fcntl(F_SETFD)")(e)),
+    }
+}
+
+/// Closes fd `n` of `task`'s table, which is not the local table and which no handle
+/// names.
+async fn close_unowned(task: &Task, n: near::FileDescriptor) -> Result<()> {
+    // SAFETY: the table is not this program's (checked by the caller), so no Rust object of
+    // ours owns its fds except through handles, and no handle names `n` (checked just
+    // before): closing it breaks no ownership of ours.
+    unsafe { near::close(task.sysif(), n) }
+        .await
+        .map_err(task.error("close"))
 }

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer};
 use crate::structs::{
-    EpollEvent, InotifyEvent, InotifyEventHeader, Itimerspec, SignalfdSiginfo, Sigset, Struct,
+    EpollEvent, InotifyEvent, InotifyEventHeader, Itimerspec, PathArg, SignalfdSiginfo, Sigset,
+    Struct,
 };
 
 /// The `maxevents` of an `epoll_wait` into `size` bytes.
@@ -361,8 +362,9 @@ impl FileDescriptor {
     /// [`Error::InvalidArgument`] for a path with a NUL byte; `EACCES`, `EBADF`, `EEXIST`
     /// (with `IN::MASK_CREATE`), `EINVAL`, `ENAMETOOLONG`, `ENOENT`, `ENOSPC`, `ENOTDIR`. See
     /// inotify_add_watch(2).
-    pub async fn inotify_add_watch(&self, path: &[u8], mask: IN) -> Result<WatchDescriptor> {
+    pub async fn inotify_add_watch(&self, path: impl PathArg, mask: IN) -> Result<WatchDescriptor> {
         let task = self.task();
+        let path = path.path_bytes();
         let fd = task.check_fd(self)?;
         task.with_path("inotify_add_watch", path, |p| {
             near::inotify_add_watch(task.sysif(), fd, p, mask)
@@ -399,12 +401,15 @@ impl FileDescriptor {
     }
 
     /// `pidfd_send_signal(pidfd, sig, NULL, 0)` — signals the process this pidfd refers
-    /// to; unlike `kill`, never a process that reused its pid.
+    /// to; unlike `kill`, never a process that reused its pid. `sig` is a [`Signal`], or
+    /// `None` for the null signal 0: nothing is sent, only whether the process still
+    /// exists (a zombie does, until reaped) is checked.
     ///
     /// # Errors
-    /// `ESRCH` (the process has exited), `EBADF`, `EINVAL` (not a pidfd), `EPERM`. See
-    /// pidfd_send_signal(2).
-    pub async fn pidfd_send_signal(&self, sig: Signal) -> Result<()> {
+    /// `ESRCH` (the process has been reaped), `EBADF`, `EINVAL` (not a pidfd), `EPERM`.
+    /// See pidfd_send_signal(2).
+    pub async fn pidfd_send_signal(&self, sig: impl Into<Option<Signal>>) -> Result<()> {
+        let sig = sig.into();
         self.call("pidfd_send_signal", |s, fd| {
             near::pidfd_send_signal(s, fd, sig)
         })

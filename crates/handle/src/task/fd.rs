@@ -41,7 +41,7 @@ impl FileDescriptor {
     /// # async_io::block_on(async {
     /// let task = Task::local();
     /// let pipe = task.pipe().await?;
-    /// task.write_all(&pipe.write, b"abc").await?;
+    /// task.write_all_bytes(&pipe.write, b"abc").await?;
     /// let buf = task.malloc_bytes(8).await?;
     /// let (filled, rest) = pipe.read.read(buf).await?;
     /// assert_eq!(filled.size(), 3);
@@ -77,7 +77,7 @@ impl FileDescriptor {
     /// let data = task.ptr(&b"hello"[..]).await?;
     /// let (written, rest) = pipe.write.write(data).await?;
     /// assert_eq!((written.size(), rest.size()), (5, 0));
-    /// assert_eq!(task.read(&pipe.read, 5).await?, b"hello");
+    /// assert_eq!(task.read_bytes(&pipe.read, 5).await?, b"hello");
     /// # Ok::<(), rsyscall_handle::Error>(())
     /// # }).unwrap();
     /// ```
@@ -109,16 +109,16 @@ impl Task {
     /// # async_io::block_on(async {
     /// let task = Task::local();
     /// let pipe = task.pipe().await?;
-    /// let n = task.write(&pipe.write, b"some bytes").await?;
+    /// let n = task.write_bytes(&pipe.write, b"some bytes").await?;
     /// assert_eq!(n, 10);
-    /// assert_eq!(task.read(&pipe.read, 10).await?, b"some bytes");
+    /// assert_eq!(task.read_bytes(&pipe.read, 10).await?, b"some bytes");
     /// # Ok::<(), rsyscall_handle::Error>(())
     /// # }).unwrap();
     /// ```
     ///
     /// # Errors
     /// As [`FileDescriptor::write`].
-    pub async fn write(&self, fd: &FileDescriptor, data: &[u8]) -> Result<usize> {
+    pub async fn write_bytes(&self, fd: &FileDescriptor, data: &[u8]) -> Result<usize> {
         let nfd = self.check_fd(fd)?;
         if self.sysif().is_local() {
             self.prepare().await;
@@ -140,10 +140,10 @@ impl Task {
     /// Writes all of `data`, looping over short writes.
     ///
     /// # Errors
-    /// As [`Task::write`].
-    pub async fn write_all(&self, fd: &FileDescriptor, mut data: &[u8]) -> Result<()> {
+    /// As [`Task::write_bytes`].
+    pub async fn write_all_bytes(&self, fd: &FileDescriptor, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
-            let n = self.write(fd, data).await?;
+            let n = self.write_bytes(fd, data).await?;
             data = &data[n.min(data.len())..];
         }
         Ok(())
@@ -158,17 +158,17 @@ impl Task {
     /// # async_io::block_on(async {
     /// let task = Task::local();
     /// let pipe = task.pipe().await?;
-    /// task.write_all(&pipe.write, b"hi").await?;
+    /// task.write_all_bytes(&pipe.write, b"hi").await?;
     /// pipe.write.close().await?;
-    /// assert_eq!(task.read(&pipe.read, 100).await?, b"hi");
-    /// assert!(task.read(&pipe.read, 100).await?.is_empty(), "end of file");
+    /// assert_eq!(task.read_bytes(&pipe.read, 100).await?, b"hi");
+    /// assert!(task.read_bytes(&pipe.read, 100).await?.is_empty(), "end of file");
     /// # Ok::<(), rsyscall_handle::Error>(())
     /// # }).unwrap();
     /// ```
     ///
     /// # Errors
     /// As [`FileDescriptor::read`].
-    pub async fn read(&self, fd: &FileDescriptor, len: usize) -> Result<Vec<u8>> {
+    pub async fn read_bytes(&self, fd: &FileDescriptor, len: usize) -> Result<Vec<u8>> {
         let buf = self.malloc_bytes(len).await?;
         let (data, _) = fd.for_task(self)?.read(buf).await?;
         data.read().await
@@ -177,11 +177,11 @@ impl Task {
     /// Reads until EOF.
     ///
     /// # Errors
-    /// As [`Task::read`].
+    /// As [`Task::read_bytes`].
     pub async fn read_to_eof(&self, fd: &FileDescriptor) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            let chunk = self.read(fd, 65536).await?;
+            let chunk = self.read_bytes(fd, 65536).await?;
             if chunk.is_empty() {
                 return Ok(out);
             }
@@ -223,8 +223,8 @@ impl Task {
     /// let task = Task::local();
     /// let pipe = task.pipe().await?;
     /// assert!(pipe.read.fcntl_getfd().await?.contains(FD::CLOEXEC));
-    /// task.write_all(&pipe.write, b"through the pipe").await?;
-    /// assert_eq!(task.read(&pipe.read, 100).await?, b"through the pipe");
+    /// task.write_all_bytes(&pipe.write, b"through the pipe").await?;
+    /// assert_eq!(task.read_bytes(&pipe.read, 100).await?, b"through the pipe");
     /// # Ok::<(), rsyscall_handle::Error>(())
     /// # }).unwrap();
     /// ```
@@ -578,10 +578,10 @@ impl FileDescriptor {
     /// let task = Task::local();
     /// let path = std::env::temp_dir().join(format!("rsyscall-doc-lseek-{}", std::process::id()));
     /// let file = task.open(&path, O::RDWR | O::CREAT | O::TRUNC, 0o600).await?;
-    /// task.write_all(&file, b"0123456789").await?;
+    /// task.write_all_bytes(&file, b"0123456789").await?;
     /// assert_eq!(file.lseek(0, SEEK::END).await?, 10);
     /// assert_eq!(file.lseek(4, SEEK::SET).await?, 4);
-    /// assert_eq!(task.read(&file, 3).await?, b"456");
+    /// assert_eq!(task.read_bytes(&file, 3).await?, b"456");
     /// std::fs::remove_file(&path).unwrap();
     /// # Ok::<(), rsyscall_handle::Error>(())
     /// # }).unwrap();
@@ -796,6 +796,63 @@ impl FileDescriptor {
             .map_err(|_| Error::invalid("ioctl(FIONREAD)", format!("the kernel returned {n}")))
     }
 
+    /// `ioctl(fd, request, arg)` — the escape hatch for requests that have no method of
+    /// their own: `arg` goes to the kernel as it is, and the kernel's return value comes
+    /// back. For a request taking a pointer to a struct, [`FileDescriptor::ioctl_ptr`]
+    /// lends the memory safely.
+    ///
+    /// # Safety
+    /// The kernel acts on `request` with nothing checked here. The caller must make sure
+    /// that it does nothing that breaks memory or fd ownership of this program:
+    /// - if `request` reads or writes memory at `arg`, then `arg` is an address of this
+    ///   fd's task's address space valid for those accesses until the returned future
+    ///   completes (in the local process that means memory Rust code does not use
+    ///   meanwhile; dropping the future does not stop a remote call already sent);
+    /// - if `request` closes, replaces or creates fds, or changes memory mappings, the
+    ///   caller owns what is closed or replaced and takes ownership of what is made.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the fd is not of its task's table; `EBADF`, `EFAULT`,
+    /// `EINVAL`, `ENOTTY` (a request the file does not know) and the request's own. See
+    /// ioctl(2).
+    pub async unsafe fn ioctl(&self, request: u64, arg: i64) -> Result<i64> {
+        self.call("ioctl", |s, fd| {
+            // SAFETY: the caller vouches for `request` and `arg` (see # Safety).
+            unsafe { near::ioctl(s, fd, request, arg) }
+        })
+        .await
+    }
+
+    /// `ioctl(fd, request, ptr)` — the escape hatch for a request taking a pointer to one
+    /// struct that the kernel reads and may write back: `ptr` (written with the input, or
+    /// with zeroes for an output-only request) is lent to the kernel until the call is
+    /// over, and comes back readable with what the kernel left there, with the kernel's
+    /// return value. If this future is dropped while a remote call runs, the memory is
+    /// kept rather than freed under the kernel.
+    ///
+    /// # Safety
+    /// `request` must read and write memory only inside `ptr`'s `ptr.size()` bytes, and
+    /// must not close, replace or create fds or change memory mappings (the second rule of
+    /// [`FileDescriptor::ioctl`]).
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the fd or `ptr` is of another table or address space than
+    /// the fd's task; the errors of [`FileDescriptor::ioctl`].
+    pub async unsafe fn ioctl_ptr<T: ?Sized + crate::structs::Struct>(
+        &self,
+        request: u64,
+        ptr: WrittenPointer<T>,
+    ) -> Result<(i64, ReadablePointer<T>)> {
+        let task = self.task();
+        let fd = task.check_fd(self)?;
+        let addr = task.check_ptr(ptr.pointer())?;
+        // SAFETY: `addr` is memory of the fd's task, lent until completion; the caller
+        // vouches that `request` stays inside it and touches no fds or mappings.
+        let call = unsafe { near::ioctl(task.sysif(), fd, request, addr.arg()) };
+        let (ret, ptr) = task.lent("ioctl", ptr, call).await?;
+        Ok((ret, ptr.into_readable()))
+    }
+
     /// `ioctl(fd, FICLONERANGE, &range)` — makes `src_length` bytes of this file at
     /// `dest_offset` share the storage of `src`'s bytes at `src_offset` (a reflink copy;
     /// `src_length` 0 means to the end of `src`). Both files must be on one file system
@@ -870,7 +927,12 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::pread`].
-    pub async fn pread(&self, fd: &FileDescriptor, len: usize, offset: u64) -> Result<Vec<u8>> {
+    pub async fn pread_bytes(
+        &self,
+        fd: &FileDescriptor,
+        len: usize,
+        offset: u64,
+    ) -> Result<Vec<u8>> {
         let fd = fd.for_task(self)?;
         file_range("pread64", offset, len)?;
         let buf = self.malloc_bytes(len).await?;
@@ -883,7 +945,12 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::pwrite`].
-    pub async fn pwrite(&self, fd: &FileDescriptor, data: &[u8], offset: u64) -> Result<usize> {
+    pub async fn pwrite_bytes(
+        &self,
+        fd: &FileDescriptor,
+        data: &[u8],
+        offset: u64,
+    ) -> Result<usize> {
         let fd = fd.for_task(self)?;
         file_range("pwrite64", offset, data.len())?;
         let buf = self.ptr(data).await?;

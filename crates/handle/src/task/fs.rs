@@ -111,7 +111,7 @@ impl Task {
     /// let task = Task::local();
     /// let path = std::env::temp_dir().join(format!("rsyscall-doc-open-{}", std::process::id()));
     /// let file = task.open(&path, O::WRONLY | O::CREAT | O::TRUNC, 0o600).await?;
-    /// task.write_all(&file, b"contents").await?;
+    /// task.write_all_bytes(&file, b"contents").await?;
     /// file.close().await?;
     /// assert_eq!(std::fs::read(&path).unwrap(), b"contents");
     /// std::fs::remove_file(&path).unwrap();

@@ -72,8 +72,8 @@ struct TaskInner {
 /// assert_eq!(task.getpid().await?.as_raw() as u32, std::process::id());
 ///
 /// let pipe = task.pipe().await?;
-/// task.write_all(&pipe.write, b"hello").await?;
-/// assert_eq!(task.read(&pipe.read, 5).await?, b"hello");
+/// task.write_all_bytes(&pipe.write, b"hello").await?;
+/// assert_eq!(task.read_bytes(&pipe.read, 5).await?, b"hello");
 /// # Ok::<(), rsyscall_handle::Error>(())
 /// # }).unwrap();
 /// ```
@@ -226,6 +226,13 @@ impl Task {
     /// `unshare_files`), and that table's generation at the time, if any.
     pub fn inherited_from(&self) -> Option<(far::FdTable, u64)> {
         self.inner.table.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Stops [`FileDescriptor::inherit`] into this task: after fds of a copied table were
+    /// closed by number (as the thread crate's `Thread::do_cloexec_except` does), a handle
+    /// of the original table no longer proves that the copy still holds its fd.
+    pub fn forget_inherited_from(&self) {
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner()).1 = None;
     }
 
     /// Records that the task now uses a fresh copy of its fd table (after
@@ -396,7 +403,7 @@ impl Task {
     /// # async_io::block_on(async {
     /// let task = Task::local();
     /// let pipe = task.pipe().await?;
-    /// task.write_all(&pipe.write, b"abc").await?;
+    /// task.write_all_bytes(&pipe.write, b"abc").await?;
     /// let buf = task.malloc_bytes(16).await?;
     /// let (data, rest) = pipe.read.read(buf).await?;
     /// assert_eq!(data.read().await?, b"abc");

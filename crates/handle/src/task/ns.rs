@@ -12,6 +12,7 @@ use super::Task;
 use crate::error::{Error, Result};
 use crate::fd::{FdTableState, FileDescriptor};
 use crate::pointer::WrittenPointer;
+use crate::structs::PathArg;
 
 impl Task {
     /// Like [`Task::error`], naming the syscall `with_cap` (which says what capability is
@@ -181,7 +182,9 @@ impl Task {
 
     /// `mount(source, target, fstype, flags, data)` — mounts a filesystem at `target` (or
     /// with `MS::BIND`, `MS::MOVE`, `MS::REMOUNT`, propagation flags, changes mounts);
-    /// `None` for arguments the operation ignores.
+    /// `None` for arguments the operation ignores. `target` is a path like every path
+    /// argument ([`PathArg`]); `source` (a path, a device, or a name such as `"proc"`),
+    /// `fstype` and `data` are optional strings, NULL when `None`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a string with a NUL byte; `EPERM` (needs
@@ -189,11 +192,12 @@ impl Task {
     pub async fn mount(
         &self,
         source: Option<&[u8]>,
-        target: &[u8],
+        target: impl PathArg,
         fstype: Option<&[u8]>,
         flags: MS,
         data: Option<&[u8]>,
     ) -> Result<()> {
+        let target = target.path_bytes();
         let (buf, a) = self
             .cstrings("mount", &[source, Some(target), fstype, data])
             .await?;
@@ -208,7 +212,8 @@ impl Task {
     /// # Errors
     /// [`Error::InvalidArgument`] for a path with a NUL byte; `EBUSY`, `EINVAL` (not a
     /// mount point), `ENOENT`, `EPERM`. See umount(2).
-    pub async fn umount2(&self, target: &[u8], flags: MNT) -> Result<()> {
+    pub async fn umount2(&self, target: impl PathArg, flags: MNT) -> Result<()> {
+        let target = target.path_bytes();
         let (buf, a) = self.cstrings("umount2", &[Some(target)]).await?;
         let call = near::umount2(self.sysif(), a[0], flags);
         let error = self.error_needing("umount2", "umount2 (EPERM: needs CAP_SYS_ADMIN)");
@@ -222,7 +227,8 @@ impl Task {
     /// # Errors
     /// [`Error::InvalidArgument`] for a path with a NUL byte; `EBUSY`, `EINVAL`, `ENOTDIR`,
     /// `EPERM`. See pivot_root(2).
-    pub async fn pivot_root(&self, new_root: &[u8], put_old: &[u8]) -> Result<()> {
+    pub async fn pivot_root(&self, new_root: impl PathArg, put_old: impl PathArg) -> Result<()> {
+        let (new_root, put_old) = (new_root.path_bytes(), put_old.path_bytes());
         let (buf, a) = self
             .cstrings("pivot_root", &[Some(new_root), Some(put_old)])
             .await?;
@@ -238,7 +244,8 @@ impl Task {
     /// # Errors
     /// [`Error::InvalidArgument`] for a path with a NUL byte; `EACCES`, `ENOENT`, `ENOTDIR`,
     /// `EPERM` (needs `CAP_SYS_CHROOT`). See chroot(2).
-    pub async fn chroot(&self, path: &[u8]) -> Result<()> {
+    pub async fn chroot(&self, path: impl PathArg) -> Result<()> {
+        let path = path.path_bytes();
         let (buf, a) = self.cstrings("chroot", &[Some(path)]).await?;
         let call = near::chroot(self.sysif(), a[0]);
         let error = self.error_needing("chroot", "chroot (EPERM: needs CAP_SYS_CHROOT)");

@@ -13,7 +13,7 @@ use super::Task;
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::WrittenPointer;
-use crate::structs::{ArgvEnvp, RobustListHead, Sigaction, Siginfo, Sigset, WaitId};
+use crate::structs::{ArgvEnvp, PathArg, RobustListHead, Sigaction, Siginfo, Sigset, WaitId};
 
 impl Task {
     /// `getpid()` — the task's pid in its own pid namespace.
@@ -36,12 +36,15 @@ impl Task {
             .map_err(self.error("getppid"))
     }
 
-    /// `kill(pid, sig)` — signals a process by pid. Racy unless the pid is an unreaped
-    /// child: prefer [`ChildProcess::kill`](crate::ChildProcess::kill).
+    /// `kill(pid, sig)` — signals a process by pid. `sig` is a [`Signal`], or `None` for
+    /// the null signal 0, which sends nothing and only checks that the process exists and
+    /// may be signalled (the original's `kill(pid, 0)`). Racy unless the pid is an
+    /// unreaped child: prefer [`ChildProcess::kill`](crate::ChildProcess::kill) and
+    /// [`ChildProcess::exists`](crate::ChildProcess::exists).
     ///
     /// # Errors
     /// `ESRCH`, `EPERM`. See kill(2).
-    pub async fn kill(&self, pid: near::Pid, sig: near::Signal) -> Result<()> {
+    pub async fn kill(&self, pid: near::Pid, sig: impl Into<Option<Signal>>) -> Result<()> {
         near::kill(self.sysif(), pid, sig)
             .await
             .map_err(self.error("kill"))
@@ -63,7 +66,12 @@ impl Task {
     ///
     /// # Errors
     /// `ESRCH`, `EPERM`. See tgkill(2).
-    pub async fn tgkill(&self, tgid: near::Pid, tid: near::Pid, sig: Option<Signal>) -> Result<()> {
+    pub async fn tgkill(
+        &self,
+        tgid: near::Pid,
+        tid: near::Pid,
+        sig: impl Into<Option<Signal>>,
+    ) -> Result<()> {
         near::tgkill(self.sysif(), tgid, tid, sig)
             .await
             .map_err(self.error("tgkill"))
@@ -407,7 +415,7 @@ impl Task {
     /// overflows; allocation and transport errors.
     pub async fn argv_envp<P, A, E>(&self, path: P, argv: &[A], envp: &[E]) -> Result<ArgvEnvp>
     where
-        P: AsRef<OsStr>,
+        P: PathArg,
         A: AsRef<OsStr>,
         E: AsRef<OsStr>,
     {
@@ -428,11 +436,11 @@ impl Task {
         envp: &[E],
     ) -> Result<ArgvEnvp>
     where
-        P: AsRef<OsStr>,
+        P: PathArg,
         A: AsRef<OsStr>,
         E: AsRef<OsStr>,
     {
-        let path = path.as_ref().as_bytes();
+        let path = path.path_bytes();
         let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_ref().as_bytes()).collect();
         let envp: Vec<&[u8]> = envp.iter().map(|e| e.as_ref().as_bytes()).collect();
         let overflow = || Error::invalid("argv_envp", "the total size overflows");

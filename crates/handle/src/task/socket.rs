@@ -16,6 +16,7 @@ use crate::cmsg;
 use crate::error::{Error, Result};
 use crate::fd::FileDescriptor;
 use crate::pointer::{Pointer, ReadablePointer, WrittenPointer};
+use crate::structs::PathArg;
 use crate::structs::{
     AnySockaddr, Cmsg, Ifreq, Msghdr, RecvMsg, SendCmsg, SockOpt, Sockaddr, SockaddrIn,
     SockaddrStorage, SockaddrUn, UnixAddress, cmsg_space, pod_from_bytes,
@@ -67,18 +68,23 @@ impl Task {
         self.new_fd("socket", call).await
     }
 
-    /// `socketpair(domain, type | SOCK_CLOEXEC, 0, fds)` — two connected sockets.
+    /// `socketpair(domain, type | flags | SOCK_CLOEXEC, protocol, fds)` — two connected
+    /// sockets, taking the same arguments as [`Task::socket`].
     ///
     /// # Errors
-    /// `EAFNOSUPPORT`, `EOPNOTSUPP`, `EMFILE`. See socketpair(2).
+    /// `EAFNOSUPPORT`, `EOPNOTSUPP` (a family without socketpairs, such as `AF::INET`),
+    /// `EPROTONOSUPPORT`, `EMFILE`. See socketpair(2).
     pub async fn socketpair(
         &self,
-        domain: i32,
-        ty: i32,
+        domain: AF,
+        ty: SockType,
+        flags: SOCK,
+        protocol: i32,
     ) -> Result<(FileDescriptor, FileDescriptor)> {
         let (out, addr) = self.fd_pair_out().await?;
+        let flags = flags | SOCK::CLOEXEC;
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
-        let call = unsafe { near::socketpair(self.sysif(), domain, ty, SOCK::CLOEXEC, 0, addr) };
+        let call = unsafe { near::socketpair(self.sysif(), domain, ty, flags, protocol, addr) };
         let ((), out) = self.lent("socketpair", out, call).await?;
         self.own_pair(out.into_pointer()?.filled(8)?.0).await
     }
@@ -104,7 +110,8 @@ impl Task {
     /// [`Error::InvalidArgument`] for an empty path, a NUL byte, a path ending in `/`, or a
     /// last component too long to fit even through `/proc/self/fd`; `openat` errors for the
     /// parent directory.
-    pub async fn unix_address(&self, path: &[u8]) -> Result<UnixAddress> {
+    pub async fn unix_address(&self, path: impl PathArg) -> Result<UnixAddress> {
+        let path = path.path_bytes();
         if path.len() <= SockaddrUn::MAX_PATH || path.contains(&0) {
             return Ok(UnixAddress {
                 addr: SockaddrUn::new(path)?,
@@ -148,7 +155,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::sendto`].
-    pub async fn sendto(
+    pub async fn sendto_bytes(
         &self,
         fd: &FileDescriptor,
         data: &[u8],
@@ -166,7 +173,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::recvfrom`].
-    pub async fn recvfrom(
+    pub async fn recvfrom_bytes(
         &self,
         fd: &FileDescriptor,
         len: usize,
@@ -184,7 +191,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::sendmsg`].
-    pub async fn sendmsg(
+    pub async fn sendmsg_bytes(
         &self,
         fd: &FileDescriptor,
         data: &[&[u8]],
@@ -205,7 +212,7 @@ impl Task {
     ///
     /// # Errors
     /// As [`FileDescriptor::recvmsg`].
-    pub async fn recvmsg(
+    pub async fn recvmsg_bytes(
         &self,
         fd: &FileDescriptor,
         len: usize,
@@ -229,7 +236,7 @@ impl Task {
     /// [`Error::InvalidArgument`] for no fds or more than 253; the syscall's errors.
     pub async fn send_fds(&self, sock: &FileDescriptor, fds: &[&FileDescriptor]) -> Result<()> {
         check_fd_count("send_fds", fds.len())?;
-        self.sendmsg(sock, &[&[0u8]], &[SendCmsg::Rights(fds)], MSG::empty())
+        self.sendmsg_bytes(sock, &[&[0u8]], &[SendCmsg::Rights(fds)], MSG::empty())
             .await?;
         Ok(())
     }
@@ -247,7 +254,7 @@ impl Task {
     ) -> Result<Vec<FileDescriptor>> {
         check_fd_count("recv_fds", count)?;
         let (data, msg) = self
-            .recvmsg(sock, 1, cmsg_space(4 * count), MSG::empty())
+            .recvmsg_bytes(sock, 1, cmsg_space(4 * count), MSG::empty())
             .await?;
         let fds: Vec<FileDescriptor> = msg
             .control
@@ -321,7 +328,7 @@ impl FileDescriptor {
     ///
     /// # Errors
     /// As [`Task::unix_address`] and [`FileDescriptor::bind`].
-    pub async fn bind_unix(&self, path: &[u8]) -> Result<()> {
+    pub async fn bind_unix(&self, path: impl PathArg) -> Result<()> {
         let addr = self.task().unix_address(path).await?;
         self.bind(addr.sockaddr()).await
     }
@@ -331,7 +338,7 @@ impl FileDescriptor {
     ///
     /// # Errors
     /// As [`Task::unix_address`] and [`FileDescriptor::connect`].
-    pub async fn connect_unix(&self, path: &[u8]) -> Result<()> {
+    pub async fn connect_unix(&self, path: impl PathArg) -> Result<()> {
         let addr = self.task().unix_address(path).await?;
         self.connect(addr.sockaddr()).await
     }

@@ -98,15 +98,27 @@ pub async unsafe fn exit(sysif: &dyn SyscallInterface, status: i32) -> Result<()
     unsafe { call_no_response(sysif, libc::SYS_exit, [status as i64]) }.await
 }
 
+/// The number a signal argument is passed as: 0 (the null signal) for `None`.
+fn sig_arg(sig: Option<Signal>) -> i64 {
+    sig.map_or(0, |s| s.as_raw() as i64)
+}
+
 /// `kill(pid, sig)` — sends `sig` to a process (or process group for negative `pid`).
+/// `sig` is a [`Signal`] or an `Option<Signal>`; `None` is the null signal 0: nothing is
+/// sent, the call only checks that the target exists and may be signalled.
 ///
 /// Racy for anything but an unreaped child: the pid may have been reused.
 ///
 /// # Errors
 /// `ESRCH`, `EPERM`, `EINVAL`. See kill(2).
-pub async fn kill(sysif: &dyn SyscallInterface, pid: Pid, sig: Signal) -> Result<(), SyscallError> {
+pub async fn kill(
+    sysif: &dyn SyscallInterface,
+    pid: Pid,
+    sig: impl Into<Option<Signal>>,
+) -> Result<(), SyscallError> {
+    let sig = sig_arg(sig.into());
     // SAFETY: kill touches no memory of ours and no fds.
-    unsafe { call(sysif, libc::SYS_kill, [pid.arg(), sig.as_raw() as i64]) }.await
+    unsafe { call(sysif, libc::SYS_kill, [pid.arg(), sig]) }.await
 }
 
 /// `waitid(idtype, id, infop, options, rusage)` — waits for a state change of a child.
@@ -150,16 +162,19 @@ pub async fn pidfd_open(
 }
 
 /// `pidfd_send_signal(pidfd, sig, NULL, 0)` — signals the process a pidfd refers to, with
-/// no risk of hitting a reused pid.
+/// no risk of hitting a reused pid. `sig` is a [`Signal`] or an `Option<Signal>`; `None`
+/// is the null signal 0: nothing is sent, the call only checks that the process exists
+/// (a zombie not yet reaped still does).
 ///
 /// # Errors
-/// `ESRCH` once the process has exited, `EBADF`, `EPERM`. See pidfd_send_signal(2).
+/// `ESRCH` once the process has been reaped, `EBADF`, `EPERM`. See
+/// pidfd_send_signal(2).
 pub async fn pidfd_send_signal(
     sysif: &dyn SyscallInterface,
     pidfd: FileDescriptor,
-    sig: Signal,
+    sig: impl Into<Option<Signal>>,
 ) -> Result<(), SyscallError> {
-    let args = [pidfd.arg(), sig.as_raw() as i64, 0, 0];
+    let args = [pidfd.arg(), sig_arg(sig.into()), 0, 0];
     // SAFETY: no siginfo pointer is passed; the fd is only used, not changed.
     unsafe { call(sysif, libc::SYS_pidfd_send_signal, args) }.await
 }
@@ -250,8 +265,9 @@ pub async fn gettid(sysif: &dyn SyscallInterface) -> Result<Pid, SyscallError> {
     unsafe { call(sysif, libc::SYS_gettid, []) }.await
 }
 
-/// `tgkill(tgid, tid, sig)` — sends `sig` (or, with `None`, only checks that the thread
-/// exists and may be signalled) to thread `tid` of thread group `tgid`.
+/// `tgkill(tgid, tid, sig)` — sends `sig` (a [`Signal`], or, with `None`, the null signal:
+/// only checks that the thread exists and may be signalled) to thread `tid` of thread
+/// group `tgid`.
 ///
 /// Racy like [`kill`]: the ids may have been reused.
 ///
@@ -261,9 +277,9 @@ pub async fn tgkill(
     sysif: &dyn SyscallInterface,
     tgid: Pid,
     tid: Pid,
-    sig: Option<Signal>,
+    sig: impl Into<Option<Signal>>,
 ) -> Result<(), SyscallError> {
-    let sig = sig.map_or(0, |s| s.as_raw() as i64);
+    let sig = sig_arg(sig.into());
     // SAFETY: tgkill touches no memory of ours and no fds.
     unsafe { call(sysif, libc::SYS_tgkill, [tgid.arg(), tid.arg(), sig]) }.await
 }

@@ -128,15 +128,15 @@ pub async fn socket(
 /// `EAFNOSUPPORT`, `EFAULT`, `EMFILE`, `ENFILE`, `EOPNOTSUPP`. See socketpair(2).
 pub async unsafe fn socketpair(
     sysif: &dyn SyscallInterface,
-    domain: i32,
-    ty: i32,
+    domain: AF,
+    ty: SockType,
     flags: SOCK,
     protocol: i32,
     sv: Address,
 ) -> Result<(), SyscallError> {
     let args = [
-        domain as i64,
-        (ty | flags.bits()) as i64,
+        domain.as_raw() as i64,
+        (ty.as_raw() | flags.bits()) as i64,
         protocol as i64,
         sv.arg(),
     ];
