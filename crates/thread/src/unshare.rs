@@ -2,13 +2,6 @@
 //! private fd table), user namespaces with automatic id mappings, and
 //! [`Thread::do_cloexec_except`] (and [`Thread::mark_cloexec_except`]).
 //!
-//! # Safety
-//! `do_cloexec_except` closes fds by number, and reads and sets fd flags by number. It
-//! does so only in a table that is not this program's, and closes only numbers that no
-//! handle names (the fd table's registry of live handles, checked just before each close):
-//! no fd that Rust code of ours owns is closed.
-#![allow(unsafe_code)]
-//!
 //! Each unshare is a critical part ([`crate::background`]): dropped once started, it is
 //! finished in the background, so the thread's task always records what its process did.
 //!
@@ -17,8 +10,10 @@
 //! unprivileged `gid_map`), then one line `inner outer 1` to `uid_map` and to `gid_map`.
 //!
 //! # Safety
-//! One unsafe call: short-lived borrowed handles to the fds listed in `/proc/self/fd`,
-//! used only to set their close-on-exec flag.
+//! `do_cloexec_except` closes fds by number, and reads and sets fd flags by number. It
+//! does so only in a table that is not this program's, and closes only numbers that no
+//! handle names (the fd table's registry of live handles, checked just before each close):
+//! no fd that Rust code of ours owns is closed.
 #![allow(unsafe_code)]
 
 use rsyscall_handle::{Error, FileDescriptor, Result, Task};
