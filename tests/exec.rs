@@ -64,6 +64,36 @@ fn exec_on_a_killed_child_thread_fails() {
     })
 }
 
+/// The task-level `execve` (no pidfd to consult) on a task whose connection is known to be
+/// lost: nothing is sent, so it cannot have succeeded, and it is an error, not `Ok`.
+#[test]
+fn task_execve_on_a_dead_task_is_an_error() {
+    run(async {
+        let parent = local_thread();
+        let child = parent.clone(CLONE::empty()).await.expect("clone");
+        child
+            .process()
+            .expect("process")
+            .kill(Signal::SIGKILL)
+            .await
+            .expect("kill");
+        let err = child.task().getpid().await.expect_err("dead");
+        assert!(err.is_hangup(), "{err}");
+        let no_env: &[&str] = &[];
+        let image = child
+            .task()
+            .argv_envp("/bin/true", &["true"], no_env)
+            .await
+            .expect("image");
+        let err = child
+            .task()
+            .execve(image)
+            .await
+            .expect_err("execve on a dead task");
+        assert!(err.is_hangup(), "{err}");
+    })
+}
+
 #[test]
 fn exec_racing_with_a_kill_reports_what_happened() {
     run(async {

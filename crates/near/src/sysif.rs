@@ -97,7 +97,9 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
     /// Runs `request` knowing that, if it succeeds, no response comes back (`exit`,
     /// `execve`): the loss of the connection after sending counts as success and gives
     /// `Ok(0)`. Interfaces that run syscalls in the calling process never return from a
-    /// successful exec, so they need no special handling.
+    /// successful exec, so they need no special handling. An interface that can tell a
+    /// request refused unsent (the connection was already lost) from one lost after it was
+    /// sent should override this and keep the former an error, as `SyscallConnection` does.
     ///
     /// # Safety
     /// As for [`SyscallInterface::syscall`].

@@ -897,6 +897,15 @@ impl SyscallInterface for SyscallConnection {
         Box::pin(call)
     }
 
+    /// As the trait's default, except that a request refused because the connection was
+    /// already lost stays [`SyscallError::Hangup`]: it was never sent, so it cannot have
+    /// succeeded. Only a loss after the request was written counts as success.
+    unsafe fn syscall_no_response(&self, request: Request) -> SyscallFuture<'_> {
+        let mut call = Call::new(self, request, &[], 0, Vec::new());
+        call.no_response = true;
+        Box::pin(call)
+    }
+
     fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
         let released = {
             let mut st = lock(&self.state);
@@ -932,6 +941,9 @@ struct Call<'a> {
     finished: bool,
     /// The result is a new fd ([`SyscallInterface::syscall_new_fd`]).
     new_fd: bool,
+    /// A successful run sends no response ([`SyscallInterface::syscall_no_response`]): a
+    /// hangup after the request was enqueued is success.
+    no_response: bool,
 }
 
 impl<'a> Call<'a> {
@@ -951,6 +963,15 @@ impl<'a> Call<'a> {
             id: None,
             finished: false,
             new_fd: false,
+            no_response: false,
+        }
+    }
+
+    /// The result of an enqueued request, as its caller sees it.
+    fn settled(&self, result: SyscallResult) -> SyscallResult {
+        match result {
+            Err(SyscallError::Hangup) if self.no_response => Ok(0),
+            other => other,
         }
     }
 
@@ -1013,7 +1034,7 @@ impl Future for Call<'_> {
                 let mut st = lock(&conn.state);
                 let Some(idx) = st.index(id) else {
                     this.finished = true;
-                    return Poll::Ready(Err(SyscallError::Hangup));
+                    return Poll::Ready(this.settled(Err(SyscallError::Hangup)));
                 };
                 if let SlotState::Waiting(w) = &mut st.slots[idx].state {
                     update_waker(w, cx.waker());
@@ -1023,7 +1044,7 @@ impl Future for Call<'_> {
                     wakers.extend(handoff);
                     wake_all(wakers);
                     log::trace!("syscall {} -> {:?}", this.request.number, result);
-                    return Poll::Ready(result);
+                    return Poll::Ready(this.settled(result));
                 }
                 match st.driver {
                     Some(d) if d != id => {

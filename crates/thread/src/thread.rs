@@ -284,9 +284,12 @@ impl Thread {
         }
         // SAFETY: exit ends the thread's server, a process of its own; nothing of ours
         // runs on its stack, which it no longer uses once gone.
-        unsafe { near::exit(task.sysif(), status) }
-            .await
-            .map_err(task.error("exit"))
+        match unsafe { near::exit(task.sysif(), status) }.await {
+            // Sent and answered by the end of the connection, or not sent because the
+            // connection was already lost: either way the thread is gone.
+            Ok(_) | Err(near::SyscallError::Hangup) => Ok(()),
+            Err(e) => Err(task.error("exit")(e)),
+        }
     }
 
     /// The connection that moves fds between the local table and this thread's, if the

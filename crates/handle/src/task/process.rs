@@ -506,7 +506,10 @@ impl Task {
 
     /// `execve(path, argv, envp)` — replaces this task's program with `image`'s. On a
     /// remote task, success shows as the end of the connection and returns `Ok(())`; on
-    /// the local task, success does not return.
+    /// the local task, success does not return. A task whose connection was already lost
+    /// gets a hangup error (nothing was sent). A death while the request was in flight
+    /// also ends the connection and cannot be told from success at this level:
+    /// `ChildThread::exec` in the thread layer tells them apart.
     ///
     /// # Errors
     /// `ENOENT`, `EACCES`, `ENOEXEC`, `E2BIG` and others (the task keeps running). See
