@@ -34,6 +34,11 @@ pub enum SyscallError {
     /// The request never left this process, so it certainly did not run.
     #[error("syscall request was not sent: {0}")]
     NotSent(NotSent),
+    /// The server answered a value no kernel returns for this syscall (an fd or pid that
+    /// is negative or beyond `int`, a size beyond the address space...): the server is
+    /// broken or lying, and what the syscall did is unknown.
+    #[error("the syscall server answered {0:#x}, which this syscall never returns")]
+    OutOfRange(i64),
 }
 
 /// Why a request was never sent.
@@ -68,6 +73,7 @@ impl From<SyscallError> for std::io::Error {
             SyscallError::Errno(errno) => errno.into(),
             SyscallError::Hangup => std::io::Error::new(std::io::ErrorKind::BrokenPipe, e),
             SyscallError::NotSent(_) => std::io::Error::new(std::io::ErrorKind::NotConnected, e),
+            SyscallError::OutOfRange(_) => std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         }
     }
 }

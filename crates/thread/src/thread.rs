@@ -687,7 +687,7 @@ impl ChildThread {
         // An answered or unsent request no longer reads the block.
         let over = |r: &near::SyscallResult| !matches!(r, Err(near::SyscallError::Hangup));
         match exec {
-            Err(e @ near::SyscallError::Errno(_)) => {
+            Err(e @ (near::SyscallError::Errno(_) | near::SyscallError::OutOfRange(_))) => {
                 // Responses come in order: the resets were answered before it.
                 self.lent = None;
                 action.map_err(task.error("rt_sigaction"))?;

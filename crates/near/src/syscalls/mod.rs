@@ -33,49 +33,46 @@ use crate::{FileDescriptor, Pid, Request, SyscallError, SyscallInterface};
 /// A syscall's return value decoded as the type a wrapper returns. The kernel's return
 /// value is non-negative here (errors were decoded already); the conversions are plain
 /// casts.
-pub(crate) trait FromRet {
-    /// The value for the raw return value `ret`.
-    fn from_ret(ret: i64) -> Self;
+pub(crate) trait FromRet: Sized {
+    /// The value for the raw return value `ret`, or `None` if no kernel returns `ret` for
+    /// a syscall with results of this type (a broken or lying server).
+    fn from_ret(ret: i64) -> Option<Self>;
 }
 
 impl FromRet for () {
-    fn from_ret(_: i64) -> Self {}
-}
-
-impl FromRet for i64 {
-    fn from_ret(ret: i64) -> Self {
-        ret
+    fn from_ret(_: i64) -> Option<Self> {
+        Some(())
     }
 }
 
-macro_rules! from_ret_cast {
+impl FromRet for i64 {
+    fn from_ret(ret: i64) -> Option<Self> {
+        Some(ret)
+    }
+}
+
+macro_rules! from_ret_checked {
     ($($t:ty),*) => {$(
         impl FromRet for $t {
-            fn from_ret(ret: i64) -> Self {
-                ret as $t
+            fn from_ret(ret: i64) -> Option<Self> {
+                <$t>::try_from(ret).ok()
             }
         }
     )*};
 }
-from_ret_cast!(u64, usize, i32, u32);
+from_ret_checked!(u64, usize, i32, u32);
 
-impl FromRet for FileDescriptor {
-    fn from_ret(ret: i64) -> Self {
-        FileDescriptor::new(ret as i32)
-    }
+/// Fds, pids and watch descriptors are non-negative `int`s.
+macro_rules! from_ret_id {
+    ($($t:ty),*) => {$(
+        impl FromRet for $t {
+            fn from_ret(ret: i64) -> Option<Self> {
+                i32::try_from(ret).ok().filter(|n| *n >= 0).map(<$t>::new)
+            }
+        }
+    )*};
 }
-
-impl FromRet for Pid {
-    fn from_ret(ret: i64) -> Self {
-        Pid::new(ret as i32)
-    }
-}
-
-impl FromRet for WatchDescriptor {
-    fn from_ret(ret: i64) -> Self {
-        WatchDescriptor::new(ret as i32)
-    }
-}
+from_ret_id!(FileDescriptor, Pid, WatchDescriptor);
 
 /// The request for `nr` with `args` padded with zeros to six arguments.
 #[inline]
@@ -97,9 +94,8 @@ pub(crate) async unsafe fn call<R: FromRet, const N: usize>(
     args: [i64; N],
 ) -> Result<R, SyscallError> {
     // SAFETY: forwarded from the caller.
-    unsafe { sysif.syscall(request(nr, args)) }
-        .await
-        .map(R::from_ret)
+    let ret = unsafe { sysif.syscall(request(nr, args)) }.await?;
+    R::from_ret(ret).ok_or(SyscallError::OutOfRange(ret))
 }
 
 /// Like [`call`], for a syscall whose non-negative result is a new fd: sends through
@@ -115,9 +111,8 @@ pub(crate) async unsafe fn call_new_fd<const N: usize>(
     args: [i64; N],
 ) -> Result<FileDescriptor, SyscallError> {
     // SAFETY: forwarded from the caller.
-    unsafe { sysif.syscall_new_fd(request(nr, args)) }
-        .await
-        .map(FileDescriptor::from_ret)
+    let ret = unsafe { sysif.syscall_new_fd(request(nr, args)) }.await?;
+    FileDescriptor::from_ret(ret).ok_or(SyscallError::OutOfRange(ret))
 }
 
 /// Like [`call`], for a syscall that sends no response when it succeeds (`exit`, `execve`):
@@ -148,4 +143,58 @@ pub(crate) fn dirfd_arg(dirfd: Option<FileDescriptor>) -> i64 {
 /// An optional fd argument: the fd, or -1 for `None` ("no fd").
 pub(crate) fn opt_fd_arg(fd: Option<FileDescriptor>) -> i64 {
     fd.map(FileDescriptor::arg).unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{O, SyscallFuture, SyscallInterface};
+
+    /// A server that answers every request with one value.
+    #[derive(Debug)]
+    struct Answers(i64);
+
+    impl SyscallInterface for Answers {
+        unsafe fn syscall(&self, _: Request) -> SyscallFuture<'_> {
+            let v = self.0;
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    #[test]
+    fn answers_no_kernel_gives_are_out_of_range_not_truncated() {
+        async_io::block_on(async {
+            // Beyond `int`: truncated, these would read as pid 0 and fd 0 (stdin).
+            for v in [1i64 << 32, (1 << 40) + 3, -5000, i64::MIN] {
+                assert_eq!(
+                    crate::getpid(&Answers(v)).await,
+                    Err(SyscallError::OutOfRange(v)),
+                    "getpid answered {v:#x}"
+                );
+                assert_eq!(
+                    crate::epoll_create1(&Answers(v), O::CLOEXEC).await,
+                    Err(SyscallError::OutOfRange(v)),
+                    "epoll_create1 answered {v:#x}"
+                );
+            }
+            // The same types still decode what a kernel does return.
+            assert_eq!(crate::getpid(&Answers(42)).await, Ok(Pid::new(42)));
+            assert_eq!(
+                crate::epoll_create1(&Answers(7), O::CLOEXEC).await,
+                Ok(FileDescriptor::new(7))
+            );
+        })
+    }
+
+    #[test]
+    fn sizes_and_numbers_are_checked_against_their_type() {
+        assert_eq!(<usize as FromRet>::from_ret(-5000), None);
+        assert_eq!(
+            <u64 as FromRet>::from_ret(0x7fff_0000_0000),
+            Some(0x7fff_0000_0000)
+        );
+        assert_eq!(<u32 as FromRet>::from_ret(1 << 32), None);
+        assert_eq!(<i32 as FromRet>::from_ret(-1 << 31), Some(i32::MIN));
+        assert_eq!(<i64 as FromRet>::from_ret(-5000), Some(-5000));
+    }
 }
