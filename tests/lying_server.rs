@@ -25,6 +25,7 @@ use rsyscall::near::{self, Address, Request, SyscallError, SyscallInterface};
 use rsyscall::thread::SyscallConnection;
 use rsyscall::{Errno, FileDescriptor, O, RLIMIT, Task};
 use rsyscall_server::proto::RESPONSE_SIZE;
+use rsyscall_tests::rng::{Rng, SEED_ENV, seed};
 use rsyscall_tests::tasks::{join_all, run};
 
 /// The number the pretend server's socket has in its pretend fd table.
@@ -374,48 +375,26 @@ fn in_band_writes_that_lie_are_hangups() {
     }
 }
 
-/// SplitMix64, for the random lies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// A value a lying server might answer: a random one, or one near a boundary.
-    fn value(&mut self) -> i64 {
-        const EDGES: [i64; 12] = [
-            i64::MIN,
-            -4096,
-            -4095,
-            -14,
-            -1,
-            0,
-            1,
-            4096,
-            1 << 31,
-            1 << 40,
-            i64::MAX - 4095,
-            i64::MAX,
-        ];
-        if self.below(2) == 0 {
-            EDGES[self.below(EDGES.len() as u64) as usize]
-        } else {
-            self.next() as i64
-        }
-    }
-
-    /// Random bytes, `len` of them.
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
+/// A value a lying server might answer: a random one, or one near a boundary.
+fn lie(rng: &mut Rng) -> i64 {
+    const EDGES: [i64; 12] = [
+        i64::MIN,
+        -4096,
+        -4095,
+        -14,
+        -1,
+        0,
+        1,
+        4096,
+        1 << 31,
+        1 << 40,
+        i64::MAX - 4095,
+        i64::MAX,
+    ];
+    if rng.below(2) == 0 {
+        EDGES[rng.below(EDGES.len() as u64) as usize]
+    } else {
+        rng.next() as i64
     }
 }
 
@@ -429,7 +408,7 @@ const MAX_REQUESTS: usize = 40;
 /// responses, or EOF. Answers that send fewer bytes than the client waits for are followed
 /// by EOF, so that the client is never left waiting on a server that waits too.
 fn random_script(seed: u64) -> impl FnMut(usize, &Request) -> Answer + Send + 'static {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     move |n, req| {
         if n >= MAX_REQUESTS {
             return Answer::Close;
@@ -450,7 +429,7 @@ fn random_script(seed: u64) -> impl FnMut(usize, &Request) -> Answer + Send + 's
         }
         match roll {
             0..55 => Answer::Honest,
-            55..80 => Answer::Value(rng.value()),
+            55..80 => Answer::Value(lie(&mut rng)),
             80..88 => {
                 let responses = 2 + rng.below(3) as usize;
                 Answer::Bytes(rng.bytes(responses * RESPONSE_SIZE))
@@ -522,17 +501,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[test]
 fn task_calls_against_random_lies_end_in_errors_not_panics_or_hangs() {
     const ROUNDS: usize = 40;
-    let seed = std::env::var("RSYSCALL_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
+    let seed = seed();
     eprintln!("lying server seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut failures = Vec::new();
     let (mut oks, mut errs) = (0, 0);
     for round in 0..ROUNDS {
@@ -571,7 +542,7 @@ fn task_calls_against_random_lies_end_in_errors_not_panics_or_hangs() {
     eprintln!("{oks} calls succeeded, {errs} failed with an error");
     assert!(
         failures.is_empty(),
-        "seed {seed} (rerun with RSYSCALL_FUZZ_SEED={seed}):\n{}",
+        "seed {seed} (rerun with {SEED_ENV}={seed}):\n{}",
         failures.join("\n")
     );
 }

@@ -11,37 +11,13 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use rsyscall_server::proto::{RESPONSE_SIZE, Request};
+use rsyscall_tests::rng::{Rng, SEED_ENV, seed};
 use rsyscall_tests::server::ServerProcess;
 
 /// Requests in all.
 const REQUESTS: usize = 100_000;
 /// The most requests sent before their responses are read.
 const MAX_BATCH: usize = 512;
-/// The environment variable that fixes the seed.
-const SEED_ENV: &str = "RSYSCALL_FUZZ_SEED";
-
-/// SplitMix64: small, fast, and good enough to pick requests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn arg(&mut self) -> i64 {
-        self.next() as i64
-    }
-}
-
 /// What the server sees of this process and itself, for checking answers.
 struct Facts {
     server_pid: i64,
@@ -113,7 +89,7 @@ fn bad_number(rng: &mut Rng) -> i64 {
 fn pick(rng: &mut Rng, facts: &Facts, umask: &mut i64) -> (Request, i64, String) {
     let mut args = [0i64; 6];
     for a in &mut args {
-        *a = rng.arg();
+        *a = rng.next() as i64;
     }
     let ebadf = -(libc::EBADF as i64);
     let enosys = -(libc::ENOSYS as i64);
@@ -212,20 +188,6 @@ impl Drop for SeedReport {
     }
 }
 
-fn seed() -> u64 {
-    if let Some(s) = std::env::var_os(SEED_ENV) {
-        return s
-            .to_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{SEED_ENV} must be a number"));
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
 /// The umask of process `pid`, from `/proc/<pid>/status`.
 fn umask_of(pid: i64) -> i64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -241,7 +203,7 @@ fn random_harmless_and_invalid_requests_get_the_right_answers() {
     let seed = seed();
     let _report = SeedReport(seed);
     eprintln!("server fuzz seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
 
     let mut server = ServerProcess::start(&[]);
     let server_pid = i64::from(server.child.id());

@@ -1,7 +1,8 @@
 //! Shared helpers for the integration tests: locating the helper binaries, fd counting,
-//! error checks, scratch directories.
+//! error checks, scratch directories, a seeded random number generator.
 pub mod errors;
 pub mod procs;
+pub mod rng;
 pub mod server;
 pub mod tasks;
 pub mod tmp;
