@@ -13,7 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use rsyscall::{CLONE, ChildThread, O, Thread, local_thread};
-use rsyscall_tests::procs::open_fds_of;
+use rsyscall_tests::procs::{self, open_fds_of};
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
 /// No operation here needs more polls than this; reaching it fails the test.
@@ -116,45 +116,9 @@ async fn poll_at_most<F: Future + Unpin>(fut: &mut F, n: usize) -> Option<F::Out
 
 /// Our descendants, as /proc shows them: (live, zombies).
 fn descendants() -> (usize, usize) {
-    let mut procs: Vec<(i32, i32, bool)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // The process may exit between listing and reading: skip it then.
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
-                .unwrap_or("")
-                .to_string()
-        };
-        let ppid = field("PPid:").parse().unwrap_or(0);
-        procs.push((pid, ppid, field("State:").starts_with('Z')));
-    }
-    let mut ours = vec![std::process::id() as i32];
-    let (mut live, mut zombies) = (0, 0);
-    while let Some(parent) = ours.pop() {
-        for &(pid, ppid, zombie) in &procs {
-            if ppid == parent {
-                ours.push(pid);
-                if zombie {
-                    zombies += 1;
-                } else {
-                    live += 1;
-                }
-            }
-        }
-    }
-    (live, zombies)
+    let all = procs::descendants();
+    let zombies = all.iter().filter(|c| c.zombie).count();
+    (all.len() - zombies, zombies)
 }
 
 /// What a cancelled operation must not leave behind.

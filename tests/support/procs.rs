@@ -22,9 +22,8 @@ pub struct Child {
     pub zombie: bool,
 }
 
-/// The processes whose parent is this process.
-pub fn children() -> Vec<Child> {
-    let me = std::process::id().to_string();
+/// Every process /proc lists, each with its parent's pid.
+fn processes() -> Vec<(Child, i32)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = entry.file_name();
@@ -43,11 +42,36 @@ pub fn children() -> Vec<Child> {
                 .unwrap_or("")
                 .to_string()
         };
-        if field("PPid:") == me {
-            out.push(Child {
-                pid,
-                zombie: field("State:").starts_with('Z'),
-            });
+        let child = Child {
+            pid,
+            zombie: field("State:").starts_with('Z'),
+        };
+        out.push((child, field("PPid:").parse().unwrap_or(0)));
+    }
+    out
+}
+
+/// The processes whose parent is this process.
+pub fn children() -> Vec<Child> {
+    let me = std::process::id() as i32;
+    processes()
+        .into_iter()
+        .filter(|&(_, ppid)| ppid == me)
+        .map(|(child, _)| child)
+        .collect()
+}
+
+/// Our descendants: our children, their children, and so on.
+pub fn descendants() -> Vec<Child> {
+    let procs = processes();
+    let mut parents = vec![std::process::id() as i32];
+    let mut out = Vec::new();
+    while let Some(parent) = parents.pop() {
+        for &(child, ppid) in &procs {
+            if ppid == parent {
+                parents.push(child.pid);
+                out.push(child);
+            }
         }
     }
     out
