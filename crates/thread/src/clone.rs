@@ -157,7 +157,8 @@ impl Thread {
     /// # Cancellation
     /// Once polled, the clone is finished even if this future is dropped: it completes on
     /// a background thread, and the child it made is then killed and reaped, its memory
-    /// freed only after its futex helper has exited (see the crate's cancellation rule).
+    /// freed only after its futex helper has exited (see "Dropping and cancellation" in the
+    /// [crate documentation](crate)).
     pub async fn clone(&self, flags: CLONE) -> Result<ChildThread> {
         self.clone_with(flags, CloneOptions::new()).await
     }

@@ -5,17 +5,42 @@
 //!
 //! `Drop` cannot wait for a syscall, and any future may be dropped at any `.await` (by a
 //! timeout, a `select!`, an aborted task). This section gathers what dropping does, for each
-//! type and for each kind of future. One rule lies under all of it: dropping never frees
-//! memory that a kernel or a child process may still use, and never leaves behind a process
-//! that nobody will reap. What cannot be finished at once is finished in the background by
-//! the service thread or the reaper thread; what cannot be known to be finished is leaked
-//! rather than reused.
+//! type and for each kind of future, and then lists what is not covered yet.
+//!
+//! ## The rule
+//!
+//! Dropping a value or a future of this crate never frees memory that a kernel or a process
+//! may still use, and never leaves behind a process that nobody will reap. Three mechanisms
+//! keep it:
+//!
+//! - **Operations that must not stop half-way are finished.** [`Thread::clone`] (and
+//!   [`Thread::clone_with`]), [`Thread::unshare`], [`Thread::unshare_files`],
+//!   [`Thread::unshare_user`], [`Thread::mkdtemp`] and every move of fds over a
+//!   [`Connection`] lend memory to a new process or leave state half-made between their
+//!   awaits. Each runs that work as one *critical part*: dropped before its first poll (for
+//!   a move, before its message was sent) it never starts; dropped later, it is handed to
+//!   the reaper thread, which runs it to completion and then drops its result. A
+//!   [`ChildThread`] dropped so is killed and reaped, moved fds are closed, a [`TempDir`]
+//!   is removed as a dropped one is. If the reaper thread cannot be started, the part is
+//!   leaked (and an error logged), never dropped half-way.
+//! - **A syscall sent to another process runs to completion there**, whatever becomes of
+//!   its future. What it was lent is kept until its answer has been read, and a new fd it
+//!   returns is closed (see "Dropping futures").
+//! - **Children are reaped in the background.** A child that nobody waits for any more is
+//!   reaped once it exits: by the service thread if its parent is the local process,
+//!   through its parent's connection on the reaper thread otherwise. Memory a child may
+//!   still use is freed only once it cannot any more: a clone child's stack and futex word
+//!   after its futex helper has exited (the child exec'd or exited), the argv and envp of
+//!   an exec whose outcome is unknown after the child is reaped.
+//!
+//! What cannot be known to be finished is leaked rather than reused.
 //!
 //! ## Dropping values
 //!
 //! - [`FileDescriptor`](rsyscall_handle::FileDescriptor): when the last handle to an fd it
 //!   owns goes, the close is queued on the fd table and made before the next syscall of any
-//!   task using that table (or by [`Task::flush_closes`](rsyscall_handle::Task::flush_closes)).
+//!   task using that table (or by [`Task::flush_closes`](rsyscall_handle::Task::flush_closes),
+//!   which puts the closes it had not sent back in the queue if its own future is dropped).
 //!   [`FileDescriptor::close`](rsyscall_handle::FileDescriptor::close) closes at once and
 //!   reports errors. Handles that do not own their fd, such as [`Thread::stdin`],
 //!   [`Thread::stdout`] and [`Thread::stderr`], never close it. The fds of a process that is
@@ -26,7 +51,8 @@
 //!   allocator at once, without a syscall. The whole pages of an allocation of
 //!   [`RECLAIM_MIN`](rsyscall_handle::RECLAIM_MIN) bytes or more are first given back to the
 //!   kernel (`MADV_REMOVE`) before the next allocation or syscall in that address space,
-//!   and are not handed out again until then.
+//!   and are not handed out again until then. Memory lent to a syscall whose future is
+//!   dropped is not the caller's to drop: see "Dropping futures".
 //! - [`LinearPointer`](rsyscall_handle::LinearPointer): dropped unread, its memory is freed
 //!   but what the kernel wrote into it (received fds) never gets an owner: those fds stay
 //!   open, close-on-exec, in their table, and an error is logged. Read it.
@@ -36,13 +62,16 @@
 //!   unmaps at once and reports errors.
 //! - [`ChildThread`]: a child that has neither exec'd nor exited is killed with `SIGKILL`
 //!   and reaped in the background (by the service thread when its parent is the local
-//!   thread, through its parent's connection on the reaper thread otherwise). Its stack and
-//!   futex word are freed only after its futex helper has seen it go. Syscalls through other
-//!   handles to its [`Thread`] then fail with a hangup.
+//!   process, through its parent's connection on the reaper thread otherwise). Its stack
+//!   and futex word are freed only after its futex helper has seen it go; the argv and envp
+//!   of an exec whose outcome was not known yet are freed once it is reaped (leaked if its
+//!   remote parent is gone first). Syscalls through other handles to its [`Thread`] then
+//!   fail with a hangup.
 //! - [`Thread`]: a shared handle ([`Thread::duplicate`]); dropping one does nothing to the
 //!   process, whose life is its [`ChildThread`]'s business. Every child is killed
-//!   (`PR_SET_PDEATHSIG`) when the process that created it exits, unless the program it
-//!   runs changes that: for children of the local thread, when this program exits.
+//!   (`PR_SET_PDEATHSIG`) when its parent ([`ChildThread::parent`]) exits, unless the
+//!   program it runs changes that: for the children of the local process, when this
+//!   program exits.
 //! - [`AsyncChildProcess`]: does not kill the child. Once the child exits it is reaped in
 //!   the background: by the service thread if its parent is the local process, else through
 //!   its parent's connection on the reaper thread (if that parent is gone first, the child
@@ -50,20 +79,27 @@
 //!   [`AsyncChildProcess::kill`] first to end the child.
 //! - [`ChildProcess`](rsyscall_handle::ChildProcess) (the handle-level child inside an
 //!   [`AsyncChildProcess`]): drops its pidfd handle only; it neither kills nor reaps.
-//! - [`AsyncFileDescriptor`]: deregisters the fd, then drops its handle (the close is queued
-//!   as above). On the local reactor the local copy of the fd is deregistered and closed at
-//!   once. On a root [`Epoller`] the `EPOLL_CTL_DEL` is queued and made before the
-//!   epoller's next wait (or the next [`Thread::make_afd`] or
-//!   [`AsyncFileDescriptor::close`] on that thread), and the fd is kept open until then,
-//!   because epoll keys on the fd and its open file description.
-//!   [`AsyncFileDescriptor::close`] does both at once, in that order.
+//!   [`ThreadProcess`](rsyscall_handle::ThreadProcess) (a handle-level child with the
+//!   memory it runs on, which this crate's threads do not use) likewise, and leaks that
+//!   memory unless the child was seen to leave it.
+//! - [`AsyncFileDescriptor`]: drops its handle (the close is queued as above) and, if it is
+//!   the last one sharing its registration ([`AsyncFileDescriptor::with_handle`]),
+//!   deregisters the fd. On the local reactor the local copy of the fd is deregistered and
+//!   closed at once. On a root [`Epoller`] the `EPOLL_CTL_DEL` is queued and made before
+//!   the epoller's next wait (or the next [`Thread::make_afd`] or
+//!   [`AsyncFileDescriptor::close`] on it), and the fd is kept open until then, because
+//!   epoll keys on the fd and its open file description; a delete whose future is dropped
+//!   puts its fd back in the queue. [`AsyncFileDescriptor::close`] deregisters and closes
+//!   at once, in that order.
 //! - [`Epoller`]: lives as long as its thread or any [`AsyncFileDescriptor`] registered on
 //!   it; the last drop queues the closes of the epoll fd and of the fds still waiting for
 //!   their `EPOLL_CTL_DEL`.
-//! - [`Connection`]: closes its local end at once and queues the close of the thread's end.
+//! - [`Connection`]: closes its local end (once no move finishing in the background holds
+//!   it) and queues the close of the thread's end.
 //! - [`SyscallConnection`]: closes the access end of the syscall socket; the server reads
 //!   EOF at its next request boundary and its loop returns, which ends a clone child. No
-//!   request can be pending then: request futures borrow the connection.
+//!   request future outlives it (they borrow it); the memory it kept for dropped requests
+//!   still unanswered is leaked, as they may still be running.
 //! - [`TempDir`]: removes the directory and everything in it with `std::fs`, from the local
 //!   process, if the thread shares our mount namespace; otherwise leaves it and logs a
 //!   warning. [`TempDir::cleanup`] removes it through its thread and reports errors;
@@ -77,11 +113,15 @@
 //! - **A syscall on a remote thread** (any method of a [`Task`](rsyscall_handle::Task) or
 //!   an fd of another process): if none of its bytes were sent, it is taken out of the
 //!   connection's write buffer and never runs. Once sent, it runs to completion in the
-//!   server whatever becomes of the future; its response is read and thrown away. Memory
-//!   lent to it is then leaked, never reused, and an fd it creates gets no handle: it stays
-//!   open, close-on-exec (every fd made here is), until its process execs or exits. The
-//!   same holds when the connection is lost ([`SyscallError::Hangup`](rsyscall_near::SyscallError::Hangup)):
-//!   the syscall may or may not have run.
+//!   server whatever becomes of the future; its response is read and thrown away. The
+//!   memory lent to it is handed to its [`SyscallConnection`], which frees it once that
+//!   response has been read (every earlier request is answered by then). The new fd it
+//!   returns (`openat`, `socket`, `accept4`, `fcntl(F_DUPFD)`, `epoll_create1`,
+//!   `pidfd_open`, `memfd_create`...) is closed by a `close` the connection sends when the
+//!   result arrives, and the two fds that `pipe2` or `socketpair` write are queued for
+//!   closing on their table. When the connection is lost
+//!   ([`SyscallError::Hangup`](rsyscall_near::SyscallError::Hangup)) the syscall may or may
+//!   not have run: see "Not covered".
 //! - **A syscall on the local thread** runs to completion within its first poll, so its
 //!   future is either not started or finished. (A syscall that blocks, such as `read` on an
 //!   empty blocking pipe, blocks the executor thread that polls it: use an
@@ -94,60 +134,78 @@
 //!   re-arms every registration still wanted. [`AsyncReadBuffer`] reads keep in the buffer
 //!   what they had already read.
 //! - **[`AsyncChildProcess::wait`] and [`AsyncChildProcess::waitpid`]** can be dropped
-//!   freely: the child is untouched and a later wait works. One exception: for a child of a
-//!   remote thread, a future dropped while its `waitid` is in flight may have reaped the
-//!   child without recording how it ended; a later wait then fails with `ECHILD`.
-//! - **[`AsyncChildProcess::check`]** dropped before the child died sends it `SIGTERM`.
-//! - **[`Thread::clone`]**, dropped at any point, either never started the clone, or
-//!   completes it in the background and then kills and reaps the child; its memory is freed
-//!   after its futex helper exits. No process, zombie, fd or byte is leaked, and later
-//!   clones are unaffected.
+//!   freely: the child is untouched, a later wait works, and no exit status is lost. For a
+//!   child of a remote thread, whose `waitid` goes on running when its future is dropped,
+//!   the state is first read without reaping (`W::NOWAIT`) and recorded, and only then is
+//!   the child reaped.
+//! - **[`AsyncChildProcess::check`]** dropped before the child died sends it `SIGTERM`; so
+//!   do [`Thread::run`] and [`Thread::run_unchecked`] dropped while the command runs
+//!   (dropped before, they drop their clone or exec as below).
+//! - **[`Thread::clone`]** and **[`Thread::clone_with`]**, dropped at any point, either
+//!   never started the clone, or complete it in the background and then kill and reap the
+//!   child; its memory is freed after its futex helper exits. No process, zombie, fd or byte
+//!   is leaked, and later clones are unaffected.
+//! - **[`Thread::unshare`]**, **[`Thread::unshare_files`]** and
+//!   **[`Thread::unshare_user`]**, once polled, are finished in the background, so the
+//!   thread's bookkeeping (its namespaces, its fd table, its connection and root epoller)
+//!   matches what the kernel did; they leak no fd or process and leave the thread usable.
+//! - **[`Thread::mkdtemp`]**, once polled, is finished in the background: it learns
+//!   whether its `mkdirat` made the directory, and the [`TempDir`] it made is then dropped,
+//!   which removes it as above.
 //! - **[`Thread::make_afd`]**, dropped at any point, leaves nothing registered and nothing
 //!   open: the fd it was given is dropped (its close queued); only `O_NONBLOCK`, once set,
-//!   stays set. **[`Thread::unshare`]** (and `unshare_files`, `unshare_user`),
-//!   dropped at any point, leak no fd or process and leave the thread usable, its
-//!   bookkeeping matching what the kernel did.
+//!   stays set.
 //! - **[`ChildThread::exec`], [`ChildThread::execv`], [`ChildThread::execve`] and
 //!   [`ChildThread::exit`]** consume the child, so dropping their future drops it: the child
 //!   is killed with `SIGKILL` and reaped in the background, whether or not the exec or exit
-//!   happened. The argv and envp block of an `execve` already sent is leaked.
+//!   happened. The argv and envp block stays with the child until the exec's outcome is
+//!   known, so it is freed only once nothing can read it (at the latest, once the child is
+//!   reaped). [`Thread::exit`] on another handle is a single remote syscall, as above.
 //! - **Moving fds** ([`Thread::pass_fd`], [`Thread::open_channels`],
 //!   [`Thread::open_async_channels`], [`Connection::send_to_remote`],
-//!   [`Connection::recv_from_remote`]): each move is one `SCM_RIGHTS` message, sent on one
-//!   side and received on the other. Dropped between the two halves, the fds are either
-//!   received by the other side with no handle (close-on-exec, as above) or left queued on
-//!   the connection's socket, where the next move in the same direction would receive them
-//!   instead of its own. Do not drop these futures while they run.
+//!   [`Connection::recv_from_remote`], and the moves inside [`Thread::clone`] and
+//!   [`Thread::make_afd`]): each move is one `SCM_RIGHTS` message, sent on one side and
+//!   received on the other, and moves over one connection take turns. A move dropped while
+//!   waiting for its turn, or before its message was sent, moved nothing. From the moment
+//!   its message is sent (for [`Connection::recv_from_remote`], from the moment it has its
+//!   turn) it is a critical part: dropped then, it is finished in the background and the
+//!   fds it received are closed, so the message never stays on the socket for the next move
+//!   to receive in place of its own. A call that needs several messages (more than 253 fds)
+//!   closes the fds of the messages already received.
+//! - **[`Thread::do_cloexec_except`]** and **[`Thread::mark_cloexec_except`]** are not
+//!   critical parts: dropped half-way, they have closed (or marked) some fds and not yet
+//!   the others. Call them again to finish.
+//! - **[`TempDir::cleanup`]** dropped half-way leaves what it had not removed yet, and the
+//!   [`TempDir`] it consumed does not remove it on drop either.
+//!
+//! ## Not covered
+//!
+//! - Fds received by a dropped `recvmsg`
+//!   ([`FileDescriptor::recvmsg`](rsyscall_handle::FileDescriptor::recvmsg),
+//!   [`Task::recv_fds`](rsyscall_handle::Task::recv_fds) outside a [`Connection`]) get no
+//!   handle: they stay open, close-on-exec (every fd made here is), until their process
+//!   execs or exits.
+//! - The data a dropped read or receive consumed is lost: the syscall ran, and its answer
+//!   was thrown away.
+//! - A stop or continue of a child of a remote thread, consumed by a
+//!   [`AsyncChildProcess::waitpid`] whose future was dropped in flight, is not reported
+//!   again (a death always is).
+//! - When a connection is lost (or dropped) with requests unanswered, the memory lent to
+//!   those whose futures were dropped is leaked, never reused, since they may still be
+//!   running; a new fd such a request made stays open, close-on-exec, in its process.
 //!
 //! # Invariants
 //! - Nothing here changes the signal mask or dispositions of the program's own threads;
 //!   the two threads this crate starts (the service thread, which issues local clones so
 //!   that `PR_SET_PDEATHSIG` ties children to the process's life, and the reaper, which
-//!   reaps abandoned children of remote threads) block all signals so process-directed
-//!   signals never land on them.
+//!   reaps abandoned children of remote threads and finishes the critical parts of dropped
+//!   futures) block all signals so process-directed signals never land on them.
 //! - Dropping a child's monitor never leaves a zombie: the child is reaped in the
 //!   background once it exits.
 //! - Nothing runs reactor code inside a clone child: children run only the no_std server
 //!   loop of `rsyscall-server`.
 //! - Memory a clone child runs on is freed only after the futex helper has reported that
 //!   the child exec'd or exited.
-//!
-//! # Cancellation
-//! Dropping a future of this crate at any await never frees memory that a process may still
-//! use, and leaks no process. The operations that lend memory to a new process or leave
-//! state half-made across their awaits ([`Thread::clone`], [`Thread::unshare`],
-//! [`Thread::unshare_files`], [`Thread::unshare_user`], [`Thread::mkdtemp`], and every move
-//! of fds over a [`Connection`], as in [`Thread::make_afd`], [`Thread::open_channels`] and
-//! [`Thread::pass_fd`]) are either not started, when dropped before they began (before
-//! their first poll; for an fd move, before its message was sent), or finished: dropped
-//! later, they complete on a background thread, which then drops their result. A
-//! [`ChildThread`] dropped so is killed and reaped, and the memory it ran on is freed after
-//! its futex helper exited; moved fds are closed. A single syscall sent to a remote thread
-//! still runs when its future is dropped: the memory lent to it is freed once its
-//! [`SyscallConnection`] has read the answer (leaked if the connection is lost first), and
-//! the new fd it returns, or that `pipe2` or `socketpair` write, is closed. Fds received
-//! by a dropped `recvmsg` are not closed, and the data a dropped read or receive consumed
-//! is lost.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -377,7 +377,8 @@ impl Thread {
 /// or exits. Derefs to its [`Thread`].
 ///
 /// Dropping it before [`ChildThread::exec`] or [`ChildThread::exit`] kills the child with
-/// `SIGKILL` (and reaps it in the background when its parent is the local process).
+/// `SIGKILL` and has it reaped in the background (see "Dropping and cancellation" in the
+/// [crate documentation](crate)).
 ///
 /// # Examples
 ///
