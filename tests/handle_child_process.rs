@@ -8,6 +8,7 @@ use rsyscall::{
     CLONE, ChildState, ChildThread, Errno, Error, FD, Process, Signal, W, local_thread,
 };
 use rsyscall_tests::errors::{assert_errno, serial};
+use rsyscall_tests::programs::sleeper;
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
 fn process(t: &ChildThread) -> &rsyscall::ChildProcess {
@@ -250,13 +251,7 @@ fn an_exec_child_is_checked_and_signalled_through_its_group() {
             .setpgid(None)
             .await
             .expect("lead a group before the exec");
-        let sleep = local
-            .environ()
-            .which("sleep")
-            .await
-            .expect("which sleep")
-            .arg("1000");
-        let sleeper = child.exec(sleep).await.expect("exec sleep");
+        let sleeper = child.exec(sleeper().await).await.expect("exec sleep");
         assert!(sleeper.exists().await.expect("exists"), "sleeping");
         sleeper.kill(None).await.expect("the null signal");
         assert_errno(

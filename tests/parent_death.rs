@@ -25,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rsyscall::{CLONE, ChildThread, Thread, local_thread};
+use rsyscall_tests::programs::sleeper;
 use rsyscall_tests::server::inherit_fd;
 
 /// Set (to the number of the write end of the report pipe) in the program's environment.
@@ -141,12 +142,7 @@ async fn clone(parent: &Thread, flags: CLONE, what: &str) -> ChildThread {
 /// handle kills it).
 async fn build_tree() -> Vec<Box<dyn std::any::Any>> {
     let local = local_thread();
-    let sleep = local
-        .environ()
-        .which("sleep")
-        .await
-        .expect("which sleep")
-        .arg("1000");
+    let sleep = sleeper().await;
     let sh = local.environ().which("sh").await.expect("which sh");
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
 

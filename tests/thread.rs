@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
+use rsyscall_tests::programs::sh;
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
@@ -75,12 +76,7 @@ fn exec_program_from_path_and_capture_output() {
         w.close().await.expect("close");
         drop(pipe.write);
         let pid = child.pid().expect("pid");
-        let echo = parent
-            .environ()
-            .which("sh")
-            .await
-            .expect("which sh")
-            .args(["-c", "echo $$"]);
+        let echo = sh("echo $$").await;
         let process = child.exec(echo).await.expect("exec");
         let out = parent.read_to_eof(&pipe.read).await.expect("read");
         assert_eq!(
@@ -94,14 +90,8 @@ fn exec_program_from_path_and_capture_output() {
         let child = parent.clone(CLONE::FILES).await.expect("clone");
         let pid = child.pid().expect("pid");
         let script = format!("test $$ -eq {pid} && exit 0; exit 1");
-        let sh = parent
-            .environ()
-            .which("sh")
-            .await
-            .expect("which sh")
-            .args(["-c", &script]);
         child
-            .exec(sh)
+            .exec(sh(&script).await)
             .await
             .expect("exec")
             .check()
@@ -116,13 +106,7 @@ fn exec_unclean_exit_is_a_typed_error_with_the_status() {
         let parent = local_thread();
         for flags in FLAG_CASES {
             let child = parent.clone(flags).await.expect("clone");
-            let sh = parent
-                .environ()
-                .which("sh")
-                .await
-                .expect("which")
-                .args(["-c", "exit 3"]);
-            let process = child.exec(sh).await.expect("exec");
+            let process = child.exec(sh("exit 3").await).await.expect("exec");
             match process.check().await {
                 Err(Error::UncleanExit { state, command }) => {
                     assert_eq!(state, ChildState::Exited(3));
@@ -165,13 +149,7 @@ fn nested_clone_exec_and_wait() {
                 w.close().await.expect("close");
                 drop(pipe.write);
                 let script = format!("test $$ -eq {gpid} && exit 4; exit 1");
-                let sh = parent
-                    .environ()
-                    .which("sh")
-                    .await
-                    .expect("which")
-                    .args(["-c", &script]);
-                let process = grandchild.exec(sh).await.expect("exec");
+                let process = grandchild.exec(sh(&script).await).await.expect("exec");
                 assert_eq!(
                     process.wait().await.expect("wait"),
                     ChildState::Exited(4),
@@ -420,8 +398,7 @@ fn read_to_eof_is_one_name_on_task_and_thread() {
 fn run_checks_and_run_unchecked_returns_any_end() {
     run(async {
         let parent = local_thread();
-        let sh = parent.environ().which("sh").await.expect("which sh");
-        let exit3 = sh.clone().args(["-c", "exit 3"]);
+        let exit3 = sh("exit 3").await;
         match parent.run(exit3.clone()).await {
             Err(Error::UncleanExit { state, .. }) => assert_eq!(state, ChildState::Exited(3)),
             other => panic!("run: expected UncleanExit, got {other:?}"),
@@ -430,12 +407,12 @@ fn run_checks_and_run_unchecked_returns_any_end() {
             parent.run_unchecked(exit3).await.expect("run_unchecked"),
             ChildState::Exited(3)
         );
-        let killed = sh.clone().args(["-c", "kill -9 $$"]);
+        let killed = sh("kill -9 $$").await;
         assert_eq!(
             parent.run_unchecked(killed).await.expect("run_unchecked"),
             ChildState::Killed(Signal::SIGKILL)
         );
-        let clean = sh.clone().args(["-c", "exit 0"]);
+        let clean = sh("exit 0").await;
         assert_eq!(
             parent.run(clean.clone()).await.expect("run"),
             ChildState::Exited(0)

@@ -5,16 +5,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use rsyscall::{CLONE, ChildState, Error, Signal, W, local_thread};
+use rsyscall_tests::programs::sh;
 use rsyscall_tests::tasks::{exit_cleanly, run};
-
-async fn sh(script: &str) -> rsyscall::Command {
-    local_thread()
-        .environ()
-        .which("sh")
-        .await
-        .expect("sh on PATH")
-        .args(["-c", script])
-}
 
 #[test]
 fn stop_continue_and_kill_are_reported() {

@@ -13,25 +13,8 @@ use rsyscall::{
 };
 use rsyscall_tests::errors::{assert_errno, assert_invalid};
 use rsyscall_tests::procs::children;
+use rsyscall_tests::programs::{sh, sleeper};
 use rsyscall_tests::tasks::{exit_cleanly, run};
-
-async fn sh(script: &str) -> rsyscall::Command {
-    local_thread()
-        .environ()
-        .which("sh")
-        .await
-        .expect("sh on PATH")
-        .args(["-c", script])
-}
-
-async fn sleeper() -> rsyscall::Command {
-    local_thread()
-        .environ()
-        .which("sleep")
-        .await
-        .expect("sleep on PATH")
-        .arg("1000")
-}
 
 fn our_pid() -> Pid {
     Pid::new(std::process::id() as i32)

@@ -16,6 +16,7 @@ use rsyscall::{
     IFF, MS, O, SOCK, SockType, TUN, Task, Thread, local_thread,
 };
 use rsyscall_tests::errors::{assert_errno, assert_invalid, serial};
+use rsyscall_tests::programs::{sh, sleeper};
 use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 
 /// Runs `command` in a fresh child of `parent` with its stdout on a pipe; returns what it
@@ -601,13 +602,8 @@ fn ambient_capabilities_survive_exec_in_a_user_namespace() {
                 .await
                 .expect("PR_CAP_AMBIENT_IS_SET")
         );
-        let sh = local
-            .environ()
-            .which("sh")
-            .await
-            .expect("which sh")
-            .args(["-c", "grep -E '^Cap(Amb|Eff)' /proc/self/status"]);
-        let process = child.exec(sh).await.expect("exec");
+        let grep = sh("grep -E '^Cap(Amb|Eff)' /proc/self/status").await;
+        let process = child.exec(grep).await.expect("exec");
         drop(pipe.write);
         let out = local.read_to_eof(&pipe.read).await.expect("read");
         process.check().await.expect("grep exits cleanly");
@@ -717,13 +713,7 @@ fn killing_pid_namespace_init_kills_a_backgrounded_grandchild() {
             .expect("dup2");
         drop(w);
         drop(w_init);
-        let sleep = local
-            .environ()
-            .which("sleep")
-            .await
-            .expect("which sleep")
-            .arg("1000");
-        let sleeper = grandchild.exec(sleep).await.expect("exec sleep");
+        let sleeper = grandchild.exec(sleeper().await).await.expect("exec sleep");
         drop(pipe.write);
         // The sleeper holds the write end: no EOF yet.
         pipe.read.set_nonblock(true).await.expect("nonblock");

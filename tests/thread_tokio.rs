@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rsyscall::{CLONE, ChildState, ChildThread, Command, Thread, local_thread};
 use rsyscall_tests::procs::count_children;
+use rsyscall_tests::programs::sh;
 use rsyscall_tests::tasks::exit_cleanly;
 
 /// A test body still running after this long has hung.
@@ -330,13 +331,7 @@ async fn use_child(child: ChildThread) {
             .expect("getpid in the surviving child"),
         pid
     );
-    let sh = local_thread()
-        .environ()
-        .which("sh")
-        .await
-        .expect("which sh")
-        .args(["-c", "exit 7"]);
-    let process = child.exec(sh).await.expect("exec");
+    let process = child.exec(sh("exit 7").await).await.expect("exec");
     assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(7));
 }
 

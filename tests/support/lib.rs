@@ -2,6 +2,7 @@
 //! error checks, scratch directories, a seeded random number generator.
 pub mod errors;
 pub mod procs;
+pub mod programs;
 pub mod rng;
 pub mod server;
 pub mod tasks;
