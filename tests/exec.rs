@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
-use rsyscall_tests::tasks::{exit_cleanly, run};
+use rsyscall_tests::tasks::{exit_cleanly, run, sigkill};
 use rsyscall_tests::tmp::TempDir;
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
@@ -35,12 +35,7 @@ fn exec_on_a_killed_child_thread_fails() {
         for flags in FLAG_CASES {
             // Killed, and known to be dead before exec is asked for.
             let child = parent.clone(flags).await.expect("clone");
-            child
-                .process()
-                .expect("process")
-                .kill(Signal::SIGKILL)
-                .await
-                .expect("kill");
+            sigkill(&child).await;
             let err = child.task().getpid().await.expect_err("dead");
             assert!(err.is_hangup(), "{flags:?}: {err}");
             assert!(child.is_dead(), "{flags:?}");
@@ -51,12 +46,7 @@ fn exec_on_a_killed_child_thread_fails() {
 
             // Killed just before exec: the death is not known yet when exec is sent.
             let child = parent.clone(flags).await.expect("clone");
-            child
-                .process()
-                .expect("process")
-                .kill(Signal::SIGKILL)
-                .await
-                .expect("kill");
+            sigkill(&child).await;
             let cmd = sh.clone().args(["-c", "exit 0"]);
             let err = child.exec(cmd).await.expect_err("exec on a killed thread");
             assert!(err.error.is_hangup(), "{flags:?}: {}", err.error);
@@ -71,12 +61,7 @@ fn task_execve_on_a_dead_task_is_an_error() {
     run(async {
         let parent = local_thread();
         let child = parent.clone(CLONE::empty()).await.expect("clone");
-        child
-            .process()
-            .expect("process")
-            .kill(Signal::SIGKILL)
-            .await
-            .expect("kill");
+        sigkill(&child).await;
         let err = child.task().getpid().await.expect_err("dead");
         assert!(err.is_hangup(), "{err}");
         let no_env: &[&str] = &[];

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
 use rsyscall_tests::programs::sh;
-use rsyscall_tests::tasks::{exit_cleanly, run};
+use rsyscall_tests::tasks::{exit_cleanly, run, sigkill};
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
 
@@ -194,12 +194,7 @@ fn sigkill_fails_pending_and_later_requests_with_hangup_promptly() {
             let killer = async {
                 async_io::Timer::after(Duration::from_millis(100)).await;
                 let start = Instant::now();
-                child
-                    .process()
-                    .expect("process")
-                    .kill(Signal::SIGKILL)
-                    .await
-                    .expect("kill");
+                sigkill(&child).await;
                 start
             };
             let (result, start) = future::zip(pending, killer).await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use rsyscall::{CLONE, ChildState, Error, Signal, W, local_thread};
 use rsyscall_tests::programs::sh;
-use rsyscall_tests::tasks::{exit_cleanly, run};
+use rsyscall_tests::tasks::{exit_cleanly, run, sigkill};
 
 #[test]
 fn stop_continue_and_kill_are_reported() {
@@ -94,12 +94,7 @@ fn a_killed_thread_reports_itself_dead() {
         let child = local_thread().clone(CLONE::empty()).await.expect("clone");
         assert!(!child.is_dead());
         child.task().getpid().await.expect("alive");
-        child
-            .process()
-            .expect("process")
-            .kill(Signal::SIGKILL)
-            .await
-            .expect("kill");
+        sigkill(&child).await;
         let start = Instant::now();
         let err = child.task().getpid().await.expect_err("dead");
         assert!(err.is_hangup(), "{err}");

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rsyscall::{CLONE, ChildThread, Thread, local_thread};
+use rsyscall::{CLONE, ChildThread, Signal, Thread, local_thread};
 
 /// Runs `f` to completion under `async_io::block_on`, failing (instead of hanging) after
 /// 60 seconds.
@@ -41,6 +41,16 @@ pub async fn exit_cleanly(child: ChildThread, what: &str) {
         .check()
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// Sends `SIGKILL` to the process of `child`, a child thread not yet waited for.
+pub async fn sigkill(child: &ChildThread) {
+    child
+        .process()
+        .expect("process")
+        .kill(Signal::SIGKILL)
+        .await
+        .expect("kill");
 }
 
 /// Runs all of `futs` concurrently in the calling task and returns their outputs, in order.
