@@ -805,7 +805,8 @@ impl Drop for Allocation {
 mod tests {
     use super::*;
 
-    fn fresh() -> Arc<Memory> {
+    /// A second allocator of the local address space, mapping arenas as it needs them.
+    pub(super) fn fresh() -> Arc<Memory> {
         // SAFETY: a second allocator of the local address space, mapping and copying
         // locally: its arenas are fresh mappings no other allocator hands out.
         unsafe {
@@ -817,7 +818,21 @@ mod tests {
         }
     }
 
-    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// A second allocator of the local address space with one arena of `size` bytes.
+    pub(super) async fn fixed(size: usize) -> Result<Arc<Memory>> {
+        // SAFETY: as in `fresh`.
+        unsafe {
+            Memory::fixed(
+                crate::local::local_namespaces().address_space,
+                Arc::new(LocalTransport),
+                Arc::new(near::LocalSyscall),
+                size,
+            )
+        }
+        .await
+    }
+
+    pub(super) fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         async_io::block_on(f)
     }
 
@@ -901,18 +916,7 @@ mod tests {
     #[test]
     fn fixed_arena_runs_out_and_reuses() {
         run(async {
-            let space = crate::local::local_namespaces().address_space;
-            // SAFETY: as in `fresh`.
-            let mem = unsafe {
-                Memory::fixed(
-                    space,
-                    Arc::new(LocalTransport),
-                    Arc::new(near::LocalSyscall),
-                    8192,
-                )
-            }
-            .await
-            .expect("fixed");
+            let mem = fixed(8192).await.expect("fixed");
             let a = mem.malloc(4096, 8).await.expect("first");
             let b = mem.malloc(4096, 8).await.expect("second");
             let err = mem.malloc(1, 1).await.expect_err("full");
@@ -1011,11 +1015,8 @@ mod tests {
 mod free_range_tests {
     //! The free-range structure and the allocator over it, against simple models.
 
+    use super::tests::{fixed, fresh, run};
     use super::*;
-
-    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-        async_io::block_on(f)
-    }
 
     /// Checks that both indexes hold the same ranges, that no two ranges of an arena
     /// overlap or touch (touching ones must have been merged), and returns them sorted by
@@ -1140,18 +1141,7 @@ mod free_range_tests {
     fn interleaved_mallocs_and_frees_match_a_model() {
         run(async {
             const ARENA: usize = 256 * 1024;
-            let space = crate::local::local_namespaces().address_space;
-            // SAFETY: the local transport and mapper serve the local address space.
-            let mem = unsafe {
-                Memory::fixed(
-                    space,
-                    Arc::new(LocalTransport),
-                    Arc::new(near::LocalSyscall),
-                    ARENA,
-                )
-            }
-            .await
-            .expect("fixed");
+            let mem = fixed(ARENA).await.expect("fixed");
             let (base, arena_len) = {
                 let st = lock(&mem.state);
                 let (_, mapping) = st.arenas.iter().next().expect("one arena");
@@ -1242,14 +1232,7 @@ mod free_range_tests {
     #[test]
     fn growth_keeps_using_older_arenas_first_when_they_fit() {
         run(async {
-            // SAFETY: the local transport and mapper serve the local address space.
-            let mem = unsafe {
-                Memory::new(
-                    crate::local::local_namespaces().address_space,
-                    Arc::new(LocalTransport),
-                    Arc::new(near::LocalSyscall),
-                )
-            };
+            let mem = fresh();
             // Fill two arenas with 64 KiB blocks (kept pages: no reclamation queue).
             let mut blocks = Vec::new();
             for _ in 0..(2 * ARENA_SIZE / (64 * 1024)) {
@@ -1288,19 +1271,13 @@ mod free_range_tests {
 mod empty_allocation_tests {
     //! 0-byte allocations take no memory and stay 0 bytes.
 
+    use super::tests::{fixed, fresh, run};
     use super::*;
 
     #[test]
     fn zero_bytes_take_nothing_and_stay_zero() {
-        async_io::block_on(async {
-            // SAFETY: the local transport and mapper serve the local address space.
-            let mem = unsafe {
-                Memory::new(
-                    crate::local::local_namespaces().address_space,
-                    Arc::new(LocalTransport),
-                    Arc::new(near::LocalSyscall),
-                )
-            };
+        run(async {
+            let mem = fresh();
             for align in [1, 8, 64, PAGE_SIZE] {
                 let a = mem.malloc(0, align).await.expect("malloc(0)");
                 assert_eq!(a.len(), 0);
@@ -1323,17 +1300,7 @@ mod empty_allocation_tests {
             assert_eq!(mem.bytes_in_use(), 0);
 
             // A fixed allocator of 0 bytes has no arena: only 0-byte requests succeed.
-            // SAFETY: the local transport and mapper serve the local address space.
-            let fixed = unsafe {
-                Memory::fixed(
-                    crate::local::local_namespaces().address_space,
-                    Arc::new(LocalTransport),
-                    Arc::new(near::LocalSyscall),
-                    0,
-                )
-            }
-            .await
-            .expect("fixed(0)");
+            let fixed = fixed(0).await.expect("fixed(0)");
             assert_eq!(fixed.malloc(0, 8).await.expect("malloc(0)").len(), 0);
             let err = fixed.malloc(1, 1).await.expect_err("no room");
             assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
