@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
-use rsyscall_tests::tasks::{exit_cleanly, run, sigkill};
+use rsyscall_tests::tasks::{child_with_stdout_pipe, exit_cleanly, run, sigkill};
 use rsyscall_tests::tmp::TempDir;
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
@@ -86,12 +86,7 @@ fn exec_racing_with_a_kill_reports_what_happened() {
         let sh = parent.environ().which("sh").await.expect("which sh");
         let (mut ran, mut failed) = (0, 0);
         for i in 0..60u64 {
-            let pipe = parent.pipe().await.expect("pipe");
-            let child = parent.clone(CLONE::empty()).await.expect("clone");
-            let w = child.inherit_fd(&pipe.write).expect("inherit");
-            child.task().dup2(&w, &child.stdout()).await.expect("dup2");
-            w.close().await.expect("close");
-            drop(pipe.write);
+            let (child, stdout) = child_with_stdout_pipe(&parent).await;
             let pid = child.pid().expect("pid").as_raw();
             let (before, forknoexec) = comm_and_forknoexec(pid);
             assert!(
@@ -116,7 +111,7 @@ fn exec_racing_with_a_kill_reports_what_happened() {
                     let (_, forknoexec) = comm_and_forknoexec(pid);
                     assert!(!forknoexec, "iteration {i}: exec reported, not done");
                     let state = process.wait().await.expect("wait");
-                    let out = parent.read_to_eof(&pipe.read).await.expect("read");
+                    let out = parent.read_to_eof(&stdout).await.expect("read");
                     match state {
                         ChildState::Exited(0) => assert_eq!(out, b"ran\n"),
                         ChildState::Killed(Signal::SIGKILL) => {}
@@ -133,7 +128,7 @@ fn exec_racing_with_a_kill_reports_what_happened() {
                         forknoexec && comm != "sh",
                         "iteration {i}: exec happened ({comm})"
                     );
-                    let out = parent.read_to_eof(&pipe.read).await.expect("read");
+                    let out = parent.read_to_eof(&stdout).await.expect("read");
                     assert!(out.is_empty(), "iteration {i}: the program ran");
                     failed += 1;
                 }
@@ -282,14 +277,9 @@ fn which_checks_a_name_with_a_slash_and_not_found_is_typed() {
 
 /// Runs `command` in a fresh child of `thread` and returns what it wrote to stdout.
 async fn output_of(thread: &rsyscall::Thread, command: rsyscall::Command) -> String {
-    let pipe = thread.pipe().await.expect("pipe");
-    let child = thread.clone(CLONE::empty()).await.expect("clone");
-    let w = child.inherit_fd(&pipe.write).expect("inherit");
-    child.task().dup2(&w, &child.stdout()).await.expect("dup2");
-    w.close().await.expect("close");
-    drop(pipe.write);
+    let (child, stdout) = child_with_stdout_pipe(thread).await;
     let process = child.exec(command).await.expect("exec");
-    let out = thread.read_to_eof(&pipe.read).await.expect("read");
+    let out = thread.read_to_eof(&stdout).await.expect("read");
     process.check().await.expect("the command succeeds");
     String::from_utf8(out).expect("utf-8")
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
 use rsyscall_tests::programs::sh;
-use rsyscall_tests::tasks::{exit_cleanly, run, sigkill};
+use rsyscall_tests::tasks::{child_with_stdout_pipe, exit_cleanly, run, sigkill};
 
 const FLAG_CASES: [CLONE; 2] = [CLONE::empty(), CLONE::FILES];
 
@@ -68,17 +68,12 @@ fn child_writes_through_pipe_and_dup2() {
 fn exec_program_from_path_and_capture_output() {
     run(async {
         let parent = local_thread();
-        let pipe = parent.pipe().await.expect("pipe");
         // Without CLONE_FILES the child has its own table, so its stdout can be replaced.
-        let child = parent.clone(CLONE::empty()).await.expect("clone");
-        let w = child.inherit_fd(&pipe.write).expect("inherit");
-        child.task().dup2(&w, &child.stdout()).await.expect("dup2");
-        w.close().await.expect("close");
-        drop(pipe.write);
+        let (child, stdout) = child_with_stdout_pipe(&parent).await;
         let pid = child.pid().expect("pid");
         let echo = sh("echo $$").await;
         let process = child.exec(echo).await.expect("exec");
-        let out = parent.read_to_eof(&pipe.read).await.expect("read");
+        let out = parent.read_to_eof(&stdout).await.expect("read");
         assert_eq!(
             String::from_utf8_lossy(&out).trim(),
             pid.to_string(),

@@ -17,23 +17,14 @@ use rsyscall::{
 };
 use rsyscall_tests::errors::{assert_errno, assert_invalid, serial};
 use rsyscall_tests::programs::{sh, sleeper};
-use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
+use rsyscall_tests::tasks::{child_with_stdout_pipe, exit_cleanly, on_local_and_child, run};
 
 /// Runs `command` in a fresh child of `parent` with its stdout on a pipe; returns what it
 /// wrote and how it ended.
 async fn output(parent: &Thread, command: Command) -> (Vec<u8>, ChildState) {
-    let pipe = parent.pipe().await.expect("pipe");
-    let child = parent.clone(CLONE::empty()).await.expect("clone");
-    let w = child.inherit_fd(&pipe.write).expect("inherit");
-    child
-        .task()
-        .dup2(&w, &child.stdout())
-        .await
-        .expect("dup2 onto stdout");
-    drop(w);
+    let (child, stdout) = child_with_stdout_pipe(parent).await;
     let process = child.exec(command).await.expect("exec");
-    drop(pipe.write);
-    let out = parent.read_to_eof(&pipe.read).await.expect("read");
+    let out = parent.read_to_eof(&stdout).await.expect("read");
     let state = process.wait().await.expect("wait");
     (out, state)
 }
@@ -576,11 +567,7 @@ fn ambient_capabilities_survive_exec_in_a_user_namespace() {
     require_user_namespaces();
     run(async {
         let local = local_thread();
-        let pipe = local.pipe().await.expect("pipe");
-        let child = local.clone(CLONE::empty()).await.expect("clone");
-        let w = child.inherit_fd(&pipe.write).expect("inherit");
-        child.task().dup2(&w, &child.stdout()).await.expect("dup2");
-        drop(w);
+        let (child, stdout) = child_with_stdout_pipe(&local).await;
         // A non-root uid inside, so that exec keeps only ambient capabilities.
         child
             .unshare_user(Some(1000), Some(1000))
@@ -604,8 +591,7 @@ fn ambient_capabilities_survive_exec_in_a_user_namespace() {
         );
         let grep = sh("grep -E '^Cap(Amb|Eff)' /proc/self/status").await;
         let process = child.exec(grep).await.expect("exec");
-        drop(pipe.write);
-        let out = local.read_to_eof(&pipe.read).await.expect("read");
+        let out = local.read_to_eof(&stdout).await.expect("read");
         process.check().await.expect("grep exits cleanly");
         let out = String::from_utf8_lossy(&out);
         let field = |name: &str| {

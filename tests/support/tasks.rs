@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rsyscall::{CLONE, ChildThread, Signal, Thread, local_thread};
+use rsyscall::{CLONE, ChildThread, FileDescriptor, Signal, Thread, local_thread};
 
 /// Runs `f` to completion under `async_io::block_on`, failing (instead of hanging) after
 /// 60 seconds.
@@ -51,6 +51,24 @@ pub async fn sigkill(child: &ChildThread) {
         .kill(Signal::SIGKILL)
         .await
         .expect("kill");
+}
+
+/// A fresh clone child of `parent` whose stdout is the write end of a new pipe, and the
+/// read end of that pipe. The child has its own fd table (no `CLONE_FILES`), so its stdout
+/// can be replaced without touching ours; `parent` keeps no copy of the write end, so
+/// reading the pipe ends at EOF once the child, or the program it execs, is gone.
+pub async fn child_with_stdout_pipe(parent: &Thread) -> (ChildThread, FileDescriptor) {
+    let pipe = parent.pipe().await.expect("pipe");
+    let child = parent.clone(CLONE::empty()).await.expect("clone");
+    let w = child.inherit_fd(&pipe.write).expect("inherit");
+    child
+        .task()
+        .dup2(&w, &child.stdout())
+        .await
+        .expect("dup2 onto stdout");
+    w.close().await.expect("close");
+    drop(pipe.write);
+    (child, pipe.read)
 }
 
 /// Runs all of `futs` concurrently in the calling task and returns their outputs, in order.
