@@ -17,6 +17,7 @@ use rsyscall_handle::structs::{
 };
 use rsyscall_handle::{ChildProcess, FileDescriptor, FutexWord, Process, ThreadProcess};
 use rsyscall_tests::errors::{errno, is_invalid};
+use rsyscall_tests::programs::sleeper;
 use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child};
 use rsyscall_tests::tmp::TempDir;
 
@@ -638,13 +639,7 @@ fn waitid_by_pidfd_after_exec() {
 fn realtime_signal_kills_a_sleeping_child() {
     on_local_and_child(|thread, label| async move {
         let child = thread.clone(CLONE::empty()).await.expect("clone");
-        let sleep = thread
-            .environ()
-            .which("sleep")
-            .await
-            .expect("which sleep")
-            .arg("1000");
-        let process = child.exec(sleep).await.expect("exec");
+        let process = child.exec(sleeper().await).await.expect("exec");
         // Waited for by its parent (the local process in both runs: CLONE_PARENT).
         let none = process
             .process()
