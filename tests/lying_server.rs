@@ -394,7 +394,7 @@ fn lie(rng: &mut Rng) -> i64 {
     if rng.below(2) == 0 {
         EDGES[rng.below(EDGES.len() as u64) as usize]
     } else {
-        rng.next() as i64
+        rng.next_u64() as i64
     }
 }
 
@@ -508,7 +508,7 @@ fn task_calls_against_random_lies_end_in_errors_not_panics_or_hangs() {
     let (mut oks, mut errs) = (0, 0);
     for round in 0..ROUNDS {
         for op in OPS {
-            let script_seed = rng.next();
+            let script_seed = rng.next_u64();
             let fake = Fake::new(random_script(script_seed));
             let task = fake.task();
             // SAFETY: fd 5 of the pretend table is ours alone: nothing else names it.

@@ -61,9 +61,9 @@ fn bad_fd(rng: &mut Rng) -> i64 {
         1000 + rng.below(i32::MAX as u64 - 999) as u32
     } else {
         // Negative as an int.
-        0x8000_0000 | rng.next() as u32
+        0x8000_0000 | rng.next_u64() as u32
     };
-    ((rng.next() & 0xffff_ffff_0000_0000) | u64::from(low)) as i64
+    ((rng.next_u64() & 0xffff_ffff_0000_0000) | u64::from(low)) as i64
 }
 
 /// A syscall number that is no syscall: the kernel looks at the low 32 bits only (as an
@@ -73,13 +73,13 @@ fn bad_number(rng: &mut Rng) -> i64 {
     let low: u32 = match rng.below(4) {
         0 => 1024 + rng.below(0x4000_0000 - 1024) as u32,
         1 => 0x4000_0000 + 1024 + rng.below(0x4000_0000 - 1024) as u32,
-        2 => 0x8000_0000 | rng.next() as u32,
+        2 => 0x8000_0000 | rng.next_u64() as u32,
         _ => u32::MAX,
     };
     let high = if rng.below(2) == 0 {
         0
     } else {
-        rng.next() & 0xffff_ffff_0000_0000
+        rng.next_u64() & 0xffff_ffff_0000_0000
     };
     (high | u64::from(low)) as i64
 }
@@ -89,7 +89,7 @@ fn bad_number(rng: &mut Rng) -> i64 {
 fn pick(rng: &mut Rng, facts: &Facts, umask: &mut i64) -> (Request, i64, String) {
     let mut args = [0i64; 6];
     for a in &mut args {
-        *a = rng.next() as i64;
+        *a = rng.next_u64() as i64;
     }
     let ebadf = -(libc::EBADF as i64);
     let enosys = -(libc::ENOSYS as i64);
