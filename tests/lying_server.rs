@@ -284,9 +284,19 @@ fn values_no_syscall_returns_are_decoded_without_panicking() {
         let pid = run(task.getpid());
         match Errno::from_ret(v) {
             Err(e) => assert_eq!(pid.expect_err("an errno").errno(), Some(e), "{v}"),
-            Ok(_) => {
-                pid.unwrap_or_else(|e| panic!("response {v}: {e}"));
+            // A pid is a non-negative int: anything else is an impossible answer, reported
+            // as such rather than truncated into some other pid.
+            Ok(_) if (0..=i64::from(i32::MAX)).contains(&v) => {
+                let pid = pid.unwrap_or_else(|e| panic!("response {v}: {e}"));
+                assert_eq!(i64::from(pid.as_raw()), v, "response {v}");
             }
+            Ok(_) => match pid {
+                Err(rsyscall_handle::Error::Syscall {
+                    source: SyscallError::OutOfRange(got),
+                    ..
+                }) => assert_eq!(got, v),
+                other => panic!("response {v}: expected OutOfRange, got {other:?}"),
+            },
         }
         drop(task);
         fake.finish();
