@@ -450,3 +450,47 @@ fn exit_works_on_any_thread_handle_and_is_refused_on_the_local_thread() {
         assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(5));
     })
 }
+
+/// A child's copy of an inherited fd has one owner: inheriting it again is refused, also
+/// after the first handle closed it and the child reused the number for another fd, which
+/// a second owner would otherwise close behind its owner's back.
+#[test]
+fn an_inherited_fd_has_one_owner() {
+    run(async {
+        let parent = local_thread();
+        let pipe = parent.pipe().await.expect("pipe");
+        let child = parent.clone(CLONE::empty()).await.expect("clone");
+        let first = child.inherit_fd(&pipe.write).expect("first inherit");
+        let again = child.inherit_fd(&pipe.write);
+        assert!(
+            matches!(again, Err(Error::InvalidArgument { .. })),
+            "second inherit: {again:?}"
+        );
+        // The first handle still owns the copy, and clones of it share that ownership.
+        let shared = first.clone();
+        child
+            .task()
+            .write_all_bytes(&shared, b"x")
+            .await
+            .expect("write through the copy");
+        assert_eq!(
+            parent.task().read_bytes(&pipe.read, 1).await.expect("read"),
+            b"x"
+        );
+        let number = first.near();
+        drop(shared);
+        first.close().await.expect("close the copy");
+        // The child reuses the lowest free number: the one just closed.
+        let other = child.pipe().await.expect("pipe in the child");
+        assert!(
+            other.read.near() == number || other.write.near() == number,
+            "the child's new pipe did not reuse fd {number:?}"
+        );
+        let stolen = child.inherit_fd(&pipe.write);
+        assert!(
+            matches!(stolen, Err(Error::InvalidArgument { .. })),
+            "inherit after the number was reused: {stolen:?}"
+        );
+        exit_cleanly(child, "child").await;
+    })
+}

@@ -26,6 +26,9 @@ pub struct FdTableState {
     has_pending: AtomicBool,
     /// How many handles (owned or borrowed) refer to each fd number of this table.
     live: Mutex<std::collections::HashMap<i32, usize>>,
+    /// The fd numbers of this table handed out by [`FileDescriptor::inherit`]: each copy is
+    /// owned once, so a second `inherit` of the same number is refused.
+    inherited: Mutex<std::collections::HashSet<i32>>,
 }
 
 impl fmt::Debug for FdTableState {
@@ -43,7 +46,17 @@ impl FdTableState {
             pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
             live: Mutex::new(std::collections::HashMap::new()),
+            inherited: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Records that the copy of `fd` in this table now has an owner; `false` if it already
+    /// had one.
+    fn claim_inherited(&self, fd: near::FileDescriptor) -> bool {
+        self.inherited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fd.as_raw())
     }
 
     /// The table's identity.
@@ -340,13 +353,13 @@ impl FileDescriptor {
         Arc::strong_count(&self.inner) == 1
     }
 
-    /// A handle to the copy of this fd in `child`'s table, which `child` inherited when it
-    /// was created without sharing this table. The copy is owned separately.
+    /// The number of the copy of this fd in `child`'s table, which `child` inherited when
+    /// it was created without sharing this table (checked as [`FileDescriptor::inherit`]
+    /// does, but making no handle: a number alone owns nothing).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `child` shares this fd's table (use
-    /// [`FileDescriptor::for_task`]) or was not created from this fd's table.
-    pub fn inherit(&self, child: &Task) -> Result<Self> {
+    /// As [`FileDescriptor::inherit`], except that an earlier `inherit` is no error.
+    pub fn inherited_number(&self, child: &Task) -> Result<near::FileDescriptor> {
         if child.fd_table().id() == self.inner.table.id() {
             return Err(crate::Error::invalid(
                 "FileDescriptor::inherit",
@@ -375,6 +388,30 @@ impl FileDescriptor {
                     ),
                 ));
             }
+        }
+        Ok(self.inner.near)
+    }
+
+    /// A handle to the copy of this fd in `child`'s table, which `child` inherited when it
+    /// was created without sharing this table. The copy is owned separately.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `child` shares this fd's table (use
+    /// [`FileDescriptor::for_task`]), was not created from this fd's table, or the copy
+    /// already has a handle from an earlier `inherit` (clone that handle instead).
+    pub fn inherit(&self, child: &Task) -> Result<Self> {
+        self.inherited_number(child)?;
+        // The copy has one owner: a second handle made here would close it a second time,
+        // perhaps after its number was reused for another fd of the child's.
+        if self.inner.owned && !child.fd_table().claim_inherited(self.inner.near) {
+            return Err(crate::Error::invalid(
+                "FileDescriptor::inherit",
+                format!(
+                    "fd {} was already inherited into this table; clone the handle that \
+                     inherit returned then",
+                    self.inner.near.as_raw()
+                ),
+            ));
         }
         Ok(Self::make(child, self.inner.near, self.inner.owned))
     }

@@ -70,13 +70,11 @@ impl Connection {
         if task.fd_table().id() == self.remote.far().table {
             return self.remote.for_task(task);
         }
-        // inherit() checks the copy exists; the owned handle it makes would close the copy
-        // when dropped, so it is released and a borrowed handle used instead.
-        let copy = self.remote.inherit(task)?;
-        let near = copy.near();
-        copy.leak();
+        // The copy is owned by the connection's thread (its reserved fds), not by this
+        // move: a borrowed handle to it, after checking that the copy exists.
+        let near = self.remote.inherited_number(task)?;
         // SAFETY: `near` is the copy of the remote end that `task`'s table got when it
-        // unshared (inherit checked it): the thread keeps it open for this connection (it
+        // unshared (inherited_number checked it): the thread keeps it open for this connection (it
         // is among its reserved fds) and nothing else owns it. The handle lives for one
         // move, which only sends or receives on it.
         Ok(unsafe { FileDescriptor::borrowed(task, near) })
