@@ -31,6 +31,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)] // a generator, not an iterator: it never ends
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
