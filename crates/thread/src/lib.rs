@@ -153,6 +153,7 @@
 
 mod afd;
 mod background;
+mod bootstrap;
 mod clone;
 mod command;
 mod connection;
@@ -173,6 +174,9 @@ mod transport;
 mod unshare;
 
 pub use afd::AsyncFileDescriptor;
+pub use bootstrap::{
+    BootstrapParts, STDIN_BOOTSTRAP, stdin_bootstrap, stdin_bootstrap_with_helper,
+};
 pub use clone::CloneOptions;
 pub use command::{Command, Environment};
 pub use connection::Connection;

@@ -1,0 +1,407 @@
+//! Threads from bootstrapped processes: `stdin_bootstrap` through real launchers (`env`,
+//! Debian's `sudo`), and everything a clone child can do, done on such a thread and on
+//! threads cloned from it: syscalls, clone and nested clone, exec, `make_afd` and async
+//! I/O (with and without a root epoller), `open_channels`, fd passing. And the bad input
+//! of PROTOCOL.md section 6: launchers that fail or exit early, and peers that send a
+//! malformed, truncated or empty describe.
+//!
+//! These run as root (as CI does; `sudo -u nobody` needs it). Every process a test starts
+//! is waited for by the test.
+
+use std::os::unix::fs::MetadataExt;
+
+use rsyscall::{
+    AsyncChildProcess, CLONE, ChildState, Command, Error, O, Thread, local_thread, stdin_bootstrap,
+    stdin_bootstrap_with_helper,
+};
+use rsyscall_tests::procs::{count_children, open_fds};
+use rsyscall_tests::tasks::run;
+
+async fn which(name: &str) -> Command {
+    local_thread()
+        .environ()
+        .which(name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} on PATH: {e}"))
+}
+
+/// A thread through `env`: the launcher execs the helper, so it *is* the thread's process.
+async fn env_thread() -> (AsyncChildProcess, Thread) {
+    stdin_bootstrap(&local_thread(), which("env").await)
+        .await
+        .expect("stdin_bootstrap through env")
+}
+
+/// Ends a bootstrapped thread and checks its launcher exits cleanly.
+async fn finish(launcher: AsyncChildProcess, thread: Thread) {
+    thread.exit(0).await.expect("exit");
+    assert_eq!(launcher.wait().await.expect("wait"), ChildState::Exited(0));
+}
+
+/// What every thread kind must do: syscalls, clone and nested clone (with syscalls in
+/// both), exec from a child, async I/O, channels and fd passing. `label` names the kind.
+async fn exercise(thread: &Thread, label: &str) {
+    let task = thread.task();
+    let pid = task.getpid().await.expect("getpid");
+    assert_ne!(
+        pid.as_raw() as u32,
+        std::process::id(),
+        "{label}: another process"
+    );
+    // Memory through the in-band transport: a write and a read of its memory.
+    let buf = task.ptr(&b"in its memory"[..]).await.expect("ptr");
+    assert_eq!(buf.read().await.expect("read"), b"in its memory", "{label}");
+
+    // fd passing both ways, and a pipe made there.
+    let pipe = thread.pipe().await.expect("pipe");
+    let (local_r, local_w) = std::io::pipe().expect("local pipe");
+    let w_local = rsyscall::FileDescriptor::from_owned_fd(
+        &rsyscall::Task::local(),
+        std::os::fd::OwnedFd::from(local_w),
+    )
+    .expect("wrap");
+    let w_there = thread.pass_fd(&w_local).await.expect("pass_fd");
+    task.write_all_bytes(&w_there, b"via a passed fd")
+        .await
+        .expect("write there");
+    drop((w_there, w_local));
+    let mut got = [0u8; 15];
+    std::io::Read::read_exact(&mut { local_r }, &mut got).expect("read locally");
+    assert_eq!(&got, b"via a passed fd", "{label}: fd passed to the thread");
+
+    // open_channels, and async I/O on both ends.
+    let mut chans = thread.open_async_channels(1).await.expect("channels");
+    let (ours, theirs) = chans.pop().expect("one channel");
+    let theirs = thread.make_afd(theirs, true).await.expect("make_afd");
+    ours.write_all_bytes(b"ping").await.expect("write ours");
+    assert_eq!(
+        theirs.read_some_bytes(16).await.expect("read"),
+        b"ping",
+        "{label}"
+    );
+    theirs.write_all_bytes(b"pong").await.expect("write theirs");
+    assert_eq!(
+        ours.read_some_bytes(16).await.expect("read"),
+        b"pong",
+        "{label}"
+    );
+    drop((ours, theirs));
+
+    // clone, nested clone, syscalls in both, exec from the grandchild.
+    let child = thread.clone(CLONE::empty()).await.expect("clone");
+    let child_pid = child.task().getpid().await.expect("child getpid");
+    assert_ne!(child_pid, pid, "{label}: child is another process");
+    let grandchild = child.clone(CLONE::empty()).await.expect("nested clone");
+    let g = grandchild.task();
+    let gbuf = g.ptr(&b"grandchild"[..]).await.expect("ptr");
+    assert_eq!(gbuf.read().await.expect("read"), b"grandchild");
+    drop(gbuf);
+    // The child execs while the grandchild (holding a copy of its socket) lives: the
+    // futex helper in their address space must report it.
+    let sh = which("sh").await.args(["-c", "exit 5"]);
+    let p = child.exec(sh).await.expect("exec the child");
+    assert_eq!(
+        p.wait().await.expect("wait"),
+        ChildState::Exited(5),
+        "{label}"
+    );
+    let true_ = which("true").await;
+    let p = grandchild.exec(true_).await.expect("exec the grandchild");
+    assert_eq!(
+        p.wait().await.expect("wait"),
+        ChildState::Exited(0),
+        "{label}"
+    );
+    drop(pipe);
+}
+
+#[test]
+fn env_launcher_gives_a_full_thread() {
+    run(async {
+        let (launcher, thread) = env_thread().await;
+        // For env, the launcher is the helper's process.
+        assert_eq!(
+            thread.task().getpid().await.expect("getpid"),
+            launcher.pid(),
+            "env execs the helper"
+        );
+        assert_eq!(
+            thread.environ().get("PATH"),
+            std::env::var_os("PATH"),
+            "its environment came from the describe strings"
+        );
+        exercise(&thread, "env").await;
+        // And again with a root epoller in its process.
+        thread.make_root_epoller().await.expect("root epoller");
+        exercise(&thread, "env, root epoller").await;
+        finish(launcher, thread).await;
+    });
+}
+
+#[test]
+fn namespaces_are_read_from_the_process() {
+    run(async {
+        let (launcher, thread) = env_thread().await;
+        let ns = thread.task().namespaces();
+        let local = rsyscall::handle::local_namespaces();
+        assert_eq!(ns.pidns, local.pidns, "same pid namespace, recognised");
+        assert_eq!(ns.mountns, local.mountns);
+        assert_eq!(ns.netns, local.netns);
+        assert_ne!(ns.address_space, local.address_space);
+        assert_ne!(ns.fd_table, local.fd_table);
+        // A thread bootstrapped inside a new network namespace gets another identity.
+        let child = local_thread()
+            .clone(CLONE::NEWNET)
+            .await
+            .expect("clone NEWNET");
+        let (l2, t2) = stdin_bootstrap(&child, which("env").await)
+            .await
+            .expect("bootstrap from a NEWNET child");
+        assert_ne!(t2.task().namespaces().netns, local.netns);
+        assert_eq!(t2.task().namespaces().mountns, local.mountns);
+        finish(l2, t2).await;
+        child
+            .exit(0)
+            .await
+            .expect("exit")
+            .wait()
+            .await
+            .expect("wait");
+        finish(launcher, thread).await;
+    });
+}
+
+#[test]
+fn sudo_nobody_gives_a_thread_of_another_user() {
+    run(async {
+        let dir = tempfile_dir();
+        // The libexec directory may be under a home directory nobody cannot enter: the
+        // helper is copied where they can run it.
+        let helper = dir.join(rsyscall::thread::STDIN_BOOTSTRAP);
+        std::fs::copy(
+            rsyscall::thread::libexec::helper_path(rsyscall::thread::STDIN_BOOTSTRAP)
+                .expect("helper"),
+            &helper,
+        )
+        .expect("copy the helper");
+        let (launcher, thread) = stdin_bootstrap_with_helper(
+            &local_thread(),
+            which("sudo").await.args(["-u", "nobody", "--"]),
+            &helper,
+        )
+        .await
+        .expect("stdin_bootstrap through sudo -u nobody");
+        assert_eq!(thread.task().getuid().await.expect("getuid"), 65534);
+        let path = dir.join("made-by-nobody");
+        let fd = thread
+            .task()
+            .open(path.as_path(), O::CREAT | O::WRONLY | O::CLOEXEC, 0o644)
+            .await
+            .expect("create a file as nobody");
+        drop(fd);
+        let _ = thread.task().flush_closes().await;
+        assert_eq!(std::fs::metadata(&path).expect("stat").uid(), 65534);
+        exercise(&thread, "sudo").await;
+        // Nested: the nobody thread bootstraps another through env.
+        let (l2, t2) = stdin_bootstrap_with_helper(&thread, which("env").await, &helper)
+            .await
+            .expect("nested stdin_bootstrap");
+        assert_eq!(t2.task().getuid().await.expect("getuid"), 65534);
+        assert_ne!(
+            t2.task().getpid().await.expect("getpid"),
+            thread.task().getpid().await.expect("getpid")
+        );
+        exercise(&t2, "nested").await;
+        finish(l2, t2).await;
+        finish(launcher, thread).await;
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
+
+/// A directory nobody can write into (mode 1777 under /tmp).
+fn tempfile_dir() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "rsyscall-bootstrap-{}-{}",
+        std::process::id(),
+        rsyscall_tests::rng::seed()
+    ));
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    dir
+}
+
+/// The open fds and (children, zombies) of this process once background work settled.
+async fn usage() -> (usize, (usize, usize)) {
+    rsyscall_tests::procs::settled(|| (open_fds(), count_children())).await
+}
+
+/// Checks that `body` (run twice, after one warm-up run that may create lazily made
+/// fds of the library) leaves no fd, child or zombie behind.
+async fn leaves_nothing<F, Fut>(body: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    body().await;
+    let before = usage().await;
+    body().await;
+    body().await;
+    let after = usage().await;
+    assert!(
+        after.0 <= before.0 && after.1 == before.1,
+        "fds/children before {before:?}, after {after:?}"
+    );
+}
+
+#[test]
+fn launcher_failures_are_typed_errors_with_status_and_stderr() {
+    run(leaves_nothing(|| async {
+        // A missing program: env fails with 127 and says why.
+        let r = stdin_bootstrap(
+            &local_thread(),
+            which("env").await.arg("/nonexistent/launcher"),
+        )
+        .await;
+        match r {
+            Err(Error::LauncherFailed { state, stderr, .. }) => {
+                assert_eq!(state, ChildState::Exited(127));
+                assert!(stderr.contains("/nonexistent/launcher"), "stderr: {stderr}");
+            }
+            other => panic!("expected LauncherFailed, got {other:?}"),
+        }
+        // sudo refusing: an unknown user.
+        let r = stdin_bootstrap(
+            &local_thread(),
+            which("sudo").await.args(["-u", "#-5-no-such-user", "--"]),
+        )
+        .await;
+        match r {
+            Err(Error::LauncherFailed { state, stderr, .. }) => {
+                assert_ne!(state, ChildState::Exited(0));
+                assert!(stderr.contains("sudo"), "stderr: {stderr}");
+            }
+            other => panic!("expected LauncherFailed, got {other:?}"),
+        }
+        // A launcher that exits at once without running anything.
+        let r = stdin_bootstrap(&local_thread(), which("sh").await.args(["-c", "exit 3"])).await;
+        match r {
+            Err(Error::LauncherFailed { state, .. }) => assert_eq!(state, ChildState::Exited(3)),
+            other => panic!("expected LauncherFailed, got {other:?}"),
+        }
+    }));
+}
+
+/// The environment variable that makes [`fake_helper`] play a bad helper.
+const FAKE: &str = "RSYSCALL_TEST_FAKE_HELPER";
+
+/// Not a test on its own (it returns at once): run by `bad_peers_are_typed_errors` as the
+/// program a launcher starts, with `$RSYSCALL_TEST_FAKE_HELPER` saying how to misbehave
+/// after receiving the helper's three fds on stdin.
+#[test]
+fn fake_helper() {
+    let Ok(mode) = std::env::var(FAKE) else {
+        return;
+    };
+    let fds = recv_fds(0, 3);
+    let data = fds[1];
+    let write = |bytes: &[u8]| {
+        // SAFETY: writes `bytes` to an fd we received.
+        let n = unsafe { libc::write(data, bytes.as_ptr().cast(), bytes.len()) };
+        assert_eq!(n, bytes.len() as isize);
+    };
+    let mut describe = [0u8; 64];
+    describe[32..36].copy_from_slice(&1234i32.to_le_bytes());
+    describe[36..40].copy_from_slice(&3i32.to_le_bytes());
+    describe[40..44].copy_from_slice(&4i32.to_le_bytes());
+    describe[48..52].copy_from_slice(&5i32.to_le_bytes());
+    match mode.as_str() {
+        "truncated" => write(&describe[..20]),
+        "malformed" => {
+            describe[32..36].copy_from_slice(&(-1i32).to_le_bytes());
+            write(&describe);
+        }
+        "same-fds" => {
+            describe[40..44].copy_from_slice(&3i32.to_le_bytes());
+            write(&describe);
+        }
+        "huge-env" => {
+            describe[56..64].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            write(&describe);
+        }
+        "truncated-env" => {
+            describe[56..64].copy_from_slice(&2u64.to_le_bytes());
+            write(&describe);
+            write(&5u64.to_le_bytes());
+            write(b"A=");
+        }
+        // Nothing at all, while staying alive: the caller must kill us.
+        "silent" => {
+            for fd in fds {
+                // SAFETY: closes fds we received and own.
+                unsafe { libc::close(fd) };
+            }
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        other => panic!("unknown mode {other}"),
+    }
+    std::process::exit(0);
+}
+
+/// Receives one message carrying exactly `n` fds on `sock`.
+fn recv_fds(sock: i32, n: usize) -> Vec<i32> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE((4 * n) as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg points at live locals of the sizes given.
+    let ret = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert_eq!(ret, 1, "recvmsg");
+    // SAFETY: the kernel wrote one SCM_RIGHTS header with n fds into `control`.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null());
+        let data = libc::CMSG_DATA(cmsg).cast::<i32>();
+        (0..n).map(|i| data.add(i).read_unaligned()).collect()
+    }
+}
+
+#[test]
+fn bad_peers_are_typed_errors() {
+    let exe = std::env::current_exe().expect("current_exe");
+    run(leaves_nothing(|| async {
+        for (mode, expect) in [
+            ("truncated", "is truncated"),
+            ("malformed", "malformed describe"),
+            ("same-fds", "malformed describe"),
+            ("huge-env", "strings (more than"),
+            ("truncated-env", "string 0 is truncated"),
+            ("silent", "nothing was sent"),
+        ] {
+            let launcher = Command::new(&exe, "fake-helper").env(FAKE, mode).args([
+                "--exact",
+                "fake_helper",
+                "--test-threads",
+                "1",
+                "-q",
+            ]);
+            let r = stdin_bootstrap(&local_thread(), launcher).await;
+            match r {
+                Err(Error::Handshake { detail, .. }) => {
+                    assert!(detail.contains(expect), "{mode}: {detail}")
+                }
+                other => panic!("{mode}: expected a Handshake error, got {other:?}"),
+            }
+        }
+    }));
+}
