@@ -134,8 +134,21 @@ fn env_launcher_gives_a_full_thread() {
         // And again with a root epoller in its process.
         thread.make_root_epoller().await.expect("root epoller");
         exercise(&thread, "env, root epoller").await;
+        // Its children and their futex helpers (cloned in its address space) were all
+        // reaped: none is left behind, not even as a zombie.
+        let pid = launcher.pid().as_raw();
+        let left = rsyscall_tests::procs::settled(|| children_of(pid)).await;
+        assert_eq!(left, 0, "children of the bootstrapped process left behind");
         finish(launcher, thread).await;
     });
+}
+
+/// How many children the process `pid` (of our pid namespace) has, zombies included.
+fn children_of(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("read children")
+        .split_whitespace()
+        .count()
 }
 
 #[test]
@@ -404,4 +417,87 @@ fn bad_peers_are_typed_errors() {
             }
         }
     }));
+}
+
+/// `Thread::from_bootstrap` is not tied to the stdin bootstrap: a process running the unix
+/// stub (started here by a thread of ours, as any program could) becomes a full thread
+/// from its describe struct, and the status it exits with is what its launcher sees.
+#[test]
+fn from_bootstrap_takes_a_unix_stub_process() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    run(async {
+        let dir = tempfile_dir();
+        let path = dir.join("stub.sock");
+        let listener =
+            async_io::Async::new(UnixListener::bind(&path).expect("bind")).expect("async");
+        let stub = rsyscall::thread::libexec::helper_path("rsyscall-unix-stub").expect("stub");
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let process = child
+            .exec(
+                Command::new(&stub, "mocked")
+                    .arg("an argument")
+                    .env("RSYSCALL_UNIX_STUB_SOCK_PATH", &path),
+            )
+            .await
+            .expect("exec the stub");
+        let (conn, _) = listener.accept().await.expect("accept");
+        let conn = conn.into_inner().expect("std socket");
+        let (syscall, s2) = UnixStream::pair().expect("pair");
+        let (mut data, d2) = UnixStream::pair().expect("pair");
+        let (_f1, f2) = UnixStream::pair().expect("pair");
+        let (_c1, c2) = UnixStream::pair().expect("pair");
+        rsyscall_tests::server::send_fds(
+            &conn,
+            &[
+                s2.as_raw_fd(),
+                d2.as_raw_fd(),
+                f2.as_raw_fd(),
+                c2.as_raw_fd(),
+            ],
+        )
+        .expect("send fds");
+        drop((s2, d2, f2, c2, conn));
+        data.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; rsyscall_server::proto::UnixStubDescribe::SIZE];
+        data.read_exact(&mut buf).expect("describe");
+        let d = rsyscall_server::proto::UnixStubDescribe::from_bytes(&buf);
+        let mut strings = Vec::new();
+        for _ in 0..d.argc + d.envp_count {
+            let mut len = [0u8; 8];
+            data.read_exact(&mut len).expect("length");
+            let mut s = vec![0u8; u64::from_le_bytes(len) as usize];
+            data.read_exact(&mut s).expect("string");
+            strings.push(std::ffi::OsString::from(
+                String::from_utf8(s).expect("utf-8"),
+            ));
+        }
+        let environment = strings.split_off(d.argc as usize);
+        assert_eq!(strings, ["mocked", "an argument"]);
+        let parts = rsyscall::BootstrapParts {
+            syscall_sock: syscall.into(),
+            data_sock: data.into(),
+            pid: d.pid,
+            syscall_fd: d.syscall_fd,
+            data_fd: d.data_fd,
+            symbols: d.symbols,
+            environment,
+        };
+        // SAFETY: the stub was exec'd (its own address space and table), and the fds it
+        // names are the ones it received from us.
+        let thread = unsafe { Thread::from_bootstrap(parts) }
+            .await
+            .expect("from_bootstrap");
+        assert_eq!(thread.task().getpid().await.expect("getpid"), process.pid());
+        assert_eq!(
+            thread.environ().get("RSYSCALL_UNIX_STUB_SOCK_PATH"),
+            Some(path.clone().into_os_string())
+        );
+        exercise(&thread, "stub").await;
+        thread.exit(7).await.expect("exit");
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(7));
+        std::fs::remove_dir_all(&dir).ok();
+    });
 }

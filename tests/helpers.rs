@@ -94,7 +94,11 @@ fn stub_handshake(path: &Path) {
     let d = UnixStubDescribe::from_bytes(&buf);
     assert_eq!(d.pid as u32, child.id());
     assert_eq!(d.argc, 3);
-    assert_eq!(d.sigmask, 1 << (libc::SIGUSR1 - 1), "blocked signals at start");
+    assert_eq!(
+        d.sigmask,
+        1 << (libc::SIGUSR1 - 1),
+        "blocked signals at start"
+    );
     assert_ne!(d.symbols.server, 0);
     let fds = [d.syscall_fd, d.data_fd, d.futex_memfd, d.connecting_fd];
     assert!(fds.iter().all(|&fd| fd > 2), "{fds:?}");
@@ -200,7 +204,10 @@ fn stdin_bootstrap_describes_itself_and_serves() {
     assert_eq!(d.pid as u32, child.id());
     assert_eq!(d.futex_memfd, -1, "unused");
     let env = read_strings(&mut e.data, d.envp_count);
-    assert!(env.iter().any(|s| s == b"MARKER=stdin bootstrap"), "{env:?}");
+    assert!(
+        env.iter().any(|s| s == b"MARKER=stdin bootstrap"),
+        "{env:?}"
+    );
     assert_eq!(call(&mut e.syscall, libc::SYS_getpid, [0; 6]), d.pid as i64);
     drop(e.syscall);
     assert_eq!(wait_with_deadline(&mut child).code(), Some(0));

@@ -349,6 +349,24 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
 /// is `thread`'s), and its stderr `thread`'s stderr, set once it described itself. The
 /// launcher's own stderr is a memory file, read only to report its failure.
 ///
+/// # Examples
+///
+/// A thread through `env` (a launcher that execs what it is given), used, then ended:
+///
+/// ```
+/// # use rsyscall_thread::{local_thread, stdin_bootstrap};
+/// # use rsyscall_handle::ChildState;
+/// # async_io::block_on(async {
+/// let env = local_thread().environ().which("env").await?;
+/// let (launcher, thread) = stdin_bootstrap(&local_thread(), env).await?;
+/// assert_eq!(thread.task().getpid().await?, launcher.pid());
+/// assert!(thread.environ().get("PATH").is_some());
+/// thread.exit(0).await?;
+/// assert_eq!(launcher.wait().await?, ChildState::Exited(0));
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
+///
 /// # Errors
 /// - [`Error::LauncherFailed`] with its exit state and what it wrote on stderr, if the
 ///   launcher ended before the helper described itself (sudo refusing, a missing
