@@ -305,93 +305,10 @@ fn launcher_failures_are_typed_errors_with_status_and_stderr() {
     }));
 }
 
-/// The environment variable that makes [`fake_helper`] play a bad helper.
-const FAKE: &str = "RSYSCALL_TEST_FAKE_HELPER";
-
-/// Not a test on its own (it returns at once): run by `bad_peers_are_typed_errors` as the
-/// program a launcher starts, with `$RSYSCALL_TEST_FAKE_HELPER` saying how to misbehave
-/// after receiving the helper's three fds on stdin.
-#[test]
-fn fake_helper() {
-    let Ok(mode) = std::env::var(FAKE) else {
-        return;
-    };
-    let fds = recv_fds(0, 3);
-    let data = fds[1];
-    let write = |bytes: &[u8]| {
-        // SAFETY: writes `bytes` to an fd we received.
-        let n = unsafe { libc::write(data, bytes.as_ptr().cast(), bytes.len()) };
-        assert_eq!(n, bytes.len() as isize);
-    };
-    let mut describe = [0u8; 64];
-    describe[32..36].copy_from_slice(&1234i32.to_le_bytes());
-    describe[36..40].copy_from_slice(&3i32.to_le_bytes());
-    describe[40..44].copy_from_slice(&4i32.to_le_bytes());
-    describe[48..52].copy_from_slice(&5i32.to_le_bytes());
-    match mode.as_str() {
-        "truncated" => write(&describe[..20]),
-        "malformed" => {
-            describe[32..36].copy_from_slice(&(-1i32).to_le_bytes());
-            write(&describe);
-        }
-        "same-fds" => {
-            describe[40..44].copy_from_slice(&3i32.to_le_bytes());
-            write(&describe);
-        }
-        "huge-env" => {
-            describe[56..64].copy_from_slice(&(1u64 << 40).to_le_bytes());
-            write(&describe);
-        }
-        "truncated-env" => {
-            describe[56..64].copy_from_slice(&2u64.to_le_bytes());
-            write(&describe);
-            write(&5u64.to_le_bytes());
-            write(b"A=");
-        }
-        // Nothing at all, while staying alive: the caller must kill us.
-        "silent" => {
-            for fd in fds {
-                // SAFETY: closes fds we received and own.
-                unsafe { libc::close(fd) };
-            }
-            std::thread::sleep(std::time::Duration::from_secs(60));
-        }
-        other => panic!("unknown mode {other}"),
-    }
-    std::process::exit(0);
-}
-
-/// Receives one message carrying exactly `n` fds on `sock`.
-fn recv_fds(sock: i32, n: usize) -> Vec<i32> {
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE((4 * n) as u32) } as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: msg points at live locals of the sizes given.
-    let ret = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    assert_eq!(ret, 1, "recvmsg");
-    // SAFETY: the kernel wrote one SCM_RIGHTS header with n fds into `control`.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!cmsg.is_null());
-        let data = libc::CMSG_DATA(cmsg).cast::<i32>();
-        (0..n).map(|i| data.add(i).read_unaligned()).collect()
-    }
-}
-
 #[test]
 fn bad_peers_are_typed_errors() {
-    let exe = std::env::current_exe().expect("current_exe");
+    // A helper that misbehaves as `$RSYSCALL_TEST_FAKE_HELPER` says (tests/bin).
+    let exe = env!("CARGO_BIN_EXE_rsyscall-test-fake-helper");
     run(leaves_nothing(|| async {
         for (mode, expect) in [
             ("truncated", "is truncated"),
@@ -401,13 +318,7 @@ fn bad_peers_are_typed_errors() {
             ("truncated-env", "string 0 is truncated"),
             ("silent", "nothing was sent"),
         ] {
-            let launcher = Command::new(&exe, "fake-helper").env(FAKE, mode).args([
-                "--exact",
-                "fake_helper",
-                "--test-threads",
-                "1",
-                "-q",
-            ]);
+            let launcher = Command::new(exe, "fake-helper").env("RSYSCALL_TEST_FAKE_HELPER", mode);
             let r = stdin_bootstrap(&local_thread(), launcher).await;
             match r {
                 Err(Error::Handshake { detail, .. }) => {
@@ -500,4 +411,17 @@ fn from_bootstrap_takes_a_unix_stub_process() {
         assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(7));
         std::fs::remove_dir_all(&dir).ok();
     });
+}
+
+/// A bootstrapped thread, used and ended, leaves no fd, child or zombie here.
+#[test]
+fn bootstrapped_threads_leave_nothing_behind() {
+    run(leaves_nothing(|| async {
+        let (launcher, thread) = env_thread().await;
+        let child = thread.clone(CLONE::empty()).await.expect("clone");
+        child.task().getpid().await.expect("getpid");
+        let p = child.exit(0).await.expect("exit");
+        assert_eq!(p.wait().await.expect("wait"), ChildState::Exited(0));
+        finish(launcher, thread).await;
+    }));
 }
