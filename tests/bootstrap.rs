@@ -14,6 +14,7 @@ use rsyscall::{
     AsyncChildProcess, CLONE, ChildState, Command, Error, O, Thread, local_thread, stdin_bootstrap,
     stdin_bootstrap_with_helper,
 };
+use rsyscall_tests::errors::serial;
 use rsyscall_tests::procs::{count_children, open_fds};
 use rsyscall_tests::tasks::run;
 
@@ -117,6 +118,8 @@ async fn exercise(thread: &Thread, label: &str) {
 
 #[test]
 fn env_launcher_gives_a_full_thread() {
+    // Leak checks count this process\'s fds and children: no test may run beside them.
+    let _serial = serial();
     run(async {
         let (launcher, thread) = env_thread().await;
         // For env, the launcher is the helper's process.
@@ -153,6 +156,8 @@ fn children_of(pid: i32) -> usize {
 
 #[test]
 fn namespaces_are_read_from_the_process() {
+    // Leak checks count this process\'s fds and children: no test may run beside them.
+    let _serial = serial();
     run(async {
         let (launcher, thread) = env_thread().await;
         let ns = thread.task().namespaces();
@@ -186,6 +191,8 @@ fn namespaces_are_read_from_the_process() {
 
 #[test]
 fn sudo_nobody_gives_a_thread_of_another_user() {
+    // Leak checks count this process\'s fds and children: no test may run beside them.
+    let _serial = serial();
     run(async {
         let dir = tempfile_dir();
         // The libexec directory may be under a home directory nobody cannot enter: the
@@ -269,6 +276,8 @@ where
 
 #[test]
 fn launcher_failures_are_typed_errors_with_status_and_stderr() {
+    // Leak checks count this process\'s fds and children: no test may run beside them.
+    let _serial = serial();
     run(leaves_nothing(|| async {
         // A missing program: env fails with 127 and says why.
         let r = stdin_bootstrap(
@@ -307,6 +316,8 @@ fn launcher_failures_are_typed_errors_with_status_and_stderr() {
 
 #[test]
 fn bad_peers_are_typed_errors() {
+    // Leak checks count this process\'s fds and children: no test may run beside them.
+    let _serial = serial();
     // A helper that misbehaves as `$RSYSCALL_TEST_FAKE_HELPER` says (tests/bin).
     let exe = env!("CARGO_BIN_EXE_rsyscall-test-fake-helper");
     run(leaves_nothing(|| async {
@@ -335,6 +346,8 @@ fn bad_peers_are_typed_errors() {
 /// from its describe struct, and the status it exits with is what its launcher sees.
 #[test]
 fn from_bootstrap_takes_a_unix_stub_process() {
+    // Leak checks count this process\'s fds and children: no test may run beside them.
+    let _serial = serial();
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::{UnixListener, UnixStream};
@@ -416,6 +429,8 @@ fn from_bootstrap_takes_a_unix_stub_process() {
 /// A bootstrapped thread, used and ended, leaves no fd, child or zombie here.
 #[test]
 fn bootstrapped_threads_leave_nothing_behind() {
+    // Leak checks count this process\'s fds and children: no test may run beside them.
+    let _serial = serial();
     run(leaves_nothing(|| async {
         let (launcher, thread) = env_thread().await;
         let child = thread.clone(CLONE::empty()).await.expect("clone");
