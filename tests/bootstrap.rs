@@ -440,3 +440,54 @@ fn bootstrapped_threads_leave_nothing_behind() {
         finish(launcher, thread).await;
     }));
 }
+
+/// Polls `fut` at most `n` times, once per wakeup; `None` if it was still pending after
+/// the `n`-th poll (the caller then drops it).
+async fn poll_at_most<F: std::future::Future + Unpin>(fut: &mut F, n: usize) -> Option<F::Output> {
+    let mut left = n;
+    std::future::poll_fn(|cx| {
+        left -= 1;
+        match std::pin::Pin::new(&mut *fut).poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending if left == 0 => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// `stdin_bootstrap` dropped after each of its polls in turn, until one run completes:
+/// every abandoned launcher and helper ends and is reaped, and no fd is left open.
+#[test]
+fn stdin_bootstrap_dropped_at_every_poll_leaves_nothing() {
+    let _serial = serial();
+    run(async {
+        let (l, t) = env_thread().await;
+        finish(l, t).await;
+        let before = usage().await;
+        let env = which("env").await;
+        let local = local_thread();
+        let mut completed = false;
+        for n in 1..=500 {
+            let mut fut = Box::pin(stdin_bootstrap(&local, env.clone()));
+            match poll_at_most(&mut fut, n).await {
+                None => drop(fut),
+                Some(r) => {
+                    let (launcher, thread) = r.expect("stdin_bootstrap");
+                    finish(launcher, thread).await;
+                    completed = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            completed,
+            "stdin_bootstrap did not complete within 500 polls"
+        );
+        let after = usage().await;
+        assert!(
+            after.0 <= before.0 && after.1 == before.1,
+            "fds/children before {before:?}, after {after:?}"
+        );
+    });
+}

@@ -9,6 +9,9 @@
 //! space or fd table. [`stdin_bootstrap`] makes that promise for the process it starts:
 //! the helper is exec'd (a new address space, and a table of its own: exec unshares it),
 //! and the sockets it is described by were sent only to it, through the launcher's stdin.
+//! `WeakConnection` forwards the unsafe methods of the allocator's interface and
+//! transport to the connection, whose duties are the same, and fails without sending
+//! anything once the connection is gone.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -18,7 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_io::Async;
@@ -26,9 +29,10 @@ use futures_lite::AsyncReadExt;
 use nix::sys::socket::{self as sock, ControlMessage, MsgFlags};
 use rsyscall_far as far;
 use rsyscall_handle::{
-    Error, FdTableState, FileDescriptor, Memory, Result, Task, local_namespaces,
+    BoxFuture, Error, FdTableState, FileDescriptor, Memory, Result, Task, Transport,
+    local_namespaces,
 };
-use rsyscall_near::{self as near, CLONE, MFD, Signal};
+use rsyscall_near::{self as near, CLONE, MFD, NotSent, Signal, SyscallError};
 use rsyscall_server::proto::{StdinBootstrapDescribe, SymbolTable};
 
 use crate::command::{Command, Environment, SharedEnvironment};
@@ -119,10 +123,15 @@ impl Thread {
             })?,
         );
         let space = far::AddressSpace::new(pid);
-        // SAFETY: `conn` runs syscalls in the bootstrapped process and carries its memory
-        // in-band (the caller's promise); `space` is a fresh identity, as that address
-        // space is not ours and was not named before.
-        let memory = unsafe { Memory::new(space, conn.clone(), conn.clone()) };
+        // The allocator reaches the process through a weak reference: memory a cancelled
+        // syscall may still use is kept by the connection until answered, and a strong
+        // reference back would keep the connection, its socket and so the process alive
+        // for good once every handle is gone.
+        let weak = Arc::new(WeakConnection(Arc::downgrade(&conn)));
+        // SAFETY: `weak` runs syscalls in the bootstrapped process and carries its memory
+        // in-band (the caller's promise), or fails once the connection is gone; `space`
+        // is a fresh identity, as that address space is not ours and was not named before.
+        let memory = unsafe { Memory::new(space, weak.clone(), weak) };
         let fd_table = FdTableState::new(far::FdTable::new(pid));
         let fresh = far::Namespaces {
             fd_table: fd_table.id(),
@@ -195,6 +204,93 @@ impl Thread {
             Some(near::FileDescriptor::new(parts.syscall_fd)),
             parts.symbols,
         ))
+    }
+}
+
+/// A bootstrapped thread's connection as its allocator sees it: each call goes to the
+/// connection while any task holds it, and fails as [`NotSent::Closed`] (it certainly did
+/// not run) once none does.
+#[derive(Debug)]
+struct WeakConnection(Weak<SyscallConnection>);
+
+/// The failure of a call made after the connection was dropped.
+fn gone<'a, T: Send + 'a>() -> BoxFuture<'a, std::result::Result<T, SyscallError>> {
+    Box::pin(std::future::ready(Err(SyscallError::NotSent(
+        NotSent::Closed,
+    ))))
+}
+
+impl near::SyscallInterface for WeakConnection {
+    unsafe fn syscall(&self, request: near::Request) -> near::SyscallFuture<'_> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { near::SyscallInterface::syscall(&*conn, request) }.await
+        })
+    }
+
+    unsafe fn syscall_no_response(&self, request: near::Request) -> near::SyscallFuture<'_> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { near::SyscallInterface::syscall_no_response(&*conn, request) }.await
+        })
+    }
+
+    unsafe fn syscall_new_fd(&self, request: near::Request) -> near::SyscallFuture<'_> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { near::SyscallInterface::syscall_new_fd(&*conn, request) }.await
+        })
+    }
+
+    fn is_hung_up(&self) -> bool {
+        self.0.upgrade().is_none_or(|c| c.is_hung_up())
+    }
+
+    fn keep_until_answered(&self, keep: Box<dyn std::any::Any + Send>) {
+        match self.0.upgrade() {
+            Some(conn) => near::SyscallInterface::keep_until_answered(&*conn, keep),
+            // Nothing can tell when a syscall sent on it ended: never reuse the memory.
+            None => std::mem::forget(keep),
+        }
+    }
+}
+
+impl Transport for WeakConnection {
+    unsafe fn write<'a>(
+        &'a self,
+        dest: near::Address,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, std::result::Result<(), SyscallError>> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { Transport::write(&*conn, dest, data) }.await
+        })
+    }
+
+    unsafe fn read(
+        &self,
+        src: near::Address,
+        len: usize,
+    ) -> BoxFuture<'_, std::result::Result<Vec<u8>, SyscallError>> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { Transport::read(&*conn, src, len) }.await
+        })
     }
 }
 
