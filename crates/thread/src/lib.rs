@@ -43,6 +43,11 @@
 //!   process, whose life is its [`ChildThread`]'s business. Every child is killed
 //!   (`PR_SET_PDEATHSIG`) when the process that created it exits, unless the program it
 //!   runs changes that: for children of the local thread, when this program exits.
+//! - A bootstrapped [`Thread`] ([`stdin_bootstrap`], [`Thread::from_bootstrap`]): once
+//!   every handle to it and to its task (its fds hold the task) is gone, its syscall socket is
+//!   closed, so the helper's server sees EOF and the helper exits (memory lent to a
+//!   cancelled syscall does not keep the socket open: the allocator holds the connection
+//!   weakly). Its launcher's [`AsyncChildProcess`] is separate and behaves as below.
 //! - [`AsyncChildProcess`]: does not kill the child. Once the child exits it is reaped in
 //!   the background: by the service thread if its parent is the local process, else through
 //!   its parent's connection on the reaper thread (if that parent is gone first, the child
@@ -111,6 +116,11 @@
 //!   [`ChildThread::exit`]** consume the child, so dropping their future drops it: the child
 //!   is killed with `SIGKILL` and reaped in the background, whether or not the exec or exit
 //!   happened. The argv and envp block of an `execve` already sent is leaked.
+//! - **[`stdin_bootstrap`]**, dropped before its launcher was exec'd, kills the launcher
+//!   (see [`ChildThread`]); dropped later, it closes our ends of the helper's sockets, so
+//!   the helper fails its describe or sees EOF on its syscall socket and exits, and the
+//!   launcher's monitor, dropped too, has it reaped once it ends (a launcher that never
+//!   ends, such as one waiting for a password on a terminal, stays until it does).
 //! - **Moving fds** ([`Thread::pass_fd`], [`Thread::open_channels`],
 //!   [`Thread::open_async_channels`], [`Connection::send_to_remote`],
 //!   [`Connection::recv_from_remote`]): each move is one `SCM_RIGHTS` message, sent on one
