@@ -133,6 +133,23 @@ fn env_launcher_gives_a_full_thread() {
             std::env::var_os("PATH"),
             "its environment came from the describe strings"
         );
+        // Its standard streams: stdin at EOF (our end of the socket is closed), stdout
+        // the launcher's (ours), stderr set to ours.
+        let task = thread.task();
+        assert_eq!(
+            task.read_bytes(&thread.stdin(), 16)
+                .await
+                .expect("read stdin"),
+            b""
+        );
+        let pid = launcher.pid().as_raw();
+        for fd in [1, 2] {
+            assert_eq!(
+                std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).expect("its fd"),
+                std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("our fd"),
+                "fd {fd}"
+            );
+        }
         exercise(&thread, "env").await;
         // And again with a root epoller in its process.
         thread.make_root_epoller().await.expect("root epoller");
