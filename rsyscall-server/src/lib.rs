@@ -61,6 +61,7 @@ compile_error!(
 );
 
 mod arch;
+pub mod bootstrap;
 mod futex;
 mod io;
 pub mod proto;
@@ -78,6 +79,54 @@ mod mem;
 pub use arch::{raw_syscall, trampoline};
 pub use futex::{futex_helper, futex_helper_nostop};
 pub use server::{MAX_PASSED_FDS, persistent_server, server};
+
+/// Defines the ELF entry point `_start` of a static helper binary, which reads the initial
+/// stack and calls `$main(stack: rt::InitialStack) -> !`. For the binaries of this crate
+/// only (they are built with the `standalone` feature).
+#[macro_export]
+macro_rules! standalone_entry {
+    ($main:path) => {
+        mod entry {
+            //! The process entry point.
+            //!
+            //! # Safety
+            //! The kernel jumps to `_start` with the stack pointer at `argc`; `_start` hands
+            //! that address to `start` unchanged, after aligning the stack for a call as
+            //! the ABI requires, and `start` is the only reader of it.
+            #![allow(unsafe_code)]
+            use core::arch::naked_asm;
+            use $crate::rt::InitialStack;
+
+            /// The ELF entry point: passes the initial stack pointer to [`start`] with the
+            /// stack aligned to 16 bytes and a zero frame pointer (the outermost frame).
+            ///
+            /// # Safety
+            /// Only the kernel enters here, at process start.
+            #[unsafe(naked)]
+            #[unsafe(no_mangle)]
+            unsafe extern "C" fn _start() -> ! {
+                naked_asm!(
+                    "xor ebp, ebp",
+                    "mov rdi, rsp",
+                    "and rsp, -16",
+                    "call {start}",
+                    "ud2",
+                    start = sym start,
+                )
+            }
+
+            /// Reads the initial stack and runs the program.
+            ///
+            /// # Safety
+            /// `sp` must be the initial stack pointer the kernel started the process with.
+            unsafe extern "C" fn start(sp: *const usize) -> ! {
+                // SAFETY: _start passes the kernel's initial stack pointer, untouched.
+                let stack = unsafe { InitialStack::from_initial_stack(sp) };
+                $main(stack)
+            }
+        }
+    };
+}
 
 /// This process's addresses of the protocol's entry points: [`server()`],
 /// [`persistent_server`], [`futex_helper`] (the variant that stops itself) and

@@ -147,6 +147,89 @@ pub struct StdinBootstrapDescribe {
     pub envp_count: u64,
 }
 
+impl StdinBootstrapDescribe {
+    /// Size on the wire.
+    pub const SIZE: usize = 64;
+
+    /// The little-endian wire form.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        put_words(&mut out, &symbol_words(&self.symbols));
+        put_i32s(
+            &mut out,
+            32,
+            &[
+                self.pid,
+                self.syscall_fd,
+                self.data_fd,
+                self.futex_memfd,
+                self.connecting_fd,
+                self._pad,
+            ],
+        );
+        put_words(out.get_mut(56..).unwrap_or(&mut []), &[self.envp_count]);
+        out
+    }
+
+    /// Parses the little-endian wire form.
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        let [pid, syscall_fd, data_fd, futex_memfd, connecting_fd, _pad] = get_i32s::<6>(bytes, 32);
+        let [envp_count] = get_words::<1>(bytes.get(56..).unwrap_or(&[]));
+        StdinBootstrapDescribe {
+            symbols: symbols_from(bytes),
+            pid,
+            syscall_fd,
+            data_fd,
+            futex_memfd,
+            connecting_fd,
+            _pad,
+            envp_count,
+        }
+    }
+}
+
+/// The symbol table's four words.
+fn symbol_words(s: &SymbolTable) -> [u64; 4] {
+    [s.server, s.persistent_server, s.futex_helper, s.trampoline]
+}
+
+/// The symbol table at the start of `bytes`.
+fn symbols_from(bytes: &[u8]) -> SymbolTable {
+    let [server, persistent_server, futex_helper, trampoline] = get_words::<4>(bytes);
+    SymbolTable {
+        server,
+        persistent_server,
+        futex_helper,
+        trampoline,
+    }
+}
+
+/// Writes `values` little-endian into consecutive 4-byte chunks of `out` from `at`.
+fn put_i32s(out: &mut [u8], at: usize, values: &[i32]) {
+    let Some(out) = out.get_mut(at..) else {
+        return;
+    };
+    for (chunk, value) in out.chunks_exact_mut(4).zip(values) {
+        for (dst, src) in chunk.iter_mut().zip(value.to_le_bytes()) {
+            *dst = src;
+        }
+    }
+}
+
+/// Reads `N` little-endian `i32`s from consecutive 4-byte chunks of `bytes` from `at`.
+fn get_i32s<const N: usize>(bytes: &[u8], at: usize) -> [i32; N] {
+    let mut values = [0i32; N];
+    let bytes = bytes.get(at..).unwrap_or(&[]);
+    for (value, chunk) in values.iter_mut().zip(bytes.chunks_exact(4)) {
+        let mut b = [0u8; 4];
+        for (dst, src) in b.iter_mut().zip(chunk) {
+            *dst = *src;
+        }
+        *value = i32::from_le_bytes(b);
+    }
+    values
+}
+
 /// Describe struct written by the unix stub (80 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -173,6 +256,52 @@ pub struct UnixStubDescribe {
     pub sigmask: u64,
 }
 
+impl UnixStubDescribe {
+    /// Size on the wire.
+    pub const SIZE: usize = 80;
+
+    /// The little-endian wire form.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        put_words(&mut out, &symbol_words(&self.symbols));
+        put_i32s(
+            &mut out,
+            32,
+            &[
+                self.pid,
+                self.syscall_fd,
+                self.data_fd,
+                self.futex_memfd,
+                self.connecting_fd,
+                self._pad,
+            ],
+        );
+        put_words(
+            out.get_mut(56..).unwrap_or(&mut []),
+            &[self.argc, self.envp_count, self.sigmask],
+        );
+        out
+    }
+
+    /// Parses the little-endian wire form.
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        let [pid, syscall_fd, data_fd, futex_memfd, connecting_fd, _pad] = get_i32s::<6>(bytes, 32);
+        let [argc, envp_count, sigmask] = get_words::<3>(bytes.get(56..).unwrap_or(&[]));
+        UnixStubDescribe {
+            symbols: symbols_from(bytes),
+            pid,
+            syscall_fd,
+            data_fd,
+            futex_memfd,
+            connecting_fd,
+            _pad,
+            argc,
+            envp_count,
+            sigmask,
+        }
+    }
+}
+
 /// The 64-byte stack image the trampoline pops (PROTOCOL.md section 2).
 #[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -194,8 +323,15 @@ impl StackImage {
     /// `args` in rdi, rsi, rdx, rcx, r8, r9.
     pub fn new(function: u64, args: [u64; 6]) -> Self {
         let trampoline: unsafe extern "C" fn() -> ! = crate::trampoline;
+        StackImage::with_trampoline(trampoline as usize as u64, function, args)
+    }
+
+    /// An image for a clone made in another process, whose trampoline is at `trampoline`
+    /// (from its symbol table) and calls `function` (an address in that process) with
+    /// `args`.
+    pub fn with_trampoline(trampoline: u64, function: u64, args: [u64; 6]) -> Self {
         StackImage {
-            trampoline: trampoline as usize as u64,
+            trampoline,
             args,
             function,
         }
@@ -217,5 +353,53 @@ impl StackImage {
         let mut out = [0u8; Self::SIZE];
         put_words(&mut out, &words);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_structs_round_trip_through_their_wire_form() {
+        let symbols = SymbolTable {
+            server: 1,
+            persistent_server: 2,
+            futex_helper: 3,
+            trampoline: 4,
+        };
+        let d = StdinBootstrapDescribe {
+            symbols,
+            pid: 5,
+            syscall_fd: 6,
+            data_fd: 7,
+            futex_memfd: -1,
+            connecting_fd: 8,
+            _pad: 0,
+            envp_count: 9,
+        };
+        let bytes = d.to_bytes();
+        assert_eq!(bytes[32..36], 5i32.to_le_bytes());
+        assert_eq!(bytes[44..48], (-1i32).to_le_bytes());
+        assert_eq!(bytes[56..64], 9u64.to_le_bytes());
+        assert_eq!(StdinBootstrapDescribe::from_bytes(&bytes), d);
+        let u = UnixStubDescribe {
+            symbols,
+            pid: 5,
+            syscall_fd: 6,
+            data_fd: 7,
+            futex_memfd: 10,
+            connecting_fd: 8,
+            _pad: 0,
+            argc: 11,
+            envp_count: 12,
+            sigmask: 1 << 9,
+        };
+        let bytes = u.to_bytes();
+        assert_eq!(bytes[24..32], 4u64.to_le_bytes());
+        assert_eq!(bytes[48..52], 8i32.to_le_bytes());
+        assert_eq!(bytes[56..64], 11u64.to_le_bytes());
+        assert_eq!(bytes[72..80], (1u64 << 9).to_le_bytes());
+        assert_eq!(UnixStubDescribe::from_bytes(&bytes), u);
     }
 }

@@ -141,7 +141,7 @@ fn handshake(conn: i32) -> Option<i32> {
 }
 
 /// Closes the given fds (received by the server, so owned by it).
-fn close_all<'a>(fds: impl Iterator<Item = &'a i32>) {
+pub(crate) fn close_all<'a>(fds: impl Iterator<Item = &'a i32>) {
     for &fd in fds {
         if fd >= 0 {
             sys::close(fd);
@@ -163,7 +163,7 @@ struct ControlBuf([u8; CONTROL_LEN]);
 /// Receives the 1-byte message carrying exactly `n` fds into `fds[..n]`. On any deviation
 /// (EOF, an error, truncated control data, a different number of fds) closes whatever fds
 /// arrived and returns false.
-fn receive_fds(conn: i32, n: usize, fds: &mut [i32; MAX_PASSED_FDS]) -> bool {
+pub(crate) fn receive_fds(conn: i32, n: usize, fds: &mut [i32; MAX_PASSED_FDS]) -> bool {
     let mut byte = [0u8; 1];
     let mut control = ControlBuf([0u8; CONTROL_LEN]);
     // CMSG_SPACE(4n): the header plus the fds, rounded up to 8 bytes.

@@ -13,6 +13,7 @@ use crate::proto::Request;
 
 pub(crate) const EINTR: i64 = 4;
 pub(crate) const EIO: i64 = 5;
+pub(crate) const EINVAL: i64 = 22;
 pub(crate) const EAGAIN: i64 = 11;
 pub(crate) const EPIPE: i64 = 32;
 pub(crate) const ENOTSOCK: i64 = 88;
@@ -40,6 +41,16 @@ const SYS_KILL: i64 = 62;
 const SYS_FUTEX: i64 = 202;
 const SYS_EXIT_GROUP: i64 = 231;
 const SYS_ACCEPT4: i64 = 288;
+const SYS_SOCKET: i64 = 41;
+const SYS_CONNECT: i64 = 42;
+const SYS_OPEN: i64 = 2;
+const SYS_RT_SIGPROCMASK: i64 = 14;
+const AF_UNIX: i64 = 1;
+const SOCK_STREAM: i64 = 1;
+const O_PATH: i64 = 0o10000000;
+const O_DIRECTORY: i64 = 0o200000;
+const O_CLOEXEC: i64 = 0o2000000;
+const SIG_BLOCK: i64 = 0;
 
 /// Runs a client's request verbatim.
 pub(crate) fn request(req: &Request) -> i64 {
@@ -198,6 +209,64 @@ pub(crate) fn stop_self() -> i64 {
     let pid = unsafe { raw_syscall(0, 0, 0, 0, 0, 0, SYS_GETPID) };
     // SAFETY: no memory is passed to the kernel.
     unsafe { raw_syscall(pid, SIGSTOP, 0, 0, 0, 0, SYS_KILL) }
+}
+
+/// `getpid()`.
+pub(crate) fn getpid() -> i64 {
+    // SAFETY: no memory is passed to the kernel.
+    unsafe { raw_syscall(0, 0, 0, 0, 0, 0, SYS_GETPID) }
+}
+
+/// `socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)`.
+pub(crate) fn unix_stream_socket() -> i64 {
+    // SAFETY: no memory is passed to the kernel.
+    unsafe { raw_syscall(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, 0, 0, 0, SYS_SOCKET) }
+}
+
+/// `connect(fd, addr, addr.len())`: `addr` is a whole `sockaddr_un` (family and path).
+pub(crate) fn connect(fd: i32, addr: &[u8]) -> i64 {
+    // SAFETY: the kernel reads at most addr.len() bytes from addr.
+    unsafe {
+        raw_syscall(
+            fd as i64,
+            addr.as_ptr() as i64,
+            addr.len() as i64,
+            0,
+            0,
+            0,
+            SYS_CONNECT,
+        )
+    }
+}
+
+/// `open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)`: `path` must end with a NUL byte
+/// (checked: a path without one is `-EINVAL` without a syscall).
+pub(crate) fn open_dir_path(path: &[u8]) -> i64 {
+    if path.last() != Some(&0) {
+        return -EINVAL;
+    }
+    // SAFETY: the kernel reads the NUL-terminated string inside `path`, nothing else.
+    unsafe {
+        raw_syscall(
+            path.as_ptr() as i64,
+            O_PATH | O_DIRECTORY | O_CLOEXEC,
+            0,
+            0,
+            0,
+            0,
+            SYS_OPEN,
+        )
+    }
+}
+
+/// The calling thread's blocked signals (`rt_sigprocmask(SIG_BLOCK, NULL, &old, 8)`), or
+/// `-errno`.
+pub(crate) fn blocked_signals() -> Result<u64, i64> {
+    let mut old = 0u64;
+    let old_ptr: *mut u64 = &mut old;
+    // SAFETY: with a NULL new set nothing changes; the kernel writes 8 bytes into `old`.
+    let ret = unsafe { raw_syscall(SIG_BLOCK, 0, old_ptr as i64, 8, 0, 0, SYS_RT_SIGPROCMASK) };
+    if ret < 0 { Err(ret) } else { Ok(old) }
 }
 
 /// `exit_group(status)`: ends the whole process.

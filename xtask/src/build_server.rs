@@ -18,7 +18,11 @@ const PACKAGE: &str = "rsyscall-server";
 
 /// The static helper binaries: each is a `[[bin]]` of [`PACKAGE`] (with
 /// `required-features = ["standalone"]`), installed under its own name.
-const BINARIES: &[&str] = &["rsyscall-server"];
+const BINARIES: &[&str] = &[
+    "rsyscall-server",
+    "rsyscall-stdin-bootstrap",
+    "rsyscall-unix-stub",
+];
 
 /// The installed name of the shared library.
 const LIBRARY: &str = "librsyscall.so";

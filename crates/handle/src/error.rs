@@ -78,6 +78,27 @@ pub enum Error {
         /// What is wrong and what to do.
         detail: String,
     },
+    /// A helper process (a stub or bootstrap, or anything speaking their handshake) broke
+    /// the protocol: a truncated or malformed describe struct, the wrong number of fds, a
+    /// string too long, or nothing at all (PROTOCOL.md sections 3 and 6).
+    #[error("handshake with {helper} failed: {detail}")]
+    Handshake {
+        /// The helper (or the handshake) concerned.
+        helper: &'static str,
+        /// What it sent or failed to send, and what to check.
+        detail: String,
+    },
+    /// The program launching a helper (for example `sudo`) ended before the helper
+    /// described itself: it refused, failed, or never ran the helper.
+    #[error("{command} ended before running the helper ({state}); it wrote on stderr: {stderr:?}")]
+    LauncherFailed {
+        /// The launching command line.
+        command: String,
+        /// How it ended.
+        state: ChildState,
+        /// What it wrote on its standard error (at most 64 KiB, lossily decoded).
+        stderr: String,
+    },
     /// A program was not found: no executable regular file of that name in any directory
     /// searched (for a name containing `/`, at that path).
     #[error("{name:?} is not an executable file in {}", join_paths(.searched))]

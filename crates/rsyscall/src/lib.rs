@@ -47,6 +47,7 @@ pub use rsyscall_near::{
     WatchDescriptor,
 };
 pub use rsyscall_thread::{
-    AsyncChildProcess, ChildThread, CloneOptions, Command, Environment, ExecError,
-    THREAD_UNSHARE_FLAGS, TempDir, Thread, local_thread, write_user_mappings,
+    AsyncChildProcess, BootstrapParts, ChildThread, CloneOptions, Command, Environment, ExecError,
+    THREAD_UNSHARE_FLAGS, TempDir, Thread, local_thread, stdin_bootstrap,
+    stdin_bootstrap_with_helper, write_user_mappings,
 };

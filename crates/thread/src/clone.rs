@@ -20,11 +20,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use rsyscall_far as far;
+use rsyscall_handle::structs::WaitId;
 use rsyscall_handle::{
     Allocation, ChildProcess, Error, FdTableState, FileDescriptor, Result, Task,
 };
-use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError};
-use rsyscall_server::proto::StackImage;
+use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError, W};
+use rsyscall_server::proto::{StackImage, SymbolTable};
 
 use crate::background::Critical;
 use crate::connection::Connection;
@@ -208,7 +209,8 @@ impl Thread {
         // 1. The channels, with their remote ends in our table.
         let channels = self.child_channels(flags.contains(CLONE::FILES)).await?;
         // 2. The child's stack.
-        let stack = ChildStack::new(task, channels.ends.server_sock.near()).await?;
+        let stack =
+            ChildStack::new(task, channels.ends.server_sock.near(), &self.inner.symbols).await?;
         // 3. The clone and the futex helper. Fds whose handles exist now are the ones the
         //    child inherits.
         let generation = task.fd_table().generation();
@@ -231,6 +233,7 @@ impl Thread {
                 self.inner.environ.clone(),
                 Some(kernel_parent.duplicate()),
                 Some(server_sock.near()),
+                self.inner.symbols,
             ),
             kernel_parent,
             monitor,
@@ -384,6 +387,9 @@ impl Thread {
         stack: ChildStack,
     ) -> Result<(Pid, AsyncChildProcess, OwnedFd)> {
         let task = self.task();
+        if task.memory().space() != rsyscall_handle::local_namespaces().address_space {
+            return self.clone_child_remote(flags, waiter, stack).await;
+        }
         let args = stack.clone_args(flags)?;
         let helper_prep = prepare_futex_helper(stack.futex()?).await?;
         let (pid, helper_cloned) = if task.sysif().is_local() {
@@ -470,6 +476,165 @@ impl Thread {
             Err(e) => {
                 monitor.abandon(Signal::SIGKILL, Box::new(()));
                 Err(io("duplicating a pidfd")(e))
+            }
+        }
+    }
+
+    /// [`Thread::clone_child`] for a thread whose address space is not ours (a
+    /// bootstrapped thread, or one cloned from it): the child runs the trampoline and
+    /// server of that address space, and its futex helper is cloned there too, by this
+    /// thread, running the helper from the thread's symbol table (PROTOCOL.md section 4).
+    async fn clone_child_remote(
+        &self,
+        flags: CLONE,
+        waiter: Option<Thread>,
+        stack: ChildStack,
+    ) -> Result<(Pid, AsyncChildProcess, OwnedFd)> {
+        let task = self.task();
+        let args = stack.clone_args(flags)?;
+        let helper_waiter = waiter.as_ref().map(Thread::duplicate);
+        // SAFETY: `stack` holds the child's image and tid words in the child's address
+        // space; it is kept until the futex helper has exited (or leaked on failure).
+        let pid = unsafe {
+            near::clone(
+                task.sysif(),
+                args.flags,
+                args.exit_signal,
+                args.stack,
+                args.ptid,
+                args.ctid,
+                0,
+            )
+        }
+        .await;
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(SyscallError::Hangup) => {
+                std::mem::forget(stack);
+                return Err(task.error("clone")(SyscallError::Hangup));
+            }
+            Err(e) => return Err(task.error("clone")(e)),
+        };
+        let pidfd = match stack.pidfd(task).await {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = task.kill(pid, Signal::SIGKILL).await;
+                std::mem::forget(stack);
+                return Err(e);
+            }
+        };
+        let monitor = match self.monitor_child(waiter, pid, pidfd).await {
+            Ok(m) => m,
+            Err(e) => {
+                std::mem::forget(stack);
+                return Err(e);
+            }
+        };
+        let futex = match stack.futex() {
+            Ok(f) => f,
+            Err(e) => {
+                monitor.abandon(Signal::SIGKILL, Box::new(stack.mem));
+                return Err(e);
+            }
+        };
+        match self
+            .remote_futex_helper(flags & CLONE::PARENT, helper_waiter, futex)
+            .await
+        {
+            Ok((helper, watch, helper_mem)) => {
+                // The helper exits once the child exec'd or exited; both stacks are
+                // freed only after it was reaped.
+                helper.reap_when_exits(Box::new((stack.mem, helper_mem)));
+                Ok((pid, monitor, watch))
+            }
+            Err(e) => {
+                monitor.abandon(Signal::SIGKILL, Box::new(stack.mem));
+                Err(e)
+            }
+        }
+    }
+
+    /// Clones, from this thread (in its address space, sharing its table, and with
+    /// `parent_flag` the same kernel parent as the child, `waiter`), the protocol's
+    /// stopping futex helper watching `futex`; waits for it to stop and continues it.
+    /// Returns its monitor, a local copy of its pidfd, and the memory it runs on.
+    async fn remote_futex_helper(
+        &self,
+        parent_flag: CLONE,
+        waiter: Option<Thread>,
+        futex: Address,
+    ) -> Result<(AsyncChildProcess, OwnedFd, Allocation)> {
+        let task = self.task();
+        let symbols = self.inner.symbols;
+        let mem = task.alloc(HELPER_STACK_SIZE + 8, 16).await?;
+        let image = StackImage::with_trampoline(
+            symbols.trampoline,
+            symbols.futex_helper,
+            [futex.as_u64(), 1, 0, 0, 0, 0],
+        );
+        let mut head = image.to_bytes().to_vec();
+        head.extend_from_slice(&(-1i32).to_ne_bytes());
+        mem.write(HelperPrep::IMAGE, &head).await?;
+        // SAFETY: `mem` holds the helper's stack image and pidfd slot in this thread's
+        // address space; it is kept until the helper was reaped (or leaked on failure).
+        let pid = unsafe {
+            near::clone(
+                task.sysif(),
+                CLONE::VM | CLONE::FILES | CLONE::PIDFD | parent_flag,
+                Some(Signal::SIGCHLD),
+                mem.addr_at(HelperPrep::IMAGE)?,
+                mem.addr_at(HelperPrep::PIDFD)?,
+                Address::NULL,
+                0,
+            )
+        }
+        .await;
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(e) => {
+                if matches!(e, SyscallError::Hangup) {
+                    std::mem::forget(mem);
+                }
+                return Err(task.error("clone")(e));
+            }
+        };
+        let slot = match mem.read(HelperPrep::PIDFD, 4).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = task.kill(pid, Signal::SIGKILL).await;
+                std::mem::forget(mem);
+                return Err(e);
+            }
+        };
+        let n = i32::from_ne_bytes([slot[0], slot[1], slot[2], slot[3]]);
+        // SAFETY: clone(CLONE_PIDFD) just created this fd in the task's table for us.
+        let pidfd = unsafe { FileDescriptor::from_raw(task, near::FileDescriptor::new(n)) };
+        let helper = match self.monitor_child(waiter, pid, pidfd).await {
+            Ok(m) => m,
+            Err(e) => {
+                std::mem::forget(mem);
+                return Err(e);
+            }
+        };
+        // The reference helper stops itself first; continue it once it has.
+        let process = helper.process();
+        let stopped = process
+            .parent()
+            .waitid(WaitId::PidFd(process.pidfd()), W::STOPPED)
+            .await;
+        let continued = match stopped {
+            Ok(_) => helper.kill(Signal::SIGCONT).await,
+            Err(e) => Err(e),
+        };
+        let watch = helper
+            .local_pidfd()
+            .ok_or_else(|| Error::invalid("clone", "the futex helper is not monitored"))
+            .and_then(|fd| fd.try_clone_to_owned().map_err(io("duplicating a pidfd")));
+        match (continued, watch) {
+            (Ok(()), Ok(watch)) => Ok((helper, watch, mem)),
+            (Err(e), _) | (_, Err(e)) => {
+                helper.abandon(Signal::SIGKILL, Box::new(mem));
+                Err(e)
             }
         }
     }
@@ -603,16 +768,19 @@ impl ChildStack {
 
     /// Allocates it and writes the image (the trampoline calls `server(fd, fd)` with the
     /// child's server socket `server_fd`), the futex word (1) and the pidfd slot (-1).
-    async fn new(task: &Task, server_fd: near::FileDescriptor) -> Result<ChildStack> {
+    async fn new(
+        task: &Task,
+        server_fd: near::FileDescriptor,
+        symbols: &SymbolTable,
+    ) -> Result<ChildStack> {
         let mut mem = task.alloc(STACK_SIZE + 16, 16).await?;
         // The next child takes this stack again at once: handing its pages to the kernel
         // between children would only add a madvise and fresh page faults to each spawn.
         mem.keep_pages_when_freed();
         let fd = server_fd.as_raw() as u64;
-        let image = StackImage::new(
-            rsyscall_server::server as *const () as u64,
-            [fd, fd, 0, 0, 0, 0],
-        );
+        // The trampoline and server of the address space the child runs in.
+        let image =
+            StackImage::with_trampoline(symbols.trampoline, symbols.server, [fd, fd, 0, 0, 0, 0]);
         let mut head = image.to_bytes().to_vec();
         head.extend_from_slice(&1i32.to_ne_bytes());
         head.extend_from_slice(&(-1i32).to_ne_bytes());

@@ -72,6 +72,11 @@
 //!   (`PR_SET_PDEATHSIG`) when its parent ([`ChildThread::parent`]) exits, unless the
 //!   program it runs changes that: for the children of the local process, when this
 //!   program exits.
+//! - A bootstrapped [`Thread`] ([`stdin_bootstrap`], [`Thread::from_bootstrap`]): once
+//!   every handle to it and to its task (its fds hold the task) is gone, its syscall socket is
+//!   closed, so the helper's server sees EOF and the helper exits (memory lent to a
+//!   cancelled syscall does not keep the socket open: the allocator holds the connection
+//!   weakly). Its launcher's [`AsyncChildProcess`] is separate and behaves as below.
 //! - [`AsyncChildProcess`]: does not kill the child. Once the child exits it is reaped in
 //!   the background: by the service thread if its parent is the local process, else through
 //!   its parent's connection on the reaper thread (if that parent is gone first, the child
@@ -161,6 +166,11 @@
 //!   happened. The argv and envp block stays with the child until the exec's outcome is
 //!   known, so it is freed only once nothing can read it (at the latest, once the child is
 //!   reaped). [`Thread::exit`] on another handle is a single remote syscall, as above.
+//! - **[`stdin_bootstrap`]**, dropped before its launcher was exec'd, kills the launcher
+//!   (see [`ChildThread`]); dropped later, it closes our ends of the helper's sockets, so
+//!   the helper fails its describe or sees EOF on its syscall socket and exits, and the
+//!   launcher's monitor, dropped too, has it reaped once it ends (a launcher that never
+//!   ends, such as one waiting for a password on a terminal, stays until it does).
 //! - **Moving fds** ([`Thread::pass_fd`], [`Thread::open_channels`],
 //!   [`Thread::open_async_channels`], [`Connection::send_to_remote`],
 //!   [`Connection::recv_from_remote`], and the moves inside [`Thread::clone`] and
@@ -211,6 +221,7 @@
 
 mod afd;
 mod background;
+mod bootstrap;
 mod clone;
 mod command;
 mod connection;
@@ -231,6 +242,9 @@ mod transport;
 mod unshare;
 
 pub use afd::AsyncFileDescriptor;
+pub use bootstrap::{
+    BootstrapParts, STDIN_BOOTSTRAP, stdin_bootstrap, stdin_bootstrap_with_helper,
+};
 pub use clone::CloneOptions;
 pub use command::{Command, Environment};
 pub use connection::Connection;

@@ -124,6 +124,16 @@ impl AsyncChildProcess {
         self.reap_in_background(keep);
     }
 
+    /// Leaves the child running, has it reaped in the background once it exits, and only
+    /// then drops `keep` (memory it runs on), as [`AsyncChildProcess::abandon`] without a
+    /// signal.
+    pub(crate) fn reap_when_exits(mut self, keep: Box<dyn std::any::Any + Send>) {
+        if self.process.death().is_some() {
+            return;
+        }
+        self.reap_in_background(keep);
+    }
+
     /// Has the child reaped once it dies, by someone other than the caller: the service
     /// thread for a child of the local process, the reaper for a child of a remote thread,
     /// which then drops `keep`.

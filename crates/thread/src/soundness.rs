@@ -33,3 +33,17 @@ pub struct ActivityFdIsANumber;
 /// }
 /// ```
 pub struct ConnectionNewIsPrivate;
+
+/// `Thread::from_bootstrap` trusts its caller that the described process has an address
+/// space and fd table of its own, and owns the fds it names: a process sharing ours would
+/// let the new thread's handles close fds that `File`s own. It is `unsafe`:
+///
+/// ```compile_fail,E0133
+/// #![forbid(unsafe_code)]
+/// async fn adopt(
+///     parts: rsyscall_thread::BootstrapParts,
+/// ) -> rsyscall_handle::Result<rsyscall_thread::Thread> {
+///     rsyscall_thread::Thread::from_bootstrap(parts).await
+/// }
+/// ```
+pub struct FromBootstrapIsUnsafe;

@@ -22,6 +22,7 @@ use rsyscall_handle::{
     ChildProcess, Error, FileDescriptor, Pipe, Result, Task, WrittenPointer, local_namespaces,
 };
 use rsyscall_near::{self as near, Signal};
+use rsyscall_server::proto::SymbolTable;
 
 use crate::command::{Command, Environment, SharedEnvironment};
 use crate::connection::Connection;
@@ -45,6 +46,10 @@ pub(crate) struct ThreadInner {
     /// The thread's own epoller inside its process, once made; until then its fds are
     /// watched by the local process's reactor.
     pub(crate) root_epoller: crate::epoller::RootSlot,
+    /// The addresses of the protocol's entry points in the thread's address space
+    /// (PROTOCOL.md section 3): this program's own for threads sharing our memory, the
+    /// describing helper's for bootstrapped threads. Clones from the thread run these.
+    pub(crate) symbols: SymbolTable,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
@@ -89,7 +94,14 @@ pub fn local_thread() -> Thread {
         .get_or_init(|| {
             let task = Task::local();
             let environ = SharedEnvironment::new(Environment::from_local());
-            Thread::from_parts(task, None, environ, None, None)
+            Thread::from_parts(
+                task,
+                None,
+                environ,
+                None,
+                None,
+                rsyscall_server::symbol_table(),
+            )
         })
         .duplicate()
 }
@@ -183,6 +195,7 @@ impl Thread {
         environ: SharedEnvironment,
         parent: Option<Thread>,
         server_fd: Option<near::FileDescriptor>,
+        symbols: SymbolTable,
     ) -> Thread {
         Thread {
             inner: Arc::new(ThreadInner {
@@ -194,6 +207,7 @@ impl Thread {
                 parent,
                 server_fd,
                 root_epoller: Default::default(),
+                symbols,
             }),
         }
     }

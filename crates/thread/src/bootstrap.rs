@@ -1,0 +1,641 @@
+//! Threads from bootstrapped processes: a process that runs a syscall server over sockets
+//! we hold, and described itself (PROTOCOL.md sections 3 and 6), becomes a full [`Thread`]
+//! ([`Thread::from_bootstrap`]); [`stdin_bootstrap`] gets such a process through a
+//! launcher such as `sudo`.
+//!
+//! # Safety
+//! [`Thread::from_bootstrap`] is where the claims [`Task::new`] and [`Memory::new`] trust
+//! are made for such a process: its caller vouches that the process is not in our address
+//! space or fd table. [`stdin_bootstrap`] makes that promise for the process it starts:
+//! the helper is exec'd (a new address space, and a table of its own: exec unshares it),
+//! and the sockets it is described by were sent only to it, through the launcher's stdin.
+//! `WeakConnection` forwards the unsafe methods of the allocator's interface and
+//! transport to the connection, whose duties are the same, and fails without sending
+//! anything once the connection is gone.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_io::Async;
+use futures_lite::AsyncReadExt;
+use nix::sys::socket::{self as sock, ControlMessage, MsgFlags};
+use rsyscall_far as far;
+use rsyscall_handle::{
+    BoxFuture, Error, FdTableState, FileDescriptor, Memory, Result, Task, Transport,
+    local_namespaces,
+};
+use rsyscall_near::{self as near, CLONE, MFD, NotSent, Signal, SyscallError};
+use rsyscall_server::proto::{StdinBootstrapDescribe, SymbolTable};
+
+use crate::command::{Command, Environment, SharedEnvironment};
+use crate::connection::Connection;
+use crate::monitor::AsyncChildProcess;
+use crate::syscall_connection::SyscallConnection;
+use crate::thread::Thread;
+
+/// The stdin bootstrap helper's name in the libexec directory.
+pub const STDIN_BOOTSTRAP: &str = "rsyscall-stdin-bootstrap";
+
+/// At most this many environment strings are accepted from a helper.
+const MAX_ENV_STRINGS: u64 = 1 << 16;
+/// The kernel's limit on one argument or environment string (`MAX_ARG_STRLEN`).
+const MAX_STRING_LEN: u64 = 32 * 4096;
+/// The start of the error for a data socket closed before anything was sent.
+const NOTHING_SENT: &str = "the data socket was closed before";
+/// How much of a failed launcher's stderr is kept.
+const STDERR_KEPT: usize = 64 * 1024;
+/// How long a launcher whose helper hung up without describing itself is given to exit
+/// on its own before it is killed.
+const LAUNCHER_GRACE: Duration = Duration::from_secs(5);
+
+/// A process running a syscall server over sockets we hold, and what it said about itself
+/// in its describe struct and strings (PROTOCOL.md section 3): what
+/// [`Thread::from_bootstrap`] turns into a [`Thread`]. The fd numbers are in the
+/// process's own table.
+#[derive(Debug)]
+pub struct BootstrapParts {
+    /// Our end of its syscall socket.
+    pub syscall_sock: OwnedFd,
+    /// Our end of its data socket, used afterwards to pass fds (its [`Connection`]).
+    pub data_sock: OwnedFd,
+    /// Its pid, in its own pid namespace.
+    pub pid: i32,
+    /// Its end of the syscall socket.
+    pub syscall_fd: i32,
+    /// Its end of the data socket.
+    pub data_fd: i32,
+    /// The entry points in its address space (for clones made from it).
+    pub symbols: SymbolTable,
+    /// Its environment (`NAME=value` strings).
+    pub environment: Vec<OsString>,
+}
+
+impl Thread {
+    /// Turns a bootstrapped process (see [`BootstrapParts`]) into a [`Thread`]: a task
+    /// whose memory is reached through the syscall socket (the in-band transport of
+    /// PROTOCOL.md section 5: its address space is not ours), whose pid, pid, mount and
+    /// network namespaces are read from the process itself, a [`Connection`] over the
+    /// data socket, its environment from the describe strings, and the entry points of its
+    /// symbol table, so that [`Thread::clone`] works from it (children share its address
+    /// space and run its trampoline and server; their futex helper is cloned there too).
+    /// Its stdin, stdout and stderr are whatever fds 0, 1 and 2 are in that process. It
+    /// has no parent thread: its children are its own, waited for through it.
+    ///
+    /// Namespace identities: a namespace whose `/proc/self/ns` link (read through the new
+    /// thread) equals the local process's is the local identity; any other link gets one
+    /// identity per link for the life of this program, shared by every bootstrapped
+    /// thread. (Threads cloned here into new namespaces keep their own identities, so a
+    /// bootstrapped thread in such a namespace is treated as being in another one: using
+    /// a handle across them is a `Mismatch` error, never a wrong syscall.) If `/proc` is
+    /// not readable there, fresh identities are used, with the same effect.
+    ///
+    /// # Safety
+    /// The claims [`Task::new`] and [`Memory::new`] trust:
+    /// - `syscall_sock` is connected to a syscall server (PROTOCOL.md section 1), serving
+    ///   on `syscall_fd`, in a process whose address space and fd table are not this
+    ///   process's nor any other we drive: a process that was exec'd and not cloned
+    ///   from since with `CLONE_VM` or `CLONE_FILES` by anyone but this library;
+    /// - `pid` is its pid in its own pid namespace, `data_fd` its end of `data_sock`'s
+    ///   socketpair, and neither `data_fd` nor `syscall_fd` is owned by anything else;
+    /// - `symbols` are the addresses of the protocol's entry points in that process.
+    ///
+    /// # Errors
+    /// Registering the sockets with the reactor; the syscalls that read the namespaces
+    /// (a lost connection is [`Error::Syscall`] with a hangup).
+    pub async unsafe fn from_bootstrap(parts: BootstrapParts) -> Result<Thread> {
+        let pid = near::Pid::new(parts.pid);
+        let conn = Arc::new(
+            SyscallConnection::new(
+                parts.syscall_sock,
+                near::FileDescriptor::new(parts.syscall_fd),
+            )
+            .map_err(|source| Error::Io {
+                what: "registering a bootstrapped thread's connection",
+                source,
+            })?,
+        );
+        let space = far::AddressSpace::new(pid);
+        // The allocator reaches the process through a weak reference: memory a cancelled
+        // syscall may still use is kept by the connection until answered, and a strong
+        // reference back would keep the connection, its socket and so the process alive
+        // for good once every handle is gone.
+        let weak = Arc::new(WeakConnection(Arc::downgrade(&conn)));
+        // SAFETY: `weak` runs syscalls in the bootstrapped process and carries its memory
+        // in-band (the caller's promise), or fails once the connection is gone; `space`
+        // is a fresh identity, as that address space is not ours and was not named before.
+        let memory = unsafe { Memory::new(space, weak.clone(), weak) };
+        let fd_table = FdTableState::new(far::FdTable::new(pid));
+        let fresh = far::Namespaces {
+            fd_table: fd_table.id(),
+            address_space: space,
+            pidns: far::PidNamespace::new(pid),
+            mountns: far::MountNamespace::new(pid),
+            netns: far::NetNamespace::new(pid),
+        };
+        // SAFETY: as below, with fresh identities for the pid, mount and network
+        // namespaces: no handle of ours names them, so this task can only be used with
+        // its own handles. It makes no fd and no mapping (only readlinks through memory
+        // of `memory`, which serves `space`).
+        let probe = unsafe {
+            Task::new(
+                conn.clone(),
+                pid,
+                fresh,
+                fd_table.clone(),
+                memory.clone(),
+                None,
+            )
+        };
+        let ns = far::Namespaces {
+            pidns: identity(
+                &probe,
+                "pid",
+                &REGISTRY.pid,
+                |l| l.pidns,
+                far::PidNamespace::new,
+            )
+            .await?,
+            mountns: identity(
+                &probe,
+                "mnt",
+                &REGISTRY.mnt,
+                |l| l.mountns,
+                far::MountNamespace::new,
+            )
+            .await?,
+            netns: identity(
+                &probe,
+                "net",
+                &REGISTRY.net,
+                |l| l.netns,
+                far::NetNamespace::new,
+            )
+            .await?,
+            ..fresh
+        };
+        drop(probe);
+        // SAFETY: the caller's promises: `conn` runs syscalls in one process, of pid `pid`
+        // in its own namespace, whose address space (`space`, served by `memory`) and fd
+        // table (fresh, its state `fd_table`) are its own; its pid, mount and network
+        // namespaces are the identities of the links it showed (the local ones only when
+        // they are ours). Its table was copied from none we know.
+        let task = unsafe { Task::new(conn, pid, ns, fd_table, memory, None) };
+        // SAFETY: `data_fd` is the process's end of the data socket, owned by nothing else
+        // (the caller's promise); the connection owns it from now on.
+        let remote =
+            unsafe { FileDescriptor::from_raw(&task, near::FileDescriptor::new(parts.data_fd)) };
+        let connection = Connection::new(parts.data_sock, remote);
+        let environ = SharedEnvironment::new(Environment::from_strings(
+            parts.environment.into_iter().map(OsString::into_vec),
+        ));
+        Ok(Thread::from_parts(
+            task,
+            Some(connection),
+            environ,
+            None,
+            Some(near::FileDescriptor::new(parts.syscall_fd)),
+            parts.symbols,
+        ))
+    }
+}
+
+/// A bootstrapped thread's connection as its allocator sees it: each call goes to the
+/// connection while any task holds it, and fails as [`NotSent::Closed`] (it certainly did
+/// not run) once none does.
+#[derive(Debug)]
+struct WeakConnection(Weak<SyscallConnection>);
+
+/// The failure of a call made after the connection was dropped.
+fn gone<'a, T: Send + 'a>() -> BoxFuture<'a, std::result::Result<T, SyscallError>> {
+    Box::pin(std::future::ready(Err(SyscallError::NotSent(
+        NotSent::Closed,
+    ))))
+}
+
+impl near::SyscallInterface for WeakConnection {
+    unsafe fn syscall(&self, request: near::Request) -> near::SyscallFuture<'_> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { near::SyscallInterface::syscall(&*conn, request) }.await
+        })
+    }
+
+    unsafe fn syscall_no_response(&self, request: near::Request) -> near::SyscallFuture<'_> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { near::SyscallInterface::syscall_no_response(&*conn, request) }.await
+        })
+    }
+
+    unsafe fn syscall_new_fd(&self, request: near::Request) -> near::SyscallFuture<'_> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { near::SyscallInterface::syscall_new_fd(&*conn, request) }.await
+        })
+    }
+
+    fn is_hung_up(&self) -> bool {
+        self.0.upgrade().is_none_or(|c| c.is_hung_up())
+    }
+
+    fn keep_until_answered(&self, keep: Box<dyn std::any::Any + Send>) {
+        match self.0.upgrade() {
+            Some(conn) => near::SyscallInterface::keep_until_answered(&*conn, keep),
+            // Nothing can tell when a syscall sent on it ended: never reuse the memory.
+            None => std::mem::forget(keep),
+        }
+    }
+}
+
+impl Transport for WeakConnection {
+    unsafe fn write<'a>(
+        &'a self,
+        dest: near::Address,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, std::result::Result<(), SyscallError>> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { Transport::write(&*conn, dest, data) }.await
+        })
+    }
+
+    unsafe fn read(
+        &self,
+        src: near::Address,
+        len: usize,
+    ) -> BoxFuture<'_, std::result::Result<Vec<u8>, SyscallError>> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { Transport::read(&*conn, src, len) }.await
+        })
+    }
+}
+
+/// Identities given to namespaces of bootstrapped threads, by `/proc/self/ns` link.
+struct Registry {
+    pid: Mutex<HashMap<Vec<u8>, far::PidNamespace>>,
+    mnt: Mutex<HashMap<Vec<u8>, far::MountNamespace>>,
+    net: Mutex<HashMap<Vec<u8>, far::NetNamespace>>,
+}
+
+static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Registry {
+    pid: Mutex::new(HashMap::new()),
+    mnt: Mutex::new(HashMap::new()),
+    net: Mutex::new(HashMap::new()),
+});
+
+/// The local process's `/proc/self/ns/{kind}` link, read once.
+fn local_link(kind: &'static str) -> Option<Vec<u8>> {
+    type Links = Mutex<HashMap<&'static str, Option<Vec<u8>>>>;
+    static LINKS: OnceLock<Links> = OnceLock::new();
+    let links = LINKS.get_or_init(Default::default);
+    let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
+    links
+        .entry(kind)
+        .or_insert_with(|| {
+            std::fs::read_link(format!("/proc/self/ns/{kind}"))
+                .ok()
+                .map(|p| p.into_os_string().into_vec())
+        })
+        .clone()
+}
+
+/// The identity of `task`'s namespace of `kind`: the local one if its link is ours, else
+/// the registry's for that link (made with `make` the first time); fresh if unreadable.
+async fn identity<T: Copy>(
+    task: &Task,
+    kind: &'static str,
+    registry: &Mutex<HashMap<Vec<u8>, T>>,
+    local: impl Fn(&far::Namespaces) -> T,
+    make: impl Fn(near::Pid) -> T,
+) -> Result<T> {
+    let link = match task.readlinkat(None, format!("/proc/self/ns/{kind}")).await {
+        Ok(link) => link,
+        Err(e) if e.is_hangup() => return Err(e),
+        Err(e) => {
+            log::debug!(
+                "pid {}: reading its {kind} namespace: {e}",
+                task.pid().as_raw()
+            );
+            return Ok(make(task.pid()));
+        }
+    };
+    if local_link(kind).as_deref() == Some(&link[..]) {
+        return Ok(local(&local_namespaces()));
+    }
+    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(*map.entry(link).or_insert_with(|| make(task.pid())))
+}
+
+/// Reads exactly `buf.len()` bytes; `what` names them in the error.
+async fn read_exact(sock: &Async<UnixStream>, buf: &mut [u8], what: &str) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = (&*sock)
+            .read(&mut buf[done..])
+            .await
+            .map_err(|source| Error::Io {
+                what: "reading a helper's data socket",
+                source,
+            })?;
+        if n == 0 {
+            return Err(Error::Handshake {
+                helper: STDIN_BOOTSTRAP,
+                detail: if done == 0 {
+                    format!("{NOTHING_SENT} {what} (nothing was sent)")
+                } else {
+                    format!("{what} is truncated: {done} of {} bytes arrived", buf.len())
+                },
+            });
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Reads `count` strings (each a `u64` length and its bytes) from a helper's data socket.
+pub(crate) async fn read_strings(sock: &Async<UnixStream>, count: u64) -> Result<Vec<OsString>> {
+    if count > MAX_ENV_STRINGS {
+        return Err(Error::Handshake {
+            helper: STDIN_BOOTSTRAP,
+            detail: format!("it announced {count} strings (more than {MAX_ENV_STRINGS})"),
+        });
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let mut len = [0u8; 8];
+        read_exact(sock, &mut len, &format!("the length of string {i}")).await?;
+        let len = u64::from_le_bytes(len);
+        if len > MAX_STRING_LEN {
+            return Err(Error::Handshake {
+                helper: STDIN_BOOTSTRAP,
+                detail: format!("string {i} is {len} bytes long (at most {MAX_STRING_LEN})"),
+            });
+        }
+        let mut s = vec![0u8; len as usize];
+        read_exact(sock, &mut s, &format!("string {i}")).await?;
+        out.push(OsString::from_vec(s));
+    }
+    Ok(out)
+}
+
+/// Reads and checks a stdin bootstrap's describe struct and environment.
+async fn read_stdin_describe(
+    sock: &Async<UnixStream>,
+) -> Result<(StdinBootstrapDescribe, Vec<OsString>)> {
+    let mut buf = [0u8; StdinBootstrapDescribe::SIZE];
+    read_exact(sock, &mut buf, "the describe struct").await?;
+    let d = StdinBootstrapDescribe::from_bytes(&buf);
+    let fds = [d.syscall_fd, d.data_fd, d.connecting_fd];
+    let distinct = fds[0] != fds[1] && fds[1] != fds[2] && fds[0] != fds[2];
+    if d.pid <= 0 || fds.iter().any(|&fd| fd < 0) || !distinct {
+        return Err(Error::Handshake {
+            helper: STDIN_BOOTSTRAP,
+            detail: format!(
+                "malformed describe struct: pid {}, syscall fd {}, data fd {}, connecting fd \
+                 {} (a positive pid and three distinct fds were expected); is the launcher \
+                 running the right helper?",
+                d.pid, d.syscall_fd, d.data_fd, d.connecting_fd
+            ),
+        });
+    }
+    let env = read_strings(sock, d.envp_count).await?;
+    Ok((d, env))
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// Runs `command` in a child of `thread` with the stdin bootstrap helper's path appended
+/// to its arguments and a socket as its stdin, and turns the helper into a [`Thread`]
+/// ([`Thread::from_bootstrap`]). For launchers that pass their stdin on to the program
+/// they run: `sudo -u nobody`, `env`, `setpriv ...`, `chroot DIR` ... The helper must be
+/// executable by whoever the launcher runs it as (see
+/// [`libexec::helper_path`](crate::libexec::helper_path); copy it somewhere they can
+/// reach and set `RSYSCALL_LIBEXEC_DIR` if need be).
+///
+/// Returns the launcher's process (for `env` and other launchers that exec, that is the
+/// helper itself; for `sudo`, sudo, which ends when the helper does) and the new thread.
+/// The thread's stdin is the socket its sockets came on (at EOF: our end is closed once
+/// it described itself), its stdout the launcher's (which
+/// is `thread`'s), and its stderr `thread`'s stderr, set once it described itself. The
+/// launcher's own stderr is a memory file, read only to report its failure.
+///
+/// # Examples
+///
+/// A thread through `env` (a launcher that execs what it is given), used, then ended:
+///
+/// ```
+/// # use rsyscall_thread::{local_thread, stdin_bootstrap};
+/// # use rsyscall_handle::ChildState;
+/// # async_io::block_on(async {
+/// let env = local_thread().environ().which("env").await?;
+/// let (launcher, thread) = stdin_bootstrap(&local_thread(), env).await?;
+/// assert_eq!(thread.task().getpid().await?, launcher.pid());
+/// assert!(thread.environ().get("PATH").is_some());
+/// thread.exit(0).await?;
+/// assert_eq!(launcher.wait().await?, ChildState::Exited(0));
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
+///
+/// # Errors
+/// - [`Error::LauncherFailed`] with its exit state and what it wrote on stderr, if the
+///   launcher ended before the helper described itself (sudo refusing, a missing
+///   program, a helper it could not execute);
+/// - [`Error::Handshake`] if the helper (or whatever the launcher ran) sent a truncated
+///   or malformed describe struct, or closed the socket without one while the launcher
+///   kept running; the launcher is killed and reaped then;
+/// - [`Error::Helper`] if the helper binary is not found; the errors of clone and exec.
+///
+/// # Cancellation
+/// It waits until the helper describes itself or the launcher ends: a launcher that does
+/// neither (one waiting for a password on a terminal) makes it wait. Dropping the future
+/// then drops the launcher's monitor, which does not kill it: the launcher, its helper
+/// and the sockets go when it ends (the helper's server ends at once, its socket's other
+/// end being closed).
+pub async fn stdin_bootstrap(
+    thread: &Thread,
+    command: Command,
+) -> Result<(AsyncChildProcess, Thread)> {
+    let helper = crate::libexec::helper_path(STDIN_BOOTSTRAP)?;
+    stdin_bootstrap_with_helper(thread, command, &helper).await
+}
+
+/// [`stdin_bootstrap`] running the helper binary at `helper` (a path as the launched
+/// program sees it): for a copy the launcher's user can execute when the libexec
+/// directory is not reachable for them (a checkout under a home directory of mode 0700),
+/// or a helper speaking the same protocol.
+///
+/// # Errors
+/// As [`stdin_bootstrap`].
+pub async fn stdin_bootstrap_with_helper(
+    thread: &Thread,
+    command: Command,
+    helper: &std::path::Path,
+) -> Result<(AsyncChildProcess, Thread)> {
+    let (syscall_ours, syscall_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+    let (data_ours, data_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+    let (_connecting_ours, connecting_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+    let (stdin_ours, stdin_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+    let local = Task::local();
+    let stderr_file = local
+        .memfd_create(b"rsyscall-launcher-stderr", MFD::CLOEXEC)
+        .await?;
+    let stderr_local = stderr_file
+        .as_local_fd()
+        .ok_or_else(|| Error::invalid("stdin_bootstrap", "memfd not local"))?
+        .try_clone_to_owned()
+        .map_err(io("duplicating a memfd"))?;
+
+    // The helper's sockets go out first: they wait on its stdin until it reads them.
+    let raw = [
+        syscall_theirs.as_raw_fd(),
+        data_theirs.as_raw_fd(),
+        connecting_theirs.as_raw_fd(),
+    ];
+    sock::sendmsg::<()>(
+        stdin_ours.as_raw_fd(),
+        &[IoSlice::new(&[0])],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| Error::Io {
+        what: "sending a helper its sockets",
+        source: e.into(),
+    })?;
+    drop((syscall_theirs, data_theirs, connecting_theirs));
+
+    let launcher = thread.clone(CLONE::empty()).await?;
+    let stdin_copy = OwnedFd::from(stdin_theirs);
+    let mut moved = launcher
+        .local_to_thread(vec![
+            stdin_copy,
+            stderr_local.try_clone().map_err(io("dup"))?,
+        ])
+        .await?
+        .into_iter();
+    let (Some(stdin_fd), Some(stderr_fd)) = (moved.next(), moved.next()) else {
+        return Err(Error::invalid("stdin_bootstrap", "fds did not arrive"));
+    };
+    launcher.task().dup2(&stdin_fd, &launcher.stdin()).await?;
+    launcher.task().dup2(&stderr_fd, &launcher.stderr()).await?;
+    drop((stdin_fd, stderr_fd));
+    let command = command.arg(helper);
+    let description = command.to_string();
+    let process = launcher.exec(command).await?;
+
+    let data = Async::new(data_ours).map_err(io("registering a data socket"))?;
+    let read_stderr = || {
+        let mut buf = vec![0u8; STDERR_KEPT];
+        let n = std::fs::File::from(stderr_local.try_clone().ok()?)
+            .read_at(&mut buf, 0)
+            .ok()?;
+        buf.truncate(n);
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    };
+    enum Outcome {
+        Described(Result<(StdinBootstrapDescribe, Vec<OsString>)>),
+        Ended(Result<rsyscall_handle::ChildState>),
+    }
+    let outcome = futures_lite::future::or(
+        async { Outcome::Described(read_stdin_describe(&data).await) },
+        async { Outcome::Ended(process.wait().await) },
+    )
+    .await;
+    let described = match outcome {
+        Outcome::Described(Ok(d)) => d,
+        Outcome::Described(Err(e)) => {
+            // The helper hung up or lied. A launcher that failed is exiting: it gets a
+            // moment to, and is killed otherwise.
+            // Only a helper that sent nothing at all may have been a launcher failing.
+            let lied =
+                !matches!(&e, Error::Handshake { detail, .. } if detail.starts_with(NOTHING_SENT));
+            let ended = futures_lite::future::or(async { Some(process.wait().await) }, async {
+                async_io::Timer::after(LAUNCHER_GRACE).await;
+                None
+            })
+            .await;
+            return Err(match ended {
+                Some(Ok(state)) if !lied => Error::LauncherFailed {
+                    command: description,
+                    state,
+                    stderr: read_stderr().unwrap_or_default(),
+                },
+                Some(_) => e,
+                None => {
+                    let _ = process.kill(Signal::SIGKILL).await;
+                    let _ = process.wait().await;
+                    e
+                }
+            });
+        }
+        Outcome::Ended(state) => {
+            let state = state?;
+            return Err(Error::LauncherFailed {
+                command: description,
+                state,
+                stderr: read_stderr().unwrap_or_default(),
+            });
+        }
+    };
+    let (d, environment) = described;
+    let data_sock: OwnedFd = data
+        .into_inner()
+        .map_err(io("deregistering a data socket"))?
+        .into();
+    let parts = BootstrapParts {
+        syscall_sock: syscall_ours.into(),
+        data_sock,
+        pid: d.pid,
+        syscall_fd: d.syscall_fd,
+        data_fd: d.data_fd,
+        symbols: d.symbols,
+        environment,
+    };
+    // SAFETY: the process that described itself received our sockets through the
+    // launcher's stdin, which only the launcher's exec'd program (and what it runs) can
+    // read: an exec'd process, whose address space and table are its own; the fds it
+    // named are the ones it received, its own.
+    let new = match unsafe { Thread::from_bootstrap(parts) }.await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = process.kill(Signal::SIGKILL).await;
+            let _ = process.wait().await;
+            return Err(e);
+        }
+    };
+    // Its stderr becomes the caller's thread's.
+    let ours = thread.thread_to_local(&thread.stderr()).await?;
+    if let Some(theirs) = new.local_to_thread(vec![ours]).await?.pop() {
+        new.task().dup2(&theirs, &new.stderr()).await?;
+    }
+    // The stdin socket's other end is closed: the thread reads EOF on its stdin.
+    drop(stdin_ours);
+    Ok((process, new))
+}
