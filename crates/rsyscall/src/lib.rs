@@ -48,5 +48,6 @@ pub use rsyscall_near::{
 };
 pub use rsyscall_thread::{
     AsyncChildProcess, ChildThread, CloneOptions, Command, Environment, ExecError,
-    THREAD_UNSHARE_FLAGS, TempDir, Thread, local_thread, write_user_mappings,
+    HANDSHAKE_TIMEOUT, PersistentError, PersistentThread, THREAD_UNSHARE_FLAGS, TempDir, Thread,
+    local_thread, write_user_mappings,
 };

@@ -45,6 +45,8 @@ pub(crate) struct ThreadInner {
     /// The thread's own epoller inside its process, once made; until then its fds are
     /// watched by the local process's reactor.
     pub(crate) root_epoller: crate::epoller::RootSlot,
+    /// A persistent thread's reconnectable interface, which knows the fds its server owns.
+    pub(crate) persistent: std::sync::OnceLock<Arc<crate::persistent::Reconnecting>>,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
@@ -194,6 +196,7 @@ impl Thread {
                 parent,
                 server_fd,
                 root_epoller: Default::default(),
+                persistent: Default::default(),
             }),
         }
     }
@@ -511,6 +514,12 @@ impl ChildThread {
     }
 
     /// Hands over the monitor, now describing `command`.
+    /// Gives up killing the child on drop: returns its monitor (which reaps it once it
+    /// exits, and never kills it), for a child that must outlive this handle.
+    pub(crate) fn release(mut self, command: String) -> Option<AsyncChildProcess> {
+        self.take_monitor(command)
+    }
+
     fn take_monitor(&mut self, command: String) -> Option<AsyncChildProcess> {
         let mut monitor = self.monitor.take()?;
         monitor.set_command(command);
