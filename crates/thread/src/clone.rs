@@ -217,6 +217,14 @@ impl Thread {
             });
         }
         let task = self.task();
+        // The child runs our server code at its address in our binary, which only a
+        // thread sharing our address space has (an attached persistent thread may not).
+        if task.namespaces().address_space != rsyscall_handle::local_namespaces().address_space {
+            return Err(Error::invalid(
+                "clone",
+                "the thread is in another address space, where this program's server code                  is not mapped; clone from a thread that shares this program's memory",
+            ));
+        }
         // Closes queued on our table go out first. A child without CLONE_FILES would
         // otherwise inherit copies of fds whose handles are gone, and a loop of
         // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
