@@ -516,3 +516,156 @@ fn not_made_persistent_dies_with_its_creator() {
     let _g = serial();
     run_scenario("die");
 }
+
+#[test]
+fn reconnect_through_itself_is_refused() {
+    let _g = serial();
+    let dir = TempDir::new("persist-self");
+    let path = dir.join("sock");
+    run(async {
+        let p = local_thread().clone_persistent(&path).await.unwrap();
+        let e = p.reconnect(&p).await.unwrap_err();
+        assert!(e.to_string().contains("through itself"), "{e}");
+        // Refused before disconnecting: it still works.
+        pipe_round_trip(&p, b"still connected").await;
+        p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
+    });
+}
+
+/// Polls `fut` up to `n` times, letting the reactor run in between; drops it if it has not
+/// completed.
+async fn poll_then_drop<F: std::future::Future>(fut: F, n: usize) -> Option<F::Output> {
+    let mut fut = Box::pin(fut);
+    for _ in 0..n {
+        if let Some(out) = futures_lite::future::poll_once(&mut fut).await {
+            return Some(out);
+        }
+        async_io::Timer::after(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+#[test]
+fn dropping_clone_persistent_at_any_point_leaves_nothing() {
+    let _g = serial();
+    let dir = TempDir::new("persist-cancel-clone");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    let path = dir.join("sock");
+    for n in 0..200 {
+        let done = run(async {
+            let local = local_thread();
+            match poll_then_drop(local.clone_persistent(&path), n).await {
+                Some(p) => {
+                    p.unwrap()
+                        .exit(0)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .wait()
+                        .await
+                        .unwrap();
+                    true
+                }
+                None => false,
+            }
+        });
+        assert!(
+            eventually(|| !path.exists()),
+            "dropped after {n} polls: the socket file was left behind"
+        );
+        assert!(
+            eventually(|| rsyscall_tests::procs::children().is_empty()),
+            "dropped after {n} polls: children left: {:?}",
+            rsyscall_tests::procs::children()
+        );
+        if done {
+            // Dropped at every earlier point: some of them inside the clone.
+            assert!(n > 3, "clone_persistent completed after only {n} polls");
+            eprintln!("clone_persistent completed after {n} polls");
+            break;
+        }
+        assert!(n < 199, "clone_persistent never completed");
+    }
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
+
+#[test]
+fn dropping_reconnect_at_any_point_leaves_it_reconnectable() {
+    let _g = serial();
+    let dir = TempDir::new("persist-cancel-reconnect");
+    warm_up(&dir);
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        // Through a child thread: its socket and connect go over its connection, so the
+        // reconnect is pending at many points.
+        let via = local.clone(CLONE::empty()).await.unwrap();
+        let fds_before = open_fds();
+        for n in 0..200 {
+            let done = poll_then_drop(p.reconnect(&via), n).await.is_some();
+            // Whatever the dropped reconnect left, a full one works.
+            p.reconnect(&via).await.unwrap();
+            pipe_round_trip(&p, b"after a dropped reconnect").await;
+            if done {
+                assert!(n > 1, "reconnect completed after only {n} polls");
+                eprintln!("reconnect completed after {n} polls");
+                break;
+            }
+            assert!(n < 199, "reconnect never completed");
+        }
+        assert!(
+            eventually(|| open_fds() <= fds_before),
+            "fds leaked: {} before, {} after",
+            fds_before,
+            open_fds()
+        );
+        via.exit(0).await.unwrap().wait().await.unwrap();
+        p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn calls_wait_while_disconnected_and_the_next_reconnect_serves_them() {
+    let _g = serial();
+    let dir = TempDir::new("persist-wait");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        let pid = p.task().getpid().await.unwrap();
+        // A client that connects first and says nothing: the server takes it once we hang
+        // up, and waits for its handshake, so our reconnect is not answered.
+        let squatter = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let e = p.reconnect(&local).await.unwrap_err();
+        assert!(matches!(e, PersistentError::Busy { .. }), "{e:?}");
+        // Disconnected: a call waits (it is still pending after a while; dropping it,
+        // as here, cancels it before anything is sent).
+        assert!(
+            poll_then_drop(p.task().getpid(), 50).await.is_none(),
+            "a call completed with no connection"
+        );
+        // A call that waits is served by the next reconnect.
+        drop(squatter);
+        let (r, got) = futures_lite::future::zip(
+            async {
+                // Let the call start waiting first.
+                async_io::Timer::after(Duration::from_millis(20)).await;
+                p.reconnect(&local).await
+            },
+            p.task().getpid(),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(got.unwrap(), pid);
+        p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
+    });
+    assert!(!path.exists());
+}

@@ -70,6 +70,12 @@
 //!   [`TempDir::keep`] keeps it.
 //! - [`AsyncReadBuffer`]: the bytes read but not yet returned are lost;
 //!   [`AsyncReadBuffer::into_parts`] gives them back with the fd.
+//! - [`PersistentThread`]: made by [`Thread::clone_persistent`] and not yet
+//!   [made persistent](PersistentThread::make_persistent), killed and reaped as a
+//!   [`ChildThread`], and its socket file removed in the background through the thread that
+//!   bound it. Made persistent, or [attached](PersistentThread::attach), dropping only
+//!   closes our connection: the thread waits for the next one. A persistent thread killed
+//!   with its creator (the creator itself killed) leaves its socket file behind.
 //! - [`Command`] and [`Environment`] are plain values.
 //!
 //! ## Dropping futures
@@ -111,6 +117,13 @@
 //!   [`ChildThread::exit`]** consume the child, so dropping their future drops it: the child
 //!   is killed with `SIGKILL` and reaped in the background, whether or not the exec or exit
 //!   happened. The argv and envp block of an `execve` already sent is leaked.
+//! - **[`Thread::clone_persistent`]**: as [`Thread::clone`]; dropped before the clone, its
+//!   socket file is removed in the background. **[`PersistentThread::reconnect`]** and
+//!   **[`PersistentThread::attach`]**, dropped at any point, leak nothing: a half-done
+//!   handshake is refused by the server or ends at once (the fd it got has no peer), and a
+//!   dropped reconnect leaves the thread disconnected until the next one. **A syscall on a
+//!   disconnected persistent thread** waits for the next reconnect; dropped while waiting,
+//!   it was never sent.
 //! - **Moving fds** ([`Thread::pass_fd`], [`Thread::open_channels`],
 //!   [`Thread::open_async_channels`], [`Connection::send_to_remote`],
 //!   [`Connection::recv_from_remote`]): each move is one `SCM_RIGHTS` message, sent on one

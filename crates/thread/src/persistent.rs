@@ -542,6 +542,16 @@ impl PersistentThread {
     /// until the next reconnect; a server that got half a handshake closes it, and one
     /// that got our socket sees it hang up and waits for the next client.
     pub async fn reconnect(&self, via: &Thread) -> std::result::Result<(), PersistentError> {
+        let via_iface = Arc::as_ptr(via.task().sysif_arc()) as *const u8;
+        if std::ptr::eq(via_iface, Arc::as_ptr(&self.iface) as *const u8) {
+            // Its requests would wait for the very reconnect they are part of.
+            return Err(Error::invalid(
+                "PersistentThread::reconnect",
+                "a persistent thread cannot reconnect through itself; use a thread that can \
+                 reach its socket, such as local_thread()",
+            )
+            .into());
+        }
         let _one_at_a_time = self.iface.reconnecting.lock().await;
         self.iface.disconnect();
         let (access, numbers) = match handshake(via, &self.path, 1).await {
