@@ -360,6 +360,11 @@ impl Transport for Reconnecting {
 /// # Limits
 /// A persistent thread has no root epoller ([`Thread::make_root_epoller`] refuses): its
 /// syscall socket changes at each reconnect. It cannot exec (exec a child cloned from it).
+/// An attached one does not know the number of its listening socket, so
+/// [`Thread::unshare_files`] without `going_to_exec` (or [`Thread::do_cloexec_except`])
+/// closes it there: the thread then serves its current connection and exits when that
+/// ends. An attached thread is in an address space of its own to us, so
+/// [`Thread::clone`] from it is refused.
 pub struct PersistentThread {
     thread: Thread,
     iface: Arc<Reconnecting>,
@@ -651,16 +656,16 @@ impl PersistentThread {
             watch_pid(&conn, pid).await?;
         }
         // SAFETY: see the module's Safety section: `iface` runs syscalls in the process
-        // and reaches its memory in-band; the address space and fd table identities are
-        // new, the namespaces local only where the process's own links say so.
+        // and `found.memory` reaches its memory in-band; the address space and fd table
+        // identities are new (the probe task that shared them is gone), the namespaces
+        // local only where the process's own links say so.
         let task = unsafe {
-            let memory = Memory::new(found.namespaces.address_space, iface.clone(), iface.clone());
             Task::new(
                 iface.clone(),
                 found.pid,
                 found.namespaces,
-                FdTableState::new(found.namespaces.fd_table),
-                memory,
+                found.fd_table,
+                found.memory,
                 None,
             )
         };
@@ -739,12 +744,16 @@ pub(crate) struct Discovered {
     /// Its namespaces: the local identity where its `/proc/self/ns` link equals ours, a new
     /// one (created by `pid`) otherwise; the fd table and address space are always new.
     pub(crate) namespaces: far::Namespaces,
+    /// The allocator of its address space (in-band), for the task to keep.
+    pub(crate) memory: Arc<Memory>,
+    /// The state of its fd table (a new identity), for the task to keep.
+    pub(crate) fd_table: Arc<FdTableState>,
 }
 
-/// Rediscovers a process's pid and namespaces through `sysif`, a syscall interface to it
-/// that needs no memory for this (only `getpid` and the in-band reads of `readlink`'s
-/// answers go through it): reads `/proc/self/ns/{pid,mnt,net}` there and compares each
-/// with ours.
+/// Rediscovers a process's pid and namespaces through `iface`, a syscall interface to it
+/// that also reaches its memory in-band: `getpid`, then `/proc/self/ns/{pid,mnt,net}`
+/// read there and compared with ours. Returns the allocator it made for that address
+/// space, which the caller's task must use (one allocator per address space identity).
 ///
 /// Kept apart so that it can be merged with the bootstrap's equivalent.
 pub(crate) async fn discover(iface: &Arc<Reconnecting>) -> Result<Discovered> {
@@ -755,8 +764,8 @@ pub(crate) async fn discover(iface: &Arc<Reconnecting>) -> Result<Discovered> {
             pid: 0,
             source,
         })?;
-    // A temporary task to read the links: every identity new, so nothing of ours is
-    // claimed.
+    // Every identity new, so nothing of ours is claimed; the namespaces found below
+    // replace some of them.
     let fresh = far::Namespaces {
         fd_table: far::FdTable::new(pid),
         address_space: far::AddressSpace::new(pid),
@@ -764,16 +773,20 @@ pub(crate) async fn discover(iface: &Arc<Reconnecting>) -> Result<Discovered> {
         mountns: far::MountNamespace::new(pid),
         netns: far::NetNamespace::new(pid),
     };
-    // SAFETY: `iface` runs syscalls in that process and reaches its memory in-band;
-    // every identity is new (none claims our table or memory).
+    // SAFETY: `iface` runs syscalls in that process and reaches its memory in-band; the
+    // address space identity is new, used by this allocator alone (the caller's task
+    // takes it over).
+    let memory = unsafe { Memory::new(fresh.address_space, iface.clone(), iface.clone()) };
+    let fd_table = FdTableState::new(fresh.fd_table);
+    // SAFETY: as above; the table identity is new and its state fresh, handed over with
+    // the allocator.
     let probe = unsafe {
-        let memory = Memory::new(fresh.address_space, iface.clone(), iface.clone());
         Task::new(
             iface.clone(),
             pid,
             fresh,
-            FdTableState::new(fresh.fd_table),
-            memory,
+            fd_table.clone(),
+            memory.clone(),
             None,
         )
     };
@@ -813,6 +826,8 @@ pub(crate) async fn discover(iface: &Arc<Reconnecting>) -> Result<Discovered> {
         pid,
         local_pid: same_pidns.then_some(pid),
         namespaces,
+        memory,
+        fd_table,
     })
 }
 
