@@ -669,3 +669,33 @@ fn calls_wait_while_disconnected_and_the_next_reconnect_serves_them() {
     });
     assert!(!path.exists());
 }
+
+#[test]
+fn make_persistent_clears_the_death_signal_and_starts_a_session() {
+    let _g = serial();
+    let dir = TempDir::new("persist-make");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let mut p = local.clone_persistent(&path).await.unwrap();
+        assert_eq!(
+            p.task().get_pdeathsig().await.unwrap(),
+            Some(rsyscall::Signal::SIGKILL)
+        );
+        p.make_persistent().await.unwrap();
+        let pid = p.task().getpid().await.unwrap();
+        assert_eq!(p.task().get_pdeathsig().await.unwrap(), None);
+        // Its own process group (and session: setsid makes both).
+        assert_eq!(p.task().getpgid(pid).await.unwrap(), pid);
+        // Still reconnectable from here, and its creator still gets its monitor.
+        p.reconnect(&local).await.unwrap();
+        pipe_round_trip(&p, b"persistent").await;
+        let monitor = p
+            .exit(5)
+            .await
+            .unwrap()
+            .expect("the creator keeps the monitor");
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(5));
+    });
+    assert!(!path.exists());
+}
