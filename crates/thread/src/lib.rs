@@ -117,8 +117,9 @@
 //!   [`ChildThread::exit`]** consume the child, so dropping their future drops it: the child
 //!   is killed with `SIGKILL` and reaped in the background, whether or not the exec or exit
 //!   happened. The argv and envp block of an `execve` already sent is leaked.
-//! - **[`Thread::clone_persistent`]**: as [`Thread::clone`]; dropped before the clone, its
-//!   socket file is removed in the background. **[`PersistentThread::reconnect`]** and
+//! - **[`Thread::clone_persistent`]**: as [`Thread::clone`]: once polled it completes in
+//!   the background, and the [`PersistentThread`] it made is then dropped (killed and
+//!   reaped, its socket file removed). **[`PersistentThread::reconnect`]** and
 //!   **[`PersistentThread::attach`]**, dropped at any point, leak nothing: a half-done
 //!   handshake is refused by the server or ends at once (the fd it got has no peer), and a
 //!   dropped reconnect leaves the thread disconnected until the next one. **A syscall on a
@@ -148,7 +149,8 @@
 //! # Cancellation
 //! Dropping a future of this crate at any await never frees memory that a process may still
 //! use, and leaks no process. The operations that lend memory to a new process or leave
-//! state half-made across their awaits ([`Thread::clone`], [`Thread::unshare`],
+//! state half-made across their awaits ([`Thread::clone`], [`Thread::clone_persistent`],
+//! [`Thread::unshare`],
 //! [`Thread::unshare_files`], [`Thread::unshare_user`], [`Thread::mkdtemp`], and every move
 //! of fds over a [`Connection`], as in [`Thread::make_afd`], [`Thread::open_channels`] and
 //! [`Thread::pass_fd`]) are either not started, when dropped before they began (before

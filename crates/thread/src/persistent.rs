@@ -50,6 +50,7 @@ use rsyscall_near::{
     SyscallFuture, SyscallInterface,
 };
 
+use crate::background::Critical;
 use crate::clone::CloneOptions;
 use crate::command::{Environment, SharedEnvironment};
 use crate::connection::Connection;
@@ -418,10 +419,18 @@ impl Thread {
     /// `listen` and [`Thread::clone`].
     ///
     /// # Cancellation
-    /// As [`Thread::clone`]; if dropped before the clone, the socket file is removed in
-    /// the background.
+    /// Once polled, it is finished even if this future is dropped: it completes on a
+    /// background thread, and the thread it made is then dropped (killed and reaped, its
+    /// socket file removed), as for [`Thread::clone`].
     pub async fn clone_persistent(&self, path: impl AsRef<Path>) -> Result<PersistentThread> {
         let path = path.as_ref().to_owned();
+        let this = self.duplicate();
+        Critical::new(async move { this.clone_persistent_now(path).await }).await
+    }
+
+    /// [`Thread::clone_persistent`]'s work, a critical part ([`crate::background`]): it
+    /// makes a socket file and a process across its awaits.
+    async fn clone_persistent_now(&self, path: PathBuf) -> Result<PersistentThread> {
         let task = self.task();
         let listen = task
             .socket(AF::UNIX, SockType::STREAM, SOCK::CLOEXEC, 0)
