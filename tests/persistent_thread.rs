@@ -699,3 +699,54 @@ fn make_persistent_clears_the_death_signal_and_starts_a_session() {
     });
     assert!(!path.exists());
 }
+
+/// A fake server at `path` that accepts one connection, reads the count and the fd
+/// message's byte, and then answers `reply` and hangs up.
+fn fake_server(path: &Path, reply: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        // The count and the one-byte payload (its fds are closed by the kernel).
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).unwrap();
+        let _ = conn.write_all(&reply);
+    })
+}
+
+#[test]
+fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
+    let _g = serial();
+    let dir = TempDir::new("persist-fake");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    run(async {
+        let local = local_thread();
+        // Hangs up without answering.
+        let path = dir.join("mute");
+        let server = fake_server(&path, Vec::new());
+        let e = PersistentThread::attach(&local, &path).await.unwrap_err();
+        assert!(matches!(e, PersistentError::Handshake { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("not a persistent rsyscall server"),
+            "{e}"
+        );
+        server.join().unwrap();
+        // Answers negative fd numbers.
+        let path = dir.join("liar");
+        let server = fake_server(
+            &path,
+            [(-1i32).to_le_bytes(), (-5i32).to_le_bytes()].concat(),
+        );
+        let e = PersistentThread::attach(&local, &path).await.unwrap_err();
+        assert!(matches!(e, PersistentError::Handshake { .. }), "{e:?}");
+        server.join().unwrap();
+    });
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}

@@ -920,7 +920,12 @@ async fn run_handshake(
                 },
             })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
             Err(PersistentError::Handshake {
                 path: path.to_owned(),
                 detail: "it closed the connection instead of answering".into(),
