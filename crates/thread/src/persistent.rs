@@ -348,7 +348,8 @@ impl Transport for Reconnecting {
 ///
 /// # While disconnected
 /// During [`reconnect`](PersistentThread::reconnect), and after a reconnect that failed
-/// with [`PersistentError::Busy`], the thread has no connection: syscalls made then wait
+/// in any other way than [`PersistentError::NoServer`] (or was dropped), the thread has
+/// no connection: syscalls made then wait
 /// until a reconnect succeeds, as in the original. Dropping such a syscall's future
 /// cancels it (nothing was sent). Once a reconnect finds nothing listening, the thread is
 /// taken for dead and waiting and later syscalls fail with
@@ -547,9 +548,11 @@ impl PersistentThread {
     /// meanwhile wait (see [While disconnected](PersistentThread#while-disconnected)).
     ///
     /// # Errors
-    /// [`PersistentError::NoServer`] (the thread is then taken for dead),
-    /// [`PersistentError::Busy`] after [`HANDSHAKE_TIMEOUT`], [`PersistentError::Handshake`];
-    /// the errors of making and moving the sockets.
+    /// [`Error::InvalidArgument`] (as [`PersistentError::Other`]) if `via` is this thread,
+    /// before anything is done; [`PersistentError::NoServer`] (the thread is then taken
+    /// for dead), [`PersistentError::Busy`] after [`HANDSHAKE_TIMEOUT`],
+    /// [`PersistentError::Handshake`], the errors of making and moving the sockets: after
+    /// these the thread stays disconnected until a reconnect succeeds.
     ///
     /// # Cancellation
     /// Dropped at any point, nothing leaks: the thread stays disconnected (calls wait)
