@@ -391,7 +391,7 @@ fn child_mode() {
     let path = std::env::var(PATH_ENV).map(PathBuf::from);
     match mode.as_str() {
         "creator" => run(async {
-            let mut p = local_thread()
+            let p = local_thread()
                 .clone_persistent(path.unwrap())
                 .await
                 .unwrap();
@@ -677,7 +677,7 @@ fn make_persistent_clears_the_death_signal_and_starts_a_session() {
     let path = dir.join("sock");
     run(async {
         let local = local_thread();
-        let mut p = local.clone_persistent(&path).await.unwrap();
+        let p = local.clone_persistent(&path).await.unwrap();
         assert_eq!(
             p.task().get_pdeathsig().await.unwrap(),
             Some(rsyscall::Signal::SIGKILL)

@@ -24,7 +24,7 @@ async fn tour(dir: &std::path::Path) -> Result<(), Error> {
     let path = dir.join("thread.sock");
 
     // A child running the persistent server, listening at `path`.
-    let mut thread = local.clone_persistent(&path).await?;
+    let thread = local.clone_persistent(&path).await?;
     let pid = thread.task().getpid().await?;
     println!("1. persistent thread {pid} listens at {}", path.display());
 

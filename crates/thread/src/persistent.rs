@@ -373,6 +373,14 @@ pub struct PersistentThread {
     /// The socket's path, as given (relative paths are relative to the creating thread's
     /// working directory at creation, which the thread copied).
     path: PathBuf,
+    /// What the creator holds, changed by `make_persistent`.
+    owned: Mutex<Owned>,
+    /// The thread's pid as seen by the local process, if it is in our pid namespace.
+    local_pid: Option<near::Pid>,
+}
+
+/// What a [`PersistentThread`] made by this program holds for its creator.
+struct Owned {
     /// The creator's handle, which kills the thread when dropped, until it is made
     /// persistent or exits.
     child: Option<ChildThread>,
@@ -380,8 +388,6 @@ pub struct PersistentThread {
     monitor: Option<AsyncChildProcess>,
     /// The thread that bound the socket, which removes it if the thread is dropped.
     creator: Option<Thread>,
-    /// The thread's pid as seen by the local process, if it is in our pid namespace.
-    local_pid: Option<near::Pid>,
 }
 
 impl fmt::Debug for PersistentThread {
@@ -465,9 +471,11 @@ impl Thread {
             thread,
             iface,
             path,
-            child: Some(child),
-            monitor: None,
-            creator,
+            owned: Mutex::new(Owned {
+                child: Some(child),
+                monitor: None,
+                creator,
+            }),
             local_pid,
         })
     }
@@ -526,15 +534,16 @@ impl PersistentThread {
     /// # Errors
     /// The errors of the two syscalls (`EPERM` from `setsid` if it already leads a
     /// session or process group, as after an earlier call).
-    pub async fn make_persistent(&mut self) -> Result<()> {
+    pub async fn make_persistent(&self) -> Result<()> {
         let task = self.thread.task();
         task.set_pdeathsig(None).await?;
         task.setsid().await?;
-        if let Some(child) = self.child.take() {
-            self.monitor = child.release("rsyscall persistent thread".into());
+        let mut owned = lock(&self.owned);
+        if let Some(child) = owned.child.take() {
+            owned.monitor = child.release("rsyscall persistent thread".into());
         }
         // Nobody kills it on drop now, so nobody removes its socket then either.
-        self.creator = None;
+        owned.creator = None;
         Ok(())
     }
 
@@ -621,12 +630,16 @@ impl PersistentThread {
             Err(e) if e.errno() == Some(Errno::ENOENT) => {}
             Err(e) => return Err(e),
         }
-        self.creator = None;
-        if let Some(child) = self.child.take() {
+        let (child, monitor) = {
+            let owned = self.owned.get_mut().unwrap_or_else(|e| e.into_inner());
+            owned.creator = None;
+            (owned.child.take(), owned.monitor.take())
+        };
+        if let Some(child) = child {
             return child.exit(status).await.map(Some);
         }
         self.thread.exit(status).await?;
-        Ok(self.monitor.take())
+        Ok(monitor)
     }
 
     /// Attaches to the persistent thread listening at `path`, through `via` (a thread that
@@ -702,9 +715,11 @@ impl PersistentThread {
             thread,
             iface,
             path,
-            child: None,
-            monitor: None,
-            creator: None,
+            owned: Mutex::new(Owned {
+                child: None,
+                monitor: None,
+                creator: None,
+            }),
             local_pid,
         })
     }
@@ -713,7 +728,8 @@ impl PersistentThread {
 impl Drop for PersistentThread {
     fn drop(&mut self) {
         // The child (if still ours) is killed by its own drop; its socket goes with it.
-        if let (Some(_), Some(creator)) = (self.child.take(), self.creator.take()) {
+        let owned = self.owned.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let (Some(_), Some(creator)) = (owned.child.take(), owned.creator.take()) {
             remove_in_background(creator, self.path.clone());
         }
     }
