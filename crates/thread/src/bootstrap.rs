@@ -202,7 +202,7 @@ impl Thread {
             environ,
             None,
             Some(near::FileDescriptor::new(parts.syscall_fd)),
-            parts.symbols,
+            Some(parts.symbols),
         ))
     }
 }

@@ -30,6 +30,7 @@ use rsyscall_server::proto::{StackImage, SymbolTable};
 use crate::background::Critical;
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
+use crate::persistent::Reconnecting;
 use crate::service;
 use crate::syscall_connection::SyscallConnection;
 use crate::thread::{ChildThread, Thread};
@@ -64,6 +65,9 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
 #[derive(Debug, Clone, Copy)]
 pub struct CloneOptions {
     write_user_mappings: bool,
+    /// Run the persistent server with this listening socket (of the cloning thread's
+    /// table, inherited by the child) instead of the plain server.
+    persistent_listen: Option<near::FileDescriptor>,
 }
 
 impl Default for CloneOptions {
@@ -77,7 +81,14 @@ impl CloneOptions {
     pub const fn new() -> CloneOptions {
         CloneOptions {
             write_user_mappings: true,
+            persistent_listen: None,
         }
+    }
+
+    /// The child runs `persistent_server` listening on `listen` (`Thread::clone_persistent`).
+    pub(crate) const fn persistent(mut self, listen: near::FileDescriptor) -> CloneOptions {
+        self.persistent_listen = Some(listen);
+        self
     }
 
     /// With `CLONE::NEWUSER`: whether clone writes the child's id mappings (one line each
@@ -173,12 +184,31 @@ impl Thread {
     /// As [`Thread::clone`].
     pub async fn clone_with(&self, flags: CLONE, options: CloneOptions) -> Result<ChildThread> {
         let parent = self.duplicate();
-        Critical::new(async move { parent.clone_now(flags, options).await }).await
+        Critical::new(async move { parent.clone_now(flags, options).await })
+            .await
+            .map(|(child, _)| child)
+    }
+
+    /// The clone of [`Thread::clone_persistent`](crate::PersistentThread): a child with its
+    /// own table running the persistent server, and its reconnectable interface.
+    pub(crate) async fn clone_persistent_child(
+        &self,
+        options: CloneOptions,
+    ) -> Result<(ChildThread, Arc<Reconnecting>)> {
+        let parent = self.duplicate();
+        let (child, iface) =
+            Critical::new(async move { parent.clone_now(CLONE::empty(), options).await }).await?;
+        let iface = iface.ok_or_else(|| Error::invalid("clone_persistent", "no interface"))?;
+        Ok((child, iface))
     }
 
     /// [`Thread::clone_with`]'s work, which must not stop half-way: it lends the child
     /// memory and makes processes and fds across its awaits.
-    async fn clone_now(&self, flags: CLONE, options: CloneOptions) -> Result<ChildThread> {
+    async fn clone_now(
+        &self,
+        flags: CLONE,
+        options: CloneOptions,
+    ) -> Result<(ChildThread, Option<Arc<Reconnecting>>)> {
         if !flags.difference(ALLOWED_CLONE_FLAGS).is_empty() {
             return Err(Error::InvalidArgument {
                 what: "clone",
@@ -189,6 +219,16 @@ impl Thread {
             });
         }
         let task = self.task();
+        // The child runs the server code of the thread's address space, at addresses only
+        // known for threads that share our memory or described themselves.
+        let Some(symbols) = self.inner.symbols else {
+            return Err(Error::invalid(
+                "clone",
+                "the addresses of the server code in this thread's address space are unknown \
+                 (a persistent thread attached to from another program); clone from a thread \
+                 that shares this program's memory or was bootstrapped",
+            ));
+        };
         // Closes queued on our table go out first. A child without CLONE_FILES would
         // otherwise inherit copies of fds whose handles are gone, and a loop of
         // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
@@ -209,15 +249,28 @@ impl Thread {
         // 1. The channels, with their remote ends in our table.
         let channels = self.child_channels(flags.contains(CLONE::FILES)).await?;
         // 2. The child's stack.
-        let stack =
-            ChildStack::new(task, channels.ends.server_sock.near(), &self.inner.symbols).await?;
+        let stack = ChildStack::new(
+            task,
+            channels.ends.server_sock.near(),
+            &symbols,
+            options.persistent_listen,
+        )
+        .await?;
         // 3. The clone and the futex helper. Fds whose handles exist now are the ones the
         //    child inherits.
         let generation = task.fd_table().generation();
         let (pid, monitor, helper_pidfd) = self.clone_child(flags, waiter, stack).await?;
         // 4 and 5. The child's task and its sockets; on failure, the child is killed.
-        let (child_task, server_sock, connection) = match self
-            .child_task(flags, pid, channels, helper_pidfd, generation)
+        let persistent_listen = options.persistent_listen;
+        let (child_task, server_sock, connection, iface) = match self
+            .child_task(
+                flags,
+                pid,
+                channels,
+                helper_pidfd,
+                generation,
+                persistent_listen,
+            )
             .await
         {
             Ok(parts) => parts,
@@ -226,15 +279,20 @@ impl Thread {
                 return Err(e);
             }
         };
+        let thread = Thread::from_parts(
+            child_task,
+            connection,
+            self.inner.environ.clone(),
+            Some(kernel_parent.duplicate()),
+            // A persistent server's socket changes at each reconnect: its interface knows.
+            iface.is_none().then(|| server_sock.near()),
+            Some(symbols),
+        );
+        if let Some(iface) = &iface {
+            let _ = thread.inner.persistent.set(Arc::clone(iface));
+        }
         let child = ChildThread::new(
-            Thread::from_parts(
-                child_task,
-                connection,
-                self.inner.environ.clone(),
-                Some(kernel_parent.duplicate()),
-                Some(server_sock.near()),
-                self.inner.symbols,
-            ),
+            thread,
             kernel_parent,
             monitor,
             server_sock,
@@ -244,7 +302,7 @@ impl Thread {
             // On failure the child is dropped, which kills it.
             crate::unshare::write_user_mappings(task, pid, uid, gid, uid, gid).await?;
         }
-        Ok(child)
+        Ok((child, iface))
     }
 
     /// The task of the child `pid` cloned with `flags` (its connection over `channels`,
@@ -257,7 +315,13 @@ impl Thread {
         channels: Channels,
         helper_pidfd: OwnedFd,
         generation: u64,
-    ) -> Result<(Task, FileDescriptor, Option<Connection>)> {
+        persistent_listen: Option<near::FileDescriptor>,
+    ) -> Result<(
+        Task,
+        FileDescriptor,
+        Option<Connection>,
+        Option<Arc<Reconnecting>>,
+    )> {
         let task = self.task();
         let shares_table = flags.contains(CLONE::FILES);
         let ns = task.namespaces();
@@ -286,14 +350,22 @@ impl Thread {
         } else {
             pid
         };
-        // SAFETY: `conn` reaches the child's server; `own_pid` is its pid in its own pid
+        let (sysif, iface): (Arc<dyn near::SyscallInterface>, _) = match persistent_listen {
+            None => (Arc::new(conn), None),
+            Some(listen) => {
+                let iface = Arc::new(Reconnecting::new(conn, Some(listen)));
+                (iface.clone(), Some(iface))
+            }
+        };
+        // SAFETY: `sysif` reaches the child's server (directly, or through the current
+        // connection of a persistent one); `own_pid` is its pid in its own pid
         // namespace and `child_ns` its namespaces (ours, renewed for the flags); the table
         // state is ours when it shares our table, else fresh for its copy, made from ours
         // after `generation` was taken; it shares our address space (`CLONE_VM`), which
         // our allocator serves.
         let child_task = unsafe {
             Task::new(
-                Arc::new(conn),
+                sysif,
                 own_pid,
                 child_ns,
                 fd_table,
@@ -302,7 +374,20 @@ impl Thread {
             )
         };
         let (server_sock, connection) = ends.hand_over(shares_table, &child_task).await?;
-        Ok((child_task, server_sock, connection))
+        let server_sock = if iface.is_some() {
+            // The persistent server owns the socket it serves on and closes it itself when
+            // the connection ends; a handle of ours closing that number later would close
+            // whatever the server got under it next.
+            let n = server_sock.near();
+            server_sock.leak();
+            // SAFETY: the handle never closes the fd, and is never given out: it only
+            // keeps the child's handle set complete. Replacing it would only break the
+            // thread's own connection, which nothing here does.
+            unsafe { FileDescriptor::borrowed(&child_task, n) }
+        } else {
+            server_sock
+        };
+        Ok((child_task, server_sock, connection, iface))
     }
 
     /// The kernel's parent of a child cloned from this thread with `flags`, which is the
@@ -565,7 +650,10 @@ impl Thread {
         futex: Address,
     ) -> Result<(AsyncChildProcess, OwnedFd, Allocation)> {
         let task = self.task();
-        let symbols = self.inner.symbols;
+        let symbols = self
+            .inner
+            .symbols
+            .ok_or_else(|| Error::invalid("clone", "no server code known in this address space"))?;
         let mem = task.alloc(HELPER_STACK_SIZE + 8, 16).await?;
         let image = StackImage::with_trampoline(
             symbols.trampoline,
@@ -768,10 +856,12 @@ impl ChildStack {
 
     /// Allocates it and writes the image (the trampoline calls `server(fd, fd)` with the
     /// child's server socket `server_fd`), the futex word (1) and the pidfd slot (-1).
+    /// With `persistent_listen`, it calls `persistent_server(fd, fd, listen)` instead.
     async fn new(
         task: &Task,
         server_fd: near::FileDescriptor,
         symbols: &SymbolTable,
+        persistent_listen: Option<near::FileDescriptor>,
     ) -> Result<ChildStack> {
         let mut mem = task.alloc(STACK_SIZE + 16, 16).await?;
         // The next child takes this stack again at once: handing its pages to the kernel
@@ -779,8 +869,18 @@ impl ChildStack {
         mem.keep_pages_when_freed();
         let fd = server_fd.as_raw() as u64;
         // The trampoline and server of the address space the child runs in.
-        let image =
-            StackImage::with_trampoline(symbols.trampoline, symbols.server, [fd, fd, 0, 0, 0, 0]);
+        let image = match persistent_listen {
+            None => StackImage::with_trampoline(
+                symbols.trampoline,
+                symbols.server,
+                [fd, fd, 0, 0, 0, 0],
+            ),
+            Some(listen) => StackImage::with_trampoline(
+                symbols.trampoline,
+                symbols.persistent_server,
+                [fd, fd, listen.as_raw() as u64, 0, 0, 0],
+            ),
+        };
         let mut head = image.to_bytes().to_vec();
         head.extend_from_slice(&1i32.to_ne_bytes());
         head.extend_from_slice(&(-1i32).to_ne_bytes());

@@ -111,6 +111,12 @@
 //!   [`TempDir::keep`] keeps it.
 //! - [`AsyncReadBuffer`]: the bytes read but not yet returned are lost;
 //!   [`AsyncReadBuffer::into_parts`] gives them back with the fd.
+//! - [`PersistentThread`]: made by [`Thread::clone_persistent`] and not yet
+//!   [made persistent](PersistentThread::make_persistent), killed and reaped as a
+//!   [`ChildThread`], and its socket file removed in the background through the thread that
+//!   bound it. Made persistent, or [attached](PersistentThread::attach), dropping only
+//!   closes our connection: the thread waits for the next one. A persistent thread killed
+//!   with its creator (the creator itself killed) leaves its socket file behind.
 //! - [`Command`] and [`Environment`] are plain values.
 //!
 //! ## Dropping futures
@@ -171,6 +177,14 @@
 //!   the helper fails its describe or sees EOF on its syscall socket and exits, and the
 //!   launcher's monitor, dropped too, has it reaped once it ends (a launcher that never
 //!   ends, such as one waiting for a password on a terminal, stays until it does).
+//! - **[`Thread::clone_persistent`]**: as [`Thread::clone`]: once polled it completes in
+//!   the background, and the [`PersistentThread`] it made is then dropped (killed and
+//!   reaped, its socket file removed). **[`PersistentThread::reconnect`]** and
+//!   **[`PersistentThread::attach`]**, dropped at any point, leak nothing: a half-done
+//!   handshake is refused by the server or ends at once (the fd it got has no peer), and a
+//!   dropped reconnect leaves the thread disconnected until the next one. **A syscall on a
+//!   disconnected persistent thread** waits for the next reconnect; dropped while waiting,
+//!   it was never sent.
 //! - **Moving fds** ([`Thread::pass_fd`], [`Thread::open_channels`],
 //!   [`Thread::open_async_channels`], [`Connection::send_to_remote`],
 //!   [`Connection::recv_from_remote`], and the moves inside [`Thread::clone`] and
@@ -230,6 +244,7 @@ pub mod epoller;
 pub mod libexec;
 mod monitor;
 mod oneshot;
+mod persistent;
 mod read_buffer;
 mod reaper;
 mod service;
@@ -250,6 +265,7 @@ pub use command::{Command, Environment};
 pub use connection::Connection;
 pub use epoller::Epoller;
 pub use monitor::AsyncChildProcess;
+pub use persistent::{HANDSHAKE_TIMEOUT, PersistentError, PersistentThread};
 pub use read_buffer::AsyncReadBuffer;
 pub use syscall_connection::SyscallConnection;
 pub use tempdir::TempDir;

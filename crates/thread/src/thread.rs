@@ -49,7 +49,11 @@ pub(crate) struct ThreadInner {
     /// The addresses of the protocol's entry points in the thread's address space
     /// (PROTOCOL.md section 3): this program's own for threads sharing our memory, the
     /// describing helper's for bootstrapped threads. Clones from the thread run these.
-    pub(crate) symbols: SymbolTable,
+    /// `None` where they are unknown (a persistent thread attached to from another
+    /// program, whose memory is not ours): such a thread cannot clone.
+    pub(crate) symbols: Option<SymbolTable>,
+    /// A persistent thread's reconnectable interface, which knows the fds its server owns.
+    pub(crate) persistent: std::sync::OnceLock<Arc<crate::persistent::Reconnecting>>,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
@@ -100,7 +104,7 @@ pub fn local_thread() -> Thread {
                 environ,
                 None,
                 None,
-                rsyscall_server::symbol_table(),
+                Some(rsyscall_server::symbol_table()),
             )
         })
         .duplicate()
@@ -195,7 +199,7 @@ impl Thread {
         environ: SharedEnvironment,
         parent: Option<Thread>,
         server_fd: Option<near::FileDescriptor>,
-        symbols: SymbolTable,
+        symbols: Option<SymbolTable>,
     ) -> Thread {
         Thread {
             inner: Arc::new(ThreadInner {
@@ -208,6 +212,7 @@ impl Thread {
                 server_fd,
                 root_epoller: Default::default(),
                 symbols,
+                persistent: Default::default(),
             }),
         }
     }
@@ -526,6 +531,12 @@ impl ChildThread {
     }
 
     /// Hands over the monitor, now describing `command`.
+    /// Gives up killing the child on drop: returns its monitor (which reaps it once it
+    /// exits, and never kills it), for a child that must outlive this handle.
+    pub(crate) fn release(mut self, command: String) -> Option<AsyncChildProcess> {
+        self.take_monitor(command)
+    }
+
     fn take_monitor(&mut self, command: String) -> Option<AsyncChildProcess> {
         let mut monitor = self.monitor.take()?;
         monitor.set_command(command);

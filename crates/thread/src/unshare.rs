@@ -318,6 +318,9 @@ impl Thread {
         if let Some(server) = self.inner.server_fd {
             fds.push(server);
         }
+        if let Some(persistent) = self.inner.persistent.get() {
+            fds.extend(persistent.server_fds());
+        }
         if let Some(ep) = self.root_epoller() {
             fds.push(ep.epfd().near());
         }
@@ -380,6 +383,27 @@ impl Thread {
             nums.push(self.task().check_fd(fd)?);
         }
         mark_cloexec(self.task(), &nums).await
+    }
+}
+
+impl Thread {
+    /// Closes the close-on-exec fds this fresh clone child inherited that no handle of
+    /// `parent_table` (the table it was copied from) names, except its own
+    /// ([`Thread::reserved_fds`]): its copies of the program's own fds, such as the access
+    /// ends of syscall sockets (its own included, which would keep its server from ever
+    /// seeing our end close). A persistent thread must not hold those once we are gone.
+    pub(crate) async fn close_unnamed_inherited(
+        &self,
+        parent_table: &std::sync::Arc<rsyscall_handle::FdTableState>,
+    ) -> Result<()> {
+        let keep = self.reserved_fds();
+        close_cloexec(
+            self.task(),
+            &keep,
+            Handled::Keep(parent_table),
+            "Thread::clone_persistent",
+        )
+        .await
     }
 }
 

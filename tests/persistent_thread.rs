@@ -1,0 +1,752 @@
+//! Persistent threads (`Thread::clone_persistent`, `PersistentThread`): the original's
+//! scenarios (reconnect then exit, exit without reconnect, a clone from a persistent
+//! thread, `unshare(FILES)`), surviving or not the creator's `SIGKILL`, attaching from
+//! another program, and bad input (a path too long for `sun_path`, no server, a busy one).
+//!
+//! The cross-program tests re-run this test binary in a "child mode" chosen by the
+//! `RSYSCALL_PERSISTENT_MODE` variable (the `child_mode` test does the work there, and is a
+//! no-op in a normal run). A scenario process is a child subreaper, so the persistent thread
+//! orphaned by its creator's death comes back to it and is reaped there, not left to init.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use rsyscall::{CLONE, ChildState, PersistentError, PersistentThread, Thread, local_thread};
+use rsyscall_tests::errors::serial;
+use rsyscall_tests::procs::open_fds;
+use rsyscall_tests::tasks::run;
+use rsyscall_tests::tmp::TempDir;
+
+const MODE_ENV: &str = "RSYSCALL_PERSISTENT_MODE";
+const PATH_ENV: &str = "RSYSCALL_PERSISTENT_PATH";
+const PID_ENV: &str = "RSYSCALL_PERSISTENT_PID";
+const MARK_ENV: &str = "RSYSCALL_PERSISTENT_MARK";
+/// How long a bounded wait for a process or file to go lasts.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Whether process `pid` exists (zombie or not).
+fn exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits (bounded) until `cond` holds; returns whether it did.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Writes through a pipe made in `thread` and reads it back: a syscall round trip that
+/// moves memory both ways.
+async fn pipe_round_trip(thread: &Thread, data: &[u8]) {
+    let pipe = thread.pipe().await.unwrap();
+    thread
+        .task()
+        .write_all_bytes(&pipe.write, data)
+        .await
+        .unwrap();
+    let back = thread
+        .task()
+        .read_bytes(&pipe.read, data.len())
+        .await
+        .unwrap();
+    assert_eq!(back, data);
+}
+
+/// One whole life of a persistent thread (with a failed attach), so that what the library
+/// opens once per process (its service and reaper threads' fds, the reactor) is open
+/// before a test counts fds.
+fn warm_up(dir: &TempDir) {
+    let path = dir.join("warm-up");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        p.reconnect(&local).await.unwrap();
+        let _ = PersistentThread::attach(&local, dir.join("nothing")).await;
+        p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
+    });
+}
+
+#[test]
+fn reconnect_then_exit() {
+    let _g = serial();
+    let dir = TempDir::new("persist-reconnect");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        let pid = p.task().getpid().await.unwrap();
+        assert_eq!(Some(pid), p.local_pid());
+        assert!(path.exists());
+        // An fd made before the reconnect stays valid after it: same table.
+        let pipe = p.pipe().await.unwrap();
+        p.reconnect(&local).await.unwrap();
+        assert_eq!(p.task().getpid().await.unwrap(), pid);
+        p.task()
+            .write_all_bytes(&pipe.write, b"kept")
+            .await
+            .unwrap();
+        assert_eq!(p.task().read_bytes(&pipe.read, 4).await.unwrap(), b"kept");
+        // And again, with a syscall racing the reconnect: it waits for the new connection.
+        let (r, got) = futures_lite::future::zip(p.reconnect(&local), p.task().getpid()).await;
+        r.unwrap();
+        assert_eq!(got.unwrap(), pid);
+        pipe_round_trip(&p, b"after two reconnects").await;
+        drop(pipe);
+        let monitor = p
+            .exit(3)
+            .await
+            .unwrap()
+            .expect("the creator gets the monitor");
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(3));
+    });
+    assert!(!path.exists(), "the socket file was left behind");
+}
+
+#[test]
+fn exit_without_reconnect() {
+    let _g = serial();
+    let dir = TempDir::new("persist-exit");
+    let path = dir.join("sock");
+    run(async {
+        let p = local_thread().clone_persistent(&path).await.unwrap();
+        pipe_round_trip(&p, b"hello").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn clone_from_persistent_then_exit() {
+    let _g = serial();
+    let dir = TempDir::new("persist-clone");
+    let path = dir.join("sock");
+    run(async {
+        let p = local_thread().clone_persistent(&path).await.unwrap();
+        let child = p.clone(CLONE::empty()).await.unwrap();
+        let child_pid = child.task().getpid().await.unwrap();
+        assert_ne!(child_pid, p.task().getpid().await.unwrap());
+        pipe_round_trip(&child, b"grandchild").await;
+        let cm = child.exit(7).await.unwrap();
+        assert_eq!(cm.wait().await.unwrap(), ChildState::Exited(7));
+        // The persistent thread is untouched, and reconnects as before.
+        p.reconnect(&local_thread()).await.unwrap();
+        pipe_round_trip(&p, b"still here").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn unshare_files_then_exit() {
+    let _g = serial();
+    let dir = TempDir::new("persist-unshare");
+    let path = dir.join("sock");
+    run(async {
+        let p = local_thread().clone_persistent(&path).await.unwrap();
+        p.unshare(CLONE::FILES).await.unwrap();
+        pipe_round_trip(&p, b"new table").await;
+        // The listening socket and the served socket survived the close-on-exec sweep: a
+        // reconnect still works.
+        p.reconnect(&local_thread()).await.unwrap();
+        pipe_round_trip(&p, b"reconnected").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn dropping_kills_it_and_removes_the_socket() {
+    let _g = serial();
+    let dir = TempDir::new("persist-drop");
+    let path = dir.join("sock");
+    let pid = run(async {
+        let p = local_thread().clone_persistent(&path).await.unwrap();
+        let pid = p.local_pid().unwrap().as_raw();
+        drop(p);
+        pid
+    });
+    assert!(
+        eventually(|| !exists(pid)),
+        "the dropped thread {pid} still exists"
+    );
+    assert!(
+        eventually(|| !path.exists()),
+        "the socket file was left behind"
+    );
+}
+
+#[test]
+fn socket_path_longer_than_sun_path() {
+    let _g = serial();
+    let dir = TempDir::new("persist-long");
+    let mut long = dir.path().to_owned();
+    while long.as_os_str().len() < 200 {
+        long.push("a-rather-long-directory-name");
+    }
+    std::fs::create_dir_all(&long).unwrap();
+    let path = long.join("sock");
+    assert!(path.as_os_str().len() > 108);
+    warm_up(&dir);
+    let fds_before = open_fds();
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        assert!(path.exists());
+        p.reconnect(&local).await.unwrap();
+        pipe_round_trip(&p, b"long path").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists());
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
+
+#[test]
+fn no_server_is_a_typed_error() {
+    let _g = serial();
+    let dir = TempDir::new("persist-noserver");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    run(async {
+        let local = local_thread();
+        // Nothing at all there.
+        let missing = dir.join("missing");
+        let e = PersistentThread::attach(&local, &missing)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
+        assert!(e.to_string().contains("make a new thread"), "{e}");
+        // A stale socket file: bound once, nobody listening any more.
+        let stale = dir.join("stale");
+        drop(UnixListener::bind(&stale).unwrap());
+        let e = PersistentThread::attach(&local, &stale).await.unwrap_err();
+        assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
+        // A regular file.
+        let file = dir.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let e = PersistentThread::attach(&local, &file).await.unwrap_err();
+        assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
+    });
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
+
+#[test]
+fn reconnect_to_a_dead_thread_fails_and_later_calls_hang_up() {
+    let _g = serial();
+    let dir = TempDir::new("persist-dead");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        let pid = p.local_pid().unwrap();
+        // Kill it behind the library's back.
+        local
+            .task()
+            .kill(pid, rsyscall::Signal::SIGKILL)
+            .await
+            .unwrap();
+        let e = p.reconnect(&local).await.unwrap_err();
+        assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
+        let e = p.task().getpid().await.unwrap_err();
+        assert!(e.is_hangup(), "{e:?}");
+        assert!(p.is_dead());
+        // The socket file is ours to remove now; dropping does it.
+        drop(p);
+    });
+    assert!(eventually(|| !path.exists()));
+}
+
+#[test]
+fn attach_to_a_busy_server_times_out() {
+    let _g = serial();
+    let dir = TempDir::new("persist-busy");
+    let path = dir.join("sock");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        // Our own connection is alive: the server serves us, so an attach is not answered.
+        let e = PersistentThread::attach(&local, &path).await.unwrap_err();
+        assert!(matches!(e, PersistentError::Busy { .. }), "{e:?}");
+        assert!(e.to_string().contains("serving another client"), "{e}");
+        // The refused attach did not disturb the thread, and a reconnect works (the server
+        // drops the abandoned attach when it gets to it).
+        pipe_round_trip(&p, b"undisturbed").await;
+        p.reconnect(&local).await.unwrap();
+        pipe_round_trip(&p, b"reconnected").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists());
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
+
+// ---- Across programs ----
+
+/// Runs this test binary in child mode `mode` with `envs`, stdout piped.
+fn spawn_mode(mode: &str, envs: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = StdCommand::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_mode", "--nocapture", "--test-threads=1"])
+        .env(MODE_ENV, mode)
+        .stdout(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The value of the first `KEY=value` line of a child's stdout with this key.
+fn read_value(child: &mut std::process::Child, key: &str) -> String {
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let prefix = format!("{key}=");
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("child ended without printing {key}"))
+            .unwrap();
+        // libtest may print "test child_mode ... " before it on the same line.
+        if let Some(v) = line.find(&prefix).map(|i| &line[i + prefix.len()..]) {
+            // Keep reading in the background so the child never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return v.to_owned();
+        }
+    }
+}
+
+/// Waits (bounded) for child `pid` of ours to end, and reaps it; returns its wait status.
+fn reap(pid: i32) -> i32 {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return status;
+        }
+        assert!(
+            r == 0,
+            "waitpid({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+        assert!(start.elapsed() < DEADLINE, "{pid} did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reaps (bounded) every remaining child of this process.
+fn reap_all() {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only `status`.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if r < 0 {
+            return; // ECHILD: none left
+        }
+        if r == 0 {
+            assert!(start.elapsed() < DEADLINE, "children did not end");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The child modes. `creator`: makes a persistent thread at `$PATH` (made persistent if
+/// `$MARK` is set), prints its pid and waits to be killed. `attacher`: attaches to `$PATH`,
+/// checks it reached pid `$PID` with environment `$MARK`, makes syscalls, exits it.
+/// `survive` and `die`: the scenarios, as subreapers.
+#[test]
+fn child_mode() {
+    let Ok(mode) = std::env::var(MODE_ENV) else {
+        return;
+    };
+    let path = std::env::var(PATH_ENV).map(PathBuf::from);
+    match mode.as_str() {
+        "creator" => run(async {
+            let p = local_thread()
+                .clone_persistent(path.unwrap())
+                .await
+                .unwrap();
+            if std::env::var(MARK_ENV).is_ok() {
+                p.make_persistent().await.unwrap();
+            }
+            println!("PID={}", p.local_pid().unwrap().as_raw());
+            // Wait to be killed.
+            async_io::Timer::after(Duration::from_secs(60)).await;
+            panic!("the creator was not killed");
+        }),
+        "attacher" => run(async {
+            let local = local_thread();
+            let p = PersistentThread::attach(&local, path.unwrap())
+                .await
+                .unwrap();
+            let pid: i32 = std::env::var(PID_ENV).unwrap().parse().unwrap();
+            assert_eq!(p.task().getpid().await.unwrap().as_raw(), pid);
+            assert_eq!(p.local_pid().map(|p| p.as_raw()), Some(pid));
+            assert_ne!(pid as u32, std::process::id());
+            // Its environment is the creator's.
+            assert_eq!(
+                p.environ().get(MARK_ENV).map(|v| v.into_string().unwrap()),
+                std::env::var(MARK_ENV).ok()
+            );
+            // Memory moves in-band: a pipe round trip, and an fd passed to us.
+            pipe_round_trip(&p, b"from another program").await;
+            let ours = local.pipe().await.unwrap();
+            let theirs = p.pass_fd(&ours.write).await.unwrap();
+            p.task().write_all_bytes(&theirs, b"passed").await.unwrap();
+            assert_eq!(
+                local.task().read_bytes(&ours.read, 6).await.unwrap(),
+                b"passed"
+            );
+            // Our server code is not mapped in its address space: clone is refused.
+            let e = p.clone(CLONE::empty()).await.unwrap_err();
+            assert!(e.to_string().contains("another address space"), "{e}");
+            assert!(p.exit(0).await.unwrap().is_none());
+            println!("ATTACHED=ok");
+        }),
+        "survive" | "die" => scenario(mode == "survive"),
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+/// A creator makes a persistent thread (made persistent or not), is `SIGKILL`ed; then the
+/// thread is attached to and exited from a third program, or is seen dead.
+fn scenario(make_persistent: bool) {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) changes only this process's attribute.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
+    let dir = TempDir::new("persist-scenario");
+    let path = dir.join("sock");
+    let mut envs = vec![(PATH_ENV, path.to_str().unwrap().to_owned())];
+    if make_persistent {
+        envs.push((MARK_ENV, "marked".to_owned()));
+    }
+    let mut creator = spawn_mode("creator", &envs);
+    let pid: i32 = read_value(&mut creator, "PID").parse().unwrap();
+    let _kill = KillOnDrop(pid);
+    assert!(exists(pid));
+    creator.kill().unwrap();
+    creator.wait().unwrap();
+    if make_persistent {
+        envs.push((PID_ENV, pid.to_string()));
+        let mut attacher = spawn_mode("attacher", &envs);
+        assert_eq!(read_value(&mut attacher, "ATTACHED"), "ok");
+        assert!(attacher.wait().unwrap().success());
+        // Orphaned to us: it exited with 0.
+        let status = reap(pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
+        assert!(!path.exists(), "the socket file was left behind");
+    } else {
+        // Killed with its creator (its parent-death signal).
+        let status = reap(pid);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "{status:#x}"
+        );
+        // Its socket file is left behind, and says so when attached to.
+        assert!(path.exists());
+        let e = run(PersistentThread::attach(&local_thread(), &path)).unwrap_err();
+        assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
+    }
+    reap_all();
+    println!("SCENARIO=ok");
+}
+
+/// SIGKILLs a process when dropped (a failing scenario must not leave a persistent thread
+/// behind); harmless once it is reaped, as its pid is then not ours to reuse before the
+/// scenario process ends... so it is only sent if the process is still there.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() && exists(self.0) {
+            // SAFETY: kill takes no pointers.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Runs scenario `mode` in a process of its own; checks it succeeded.
+fn run_scenario(mode: &str) {
+    let mut s = spawn_mode(mode, &[]);
+    assert_eq!(read_value(&mut s, "SCENARIO"), "ok");
+    let status = s.wait().unwrap();
+    assert!(status.success(), "scenario {mode}: {status}");
+}
+
+#[test]
+fn made_persistent_survives_creator_sigkill_and_is_attached_from_another_program() {
+    let _g = serial();
+    run_scenario("survive");
+}
+
+#[test]
+fn not_made_persistent_dies_with_its_creator() {
+    let _g = serial();
+    run_scenario("die");
+}
+
+#[test]
+fn reconnect_through_itself_is_refused() {
+    let _g = serial();
+    let dir = TempDir::new("persist-self");
+    let path = dir.join("sock");
+    run(async {
+        let p = local_thread().clone_persistent(&path).await.unwrap();
+        let e = p.reconnect(&p).await.unwrap_err();
+        assert!(e.to_string().contains("through itself"), "{e}");
+        // Refused before disconnecting: it still works.
+        pipe_round_trip(&p, b"still connected").await;
+        p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
+    });
+}
+
+/// Polls `fut` up to `n` times, letting the reactor run in between; drops it if it has not
+/// completed.
+async fn poll_then_drop<F: std::future::Future>(fut: F, n: usize) -> Option<F::Output> {
+    let mut fut = Box::pin(fut);
+    for _ in 0..n {
+        if let Some(out) = futures_lite::future::poll_once(&mut fut).await {
+            return Some(out);
+        }
+        async_io::Timer::after(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+#[test]
+fn dropping_clone_persistent_at_any_point_leaves_nothing() {
+    let _g = serial();
+    let dir = TempDir::new("persist-cancel-clone");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    let path = dir.join("sock");
+    for n in 0..200 {
+        let done = run(async {
+            let local = local_thread();
+            match poll_then_drop(local.clone_persistent(&path), n).await {
+                Some(p) => {
+                    p.unwrap()
+                        .exit(0)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .wait()
+                        .await
+                        .unwrap();
+                    true
+                }
+                None => false,
+            }
+        });
+        assert!(
+            eventually(|| !path.exists()),
+            "dropped after {n} polls: the socket file was left behind"
+        );
+        assert!(
+            eventually(|| rsyscall_tests::procs::children().is_empty()),
+            "dropped after {n} polls: children left: {:?}",
+            rsyscall_tests::procs::children()
+        );
+        if done {
+            // Dropped at every earlier point: some of them inside the clone.
+            assert!(n > 3, "clone_persistent completed after only {n} polls");
+            eprintln!("clone_persistent completed after {n} polls");
+            break;
+        }
+        assert!(n < 199, "clone_persistent never completed");
+    }
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
+
+#[test]
+fn dropping_reconnect_at_any_point_leaves_it_reconnectable() {
+    let _g = serial();
+    let dir = TempDir::new("persist-cancel-reconnect");
+    warm_up(&dir);
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        // Through a child thread: its socket and connect go over its connection, so the
+        // reconnect is pending at many points.
+        let via = local.clone(CLONE::empty()).await.unwrap();
+        let fds_before = open_fds();
+        for n in 0..200 {
+            let done = poll_then_drop(p.reconnect(&via), n).await.is_some();
+            // Whatever the dropped reconnect left, a full one works.
+            p.reconnect(&via).await.unwrap();
+            pipe_round_trip(&p, b"after a dropped reconnect").await;
+            if done {
+                assert!(n > 1, "reconnect completed after only {n} polls");
+                eprintln!("reconnect completed after {n} polls");
+                break;
+            }
+            assert!(n < 199, "reconnect never completed");
+        }
+        assert!(
+            eventually(|| open_fds() <= fds_before),
+            "fds leaked: {} before, {} after",
+            fds_before,
+            open_fds()
+        );
+        via.exit(0).await.unwrap().wait().await.unwrap();
+        p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn calls_wait_while_disconnected_and_the_next_reconnect_serves_them() {
+    let _g = serial();
+    let dir = TempDir::new("persist-wait");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        let pid = p.task().getpid().await.unwrap();
+        // A client that connects first and says nothing: the server takes it once we hang
+        // up, and waits for its handshake, so our reconnect is not answered.
+        let squatter = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let e = p.reconnect(&local).await.unwrap_err();
+        assert!(matches!(e, PersistentError::Busy { .. }), "{e:?}");
+        // Disconnected: a call waits (it is still pending after a while; dropping it,
+        // as here, cancels it before anything is sent).
+        assert!(
+            poll_then_drop(p.task().getpid(), 50).await.is_none(),
+            "a call completed with no connection"
+        );
+        // A call that waits is served by the next reconnect.
+        drop(squatter);
+        let (r, got) = futures_lite::future::zip(
+            async {
+                // Let the call start waiting first.
+                async_io::Timer::after(Duration::from_millis(20)).await;
+                p.reconnect(&local).await
+            },
+            p.task().getpid(),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(got.unwrap(), pid);
+        p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn make_persistent_clears_the_death_signal_and_starts_a_session() {
+    let _g = serial();
+    let dir = TempDir::new("persist-make");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        assert_eq!(
+            p.task().get_pdeathsig().await.unwrap(),
+            Some(rsyscall::Signal::SIGKILL)
+        );
+        p.make_persistent().await.unwrap();
+        let pid = p.task().getpid().await.unwrap();
+        assert_eq!(p.task().get_pdeathsig().await.unwrap(), None);
+        // Its own process group (and session: setsid makes both).
+        assert_eq!(p.task().getpgid(pid).await.unwrap(), pid);
+        // Still reconnectable from here, and its creator still gets its monitor.
+        p.reconnect(&local).await.unwrap();
+        pipe_round_trip(&p, b"persistent").await;
+        let monitor = p
+            .exit(5)
+            .await
+            .unwrap()
+            .expect("the creator keeps the monitor");
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(5));
+    });
+    assert!(!path.exists());
+}
+
+/// A fake server at `path` that accepts one connection, reads the count and the fd
+/// message's byte, and then answers `reply` and hangs up.
+fn fake_server(path: &Path, reply: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        // The count and the one-byte payload (its fds are closed by the kernel).
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).unwrap();
+        let _ = conn.write_all(&reply);
+    })
+}
+
+#[test]
+fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
+    let _g = serial();
+    let dir = TempDir::new("persist-fake");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    run(async {
+        let local = local_thread();
+        // Hangs up without answering.
+        let path = dir.join("mute");
+        let server = fake_server(&path, Vec::new());
+        let e = PersistentThread::attach(&local, &path).await.unwrap_err();
+        assert!(matches!(e, PersistentError::Handshake { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("not a persistent rsyscall server"),
+            "{e}"
+        );
+        server.join().unwrap();
+        // Answers negative fd numbers.
+        let path = dir.join("liar");
+        let server = fake_server(
+            &path,
+            [(-1i32).to_le_bytes(), (-5i32).to_le_bytes()].concat(),
+        );
+        let e = PersistentThread::attach(&local, &path).await.unwrap_err();
+        assert!(matches!(e, PersistentError::Handshake { .. }), "{e:?}");
+        server.join().unwrap();
+    });
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
