@@ -597,10 +597,23 @@ pub async fn stdin_bootstrap_with_helper(
         }
         Outcome::Ended(state) => {
             let state = state?;
-            return Err(Error::LauncherFailed {
-                command: description,
-                state,
-                stderr: read_stderr().unwrap_or_default(),
+            // A helper that lied and exited at once may end before its lie is read: what
+            // it sent is still in the socket, and decides which error this is.
+            let late =
+                futures_lite::future::or(async { Some(read_stdin_describe(&data).await) }, async {
+                    async_io::Timer::after(LAUNCHER_GRACE).await;
+                    None
+                })
+                .await;
+            return Err(match late {
+                Some(Err(e @ Error::Handshake { .. })) if !matches!(&e, Error::Handshake { detail, .. } if detail.starts_with(NOTHING_SENT)) => {
+                    e
+                }
+                _ => Error::LauncherFailed {
+                    command: description,
+                    state,
+                    stderr: read_stderr().unwrap_or_default(),
+                },
             });
         }
     };
