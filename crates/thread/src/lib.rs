@@ -250,6 +250,7 @@ mod reaper;
 mod service;
 #[cfg(doctest)]
 mod soundness;
+mod stub;
 pub mod syscall_connection;
 mod tempdir;
 mod thread;
@@ -267,6 +268,7 @@ pub use epoller::Epoller;
 pub use monitor::AsyncChildProcess;
 pub use persistent::{HANDSHAKE_TIMEOUT, PersistentError, PersistentThread};
 pub use read_buffer::AsyncReadBuffer;
+pub use stub::{STUB_HANDSHAKE_TIMEOUT, StubServer, UNIX_STUB, UNIX_STUB_SOCK_PATH_ENV};
 pub use syscall_connection::SyscallConnection;
 pub use tempdir::TempDir;
 pub use thread::{ChildThread, EnvironmentRef, ExecError, Thread, local_thread};
