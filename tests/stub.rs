@@ -760,3 +760,68 @@ fn dropping_the_server_removes_its_files_and_leaks_nothing() {
         assert_eq!(left, [os("taken")], "nothing else left in the directory");
     });
 }
+
+/// Set in the copy of this test binary that
+/// `make_works_with_a_relative_libexec_dir` runs.
+const RELATIVE_CHILD: &str = "RSYSCALL_STUB_TEST_RELATIVE_CHILD";
+
+/// With `RSYSCALL_LIBEXEC_DIR` relative, the wrapper `make` writes still finds the stub
+/// when run from another directory. The test binary runs itself (this test only) with
+/// the variable relative to its working directory, as the library reads it at startup.
+#[test]
+fn make_works_with_a_relative_libexec_dir() {
+    if std::env::var_os(RELATIVE_CHILD).is_some() {
+        relative_child();
+        return;
+    }
+    let libexec = std::fs::canonicalize(rsyscall_tests::server::libexec_dir()).expect("libexec");
+    let parent = libexec.parent().expect("parent");
+    let relative = libexec.file_name().expect("name");
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "make_works_with_a_relative_libexec_dir",
+            "--nocapture",
+        ])
+        .current_dir(parent)
+        .env("RSYSCALL_LIBEXEC_DIR", relative)
+        .env(RELATIVE_CHILD, "1")
+        .output()
+        .expect("run this test binary");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the copy failed: {out:?}"
+    );
+}
+
+/// The copy's body: the wrapper run from `/` must reach the stub.
+fn relative_child() {
+    run(async {
+        let dir = TempDir::new("stub-relative");
+        let server = StubServer::make(&local_thread(), dir.path(), "mocked")
+            .await
+            .expect("make");
+        let script = format!("cd / && '{}' from-root", dir.join("mocked").display());
+        let launcher = local_thread()
+            .clone(rsyscall::CLONE::empty())
+            .await
+            .expect("clone")
+            .exec(sh(&script).await)
+            .await
+            .expect("exec");
+        // The launcher failing to run the stub must not leave accept waiting.
+        let accepted = futures_lite::future::or(
+            async { Some(server.accept().await.expect("accept")) },
+            async {
+                let state = launcher.wait().await.expect("wait");
+                panic!("the launcher ended first: {state:?}");
+            },
+        )
+        .await;
+        let (argv, stub) = accepted.expect("accepted");
+        assert_eq!(argv[1], "from-root");
+        stub.exit(0).await.expect("exit");
+        assert_eq!(launcher.wait().await.expect("wait"), ChildState::Exited(0));
+        server.close().await.expect("close");
+    });
+}

@@ -158,6 +158,8 @@ impl StubServer {
     /// As [`StubServer::listen_on`]: what it made is removed.
     pub async fn make(thread: &Thread, dir: impl AsRef<Path>, name: &str) -> Result<StubServer> {
         let stub = crate::libexec::helper_path(UNIX_STUB)?;
+        // The wrapper runs wherever its launcher is: a relative libexec path would not do.
+        let stub = std::path::absolute(&stub).map_err(io("making the stub's path absolute"))?;
         StubServer::make_with_stub(thread, dir, name, &stub).await
     }
 
