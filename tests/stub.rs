@@ -22,6 +22,37 @@ use rsyscall_tests::server::wait_with_deadline;
 use rsyscall_tests::tasks::run;
 use rsyscall_tests::tmp::TempDir;
 
+/// Keeps the warnings the library logs, for tests that check what it reported.
+struct Warnings(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Warnings {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            w.push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static WARNINGS: Warnings = Warnings(std::sync::Mutex::new(Vec::new()));
+
+/// Installs the warning collector (once) and returns the warnings logged so far, taking
+/// them.
+fn take_warnings() -> Vec<String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _ = log::set_logger(&WARNINGS);
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    std::mem::take(&mut *WARNINGS.0.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 async fn which(name: &str) -> Command {
     local_thread()
         .environ()
@@ -478,6 +509,7 @@ fn connections_from_other_uids_are_refused() {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         assert_eq!(server.allowed_uids(), [0], "ours");
         // nobody connects first; then one of ours, through the wrapper.
+        take_warnings();
         let mut nobody = stub_as_nobody(&stub, &socket);
         let wrapper = dir.join("ours");
         std::fs::write(&wrapper, StubServer::wrapper_script(&socket, &stub)).expect("write");
@@ -501,6 +533,12 @@ fn connections_from_other_uids_are_refused() {
         std::io::Read::read_to_string(&mut nobody.stderr.take().unwrap(), &mut err)
             .expect("stderr");
         assert!(err.contains("expected one message with 4 fds"), "{err}");
+        let refused = format!("refused a connection from pid {} uid 65534", nobody.id());
+        let warnings = take_warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains(&refused)),
+            "logged: {warnings:?}"
+        );
         server.close().await.expect("close");
         assert!(!socket.exists(), "the socket file was removed");
 
@@ -541,6 +579,7 @@ fn bad_peers_are_skipped() {
         .await;
         assert_eq!(state, ChildState::Exited(0));
         let before = usage().await;
+        take_warnings();
         // Connects and hangs up at once.
         drop(UnixStream::connect(&socket).expect("connect"));
         // Sends garbage on the connection and hangs up.
@@ -577,6 +616,12 @@ fn bad_peers_are_skipped() {
         assert_eq!(state, ChildState::Exited(0));
         assert_eq!(wait_with_deadline(&mut fake_malformed).code(), Some(0));
         drop(silent);
+        // Each bad peer was logged: the silent one after the timeout, the others at once
+        // (the killed stub may have died before it connected).
+        let warnings = take_warnings();
+        let dropped = |what: &str| warnings.iter().filter(|w| w.contains(what)).count();
+        assert_eq!(dropped("did not describe itself within"), 1, "{warnings:?}");
+        assert!(dropped("dropped a connection") >= 4, "{warnings:?}");
         let after = usage().await;
         assert!(
             after.0 <= before.0 && after.1 == before.1,
