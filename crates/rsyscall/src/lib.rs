@@ -48,6 +48,7 @@ pub use rsyscall_near::{
 };
 pub use rsyscall_thread::{
     AsyncChildProcess, BootstrapParts, ChildThread, CloneOptions, Command, Environment, ExecError,
-    HANDSHAKE_TIMEOUT, PersistentError, PersistentThread, THREAD_UNSHARE_FLAGS, TempDir, Thread,
-    local_thread, stdin_bootstrap, stdin_bootstrap_with_helper, write_user_mappings,
+    HANDSHAKE_TIMEOUT, PersistentError, PersistentThread, StubServer, THREAD_UNSHARE_FLAGS,
+    TempDir, Thread, local_thread, stdin_bootstrap, stdin_bootstrap_with_helper,
+    write_user_mappings,
 };

@@ -350,8 +350,14 @@ async fn identity<T: Copy>(
     Ok(*map.entry(link).or_insert_with(|| make(task.pid())))
 }
 
-/// Reads exactly `buf.len()` bytes; `what` names them in the error.
-async fn read_exact(sock: &Async<UnixStream>, buf: &mut [u8], what: &str) -> Result<()> {
+/// Reads exactly `buf.len()` bytes from `helper`'s data socket; `what` names them in the
+/// error.
+pub(crate) async fn read_exact(
+    sock: &Async<UnixStream>,
+    buf: &mut [u8],
+    helper: &'static str,
+    what: &str,
+) -> Result<()> {
     let mut done = 0;
     while done < buf.len() {
         let n = (&*sock)
@@ -363,7 +369,7 @@ async fn read_exact(sock: &Async<UnixStream>, buf: &mut [u8], what: &str) -> Res
             })?;
         if n == 0 {
             return Err(Error::Handshake {
-                helper: STDIN_BOOTSTRAP,
+                helper,
                 detail: if done == 0 {
                     format!("{NOTHING_SENT} {what} (nothing was sent)")
                 } else {
@@ -376,27 +382,31 @@ async fn read_exact(sock: &Async<UnixStream>, buf: &mut [u8], what: &str) -> Res
     Ok(())
 }
 
-/// Reads `count` strings (each a `u64` length and its bytes) from a helper's data socket.
-pub(crate) async fn read_strings(sock: &Async<UnixStream>, count: u64) -> Result<Vec<OsString>> {
+/// Reads `count` strings (each a `u64` length and its bytes) from `helper`'s data socket.
+pub(crate) async fn read_strings(
+    sock: &Async<UnixStream>,
+    count: u64,
+    helper: &'static str,
+) -> Result<Vec<OsString>> {
     if count > MAX_ENV_STRINGS {
         return Err(Error::Handshake {
-            helper: STDIN_BOOTSTRAP,
+            helper,
             detail: format!("it announced {count} strings (more than {MAX_ENV_STRINGS})"),
         });
     }
     let mut out = Vec::with_capacity(count as usize);
     for i in 0..count {
         let mut len = [0u8; 8];
-        read_exact(sock, &mut len, &format!("the length of string {i}")).await?;
+        read_exact(sock, &mut len, helper, &format!("the length of string {i}")).await?;
         let len = u64::from_le_bytes(len);
         if len > MAX_STRING_LEN {
             return Err(Error::Handshake {
-                helper: STDIN_BOOTSTRAP,
+                helper,
                 detail: format!("string {i} is {len} bytes long (at most {MAX_STRING_LEN})"),
             });
         }
         let mut s = vec![0u8; len as usize];
-        read_exact(sock, &mut s, &format!("string {i}")).await?;
+        read_exact(sock, &mut s, helper, &format!("string {i}")).await?;
         out.push(OsString::from_vec(s));
     }
     Ok(out)
@@ -407,7 +417,7 @@ async fn read_stdin_describe(
     sock: &Async<UnixStream>,
 ) -> Result<(StdinBootstrapDescribe, Vec<OsString>)> {
     let mut buf = [0u8; StdinBootstrapDescribe::SIZE];
-    read_exact(sock, &mut buf, "the describe struct").await?;
+    read_exact(sock, &mut buf, STDIN_BOOTSTRAP, "the describe struct").await?;
     let d = StdinBootstrapDescribe::from_bytes(&buf);
     let fds = [d.syscall_fd, d.data_fd, d.connecting_fd];
     let distinct = fds[0] != fds[1] && fds[1] != fds[2] && fds[0] != fds[2];
@@ -422,7 +432,7 @@ async fn read_stdin_describe(
             ),
         });
     }
-    let env = read_strings(sock, d.envp_count).await?;
+    let env = read_strings(sock, d.envp_count, STDIN_BOOTSTRAP).await?;
     Ok((d, env))
 }
 

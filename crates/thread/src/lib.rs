@@ -117,6 +117,12 @@
 //!   bound it. Made persistent, or [attached](PersistentThread::attach), dropping only
 //!   closes our connection: the thread waits for the next one. A persistent thread killed
 //!   with its creator (the creator itself killed) leaves its socket file behind.
+//! - [`StubServer`]: closes its listening socket and removes, through its thread on the
+//!   reaper thread, the socket file it bound ([`StubServer::listen_on`]) or the private
+//!   directory holding it and the wrapper it wrote ([`StubServer::make`]);
+//!   [`StubServer::close`] does the same at once and reports errors. Connections still
+//!   queued are reset (their stubs exit with status 1); stub threads already accepted are
+//!   bootstrapped threads as above, untouched.
 //! - [`Command`] and [`Environment`] are plain values.
 //!
 //! ## Dropping futures
@@ -185,6 +191,12 @@
 //!   dropped reconnect leaves the thread disconnected until the next one. **A syscall on a
 //!   disconnected persistent thread** waits for the next reconnect; dropped while waiting,
 //!   it was never sent.
+//! - **[`StubServer::listen_on`]** and **[`StubServer::make`]**: once polled they complete
+//!   in the background, and the [`StubServer`] they made is then dropped (its files
+//!   removed). **[`StubServer::accept`]**, dropped at any point, leaks nothing: a
+//!   connection it took but had not answered is closed, our ends of the stub's sockets
+//!   with it, so the stub's handshake fails or its server reads EOF, and it exits (with
+//!   status 1 or 0); a connection still queued stays for the next `accept`.
 //! - **Moving fds** ([`Thread::pass_fd`], [`Thread::open_channels`],
 //!   [`Thread::open_async_channels`], [`Connection::send_to_remote`],
 //!   [`Connection::recv_from_remote`], and the moves inside [`Thread::clone`] and
@@ -250,6 +262,7 @@ mod reaper;
 mod service;
 #[cfg(doctest)]
 mod soundness;
+mod stub;
 pub mod syscall_connection;
 mod tempdir;
 mod thread;
@@ -267,6 +280,7 @@ pub use epoller::Epoller;
 pub use monitor::AsyncChildProcess;
 pub use persistent::{HANDSHAKE_TIMEOUT, PersistentError, PersistentThread};
 pub use read_buffer::AsyncReadBuffer;
+pub use stub::{STUB_HANDSHAKE_TIMEOUT, StubServer, UNIX_STUB, UNIX_STUB_SOCK_PATH_ENV};
 pub use syscall_connection::SyscallConnection;
 pub use tempdir::TempDir;
 pub use thread::{ChildThread, EnvironmentRef, ExecError, Thread, local_thread};
