@@ -13,7 +13,8 @@
 //!   address space are untouched by a reconnect, so every handle stays valid.
 //! - [`PersistentThread::attach`] is the same handshake from a program that knows only the
 //!   path: the task is rebuilt from what the process says about itself
-//!   ([`discover`]), its memory reached in-band over the connection.
+//!   (`remote::remote_task`, shared with bootstrapped threads), its memory reached in-band
+//!   over the connection.
 //!
 //! # Safety
 //! [`attach`](PersistentThread::attach) makes a [`Task`] and its [`Memory`] for a process
@@ -40,10 +41,10 @@ use std::time::Duration;
 
 use async_io::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use rsyscall_far as far;
+#[cfg(doc)]
+use rsyscall_handle::Memory;
 use rsyscall_handle::{
-    BoxFuture, Error, FdTableState, FileDescriptor, Memory, Result, Task, Transport,
-    local_namespaces,
+    BoxFuture, Error, FileDescriptor, Result, Task, Transport, local_namespaces,
 };
 use rsyscall_near::{
     self as near, AF, AT, Address, Errno, NotSent, O, PIDFD, Request, SOCK, SockType, SyscallError,
@@ -55,6 +56,7 @@ use crate::clone::CloneOptions;
 use crate::command::{Environment, SharedEnvironment};
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
+use crate::remote::{RemoteTask, remote_task};
 use crate::syscall_connection::SyscallConnection;
 use crate::thread::{ChildThread, Thread};
 
@@ -674,26 +676,16 @@ impl PersistentThread {
             },
         )?;
         let iface = Arc::new(Reconnecting::new(conn, None));
-        let found = discover(&iface).await?;
-        let local_pid = found.local_pid;
+        // SAFETY: see the module's Safety section: `iface` runs syscalls in the process, a
+        // clone child with an fd table of its own in an address space no task of ours
+        // names (its creator's identities are unknown here), and reaches its memory
+        // in-band.
+        let RemoteTask { task, local_pid } =
+            unsafe { remote_task(iface.clone(), iface.clone(), iface.clone(), None) }.await?;
         let current = lock(&iface.slot).conn.clone();
         if let (Some(pid), Some(conn)) = (local_pid, current) {
             watch_pid(&conn, pid).await?;
         }
-        // SAFETY: see the module's Safety section: `iface` runs syscalls in the process
-        // and `found.memory` reaches its memory in-band; the address space and fd table
-        // identities are new (the probe task that shared them is gone), the namespaces
-        // local only where the process's own links say so.
-        let task = unsafe {
-            Task::new(
-                iface.clone(),
-                found.pid,
-                found.namespaces,
-                found.fd_table,
-                found.memory,
-                None,
-            )
-        };
         // SAFETY: the server received this fd in the handshake and gave us its number; no
         // other handle exists for it.
         let remote =
@@ -763,102 +755,6 @@ async fn read_environ(task: &Task) -> Result<Environment> {
             .filter(|s| !s.is_empty())
             .map(<[u8]>::to_vec),
     ))
-}
-
-/// What [`discover`] learns about a process from the process itself.
-pub(crate) struct Discovered {
-    /// Its pid in its own pid namespace.
-    pub(crate) pid: near::Pid,
-    /// Its pid in ours, if it is in ours.
-    pub(crate) local_pid: Option<near::Pid>,
-    /// Its namespaces: the local identity where its `/proc/self/ns` link equals ours, a new
-    /// one (created by `pid`) otherwise; the fd table and address space are always new.
-    pub(crate) namespaces: far::Namespaces,
-    /// The allocator of its address space (in-band), for the task to keep.
-    pub(crate) memory: Arc<Memory>,
-    /// The state of its fd table (a new identity), for the task to keep.
-    pub(crate) fd_table: Arc<FdTableState>,
-}
-
-/// Rediscovers a process's pid and namespaces through `iface`, a syscall interface to it
-/// that also reaches its memory in-band: `getpid`, then `/proc/self/ns/{pid,mnt,net}`
-/// read there and compared with ours. Returns the allocator it made for that address
-/// space, which the caller's task must use (one allocator per address space identity).
-///
-/// Kept apart so that it can be merged with the bootstrap's equivalent.
-pub(crate) async fn discover(iface: &Arc<Reconnecting>) -> Result<Discovered> {
-    let pid = near::getpid(&**iface)
-        .await
-        .map_err(|source| Error::Syscall {
-            syscall: "getpid",
-            pid: 0,
-            source,
-        })?;
-    // Every identity new, so nothing of ours is claimed; the namespaces found below
-    // replace some of them.
-    let fresh = far::Namespaces {
-        fd_table: far::FdTable::new(pid),
-        address_space: far::AddressSpace::new(pid),
-        pidns: far::PidNamespace::new(pid),
-        mountns: far::MountNamespace::new(pid),
-        netns: far::NetNamespace::new(pid),
-    };
-    // SAFETY: `iface` runs syscalls in that process and reaches its memory in-band; the
-    // address space identity is new, used by this allocator alone (the caller's task
-    // takes it over).
-    let memory = unsafe { Memory::new(fresh.address_space, iface.clone(), iface.clone()) };
-    let fd_table = FdTableState::new(fresh.fd_table);
-    // SAFETY: as above; the table identity is new and its state fresh, handed over with
-    // the allocator.
-    let probe = unsafe {
-        Task::new(
-            iface.clone(),
-            pid,
-            fresh,
-            fd_table.clone(),
-            memory.clone(),
-            None,
-        )
-    };
-    let same = |name: &str, theirs: Option<Vec<u8>>| -> bool {
-        let ours = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
-        match (ours, theirs) {
-            (Some(o), Some(t)) => o.into_os_string().into_vec() == t,
-            _ => false,
-        }
-    };
-    let link = |name: &'static str| {
-        let probe = &probe;
-        async move {
-            probe
-                .readlinkat(None, format!("/proc/self/ns/{name}").as_str())
-                .await
-                .ok()
-        }
-    };
-    let local = local_namespaces();
-    let same_pidns = same("pid", link("pid").await);
-    let namespaces = far::Namespaces {
-        pidns: if same_pidns { local.pidns } else { fresh.pidns },
-        mountns: if same("mnt", link("mnt").await) {
-            local.mountns
-        } else {
-            fresh.mountns
-        },
-        netns: if same("net", link("net").await) {
-            local.netns
-        } else {
-            fresh.netns
-        },
-        ..fresh
-    };
-    Ok(Discovered {
-        pid,
-        local_pid: same_pidns.then_some(pid),
-        namespaces,
-        memory,
-        fd_table,
-    })
 }
 
 /// Connects to `path` through `via` and moves the connected socket to the local table.
