@@ -751,3 +751,79 @@ fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
         open_fds()
     );
 }
+
+/// Attaches to the thread at `path` and returns how many fds its table holds once the
+/// attach is up (after one more syscall, so that closes queued by the attach are sent),
+/// then drops the attached value: its program is gone as far as the thread can tell.
+async fn attach_and_count(path: &Path, pid: i32) -> usize {
+    let p = PersistentThread::attach(&local_thread(), path)
+        .await
+        .unwrap();
+    // The thread is in our pid namespace here.
+    assert_eq!(p.task().getpid().await.unwrap().as_raw(), pid);
+    rsyscall_tests::procs::open_fds_of(pid)
+}
+
+#[test]
+fn attaching_again_and_again_leaves_no_fd_behind() {
+    let _g = serial();
+    let dir = TempDir::new("persist-reattach");
+    let path = dir.join("sock");
+    warm_up(&dir);
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        p.make_persistent().await.unwrap();
+        let pid = p.local_pid().unwrap().as_raw();
+        let _kill = KillOnDrop(pid);
+        // The creator's value goes: its connection (and its fd-passing socket's peer)
+        // with it, as when its program ends. The thread is still our child: its monitor
+        // reaps it once it exits.
+        drop(p);
+        let counts = [
+            attach_and_count(&path, pid).await,
+            attach_and_count(&path, pid).await,
+            attach_and_count(&path, pid).await,
+            attach_and_count(&path, pid).await,
+        ];
+        assert!(
+            counts.windows(2).all(|w| w[0] == w[1]),
+            "the thread's fd count grows with each attach: {counts:?}"
+        );
+        let last = PersistentThread::attach(&local, &path).await.unwrap();
+        assert_eq!(last.exit(0).await.unwrap().map(|_| ()), None);
+        assert!(eventually(|| !exists(pid)), "the thread did not end");
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_attached_thread_keeps_its_listening_socket_through_cloexec_closing() {
+    let _g = serial();
+    let dir = TempDir::new("persist-attach-listen");
+    let path = dir.join("sock");
+    warm_up(&dir);
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        p.make_persistent().await.unwrap();
+        let pid = p.local_pid().unwrap().as_raw();
+        let _kill = KillOnDrop(pid);
+        drop(p);
+        // Attached under another spelling of the path: the listening socket is found by
+        // the file it is bound to, not by its name.
+        let relative = dir.join(".").join("sock");
+        let a = PersistentThread::attach(&local, &relative).await.unwrap();
+        // Closes every close-on-exec fd no handle names, except the server's own.
+        a.do_cloexec_except(&[]).await.unwrap();
+        drop(a);
+        let b = PersistentThread::attach(&local, &path).await.unwrap();
+        b.unshare_files(false).await.unwrap();
+        drop(b);
+        let c = PersistentThread::attach(&local, &path).await.unwrap();
+        pipe_round_trip(&c, b"still listening").await;
+        assert_eq!(c.exit(0).await.unwrap().map(|_| ()), None);
+        assert!(eventually(|| !exists(pid)), "the thread did not end");
+    });
+    assert!(!path.exists());
+}

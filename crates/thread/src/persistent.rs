@@ -35,7 +35,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -144,8 +144,8 @@ struct Slot {
 pub(crate) struct Reconnecting {
     slot: Mutex<Slot>,
     /// The listening socket's number in the thread's table (owned by its server), if
-    /// known: an attached thread does not learn it.
-    listen_fd: Option<near::FileDescriptor>,
+    /// known: set at creation, or found by an attach ([`scan_table`]).
+    listen_fd: OnceLock<near::FileDescriptor>,
     /// Serializes reconnects.
     reconnecting: async_lock::Mutex<()>,
 }
@@ -170,7 +170,7 @@ impl Reconnecting {
                 dead: false,
                 waiters: Vec::new(),
             }),
-            listen_fd,
+            listen_fd: listen_fd.map(OnceLock::from).unwrap_or_default(),
             reconnecting: async_lock::Mutex::new(()),
         }
     }
@@ -178,7 +178,8 @@ impl Reconnecting {
     /// The fds of the thread's table its server owns: the listening socket, and the socket
     /// it serves on now (if connected).
     pub(crate) fn server_fds(&self) -> Vec<near::FileDescriptor> {
-        let mut fds: Vec<near::FileDescriptor> = self.listen_fd.into_iter().collect();
+        let mut fds: Vec<near::FileDescriptor> =
+            self.listen_fd.get().copied().into_iter().collect();
         if let Some(conn) = &lock(&self.slot).conn {
             fds.push(conn.server_fd());
         }
@@ -364,7 +365,9 @@ impl Transport for Reconnecting {
 /// # Limits
 /// A persistent thread has no root epoller ([`Thread::make_root_epoller`] refuses): its
 /// syscall socket changes at each reconnect. It cannot exec (exec a child cloned from it).
-/// An attached one does not know the number of its listening socket, so
+/// An attached one finds the number of its listening socket in its table (see
+/// [`attach`](PersistentThread::attach)); if it cannot (a socket bound through
+/// `/proc/self/fd/N/...` because its path was longer than `sun_path`),
 /// [`Thread::unshare_files`] without `going_to_exec` (or [`Thread::do_cloexec_except`])
 /// closes it there: the thread then serves its current connection and exits when that
 /// ends. An attached thread is in an address space of its own to us, so
@@ -379,6 +382,10 @@ pub struct PersistentThread {
     owned: Mutex<Owned>,
     /// The thread's pid as seen by the local process, if it is in our pid namespace.
     local_pid: Option<near::Pid>,
+    /// A pidfd of the thread in the local table, opened by the thread itself (so it names
+    /// that process and no other, whatever its pid namespace): each connection's hangup
+    /// signal is a copy. `None` if the kernel could not make one.
+    pidfd: Option<OwnedFd>,
 }
 
 /// What a [`PersistentThread`] made by this program holds for its creator.
@@ -468,6 +475,7 @@ impl Thread {
             None
         };
         let thread = child.duplicate();
+        let pidfd = own_pidfd(&thread).await;
         let creator = guard.disarm();
         Ok(PersistentThread {
             thread,
@@ -479,6 +487,7 @@ impl Thread {
                 creator,
             }),
             local_pid,
+            pidfd,
         })
     }
 }
@@ -597,8 +606,8 @@ impl PersistentThread {
         Ok(())
     }
 
-    /// A connection on `access`, hung up when the thread's process exits (if we can watch
-    /// it: it is in our pid namespace).
+    /// A connection on `access`, hung up when the thread's process exits (watched through
+    /// the thread's own pidfd, or its pid if no pidfd could be made).
     async fn connection_to(
         &self,
         access: OwnedFd,
@@ -608,8 +617,13 @@ impl PersistentThread {
             what: "registering a connection",
             source,
         })?;
-        if let Some(pid) = self.local_pid {
-            watch_pid(&conn, pid).await?;
+        match &self.pidfd {
+            Some(pidfd) => watch_pidfd(&conn, pidfd)?,
+            None => {
+                if let Some(pid) = self.local_pid {
+                    watch_pid(&conn, pid).await?;
+                }
+            }
         }
         Ok(conn)
     }
@@ -654,6 +668,19 @@ impl PersistentThread {
     /// Its fd table and address space get new identities, so handles of another
     /// [`PersistentThread`] value for the same process are not usable with it.
     ///
+    /// What it finds in the thread's table: the fd-passing socket ends of earlier attaches
+    /// (each bound to an abstract address marking it) whose other end is closed are
+    /// closed, so attaching again and again leaves nothing behind; one whose peer lives
+    /// (another value still holds it) is left alone. (The creator's own fd-passing
+    /// socket is not marked, and stays.) The listening socket is found as the unix socket
+    /// that accepts connections and is bound to the same file as `path` (same device and
+    /// inode, whatever the spelling of the path), so that
+    /// [`Thread::unshare_files`] and [`Thread::do_cloexec_except`] keep it.
+    ///
+    /// The thread's death is watched through a pidfd the thread opens on itself and passes
+    /// to us, so the watch cannot name another process even if the pid was reused, and
+    /// works in any pid namespace.
+    ///
     /// # Errors
     /// As [`PersistentThread::reconnect`]; the errors of the syscalls that discover the
     /// process.
@@ -682,10 +709,6 @@ impl PersistentThread {
         // in-band.
         let RemoteTask { task, local_pid } =
             unsafe { remote_task(iface.clone(), iface.clone(), iface.clone(), None) }.await?;
-        let current = lock(&iface.slot).conn.clone();
-        if let (Some(pid), Some(conn)) = (local_pid, current) {
-            watch_pid(&conn, pid).await?;
-        }
         // SAFETY: the server received this fd in the handshake and gave us its number; no
         // other handle exists for it.
         let remote =
@@ -705,6 +728,27 @@ impl PersistentThread {
             None,
         );
         let _ = thread.inner.persistent.set(Arc::clone(&iface));
+        // Its death hangs the connection up even while other tables hold its socket.
+        let pidfd = own_pidfd(&thread).await;
+        let current = lock(&iface.slot).conn.clone();
+        if let Some(conn) = current {
+            match &pidfd {
+                Some(pidfd) => watch_pidfd(&conn, pidfd)?,
+                None => {
+                    if let Some(pid) = local_pid {
+                        watch_pid(&conn, pid).await?;
+                    }
+                }
+            }
+        }
+        let keep = [
+            near::FileDescriptor::new(server_fd),
+            near::FileDescriptor::new(fdpass_remote),
+        ];
+        let scanned = scan_table(&thread, &keep, via, &path).await?;
+        if let Some(listen) = scanned.listen_fd {
+            let _ = iface.listen_fd.set(listen);
+        }
         Ok(PersistentThread {
             thread,
             iface,
@@ -715,6 +759,7 @@ impl PersistentThread {
                 creator: None,
             }),
             local_pid,
+            pidfd,
         })
     }
 }
@@ -741,6 +786,161 @@ async fn watch_pid(conn: &SyscallConnection, pid: near::Pid) -> Result<()> {
             what: "registering a pidfd",
             source,
         })
+}
+
+/// Registers a copy of `pidfd` as `conn`'s hangup signal.
+fn watch_pidfd(conn: &SyscallConnection, pidfd: &OwnedFd) -> Result<()> {
+    let copy = pidfd.try_clone().map_err(|source| Error::Io {
+        what: "duplicating a pidfd",
+        source,
+    })?;
+    conn.hangup_when_readable(copy).map_err(|source| Error::Io {
+        what: "registering a pidfd",
+        source,
+    })
+}
+
+/// A pidfd of `thread`'s process in the local table: `pidfd_open(getpid())` made by the
+/// thread itself, so it cannot name another process (a pid read from outside may be
+/// reused once the process is reaped by someone else), then moved here over its
+/// [`Connection`]. `None`, logged, if that fails (a kernel without pidfds): the caller
+/// falls back to the local pid, if any.
+async fn own_pidfd(thread: &Thread) -> Option<OwnedFd> {
+    let made = async {
+        let task = thread.task();
+        let pidfd = task.pidfd_open(task.pid(), PIDFD::empty()).await?;
+        let local = thread.thread_to_local(&pidfd).await;
+        pidfd.close().await?;
+        local
+    };
+    match made.await {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!(
+                "pid {}: no pidfd of the persistent thread: {e}",
+                thread.task().pid().as_raw()
+            );
+            None
+        }
+    }
+}
+
+/// The prefix of the abstract address an attach binds its fd-passing socket's remote end
+/// to ([`mark_fdpass`]), so that a later attach knows it in the thread's table.
+const FDPASS_PREFIX: &[u8] = b"rsyscall-persistent-fdpass-";
+
+/// Binds `sock` (the end of an fd-passing socketpair that goes to the thread) to a unique
+/// abstract address starting with [`FDPASS_PREFIX`]: a mark, read back with
+/// `getsockname` by the next attach (binding changes nothing else on a connected
+/// socketpair end).
+fn mark_fdpass(sock: &UnixStream) -> std::io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut name = FDPASS_PREFIX.to_vec();
+    name.extend_from_slice(
+        format!(
+            "{}-{nanos}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+        .as_bytes(),
+    );
+    let addr = nix::sys::socket::UnixAddr::new_abstract(&name)?;
+    nix::sys::socket::bind(sock.as_raw_fd(), &addr)?;
+    Ok(())
+}
+
+/// What [`scan_table`] found in an attached thread's table.
+struct Scanned {
+    /// The listening socket the thread serves at the attach's path.
+    listen_fd: Option<near::FileDescriptor>,
+}
+
+/// Goes through the fds of an attached thread's table once, except `keep` (its new
+/// syscall socket and fd-passing socket):
+/// - closes the fd-passing socket ends of earlier attaches ([`mark_fdpass`]) whose
+///   other end is closed: their program (or its value) is gone, and nothing else in any
+///   program can name them; one whose peer lives is left to it;
+/// - finds the listening socket: a unix socket that accepts connections
+///   (`SO_ACCEPTCONN`), whose bound path, as the thread resolves it, is the file `path`
+///   is as `via` resolves it (same device and inode). A socket bound through
+///   `/proc/self/fd/N/...` of a directory fd (a path longer than `sun_path`) names a
+///   path that no longer resolves: it is not found then.
+async fn scan_table(
+    thread: &Thread,
+    keep: &[near::FileDescriptor],
+    via: &Thread,
+    path: &Path,
+) -> Result<Scanned> {
+    let task = thread.task();
+    let wanted = via
+        .task()
+        .stat(path_bytes(path).as_slice())
+        .await
+        .ok()
+        .map(|st| (st.dev, st.ino));
+    let mut listen_fd = None;
+    for n in crate::unshare::list_fds(task).await? {
+        if keep.contains(&n) {
+            continue;
+        }
+        // SAFETY: `n` is open in the thread's table (just listed) and no handle of ours
+        // names it (the task is new and `keep` holds the fds its handles own); nothing
+        // closes or replaces it while this handle lives (it is used for getsockname,
+        // getsockopt and a peeking recv, and dropped before the close below).
+        let fd = unsafe { FileDescriptor::borrowed(task, n) };
+        let name = match fd.getsockname().await {
+            Ok(rsyscall_handle::structs::AnySockaddr::Un(un)) => un,
+            Ok(_) => continue,
+            Err(e) if e.is_hangup() => return Err(e),
+            Err(_) => continue, // not a socket
+        };
+        if let Some(abs) = name.abstract_name() {
+            if !abs.starts_with(FDPASS_PREFIX) {
+                continue;
+            }
+            let peeked = task
+                .recvfrom_bytes(&fd, 1, near::MSG::PEEK | near::MSG::DONTWAIT)
+                .await;
+            drop(fd);
+            match peeked {
+                // End of stream: its peer is closed.
+                Ok((data, _)) if data.is_empty() => {
+                    // SAFETY: the fd is the thread's end of an earlier attach's
+                    // fd-passing socket, whose other end is closed: the value that owned
+                    // it is gone (with its program, or dropped), and no handle of this
+                    // program names it; the borrowed handle is gone.
+                    let owned = unsafe { FileDescriptor::from_raw(task, n) };
+                    owned.close().await?;
+                }
+                Err(e) if e.is_hangup() => return Err(e),
+                _ => {}
+            }
+            continue;
+        }
+        let (Some(bound), Some(wanted)) = (name.path(), wanted) else {
+            continue;
+        };
+        if listen_fd.is_some()
+            || fd
+                .getsockopt_int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+                .await
+                .ok()
+                != Some(1)
+        {
+            continue;
+        }
+        let bound = bound.to_vec();
+        drop(fd);
+        if let Ok(st) = task.stat(bound.as_slice()).await
+            && (st.dev, st.ino) == wanted
+        {
+            listen_fd = Some(n);
+        }
+    }
+    Ok(Scanned { listen_fd })
 }
 
 /// The environment of the task's process, from `/proc/self/environ`.
@@ -899,6 +1099,10 @@ async fn handshake_with_connection(
     };
     let (access, server_end) = pair()?;
     let (fdpass_local, fdpass_remote) = pair()?;
+    mark_fdpass(&fdpass_remote).map_err(|source| Error::Io {
+        what: "binding an fd-passing socket to its mark",
+        source,
+    })?;
     let numbers = run_handshake(
         sock,
         &[
