@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use rsyscall::{CLONE, ChildState, PersistentError, PersistentThread, Thread, local_thread};
+use rsyscall::{
+    CLONE, ChildState, FileDescriptor, O, PersistentError, PersistentThread, Signal, Thread,
+    local_thread, near,
+};
 use rsyscall_tests::errors::serial;
 use rsyscall_tests::procs::open_fds;
 use rsyscall_tests::tasks::run;
@@ -826,4 +829,71 @@ fn an_attached_thread_keeps_its_listening_socket_through_cloexec_closing() {
         assert!(eventually(|| !exists(pid)), "the thread did not end");
     });
     assert!(!path.exists());
+}
+
+#[test]
+fn an_attached_thread_in_another_pid_namespace_is_seen_dying() {
+    let _g = serial();
+    let dir = TempDir::new("persist-attach-pidns");
+    let path = dir.join("sock");
+    warm_up(&dir);
+    run(async {
+        let local = local_thread();
+        // The init of a new pid namespace makes the thread there: its pid means nothing
+        // in ours, so only a pidfd from the thread itself can watch it.
+        let init = local.clone(CLONE::NEWPID).await.unwrap();
+        let p = init.clone_persistent(&path).await.unwrap();
+        assert_eq!(p.local_pid(), None);
+        p.make_persistent().await.unwrap();
+        drop(p);
+        let a = PersistentThread::attach(&local, &path).await.unwrap();
+        assert_eq!(a.local_pid(), None);
+        // Copies of every socket of its table come here, among them the server's end of
+        // its syscall socket: its death does not close that socket.
+        let dir_fd = a
+            .task()
+            .open("/proc/self/fd", O::RDONLY | O::DIRECTORY, 0)
+            .await
+            .unwrap();
+        let listed: Vec<i32> = dir_fd
+            .getdents_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| std::str::from_utf8(&e.name).ok()?.parse().ok())
+            .filter(|&n| n != dir_fd.near().as_raw())
+            .collect();
+        dir_fd.close().await.unwrap();
+        let borrowed: Vec<FileDescriptor> = listed
+            .iter()
+            // SAFETY: each was just listed in the thread's table, and nothing closes or
+            // replaces it while these handles live (they are only sent below).
+            .map(|&n| unsafe { FileDescriptor::borrowed(a.task(), near::FileDescriptor::new(n)) })
+            .collect();
+        let (ours, theirs) = a.open_channels(1).await.unwrap().pop().unwrap();
+        let refs: Vec<&FileDescriptor> = borrowed.iter().collect();
+        a.task().send_fds(&theirs, &refs).await.unwrap();
+        drop(refs);
+        drop((borrowed, theirs));
+        let local_task = rsyscall::Task::local();
+        let ours = FileDescriptor::from_owned_fd(&local_task, ours).unwrap();
+        let copies = local_task.recv_fds(&ours, listed.len()).await.unwrap();
+        // The thread kills itself: no answer ever comes, and the socket stays open here.
+        let own = a.task().getpid().await.unwrap();
+        let killed = futures_lite::future::or(
+            async { Some(a.task().kill(own, Signal::SIGKILL).await) },
+            async {
+                async_io::Timer::after(DEADLINE).await;
+                None
+            },
+        )
+        .await;
+        let e = killed
+            .expect("the call on a dead thread was not failed")
+            .unwrap_err();
+        assert!(e.is_hangup(), "{e:?}");
+        drop((copies, ours));
+        drop(a);
+        drop(init);
+    });
 }
