@@ -755,6 +755,30 @@ fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
     );
 }
 
+/// Makes a persistent thread at `path`, made persistent, and drops the creator's value:
+/// its connection (and its fd-passing socket's peer) go with it, as when its program
+/// ends. Returns the thread's pid (it is still our child: its monitor reaps it once it
+/// exits) and a guard that kills it if the test fails.
+async fn left_by_its_creator(path: &Path) -> (i32, KillOnDrop) {
+    let p = local_thread().clone_persistent(path).await.unwrap();
+    p.make_persistent().await.unwrap();
+    let pid = p.local_pid().unwrap().as_raw();
+    let guard = KillOnDrop(pid);
+    drop(p);
+    (pid, guard)
+}
+
+/// Attaches to the thread at `path` (pid `pid`), checks a round trip of `data` and ends
+/// it; waits (bounded) for it to be gone.
+async fn exit_attached(path: &Path, pid: i32, data: &[u8]) {
+    let p = PersistentThread::attach(&local_thread(), path)
+        .await
+        .unwrap();
+    pipe_round_trip(&p, data).await;
+    assert_eq!(p.exit(0).await.unwrap().map(|_| ()), None);
+    assert!(eventually(|| !exists(pid)), "the thread did not end");
+}
+
 /// Attaches to the thread at `path` and returns how many fds its table holds once the
 /// attach is up (after one more syscall, so that closes queued by the attach are sent),
 /// then drops the attached value: its program is gone as far as the thread can tell.
@@ -774,15 +798,7 @@ fn attaching_again_and_again_leaves_no_fd_behind() {
     let path = dir.join("sock");
     warm_up(&dir);
     run(async {
-        let local = local_thread();
-        let p = local.clone_persistent(&path).await.unwrap();
-        p.make_persistent().await.unwrap();
-        let pid = p.local_pid().unwrap().as_raw();
-        let _kill = KillOnDrop(pid);
-        // The creator's value goes: its connection (and its fd-passing socket's peer)
-        // with it, as when its program ends. The thread is still our child: its monitor
-        // reaps it once it exits.
-        drop(p);
+        let (pid, _kill) = left_by_its_creator(&path).await;
         let counts = [
             attach_and_count(&path, pid).await,
             attach_and_count(&path, pid).await,
@@ -793,9 +809,7 @@ fn attaching_again_and_again_leaves_no_fd_behind() {
             counts.windows(2).all(|w| w[0] == w[1]),
             "the thread's fd count grows with each attach: {counts:?}"
         );
-        let last = PersistentThread::attach(&local, &path).await.unwrap();
-        assert_eq!(last.exit(0).await.unwrap().map(|_| ()), None);
-        assert!(eventually(|| !exists(pid)), "the thread did not end");
+        exit_attached(&path, pid, b"last attach").await;
     });
     assert!(!path.exists());
 }
@@ -808,25 +822,18 @@ fn an_attached_thread_keeps_its_listening_socket_through_cloexec_closing() {
     warm_up(&dir);
     run(async {
         let local = local_thread();
-        let p = local.clone_persistent(&path).await.unwrap();
-        p.make_persistent().await.unwrap();
-        let pid = p.local_pid().unwrap().as_raw();
-        let _kill = KillOnDrop(pid);
-        drop(p);
+        let (pid, _kill) = left_by_its_creator(&path).await;
         // Attached under another spelling of the path: the listening socket is found by
         // the file it is bound to, not by its name.
-        let relative = dir.join(".").join("sock");
-        let a = PersistentThread::attach(&local, &relative).await.unwrap();
+        let respelled = dir.join(".").join("sock");
+        let a = PersistentThread::attach(&local, &respelled).await.unwrap();
         // Closes every close-on-exec fd no handle names, except the server's own.
         a.do_cloexec_except(&[]).await.unwrap();
         drop(a);
         let b = PersistentThread::attach(&local, &path).await.unwrap();
         b.unshare_files(false).await.unwrap();
         drop(b);
-        let c = PersistentThread::attach(&local, &path).await.unwrap();
-        pipe_round_trip(&c, b"still listening").await;
-        assert_eq!(c.exit(0).await.unwrap().map(|_| ()), None);
-        assert!(eventually(|| !exists(pid)), "the thread did not end");
+        exit_attached(&path, pid, b"still listening").await;
     });
     assert!(!path.exists());
 }
