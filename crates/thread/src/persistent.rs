@@ -617,14 +617,7 @@ impl PersistentThread {
             what: "registering a connection",
             source,
         })?;
-        match &self.pidfd {
-            Some(pidfd) => watch_pidfd(&conn, pidfd)?,
-            None => {
-                if let Some(pid) = self.local_pid {
-                    watch_pid(&conn, pid).await?;
-                }
-            }
-        }
+        watch_thread(&conn, self.pidfd.as_ref(), self.local_pid).await?;
         Ok(conn)
     }
 
@@ -704,9 +697,9 @@ impl PersistentThread {
         )?;
         let iface = Arc::new(Reconnecting::new(conn, None));
         // SAFETY: see the module's Safety section: `iface` runs syscalls in the process, a
-        // clone child with an fd table of its own in an address space no task of ours
-        // names (its creator's identities are unknown here), and reaches its memory
-        // in-band.
+        // clone child with an fd table of its own, and reaches its memory in-band; its
+        // address space (its creator's, perhaps ours) gets a new identity whose only user
+        // is the allocator made for it.
         let RemoteTask { task, local_pid } =
             unsafe { remote_task(iface.clone(), iface.clone(), iface.clone(), None) }.await?;
         // SAFETY: the server received this fd in the handshake and gave us its number; no
@@ -732,14 +725,7 @@ impl PersistentThread {
         let pidfd = own_pidfd(&thread).await;
         let current = lock(&iface.slot).conn.clone();
         if let Some(conn) = current {
-            match &pidfd {
-                Some(pidfd) => watch_pidfd(&conn, pidfd)?,
-                None => {
-                    if let Some(pid) = local_pid {
-                        watch_pid(&conn, pid).await?;
-                    }
-                }
-            }
+            watch_thread(&conn, pidfd.as_ref(), local_pid).await?;
         }
         let keep = [
             near::FileDescriptor::new(server_fd),
@@ -786,6 +772,20 @@ async fn watch_pid(conn: &SyscallConnection, pid: near::Pid) -> Result<()> {
             what: "registering a pidfd",
             source,
         })
+}
+
+/// Makes the thread's death hang `conn` up: through a copy of its own `pidfd` if there
+/// is one, else through its pid in ours, if any (else nothing watches it but EOF).
+async fn watch_thread(
+    conn: &SyscallConnection,
+    pidfd: Option<&OwnedFd>,
+    local_pid: Option<near::Pid>,
+) -> Result<()> {
+    match (pidfd, local_pid) {
+        (Some(pidfd), _) => watch_pidfd(conn, pidfd),
+        (None, Some(pid)) => watch_pid(conn, pid).await,
+        (None, None) => Ok(()),
+    }
 }
 
 /// Registers a copy of `pidfd` as `conn`'s hangup signal.

@@ -40,9 +40,13 @@ pub(crate) struct RemoteTask {
 /// syscall). Its fd table and address space are always new identities.
 ///
 /// # Safety
-/// - `sysif` runs syscalls in one process whose address space and fd table are its own:
-///   not this process's, nor those of any other task we made;
-/// - `transport` and `mapper` reach that address space (the claims of [`Memory::new`]);
+/// - `sysif` runs syscalls in one process whose fd table is its own: not this process's,
+///   nor that of any other task we made;
+/// - `transport` and `mapper` reach its address space (the claims of [`Memory::new`]).
+///   That space gets a new identity, so its allocator must be the only user of what it
+///   maps there: the space may be shared with others (an attached persistent thread's is
+///   its creator's, perhaps this very program), but nothing else may be told that memory
+///   of this identity is theirs;
 /// - `pid`, if given, is its pid in its own pid namespace.
 ///
 /// # Errors
