@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use rsyscall::{CLONE, ChildState, PersistentError, PersistentThread, Thread, local_thread};
+use rsyscall::{
+    CLONE, ChildState, FileDescriptor, O, PersistentError, PersistentThread, Signal, Thread,
+    local_thread, near,
+};
 use rsyscall_tests::errors::serial;
 use rsyscall_tests::procs::open_fds;
 use rsyscall_tests::tasks::run;
@@ -754,4 +757,154 @@ fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
         fds_before,
         open_fds()
     );
+}
+
+/// Makes a persistent thread at `path`, made persistent, and drops the creator's value:
+/// its connection (and its fd-passing socket's peer) go with it, as when its program
+/// ends. Returns the thread's pid (it is still our child: its monitor reaps it once it
+/// exits) and a guard that kills it if the test fails.
+async fn left_by_its_creator(path: &Path) -> (i32, KillOnDrop) {
+    let p = local_thread().clone_persistent(path).await.unwrap();
+    p.make_persistent().await.unwrap();
+    let pid = p.local_pid().unwrap().as_raw();
+    let guard = KillOnDrop(pid);
+    drop(p);
+    (pid, guard)
+}
+
+/// Attaches to the thread at `path` (pid `pid`), checks a round trip of `data` and ends
+/// it; waits (bounded) for it to be gone.
+async fn exit_attached(path: &Path, pid: i32, data: &[u8]) {
+    let p = PersistentThread::attach(&local_thread(), path)
+        .await
+        .unwrap();
+    pipe_round_trip(&p, data).await;
+    assert_eq!(p.exit(0).await.unwrap().map(|_| ()), None);
+    assert!(eventually(|| !exists(pid)), "the thread did not end");
+}
+
+/// Attaches to the thread at `path` and returns how many fds its table holds once the
+/// attach is up (after one more syscall, so that closes queued by the attach are sent),
+/// then drops the attached value: its program is gone as far as the thread can tell.
+async fn attach_and_count(path: &Path, pid: i32) -> usize {
+    let p = PersistentThread::attach(&local_thread(), path)
+        .await
+        .unwrap();
+    // The thread is in our pid namespace here.
+    assert_eq!(p.task().getpid().await.unwrap().as_raw(), pid);
+    rsyscall_tests::procs::open_fds_of(pid)
+}
+
+#[test]
+fn attaching_again_and_again_leaves_no_fd_behind() {
+    let _g = serial();
+    let dir = TempDir::new("persist-reattach");
+    let path = dir.join("sock");
+    warm_up(&dir);
+    run(async {
+        let (pid, _kill) = left_by_its_creator(&path).await;
+        let counts = [
+            attach_and_count(&path, pid).await,
+            attach_and_count(&path, pid).await,
+            attach_and_count(&path, pid).await,
+            attach_and_count(&path, pid).await,
+        ];
+        assert!(
+            counts.windows(2).all(|w| w[0] == w[1]),
+            "the thread's fd count grows with each attach: {counts:?}"
+        );
+        exit_attached(&path, pid, b"last attach").await;
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_attached_thread_keeps_its_listening_socket_through_cloexec_closing() {
+    let _g = serial();
+    let dir = TempDir::new("persist-attach-listen");
+    let path = dir.join("sock");
+    warm_up(&dir);
+    run(async {
+        let local = local_thread();
+        let (pid, _kill) = left_by_its_creator(&path).await;
+        // Attached under another spelling of the path: the listening socket is found by
+        // the file it is bound to, not by its name.
+        let respelled = dir.join(".").join("sock");
+        let a = PersistentThread::attach(&local, &respelled).await.unwrap();
+        // Closes every close-on-exec fd no handle names, except the server's own.
+        a.do_cloexec_except(&[]).await.unwrap();
+        drop(a);
+        let b = PersistentThread::attach(&local, &path).await.unwrap();
+        b.unshare_files(false).await.unwrap();
+        drop(b);
+        exit_attached(&path, pid, b"still listening").await;
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_attached_thread_in_another_pid_namespace_is_seen_dying() {
+    let _g = serial();
+    let dir = TempDir::new("persist-attach-pidns");
+    let path = dir.join("sock");
+    warm_up(&dir);
+    run(async {
+        let local = local_thread();
+        // The init of a new pid namespace makes the thread there: its pid means nothing
+        // in ours, so only a pidfd from the thread itself can watch it.
+        let init = local.clone(CLONE::NEWPID).await.unwrap();
+        let p = init.clone_persistent(&path).await.unwrap();
+        assert_eq!(p.local_pid(), None);
+        p.make_persistent().await.unwrap();
+        drop(p);
+        let a = PersistentThread::attach(&local, &path).await.unwrap();
+        assert_eq!(a.local_pid(), None);
+        // Copies of every socket of its table come here, among them the server's end of
+        // its syscall socket: its death does not close that socket.
+        let dir_fd = a
+            .task()
+            .open("/proc/self/fd", O::RDONLY | O::DIRECTORY, 0)
+            .await
+            .unwrap();
+        let listed: Vec<i32> = dir_fd
+            .getdents_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| std::str::from_utf8(&e.name).ok()?.parse().ok())
+            .filter(|&n| n != dir_fd.near().as_raw())
+            .collect();
+        dir_fd.close().await.unwrap();
+        let borrowed: Vec<FileDescriptor> = listed
+            .iter()
+            // SAFETY: each was just listed in the thread's table, and nothing closes or
+            // replaces it while these handles live (they are only sent below).
+            .map(|&n| unsafe { FileDescriptor::borrowed(a.task(), near::FileDescriptor::new(n)) })
+            .collect();
+        let (ours, theirs) = a.open_channels(1).await.unwrap().pop().unwrap();
+        let refs: Vec<&FileDescriptor> = borrowed.iter().collect();
+        a.task().send_fds(&theirs, &refs).await.unwrap();
+        drop(refs);
+        drop((borrowed, theirs));
+        let local_task = rsyscall::Task::local();
+        let ours = FileDescriptor::from_owned_fd(&local_task, ours).unwrap();
+        let copies = local_task.recv_fds(&ours, listed.len()).await.unwrap();
+        // The thread kills itself: no answer ever comes, and the socket stays open here.
+        let own = a.task().getpid().await.unwrap();
+        let killed = futures_lite::future::or(
+            async { Some(a.task().kill(own, Signal::SIGKILL).await) },
+            async {
+                async_io::Timer::after(DEADLINE).await;
+                None
+            },
+        )
+        .await;
+        let e = killed
+            .expect("the call on a dead thread was not failed")
+            .unwrap_err();
+        assert!(e.is_hangup(), "{e:?}");
+        drop((copies, ours));
+        drop(a);
+        drop(init);
+    });
 }

@@ -74,6 +74,7 @@ impl Plan {
             },
             Cost::RoundTrip => self,
             Cost::Process => self.per(100),
+            Cost::Connection => self.per(10),
         }
     }
 
@@ -98,6 +99,8 @@ enum Cost {
     RoundTrip,
     /// A process created and reaped: a hundredth of the plan's operations.
     Process,
+    /// A connection made (a few round trips and fds): a tenth of the plan's operations.
+    Connection,
 }
 
 /// The result of timing one side of a figure: median nanoseconds per operation, or why it
@@ -300,6 +303,51 @@ const FIGURES: &[Figure] = &[
         baseline: baseline_getpid_few_children,
         phases: None,
         count_syscalls: false,
+    },
+    Figure {
+        key: "persistent-reconnect",
+        name: "persistent reconnect + getpid",
+        ours_description: "`PersistentThread::reconnect(&local_thread())` on a thread made by \
+                           `local_thread().clone_persistent(path)`, then one \
+                           `task().getpid()` through the new connection: shutting the old \
+                           connection down, `connect` to the listening socket, the handshake \
+                           passing a new socketpair's end with `SCM_RIGHTS`, the new \
+                           `SyscallConnection` (registered with the reactor, its hangup \
+                           watched through a pidfd) and one round trip",
+        baseline_description: "the same work by blocking std calls against a \
+                               `std::thread` that accepts on a unix listening socket, \
+                               receives one fd with `SCM_RIGHTS`, answers its number and \
+                               serves `rsyscall_server::server` on it: close the old socket, \
+                               `socketpair`, `connect`, send the count and the fd, read the \
+                               number, one 56/8-byte getpid round trip. Chosen over a fresh \
+                               clone child + getpid because it makes the same connection the \
+                               same way, so the ratio is the client library's overhead, not \
+                               the cost of a new process",
+        target: Target::Ratio(2.0),
+        cost: Cost::Connection,
+        batch: 1,
+        ours: Some(ours_persistent_reconnect),
+        baseline: baseline_reconnect_socket,
+        phases: None,
+        count_syscalls: true,
+    },
+    Figure {
+        key: "stdin-bootstrap",
+        name: "stdin bootstrap through env",
+        ours_description: "`stdin_bootstrap(&local_thread(), env)` (`env` found on PATH: \
+                           clone, exec of `env rsyscall-stdin-bootstrap`, the describe \
+                           handshake, `Thread::from_bootstrap` reading its namespaces, its \
+                           stderr passed over), then `thread.exit(0)` and waiting for the \
+                           launcher",
+        baseline_description: "`std::process::Command::new(env).arg(\"/bin/true\").status()`: \
+                               the same launcher running a program, waited for",
+        target: Target::Ratio(1.25),
+        cost: Cost::Process,
+        batch: 1,
+        ours: Some(ours_stdin_bootstrap),
+        baseline: baseline_env_true,
+        phases: None,
+        count_syscalls: true,
     },
 ];
 
@@ -923,6 +971,269 @@ async fn join_woken<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     outputs.into_iter().flatten().collect()
+}
+
+/// A directory of its own under the system's temporary directory for a figure's socket,
+/// removed with what is left in it when dropped.
+struct BenchDir(PathBuf);
+
+impl BenchDir {
+    fn new(what: &str) -> Result<BenchDir, String> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("rsyscall-bench-{what}-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        Ok(BenchDir(dir))
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A persistent thread that is exited (its socket removed, it reaped) when dropped.
+struct Persistent {
+    thread: Option<rsyscall::PersistentThread>,
+    _dir: BenchDir,
+}
+
+impl Drop for Persistent {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let ended = block_on(async {
+                let monitor = thread.exit(0).await.map_err(|e| e.to_string())?;
+                match monitor {
+                    Some(monitor) => monitor.wait().await.map(drop).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = ended {
+                eprintln!("warning: ending the persistent thread: {e}");
+            }
+        }
+    }
+}
+
+/// Ours for "persistent reconnect + getpid": the library's reconnect, then one syscall on
+/// the new connection.
+fn ours_persistent_reconnect() -> Result<Runner, String> {
+    let dir = BenchDir::new("reconnect")?;
+    let path = dir.0.join("sock");
+    let thread = block_on(local_thread().clone_persistent(&path))
+        .map_err(|e| format!("clone_persistent: {e}"))?;
+    let expected = block_on(thread.task().getpid()).map_err(|e| format!("getpid: {e}"))?;
+    let via = local_thread();
+    let held = Persistent {
+        thread: Some(thread),
+        _dir: dir,
+    };
+    Ok(Box::new(move |n| {
+        let thread = held
+            .thread
+            .as_ref()
+            .ok_or_else(|| "the persistent thread is gone".to_string())?;
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                thread
+                    .reconnect(&via)
+                    .await
+                    .map_err(|e| format!("reconnect: {e}"))?;
+                let pid = thread
+                    .task()
+                    .getpid()
+                    .await
+                    .map_err(|e| format!("getpid: {e}"))?;
+                if pid != expected {
+                    return Err(format!("getpid returned {pid:?}, expected {expected:?}"));
+                }
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// The server of the reconnect baseline: a `std::thread` that accepts connections on a
+/// unix listening socket, receives one fd from each (a count, then the fd with
+/// `SCM_RIGHTS`), answers its number and serves `rsyscall_server::server` on it until the
+/// client closes it. Dropping it stops the thread (a last connection with a count of 0
+/// wakes its `accept`) and removes the socket.
+struct ReconnectServer {
+    path: PathBuf,
+    server: Option<std::thread::JoinHandle<Result<(), String>>>,
+    _dir: BenchDir,
+}
+
+impl ReconnectServer {
+    fn new() -> Result<ReconnectServer, String> {
+        let dir = BenchDir::new("reconnect-baseline")?;
+        let path = dir.0.join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| format!("bind {}: {e}", path.display()))?;
+        let server = std::thread::Builder::new()
+            .name("reconnect-baseline".to_string())
+            .spawn(move || {
+                loop {
+                    let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+                    let mut count = [0u8; 4];
+                    conn.read_exact(&mut count)
+                        .map_err(|e| format!("reading the count: {e}"))?;
+                    if i32::from_le_bytes(count) != 1 {
+                        return Ok(());
+                    }
+                    let fd = receive_fd(&conn)?;
+                    conn.write_all(&fd.as_raw_fd().to_le_bytes())
+                        .map_err(|e| format!("answering: {e}"))?;
+                    drop(conn);
+                    let raw = fd.as_raw_fd();
+                    rsyscall_server::server(raw, raw);
+                    drop(fd);
+                }
+            })
+            .map_err(|e| format!("spawning the server thread: {e}"))?;
+        Ok(ReconnectServer {
+            path,
+            server: Some(server),
+            _dir: dir,
+        })
+    }
+
+    /// One reconnect: a new socketpair whose far end is passed to the server.
+    fn connect(&self) -> Result<UnixStream, String> {
+        let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let mut conn = UnixStream::connect(&self.path).map_err(|e| format!("connect: {e}"))?;
+        conn.write_all(&1i32.to_le_bytes())
+            .map_err(|e| format!("sending the count: {e}"))?;
+        let raw = [theirs.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(
+            conn.as_raw_fd(),
+            &[std::io::IoSlice::new(&[0])],
+            &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| format!("sending the fd: {e}"))?;
+        drop(theirs);
+        let mut number = [0u8; 4];
+        conn.read_exact(&mut number)
+            .map_err(|e| format!("reading the number: {e}"))?;
+        Ok(ours)
+    }
+}
+
+impl Drop for ReconnectServer {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = UnixStream::connect(&self.path) {
+            let _ = conn.write_all(&0i32.to_le_bytes());
+        }
+        match self.server.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Ok(()))) | None => {}
+            Some(Ok(Err(e))) => eprintln!("warning: the reconnect baseline's server: {e}"),
+            Some(Err(_)) => eprintln!("warning: the reconnect baseline's server panicked"),
+        }
+    }
+}
+
+/// Receives one fd (with a one-byte payload) on `conn`.
+fn receive_fd(conn: &UnixStream) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the fd: {e}"))?;
+    for cmsg in msg.cmsgs().map_err(|e| format!("control data: {e}"))? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg
+            && let [fd] = fds[..]
+        {
+            // SAFETY: the kernel just installed this fd in our table for us; nothing else
+            // owns it.
+            return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err("no fd arrived".to_string())
+}
+
+/// Baseline for "persistent reconnect + getpid": the same connection made by blocking std
+/// calls to a server on a `std::thread`, and one getpid round trip on it.
+fn baseline_reconnect_socket() -> Result<Runner, String> {
+    let server = ReconnectServer::new()?;
+    let mut current = Some(server.connect()?);
+    let request = Request::new(libc::SYS_getpid, [0; 6]).to_bytes();
+    let expected = i64::from(std::process::id());
+    Ok(Box::new(move |n| {
+        let mut response = [0u8; RESPONSE_SIZE];
+        let start = Instant::now();
+        for _ in 0..n {
+            // The server accepts the next client once this one is gone.
+            if let Some(old) = current.take() {
+                let _ = old.shutdown(std::net::Shutdown::Both);
+            }
+            let mut client = server.connect()?;
+            client
+                .write_all(&request)
+                .map_err(|e| format!("write: {e}"))?;
+            client
+                .read_exact(&mut response)
+                .map_err(|e| format!("read: {e}"))?;
+            let pid = i64::from_le_bytes(response);
+            if pid != expected {
+                return Err(format!("getpid returned {pid}, expected {expected}"));
+            }
+            current = Some(client);
+        }
+        Ok(start.elapsed())
+    }))
+}
+
+/// The path of `env` as the library finds it on PATH (both sides run the same binary).
+fn env_path() -> Result<rsyscall::Command, String> {
+    block_on(local_thread().environ().which("env")).map_err(|e| format!("which env: {e}"))
+}
+
+/// Ours for "stdin bootstrap through env": a thread through `env`, ended and waited for.
+fn ours_stdin_bootstrap() -> Result<Runner, String> {
+    let env = env_path()?;
+    let parent = local_thread();
+    Ok(Box::new(move |n| {
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                let (launcher, thread) = rsyscall::stdin_bootstrap(&parent, env.clone())
+                    .await
+                    .map_err(|e| format!("stdin_bootstrap: {e}"))?;
+                thread.exit(0).await.map_err(|e| format!("exit: {e}"))?;
+                launcher.check().await.map_err(|e| format!("wait: {e}"))?;
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// Baseline for "stdin bootstrap through env": `env /bin/true` by the standard library.
+fn baseline_env_true() -> Result<Runner, String> {
+    let env = PathBuf::from(env_path()?.path());
+    Ok(Box::new(move |n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            let status = std::process::Command::new(&env)
+                .arg("/bin/true")
+                .status()
+                .map_err(|e| format!("spawning env /bin/true: {e}"))?;
+            if !status.success() {
+                return Err(format!("env /bin/true: {status}"));
+            }
+        }
+        Ok(start.elapsed())
+    }))
 }
 
 /// Units of operations in the shorter of the two runs counted under strace.

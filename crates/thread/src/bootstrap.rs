@@ -14,30 +14,28 @@
 //! anything once the connection is gone.
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_io::Async;
 use futures_lite::AsyncReadExt;
 use nix::sys::socket::{self as sock, ControlMessage, MsgFlags};
-use rsyscall_far as far;
-use rsyscall_handle::{
-    BoxFuture, Error, FdTableState, FileDescriptor, Memory, Result, Task, Transport,
-    local_namespaces,
-};
+#[cfg(doc)]
+use rsyscall_handle::Memory;
+use rsyscall_handle::{BoxFuture, Error, FileDescriptor, Result, Task, Transport};
 use rsyscall_near::{self as near, CLONE, MFD, NotSent, Signal, SyscallError};
 use rsyscall_server::proto::{StdinBootstrapDescribe, SymbolTable};
 
 use crate::command::{Command, Environment, SharedEnvironment};
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
+use crate::remote::{RemoteTask, remote_task};
 use crate::syscall_connection::SyscallConnection;
 use crate::thread::Thread;
 
@@ -92,7 +90,7 @@ impl Thread {
     /// Namespace identities: a namespace whose `/proc/self/ns` link (read through the new
     /// thread) equals the local process's is the local identity; any other link gets one
     /// identity per link for the life of this program, shared by every bootstrapped
-    /// thread. (Threads cloned here into new namespaces keep their own identities, so a
+    /// or attached persistent thread. (Threads cloned here into new namespaces keep their own identities, so a
     /// bootstrapped thread in such a namespace is treated as being in another one: using
     /// a handle across them is a `Mismatch` error, never a wrong syscall.) If `/proc` is
     /// not readable there, fresh identities are used, with the same effect.
@@ -122,72 +120,17 @@ impl Thread {
                 source,
             })?,
         );
-        let space = far::AddressSpace::new(pid);
         // The allocator reaches the process through a weak reference: memory a cancelled
         // syscall may still use is kept by the connection until answered, and a strong
         // reference back would keep the connection, its socket and so the process alive
         // for good once every handle is gone.
         let weak = Arc::new(WeakConnection(Arc::downgrade(&conn)));
-        // SAFETY: `weak` runs syscalls in the bootstrapped process and carries its memory
-        // in-band (the caller's promise), or fails once the connection is gone; `space`
-        // is a fresh identity, as that address space is not ours and was not named before.
-        let memory = unsafe { Memory::new(space, weak.clone(), weak) };
-        let fd_table = FdTableState::new(far::FdTable::new(pid));
-        let fresh = far::Namespaces {
-            fd_table: fd_table.id(),
-            address_space: space,
-            pidns: far::PidNamespace::new(pid),
-            mountns: far::MountNamespace::new(pid),
-            netns: far::NetNamespace::new(pid),
-        };
-        // SAFETY: as below, with fresh identities for the pid, mount and network
-        // namespaces: no handle of ours names them, so this task can only be used with
-        // its own handles. It makes no fd and no mapping (only readlinks through memory
-        // of `memory`, which serves `space`).
-        let probe = unsafe {
-            Task::new(
-                conn.clone(),
-                pid,
-                fresh,
-                fd_table.clone(),
-                memory.clone(),
-                None,
-            )
-        };
-        let ns = far::Namespaces {
-            pidns: identity(
-                &probe,
-                "pid",
-                &REGISTRY.pid,
-                |l| l.pidns,
-                far::PidNamespace::new,
-            )
-            .await?,
-            mountns: identity(
-                &probe,
-                "mnt",
-                &REGISTRY.mnt,
-                |l| l.mountns,
-                far::MountNamespace::new,
-            )
-            .await?,
-            netns: identity(
-                &probe,
-                "net",
-                &REGISTRY.net,
-                |l| l.netns,
-                far::NetNamespace::new,
-            )
-            .await?,
-            ..fresh
-        };
-        drop(probe);
         // SAFETY: the caller's promises: `conn` runs syscalls in one process, of pid `pid`
-        // in its own namespace, whose address space (`space`, served by `memory`) and fd
-        // table (fresh, its state `fd_table`) are its own; its pid, mount and network
-        // namespaces are the identities of the links it showed (the local ones only when
-        // they are ours). Its table was copied from none we know.
-        let task = unsafe { Task::new(conn, pid, ns, fd_table, memory, None) };
+        // in its own namespace, whose address space and fd table are its own; `weak`
+        // reaches that address space in-band over the same connection (or fails once the
+        // connection is gone).
+        let RemoteTask { task, .. } =
+            unsafe { remote_task(conn, weak.clone(), weak, Some(pid)) }.await?;
         // SAFETY: `data_fd` is the process's end of the data socket, owned by nothing else
         // (the caller's promise); the connection owns it from now on.
         let remote =
@@ -292,62 +235,6 @@ impl Transport for WeakConnection {
             unsafe { Transport::read(&*conn, src, len) }.await
         })
     }
-}
-
-/// Identities given to namespaces of bootstrapped threads, by `/proc/self/ns` link.
-struct Registry {
-    pid: Mutex<HashMap<Vec<u8>, far::PidNamespace>>,
-    mnt: Mutex<HashMap<Vec<u8>, far::MountNamespace>>,
-    net: Mutex<HashMap<Vec<u8>, far::NetNamespace>>,
-}
-
-static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Registry {
-    pid: Mutex::new(HashMap::new()),
-    mnt: Mutex::new(HashMap::new()),
-    net: Mutex::new(HashMap::new()),
-});
-
-/// The local process's `/proc/self/ns/{kind}` link, read once.
-fn local_link(kind: &'static str) -> Option<Vec<u8>> {
-    type Links = Mutex<HashMap<&'static str, Option<Vec<u8>>>>;
-    static LINKS: OnceLock<Links> = OnceLock::new();
-    let links = LINKS.get_or_init(Default::default);
-    let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
-    links
-        .entry(kind)
-        .or_insert_with(|| {
-            std::fs::read_link(format!("/proc/self/ns/{kind}"))
-                .ok()
-                .map(|p| p.into_os_string().into_vec())
-        })
-        .clone()
-}
-
-/// The identity of `task`'s namespace of `kind`: the local one if its link is ours, else
-/// the registry's for that link (made with `make` the first time); fresh if unreadable.
-async fn identity<T: Copy>(
-    task: &Task,
-    kind: &'static str,
-    registry: &Mutex<HashMap<Vec<u8>, T>>,
-    local: impl Fn(&far::Namespaces) -> T,
-    make: impl Fn(near::Pid) -> T,
-) -> Result<T> {
-    let link = match task.readlinkat(None, format!("/proc/self/ns/{kind}")).await {
-        Ok(link) => link,
-        Err(e) if e.is_hangup() => return Err(e),
-        Err(e) => {
-            log::debug!(
-                "pid {}: reading its {kind} namespace: {e}",
-                task.pid().as_raw()
-            );
-            return Ok(make(task.pid()));
-        }
-    };
-    if local_link(kind).as_deref() == Some(&link[..]) {
-        return Ok(local(&local_namespaces()));
-    }
-    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(*map.entry(link).or_insert_with(|| make(task.pid())))
 }
 
 /// Reads exactly `buf.len()` bytes from `helper`'s data socket; `what` names them in the

@@ -259,6 +259,7 @@ mod oneshot;
 mod persistent;
 mod read_buffer;
 mod reaper;
+mod remote;
 mod service;
 #[cfg(doctest)]
 mod soundness;

@@ -13,7 +13,8 @@
 //!   address space are untouched by a reconnect, so every handle stays valid.
 //! - [`PersistentThread::attach`] is the same handshake from a program that knows only the
 //!   path: the task is rebuilt from what the process says about itself
-//!   ([`discover`]), its memory reached in-band over the connection.
+//!   (`remote::remote_task`, shared with bootstrapped threads), its memory reached in-band
+//!   over the connection.
 //!
 //! # Safety
 //! [`attach`](PersistentThread::attach) makes a [`Task`] and its [`Memory`] for a process
@@ -34,16 +35,16 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use async_io::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use rsyscall_far as far;
+#[cfg(doc)]
+use rsyscall_handle::Memory;
 use rsyscall_handle::{
-    BoxFuture, Error, FdTableState, FileDescriptor, Memory, Result, Task, Transport,
-    local_namespaces,
+    BoxFuture, Error, FileDescriptor, Result, Task, Transport, local_namespaces,
 };
 use rsyscall_near::{
     self as near, AF, AT, Address, Errno, NotSent, O, PIDFD, Request, SOCK, SockType, SyscallError,
@@ -55,6 +56,7 @@ use crate::clone::CloneOptions;
 use crate::command::{Environment, SharedEnvironment};
 use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
+use crate::remote::{RemoteTask, remote_task};
 use crate::syscall_connection::SyscallConnection;
 use crate::thread::{ChildThread, Thread};
 
@@ -142,8 +144,8 @@ struct Slot {
 pub(crate) struct Reconnecting {
     slot: Mutex<Slot>,
     /// The listening socket's number in the thread's table (owned by its server), if
-    /// known: an attached thread does not learn it.
-    listen_fd: Option<near::FileDescriptor>,
+    /// known: set at creation, or found by an attach ([`scan_table`]).
+    listen_fd: OnceLock<near::FileDescriptor>,
     /// Serializes reconnects.
     reconnecting: async_lock::Mutex<()>,
 }
@@ -168,7 +170,7 @@ impl Reconnecting {
                 dead: false,
                 waiters: Vec::new(),
             }),
-            listen_fd,
+            listen_fd: listen_fd.map(OnceLock::from).unwrap_or_default(),
             reconnecting: async_lock::Mutex::new(()),
         }
     }
@@ -176,7 +178,8 @@ impl Reconnecting {
     /// The fds of the thread's table its server owns: the listening socket, and the socket
     /// it serves on now (if connected).
     pub(crate) fn server_fds(&self) -> Vec<near::FileDescriptor> {
-        let mut fds: Vec<near::FileDescriptor> = self.listen_fd.into_iter().collect();
+        let mut fds: Vec<near::FileDescriptor> =
+            self.listen_fd.get().copied().into_iter().collect();
         if let Some(conn) = &lock(&self.slot).conn {
             fds.push(conn.server_fd());
         }
@@ -362,7 +365,9 @@ impl Transport for Reconnecting {
 /// # Limits
 /// A persistent thread has no root epoller ([`Thread::make_root_epoller`] refuses): its
 /// syscall socket changes at each reconnect. It cannot exec (exec a child cloned from it).
-/// An attached one does not know the number of its listening socket, so
+/// An attached one finds the number of its listening socket in its table (see
+/// [`attach`](PersistentThread::attach)); if it cannot (a socket bound through
+/// `/proc/self/fd/N/...` because its path was longer than `sun_path`),
 /// [`Thread::unshare_files`] without `going_to_exec` (or [`Thread::do_cloexec_except`])
 /// closes it there: the thread then serves its current connection and exits when that
 /// ends. An attached thread is in an address space of its own to us, so
@@ -377,6 +382,10 @@ pub struct PersistentThread {
     owned: Mutex<Owned>,
     /// The thread's pid as seen by the local process, if it is in our pid namespace.
     local_pid: Option<near::Pid>,
+    /// A pidfd of the thread in the local table, opened by the thread itself (so it names
+    /// that process and no other, whatever its pid namespace): each connection's hangup
+    /// signal is a copy. `None` if the kernel could not make one.
+    pidfd: Option<OwnedFd>,
 }
 
 /// What a [`PersistentThread`] made by this program holds for its creator.
@@ -466,6 +475,7 @@ impl Thread {
             None
         };
         let thread = child.duplicate();
+        let pidfd = own_pidfd(&thread).await;
         let creator = guard.disarm();
         Ok(PersistentThread {
             thread,
@@ -477,6 +487,7 @@ impl Thread {
                 creator,
             }),
             local_pid,
+            pidfd,
         })
     }
 }
@@ -595,8 +606,8 @@ impl PersistentThread {
         Ok(())
     }
 
-    /// A connection on `access`, hung up when the thread's process exits (if we can watch
-    /// it: it is in our pid namespace).
+    /// A connection on `access`, hung up when the thread's process exits (watched through
+    /// the thread's own pidfd, or its pid if no pidfd could be made).
     async fn connection_to(
         &self,
         access: OwnedFd,
@@ -606,9 +617,7 @@ impl PersistentThread {
             what: "registering a connection",
             source,
         })?;
-        if let Some(pid) = self.local_pid {
-            watch_pid(&conn, pid).await?;
-        }
+        watch_thread(&conn, self.pidfd.as_ref(), self.local_pid).await?;
         Ok(conn)
     }
 
@@ -652,6 +661,19 @@ impl PersistentThread {
     /// Its fd table and address space get new identities, so handles of another
     /// [`PersistentThread`] value for the same process are not usable with it.
     ///
+    /// What it finds in the thread's table: the fd-passing socket ends of earlier attaches
+    /// (each bound to an abstract address marking it) whose other end is closed are
+    /// closed, so attaching again and again leaves nothing behind; one whose peer lives
+    /// (another value still holds it) is left alone. (The creator's own fd-passing
+    /// socket is not marked, and stays.) The listening socket is found as the unix socket
+    /// that accepts connections and is bound to the same file as `path` (same device and
+    /// inode, whatever the spelling of the path), so that
+    /// [`Thread::unshare_files`] and [`Thread::do_cloexec_except`] keep it.
+    ///
+    /// The thread's death is watched through a pidfd the thread opens on itself and passes
+    /// to us, so the watch cannot name another process even if the pid was reused, and
+    /// works in any pid namespace.
+    ///
     /// # Errors
     /// As [`PersistentThread::reconnect`]; the errors of the syscalls that discover the
     /// process.
@@ -674,26 +696,12 @@ impl PersistentThread {
             },
         )?;
         let iface = Arc::new(Reconnecting::new(conn, None));
-        let found = discover(&iface).await?;
-        let local_pid = found.local_pid;
-        let current = lock(&iface.slot).conn.clone();
-        if let (Some(pid), Some(conn)) = (local_pid, current) {
-            watch_pid(&conn, pid).await?;
-        }
-        // SAFETY: see the module's Safety section: `iface` runs syscalls in the process
-        // and `found.memory` reaches its memory in-band; the address space and fd table
-        // identities are new (the probe task that shared them is gone), the namespaces
-        // local only where the process's own links say so.
-        let task = unsafe {
-            Task::new(
-                iface.clone(),
-                found.pid,
-                found.namespaces,
-                found.fd_table,
-                found.memory,
-                None,
-            )
-        };
+        // SAFETY: see the module's Safety section: `iface` runs syscalls in the process, a
+        // clone child with an fd table of its own, and reaches its memory in-band; its
+        // address space (its creator's, perhaps ours) gets a new identity whose only user
+        // is the allocator made for it.
+        let RemoteTask { task, local_pid } =
+            unsafe { remote_task(iface.clone(), iface.clone(), iface.clone(), None) }.await?;
         // SAFETY: the server received this fd in the handshake and gave us its number; no
         // other handle exists for it.
         let remote =
@@ -713,6 +721,20 @@ impl PersistentThread {
             None,
         );
         let _ = thread.inner.persistent.set(Arc::clone(&iface));
+        // Its death hangs the connection up even while other tables hold its socket.
+        let pidfd = own_pidfd(&thread).await;
+        let current = lock(&iface.slot).conn.clone();
+        if let Some(conn) = current {
+            watch_thread(&conn, pidfd.as_ref(), local_pid).await?;
+        }
+        let keep = [
+            near::FileDescriptor::new(server_fd),
+            near::FileDescriptor::new(fdpass_remote),
+        ];
+        let scanned = scan_table(&thread, &keep, via, &path).await?;
+        if let Some(listen) = scanned.listen_fd {
+            let _ = iface.listen_fd.set(listen);
+        }
         Ok(PersistentThread {
             thread,
             iface,
@@ -723,6 +745,7 @@ impl PersistentThread {
                 creator: None,
             }),
             local_pid,
+            pidfd,
         })
     }
 }
@@ -751,6 +774,175 @@ async fn watch_pid(conn: &SyscallConnection, pid: near::Pid) -> Result<()> {
         })
 }
 
+/// Makes the thread's death hang `conn` up: through a copy of its own `pidfd` if there
+/// is one, else through its pid in ours, if any (else nothing watches it but EOF).
+async fn watch_thread(
+    conn: &SyscallConnection,
+    pidfd: Option<&OwnedFd>,
+    local_pid: Option<near::Pid>,
+) -> Result<()> {
+    match (pidfd, local_pid) {
+        (Some(pidfd), _) => watch_pidfd(conn, pidfd),
+        (None, Some(pid)) => watch_pid(conn, pid).await,
+        (None, None) => Ok(()),
+    }
+}
+
+/// Registers a copy of `pidfd` as `conn`'s hangup signal.
+fn watch_pidfd(conn: &SyscallConnection, pidfd: &OwnedFd) -> Result<()> {
+    let copy = pidfd.try_clone().map_err(|source| Error::Io {
+        what: "duplicating a pidfd",
+        source,
+    })?;
+    conn.hangup_when_readable(copy).map_err(|source| Error::Io {
+        what: "registering a pidfd",
+        source,
+    })
+}
+
+/// A pidfd of `thread`'s process in the local table: `pidfd_open(getpid())` made by the
+/// thread itself, so it cannot name another process (a pid read from outside may be
+/// reused once the process is reaped by someone else), then moved here over its
+/// [`Connection`]. `None`, logged, if that fails (a kernel without pidfds): the caller
+/// falls back to the local pid, if any.
+async fn own_pidfd(thread: &Thread) -> Option<OwnedFd> {
+    let made = async {
+        let task = thread.task();
+        let pidfd = task.pidfd_open(task.pid(), PIDFD::empty()).await?;
+        let local = thread.thread_to_local(&pidfd).await;
+        pidfd.close().await?;
+        local
+    };
+    match made.await {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!(
+                "pid {}: no pidfd of the persistent thread: {e}",
+                thread.task().pid().as_raw()
+            );
+            None
+        }
+    }
+}
+
+/// The prefix of the abstract address an attach binds its fd-passing socket's remote end
+/// to ([`mark_fdpass`]), so that a later attach knows it in the thread's table.
+const FDPASS_PREFIX: &[u8] = b"rsyscall-persistent-fdpass-";
+
+/// Binds `sock` (the end of an fd-passing socketpair that goes to the thread) to a unique
+/// abstract address starting with [`FDPASS_PREFIX`]: a mark, read back with
+/// `getsockname` by the next attach (binding changes nothing else on a connected
+/// socketpair end).
+fn mark_fdpass(sock: &UnixStream) -> std::io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut name = FDPASS_PREFIX.to_vec();
+    name.extend_from_slice(
+        format!(
+            "{}-{nanos}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+        .as_bytes(),
+    );
+    let addr = nix::sys::socket::UnixAddr::new_abstract(&name)?;
+    nix::sys::socket::bind(sock.as_raw_fd(), &addr)?;
+    Ok(())
+}
+
+/// What [`scan_table`] found in an attached thread's table.
+struct Scanned {
+    /// The listening socket the thread serves at the attach's path.
+    listen_fd: Option<near::FileDescriptor>,
+}
+
+/// Goes through the fds of an attached thread's table once, except `keep` (its new
+/// syscall socket and fd-passing socket):
+/// - closes the fd-passing socket ends of earlier attaches ([`mark_fdpass`]) whose
+///   other end is closed: their program (or its value) is gone, and nothing else in any
+///   program can name them; one whose peer lives is left to it;
+/// - finds the listening socket: a unix socket that accepts connections
+///   (`SO_ACCEPTCONN`), whose bound path, as the thread resolves it, is the file `path`
+///   is as `via` resolves it (same device and inode). A socket bound through
+///   `/proc/self/fd/N/...` of a directory fd (a path longer than `sun_path`) names a
+///   path that no longer resolves: it is not found then.
+async fn scan_table(
+    thread: &Thread,
+    keep: &[near::FileDescriptor],
+    via: &Thread,
+    path: &Path,
+) -> Result<Scanned> {
+    let task = thread.task();
+    let wanted = via
+        .task()
+        .stat(path_bytes(path).as_slice())
+        .await
+        .ok()
+        .map(|st| (st.dev, st.ino));
+    let mut listen_fd = None;
+    for n in crate::unshare::list_fds(task).await? {
+        if keep.contains(&n) {
+            continue;
+        }
+        // SAFETY: `n` is open in the thread's table (just listed) and no handle of ours
+        // names it (the task is new and `keep` holds the fds its handles own); nothing
+        // closes or replaces it while this handle lives (it is used for getsockname,
+        // getsockopt and a peeking recv, and dropped before the close below).
+        let fd = unsafe { FileDescriptor::borrowed(task, n) };
+        let name = match fd.getsockname().await {
+            Ok(rsyscall_handle::structs::AnySockaddr::Un(un)) => un,
+            Ok(_) => continue,
+            Err(e) if e.is_hangup() => return Err(e),
+            Err(_) => continue, // not a socket
+        };
+        if let Some(abs) = name.abstract_name() {
+            if !abs.starts_with(FDPASS_PREFIX) {
+                continue;
+            }
+            let peeked = task
+                .recvfrom_bytes(&fd, 1, near::MSG::PEEK | near::MSG::DONTWAIT)
+                .await;
+            drop(fd);
+            match peeked {
+                // End of stream: its peer is closed.
+                Ok((data, _)) if data.is_empty() => {
+                    // SAFETY: the fd is the thread's end of an earlier attach's
+                    // fd-passing socket, whose other end is closed: the value that owned
+                    // it is gone (with its program, or dropped), and no handle of this
+                    // program names it; the borrowed handle is gone.
+                    let owned = unsafe { FileDescriptor::from_raw(task, n) };
+                    owned.close().await?;
+                }
+                Err(e) if e.is_hangup() => return Err(e),
+                _ => {}
+            }
+            continue;
+        }
+        let (Some(bound), Some(wanted)) = (name.path(), wanted) else {
+            continue;
+        };
+        if listen_fd.is_some()
+            || fd
+                .getsockopt_int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+                .await
+                .ok()
+                != Some(1)
+        {
+            continue;
+        }
+        let bound = bound.to_vec();
+        drop(fd);
+        if let Ok(st) = task.stat(bound.as_slice()).await
+            && (st.dev, st.ino) == wanted
+        {
+            listen_fd = Some(n);
+        }
+    }
+    Ok(Scanned { listen_fd })
+}
+
 /// The environment of the task's process, from `/proc/self/environ`.
 async fn read_environ(task: &Task) -> Result<Environment> {
     let fd = task
@@ -763,102 +955,6 @@ async fn read_environ(task: &Task) -> Result<Environment> {
             .filter(|s| !s.is_empty())
             .map(<[u8]>::to_vec),
     ))
-}
-
-/// What [`discover`] learns about a process from the process itself.
-pub(crate) struct Discovered {
-    /// Its pid in its own pid namespace.
-    pub(crate) pid: near::Pid,
-    /// Its pid in ours, if it is in ours.
-    pub(crate) local_pid: Option<near::Pid>,
-    /// Its namespaces: the local identity where its `/proc/self/ns` link equals ours, a new
-    /// one (created by `pid`) otherwise; the fd table and address space are always new.
-    pub(crate) namespaces: far::Namespaces,
-    /// The allocator of its address space (in-band), for the task to keep.
-    pub(crate) memory: Arc<Memory>,
-    /// The state of its fd table (a new identity), for the task to keep.
-    pub(crate) fd_table: Arc<FdTableState>,
-}
-
-/// Rediscovers a process's pid and namespaces through `iface`, a syscall interface to it
-/// that also reaches its memory in-band: `getpid`, then `/proc/self/ns/{pid,mnt,net}`
-/// read there and compared with ours. Returns the allocator it made for that address
-/// space, which the caller's task must use (one allocator per address space identity).
-///
-/// Kept apart so that it can be merged with the bootstrap's equivalent.
-pub(crate) async fn discover(iface: &Arc<Reconnecting>) -> Result<Discovered> {
-    let pid = near::getpid(&**iface)
-        .await
-        .map_err(|source| Error::Syscall {
-            syscall: "getpid",
-            pid: 0,
-            source,
-        })?;
-    // Every identity new, so nothing of ours is claimed; the namespaces found below
-    // replace some of them.
-    let fresh = far::Namespaces {
-        fd_table: far::FdTable::new(pid),
-        address_space: far::AddressSpace::new(pid),
-        pidns: far::PidNamespace::new(pid),
-        mountns: far::MountNamespace::new(pid),
-        netns: far::NetNamespace::new(pid),
-    };
-    // SAFETY: `iface` runs syscalls in that process and reaches its memory in-band; the
-    // address space identity is new, used by this allocator alone (the caller's task
-    // takes it over).
-    let memory = unsafe { Memory::new(fresh.address_space, iface.clone(), iface.clone()) };
-    let fd_table = FdTableState::new(fresh.fd_table);
-    // SAFETY: as above; the table identity is new and its state fresh, handed over with
-    // the allocator.
-    let probe = unsafe {
-        Task::new(
-            iface.clone(),
-            pid,
-            fresh,
-            fd_table.clone(),
-            memory.clone(),
-            None,
-        )
-    };
-    let same = |name: &str, theirs: Option<Vec<u8>>| -> bool {
-        let ours = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
-        match (ours, theirs) {
-            (Some(o), Some(t)) => o.into_os_string().into_vec() == t,
-            _ => false,
-        }
-    };
-    let link = |name: &'static str| {
-        let probe = &probe;
-        async move {
-            probe
-                .readlinkat(None, format!("/proc/self/ns/{name}").as_str())
-                .await
-                .ok()
-        }
-    };
-    let local = local_namespaces();
-    let same_pidns = same("pid", link("pid").await);
-    let namespaces = far::Namespaces {
-        pidns: if same_pidns { local.pidns } else { fresh.pidns },
-        mountns: if same("mnt", link("mnt").await) {
-            local.mountns
-        } else {
-            fresh.mountns
-        },
-        netns: if same("net", link("net").await) {
-            local.netns
-        } else {
-            fresh.netns
-        },
-        ..fresh
-    };
-    Ok(Discovered {
-        pid,
-        local_pid: same_pidns.then_some(pid),
-        namespaces,
-        memory,
-        fd_table,
-    })
 }
 
 /// Connects to `path` through `via` and moves the connected socket to the local table.
@@ -1003,6 +1099,10 @@ async fn handshake_with_connection(
     };
     let (access, server_end) = pair()?;
     let (fdpass_local, fdpass_remote) = pair()?;
+    mark_fdpass(&fdpass_remote).map_err(|source| Error::Io {
+        what: "binding an fd-passing socket to its mark",
+        source,
+    })?;
     let numbers = run_handshake(
         sock,
         &[

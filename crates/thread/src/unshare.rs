@@ -408,7 +408,7 @@ impl Thread {
 }
 
 /// The fd numbers listed in `task`'s `/proc/self/fd`, without the listing's own fd.
-async fn list_fds(task: &Task) -> Result<Vec<near::FileDescriptor>> {
+pub(crate) async fn list_fds(task: &Task) -> Result<Vec<near::FileDescriptor>> {
     let dir = task
         .open(b"/proc/self/fd", O::RDONLY | O::DIRECTORY, 0)
         .await?;
