@@ -64,42 +64,4 @@ fn fail(what: &[u8], err: i64) -> ! {
     rt::exit_group(1)
 }
 
-mod entry {
-    //! The process entry point.
-    //!
-    //! # Safety
-    //! The kernel jumps to `_start` with the stack pointer at `argc`; `_start` hands that
-    //! address to `start` unchanged, after aligning the stack for a call as the ABI
-    //! requires, and `start` is the only reader of it.
-    #![allow(unsafe_code)]
-    use core::arch::naked_asm;
-    use rsyscall_server::rt::InitialStack;
-
-    /// The ELF entry point: passes the initial stack pointer to [`start`] with the stack
-    /// aligned to 16 bytes and a zero frame pointer (the outermost frame).
-    ///
-    /// # Safety
-    /// Only the kernel enters here, at process start.
-    #[unsafe(naked)]
-    #[unsafe(no_mangle)]
-    unsafe extern "C" fn _start() -> ! {
-        naked_asm!(
-            "xor ebp, ebp",
-            "mov rdi, rsp",
-            "and rsp, -16",
-            "call {start}",
-            "ud2",
-            start = sym start,
-        )
-    }
-
-    /// Reads the initial stack and runs the program.
-    ///
-    /// # Safety
-    /// `sp` must be the initial stack pointer the kernel started the process with.
-    unsafe extern "C" fn start(sp: *const usize) -> ! {
-        // SAFETY: _start passes the kernel's initial stack pointer, untouched.
-        let stack = unsafe { InitialStack::from_initial_stack(sp) };
-        super::main(stack)
-    }
-}
+rsyscall_server::standalone_entry!(crate::main);
