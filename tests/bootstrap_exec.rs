@@ -200,6 +200,16 @@ fn a_failed_exec_leaves_the_thread_usable() {
             "the thread still runs its server"
         );
         assert_eq!(comm(pid), name, "its name is restored");
+        // Another failed exec reuses the watch and leaves no local fd behind.
+        let fds = rsyscall_tests::procs::settled(rsyscall_tests::procs::open_fds).await;
+        thread
+            .exec_bootstrapped(Command::new("/nonexistent/program", "program"))
+            .await
+            .expect_err("no such program");
+        assert_eq!(
+            rsyscall_tests::procs::settled(rsyscall_tests::procs::open_fds).await,
+            fds
+        );
         // The watch installed by the first exec serves the next one.
         thread
             .exec_bootstrapped(sh("exit 0").await)
@@ -249,5 +259,22 @@ fn only_bootstrapped_threads_exec_this_way() {
         assert!(!child.is_dead());
         let process = child.exit(0).await.expect("exit");
         assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(0));
+    });
+}
+
+#[test]
+fn a_thread_with_the_watch_installed_still_exits() {
+    let _serial = serial();
+    run(async {
+        let (launcher, thread) = env_thread().await;
+        thread
+            .exec_bootstrapped(Command::new("/nonexistent/program", "program"))
+            .await
+            .expect_err("no such program");
+        // Its exit now also clears the watched word; the helper's exit ends the
+        // connection as the socket's close does.
+        thread.exit(6).await.expect("exit");
+        assert!(thread.is_dead());
+        assert_eq!(launcher.wait().await.expect("wait"), ChildState::Exited(6));
     });
 }
