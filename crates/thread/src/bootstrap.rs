@@ -110,7 +110,7 @@ impl Thread {
     /// (a lost connection is [`Error::Syscall`] with a hangup).
     pub async unsafe fn from_bootstrap(parts: BootstrapParts) -> Result<Thread> {
         let pid = near::Pid::new(parts.pid);
-        let conn = Arc::new(
+        let conn: Arc<SyscallConnection> = Arc::new(
             SyscallConnection::new(
                 parts.syscall_sock,
                 near::FileDescriptor::new(parts.syscall_fd),
@@ -130,7 +130,7 @@ impl Thread {
         // reaches that address space in-band over the same connection (or fails once the
         // connection is gone).
         let RemoteTask { task, .. } =
-            unsafe { remote_task(conn, weak.clone(), weak, Some(pid)) }.await?;
+            unsafe { remote_task(conn.clone(), weak.clone(), weak, Some(pid)) }.await?;
         // SAFETY: `data_fd` is the process's end of the data socket, owned by nothing else
         // (the caller's promise); the connection owns it from now on.
         let remote =
@@ -139,14 +139,291 @@ impl Thread {
         let environ = SharedEnvironment::new(Environment::from_strings(
             parts.environment.into_iter().map(OsString::into_vec),
         ));
-        Ok(Thread::from_parts(
+        let thread = Thread::from_parts(
             task,
             Some(connection),
             environ,
             None,
             Some(near::FileDescriptor::new(parts.syscall_fd)),
             Some(parts.symbols),
+        );
+        let watch = ExecWatch {
+            conn,
+            installed: async_lock::Mutex::new(false),
+        };
+        let _ = thread.inner.bootstrapped.set(Arc::new(watch));
+        Ok(thread)
+    }
+
+    /// Replaces the program of this bootstrapped thread ([`Thread::from_bootstrap`],
+    /// [`stdin_bootstrap`], [`StubServer::accept`](crate::StubServer::accept)) with
+    /// `command` (`execve`), with the thread's environment ([`Thread::environ`]) changed
+    /// by the command's. Everything else passes to the program as exec passes it: its
+    /// signal mask and dispositions, its fds without close-on-exec, its stdin, stdout and
+    /// stderr. This is how a mocked program hands over to a real one.
+    ///
+    /// `Ok` means the kernel really replaced the process's image; the thread is then gone
+    /// (every later syscall on it is a hangup). The process is not our child, so nothing
+    /// is returned for it: its end is seen by whoever waits for it (for
+    /// [`stdin_bootstrap`], the launcher's [`AsyncChildProcess`]; for a stub, the program
+    /// that ran it).
+    ///
+    /// How the end is told: the first exec of a thread sets the thread's
+    /// `set_tid_address` word (which the kernel clears at exec and at exit) and clones the
+    /// protocol's futex helper in its address space to watch it, whose exit ends the
+    /// connection even while other processes hold copies of its socket; the helper stays
+    /// for the thread's life, and a program the thread execs inherits it as a child that
+    /// already exited. Before each execve the thread's command name is set to a name
+    /// containing `/`, which no exec can give (the kernel names an exec'd process after
+    /// the last part of its path): once the connection is lost, `/proc/PID/stat` shows
+    /// another name exactly when the exec completed, even if the program has exited
+    /// since, and the `PF_EXITING` flag or a dead state otherwise. A failed exec restores
+    /// the name.
+    ///
+    /// That entry lasts until the process is reaped. A [`stdin_bootstrap`] launcher's
+    /// monitor reaps only when waited for, so exec then wait is always told exactly. A
+    /// stub's parent is a program we do not drive: if the exec'd program ends and that
+    /// parent reaps it before the entry is read (a program that exits at once), the
+    /// outcome cannot be known any more and is [`Error::Io`], never a guess.
+    ///
+    /// argv and envp are freed as soon as no kernel reads them; if the future is dropped
+    /// while the execve is in flight, the connection keeps them until it is answered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_thread::{Command, local_thread, stdin_bootstrap};
+    /// # use rsyscall_handle::ChildState;
+    /// # async_io::block_on(async {
+    /// let env = local_thread().environ().which("env").await?;
+    /// let (launcher, thread) = stdin_bootstrap(&local_thread(), env).await?;
+    /// thread
+    ///     .exec_bootstrapped(Command::new("/bin/sh", "sh").args(["-c", "exit 3"]))
+    ///     .await?;
+    /// assert_eq!(launcher.wait().await?, ChildState::Exited(3));
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::InvalidArgument`] for a thread that was not bootstrapped (a clone child
+    ///   execs with [`ChildThread::exec`](crate::ChildThread::exec)) or a bad command;
+    /// - the execve's error (`ENOENT` for a missing file, `E2BIG`...): the thread still runs
+    ///   its server and is usable;
+    /// - a hangup ([`Error::is_hangup`]) if the thread died (was killed, or already was
+    ///   dead) before its exec completed, so the program never ran;
+    /// - [`Error::Io`] if `/proc` could not tell which (not mounted, the process not
+    ///   visible in our pid namespace, or reaped by its parent before it could be read;
+    ///   see above).
+    pub async fn exec_bootstrapped(&self, command: Command) -> Result<()> {
+        let Some(watch) = self.inner.bootstrapped.get().cloned() else {
+            return Err(Error::invalid(
+                "exec_bootstrapped",
+                "this thread was not bootstrapped; a clone child execs with ChildThread::exec",
+            ));
+        };
+        command.validate()?;
+        let task = self.task();
+        if self.is_dead() {
+            return Err(task.error("execve")(SyscallError::Hangup));
+        }
+        // One exec at a time; the first installs the watch.
+        let mut installed = watch.installed.lock().await;
+        if !*installed {
+            let (thread, conn) = (self.duplicate(), watch.conn.clone());
+            // It lends the process memory and makes a process: it must not stop half-way.
+            crate::background::Critical::new(install_exec_watch(thread, conn)).await?;
+            *installed = true;
+        }
+        // The process, as a pidfd of ours, to read its /proc entry after the connection
+        // is lost.
+        let theirs = task.pidfd_open(task.pid(), near::PIDFD::empty()).await?;
+        let pidfd = self.thread_to_local(&theirs).await?;
+        drop(theirs);
+        let envp = command.environment(&self.inner.environ.read());
+        // One allocation and one write: the marker name (16 bytes, NUL-padded), room for
+        // the name to restore (16 bytes), then path, argv and envp.
+        let mut prefix = [0u8; 32];
+        prefix[..EXEC_MARKER.len()].copy_from_slice(EXEC_MARKER);
+        let image = task
+            .exec_image(&prefix, command.path(), command.argv(), &envp)
+            .await?;
+        let (base, path, argv, envp) = (
+            image.prefix().as_u64(),
+            image.path(),
+            image.argv(),
+            image.envp(),
+        );
+        // Dropped with the future, it goes to the connection until the requests end.
+        let mut lent = Lent {
+            image: Some(image.into_pointer()),
+            sysif: task.sysif_arc().clone(),
+        };
+        let sysif = task.sysif();
+        let prctl = |option: i32, addr: u64| {
+            // SAFETY: PR_GET_NAME writes 16 bytes at `base + 16`, PR_SET_NAME reads a
+            // NUL-terminated name of at most 16 bytes at `base` or `base + 16`: all
+            // inside the block, kept until the requests are over.
+            unsafe {
+                sysif.syscall(near::Request::new(
+                    libc::SYS_prctl,
+                    [option as i64, addr as i64, 0, 0, 0, 0],
+                ))
+            }
+        };
+        let get = prctl(libc::PR_GET_NAME, base + 16);
+        let set = prctl(libc::PR_SET_NAME, base);
+        // SAFETY: path, argv and envp were laid out by exec_image, NUL- and
+        // NULL-terminated, in the thread's address space, and the block is kept (`lent`)
+        // until no kernel can read it.
+        let exec = unsafe {
+            sysif.syscall(near::Request::new(
+                libc::SYS_execve,
+                [
+                    path.as_u64() as i64,
+                    argv.as_u64() as i64,
+                    envp.as_u64() as i64,
+                    0,
+                    0,
+                    0,
+                ],
+            ))
+        };
+        let ((get, set), exec) =
+            futures_lite::future::zip(futures_lite::future::zip(get, set), exec).await;
+        let over = |r: &near::SyscallResult| !matches!(r, Err(SyscallError::Hangup));
+        match exec {
+            Err(e @ (SyscallError::Errno(_) | SyscallError::OutOfRange(_))) => {
+                // The exec failed: the thread runs on, under its own name again.
+                if get.is_ok()
+                    && set.is_ok()
+                    && let Err(e) = prctl(libc::PR_SET_NAME, base + 16).await
+                {
+                    log::warn!("restoring the command name after a failed exec: {e}");
+                }
+                drop(lent.image.take());
+                get.map_err(task.error("prctl"))?;
+                set.map_err(task.error("prctl"))?;
+                Err(task.error("execve")(e))
+            }
+            Err(e @ SyscallError::NotSent(_)) => {
+                if over(&get) && over(&set) {
+                    drop(lent.image.take());
+                }
+                Err(task.error("execve")(e))
+            }
+            Ok(_) | Err(SyscallError::Hangup) => {
+                // The process exec'd or died: its old address space is gone either way,
+                // and the connection with it (the block cannot be freed any more).
+                std::mem::forget(lent.image.take());
+                if set.is_err() && !matches!(set, Err(SyscallError::Hangup)) {
+                    return Err(unknown(format!("the marker name was not set: {set:?}")));
+                }
+                match bootstrapped_exec_end(&pidfd, task.pid()).await? {
+                    true => Ok(()),
+                    false => Err(task.error("execve")(SyscallError::Hangup)),
+                }
+            }
+        }
+    }
+}
+
+/// The command name a bootstrapped thread has during its exec: with a `/`, which no
+/// exec'd program's name has.
+const EXEC_MARKER: &[u8] = b"rsyscall/exec";
+
+/// A bootstrapped thread's connection, and whether its exec watch is installed.
+pub(crate) struct ExecWatch {
+    /// The thread's connection, to end when the futex helper exits.
+    conn: Arc<SyscallConnection>,
+    /// Whether the `set_tid_address` word and its futex helper are in place; locked for
+    /// the whole of an exec.
+    installed: async_lock::Mutex<bool>,
+}
+
+impl std::fmt::Debug for ExecWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecWatch")
+    }
+}
+
+/// The argv/envp block of an exec in flight: dropped with the future, it is kept by the
+/// connection until every request sent is over.
+struct Lent {
+    image: Option<rsyscall_handle::WrittenPointer<[u8]>>,
+    sysif: Arc<dyn near::SyscallInterface>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(image) = self.image.take() {
+            self.sysif.keep_until_answered(Box::new(image));
+        }
+    }
+}
+
+fn unknown(detail: String) -> Error {
+    Error::Io {
+        what: "telling a completed exec from a death",
+        source: std::io::Error::other(detail),
+    }
+}
+
+/// Gives `thread` a `set_tid_address` word, which the kernel clears (and wakes) when the
+/// process execs or exits, and a futex helper in its address space watching it, whose
+/// exit ends `conn`. The word is never freed: the kernel may write it for the life of
+/// the process's address space.
+async fn install_exec_watch(thread: Thread, conn: Arc<SyscallConnection>) -> Result<()> {
+    let task = thread.task();
+    let word = task.alloc(4, 4).await?;
+    word.write(0, &1u32.to_ne_bytes()).await?;
+    let addr = word.addr_at(0)?;
+    // From the syscall on, the kernel may write the word at any time.
+    std::mem::forget(word);
+    // SAFETY: `addr` is a 4-byte word of the thread's memory that is never freed or
+    // reused (forgotten above); the kernel writes 0 there when the thread execs or exits.
+    unsafe {
+        task.sysif().syscall(near::Request::new(
+            libc::SYS_set_tid_address,
+            [addr.as_u64() as i64, 0, 0, 0, 0, 0],
         ))
+    }
+    .await
+    .map_err(task.error("set_tid_address"))?;
+    let (helper, watch, mem) = thread
+        .remote_futex_helper(CLONE::empty(), None, addr)
+        .await?;
+    // The helper exits once the thread exec'd or exited; its stack is freed only after
+    // it was reaped.
+    helper.reap_when_exits(Box::new(mem));
+    conn.hangup_when_readable(watch)
+        .map_err(io("registering a pidfd"))
+}
+
+/// Whether the bootstrapped process `pidfd` (local), whose connection was lost during its
+/// exec, completed the exec (`true`) or died first (`false`): see
+/// [`Thread::exec_bootstrapped`]. A process in the middle of its exec (its memory
+/// released, not yet renamed) is looked at again, briefly.
+async fn bootstrapped_exec_end(pidfd: &OwnedFd, pid: near::Pid) -> Result<bool> {
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let (comm, state, flags) = crate::thread::proc_stat(pidfd.as_fd()).map_err(unknown)?;
+        if !comm.contains(&b'/') {
+            return Ok(true);
+        }
+        if flags & crate::thread::PF_EXITING != 0 || matches!(state, 'Z' | 'X') {
+            return Ok(false);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(unknown(format!(
+                "pid {} neither finished its exec nor died within 5 seconds",
+                pid.as_raw()
+            )));
+        }
+        async_io::Timer::after(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

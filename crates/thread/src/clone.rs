@@ -643,7 +643,7 @@ impl Thread {
     /// `parent_flag` the same kernel parent as the child, `waiter`), the protocol's
     /// stopping futex helper watching `futex`; waits for it to stop and continues it.
     /// Returns its monitor, a local copy of its pidfd, and the memory it runs on.
-    async fn remote_futex_helper(
+    pub(crate) async fn remote_futex_helper(
         &self,
         parent_flag: CLONE,
         waiter: Option<Thread>,

@@ -178,6 +178,12 @@
 //!   happened. The argv and envp block stays with the child until the exec's outcome is
 //!   known, so it is freed only once nothing can read it (at the latest, once the child is
 //!   reaped). [`Thread::exit`] on another handle is a single remote syscall, as above.
+//! - **[`Thread::exec_bootstrapped`]** takes the thread by reference, so dropping its future
+//!   kills nothing: the first exec's setup (the `set_tid_address` word and the futex helper)
+//!   is a critical part, finished once started; the requests already sent run on, and the
+//!   argv and envp block is kept by the connection until they are answered (leaked if the
+//!   connection was lost, since the process then exec'd or died). The thread may then have
+//!   exec'd, or have a marker command name if it stayed between the requests.
 //! - **[`stdin_bootstrap`]**, dropped before its launcher was exec'd, kills the launcher
 //!   (see [`ChildThread`]); dropped later, it closes our ends of the helper's sockets, so
 //!   the helper fails its describe or sees EOF on its syscall socket and exits, and the

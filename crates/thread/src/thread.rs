@@ -54,6 +54,8 @@ pub(crate) struct ThreadInner {
     pub(crate) symbols: Option<SymbolTable>,
     /// A persistent thread's reconnectable interface, which knows the fds its server owns.
     pub(crate) persistent: std::sync::OnceLock<Arc<crate::persistent::Reconnecting>>,
+    /// A bootstrapped thread's connection and exec watch ([`Thread::exec_bootstrapped`]).
+    pub(crate) bootstrapped: std::sync::OnceLock<Arc<crate::bootstrap::ExecWatch>>,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
@@ -213,6 +215,7 @@ impl Thread {
                 root_epoller: Default::default(),
                 symbols,
                 persistent: Default::default(),
+                bootstrapped: Default::default(),
             }),
         }
     }
@@ -877,7 +880,7 @@ impl Drop for ChildThread {
 }
 
 /// The kernel's task flag of a task that is exiting (`include/linux/sched.h`).
-const PF_EXITING: u64 = 0x4;
+pub(crate) const PF_EXITING: u64 = 0x4;
 /// The kernel's task flag of a task cloned and not exec'd since (`include/linux/sched.h`).
 const PF_FORKNOEXEC: u64 = 0x40;
 
@@ -892,7 +895,7 @@ enum AfterHangup {
 
 /// The pid that `/proc/self/fdinfo` shows for the local pidfd `pidfd`: in the pid
 /// namespace of the `/proc` mount; 0 if the process is not in it, -1 once it is reaped.
-fn pidfd_pid(pidfd: BorrowedFd<'_>) -> std::result::Result<i64, String> {
+pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> std::result::Result<i64, String> {
     let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
     let info = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
     info.lines()
@@ -904,29 +907,44 @@ fn pidfd_pid(pidfd: BorrowedFd<'_>) -> std::result::Result<i64, String> {
 /// The state letter and task flags (fields 3 and 9 of `/proc/PID/stat`) of the unreaped
 /// process the local pidfd `pidfd` refers to.
 fn proc_task_flags(pidfd: BorrowedFd<'_>) -> std::result::Result<(char, u64), String> {
+    proc_stat(pidfd).map(|(_, state, flags)| (state, flags))
+}
+
+/// The command name, state letter and task flags (fields 2, 3 and 9 of `/proc/PID/stat`)
+/// of the unreaped process the local pidfd `pidfd` refers to.
+pub(crate) fn proc_stat(
+    pidfd: BorrowedFd<'_>,
+) -> std::result::Result<(Vec<u8>, char, u64), String> {
     let pid = pidfd_pid(pidfd)?;
     match pid {
-        -1 => return Err("the child was reaped by someone else".into()),
-        0 => return Err("the child is not in the pid namespace of /proc".into()),
+        -1 => return Err("the process was reaped before its /proc entry could be read".into()),
+        0 => return Err("the process is not in the pid namespace of /proc".into()),
         _ => {}
     }
     let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path);
+    let stat = std::fs::read(&path);
     // The pid could name another process only after ours was reaped, which the pidfd
-    // would then show: checked after the read, so that the read was of our child.
+    // would then show: checked after the read, so that the read was of our process.
     if pidfd_pid(pidfd)? != pid {
-        return Err("the child was reaped by someone else".into());
+        return Err("the process was reaped before its /proc entry could be read".into());
     }
     let stat = stat.map_err(|e| format!("reading {path}: {e}"))?;
     // The command name, in parentheses, may contain anything: fields follow the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
+    let open = stat.iter().position(|&b| b == b'(');
+    let close = stat.iter().rposition(|&b| b == b')');
+    let (Some(open), Some(close)) = (open, close) else {
+        return Err(format!("{path} is not in the expected format"));
+    };
+    if close < open {
+        return Err(format!("{path} is not in the expected format"));
+    }
+    let comm = stat[open + 1..close].to_vec();
+    let rest = String::from_utf8_lossy(&stat[close + 1..]);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
     let state = fields.first().and_then(|s| s.chars().next());
     let flags = fields.get(6).and_then(|f| f.parse().ok());
     match (state, flags) {
-        (Some(state), Some(flags)) => Ok((state, flags)),
+        (Some(state), Some(flags)) => Ok((comm, state, flags)),
         _ => Err(format!("{path} is not in the expected format")),
     }
 }
