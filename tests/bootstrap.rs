@@ -16,22 +16,8 @@ use rsyscall::{
 };
 use rsyscall_tests::errors::serial;
 use rsyscall_tests::procs::{count_children, open_fds};
+use rsyscall_tests::programs::{env_thread, which};
 use rsyscall_tests::tasks::run;
-
-async fn which(name: &str) -> Command {
-    local_thread()
-        .environ()
-        .which(name)
-        .await
-        .unwrap_or_else(|e| panic!("{name} on PATH: {e}"))
-}
-
-/// A thread through `env`: the launcher execs the helper, so it *is* the thread's process.
-async fn env_thread() -> (AsyncChildProcess, Thread) {
-    stdin_bootstrap(&local_thread(), which("env").await)
-        .await
-        .expect("stdin_bootstrap through env")
-}
 
 /// Ends a bootstrapped thread and checks its launcher exits cleanly.
 async fn finish(launcher: AsyncChildProcess, thread: Thread) {

@@ -9,28 +9,11 @@
 
 use std::io::Read;
 
-use rsyscall::{
-    AsyncChildProcess, CLONE, ChildState, Command, Error, Signal, StubServer, Thread, local_thread,
-    stdin_bootstrap,
-};
+use rsyscall::{CLONE, ChildState, Command, Error, Signal, StubServer, Thread, local_thread};
 use rsyscall_tests::errors::serial;
+use rsyscall_tests::programs::{env_thread, which};
 use rsyscall_tests::tasks::run;
 use rsyscall_tests::tmp::TempDir;
-
-async fn which(name: &str) -> Command {
-    local_thread()
-        .environ()
-        .which(name)
-        .await
-        .unwrap_or_else(|e| panic!("{name} on PATH: {e}"))
-}
-
-/// A thread through `env`: the launcher execs the helper, so it *is* the thread's process.
-async fn env_thread() -> (AsyncChildProcess, Thread) {
-    stdin_bootstrap(&local_thread(), which("env").await)
-        .await
-        .expect("stdin_bootstrap through env")
-}
 
 /// `sh -c script`.
 async fn sh(script: &str) -> Command {

@@ -18,6 +18,7 @@ use std::process::Stdio;
 use rsyscall::{ChildState, Command, O, StubServer, Thread, local_thread};
 use rsyscall_tests::errors::serial;
 use rsyscall_tests::procs::{count_children, open_fds};
+use rsyscall_tests::programs::which;
 use rsyscall_tests::server::wait_with_deadline;
 use rsyscall_tests::tasks::run;
 use rsyscall_tests::tmp::TempDir;
@@ -51,14 +52,6 @@ fn take_warnings() -> Vec<String> {
         log::set_max_level(log::LevelFilter::Warn);
     });
     std::mem::take(&mut *WARNINGS.0.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-async fn which(name: &str) -> Command {
-    local_thread()
-        .environ()
-        .which(name)
-        .await
-        .unwrap_or_else(|e| panic!("{name} on PATH: {e}"))
 }
 
 /// Runs `command` in a child of the local thread, to completion, while `mock` runs.

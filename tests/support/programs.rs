@@ -1,6 +1,6 @@
 //! Commands for the programs the tests exec, found on the local thread's `PATH`.
 
-use rsyscall::{Command, local_thread};
+use rsyscall::{AsyncChildProcess, Command, Thread, local_thread, stdin_bootstrap};
 
 /// `sh -c script`.
 pub async fn sh(script: &str) -> Command {
@@ -20,4 +20,20 @@ pub async fn sleeper() -> Command {
         .await
         .expect("sleep on PATH")
         .arg("1000")
+}
+
+/// `name` found on the local thread's `PATH`.
+pub async fn which(name: &str) -> Command {
+    local_thread()
+        .environ()
+        .which(name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} on PATH: {e}"))
+}
+
+/// A thread through `env`: the launcher execs the helper, so it *is* the thread's process.
+pub async fn env_thread() -> (AsyncChildProcess, Thread) {
+    stdin_bootstrap(&local_thread(), which("env").await)
+        .await
+        .expect("stdin_bootstrap through env")
 }
