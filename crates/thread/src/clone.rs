@@ -507,36 +507,7 @@ impl Thread {
             .await;
             (child, None)
         };
-        let pid = match pid {
-            Ok(pid) => pid,
-            Err(SyscallError::Hangup) => {
-                // The connection was lost with the clone sent: a child may run on `stack`
-                // (until its parent's death kills it), and the kernel writes its futex word
-                // when it exits. Keep the memory for good.
-                std::mem::forget(stack);
-                return Err(task.error("clone")(SyscallError::Hangup));
-            }
-            Err(e) => return Err(task.error("clone")(e)),
-        };
-        let pidfd = match stack.pidfd(task).await {
-            Ok(fd) => fd,
-            Err(e) => {
-                // Without its pidfd the child can only be named by pid, which is still
-                // ours: it is not reaped yet.
-                let _ = task.kill(pid, Signal::SIGKILL).await;
-                std::mem::forget(stack);
-                return Err(e);
-            }
-        };
-
-        // From here on the child runs on `stack`.
-        let monitor = match self.monitor_child(waiter, pid, pidfd).await {
-            Ok(m) => m,
-            Err(e) => {
-                std::mem::forget(stack);
-                return Err(e);
-            }
-        };
+        let (pid, monitor, stack) = self.monitor_clone(pid, stack, waiter).await?;
         let helper = match helper_cloned {
             Some(Ok(_)) => helper_prep.finish().await,
             Some(Err(source)) => Err(Task::local().error("clone")(source)),
@@ -561,6 +532,47 @@ impl Thread {
             Err(e) => {
                 monitor.abandon(Signal::SIGKILL, Box::new(()));
                 Err(io("duplicating a pidfd")(e))
+            }
+        }
+    }
+
+    /// After the clone of a child on `stack` returned `pid`: its pidfd and monitor (waited
+    /// for by `waiter`, or us). On any failure once a child may run on `stack`, the stack is
+    /// kept for good (the child is killed where it can be named): a child may still run on
+    /// it, and the kernel writes its futex word when it exits.
+    async fn monitor_clone(
+        &self,
+        pid: std::result::Result<Pid, SyscallError>,
+        stack: ChildStack,
+        waiter: Option<Thread>,
+    ) -> Result<(Pid, AsyncChildProcess, ChildStack)> {
+        let task = self.task();
+        let pid = match pid {
+            Ok(pid) => pid,
+            // The connection was lost with the clone sent: a child may run on `stack`
+            // until its parent's death kills it.
+            Err(SyscallError::Hangup) => {
+                std::mem::forget(stack);
+                return Err(task.error("clone")(SyscallError::Hangup));
+            }
+            Err(e) => return Err(task.error("clone")(e)),
+        };
+        let pidfd = match stack.pidfd(task).await {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without its pidfd the child can only be named by pid, which is still
+                // ours: it is not reaped yet.
+                let _ = task.kill(pid, Signal::SIGKILL).await;
+                std::mem::forget(stack);
+                return Err(e);
+            }
+        };
+        // From here on the child runs on `stack`.
+        match self.monitor_child(waiter, pid, pidfd).await {
+            Ok(monitor) => Ok((pid, monitor, stack)),
+            Err(e) => {
+                std::mem::forget(stack);
+                Err(e)
             }
         }
     }
@@ -592,29 +604,7 @@ impl Thread {
             )
         }
         .await;
-        let pid = match pid {
-            Ok(pid) => pid,
-            Err(SyscallError::Hangup) => {
-                std::mem::forget(stack);
-                return Err(task.error("clone")(SyscallError::Hangup));
-            }
-            Err(e) => return Err(task.error("clone")(e)),
-        };
-        let pidfd = match stack.pidfd(task).await {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = task.kill(pid, Signal::SIGKILL).await;
-                std::mem::forget(stack);
-                return Err(e);
-            }
-        };
-        let monitor = match self.monitor_child(waiter, pid, pidfd).await {
-            Ok(m) => m,
-            Err(e) => {
-                std::mem::forget(stack);
-                return Err(e);
-            }
-        };
+        let (pid, monitor, stack) = self.monitor_clone(pid, stack, waiter).await?;
         let futex = match stack.futex() {
             Ok(f) => f,
             Err(e) => {
