@@ -439,6 +439,15 @@ impl AsyncFileDescriptor {
         self.reg.wait_rdhup().await
     }
 
+    /// Waits until the fd may be readable (possibly spuriously), reading nothing: for fds
+    /// whose readability is the event itself, such as a pidfd.
+    ///
+    /// # Errors
+    /// The event loop's errors.
+    pub(crate) async fn wait_readable(&self) -> Result<()> {
+        self.reg.wait(Want::Read).await
+    }
+
     /// Deregisters the fd (unless another [`AsyncFileDescriptor`] made by
     /// [`AsyncFileDescriptor::with_handle`] still uses the registration), then closes the
     /// handle (which closes the fd if it is its last handle). Deregistering first matters:
@@ -505,7 +514,11 @@ impl Thread {
         if set_nonblock {
             fd.set_nonblock(true).await?;
         }
-        let reg = match self.root_epoller_now().await? {
+        let epoller = match self.root_epoller_now().await? {
+            None if self.host().is_some() => Some(self.root_epoller_or_make().await?),
+            other => other,
+        };
+        let reg = match epoller {
             Some(epoller) => {
                 epoller.flush_orphans().await;
                 Registration::Root(epoller.register(&fd)?)
@@ -533,6 +546,9 @@ impl Thread {
     /// `socketpair`'s errors; the errors of moving fds (see [`Thread::make_afd`] for a
     /// table the local process cannot reach).
     pub async fn open_channels(&self, n: usize) -> Result<Vec<(OwnedFd, FileDescriptor)>> {
+        if self.host().is_some() {
+            return self.host_channels(n).await;
+        }
         let mut locals = Vec::with_capacity(n);
         let mut remotes = Vec::with_capacity(n);
         for _ in 0..n {

@@ -396,8 +396,7 @@ async fn install_exec_watch(thread: Thread, conn: Arc<SyscallConnection>) -> Res
     // The helper exits once the thread exec'd or exited; its stack is freed only after
     // it was reaped.
     helper.reap_when_exits(Box::new(mem));
-    conn.hangup_when_readable(watch)
-        .map_err(io("registering a pidfd"))
+    conn.hangup_on(watch).map_err(io("registering a pidfd"))
 }
 
 /// Whether the bootstrapped process `pidfd` (local), whose connection was lost during its

@@ -32,7 +32,7 @@ use crate::connection::Connection;
 use crate::monitor::AsyncChildProcess;
 use crate::persistent::Reconnecting;
 use crate::service;
-use crate::syscall_connection::SyscallConnection;
+use crate::syscall_connection::{HangupWatch, SyscallConnection};
 use crate::thread::{ChildThread, Thread};
 
 /// Stack for a clone child's server loop.
@@ -291,6 +291,10 @@ impl Thread {
         if let Some(iface) = &iface {
             let _ = thread.inner.persistent.set(Arc::clone(iface));
         }
+        if let Some(host) = self.host() {
+            // Same host, and the listening socket at the same number in its table.
+            thread.set_host(host.clone());
+        }
         let child = ChildThread::new(
             thread,
             kernel_parent,
@@ -313,7 +317,7 @@ impl Thread {
         flags: CLONE,
         pid: Pid,
         channels: Channels,
-        helper_pidfd: OwnedFd,
+        helper_pidfd: HangupWatch,
         generation: u64,
         persistent_listen: Option<near::FileDescriptor>,
     ) -> Result<(
@@ -335,7 +339,7 @@ impl Thread {
         let Channels { access, ends } = channels;
         let conn = SyscallConnection::new(access.into(), ends.server_sock.near())
             .map_err(io("registering a connection"))?;
-        conn.hangup_when_readable(helper_pidfd)
+        conn.hangup_on(helper_pidfd)
             .map_err(io("registering a pidfd"))?;
         // The child's pid in its own pid namespace: ours for it, unless it is in another.
         let own_pid = if flags.contains(CLONE::NEWPID) {
@@ -399,6 +403,16 @@ impl Thread {
     /// error (from the init of a pid namespace the kernel would refuse it with `EINVAL`).
     fn clone_waiter(&self, flags: CLONE) -> Result<(CLONE, Option<Thread>)> {
         let explicit = flags.contains(CLONE::PARENT);
+        if self.host().is_some() {
+            // The child's pidfd could not be moved to the grandparent's table.
+            if explicit {
+                return Err(Error::invalid(
+                    "clone",
+                    "CLONE_PARENT from a thread on another host: its children are its own",
+                ));
+            }
+            return Ok((flags, None));
+        }
         match &self.inner.parent {
             Some(p) if p.task().namespaces().pidns != self.task().namespaces().pidns => {
                 if explicit {
@@ -435,6 +449,22 @@ impl Thread {
     /// The syscall channel, and (unless the child will use the local table) a connection
     /// for passing fds, with their remote ends moved into our table.
     async fn child_channels(&self, shares_table: bool) -> Result<Channels> {
+        if self.host().is_some() {
+            // One channel through the host's forwarded socket; no fd-passing connection,
+            // since no fd can cross to that host.
+            let (access, server_sock) = self
+                .host_channels(1)
+                .await?
+                .pop()
+                .ok_or_else(|| Error::invalid("clone", "no channel was made"))?;
+            return Ok(Channels {
+                access: UnixStream::from(access),
+                ends: ChildEnds {
+                    server_sock,
+                    fdpass: None,
+                },
+            });
+        }
         let (access, server_local) = UnixStream::pair().map_err(io("socketpair"))?;
         let mut remote_local: Vec<OwnedFd> = vec![server_local.into()];
         let fdpass_local = if shares_table && self.uses_local_table() {
@@ -470,7 +500,7 @@ impl Thread {
         flags: CLONE,
         waiter: Option<Thread>,
         stack: ChildStack,
-    ) -> Result<(Pid, AsyncChildProcess, OwnedFd)> {
+    ) -> Result<(Pid, AsyncChildProcess, HangupWatch)> {
         let task = self.task();
         if task.memory().space() != rsyscall_handle::local_namespaces().address_space {
             return self.clone_child_remote(flags, waiter, stack).await;
@@ -528,7 +558,7 @@ impl Thread {
         let watch = helper.pidfd.try_clone();
         service::reap_later(helper.pidfd, Box::new((stack.mem, helper.memory)));
         match watch {
-            Ok(fd) => Ok((pid, monitor, fd)),
+            Ok(fd) => Ok((pid, monitor, HangupWatch::Fd(fd))),
             Err(e) => {
                 monitor.abandon(Signal::SIGKILL, Box::new(()));
                 Err(io("duplicating a pidfd")(e))
@@ -586,7 +616,7 @@ impl Thread {
         flags: CLONE,
         waiter: Option<Thread>,
         stack: ChildStack,
-    ) -> Result<(Pid, AsyncChildProcess, OwnedFd)> {
+    ) -> Result<(Pid, AsyncChildProcess, HangupWatch)> {
         let task = self.task();
         let args = stack.clone_args(flags)?;
         let helper_waiter = waiter.as_ref().map(Thread::duplicate);
@@ -629,6 +659,28 @@ impl Thread {
         }
     }
 
+    /// What says that the futex helper `helper` (a child of this thread or its waiter)
+    /// exited: a local copy of its pidfd, or on another host a copy of the pidfd in this
+    /// thread's table, on its root epoller.
+    async fn helper_watch(&self, helper: &AsyncChildProcess) -> Result<HangupWatch> {
+        if let Some(fd) = helper.local_pidfd() {
+            return fd
+                .try_clone_to_owned()
+                .map(HangupWatch::Fd)
+                .map_err(io("duplicating a pidfd"));
+        }
+        if self.host().is_none() {
+            return Err(Error::invalid("clone", "the futex helper is not monitored"));
+        }
+        let copy = helper.process().pidfd().dup().await?;
+        let watched = self.make_afd(copy, false).await?;
+        Ok(HangupWatch::Event(Box::pin(async move {
+            if let Err(e) = watched.wait_readable().await {
+                log::debug!("watching a futex helper: {e}");
+            }
+        })))
+    }
+
     /// Clones, from this thread (in its address space, sharing its table, and with
     /// `parent_flag` the same kernel parent as the child, `waiter`), the protocol's
     /// stopping futex helper watching `futex`; waits for it to stop and continues it.
@@ -638,7 +690,7 @@ impl Thread {
         parent_flag: CLONE,
         waiter: Option<Thread>,
         futex: Address,
-    ) -> Result<(AsyncChildProcess, OwnedFd, Allocation)> {
+    ) -> Result<(AsyncChildProcess, HangupWatch, Allocation)> {
         let task = self.task();
         let symbols = self
             .inner
@@ -704,10 +756,10 @@ impl Thread {
             Ok(_) => helper.kill(Signal::SIGCONT).await,
             Err(e) => Err(e),
         };
-        let watch = helper
-            .local_pidfd()
-            .ok_or_else(|| Error::invalid("clone", "the futex helper is not monitored"))
-            .and_then(|fd| fd.try_clone_to_owned().map_err(io("duplicating a pidfd")));
+        let watch = match &continued {
+            Ok(()) => self.helper_watch(&helper).await,
+            Err(_) => Err(Error::invalid("clone", "the futex helper did not start")),
+        };
         match (continued, watch) {
             (Ok(()), Ok(watch)) => Ok((helper, watch, mem)),
             (Err(e), _) | (_, Err(e)) => {
@@ -727,6 +779,24 @@ impl Thread {
         pidfd: FileDescriptor,
     ) -> Result<AsyncChildProcess> {
         let task = self.task();
+        if self.host().is_some() {
+            // On another host (and so never with a waiter: see `clone_waiter`): the
+            // child's exit is seen through the pidfd on this thread's root epoller.
+            let watched = match self.make_afd(pidfd.clone(), false).await {
+                Ok(afd) => afd,
+                Err(e) => {
+                    let _ =
+                        near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
+                    return Err(e);
+                }
+            };
+            let process = ChildProcess::new(task, pid, pidfd);
+            return Ok(AsyncChildProcess::on_epoller(
+                process,
+                watched,
+                "rsyscall thread".into(),
+            ));
+        }
         let local_pidfd = match self.thread_to_local(&pidfd).await {
             Ok(fd) => fd,
             Err(e) => {

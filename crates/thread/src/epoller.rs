@@ -503,6 +503,32 @@ impl Thread {
         Ok(Some(new))
     }
 
+    /// The thread's root epoller for its current table, made now (with its syscall socket
+    /// as the activity fd) if it never had one: for threads whose fds the local reactor
+    /// cannot watch (on another host).
+    pub(crate) async fn root_epoller_or_make(&self) -> Result<Arc<Epoller>> {
+        if let Some(ep) = self.root_epoller_now().await? {
+            return Ok(ep);
+        }
+        {
+            let slot = &self.inner.root_epoller;
+            let _making = slot.making.lock().await;
+            if slot.get().is_none() {
+                let server = self.inner.server_fd.ok_or_else(|| {
+                    Error::invalid("make_root_epoller", "the thread has no syscall socket to watch")
+                })?;
+                // SAFETY: as in `make_root_epoller`: the syscall socket stays open for the
+                // thread's life; the handle only registers it and is never closed.
+                let activity = unsafe { FileDescriptor::borrowed(self.task(), server) };
+                let epoller = self.new_root_epoller(&activity).await?;
+                *lock(&slot.current) = Some(epoller);
+            }
+        }
+        self.root_epoller_now()
+            .await?
+            .ok_or_else(|| Error::invalid("make_root_epoller", "the root epoller was lost"))
+    }
+
     /// An epoll fd of this thread's current table with `activity` registered.
     async fn new_root_epoller(&self, activity: &FileDescriptor) -> Result<Arc<Epoller>> {
         let task = self.task();

@@ -259,6 +259,7 @@ mod command;
 mod connection;
 mod conveniences;
 pub mod epoller;
+mod host;
 pub mod libexec;
 mod monitor;
 mod oneshot;

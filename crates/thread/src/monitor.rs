@@ -8,7 +8,30 @@ use rsyscall_handle::structs::WaitId;
 use rsyscall_handle::{ChildProcess, ChildState, Error, Result};
 use rsyscall_near::{Signal, W};
 
+use crate::afd::AsyncFileDescriptor;
 use crate::{reaper, service};
+
+/// How a child's exit is seen.
+enum Readiness {
+    /// A pidfd in the local table, registered with the async-io reactor.
+    Local(Async<OwnedFd>),
+    /// A pidfd in the parent's table, on the parent's root epoller: for a parent whose
+    /// table the local process cannot reach (a thread on another host).
+    Epoller(AsyncFileDescriptor),
+}
+
+impl Readiness {
+    /// Waits until the pidfd is readable (the child exited), possibly spuriously.
+    async fn readable(&self) -> Result<()> {
+        match self {
+            Readiness::Local(io) => io.readable().await.map_err(|source| Error::Io {
+                what: "waiting for a pidfd",
+                source,
+            }),
+            Readiness::Epoller(afd) => afd.wait_readable().await,
+        }
+    }
+}
 
 /// A child process whose exit is observed through a pidfd registered with the async-io
 /// reactor; nothing changes the local process's signal mask or dispositions.
@@ -42,8 +65,8 @@ use crate::{reaper, service};
 /// ```
 pub struct AsyncChildProcess {
     process: ChildProcess,
-    /// A local pidfd for the child, registered with the reactor.
-    readiness: Option<Async<OwnedFd>>,
+    /// How the child's exit is seen.
+    readiness: Option<Readiness>,
     command: String,
     parent_is_local: bool,
 }
@@ -102,10 +125,26 @@ impl AsyncChildProcess {
         };
         Ok(AsyncChildProcess {
             process,
-            readiness: Some(readiness),
+            readiness: Some(Readiness::Local(readiness)),
             command,
             parent_is_local,
         })
+    }
+
+    /// Monitors `process` through `pidfd`, an [`AsyncFileDescriptor`] of a pidfd for it
+    /// in its parent's table, on the parent's root epoller: for a parent whose table the
+    /// local process cannot reach (a thread on another host).
+    pub(crate) fn on_epoller(
+        process: ChildProcess,
+        pidfd: AsyncFileDescriptor,
+        command: String,
+    ) -> Self {
+        AsyncChildProcess {
+            process,
+            readiness: Some(Readiness::Epoller(pidfd)),
+            command,
+            parent_is_local: false,
+        }
     }
 
     /// Describes the child as running `command` (in errors).
@@ -142,13 +181,16 @@ impl AsyncChildProcess {
             std::mem::forget(keep);
             return;
         };
-        if self.parent_is_local {
-            match readiness.into_inner() {
-                Ok(fd) => service::reap_later(fd, keep),
-                Err(_) => std::mem::forget(keep),
+        let readiness = match readiness {
+            Readiness::Local(io) if self.parent_is_local => {
+                match io.into_inner() {
+                    Ok(fd) => service::reap_later(fd, keep),
+                    Err(_) => std::mem::forget(keep),
+                }
+                return;
             }
-            return;
-        }
+            other => other,
+        };
         let parent = self.process.parent().clone();
         let pidfd = self.process.pidfd().clone();
         reaper::spawn(async move {
@@ -180,7 +222,10 @@ impl AsyncChildProcess {
 
     /// The child's pidfd in the local table, while the child is monitored here.
     pub(crate) fn local_pidfd(&self) -> Option<BorrowedFd<'_>> {
-        self.readiness.as_ref().map(|r| r.get_ref().as_fd())
+        match &self.readiness {
+            Some(Readiness::Local(r)) => Some(r.get_ref().as_fd()),
+            _ => None,
+        }
     }
 
     /// The underlying child process.
@@ -237,18 +282,10 @@ impl AsyncChildProcess {
                     async_io::Timer::after(interval).await;
                     Ok(false)
                 };
-                futures_lite::future::or(exited, tick)
-                    .await
-                    .map_err(|source| Error::Io {
-                        what: "waiting for a pidfd",
-                        source,
-                    })?;
+                futures_lite::future::or(exited, tick).await?;
                 interval = (interval * 2).min(std::time::Duration::from_millis(50));
             } else {
-                r.readable().await.map_err(|source| Error::Io {
-                    what: "waiting for a pidfd",
-                    source,
-                })?;
+                r.readable().await?;
             }
         }
     }
@@ -326,8 +363,19 @@ impl AsyncChildProcess {
     /// Signals the child at once from the local process (used where nothing can be
     /// awaited); errors are ignored, as the child may already be gone.
     fn signal_now(&self, sig: Signal) {
-        if let Some(r) = &self.readiness {
-            service::pidfd_signal(r.get_ref(), sig);
+        match &self.readiness {
+            Some(Readiness::Local(r)) => service::pidfd_signal(r.get_ref(), sig),
+            Some(Readiness::Epoller(_)) => {
+                // Only the parent can reach its pidfd: signalled through it, in the
+                // background (before any reaping queued after this, on the same thread).
+                let parent = self.process.parent().clone();
+                let pidfd = self.process.pidfd().clone();
+                reaper::spawn(async move {
+                    let _ = rsyscall_near::pidfd_send_signal(parent.sysif(), pidfd.near(), sig)
+                        .await;
+                });
+            }
+            None => {}
         }
     }
 }

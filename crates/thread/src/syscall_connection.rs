@@ -96,6 +96,16 @@ pub struct SyscallConnection {
     reader: Mutex<Reader>,
 }
 
+/// What says that a server is gone (its futex helper exited): a local fd that becomes
+/// readable, or, where the helper's pidfd cannot reach the local table, an event on a
+/// remote thread's root epoller.
+pub(crate) enum HangupWatch {
+    /// A local fd (a pidfd) whose readability is the event.
+    Fd(OwnedFd),
+    /// A future that completes with the event.
+    Event(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
 /// Resources of the reading side.
 #[derive(Default)]
 struct Reader {
@@ -103,6 +113,8 @@ struct Reader {
     buf: Vec<u8>,
     /// Fds whose readability means the server is gone.
     hangup_fds: Vec<Async<OwnedFd>>,
+    /// Futures whose completion means the server is gone.
+    hangup_futures: Vec<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 /// What became of one request.
@@ -684,6 +696,33 @@ impl SyscallConnection {
         Ok(())
     }
 
+    /// Like [`SyscallConnection::hangup_when_readable`], for an event seen as the
+    /// completion of `event` (for instance the readability of a pidfd on a remote
+    /// thread's root epoller, for a server whose futex helper the local process cannot
+    /// see). `event` is polled by whichever request is driving the connection.
+    pub(crate) fn hangup_when(&self, event: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        lock(&self.reader).hangup_futures.push(event);
+        let waker = lock(&self.state).driver_waker();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Registers `watch` ([`SyscallConnection::hangup_when_readable`] or
+    /// [`SyscallConnection::hangup_when`]).
+    ///
+    /// # Errors
+    /// Registering an fd with the reactor failed.
+    pub(crate) fn hangup_on(&self, watch: HangupWatch) -> io::Result<()> {
+        match watch {
+            HangupWatch::Fd(fd) => self.hangup_when_readable(fd),
+            HangupWatch::Event(event) => {
+                self.hangup_when(event);
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the connection is known to be lost (or was shut down by [`Self::shutdown`]).
     pub fn is_hung_up(&self) -> bool {
         let st = lock(&self.state);
@@ -843,9 +882,16 @@ impl SyscallConnection {
             }
             Poll::Pending => true,
         });
+        if !fired {
+            fired = rd
+                .hangup_futures
+                .iter_mut()
+                .any(|event| event.as_mut().poll(cx).is_ready());
+        }
         if fired {
-            log::debug!("syscall connection: hangup fd readable");
+            log::debug!("syscall connection: hangup event");
             rd.hangup_fds.clear();
+            rd.hangup_futures.clear();
         }
         fired
     }

@@ -56,6 +56,8 @@ pub(crate) struct ThreadInner {
     pub(crate) persistent: std::sync::OnceLock<Arc<crate::persistent::Reconnecting>>,
     /// A bootstrapped thread's connection and exec watch ([`Thread::exec_bootstrapped`]).
     pub(crate) bootstrapped: std::sync::OnceLock<Arc<crate::bootstrap::ExecWatch>>,
+    /// For a thread on another host: how channels with the local process are made.
+    pub(crate) host: std::sync::OnceLock<crate::host::HostAccess>,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
@@ -216,6 +218,7 @@ impl Thread {
                 symbols,
                 persistent: Default::default(),
                 bootstrapped: Default::default(),
+                host: Default::default(),
             }),
         }
     }
@@ -335,6 +338,9 @@ impl Thread {
     /// else over its connection, one `SCM_RIGHTS` message per 253 fds.
     pub(crate) async fn local_to_thread(&self, fds: Vec<OwnedFd>) -> Result<Vec<FileDescriptor>> {
         let task = &self.inner.task;
+        if self.host().is_some() {
+            return Err(self.no_fd_passing("moving fds to a thread"));
+        }
         if self.uses_local_table() {
             return fds
                 .into_iter()
@@ -361,6 +367,9 @@ impl Thread {
                 what: "duplicating a local fd",
                 source,
             });
+        }
+        if self.host().is_some() {
+            return Err(self.no_fd_passing("moving fds from a thread"));
         }
         let conn = self
             .connection()

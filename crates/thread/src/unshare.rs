@@ -265,7 +265,7 @@ impl Thread {
         // A thread that used the local table reached it directly; once it has a table of its
         // own it needs a connection to move fds. Make the socketpair now, so the thread's
         // new table starts with a copy of its end.
-        let pending = if self.connection().is_none() {
+        let pending = if self.connection().is_none() && self.host().is_none() {
             let (ours, theirs) =
                 std::os::unix::net::UnixStream::pair().map_err(|source| Error::Io {
                     what: "socketpair",
@@ -303,7 +303,8 @@ impl Thread {
     }
 
     /// The fd numbers this thread itself relies on and [`Thread::do_cloexec_except`]
-    /// always keeps: its stdin, stdout and stderr, its end of the connection that passes
+    /// always keeps (with, for a thread on another host, that host's listening socket,
+    /// through which its channels are made): its stdin, stdout and stderr, its end of the connection that passes
     /// fds to it, the socket its syscall server reads, and the epoll fd of its root
     /// epoller (if it has one in its current table).
     pub fn reserved_fds(&self) -> Vec<near::FileDescriptor> {
@@ -323,6 +324,9 @@ impl Thread {
         }
         if let Some(ep) = self.root_epoller() {
             fds.push(ep.epfd().near());
+        }
+        if let Some(host) = self.host() {
+            fds.push(host.listener);
         }
         fds
     }
