@@ -300,7 +300,9 @@ fn ssh_bootstrap_hands_its_socket_over_describes_itself_and_serves() {
     );
     let mut stdout = socket_mode.0.stdout.take().expect("stdout");
     let mut done = [0u8; 5];
-    stdout.read_exact(&mut done).expect("socket mode's first line");
+    stdout
+        .read_exact(&mut done)
+        .expect("socket mode's first line");
     assert_eq!(&done, b"done\n");
     assert!(present(&dir.join("data")) && present(&dir.join("pass")));
 
@@ -327,9 +329,15 @@ fn ssh_bootstrap_hands_its_socket_over_describes_itself_and_serves() {
     assert_ne!(d.symbols.server, 0);
     let fds = [d.listening_sock, d.syscall_sock, d.data_sock];
     assert!(fds.iter().all(|&fd| fd > 2), "{fds:?}");
-    assert!(fds[0] != fds[1] && fds[1] != fds[2] && fds[0] != fds[2], "{fds:?}");
+    assert!(
+        fds[0] != fds[1] && fds[1] != fds[2] && fds[0] != fds[2],
+        "{fds:?}"
+    );
     for fd in fds {
-        assert!(cloexec(pid, fd), "fd {fd} of the rsyscall mode is not close-on-exec");
+        assert!(
+            cloexec(pid, fd),
+            "fd {fd} of the rsyscall mode is not close-on-exec"
+        );
     }
     assert_eq!(d.envp_count, 2);
     let env = read_strings(&mut data, d.envp_count);
@@ -373,7 +381,10 @@ fn ssh_bootstrap_socket_mode_fails_on_taken_names_and_cleans_up() {
     let (status, err) = child.finish();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("bind") && err.contains("./data"), "{err}");
-    assert!(err.contains(&format!("errno {}", libc::EADDRINUSE)), "{err}");
+    assert!(
+        err.contains(&format!("errno {}", libc::EADDRINUSE)),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read(dir.join("data")).expect("still there"),
         b"someone else's"
@@ -396,7 +407,11 @@ fn ssh_bootstrap_socket_mode_fails_on_taken_names_and_cleans_up() {
 fn ssh_bootstrap_rsyscall_mode_refuses_a_missing_or_wrong_pass() {
     let dir = temp_dir("ssh-pass");
     // No ./pass at all.
-    let mut child = Reaped(ssh_bootstrap(&dir, Some("rsyscall")).spawn().expect("spawn"));
+    let mut child = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .spawn()
+            .expect("spawn"),
+    );
     let (status, err) = child.finish();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("./pass"), "{err}");
@@ -404,13 +419,21 @@ fn ssh_bootstrap_rsyscall_mode_refuses_a_missing_or_wrong_pass() {
     let listener = UnixListener::bind(dir.join("pass")).expect("bind");
     let e = ends(2);
     let raw: Vec<i32> = e.theirs.iter().map(|s| s.as_raw_fd()).collect();
-    let mut child = Reaped(ssh_bootstrap(&dir, Some("rsyscall")).spawn().expect("spawn"));
+    let mut child = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .spawn()
+            .expect("spawn"),
+    );
     let (conn, _) = listener.accept().expect("accept");
     send_fds(&conn, &raw).expect("send fds");
     let (status, err) = child.finish();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("expected one message with 1 fd"), "{err}");
-    let mut child = Reaped(ssh_bootstrap(&dir, Some("rsyscall")).spawn().expect("spawn"));
+    let mut child = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .spawn()
+            .expect("spawn"),
+    );
     let (conn, _) = listener.accept().expect("accept");
     drop(conn);
     let (status, err) = child.finish();

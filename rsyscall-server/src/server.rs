@@ -313,6 +313,36 @@ mod tests {
     }
 
     #[test]
+    fn send_fds_reaches_receive_fds() {
+        extern crate std;
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        assert_eq!(send_fds(a.as_raw_fd(), &[theirs.as_raw_fd()]), 0);
+        drop(theirs);
+        let mut fds = [-1; MAX_PASSED_FDS];
+        assert!(receive_fds(b.as_raw_fd(), 1, &mut fds));
+        let received = fds[0];
+        assert_eq!(sys::write(received, b"x"), 1);
+        let mut byte = [0u8; 1];
+        ours.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x");
+        // Counts the protocol does not allow are refused without a syscall.
+        assert_eq!(send_fds(a.as_raw_fd(), &[]), -sys::EINVAL);
+        assert_eq!(
+            send_fds(a.as_raw_fd(), &[0; MAX_PASSED_FDS + 1]),
+            -sys::EINVAL
+        );
+        // Two fds where one is expected: refused, and the receiver closes both.
+        assert_eq!(send_fds(a.as_raw_fd(), &[received, received]), 0);
+        assert!(!receive_fds(b.as_raw_fd(), 1, &mut fds));
+        assert_eq!(sys::close(received), 0);
+    }
+
+    #[test]
     fn collect_fds_ignores_garbage() {
         let mut fds = [-1; MAX_PASSED_FDS];
         // Too short for a header.
