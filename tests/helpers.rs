@@ -1,8 +1,10 @@
-//! The unix stub and stdin bootstrap binaries as black boxes (PROTOCOL.md sections 3 and
-//! 6): started with plain `std::process`, driven byte by byte over their sockets. Their
-//! describe structs and strings, a syscall served afterwards, the stub's connect through
-//! `/proc/self/fd` for a socket path too long for a `sockaddr_un`, and bad input: the
-//! wrong number of fds, nothing at all, a missing variable. Every process is waited for.
+//! The unix stub, stdin bootstrap and ssh bootstrap binaries as black boxes (PROTOCOL.md
+//! sections 3 and 6): started with plain `std::process`, driven byte by byte over their
+//! sockets. Their describe structs and strings, a syscall served afterwards, the stub's
+//! connect through `/proc/self/fd` for a socket path too long for a `sockaddr_un`, the ssh
+//! bootstrap's two modes handing a listening socket over `./pass`, and bad input: the wrong
+//! number of fds, nothing at all, a missing variable, a bad mode, sockets already in place.
+//! Every process is waited for.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -11,7 +13,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use rsyscall_server::proto::{StdinBootstrapDescribe, UnixStubDescribe};
+use rsyscall_server::proto::{BootstrapDescribe, StdinBootstrapDescribe, UnixStubDescribe};
 use rsyscall_tests::server::{call, helper_binary, send_fds, wait_with_deadline};
 
 /// A fresh directory under the system temp dir; removed by the caller.
@@ -234,4 +236,208 @@ fn stdin_bootstrap_refuses_bad_input() {
     let mut child = start_stdin_bootstrap(theirs);
     std::io::Write::write_all(&mut &ours, b"not fds").expect("write");
     assert_eq!(wait_with_deadline(&mut child).code(), Some(1));
+}
+
+/// A child process that is killed and reaped when dropped, should a test fail before it
+/// waited for it.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Reaped {
+    /// Waits (bounded) for the exit; returns the status and what it wrote on stderr.
+    fn finish(&mut self) -> (std::process::ExitStatus, String) {
+        let status = wait_with_deadline(&mut self.0);
+        let mut err = String::new();
+        if let Some(mut stderr) = self.0.stderr.take() {
+            stderr.read_to_string(&mut err).ok();
+        }
+        (status, err)
+    }
+}
+
+/// `rsyscall-bootstrap [mode]` with `dir` as its working directory and stderr piped.
+fn ssh_bootstrap(dir: &Path, mode: Option<&str>) -> Command {
+    let mut cmd = Command::new(helper_binary("rsyscall-bootstrap"));
+    cmd.args(mode)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Whether `path` names anything (a socket file included), without following symlinks.
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Whether fd `fd` of process `pid` is close-on-exec (from `/proc/PID/fdinfo`).
+fn cloexec(pid: u32, fd: i32) -> bool {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).expect("fdinfo");
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .expect("a flags line");
+    let flags = u32::from_str_radix(flags.trim(), 8).expect("octal flags");
+    flags & libc::O_CLOEXEC as u32 != 0
+}
+
+#[test]
+fn ssh_bootstrap_hands_its_socket_over_describes_itself_and_serves() {
+    let dir = temp_dir("ssh");
+    let mut socket_mode = Reaped(
+        ssh_bootstrap(&dir, Some("socket"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn socket mode"),
+    );
+    let mut stdout = socket_mode.0.stdout.take().expect("stdout");
+    let mut done = [0u8; 5];
+    stdout
+        .read_exact(&mut done)
+        .expect("socket mode's first line");
+    assert_eq!(&done, b"done\n");
+    assert!(present(&dir.join("data")) && present(&dir.join("pass")));
+
+    let mut rsyscall_mode = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .env_clear()
+            .env("A", "1")
+            .env("B", "two words")
+            .spawn()
+            .expect("spawn rsyscall mode"),
+    );
+    // The syscall connection first, then the data connection.
+    let mut syscall = UnixStream::connect(dir.join("data")).expect("connect syscall");
+    let mut data = UnixStream::connect(dir.join("data")).expect("connect data");
+    for sock in [&syscall, &data] {
+        sock.set_read_timeout(Some(rsyscall_tests::server::TIMEOUT))
+            .expect("SO_RCVTIMEO");
+    }
+    let mut buf = [0u8; BootstrapDescribe::SIZE];
+    data.read_exact(&mut buf).expect("describe");
+    let d = BootstrapDescribe::from_bytes(&buf);
+    let pid = rsyscall_mode.0.id();
+    assert_eq!(d.pid as u32, pid);
+    assert_ne!(d.symbols.server, 0);
+    let fds = [d.listening_sock, d.syscall_sock, d.data_sock];
+    assert!(fds.iter().all(|&fd| fd > 2), "{fds:?}");
+    assert!(
+        fds[0] != fds[1] && fds[1] != fds[2] && fds[0] != fds[2],
+        "{fds:?}"
+    );
+    for fd in fds {
+        assert!(
+            cloexec(pid, fd),
+            "fd {fd} of the rsyscall mode is not close-on-exec"
+        );
+    }
+    assert_eq!(d.envp_count, 2);
+    let env = read_strings(&mut data, d.envp_count);
+    assert_eq!(env, [&b"A=1"[..], b"B=two words"]);
+    assert_eq!(call(&mut syscall, libc::SYS_getpid, [0; 6]), pid as i64);
+
+    // The socket mode is done: it removed ./pass and left ./data.
+    let (status, err) = socket_mode.finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("stdout after done");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(!present(&dir.join("pass")), "./pass left behind");
+    assert!(present(&dir.join("data")));
+
+    drop((syscall, data));
+    let (status, err) = rsyscall_mode.finish();
+    assert_eq!(status.code(), Some(0), "ends cleanly at EOF: {err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ssh_bootstrap_refuses_bad_usage() {
+    let dir = temp_dir("ssh-usage");
+    for mode in [None, Some("bogus"), Some("")] {
+        let mut child = Reaped(ssh_bootstrap(&dir, mode).spawn().expect("spawn"));
+        let (status, err) = child.finish();
+        assert_eq!(status.code(), Some(2), "{mode:?}");
+        assert!(err.contains("usage"), "{err}");
+    }
+    assert!(!present(&dir.join("data")) && !present(&dir.join("pass")));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ssh_bootstrap_socket_mode_fails_on_taken_names_and_cleans_up() {
+    // ./data already there: nothing bound, the file is not ours to remove.
+    let dir = temp_dir("ssh-taken-data");
+    std::fs::write(dir.join("data"), b"someone else's").expect("write");
+    let mut child = Reaped(ssh_bootstrap(&dir, Some("socket")).spawn().expect("spawn"));
+    let (status, err) = child.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("bind") && err.contains("./data"), "{err}");
+    assert!(
+        err.contains(&format!("errno {}", libc::EADDRINUSE)),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("data")).expect("still there"),
+        b"someone else's"
+    );
+    assert!(!present(&dir.join("pass")));
+    std::fs::remove_dir_all(&dir).ok();
+
+    // ./pass already there: the ./data it bound is unlinked again.
+    let dir = temp_dir("ssh-taken-pass");
+    std::fs::write(dir.join("pass"), b"").expect("write");
+    let mut child = Reaped(ssh_bootstrap(&dir, Some("socket")).spawn().expect("spawn"));
+    let (status, err) = child.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("bind") && err.contains("./pass"), "{err}");
+    assert!(!present(&dir.join("data")), "./data left behind");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ssh_bootstrap_rsyscall_mode_refuses_a_missing_or_wrong_pass() {
+    let dir = temp_dir("ssh-pass");
+    // No ./pass at all.
+    let mut child = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let (status, err) = child.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("./pass"), "{err}");
+    // A ./pass that sends two fds, then one that hangs up without any.
+    let listener = UnixListener::bind(dir.join("pass")).expect("bind");
+    let e = ends(2);
+    let raw: Vec<i32> = e.theirs.iter().map(|s| s.as_raw_fd()).collect();
+    let mut child = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let (conn, _) = listener.accept().expect("accept");
+    send_fds(&conn, &raw).expect("send fds");
+    let (status, err) = child.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("expected one message with 1 fd"), "{err}");
+    let mut child = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let (conn, _) = listener.accept().expect("accept");
+    drop(conn);
+    let (status, err) = child.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(status.signal(), None, "no crash");
+    std::fs::remove_dir_all(&dir).ok();
 }

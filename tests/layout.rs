@@ -91,6 +91,7 @@ fn bootstrap_describe() {
     assert_eq!(offset_of!(BootstrapDescribe, syscall_sock), 40);
     assert_eq!(offset_of!(BootstrapDescribe, data_sock), 44);
     assert_eq!(offset_of!(BootstrapDescribe, envp_count), 48);
+    assert_eq!(BootstrapDescribe::SIZE, 56);
 }
 
 #[test]

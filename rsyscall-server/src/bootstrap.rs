@@ -1,14 +1,15 @@
 //! The handshakes of the helper binaries started by other programs (PROTOCOL.md section
-//! 6): the stdin bootstrap and the unix stub. Each receives its sockets, describes itself
-//! on the data socket (section 3) and then serves on the syscall socket.
+//! 6): the stdin bootstrap, the unix stub and the ssh bootstrap. Each receives its
+//! sockets, describes itself on the data socket (section 3) and then serves on the
+//! syscall socket.
 //!
 //! Like the rest of the crate: no allocation, no panic; failures are reported on stderr
-//! and through the exit status (1: the handshake failed, 2: bad environment).
+//! and through the exit status (1: the handshake failed, 2: bad environment or usage).
 
 use crate::io::Output;
-use crate::proto::{StdinBootstrapDescribe, UnixStubDescribe};
+use crate::proto::{BootstrapDescribe, StdinBootstrapDescribe, UnixStubDescribe};
 use crate::rt::{self, InitialStack};
-use crate::server::{MAX_PASSED_FDS, close_all, receive_fds};
+use crate::server::{MAX_PASSED_FDS, close_all, receive_fds, send_fds};
 use crate::{server, symbol_table, sys};
 
 /// The environment variable naming the unix stub's socket.
@@ -119,6 +120,195 @@ pub fn unix_stub_main(stack: InitialStack) -> ! {
         fail(NAME, b"writing the describe struct failed", written);
     }
     serve(NAME, syscall_fd)
+}
+
+/// The ssh bootstrap's data socket, relative to its working directory.
+const DATA_PATH: &[u8] = b"./data";
+/// The ssh bootstrap's fd-passing socket, relative to its working directory.
+const PASS_PATH: &[u8] = b"./pass";
+/// The backlog of the ssh bootstrap's listening sockets.
+const BACKLOG: i32 = 16;
+
+/// The `rsyscall-bootstrap` program (PROTOCOL.md section 6), run twice by an ssh client
+/// in a fresh directory on the remote host; `argv[1]` selects the mode.
+///
+/// - `socket`: binds and listens on the unix sockets `./data` and `./pass`, writes `done\n`
+///   on fd 1 and closes it, accepts one connection on `./pass`, closes that listener and
+///   unlinks `./pass`, sends the `./data` listening fd over the connection and exits 0.
+///   `./data` stays for the client to reach; on a failure whatever it bound is unlinked.
+/// - `rsyscall`: dies with its parent (`PR_SET_PDEATHSIG`), connects to `./pass`,
+///   receives exactly one fd (the listening socket), accepts two connections on it (the
+///   syscall socket, then the data socket), writes its [`BootstrapDescribe`] and its
+///   environment on the data socket and serves on the syscall socket; exits 0 when the
+///   client ends the stream at a request boundary.
+///
+/// Exit status 1 on a failed step (a message on stderr names it and its errno), 2 for a
+/// missing or unknown mode. Every fd it makes is close-on-exec.
+pub fn ssh_bootstrap_main(stack: InitialStack) -> ! {
+    match stack.arg(1) {
+        Some(b"socket") => ssh_socket_mode(),
+        Some(b"rsyscall") => ssh_rsyscall_mode(stack),
+        _ => {
+            rt::write_stderr(&[
+                b"usage: rsyscall-bootstrap socket|rsyscall\n",
+                b"  socket: listen on ./data and ./pass, print done, hand ./data over ./pass\n",
+                b"  rsyscall: take ./data from ./pass, describe yourself and serve\n",
+            ]);
+            rt::exit_group(2)
+        }
+    }
+}
+
+/// The ssh bootstrap's `socket` mode: see [`ssh_bootstrap_main`].
+fn ssh_socket_mode() -> ! {
+    // A reader of our stdout that went away must give EPIPE, not kill us before we
+    // clean up.
+    sys::block_sigpipe();
+    let data = match listen_unix(DATA_PATH) {
+        Ok(fd) => fd,
+        Err((step, e)) => socket_mode_fail(step, e, &[]),
+    };
+    let pass = match listen_unix(PASS_PATH) {
+        Ok(fd) => fd,
+        Err((step, e)) => socket_mode_fail(step, e, &[DATA_PATH]),
+    };
+    let both: &[&[u8]] = &[DATA_PATH, PASS_PATH];
+    let written = rt::write_all(1, b"done\n");
+    sys::close(1);
+    if let Err(e) = written {
+        socket_mode_fail(b"writing done on stdout failed", e, both);
+    }
+    let conn = match accept_retrying(pass) {
+        Ok(fd) => fd,
+        Err(e) => socket_mode_fail(b"accepting on ./pass failed", e, both),
+    };
+    sys::close(pass);
+    let unlinked = unlink_path(PASS_PATH);
+    if unlinked < 0 {
+        socket_mode_fail(b"unlinking ./pass failed", unlinked, &[DATA_PATH]);
+    }
+    let sent = send_fds(conn, &[data]);
+    sys::close(conn);
+    sys::close(data);
+    if sent < 0 {
+        socket_mode_fail(
+            b"sending the ./data listening socket failed",
+            sent,
+            &[DATA_PATH],
+        );
+    }
+    rt::exit_group(0)
+}
+
+/// Unlinks `bound` (the socket files this process bound), then reports like [`fail`].
+fn socket_mode_fail(what: &[u8], err: i64, bound: &[&[u8]]) -> ! {
+    for path in bound {
+        unlink_path(path);
+    }
+    fail(b"rsyscall-bootstrap socket", what, err)
+}
+
+/// The ssh bootstrap's `rsyscall` mode: see [`ssh_bootstrap_main`].
+fn ssh_rsyscall_mode(stack: InitialStack) -> ! {
+    const NAME: &[u8] = b"rsyscall-bootstrap rsyscall";
+    let ret = sys::die_with_parent();
+    if ret < 0 {
+        fail(NAME, b"prctl(PR_SET_PDEATHSIG) failed", ret);
+    }
+    let pass = match connect_unix(PASS_PATH) {
+        Ok(fd) => fd,
+        Err(e) => fail(NAME, b"connecting to ./pass failed", e),
+    };
+    let mut fds = [-1i32; MAX_PASSED_FDS];
+    let got = receive_fds(pass, 1, &mut fds);
+    sys::close(pass);
+    if !got {
+        rt::write_stderr(&[NAME, b": expected one message with 1 fd on ./pass\n"]);
+        rt::exit_group(1);
+    }
+    let listening = fds[0];
+    let syscall_sock = match accept_retrying(listening) {
+        Ok(fd) => fd,
+        Err(e) => fail(NAME, b"accepting the syscall connection failed", e),
+    };
+    let data_sock = match accept_retrying(listening) {
+        Ok(fd) => fd,
+        Err(e) => fail(NAME, b"accepting the data connection failed", e),
+    };
+    let describe = BootstrapDescribe {
+        symbols: symbol_table(),
+        pid: sys::getpid() as i32,
+        listening_sock: listening,
+        syscall_sock,
+        data_sock,
+        envp_count: stack.env().count() as u64,
+    };
+    let mut out = Output::new(data_sock);
+    let mut written = out.write_all(&describe.to_bytes());
+    if written == 0 {
+        written = write_strings(&mut out, stack.env());
+    }
+    if written < 0 {
+        fail(NAME, b"writing the describe struct failed", written);
+    }
+    serve(NAME, syscall_sock)
+}
+
+/// A new close-on-exec unix stream socket bound at `path` and listening; on failure the
+/// step that failed and `-errno` (a socket bound before `listen` failed is unlinked).
+fn listen_unix(path: &[u8]) -> Result<i32, (&'static [u8], i64)> {
+    let mut addr = [0u8; 2 + SUN_PATH_LEN];
+    let len = sockaddr_un(path, &mut addr).ok_or((&b"path too long"[..], -sys::EINVAL))?;
+    let sock = sys::unix_stream_socket();
+    if sock < 0 {
+        return Err((b"socket() failed", sock));
+    }
+    let sock = sock as i32;
+    let ret = sys::bind(sock, addr.get(..len).unwrap_or(&[]));
+    if ret < 0 {
+        sys::close(sock);
+        return Err((bind_step(path), ret));
+    }
+    let ret = sys::listen(sock, BACKLOG);
+    if ret < 0 {
+        sys::close(sock);
+        unlink_path(path);
+        return Err((b"listen() failed", ret));
+    }
+    Ok(sock)
+}
+
+/// The message for a failed `bind` of `path`.
+fn bind_step(path: &[u8]) -> &'static [u8] {
+    if path == DATA_PATH {
+        b"binding ./data failed"
+    } else {
+        b"binding ./pass failed"
+    }
+}
+
+/// `unlink(path)` for a short path; 0 or `-errno`.
+fn unlink_path(path: &[u8]) -> i64 {
+    let mut c = [0u8; SUN_PATH_LEN];
+    match c.get_mut(..path.len()) {
+        Some(dst) if path.len() < SUN_PATH_LEN => copy_into(dst, path),
+        _ => return -sys::EINVAL,
+    }
+    sys::unlink(c.get(..=path.len()).unwrap_or(&[]))
+}
+
+/// Accepts one connection on `listen_fd` (close-on-exec), retrying `EINTR` and
+/// `ECONNABORTED`; the new fd or `-errno`.
+fn accept_retrying(listen_fd: i32) -> Result<i32, i64> {
+    loop {
+        let conn = sys::accept_cloexec(listen_fd);
+        if conn == -sys::EINTR || conn == -sys::ECONNABORTED {
+            continue;
+        } else if conn < 0 {
+            return Err(conn);
+        }
+        return Ok(conn as i32);
+    }
 }
 
 /// Serves on `fd` and exits: 0 at a clean end, 1 on an error.

@@ -125,6 +125,43 @@ pub struct BootstrapDescribe {
     pub envp_count: u64,
 }
 
+impl BootstrapDescribe {
+    /// Size on the wire.
+    pub const SIZE: usize = 56;
+
+    /// The little-endian wire form.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        put_words(&mut out, &symbol_words(&self.symbols));
+        put_i32s(
+            &mut out,
+            32,
+            &[
+                self.pid,
+                self.listening_sock,
+                self.syscall_sock,
+                self.data_sock,
+            ],
+        );
+        put_words(out.get_mut(48..).unwrap_or(&mut []), &[self.envp_count]);
+        out
+    }
+
+    /// Parses the little-endian wire form.
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        let [pid, listening_sock, syscall_sock, data_sock] = get_i32s::<4>(bytes, 32);
+        let [envp_count] = get_words::<1>(bytes.get(48..).unwrap_or(&[]));
+        BootstrapDescribe {
+            symbols: symbols_from(bytes),
+            pid,
+            listening_sock,
+            syscall_sock,
+            data_sock,
+            envp_count,
+        }
+    }
+}
+
 /// Describe struct written by the stdin bootstrap (64 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -378,6 +415,22 @@ mod tests {
             _pad: 0,
             envp_count: 9,
         };
+        let b = BootstrapDescribe {
+            symbols,
+            pid: 5,
+            listening_sock: 6,
+            syscall_sock: 7,
+            data_sock: 8,
+            envp_count: 9,
+        };
+        let bytes = b.to_bytes();
+        assert_eq!(bytes[0..8], 1u64.to_le_bytes());
+        assert_eq!(bytes[32..36], 5i32.to_le_bytes());
+        assert_eq!(bytes[36..40], 6i32.to_le_bytes());
+        assert_eq!(bytes[40..44], 7i32.to_le_bytes());
+        assert_eq!(bytes[44..48], 8i32.to_le_bytes());
+        assert_eq!(bytes[48..56], 9u64.to_le_bytes());
+        assert_eq!(BootstrapDescribe::from_bytes(&bytes), b);
         let bytes = d.to_bytes();
         assert_eq!(bytes[32..36], 5i32.to_le_bytes());
         assert_eq!(bytes[44..48], (-1i32).to_le_bytes());

@@ -185,6 +185,53 @@ pub(crate) fn receive_fds(conn: i32, n: usize, fds: &mut [i32; MAX_PASSED_FDS]) 
     true
 }
 
+/// Sends `fds` (at most [`MAX_PASSED_FDS`]) over `conn` as the protocol does: one
+/// message with a 1-byte payload and a single `SCM_RIGHTS` control message (section 3).
+/// Returns 0 or `-errno` (`-EINVAL` for no fds or too many, `-EIO` for a short send).
+pub(crate) fn send_fds(conn: i32, fds: &[i32]) -> i64 {
+    if fds.is_empty() || fds.len() > MAX_PASSED_FDS {
+        return -sys::EINVAL;
+    }
+    let data_len = fds.len().wrapping_mul(4);
+    // CMSG_LEN(4n) in the header; CMSG_SPACE(4n) of buffer.
+    let cmsg_len = CMSG_HDR_LEN.wrapping_add(data_len);
+    let space = CMSG_HDR_LEN.wrapping_add(data_len.wrapping_add(7) & !7);
+    let mut control = ControlBuf([0u8; CONTROL_LEN]);
+    put_bytes(&mut control.0, 0, &(cmsg_len as u64).to_le_bytes());
+    put_bytes(&mut control.0, 8, &SOL_SOCKET.to_le_bytes());
+    put_bytes(&mut control.0, 12, &SCM_RIGHTS.to_le_bytes());
+    for (i, fd) in fds.iter().enumerate() {
+        put_bytes(
+            &mut control.0,
+            CMSG_HDR_LEN.wrapping_add(i.wrapping_mul(4)),
+            &fd.to_le_bytes(),
+        );
+    }
+    let Some(control) = control.0.get(..space) else {
+        return -sys::EINVAL;
+    };
+    loop {
+        let ret = sys::sendmsg_nosignal(conn, &[0u8], control);
+        if ret == -sys::EINTR {
+            continue;
+        }
+        return match ret {
+            1 => 0,
+            r if r < 0 => r,
+            _ => -sys::EIO,
+        };
+    }
+}
+
+/// Copies `src` into `buf` at `at`, if it fits (callers only write within the buffer).
+fn put_bytes(buf: &mut [u8], at: usize, src: &[u8]) {
+    if let Some(dst) = buf.get_mut(at..at.wrapping_add(src.len())) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
 /// Walks the control messages in `control[..len]` and stores the fds of every
 /// `SCM_RIGHTS` message in `fds`, closing any beyond its capacity; returns how many were
 /// stored.
@@ -263,6 +310,36 @@ mod tests {
         let mut fds = [-1; MAX_PASSED_FDS];
         assert_eq!(collect_fds(&control, 24, &mut fds), 2);
         assert_eq!(&fds[..2], &[7, 9]);
+    }
+
+    #[test]
+    fn send_fds_reaches_receive_fds() {
+        extern crate std;
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        assert_eq!(send_fds(a.as_raw_fd(), &[theirs.as_raw_fd()]), 0);
+        drop(theirs);
+        let mut fds = [-1; MAX_PASSED_FDS];
+        assert!(receive_fds(b.as_raw_fd(), 1, &mut fds));
+        let received = fds[0];
+        assert_eq!(sys::write(received, b"x"), 1);
+        let mut byte = [0u8; 1];
+        ours.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x");
+        // Counts the protocol does not allow are refused without a syscall.
+        assert_eq!(send_fds(a.as_raw_fd(), &[]), -sys::EINVAL);
+        assert_eq!(
+            send_fds(a.as_raw_fd(), &[0; MAX_PASSED_FDS + 1]),
+            -sys::EINVAL
+        );
+        // Two fds where one is expected: refused, and the receiver closes both.
+        assert_eq!(send_fds(a.as_raw_fd(), &[received, received]), 0);
+        assert!(!receive_fds(b.as_raw_fd(), 1, &mut fds));
+        assert_eq!(sys::close(received), 0);
     }
 
     #[test]

@@ -51,6 +51,14 @@ const O_PATH: i64 = 0o10000000;
 const O_DIRECTORY: i64 = 0o200000;
 const O_CLOEXEC: i64 = 0o2000000;
 const SIG_BLOCK: i64 = 0;
+const SYS_SENDMSG: i64 = 46;
+const SYS_BIND: i64 = 49;
+const SYS_LISTEN: i64 = 50;
+const SYS_UNLINK: i64 = 87;
+const SYS_PRCTL: i64 = 157;
+const PR_SET_PDEATHSIG: i64 = 1;
+const SIGKILL: i64 = 9;
+const SIGPIPE: u64 = 13;
 
 /// Runs a client's request verbatim.
 pub(crate) fn request(req: &Request) -> i64 {
@@ -193,6 +201,41 @@ pub(crate) fn recvmsg_cloexec(fd: i32, data: &mut [u8], control: &mut [u8]) -> R
     }
 }
 
+/// `sendmsg(fd, {iov = [data], control}, MSG_NOSIGNAL)`: sends `data` with the control
+/// messages already laid out in `control`.
+pub(crate) fn sendmsg_nosignal(fd: i32, data: &[u8], control: &[u8]) -> i64 {
+    // The kernel only reads through these pointers (sendmsg never writes the payload or
+    // the control buffer), so casting away const is harmless.
+    let mut iov = IoVec {
+        base: data.as_ptr() as *mut u8,
+        len: data.len(),
+    };
+    let msg = MsgHdr {
+        name: core::ptr::null_mut(),
+        namelen: 0,
+        _pad: 0,
+        iov: &mut iov,
+        iovlen: 1,
+        control: control.as_ptr() as *mut u8,
+        controllen: control.len(),
+        flags: 0,
+    };
+    let msg_ptr: *const MsgHdr = &msg;
+    // SAFETY: the kernel reads `msg` and `iov` (live locals), at most data.len() bytes of
+    // data and at most control.len() bytes of control; it writes no memory of ours.
+    unsafe {
+        raw_syscall(
+            fd as i64,
+            msg_ptr as i64,
+            MSG_NOSIGNAL,
+            0,
+            0,
+            0,
+            SYS_SENDMSG,
+        )
+    }
+}
+
 /// `futex(addr, FUTEX_WAIT, value, NULL)`: sleeps while `*addr == value`.
 ///
 /// The kernel reads the word itself (returning `-EFAULT` for a bad address) and never
@@ -237,6 +280,53 @@ pub(crate) fn connect(fd: i32, addr: &[u8]) -> i64 {
             SYS_CONNECT,
         )
     }
+}
+
+/// `bind(fd, addr, addr.len())`: `addr` is a whole `sockaddr_un` (family and path).
+pub(crate) fn bind(fd: i32, addr: &[u8]) -> i64 {
+    // SAFETY: the kernel reads at most addr.len() bytes from addr.
+    unsafe {
+        raw_syscall(
+            fd as i64,
+            addr.as_ptr() as i64,
+            addr.len() as i64,
+            0,
+            0,
+            0,
+            SYS_BIND,
+        )
+    }
+}
+
+/// `listen(fd, backlog)`.
+pub(crate) fn listen(fd: i32, backlog: i32) -> i64 {
+    // SAFETY: no memory is passed to the kernel.
+    unsafe { raw_syscall(fd as i64, backlog as i64, 0, 0, 0, 0, SYS_LISTEN) }
+}
+
+/// `unlink(path)`: `path` must end with a NUL byte (checked: a path without one is
+/// `-EINVAL` without a syscall).
+pub(crate) fn unlink(path: &[u8]) -> i64 {
+    if path.last() != Some(&0) {
+        return -EINVAL;
+    }
+    // SAFETY: the kernel reads the NUL-terminated string inside `path`, nothing else.
+    unsafe { raw_syscall(path.as_ptr() as i64, 0, 0, 0, 0, 0, SYS_UNLINK) }
+}
+
+/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the process is killed when its parent exits.
+pub(crate) fn die_with_parent() -> i64 {
+    // SAFETY: no memory is passed to the kernel.
+    unsafe { raw_syscall(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0, SYS_PRCTL) }
+}
+
+/// Blocks `SIGPIPE` (`rt_sigprocmask(SIG_BLOCK, {SIGPIPE}, NULL, 8)`), so a write to a
+/// closed pipe fails with `EPIPE` instead of killing the process.
+pub(crate) fn block_sigpipe() -> i64 {
+    let set = 1u64 << (SIGPIPE - 1);
+    let set_ptr: *const u64 = &set;
+    // SAFETY: the kernel reads the 8-byte set; no old set is asked for.
+    unsafe { raw_syscall(SIG_BLOCK, set_ptr as i64, 0, 8, 0, 0, SYS_RT_SIGPROCMASK) }
 }
 
 /// `open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)`: `path` must end with a NUL byte

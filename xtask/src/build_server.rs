@@ -22,6 +22,7 @@ const BINARIES: &[&str] = &[
     "rsyscall-server",
     "rsyscall-stdin-bootstrap",
     "rsyscall-unix-stub",
+    "rsyscall-bootstrap",
 ];
 
 /// The installed name of the shared library.

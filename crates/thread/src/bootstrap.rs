@@ -42,6 +42,9 @@ use crate::thread::Thread;
 /// The stdin bootstrap helper's name in the libexec directory.
 pub const STDIN_BOOTSTRAP: &str = "rsyscall-stdin-bootstrap";
 
+/// The ssh bootstrap helper's name in the libexec directory (PROTOCOL.md section 6).
+pub const SSH_BOOTSTRAP: &str = "rsyscall-bootstrap";
+
 /// At most this many environment strings are accepted from a helper.
 const MAX_ENV_STRINGS: u64 = 1 << 16;
 /// The kernel's limit on one argument or environment string (`MAX_ARG_STRLEN`).

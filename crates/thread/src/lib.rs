@@ -279,7 +279,7 @@ mod unshare;
 
 pub use afd::AsyncFileDescriptor;
 pub use bootstrap::{
-    BootstrapParts, STDIN_BOOTSTRAP, stdin_bootstrap, stdin_bootstrap_with_helper,
+    BootstrapParts, SSH_BOOTSTRAP, STDIN_BOOTSTRAP, stdin_bootstrap, stdin_bootstrap_with_helper,
 };
 pub use clone::CloneOptions;
 pub use command::{Command, Environment};
