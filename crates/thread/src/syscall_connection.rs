@@ -815,6 +815,9 @@ impl SyscallConnection {
                         let mut st = lock(&self.state);
                         if n == 0 {
                             log::debug!("syscall connection: EOF");
+                            // Our side goes too: a peer that relays the socket (ssh's
+                            // forward) ends its channel only once both sides are closed.
+                            self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
                             st.read_eof(&mut wakers);
                         } else if st.consume(&rd.buf[..n], &mut wakers).is_err() {
                             self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
