@@ -1,5 +1,7 @@
 //! The error type of the handle and thread layers.
 
+use std::fmt;
+
 use rsyscall_far as far;
 use rsyscall_near as near;
 
@@ -109,6 +111,22 @@ pub enum Error {
         /// for a name containing `/`.
         searched: Vec<std::path::PathBuf>,
     },
+    /// A thread on another host could not be made: ssh failed, or the remote side could
+    /// not run the bootstrap. `kind` says which; `stderr` is what ssh (and the remote
+    /// command) wrote; `hint` says what to do.
+    #[error("ssh to {destination}: {kind}: {hint}; ssh wrote on stderr: {stderr:?}")]
+    Ssh {
+        /// The destination as given to ssh.
+        destination: String,
+        /// What went wrong.
+        kind: SshFailure,
+        /// How the ssh process ended, if it did.
+        state: Option<ChildState>,
+        /// What ssh wrote on its standard error (at most 64 KiB, lossily decoded).
+        stderr: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// An operation on the local process through std failed.
     #[error("{what}: {source}")]
     Io {
@@ -117,6 +135,48 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// What went wrong in making a thread on another host ([`Error::Ssh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SshFailure {
+    /// No ssh client program was found or could be run.
+    NoClient,
+    /// The server refused us (authentication or authorization).
+    AuthenticationRefused,
+    /// The host could not be reached: a name that does not resolve, a refused or
+    /// timed-out connection (bounded by ssh's `ConnectTimeout`).
+    Unreachable,
+    /// ssh failed in another way (a bad option or config, a lost connection).
+    SshFailed,
+    /// The remote login shell could not run our command: it is not a POSIX-like shell
+    /// (`exec /bin/sh -c '...'` is what it is given), or `/bin/sh` is missing.
+    RemoteShell,
+    /// The remote side could not make its private directory or write the bootstrap there.
+    RemoteFiles,
+    /// No remote directory we tried lets a program be executed (all mounted `noexec`).
+    NoExecutableDirectory,
+    /// The bootstrap ran but the handshake failed.
+    Bootstrap,
+    /// The connection did not become ready in time.
+    TimedOut,
+}
+
+impl fmt::Display for SshFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SshFailure::NoClient => "no ssh client",
+            SshFailure::AuthenticationRefused => "authentication refused",
+            SshFailure::Unreachable => "host unreachable",
+            SshFailure::SshFailed => "ssh failed",
+            SshFailure::RemoteShell => "the remote shell could not run the bootstrap command",
+            SshFailure::RemoteFiles => "the remote side could not write the bootstrap",
+            SshFailure::NoExecutableDirectory => "no remote directory allows executing programs",
+            SshFailure::Bootstrap => "the remote bootstrap failed",
+            SshFailure::TimedOut => "timed out",
+        })
+    }
 }
 
 /// `paths` joined with `:`, as in `PATH`.

@@ -44,7 +44,7 @@ pub mod structs;
 mod task;
 
 pub use child_state::ChildState;
-pub use error::{Error, Result};
+pub use error::{Error, Result, SshFailure};
 pub use fd::{FdTableState, FileDescriptor};
 pub use local::local_namespaces;
 pub use memory::{

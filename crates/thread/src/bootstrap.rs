@@ -112,50 +112,8 @@ impl Thread {
     /// Registering the sockets with the reactor; the syscalls that read the namespaces
     /// (a lost connection is [`Error::Syscall`] with a hangup).
     pub async unsafe fn from_bootstrap(parts: BootstrapParts) -> Result<Thread> {
-        let pid = near::Pid::new(parts.pid);
-        let conn: Arc<SyscallConnection> = Arc::new(
-            SyscallConnection::new(
-                parts.syscall_sock,
-                near::FileDescriptor::new(parts.syscall_fd),
-            )
-            .map_err(|source| Error::Io {
-                what: "registering a bootstrapped thread's connection",
-                source,
-            })?,
-        );
-        // The allocator reaches the process through a weak reference: memory a cancelled
-        // syscall may still use is kept by the connection until answered, and a strong
-        // reference back would keep the connection, its socket and so the process alive
-        // for good once every handle is gone.
-        let weak = Arc::new(WeakConnection(Arc::downgrade(&conn)));
-        // SAFETY: the caller's promises: `conn` runs syscalls in one process, of pid `pid`
-        // in its own namespace, whose address space and fd table are its own; `weak`
-        // reaches that address space in-band over the same connection (or fails once the
-        // connection is gone).
-        let RemoteTask { task, .. } =
-            unsafe { remote_task(conn.clone(), weak.clone(), weak, Some(pid)) }.await?;
-        // SAFETY: `data_fd` is the process's end of the data socket, owned by nothing else
-        // (the caller's promise); the connection owns it from now on.
-        let remote =
-            unsafe { FileDescriptor::from_raw(&task, near::FileDescriptor::new(parts.data_fd)) };
-        let connection = Connection::new(parts.data_sock, remote);
-        let environ = SharedEnvironment::new(Environment::from_strings(
-            parts.environment.into_iter().map(OsString::into_vec),
-        ));
-        let thread = Thread::from_parts(
-            task,
-            Some(connection),
-            environ,
-            None,
-            Some(near::FileDescriptor::new(parts.syscall_fd)),
-            Some(parts.symbols),
-        );
-        let watch = ExecWatch {
-            conn,
-            installed: async_lock::Mutex::new(false),
-        };
-        let _ = thread.inner.bootstrapped.set(Arc::new(watch));
-        Ok(thread)
+        // SAFETY: the caller's promises, passed on.
+        unsafe { bootstrap_thread(parts, None) }.await
     }
 
     /// Replaces the program of this bootstrapped thread ([`Thread::from_bootstrap`],
@@ -514,6 +472,71 @@ impl Transport for WeakConnection {
             unsafe { Transport::read(&*conn, src, len) }.await
         })
     }
+}
+
+/// [`Thread::from_bootstrap`], for a process on this host (`host` is `None`: fds pass
+/// over the data socket) or on another one (`host`: channels go through its forward).
+///
+/// # Safety
+/// As [`Thread::from_bootstrap`].
+pub(crate) async unsafe fn bootstrap_thread(
+    parts: BootstrapParts,
+    host: Option<crate::host::HostAccess>,
+) -> Result<Thread> {
+    let pid = near::Pid::new(parts.pid);
+    let conn: Arc<SyscallConnection> = Arc::new(
+        SyscallConnection::new(
+            parts.syscall_sock,
+            near::FileDescriptor::new(parts.syscall_fd),
+        )
+        .map_err(|source| Error::Io {
+            what: "registering a bootstrapped thread's connection",
+            source,
+        })?,
+    );
+    // The allocator reaches the process through a weak reference: memory a cancelled
+    // syscall may still use is kept by the connection until answered, and a strong
+    // reference back would keep the connection, its socket and so the process alive
+    // for good once every handle is gone.
+    let weak = Arc::new(WeakConnection(Arc::downgrade(&conn)));
+    // SAFETY: the caller's promises: `conn` runs syscalls in one process, of pid `pid`
+    // in its own namespace, whose address space and fd table are its own; `weak`
+    // reaches that address space in-band over the same connection (or fails once the
+    // connection is gone).
+    let RemoteTask { task, .. } =
+        unsafe { remote_task(conn.clone(), weak.clone(), weak, Some(pid)) }.await?;
+    // SAFETY: `data_fd` is the process's end of the data socket, owned by nothing else
+    // (the caller's promise); the connection owns it from now on.
+    let remote =
+        unsafe { FileDescriptor::from_raw(&task, near::FileDescriptor::new(parts.data_fd)) };
+    // A thread on another host gets its channels through the host's forward: the data
+    // socket cannot pass fds across ssh, and is closed at both ends.
+    let connection = if host.is_some() {
+        drop((remote, parts.data_sock));
+        None
+    } else {
+        Some(Connection::new(parts.data_sock, remote))
+    };
+    let environ = SharedEnvironment::new(Environment::from_strings(
+        parts.environment.into_iter().map(OsString::into_vec),
+    ));
+    let thread = Thread::from_parts(
+        task,
+        connection,
+        environ,
+        None,
+        Some(near::FileDescriptor::new(parts.syscall_fd)),
+        Some(parts.symbols),
+    );
+    let watch = ExecWatch {
+        conn,
+        installed: async_lock::Mutex::new(false),
+    };
+    let _ = thread.inner.bootstrapped.set(Arc::new(watch));
+    if let Some(host) = host {
+        thread.set_host(host);
+    }
+    Ok(thread)
 }
 
 /// Reads exactly `buf.len()` bytes from `helper`'s data socket; `what` names them in the

@@ -515,7 +515,10 @@ impl Thread {
             let _making = slot.making.lock().await;
             if slot.get().is_none() {
                 let server = self.inner.server_fd.ok_or_else(|| {
-                    Error::invalid("make_root_epoller", "the thread has no syscall socket to watch")
+                    Error::invalid(
+                        "make_root_epoller",
+                        "the thread has no syscall socket to watch",
+                    )
                 })?;
                 // SAFETY: as in `make_root_epoller`: the syscall socket stays open for the
                 // thread's life; the handle only registers it and is never closed.

@@ -109,7 +109,10 @@ impl Thread {
     /// accepted on the host's listening socket (the thread's end, close-on-exec).
     pub(crate) async fn host_channels(&self, n: usize) -> Result<Vec<(OwnedFd, FileDescriptor)>> {
         let Some(access) = self.host().cloned() else {
-            return Err(Error::invalid("host_channels", "not a thread of another host"));
+            return Err(Error::invalid(
+                "host_channels",
+                "not a thread of another host",
+            ));
         };
         let thread = self.duplicate();
         Critical::new(async move {

@@ -270,6 +270,7 @@ mod remote;
 mod service;
 #[cfg(doctest)]
 mod soundness;
+mod ssh;
 mod stub;
 pub mod syscall_connection;
 mod tempdir;
@@ -288,6 +289,7 @@ pub use epoller::Epoller;
 pub use monitor::AsyncChildProcess;
 pub use persistent::{HANDSHAKE_TIMEOUT, PersistentError, PersistentThread};
 pub use read_buffer::AsyncReadBuffer;
+pub use ssh::SshHost;
 pub use stub::{STUB_HANDSHAKE_TIMEOUT, StubServer, UNIX_STUB, UNIX_STUB_SOCK_PATH_ENV};
 pub use syscall_connection::SyscallConnection;
 pub use tempdir::TempDir;

@@ -371,8 +371,8 @@ impl AsyncChildProcess {
                 let parent = self.process.parent().clone();
                 let pidfd = self.process.pidfd().clone();
                 reaper::spawn(async move {
-                    let _ = rsyscall_near::pidfd_send_signal(parent.sysif(), pidfd.near(), sig)
-                        .await;
+                    let _ =
+                        rsyscall_near::pidfd_send_signal(parent.sysif(), pidfd.near(), sig).await;
                 });
             }
             None => {}

@@ -786,15 +786,29 @@ impl ChildThread {
             what: "telling a completed exec from a death",
             source: std::io::Error::other(detail),
         };
-        let pidfd = self
+        let monitor = self
             .monitor
             .as_ref()
-            .and_then(AsyncChildProcess::local_pidfd)
             .ok_or_else(|| unknown("the child is no longer monitored".into()))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut pause = std::time::Duration::from_micros(50);
         loop {
-            let (state, flags) = proc_task_flags(pidfd).map_err(unknown)?;
+            let (state, flags) = match monitor.local_pidfd() {
+                Some(pidfd) => proc_task_flags(pidfd).map_err(unknown)?,
+                // A child on another host: its parent reads its entry there. The child is
+                // its parent's, not reaped (only its monitor reaps it), so the pid is its.
+                None => {
+                    let path = format!("/proc/{}/stat", monitor.pid().as_raw());
+                    let task = self.parent.task();
+                    let file = task
+                        .open(path.as_str(), rsyscall_near::O::RDONLY, 0)
+                        .await?;
+                    let stat = task.read_to_eof(&file).await?;
+                    parse_proc_stat(&path, &stat)
+                        .map(|(_, state, flags)| (state, flags))
+                        .map_err(unknown)?
+                }
+            };
             if flags & PF_FORKNOEXEC == 0 {
                 return Ok(AfterHangup::Execd);
             }
@@ -938,6 +952,12 @@ pub(crate) fn proc_stat(
         return Err("the process was reaped before its /proc entry could be read".into());
     }
     let stat = stat.map_err(|e| format!("reading {path}: {e}"))?;
+    parse_proc_stat(&path, &stat)
+}
+
+/// The command name, state letter and task flags in the contents `stat` of `path`, a
+/// `/proc/PID/stat` file.
+fn parse_proc_stat(path: &str, stat: &[u8]) -> std::result::Result<(Vec<u8>, char, u64), String> {
     // The command name, in parentheses, may contain anything: fields follow the last ')'.
     let open = stat.iter().position(|&b| b == b'(');
     let close = stat.iter().rposition(|&b| b == b')');
