@@ -7,7 +7,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rsyscall_tests::ssh::{SshEnv, SshTarget, output_within};
+use rsyscall_tests::procs::children;
+use rsyscall_tests::ssh::{NetnsSshd, SshEnv, SshTarget, output_within};
 use rsyscall_tests::tmp::TempDir;
 
 /// Bound on any one ssh run that is expected to finish.
@@ -205,4 +206,115 @@ fn env_directory_is_removed_with_the_last_user() {
     assert_eq!(text(&out.stdout), "hi\n", "{out:?}");
     drop(host);
     assert!(!dir.exists(), "{dir:?} left behind");
+}
+
+/// The names `ip netns list` shows.
+fn netns_names() -> Vec<String> {
+    let out = output_within(Command::new("ip").args(["netns", "list"]), LIMIT);
+    assert!(out.status.success(), "{out:?}");
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Our children that are sshd processes.
+fn sshd_children() -> Vec<i32> {
+    children()
+        .into_iter()
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{}/comm", c.pid))
+                .is_ok_and(|n| n.trim() == "sshd")
+        })
+        .map(|c| c.pid)
+        .collect()
+}
+
+#[test]
+fn netns_daemon_is_another_network_host() {
+    let env = SshEnv::new();
+    let daemon = NetnsSshd::start(&env);
+    assert!(netns_names().iter().any(|n| n == daemon.netns()));
+    assert!(sshd_children().contains(&(daemon.pid() as i32)));
+    let out = ssh(
+        daemon.target(),
+        "readlink /proc/self/ns/net; echo $SSH_CONNECTION",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let theirs = lines.next().expect("readlink output");
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(theirs.starts_with("net:["), "{stdout}");
+    assert_ne!(theirs, ours.to_str().unwrap());
+    // The connection came over the veth pair, to the namespace's address.
+    let connection: Vec<&str> = lines.next().expect("SSH_CONNECTION").split(' ').collect();
+    assert_eq!(connection.len(), 4, "{stdout}");
+    assert_eq!(connection[2], daemon.address().to_string());
+    assert_eq!(connection[3], "22");
+    let peer: std::net::Ipv4Addr = connection[0].parse().unwrap();
+    assert_eq!(u32::from(peer), u32::from(daemon.address()) - 1);
+    let name = daemon.netns().to_string();
+    let pid = daemon.pid() as i32;
+    drop(daemon);
+    assert!(!netns_names().contains(&name), "{name} left behind");
+    assert!(!sshd_children().contains(&pid), "sshd {pid} left behind");
+}
+
+#[test]
+fn eight_netns_daemons_at_once() {
+    let env = SshEnv::new();
+    let before = netns_names();
+    let daemons: Vec<NetnsSshd> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..8).map(|_| s.spawn(|| NetnsSshd::start(&env))).collect();
+        starts
+            .into_iter()
+            .map(|h| h.join().expect("start"))
+            .collect()
+    });
+    let mut addresses: Vec<_> = daemons.iter().map(NetnsSshd::address).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 8, "addresses shared: {addresses:?}");
+    // One ssh to each, all running at once; each host says which address it was reached
+    // at and which network namespace it is in.
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = daemons
+            .iter()
+            .map(|d| {
+                s.spawn(|| {
+                    ssh(
+                        d.target(),
+                        "set -- $SSH_CONNECTION; echo $3; readlink /proc/self/ns/net",
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().expect("ssh")).collect()
+    });
+    let mut namespaces = Vec::new();
+    for (daemon, out) in daemons.iter().zip(&outputs) {
+        assert!(out.status.success(), "{}: {out:?}", daemon.netns());
+        let stdout = text(&out.stdout);
+        let mut lines = stdout.lines();
+        assert_eq!(lines.next(), Some(daemon.address().to_string().as_str()));
+        namespaces.push(lines.next().expect("readlink").to_string());
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    assert_eq!(namespaces.len(), 8, "namespaces shared: {namespaces:?}");
+    let names: Vec<String> = daemons.iter().map(|d| d.netns().to_string()).collect();
+    let pids: Vec<i32> = daemons.iter().map(|d| d.pid() as i32).collect();
+    assert!(pids.iter().all(|p| sshd_children().contains(p)));
+    assert!(names.iter().all(|n| !before.contains(n)));
+    drop(daemons);
+    let after = netns_names();
+    for name in &names {
+        assert!(!after.contains(name), "{name} left behind");
+    }
+    assert_eq!(
+        sshd_children(),
+        Vec::<i32>::new(),
+        "sshd children left behind"
+    );
 }

@@ -19,7 +19,7 @@
 //!   ssh connection gets its own sshd talking over the ProxyCommand's pipes: no daemon, no
 //!   port ([`SshEnv::proxy_host`], and the fault variants [`SshEnv::refused_host`],
 //!   [`SshEnv::silent_host`], [`SshEnv::noexec_tmp_host`], [`SshEnv::non_sh_user_host`]);
-//! - daemons: `NetnsSshd::start` runs `sshd -D` in a network namespace of its own, joined
+//! - daemons: [`NetnsSshd::start`] runs `sshd -D` in a network namespace of its own, joined
 //!   to ours by a veth pair, so the host is another network host with its own address.
 //!
 //! Every ProxyCommand process is a child of the ssh client and ends with it (ssh hangs it up
@@ -32,9 +32,10 @@
 //! message naming the Debian package to install. Everything here expects to run as root
 //! (sshd's privilege separation, `ip netns`, `mount`, `useradd`), as the tests do in CI.
 
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -463,6 +464,253 @@ impl SshTarget {
         let mut cmd = Command::new(self.env.ssh_program());
         cmd.arg("-F").arg(&self.config);
         cmd
+    }
+}
+
+/// How long [`NetnsSshd::start`] waits for its sshd to accept connections.
+pub const DAEMON_START_LIMIT: Duration = Duration::from_secs(15);
+
+/// How long dropping a [`NetnsSshd`] waits for its sshd to exit after SIGTERM before it
+/// sends SIGKILL.
+const DAEMON_STOP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Counter for the network namespaces of this process (their names and subnets).
+static NETNS_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// An sshd daemon (`sshd -D`) in a network namespace of its own, a separate network host:
+/// the test makes the namespace (`ip netns add`), a veth pair between it and ours, and a
+/// private /30 with our end at `.1` and the namespace's at `.2`, where sshd listens on
+/// port 22. Its target connects there directly (`HostName`, no ProxyCommand), with the
+/// same keys and options as the per-connection hosts.
+///
+/// The /30 is `10.0.0.0/8` block number `(pid % 16384) * 256 + counter % 256`, so test
+/// processes running at once do not pick the same one (unless their pids are equal modulo
+/// 16384); a block that overlaps any route or address already in our namespace (the
+/// machine's own networks, another test's namespace) is skipped for the next one.
+///
+/// Dropping it stops sshd (SIGTERM, then SIGKILL after a bound), reaps it, and deletes the
+/// veth pair and the namespace. Failures there are printed to stderr, never panics.
+pub struct NetnsSshd {
+    netns: String,
+    host_veth: String,
+    address: Ipv4Addr,
+    target: Option<SshTarget>,
+    sshd: Option<Child>,
+    ip: PathBuf,
+}
+
+/// The first IPv4 address (with prefix length) of `line` of `ip -o route`/`ip -o addr`.
+fn first_prefix(line: &str) -> Option<(u32, u32)> {
+    line.split_whitespace().find_map(|word| {
+        let (addr, len) = match word.split_once('/') {
+            Some((a, l)) => (a, l.parse::<u32>().ok()?),
+            None => (word, 32),
+        };
+        let addr: Ipv4Addr = addr.parse().ok()?;
+        Some((u32::from(addr), len.min(32)))
+    })
+}
+
+/// Whether `a/alen` and `b/blen` share an address.
+fn overlaps((a, alen): (u32, u32), (b, blen): (u32, u32)) -> bool {
+    let len = alen.min(blen);
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    a & mask == b & mask
+}
+
+impl NetnsSshd {
+    /// Makes the namespace and veth pair, starts sshd in it, and waits (at most
+    /// [`DAEMON_START_LIMIT`]) until it accepts TCP connections from our side. Panics (after
+    /// undoing what it did) if anything fails, with sshd's stderr. Needs `ip` (iproute2).
+    pub fn start(env: &SshEnv) -> NetnsSshd {
+        let ip = find_program(
+            "ip",
+            &["/usr/sbin", "/sbin", "/usr/bin", "/bin"],
+            "iproute2",
+        );
+        let pid = std::process::id();
+        // Blocks already routed here: the machine's networks, other tests' namespaces.
+        let mut taken = Vec::new();
+        for args in [
+            &["-4", "-o", "route", "show", "table", "all"][..],
+            &["-4", "-o", "addr", "show"][..],
+        ] {
+            let out = run(Command::new(&ip).args(args));
+            for line in out.lines() {
+                // `ip -o addr` lines start with the interface; the route ones with the
+                // prefix (or `default`, a /0 that is no conflict).
+                let line = line.split_once(" inet ").map_or(line, |(_, rest)| rest);
+                if let Some((prefix, len)) = first_prefix(line)
+                    && len > 0
+                {
+                    taken.push((prefix, len));
+                }
+            }
+        }
+        let (n, base) = (0..256)
+            .find_map(|_| {
+                let n = NETNS_COUNTER.fetch_add(1, Ordering::Relaxed);
+                let block = ((pid as usize % 16384) << 8) | (n % 256);
+                let base = (10u32 << 24) | ((block as u32) << 2);
+                (!taken.iter().any(|&t| overlaps(t, (base, 30)))).then_some((n, base))
+            })
+            .expect("no free /30 in 10.0.0.0/8 for a test network namespace");
+        let mut daemon = NetnsSshd {
+            netns: format!("rsyscall-{pid}-{n}"),
+            host_veth: format!("rsh{pid:x}n{:x}", n % 256),
+            address: Ipv4Addr::from(base + 2),
+            target: None,
+            sshd: None,
+            ip: ip.clone(),
+        };
+        let ns_veth = format!("rsn{pid:x}n{:x}", n % 256);
+        let ours = format!("{}/30", Ipv4Addr::from(base + 1));
+        let theirs = format!("{}/30", daemon.address);
+        run(Command::new(&ip).args(["netns", "add", &daemon.netns]));
+        run(Command::new(&ip)
+            .args(["link", "add", &daemon.host_veth, "type", "veth"])
+            .args(["peer", "name", &ns_veth, "netns", &daemon.netns]));
+        run(Command::new(&ip).args(["addr", "add", &ours, "dev", &daemon.host_veth]));
+        run(Command::new(&ip).args(["link", "set", &daemon.host_veth, "up"]));
+        let ns = &daemon.netns;
+        run(Command::new(&ip).args(["-n", ns, "addr", "add", &theirs, "dev", &ns_veth]));
+        run(Command::new(&ip).args(["-n", ns, "link", "set", &ns_veth, "up"]));
+        run(Command::new(&ip).args(["-n", ns, "link", "set", "lo", "up"]));
+
+        let log_path = env.inner.dir.join(format!("sshd-{ns}.log"));
+        let log = std::fs::File::create(&log_path).expect("creating the sshd log");
+        // `ip netns exec` execs sshd in place (no fork), so the child is sshd itself.
+        let child = Command::new(&ip)
+            .args(["netns", "exec", ns])
+            .arg(env.sshd_program())
+            .args(["-D", "-e", "-f"])
+            .arg(env.sshd_config())
+            .arg("-o")
+            .arg(format!("ListenAddress={}:22", daemon.address))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning sshd in {ns}: {e}"));
+        daemon.sshd = Some(child);
+        let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let socket = SocketAddr::from((daemon.address, 22));
+        let deadline = Instant::now() + DAEMON_START_LIMIT;
+        loop {
+            let child = daemon.sshd.as_mut().expect("sshd child");
+            if let Some(status) = child.try_wait().expect("waitpid sshd") {
+                panic!(
+                    "sshd in {ns} exited ({status}) before accepting: {}",
+                    log_text()
+                );
+            }
+            if TcpStream::connect_timeout(&socket, Duration::from_millis(500)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "sshd in {ns} did not accept on {socket} within {DAEMON_START_LIMIT:?}: {}",
+                    log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let user = env.user().to_string();
+        let extra = format!("    HostName {}\n    Port 22\n", daemon.address);
+        daemon.target = Some(env.target(
+            &daemon.netns,
+            "user_key",
+            &user,
+            CONNECT_TIMEOUT_SECS,
+            &extra,
+            None,
+        ));
+        daemon
+    }
+
+    /// The target to give ssh: its config file and destination.
+    pub fn target(&self) -> &SshTarget {
+        self.target.as_ref().expect("started")
+    }
+
+    /// Shorthand for `self.target().config_file()`.
+    pub fn config_file(&self) -> &Path {
+        self.target().config_file()
+    }
+
+    /// Shorthand for `self.target().destination()`.
+    pub fn destination(&self) -> String {
+        self.target().destination()
+    }
+
+    /// The address sshd listens on (port 22), inside the namespace.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// The network namespace's name (as `ip netns list` shows it).
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// The pid of the sshd daemon (our child).
+    pub fn pid(&self) -> u32 {
+        self.sshd.as_ref().expect("started").id()
+    }
+}
+
+impl Drop for NetnsSshd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.sshd.take() {
+            stop(&mut child, &self.netns);
+        }
+        // Deleting one end of the veth pair deletes both; the namespace would too, unless a
+        // process (an sshd session) still keeps it alive.
+        let link = run_quiet(Command::new(&self.ip).args(["link", "del", &self.host_veth]));
+        if let Err(e) = link
+            && !e.contains("Cannot find device")
+        {
+            eprintln!("ssh harness: {e}");
+        }
+        if let Err(e) = run_quiet(Command::new(&self.ip).args(["netns", "del", &self.netns])) {
+            eprintln!("ssh harness: {e}");
+        }
+    }
+}
+
+/// Stops `child` with SIGTERM, then SIGKILL after [`DAEMON_STOP_LIMIT`], and reaps it;
+/// failures go to stderr.
+fn stop(child: &mut Child, what: &str) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill has no memory effects; `pid` is our unreaped child, so it names that
+    // process and no other.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        eprintln!(
+            "ssh harness: SIGTERM to sshd {pid} ({what}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + DAEMON_STOP_LIMIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("ssh harness: waiting for sshd {pid} ({what}): {e}");
+                return;
+            }
+        }
+    }
+    eprintln!("ssh harness: sshd {pid} ({what}) ignored SIGTERM; killing it");
+    if let Err(e) = child.kill() {
+        eprintln!("ssh harness: SIGKILL to sshd {pid} ({what}): {e}");
+    }
+    if let Err(e) = child.wait() {
+        eprintln!("ssh harness: reaping sshd {pid} ({what}): {e}");
     }
 }
 
