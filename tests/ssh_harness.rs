@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rsyscall_tests::procs::children;
-use rsyscall_tests::ssh::{NetnsSshd, SshEnv, SshTarget, output_within};
+use rsyscall_tests::ssh::{NetnsSshd, SshEnv, SshTarget, find_program, output_within};
 use rsyscall_tests::tmp::TempDir;
 
 /// Bound on any one ssh run that is expected to finish.
@@ -317,4 +317,110 @@ fn eight_netns_daemons_at_once() {
         Vec::<i32>::new(),
         "sshd children left behind"
     );
+}
+
+#[test]
+fn a_missing_program_names_its_package() {
+    let found = find_program("ssh", &["/usr/bin"], "openssh-client");
+    assert!(found.is_absolute() && found.ends_with("ssh"), "{found:?}");
+    let panic = std::panic::catch_unwind(|| {
+        find_program("rsyscall-no-such-program", &["/usr/sbin"], "some-package")
+    })
+    .expect_err("found a program that does not exist");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("rsyscall-no-such-program")
+            && message.contains("install the Debian package some-package"),
+        "{message}"
+    );
+}
+
+/// The pids of `parent`'s children.
+fn children_of(parent: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(str::trim);
+        if ppid == Some(parent.to_string().as_str()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid` is gone or a zombie (exited; its new parent may not have reaped it yet).
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Starts `ssh -F cfg dest remote` with stdout piped, waits until ssh has a child (its
+/// ProxyCommand) and, if `first_line`, until the remote command printed a line; then
+/// SIGKILLs ssh, reaps it, and checks that the ProxyCommand ends by itself.
+fn proxy_command_ends_with_killed_ssh(target: &SshTarget, remote: &str, first_line: bool) {
+    use std::io::BufRead;
+    let mut child = target
+        .ssh_command()
+        .arg(target.destination())
+        .arg(remote)
+        // Held open (and never written) so the remote command's stdin stays open too.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning ssh");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if first_line {
+            let mut line = String::new();
+            let mut stdout = std::io::BufReader::new(child.stdout.as_mut().unwrap());
+            stdout.read_line(&mut line).unwrap();
+            assert_eq!(line, "started\n");
+        }
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let proxies = children_of(child.id());
+            if !proxies.is_empty() {
+                break proxies;
+            }
+            assert!(Instant::now() < deadline, "ssh started no ProxyCommand");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }));
+    child.kill().expect("SIGKILL ssh");
+    child.wait().expect("reap ssh");
+    let proxies = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let deadline = Instant::now() + LIMIT;
+    while !proxies.iter().all(|&p| ended(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "ProxyCommand {proxies:?} outlived ssh"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn proxy_commands_end_when_ssh_is_killed() {
+    let env = SshEnv::new();
+    // sshd -i, mid-session: it reads EOF from the dead ssh (and its `cat`, EOF from sshd).
+    proxy_command_ends_with_killed_ssh(&env.proxy_host(), "echo started; exec cat", true);
+    // The silent host's cat, mid banner exchange (a timeout far beyond the test's bound).
+    proxy_command_ends_with_killed_ssh(&env.silent_host(600), "true", false);
 }

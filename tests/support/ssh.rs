@@ -78,8 +78,9 @@ fn next_id() -> usize {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
-/// `name` found in one of `dirs` or on `PATH`, executable; panics naming `package`.
-fn find_program(name: &str, dirs: &[&str], package: &str) -> PathBuf {
+/// `name` found in one of `dirs` or on `PATH`, executable; panics naming `package` if it
+/// is in none of them. What every constructor here uses to find its programs.
+pub fn find_program(name: &str, dirs: &[&str], package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut candidates: Vec<PathBuf> = dirs.iter().map(|d| Path::new(d).join(name)).collect();
     candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
