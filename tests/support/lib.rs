@@ -5,5 +5,6 @@ pub mod procs;
 pub mod programs;
 pub mod rng;
 pub mod server;
+pub mod ssh;
 pub mod tasks;
 pub mod tmp;
