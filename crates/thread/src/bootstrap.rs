@@ -534,7 +534,7 @@ pub(crate) async unsafe fn bootstrap_thread(
     };
     let _ = thread.inner.bootstrapped.set(Arc::new(watch));
     if let Some(host) = host {
-        thread.set_host(host);
+        let _ = thread.set_host(host);
     }
     Ok(thread)
 }

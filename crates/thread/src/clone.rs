@@ -293,7 +293,7 @@ impl Thread {
         }
         if let Some(host) = self.host() {
             // Same host, and the listening socket at the same number in its table.
-            thread.set_host(host.clone());
+            let _ = thread.set_host(host);
         }
         let child = ChildThread::new(
             thread,
