@@ -591,6 +591,9 @@ impl PersistentThread {
         }
         let _one_at_a_time = self.iface.reconnecting.lock().await;
         self.iface.disconnect();
+        if via.host().is_some() {
+            return self.reconnect_across_hosts(via).await;
+        }
         let (access, numbers) = match handshake(via, &self.path, 1).await {
             Ok(parts) => parts,
             Err(e @ PersistentError::NoServer { .. }) => {
@@ -603,6 +606,65 @@ impl PersistentThread {
         let server_fd = near::FileDescriptor::new(fds.next().unwrap_or(-1));
         let conn = self.connection_to(access, server_fd).await?;
         self.iface.install(conn);
+        Ok(())
+    }
+
+    /// [`PersistentThread::reconnect`] through `via`, a thread on another host (the
+    /// persistent thread is on that host): the new syscall socket is a channel through
+    /// `via`'s ssh forward, and the handshake, made by `via`, passes it with `via`'s copy of
+    /// the host's listening socket, which the thread then makes its own channels through
+    /// (the one it had before belonged to an earlier session, and is closed).
+    async fn reconnect_across_hosts(
+        &self,
+        via: &Thread,
+    ) -> std::result::Result<(), PersistentError> {
+        let Some(via_host) = via.host() else {
+            return Err(Error::invalid(
+                "PersistentThread::reconnect",
+                "not a thread of another host",
+            )
+            .into());
+        };
+        let path = self.path.clone();
+        let (access, theirs) =
+            via.host_channels(1).await?.pop().ok_or_else(|| {
+                Error::invalid("PersistentThread::reconnect", "no channel was made")
+            })?;
+        let task = via.task();
+        // SAFETY: `via_host.listener` is the host's listening socket in `via`'s table, kept
+        // open for `via`'s life (a reserved fd); this handle only passes a copy of it and is
+        // never closed or replaced.
+        let listener = unsafe { FileDescriptor::borrowed(task, via_host.listener) };
+        let numbers = remote_handshake(via, &path, &[&theirs, &listener]).await;
+        drop(theirs);
+        let numbers = match numbers {
+            Ok(numbers) => numbers,
+            Err(e @ PersistentError::NoServer { .. }) => {
+                self.iface.mark_dead();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        check_numbers(&numbers, 2, &path)?;
+        let conn = self
+            .connection_to(access, near::FileDescriptor::new(numbers[0]))
+            .await?;
+        self.iface.install(conn);
+        let new = crate::host::HostAccess {
+            link: via_host.link,
+            listener: near::FileDescriptor::new(numbers[1]),
+        };
+        if let Some(old) = self.thread.set_host(new)
+            && old.listener.as_raw() != numbers[1]
+        {
+            // SAFETY: the old listening socket came from an earlier session's bootstrap,
+            // inherited or passed to the thread; no handle names it (the host access held
+            // only its number, now replaced) and nothing uses it any more.
+            let old = unsafe { FileDescriptor::from_raw(self.thread.task(), old.listener) };
+            if let Err(e) = old.close().await {
+                log::debug!("closing a persistent thread's old listening socket: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -806,6 +868,10 @@ fn watch_pidfd(conn: &SyscallConnection, pidfd: &OwnedFd) -> Result<()> {
 /// [`Connection`]. `None`, logged, if that fails (a kernel without pidfds): the caller
 /// falls back to the local pid, if any.
 async fn own_pidfd(thread: &Thread) -> Option<OwnedFd> {
+    if thread.host().is_some() {
+        // No fd can come from another host; its connection's end says when it is gone.
+        return None;
+    }
     let made = async {
         let task = thread.task();
         let pidfd = task.pidfd_open(task.pid(), PIDFD::empty()).await?;
@@ -1117,4 +1183,73 @@ async fn handshake_with_connection(
         (access.into(), fdpass_local.into()),
         [numbers[0], numbers[1]],
     ))
+}
+
+/// The persistent handshake (PROTOCOL.md section 6) made by `via`, a thread on another
+/// host, in its own table: connects to `path` there, sends the count and `fds` in one
+/// message, reads the numbers back. Bounded by [`HANDSHAKE_TIMEOUT`] (the socket is
+/// non-blocking and waited on through `via`'s root epoller, so a server that never
+/// answers leaves `via` free).
+async fn remote_handshake(
+    via: &Thread,
+    path: &Path,
+    fds: &[&FileDescriptor],
+) -> std::result::Result<Vec<i32>, PersistentError> {
+    let task = via.task();
+    let sock = task
+        .socket(AF::UNIX, SockType::STREAM, SOCK::CLOEXEC, 0)
+        .await?;
+    if let Err(source) = sock.connect_unix(path_bytes(path).as_slice()).await {
+        return Err(match source.errno() {
+            Some(Errno::ECONNREFUSED | Errno::ENOENT | Errno::ENOTSOCK) => {
+                PersistentError::NoServer {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+            _ => PersistentError::Other(source),
+        });
+    }
+    let count = (fds.len() as i32).to_le_bytes();
+    task.write_all_bytes(&sock, &count).await?;
+    task.send_fds(&sock, fds).await?;
+    let afd = via.make_afd(sock, true).await?;
+    let want = 4 * fds.len();
+    let exchange = async {
+        let mut reply = Vec::with_capacity(want);
+        while reply.len() < want {
+            match afd.read_some_bytes(want - reply.len()).await {
+                Ok(bytes) if bytes.is_empty() => {
+                    return Err(PersistentError::Handshake {
+                        path: path.to_owned(),
+                        detail: "it closed the connection instead of answering".into(),
+                    });
+                }
+                Ok(bytes) => reply.extend_from_slice(&bytes),
+                Err(e) if e.errno() == Some(Errno::ECONNRESET) => {
+                    return Err(PersistentError::NoServer {
+                        path: path.to_owned(),
+                        source: e,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(reply)
+    };
+    let timeout = async {
+        Timer::after(HANDSHAKE_TIMEOUT).await;
+        Err(PersistentError::Busy {
+            path: path.to_owned(),
+            waited: HANDSHAKE_TIMEOUT,
+        })
+    };
+    let reply = future::or(exchange, timeout).await?;
+    if let Err(e) = afd.close().await {
+        log::debug!("closing a persistent handshake's socket: {e}");
+    }
+    Ok(reply
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
