@@ -70,10 +70,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum PersistentError {
     /// Nothing accepts connections at the path: no such socket, or a socket file left
     /// behind by a thread that died without cleaning up (its creator was killed before it
-    /// was made persistent).
+    /// was made persistent). Connecting only reads: the file is left where it is, and the
+    /// next [`Thread::clone_persistent`] at that path reclaims it.
     #[error(
         "no persistent thread listens at {path:?} ({source}): it exited or was killed, or the \
-         path is wrong; remove a stale socket file there and make a new thread"
+         path is wrong; make a new thread (Thread::clone_persistent at this path reclaims a \
+         stale socket file left there)"
     )]
     NoServer {
         /// The socket path.
@@ -347,7 +349,10 @@ impl Transport for Reconnecting {
 /// [`ChildThread`] is, and its socket file is removed in the background through the
 /// creating thread. Otherwise dropping only closes our connection: the server waits for
 /// the next one. A thread killed with its creator (the creator was itself killed) leaves
-/// its socket file behind: connecting there gives [`PersistentError::NoServer`].
+/// its socket file behind: connecting there gives [`PersistentError::NoServer`] (and
+/// removes nothing), and the next [`Thread::clone_persistent`] at that path finds nothing
+/// listening on it, removes it and binds there (see
+/// "Stale sockets" in [`Thread::clone_persistent`]).
 ///
 /// # While disconnected
 /// During [`reconnect`](PersistentThread::reconnect), and after a reconnect that failed
@@ -430,9 +435,25 @@ impl Thread {
     /// is closed. The child has its own fd table, shares our address space, and dies with
     /// us unless [`PersistentThread::make_persistent`] is called.
     ///
+    /// # Stale sockets
+    /// A socket file already at `path` with nothing listening on it, as a thread killed
+    /// with its creator leaves behind, is reclaimed: when `bind` fails with `EADDRINUSE`,
+    /// this thread checks that `path` itself (a symlink is not followed) is a unix socket
+    /// and that a non-blocking connect to it is refused with `ECONNREFUSED`, checks that
+    /// the file is still the one probed (same device and inode), removes it and binds
+    /// once more. A live server (even one whose queue is full: `EAGAIN`), any other kind
+    /// of file, and a check that fails (for example `EACCES`) keep the `EADDRINUSE`.
+    /// The probe is a connection the live server sees open and close without a byte.
+    ///
+    /// The race: a socket another program has bound but not yet listened on also refuses
+    /// connections. This function listens right after its bind, so that window is one
+    /// syscall long here, but two creators at the same path at the same time can still
+    /// take the other's fresh socket for stale and remove it, leaving that thread
+    /// unreachable. Do not make persistent threads at one path concurrently.
+    ///
     /// # Errors
-    /// `EADDRINUSE` if something exists at `path`; the errors of `socket`, `bind`,
-    /// `listen` and [`Thread::clone`].
+    /// `EADDRINUSE` if something other than a stale socket exists at `path`; the errors
+    /// of `socket`, `bind`, `listen` and [`Thread::clone`].
     ///
     /// # Cancellation
     /// Once polled, it is finished even if this future is dropped: it completes on a
@@ -451,7 +472,20 @@ impl Thread {
         let listen = task
             .socket(AF::UNIX, SockType::STREAM, SOCK::CLOEXEC, 0)
             .await?;
-        listen.bind_unix(path_bytes(&path).as_slice()).await?;
+        let bytes = path_bytes(&path);
+        match listen.bind_unix(bytes.as_slice()).await {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(Errno::EADDRINUSE) => {
+                if !reclaim_stale_socket(task, &bytes).await? {
+                    return Err(e);
+                }
+                // Once: if someone else made a file there meanwhile, it is theirs.
+                listen.bind_unix(bytes.as_slice()).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        // Listening right after the bind (no syscall between them): until then, the file
+        // looks stale to another creator's check (see "Stale sockets" above).
         // Removes the file if anything below fails or is dropped.
         let guard = SocketFileGuard {
             thread: Some(self.duplicate()),
@@ -489,6 +523,73 @@ impl Thread {
             local_pid,
             pidfd,
         })
+    }
+}
+
+/// Removes the file at `path` through `task` if it is a stale unix socket: a socket file
+/// (not followed if a symlink) to which a connect is refused (`ECONNREFUSED`: nothing
+/// listens on it; a live server with a full queue answers `EAGAIN` instead), still the
+/// same file (device and inode) after that connect. Returns whether it was removed (or
+/// was gone already); `false` for anything else, including errors of the check, which the
+/// caller answers with its `EADDRINUSE`. A hangup of `task` is returned as an error.
+///
+/// The connect uses [`FileDescriptor::connect_unix`], so paths longer than `sun_path` are
+/// reached as the bind reaches them. A socket bound by another creator that has not yet
+/// called `listen` also refuses connections: see the race in [`Thread::clone_persistent`].
+async fn reclaim_stale_socket(task: &Task, path: &[u8]) -> Result<bool> {
+    let checked = async {
+        let stale_file = || async {
+            let st = task.lstat(path).await?;
+            Ok::<_, Error>(
+                (st.file_type() == rsyscall_handle::structs::FileType::Socket)
+                    .then_some((st.dev, st.ino)),
+            )
+        };
+        let Some(before) = stale_file().await? else {
+            return Ok(false);
+        };
+        let probe = task
+            .socket(
+                AF::UNIX,
+                SockType::STREAM,
+                SOCK::NONBLOCK | SOCK::CLOEXEC,
+                0,
+            )
+            .await?;
+        let connected = probe.connect_unix(path).await;
+        probe.close().await?;
+        match connected {
+            Err(e) if e.errno() == Some(Errno::ECONNREFUSED) => {}
+            Err(e) if e.is_hangup() => return Err(e),
+            // Connected or queued (a live server), EAGAIN (a live server with a full
+            // queue), EACCES, ...: not ours to remove.
+            _ => return Ok(false),
+        }
+        // The file we probed, not one a concurrent creator put there since.
+        if stale_file().await? != Some(before) {
+            return Ok(false);
+        }
+        match task.unlinkat(None, path, AT::empty()).await {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        log::info!(
+            "removed the stale socket file {:?} (nothing listened on it)",
+            String::from_utf8_lossy(path)
+        );
+        Ok(true)
+    };
+    match checked.await {
+        Ok(removed) => Ok(removed),
+        Err(e) if e.is_hangup() => Err(e),
+        Err(e) => {
+            log::debug!(
+                "not reclaiming {:?}: checking it failed: {e}",
+                String::from_utf8_lossy(path)
+            );
+            Ok(false)
+        }
     }
 }
 
