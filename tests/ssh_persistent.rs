@@ -171,3 +171,54 @@ fn a_persistent_thread_on_another_host_not_made_persistent_dies_with_its_session
         within("ssh wait", ssh2.wait()).await.expect("wait");
     });
 }
+
+#[test]
+fn a_persistent_thread_on_another_host_is_attached_to_over_a_new_session() {
+    let env = SshEnv::new();
+    let target = env.proxy_host();
+    let path = socket_path(&env, "attach.sock");
+    async_io::block_on(async {
+        let (ssh1, remote1) = within("connect", host(&target).connect(&local_thread()))
+            .await
+            .expect("first connection");
+        let per = within("clone_persistent", remote1.clone_persistent(&path))
+            .await
+            .expect("clone_persistent");
+        within("make_persistent", per.make_persistent())
+            .await
+            .expect("make_persistent");
+        let pid = per.task().getpid().await.expect("getpid");
+        // Everything of the first session goes, the value included.
+        drop(per);
+        ssh1.kill(Signal::SIGKILL).await.expect("kill ssh");
+        within("ssh wait", ssh1.wait()).await.expect("wait");
+        drop(remote1);
+
+        let (ssh2, remote2) = within("connect", host(&target).connect(&local_thread()))
+            .await
+            .expect("second connection");
+        let attached = within("attach", PersistentThread::attach(&remote2, &path))
+            .await
+            .expect("attach through the new session");
+        assert_eq!(attached.task().getpid().await.expect("getpid"), pid);
+        let mut channels = within("open_channels", attached.open_channels(1))
+            .await
+            .expect("open_channels");
+        let (ours, theirs) = channels.pop().expect("one channel");
+        attached
+            .task()
+            .write_all_bytes(&theirs, b"attached")
+            .await
+            .expect("write");
+        let mut got = [0u8; 8];
+        std::io::Read::read_exact(&mut std::fs::File::from(ours), &mut got).expect("read");
+        assert_eq!(&got, b"attached");
+        within("exit", attached.exit(0)).await.expect("exit");
+        assert!(!path.exists(), "the socket file was removed");
+        remote2.exit(0).await.expect("exit remote");
+        assert_eq!(
+            within("ssh wait", ssh2.wait()).await.expect("wait"),
+            ChildState::Exited(0)
+        );
+    });
+}

@@ -820,6 +820,11 @@ impl PersistentThread {
     /// reached in-band over its connection, so attaching works from any program; the
     /// returned value does not kill the thread when dropped.
     ///
+    /// Through a thread on another host (an ssh thread, [`crate::SshHost`]), the thread is
+    /// attached over that session: its syscall socket is a channel through the session's
+    /// forward, and the session's listening socket is passed to it for its later channels
+    /// (fds cannot be passed across hosts, so it has no fd-passing connection then).
+    ///
     /// The new [`Thread`] has a fresh fd-passing [`Connection`] (passed in the handshake).
     /// Its fd table and address space get new identities, so handles of another
     /// [`PersistentThread`] value for the same process are not usable with it.
@@ -849,9 +854,34 @@ impl PersistentThread {
         path: impl AsRef<Path>,
     ) -> std::result::Result<PersistentThread, PersistentError> {
         let path = path.as_ref().to_owned();
-        let (access, numbers) = handshake_with_connection(via, &path).await?;
-        let (access, fdpass_local) = access;
-        let [server_fd, fdpass_remote] = numbers;
+        // How fds reach the thread: a fresh fd-passing connection, or on another host the
+        // channels of `via`'s ssh session, through the host's listening socket passed now.
+        enum Reach {
+            Local(OwnedFd, i32),
+            Host(crate::host::HostAccess),
+        }
+        let (access, server_fd, reach) = match via.host() {
+            None => {
+                let ((access, fdpass_local), [server_fd, fdpass_remote]) =
+                    handshake_with_connection(via, &path).await?;
+                (access, server_fd, Reach::Local(fdpass_local, fdpass_remote))
+            }
+            Some(via_host) => {
+                let (access, theirs) = via.host_channels(1).await?.pop().ok_or_else(|| {
+                    Error::invalid("PersistentThread::attach", "no channel was made")
+                })?;
+                // SAFETY: as in `reconnect_across_hosts`: `via`'s own listening socket,
+                // only passed.
+                let listener = unsafe { FileDescriptor::borrowed(via.task(), via_host.listener) };
+                let numbers = remote_handshake(via, &path, &[&theirs, &listener]).await?;
+                check_numbers(&numbers, 2, &path)?;
+                let host = crate::host::HostAccess {
+                    link: via_host.link,
+                    listener: near::FileDescriptor::new(numbers[1]),
+                };
+                (access, numbers[0], Reach::Host(host))
+            }
+        };
         let conn = SyscallConnection::new(access, near::FileDescriptor::new(server_fd)).map_err(
             |source| Error::Io {
                 what: "registering a connection",
@@ -865,24 +895,40 @@ impl PersistentThread {
         // is the allocator made for it.
         let RemoteTask { task, local_pid } =
             unsafe { remote_task(iface.clone(), iface.clone(), iface.clone(), None) }.await?;
-        // SAFETY: the server received this fd in the handshake and gave us its number; no
-        // other handle exists for it.
-        let remote =
-            unsafe { FileDescriptor::from_raw(&task, near::FileDescriptor::new(fdpass_remote)) };
-        let connection = Connection::new(fdpass_local, remote);
+        let (connection, host, second) = match reach {
+            Reach::Local(fdpass_local, fdpass_remote) => {
+                // SAFETY: the server received this fd in the handshake and gave us its
+                // number; no other handle exists for it.
+                let remote = unsafe {
+                    FileDescriptor::from_raw(&task, near::FileDescriptor::new(fdpass_remote))
+                };
+                (
+                    Some(Connection::new(fdpass_local, remote)),
+                    None,
+                    near::FileDescriptor::new(fdpass_remote),
+                )
+            }
+            Reach::Host(host) => {
+                let listener = host.listener;
+                (None, Some(host), listener)
+            }
+        };
         let environ = match read_environ(&task).await {
             Ok(env) => env,
             Err(e) => return Err(e.into()),
         };
         let thread = Thread::from_parts(
             task,
-            Some(connection),
+            connection,
             SharedEnvironment::new(environ),
             None,
             None,
             // Its server code lies somewhere in the memory of the program that made it.
             None,
         );
+        if let Some(host) = host {
+            let _ = thread.set_host(host);
+        }
         let _ = thread.inner.persistent.set(Arc::clone(&iface));
         // Its death hangs the connection up even while other tables hold its socket.
         let pidfd = own_pidfd(&thread).await;
@@ -890,10 +936,7 @@ impl PersistentThread {
         if let Some(conn) = current {
             watch_thread(&conn, pidfd.as_ref(), local_pid).await?;
         }
-        let keep = [
-            near::FileDescriptor::new(server_fd),
-            near::FileDescriptor::new(fdpass_remote),
-        ];
+        let keep = [near::FileDescriptor::new(server_fd), second];
         let scanned = scan_table(&thread, &keep, via, &path).await?;
         if let Some(listen) = scanned.listen_fd {
             let _ = iface.listen_fd.set(listen);
