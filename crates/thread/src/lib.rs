@@ -204,7 +204,7 @@
 //!   is a critical part, finished once started; the requests already sent run on, and the
 //!   argv and envp block is kept by the connection until they are answered (leaked if the
 //!   connection was lost, since the process then exec'd or died). The thread may then have
-//!   exec'd, or have a marker command name if it stayed between the requests.
+//!   exec'd; if the exec failed, the request pipelined after it restored its name.
 //! - **[`stdin_bootstrap`]**, dropped before its launcher was exec'd, kills the launcher
 //!   (see [`ChildThread`]); dropped later, it closes our ends of the helper's sockets, so
 //!   the helper fails its describe or sees EOF on its syscall socket and exits, and the
