@@ -514,15 +514,7 @@ impl Thread {
             let slot = &self.inner.root_epoller;
             let _making = slot.making.lock().await;
             if slot.get().is_none() {
-                let server = self.inner.server_fd.ok_or_else(|| {
-                    Error::invalid(
-                        "make_root_epoller",
-                        "the thread has no syscall socket to watch",
-                    )
-                })?;
-                // SAFETY: as in `make_root_epoller`: the syscall socket stays open for the
-                // thread's life; the handle only registers it and is never closed.
-                let activity = unsafe { FileDescriptor::borrowed(self.task(), server) };
+                let activity = self.syscall_socket("make_root_epoller")?;
                 let epoller = self.new_root_epoller(&activity).await?;
                 *lock(&slot.current) = Some(epoller);
             }
@@ -597,16 +589,20 @@ impl Thread {
     /// [`Error::InvalidArgument`] for a thread without a syscall socket (the local thread);
     /// as [`Thread::make_root_epoller_with`].
     pub async fn make_root_epoller(&self) -> Result<()> {
-        let server = self.inner.server_fd.ok_or_else(|| {
-            Error::invalid(
-                "make_root_epoller",
-                "the thread has no syscall socket to watch",
-            )
-        })?;
-        // SAFETY: the syscall socket stays open in the thread's table for the thread's
-        // life, and this handle lives only for the call below, which registers it with the
-        // new epoll fd and keeps nothing but its number: it is never closed or replaced.
-        let activity = unsafe { FileDescriptor::borrowed(self.task(), server) };
+        let activity = self.syscall_socket("make_root_epoller")?;
         self.make_root_epoller_with(&activity).await
+    }
+
+    /// A short-lived handle to the thread's syscall socket, to register it as a root
+    /// epoller's activity fd.
+    fn syscall_socket(&self, what: &'static str) -> Result<FileDescriptor> {
+        let server = self
+            .inner
+            .server_fd
+            .ok_or_else(|| Error::invalid(what, "the thread has no syscall socket to watch"))?;
+        // SAFETY: the syscall socket stays open in the thread's table for the thread's
+        // life, and the handle is only used to register it with an epoll fd, which keeps
+        // nothing but its number: it is never closed or replaced, and dropped right after.
+        Ok(unsafe { FileDescriptor::borrowed(self.task(), server) })
     }
 }

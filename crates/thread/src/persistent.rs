@@ -1167,8 +1167,12 @@ async fn read_environ(task: &Task) -> Result<Environment> {
     ))
 }
 
-/// Connects to `path` through `via` and moves the connected socket to the local table.
-async fn connect_local(via: &Thread, path: &Path) -> std::result::Result<OwnedFd, PersistentError> {
+/// A socket of `via` connected to `path`; nothing listening there is
+/// [`PersistentError::NoServer`].
+async fn connect_in(
+    via: &Thread,
+    path: &Path,
+) -> std::result::Result<FileDescriptor, PersistentError> {
     let task = via.task();
     let sock = task
         .socket(AF::UNIX, SockType::STREAM, SOCK::CLOEXEC, 0)
@@ -1184,6 +1188,12 @@ async fn connect_local(via: &Thread, path: &Path) -> std::result::Result<OwnedFd
             _ => PersistentError::Other(source),
         });
     }
+    Ok(sock)
+}
+
+/// Connects to `path` through `via` and moves the connected socket to the local table.
+async fn connect_local(via: &Thread, path: &Path) -> std::result::Result<OwnedFd, PersistentError> {
+    let sock = connect_in(via, path).await?;
     Ok(via.thread_to_local(&sock).await?)
 }
 
@@ -1340,20 +1350,7 @@ async fn remote_handshake(
     fds: &[&FileDescriptor],
 ) -> std::result::Result<Vec<i32>, PersistentError> {
     let task = via.task();
-    let sock = task
-        .socket(AF::UNIX, SockType::STREAM, SOCK::CLOEXEC, 0)
-        .await?;
-    if let Err(source) = sock.connect_unix(path_bytes(path).as_slice()).await {
-        return Err(match source.errno() {
-            Some(Errno::ECONNREFUSED | Errno::ENOENT | Errno::ENOTSOCK) => {
-                PersistentError::NoServer {
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-            _ => PersistentError::Other(source),
-        });
-    }
+    let sock = connect_in(via, path).await?;
     let count = (fds.len() as i32).to_le_bytes();
     task.write_all_bytes(&sock, &count).await?;
     task.send_fds(&sock, fds).await?;
