@@ -1628,7 +1628,7 @@ const ECHO_BYTES: usize = 56;
 struct RemoteCat {
     channel: Option<UnixStream>,
     cat: Option<AsyncChildProcess>,
-    session: SshSession,
+    _session: SshSession,
 }
 
 impl RemoteCat {
@@ -1670,7 +1670,7 @@ impl RemoteCat {
         Ok(RemoteCat {
             channel: Some(channel),
             cat: Some(cat),
-            session,
+            _session: session,
         })
     }
 }
