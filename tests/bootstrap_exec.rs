@@ -203,6 +203,43 @@ fn a_failed_exec_leaves_the_thread_usable() {
 }
 
 #[test]
+fn a_failed_exec_dropped_at_any_poll_still_restores_the_name() {
+    let _serial = serial();
+    run(async {
+        let (launcher, thread) = env_thread().await;
+        let pid = launcher.pid().as_raw();
+        let name = comm(pid);
+        for polls in 1..=200 {
+            let mut exec =
+                Box::pin(thread.exec_bootstrapped(Command::new("/nonexistent/program", "program")));
+            let mut finished = false;
+            for _ in 0..polls {
+                if futures_lite::future::poll_once(&mut exec).await.is_some() {
+                    finished = true;
+                    break;
+                }
+                // Time for answers to arrive, so that each poll moves the exec along.
+                async_io::Timer::after(std::time::Duration::from_micros(300)).await;
+            }
+            drop(exec);
+            // Requests are answered in order: once this one is, every request the dropped
+            // exec sent has run.
+            assert_eq!(thread.task().getpid().await.expect("getpid").as_raw(), pid);
+            assert_eq!(
+                comm(pid),
+                name,
+                "the name after an exec dropped at poll {polls}"
+            );
+            if finished {
+                break;
+            }
+        }
+        thread.exit(0).await.expect("exit");
+        assert_eq!(launcher.wait().await.expect("wait"), ChildState::Exited(0));
+    });
+}
+
+#[test]
 fn exec_on_a_killed_thread_is_a_hangup() {
     let _serial = serial();
     run(async {

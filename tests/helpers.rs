@@ -404,6 +404,36 @@ fn ssh_bootstrap_socket_mode_fails_on_taken_names_and_cleans_up() {
 }
 
 #[test]
+fn ssh_bootstrap_rsyscall_mode_gives_up_when_its_session_ends_before_a_client_connects() {
+    // Its stdout is the ssh session's: once that reader is gone, nobody will connect, and
+    // it must not wait in accept forever.
+    let dir = temp_dir("ssh-gone");
+    let mut socket_mode = Reaped(
+        ssh_bootstrap(&dir, Some("socket"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn socket mode"),
+    );
+    let mut stdout = socket_mode.0.stdout.take().expect("stdout");
+    let mut done = [0u8; 5];
+    stdout.read_exact(&mut done).expect("done");
+    let mut rsyscall_mode = Reaped(
+        ssh_bootstrap(&dir, Some("rsyscall"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn rsyscall mode"),
+    );
+    // It has the listening socket once the socket mode exits.
+    let (status, err) = socket_mode.finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    // The session goes: the reader of its stdout is closed, and no client ever connects.
+    drop(rsyscall_mode.0.stdout.take());
+    let (status, err) = rsyscall_mode.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no client connected"), "{err}");
+}
+
+#[test]
 fn ssh_bootstrap_rsyscall_mode_refuses_a_missing_or_wrong_pass() {
     let dir = temp_dir("ssh-pass");
     // No ./pass at all.

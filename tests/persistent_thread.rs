@@ -1,7 +1,8 @@
 //! Persistent threads (`Thread::clone_persistent`, `PersistentThread`): the original's
 //! scenarios (reconnect then exit, exit without reconnect, a clone from a persistent
 //! thread, `unshare(FILES)`), surviving or not the creator's `SIGKILL`, attaching from
-//! another program, and bad input (a path too long for `sun_path`, no server, a busy one).
+//! another program, reclaiming the socket file a thread killed with its creator left (and
+//! nothing else), and bad input (a path too long for `sun_path`, no server, a busy one).
 //!
 //! The cross-program tests re-run this test binary in a "child mode" chosen by the
 //! `RSYSCALL_PERSISTENT_MODE` variable (the `child_mode` test does the work there, and is a
@@ -241,6 +242,8 @@ fn no_server_is_a_typed_error() {
         drop(UnixListener::bind(&stale).unwrap());
         let e = PersistentThread::attach(&local, &stale).await.unwrap_err();
         assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
+        // Attaching only reads: the file stays (a clone_persistent there reclaims it).
+        assert!(stale.exists());
         // A regular file.
         let file = dir.join("file");
         std::fs::write(&file, b"").unwrap();
@@ -385,7 +388,7 @@ fn reap_all() {
 /// The child modes. `creator`: makes a persistent thread at `$PATH` (made persistent if
 /// `$MARK` is set), prints its pid and waits to be killed. `attacher`: attaches to `$PATH`,
 /// checks it reached pid `$PID` with environment `$MARK`, makes syscalls, exits it.
-/// `survive` and `die`: the scenarios, as subreapers.
+/// `survive`, `die` and `reclaim`: the scenarios, as subreapers.
 #[test]
 fn child_mode() {
     let Ok(mode) = std::env::var(MODE_ENV) else {
@@ -437,6 +440,7 @@ fn child_mode() {
             println!("ATTACHED=ok");
         }),
         "survive" | "die" => scenario(mode == "survive"),
+        "reclaim" => reclaim_scenario(),
         other => panic!("unknown mode {other}"),
     }
 }
@@ -487,6 +491,66 @@ fn scenario(make_persistent: bool) {
     println!("SCENARIO=ok");
 }
 
+/// A creator makes a persistent thread at `path`, not made persistent, and is `SIGKILL`ed;
+/// the thread dies with it (its parent-death signal) and is reaped here (we are its
+/// subreaper). Returns its pid.
+fn killed_with_its_creator(path: &Path) -> i32 {
+    let envs = [(PATH_ENV, path.to_str().unwrap().to_owned())];
+    let mut creator = spawn_mode("creator", &envs);
+    let pid: i32 = read_value(&mut creator, "PID").parse().unwrap();
+    let _kill = KillOnDrop(pid);
+    assert!(exists(pid));
+    creator.kill().unwrap();
+    creator.wait().unwrap();
+    let status = reap(pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "{status:#x}"
+    );
+    pid
+}
+
+/// The socket file a thread killed with its creator left behind is reclaimed by the next
+/// `clone_persistent` at its path: the new thread works, and its exit removes the file.
+fn reclaim_scenario() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) changes only this process's attribute.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
+    let dir = TempDir::new("persist-reclaim");
+    let path = dir.join("sock");
+    let dead = killed_with_its_creator(&path);
+    assert!(is_socket(&path), "no socket file was left behind");
+    run(async {
+        let local = local_thread();
+        // Attaching only reads: it fails and leaves the file alone.
+        let e = PersistentThread::attach(&local, &path).await.unwrap_err();
+        assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
+        assert!(is_socket(&path));
+        let p = local
+            .clone_persistent(&path)
+            .await
+            .expect("the stale socket file was not reclaimed");
+        // And its error said the next clone_persistent would.
+        assert!(e.to_string().contains("reclaims"), "{e}");
+        assert_ne!(p.task().getpid().await.unwrap().as_raw(), dead);
+        pipe_round_trip(&p, b"reclaimed").await;
+        // It listens there: a reconnect goes through the path.
+        p.reconnect(&local).await.unwrap();
+        pipe_round_trip(&p, b"reconnected").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists(), "the socket file was left behind");
+    reap_all();
+    println!("SCENARIO=ok");
+}
+
+/// Whether `path` is a unix socket file (not following a symlink).
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 /// SIGKILLs a process when dropped (a failing scenario must not leave a persistent thread
 /// behind); harmless once it is reaped, as its pid is then not ours to reuse before the
 /// scenario process ends... so it is only sent if the process is still there.
@@ -519,6 +583,152 @@ fn made_persistent_survives_creator_sigkill_and_is_attached_from_another_program
 fn not_made_persistent_dies_with_its_creator() {
     let _g = serial();
     run_scenario("die");
+}
+
+#[test]
+fn a_socket_left_by_a_thread_killed_with_its_creator_is_reclaimed() {
+    let _g = serial();
+    run_scenario("reclaim");
+}
+
+/// `clone_persistent(path)` fails with `EADDRINUSE`.
+async fn refused_in_use(local: &Thread, path: &Path) {
+    let e = local.clone_persistent(path).await.unwrap_err();
+    assert_eq!(e.errno(), Some(rsyscall::Errno::EADDRINUSE), "{e:?}");
+}
+
+#[test]
+fn a_live_server_is_not_reclaimed() {
+    let _g = serial();
+    let dir = TempDir::new("persist-live");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    let path = dir.join("sock");
+    let listener_path = dir.join("listener");
+    let full_path = dir.join("full");
+    run(async {
+        let local = local_thread();
+        // Another persistent thread, serving us.
+        let live = local.clone_persistent(&path).await.unwrap();
+        refused_in_use(&local, &path).await;
+        // It is untouched: it works, and reconnects through its path (its server drops
+        // the probe left in its queue when it gets to it).
+        pipe_round_trip(&live, b"still live").await;
+        live.reconnect(&local).await.unwrap();
+        pipe_round_trip(&live, b"reconnected").await;
+        // Any listening socket, with room in its queue: the probe is queued there.
+        let listener = UnixListener::bind(&listener_path).unwrap();
+        refused_in_use(&local, &listener_path).await;
+        assert!(is_socket(&listener_path));
+        // The check's connection was queued there (bounded wait: before the fix there is
+        // none), and closed without a byte.
+        listener.set_nonblocking(true).unwrap();
+        let mut accepted = None;
+        assert!(
+            eventually(|| {
+                accepted = listener.accept().ok();
+                accepted.is_some()
+            }),
+            "no probe connection was queued"
+        );
+        let (mut probe, _) = accepted.unwrap();
+        probe.set_nonblocking(false).unwrap();
+        probe.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut probe, &mut buf).unwrap();
+        assert!(buf.is_empty(), "the probe sent {buf:?}");
+        // A listening socket whose queue is full: connect says EAGAIN, not ECONNREFUSED.
+        let full = UnixListener::bind(&full_path).unwrap();
+        // SAFETY: listen on a socket we own; takes no pointers.
+        let r = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&full), 0) };
+        assert_eq!(r, 0);
+        let _queued = std::os::unix::net::UnixStream::connect(&full_path).unwrap();
+        refused_in_use(&local, &full_path).await;
+        assert!(is_socket(&full_path));
+        drop((listener, full, probe));
+        let monitor = live.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists());
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
+
+#[test]
+fn a_regular_file_or_directory_is_not_reclaimed() {
+    let _g = serial();
+    let dir = TempDir::new("persist-file");
+    warm_up(&dir);
+    let fds_before = open_fds();
+    let file = dir.join("file");
+    std::fs::write(&file, b"precious").unwrap();
+    let subdir = dir.join("subdir");
+    std::fs::create_dir(&subdir).unwrap();
+    // A symlink to a stale socket: the link is not a socket, and is not followed.
+    let stale = dir.join("stale");
+    drop(UnixListener::bind(&stale).unwrap());
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&stale, &link).unwrap();
+    run(async {
+        let local = local_thread();
+        refused_in_use(&local, &file).await;
+        refused_in_use(&local, &subdir).await;
+        refused_in_use(&local, &link).await;
+    });
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    assert!(subdir.is_dir());
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(is_socket(&stale));
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
+}
+
+#[test]
+fn a_stale_socket_at_a_path_longer_than_sun_path_is_reclaimed() {
+    let _g = serial();
+    let dir = TempDir::new("persist-stale-long");
+    let mut long = dir.path().to_owned();
+    while long.as_os_str().len() < 200 {
+        long.push("a-rather-long-directory-name");
+    }
+    std::fs::create_dir_all(&long).unwrap();
+    let path = long.join("sock");
+    assert!(path.as_os_str().len() > 108);
+    // A stale socket there: bound at a short path, closed, and moved (a unix socket is
+    // reached through its inode, whatever its name).
+    let short = dir.join("s");
+    drop(UnixListener::bind(&short).unwrap());
+    std::fs::rename(&short, &path).unwrap();
+    assert!(is_socket(&path));
+    warm_up(&dir);
+    let fds_before = open_fds();
+    run(async {
+        let local = local_thread();
+        let p = local
+            .clone_persistent(&path)
+            .await
+            .expect("the stale socket file was not reclaimed");
+        pipe_round_trip(&p, b"reclaimed at a long path").await;
+        p.reconnect(&local).await.unwrap();
+        pipe_round_trip(&p, b"reconnected").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists());
+    assert!(
+        eventually(|| open_fds() <= fds_before),
+        "fds leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
 }
 
 #[test]

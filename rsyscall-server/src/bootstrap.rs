@@ -227,10 +227,26 @@ fn ssh_rsyscall_mode(stack: InitialStack) -> ! {
         rt::exit_group(1);
     }
     let listening = fds[0];
+    // The client connects through ssh's forward once it read `done`; if it never does (it
+    // went away meanwhile), the session's end or a time limit ends us, not a wait forever.
+    if let Err(e) = wait_for_client(listening) {
+        fail(
+            NAME,
+            b"no client connected (the session ended, or 60 s passed)",
+            e,
+        );
+    }
     let syscall_sock = match accept_retrying(listening) {
         Ok(fd) => fd,
         Err(e) => fail(NAME, b"accepting the syscall connection failed", e),
     };
+    if let Err(e) = wait_for_client(listening) {
+        fail(
+            NAME,
+            b"no second connection (the session ended, or 60 s passed)",
+            e,
+        );
+    }
     let data_sock = match accept_retrying(listening) {
         Ok(fd) => fd,
         Err(e) => fail(NAME, b"accepting the data connection failed", e),
@@ -308,6 +324,47 @@ fn accept_retrying(listen_fd: i32) -> Result<i32, i64> {
             return Err(conn);
         }
         return Ok(conn as i32);
+    }
+}
+
+/// How long the `rsyscall` mode waits for each of its two connections.
+const CLIENT_WAIT_MS: i32 = 60_000;
+
+/// Waits until `listen_fd` has a connection to accept. Fails with `-ETIMEDOUT` after
+/// [`CLIENT_WAIT_MS`], or `-EPIPE` once fd 1 (the ssh session's stdout, which the client
+/// reads) reports a hangup or error: the session is over, and nobody will connect.
+fn wait_for_client(listen_fd: i32) -> Result<(), i64> {
+    loop {
+        let mut fds = [
+            sys::PollFd {
+                fd: listen_fd,
+                events: sys::POLLIN,
+                revents: 0,
+            },
+            // No events asked: hangups and errors are always reported (an fd 1 that is
+            // not open is reported as POLLNVAL, and ignored).
+            sys::PollFd {
+                fd: 1,
+                events: 0,
+                revents: 0,
+            },
+        ];
+        let n = sys::poll(&mut fds, CLIENT_WAIT_MS);
+        if n == -sys::EINTR {
+            continue;
+        }
+        if n < 0 {
+            return Err(n);
+        }
+        if n == 0 {
+            return Err(-sys::ETIMEDOUT);
+        }
+        if fds[0].revents & sys::POLLIN != 0 {
+            return Ok(());
+        }
+        if fds[1].revents & (sys::POLLHUP | sys::POLLERR) != 0 {
+            return Err(-sys::EPIPE);
+        }
     }
 }
 

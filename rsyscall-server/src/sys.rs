@@ -16,6 +16,7 @@ pub(crate) const EIO: i64 = 5;
 pub(crate) const EINVAL: i64 = 22;
 pub(crate) const EAGAIN: i64 = 11;
 pub(crate) const EPIPE: i64 = 32;
+pub(crate) const ETIMEDOUT: i64 = 110;
 pub(crate) const ENOTSOCK: i64 = 88;
 pub(crate) const ECONNABORTED: i64 = 103;
 
@@ -56,6 +57,7 @@ const SYS_BIND: i64 = 49;
 const SYS_LISTEN: i64 = 50;
 const SYS_UNLINK: i64 = 87;
 const SYS_PRCTL: i64 = 157;
+const SYS_POLL: i64 = 7;
 const PR_SET_PDEATHSIG: i64 = 1;
 const SIGKILL: i64 = 9;
 const SIGPIPE: u64 = 13;
@@ -126,6 +128,36 @@ pub(crate) fn close(fd: i32) -> i64 {
 pub(crate) fn shutdown_rdwr(fd: i32) -> i64 {
     // SAFETY: no memory is passed to the kernel.
     unsafe { raw_syscall(fd as i64, SHUT_RDWR, 0, 0, 0, 0, SYS_SHUTDOWN) }
+}
+
+/// `struct pollfd`.
+#[repr(C)]
+pub(crate) struct PollFd {
+    pub(crate) fd: i32,
+    pub(crate) events: i16,
+    pub(crate) revents: i16,
+}
+
+/// `POLLIN`, `POLLERR`, `POLLHUP`.
+pub(crate) const POLLIN: i16 = 0x1;
+pub(crate) const POLLERR: i16 = 0x8;
+pub(crate) const POLLHUP: i16 = 0x10;
+
+/// `poll(fds, n, timeout_ms)`: the number of fds with events, 0 on timeout, or `-errno`.
+pub(crate) fn poll(fds: &mut [PollFd], timeout_ms: i32) -> i64 {
+    // SAFETY: `fds` is a live, writable array of `fds.len()` pollfds for the duration of
+    // the call, which the kernel reads and writes only within.
+    unsafe {
+        raw_syscall(
+            fds.as_mut_ptr() as i64,
+            fds.len() as i64,
+            timeout_ms as i64,
+            0,
+            0,
+            0,
+            SYS_POLL,
+        )
+    }
 }
 
 /// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`.

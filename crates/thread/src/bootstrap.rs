@@ -139,7 +139,8 @@ impl Thread {
     /// the last part of its path): once the connection is lost, `/proc/PID/stat` shows
     /// another name exactly when the exec completed, even if the program has exited
     /// since, and the `PF_EXITING` flag or a dead state otherwise. A failed exec restores
-    /// the name.
+    /// the name, with a request pipelined right after the `execve` (so even when this
+    /// future was dropped meanwhile).
     ///
     /// That entry lasts until the process is reaped. A [`stdin_bootstrap`] launcher's
     /// monitor reaps only when waited for, so exec then wait is always told exactly. A
@@ -250,16 +251,20 @@ impl Thread {
                 ],
             ))
         };
-        let ((get, set), exec) =
-            futures_lite::future::zip(futures_lite::future::zip(get, set), exec).await;
+        // The old name goes back right after a failed execve, in the same pipeline, so
+        // that it is restored even if this future is dropped meanwhile (the requests sent
+        // run anyway). After a successful one nothing runs it: the server is gone.
+        let restore = prctl(libc::PR_SET_NAME, base + 16);
+        let ((get, set), (exec, restore)) = futures_lite::future::zip(
+            futures_lite::future::zip(get, set),
+            futures_lite::future::zip(exec, restore),
+        )
+        .await;
         let over = |r: &near::SyscallResult| !matches!(r, Err(SyscallError::Hangup));
         match exec {
             Err(e @ (SyscallError::Errno(_) | SyscallError::OutOfRange(_))) => {
                 // The exec failed: the thread runs on, under its own name again.
-                if get.is_ok()
-                    && set.is_ok()
-                    && let Err(e) = prctl(libc::PR_SET_NAME, base + 16).await
-                {
+                if let Err(e) = restore {
                     log::warn!("restoring the command name after a failed exec: {e}");
                 }
                 drop(lent.image.take());
@@ -268,7 +273,7 @@ impl Thread {
                 Err(task.error("execve")(e))
             }
             Err(e @ SyscallError::NotSent(_)) => {
-                if over(&get) && over(&set) {
+                if over(&get) && over(&set) && over(&restore) {
                     drop(lent.image.take());
                 }
                 Err(task.error("execve")(e))
@@ -534,7 +539,7 @@ pub(crate) async unsafe fn bootstrap_thread(
     };
     let _ = thread.inner.bootstrapped.set(Arc::new(watch));
     if let Some(host) = host {
-        thread.set_host(host);
+        let _ = thread.set_host(host);
     }
     Ok(thread)
 }

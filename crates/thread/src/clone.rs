@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rsyscall_far as far;
 use rsyscall_handle::structs::WaitId;
 use rsyscall_handle::{
-    Allocation, ChildProcess, Error, FdTableState, FileDescriptor, Result, Task,
+    Allocation, ChildProcess, Error, FdTableState, FileDescriptor, Memory, Result, Task,
 };
 use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError, W};
 use rsyscall_server::proto::{StackImage, SymbolTable};
@@ -293,7 +293,7 @@ impl Thread {
         }
         if let Some(host) = self.host() {
             // Same host, and the listening socket at the same number in its table.
-            thread.set_host(host.clone());
+            let _ = thread.set_host(host);
         }
         let child = ChildThread::new(
             thread,
@@ -361,19 +361,35 @@ impl Thread {
                 (iface.clone(), Some(iface))
             }
         };
+        let memory = match &iface {
+            // A persistent child in an address space reached through its creator (a
+            // bootstrapped or remote thread) outlives that creator's connection: its
+            // memory is reached through its own connection, with an allocator of its own
+            // (mapping its own arenas) for the same address space.
+            Some(iface)
+                if task.memory().space() != rsyscall_handle::local_namespaces().address_space =>
+            {
+                // SAFETY: `iface` runs syscalls in the child, whose address space is the
+                // parent's (`CLONE_VM`), the identity `space` every task of it uses; its
+                // transport reads and writes that memory in-band; this allocator only
+                // hands out arenas it maps itself.
+                unsafe { Memory::new(task.memory().space(), iface.clone(), iface.clone()) }
+            }
+            _ => task.memory().clone(),
+        };
         // SAFETY: `sysif` reaches the child's server (directly, or through the current
         // connection of a persistent one); `own_pid` is its pid in its own pid
         // namespace and `child_ns` its namespaces (ours, renewed for the flags); the table
         // state is ours when it shares our table, else fresh for its copy, made from ours
         // after `generation` was taken; it shares our address space (`CLONE_VM`), which
-        // our allocator serves.
+        // `memory` serves.
         let child_task = unsafe {
             Task::new(
                 sysif,
                 own_pid,
                 child_ns,
                 fd_table,
-                task.memory().clone(),
+                memory,
                 (!shares_table).then_some((ns.fd_table, generation)),
             )
         };
@@ -672,6 +688,23 @@ impl Thread {
         if self.host().is_none() {
             return Err(Error::invalid("clone", "the futex helper is not monitored"));
         }
+        if self.inner.persistent.get().is_some() {
+            // No root epoller there: the helper is polled, without reaping it.
+            let task = self.task().clone();
+            let pidfd = helper.process().pidfd().clone();
+            return Ok(HangupWatch::Event(Box::pin(async move {
+                loop {
+                    let options = W::EXITED | W::NOHANG | W::NOWAIT;
+                    match task.waitid(WaitId::PidFd(&pidfd), options).await {
+                        Ok(None) => {
+                            async_io::Timer::after(crate::monitor::POLL_INTERVAL).await;
+                        }
+                        // Exited, reaped already, or the thread is gone.
+                        Ok(Some(_)) | Err(_) => return,
+                    }
+                }
+            })));
+        }
         let copy = helper.process().pidfd().dup().await?;
         let watched = self.make_afd(copy, false).await?;
         Ok(HangupWatch::Event(Box::pin(async move {
@@ -781,7 +814,12 @@ impl Thread {
         let task = self.task();
         if self.host().is_some() {
             // On another host (and so never with a waiter: see `clone_waiter`): the
-            // child's exit is seen through the pidfd on this thread's root epoller.
+            // child's exit is seen through the pidfd on this thread's root epoller, or
+            // polled from a persistent thread, which can have none.
+            if self.inner.persistent.get().is_some() {
+                let process = ChildProcess::new(task, pid, pidfd);
+                return Ok(AsyncChildProcess::polled(process, "rsyscall thread".into()));
+            }
             let watched = match self.make_afd(pidfd.clone(), false).await {
                 Ok(afd) => afd,
                 Err(e) => {

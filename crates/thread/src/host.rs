@@ -24,7 +24,7 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rsyscall_handle::{Error, FileDescriptor, Result};
 use rsyscall_near::{self as near, SOCK};
@@ -82,18 +82,29 @@ pub(crate) struct HostAccess {
 
 impl Thread {
     /// How this thread makes channels with the local process, if it is on another host.
-    pub(crate) fn host(&self) -> Option<&HostAccess> {
-        self.inner.host.get()
+    pub(crate) fn host(&self) -> Option<HostAccess> {
+        self.inner
+            .host
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Records that this thread is on another host (done once, at creation).
-    pub(crate) fn set_host(&self, access: HostAccess) {
-        let _ = self.inner.host.set(access);
+    /// Records that this thread is on another host, or how it is reached now; returns
+    /// what it replaced.
+    pub(crate) fn set_host(&self, access: HostAccess) -> Option<HostAccess> {
+        self.inner
+            .host
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(access)
     }
 
     /// The error for passing an fd between the local process and a thread on another host.
     pub(crate) fn no_fd_passing(&self, what: &'static str) -> Error {
-        let host = self.host().map_or("another host", |h| h.link.name());
+        let host = self
+            .host()
+            .map_or_else(|| "another host".to_owned(), |h| h.link.name().to_owned());
         Error::invalid(
             what,
             format!(
@@ -108,7 +119,7 @@ impl Thread {
     /// a connection to the forwarded socket (the local end) and the connection the thread
     /// accepted on the host's listening socket (the thread's end, close-on-exec).
     pub(crate) async fn host_channels(&self, n: usize) -> Result<Vec<(OwnedFd, FileDescriptor)>> {
-        let Some(access) = self.host().cloned() else {
+        let Some(access) = self.host() else {
             return Err(Error::invalid(
                 "host_channels",
                 "not a thread of another host",

@@ -1,6 +1,22 @@
 //! The thread layer: [`Thread`] and [`ChildThread`], creating processes with `clone`,
 //! `exec`, waiting for children, connections, and the syscall client.
 //!
+//! # Kinds of threads
+//! - the local thread ([`local_thread`]) and clone children ([`Thread::clone`]), which
+//!   share this program's address space;
+//! - bootstrapped threads ([`Thread::from_bootstrap`]): processes running our helpers,
+//!   with their own address space reached over their syscall socket: [`stdin_bootstrap`]
+//!   (through launchers such as `sudo`), [`StubServer::accept`] (programs that ran our
+//!   stub);
+//! - persistent threads ([`Thread::clone_persistent`], [`PersistentThread`]), which outlive
+//!   their connection and even this program;
+//! - threads on other hosts ([`SshHost::connect`]), over the system's OpenSSH client. No fd
+//!   can be passed between this program and them: [`Thread::open_channels`] and the
+//!   syscall sockets of their children are connections through ssh's forward, accepted on
+//!   the host's listening socket (which every thread of the host keeps); their children
+//!   are watched on the parent's root epoller (polled from a persistent thread there, which
+//!   has none); [`Thread::pass_fd`] to them is an error.
+//!
 //! # Dropping and cancellation
 //!
 //! `Drop` cannot wait for a syscall, and any future may be dropped at any `.await` (by a
@@ -123,6 +139,11 @@
 //!   [`StubServer::close`] does the same at once and reports errors. Connections still
 //!   queued are reset (their stubs exit with status 1); stub threads already accepted are
 //!   bootstrapped threads as above, untouched.
+//! - A [`Thread`] on another host ([`SshHost::connect`]): as a bootstrapped thread; once
+//!   every thread of that ssh session is gone, ssh's forward socket and its local private
+//!   directory are removed (if this program dies first, a small `sh` watching a pipe we
+//!   hold removes them). The ssh process's [`AsyncChildProcess`] is separate; ssh exits
+//!   once the remote thread has (the remote script removes its files then).
 //! - [`Command`] and [`Environment`] are plain values.
 //!
 //! ## Dropping futures
@@ -183,7 +204,7 @@
 //!   is a critical part, finished once started; the requests already sent run on, and the
 //!   argv and envp block is kept by the connection until they are answered (leaked if the
 //!   connection was lost, since the process then exec'd or died). The thread may then have
-//!   exec'd, or have a marker command name if it stayed between the requests.
+//!   exec'd; if the exec failed, the request pipelined after it restored its name.
 //! - **[`stdin_bootstrap`]**, dropped before its launcher was exec'd, kills the launcher
 //!   (see [`ChildThread`]); dropped later, it closes our ends of the helper's sockets, so
 //!   the helper fails its describe or sees EOF on its syscall socket and exits, and the
@@ -197,6 +218,10 @@
 //!   dropped reconnect leaves the thread disconnected until the next one. **A syscall on a
 //!   disconnected persistent thread** waits for the next reconnect; dropped while waiting,
 //!   it was never sent.
+//! - **[`SshHost::connect`]**, dropped at any point: the ssh process (if started) is
+//!   reaped in the background once it ends, which it does when our ends of its sockets
+//!   are closed (the remote bootstrap sees EOF and the remote script cleans up); the local
+//!   private directory is removed.
 //! - **[`StubServer::listen_on`]** and **[`StubServer::make`]**: once polled they complete
 //!   in the background, and the [`StubServer`] they made is then dropped (its files
 //!   removed). **[`StubServer::accept`]**, dropped at any point, leaks nothing: a

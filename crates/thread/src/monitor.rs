@@ -18,7 +18,13 @@ enum Readiness {
     /// A pidfd in the parent's table, on the parent's root epoller: for a parent whose
     /// table the local process cannot reach (a thread on another host).
     Epoller(AsyncFileDescriptor),
+    /// Nothing can tell us: the child is polled. For a parent on another host that can
+    /// have no root epoller (a persistent thread there, whose syscall socket changes).
+    Poll,
 }
+
+/// How often a [`Readiness::Poll`] child is looked at.
+pub(crate) const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Readiness {
     /// Waits until the pidfd is readable (the child exited), possibly spuriously.
@@ -29,6 +35,10 @@ impl Readiness {
                 source,
             }),
             Readiness::Epoller(afd) => afd.wait_readable().await,
+            Readiness::Poll => {
+                async_io::Timer::after(POLL_INTERVAL).await;
+                Ok(())
+            }
         }
     }
 }
@@ -142,6 +152,16 @@ impl AsyncChildProcess {
         AsyncChildProcess {
             process,
             readiness: Some(Readiness::Epoller(pidfd)),
+            command,
+            parent_is_local: false,
+        }
+    }
+
+    /// Monitors `process` by polling it through its parent (see [`Readiness::Poll`]).
+    pub(crate) fn polled(process: ChildProcess, command: String) -> Self {
+        AsyncChildProcess {
+            process,
+            readiness: Some(Readiness::Poll),
             command,
             parent_is_local: false,
         }
@@ -365,7 +385,7 @@ impl AsyncChildProcess {
     fn signal_now(&self, sig: Signal) {
         match &self.readiness {
             Some(Readiness::Local(r)) => service::pidfd_signal(r.get_ref(), sig),
-            Some(Readiness::Epoller(_)) => {
+            Some(Readiness::Epoller(_) | Readiness::Poll) => {
                 // Only the parent can reach its pidfd: signalled through it, in the
                 // background (before any reaping queued after this, on the same thread).
                 let parent = self.process.parent().clone();

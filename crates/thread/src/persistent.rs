@@ -70,10 +70,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum PersistentError {
     /// Nothing accepts connections at the path: no such socket, or a socket file left
     /// behind by a thread that died without cleaning up (its creator was killed before it
-    /// was made persistent).
+    /// was made persistent). Connecting only reads: the file is left where it is, and the
+    /// next [`Thread::clone_persistent`] at that path reclaims it.
     #[error(
         "no persistent thread listens at {path:?} ({source}): it exited or was killed, or the \
-         path is wrong; remove a stale socket file there and make a new thread"
+         path is wrong; make a new thread (Thread::clone_persistent at this path reclaims a \
+         stale socket file left there)"
     )]
     NoServer {
         /// The socket path.
@@ -347,7 +349,10 @@ impl Transport for Reconnecting {
 /// [`ChildThread`] is, and its socket file is removed in the background through the
 /// creating thread. Otherwise dropping only closes our connection: the server waits for
 /// the next one. A thread killed with its creator (the creator was itself killed) leaves
-/// its socket file behind: connecting there gives [`PersistentError::NoServer`].
+/// its socket file behind: connecting there gives [`PersistentError::NoServer`] (and
+/// removes nothing), and the next [`Thread::clone_persistent`] at that path finds nothing
+/// listening on it, removes it and binds there (see
+/// "Stale sockets" in [`Thread::clone_persistent`]).
 ///
 /// # While disconnected
 /// During [`reconnect`](PersistentThread::reconnect), and after a reconnect that failed
@@ -430,9 +435,25 @@ impl Thread {
     /// is closed. The child has its own fd table, shares our address space, and dies with
     /// us unless [`PersistentThread::make_persistent`] is called.
     ///
+    /// # Stale sockets
+    /// A socket file already at `path` with nothing listening on it, as a thread killed
+    /// with its creator leaves behind, is reclaimed: when `bind` fails with `EADDRINUSE`,
+    /// this thread checks that `path` itself (a symlink is not followed) is a unix socket
+    /// and that a non-blocking connect to it is refused with `ECONNREFUSED`, checks that
+    /// the file is still the one probed (same device and inode), removes it and binds
+    /// once more. A live server (even one whose queue is full: `EAGAIN`), any other kind
+    /// of file, and a check that fails (for example `EACCES`) keep the `EADDRINUSE`.
+    /// The probe is a connection the live server sees open and close without a byte.
+    ///
+    /// The race: a socket another program has bound but not yet listened on also refuses
+    /// connections. This function listens right after its bind, so that window is one
+    /// syscall long here, but two creators at the same path at the same time can still
+    /// take the other's fresh socket for stale and remove it, leaving that thread
+    /// unreachable. Do not make persistent threads at one path concurrently.
+    ///
     /// # Errors
-    /// `EADDRINUSE` if something exists at `path`; the errors of `socket`, `bind`,
-    /// `listen` and [`Thread::clone`].
+    /// `EADDRINUSE` if something other than a stale socket exists at `path`; the errors
+    /// of `socket`, `bind`, `listen` and [`Thread::clone`].
     ///
     /// # Cancellation
     /// Once polled, it is finished even if this future is dropped: it completes on a
@@ -451,7 +472,20 @@ impl Thread {
         let listen = task
             .socket(AF::UNIX, SockType::STREAM, SOCK::CLOEXEC, 0)
             .await?;
-        listen.bind_unix(path_bytes(&path).as_slice()).await?;
+        let bytes = path_bytes(&path);
+        match listen.bind_unix(bytes.as_slice()).await {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(Errno::EADDRINUSE) => {
+                if !reclaim_stale_socket(task, &bytes).await? {
+                    return Err(e);
+                }
+                // Once: if someone else made a file there meanwhile, it is theirs.
+                listen.bind_unix(bytes.as_slice()).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        // Listening right after the bind (no syscall between them): until then, the file
+        // looks stale to another creator's check (see "Stale sockets" above).
         // Removes the file if anything below fails or is dropped.
         let guard = SocketFileGuard {
             thread: Some(self.duplicate()),
@@ -489,6 +523,73 @@ impl Thread {
             local_pid,
             pidfd,
         })
+    }
+}
+
+/// Removes the file at `path` through `task` if it is a stale unix socket: a socket file
+/// (not followed if a symlink) to which a connect is refused (`ECONNREFUSED`: nothing
+/// listens on it; a live server with a full queue answers `EAGAIN` instead), still the
+/// same file (device and inode) after that connect. Returns whether it was removed (or
+/// was gone already); `false` for anything else, including errors of the check, which the
+/// caller answers with its `EADDRINUSE`. A hangup of `task` is returned as an error.
+///
+/// The connect uses [`FileDescriptor::connect_unix`], so paths longer than `sun_path` are
+/// reached as the bind reaches them. A socket bound by another creator that has not yet
+/// called `listen` also refuses connections: see the race in [`Thread::clone_persistent`].
+async fn reclaim_stale_socket(task: &Task, path: &[u8]) -> Result<bool> {
+    let checked = async {
+        let stale_file = || async {
+            let st = task.lstat(path).await?;
+            Ok::<_, Error>(
+                (st.file_type() == rsyscall_handle::structs::FileType::Socket)
+                    .then_some((st.dev, st.ino)),
+            )
+        };
+        let Some(before) = stale_file().await? else {
+            return Ok(false);
+        };
+        let probe = task
+            .socket(
+                AF::UNIX,
+                SockType::STREAM,
+                SOCK::NONBLOCK | SOCK::CLOEXEC,
+                0,
+            )
+            .await?;
+        let connected = probe.connect_unix(path).await;
+        probe.close().await?;
+        match connected {
+            Err(e) if e.errno() == Some(Errno::ECONNREFUSED) => {}
+            Err(e) if e.is_hangup() => return Err(e),
+            // Connected or queued (a live server), EAGAIN (a live server with a full
+            // queue), EACCES, ...: not ours to remove.
+            _ => return Ok(false),
+        }
+        // The file we probed, not one a concurrent creator put there since.
+        if stale_file().await? != Some(before) {
+            return Ok(false);
+        }
+        match task.unlinkat(None, path, AT::empty()).await {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        log::info!(
+            "removed the stale socket file {:?} (nothing listened on it)",
+            String::from_utf8_lossy(path)
+        );
+        Ok(true)
+    };
+    match checked.await {
+        Ok(removed) => Ok(removed),
+        Err(e) if e.is_hangup() => Err(e),
+        Err(e) => {
+            log::debug!(
+                "not reclaiming {:?}: checking it failed: {e}",
+                String::from_utf8_lossy(path)
+            );
+            Ok(false)
+        }
     }
 }
 
@@ -591,6 +692,9 @@ impl PersistentThread {
         }
         let _one_at_a_time = self.iface.reconnecting.lock().await;
         self.iface.disconnect();
+        if via.host().is_some() {
+            return self.reconnect_across_hosts(via).await;
+        }
         let (access, numbers) = match handshake(via, &self.path, 1).await {
             Ok(parts) => parts,
             Err(e @ PersistentError::NoServer { .. }) => {
@@ -603,6 +707,65 @@ impl PersistentThread {
         let server_fd = near::FileDescriptor::new(fds.next().unwrap_or(-1));
         let conn = self.connection_to(access, server_fd).await?;
         self.iface.install(conn);
+        Ok(())
+    }
+
+    /// [`PersistentThread::reconnect`] through `via`, a thread on another host (the
+    /// persistent thread is on that host): the new syscall socket is a channel through
+    /// `via`'s ssh forward, and the handshake, made by `via`, passes it with `via`'s copy of
+    /// the host's listening socket, which the thread then makes its own channels through
+    /// (the one it had before belonged to an earlier session, and is closed).
+    async fn reconnect_across_hosts(
+        &self,
+        via: &Thread,
+    ) -> std::result::Result<(), PersistentError> {
+        let Some(via_host) = via.host() else {
+            return Err(Error::invalid(
+                "PersistentThread::reconnect",
+                "not a thread of another host",
+            )
+            .into());
+        };
+        let path = self.path.clone();
+        let (access, theirs) =
+            via.host_channels(1).await?.pop().ok_or_else(|| {
+                Error::invalid("PersistentThread::reconnect", "no channel was made")
+            })?;
+        let task = via.task();
+        // SAFETY: `via_host.listener` is the host's listening socket in `via`'s table, kept
+        // open for `via`'s life (a reserved fd); this handle only passes a copy of it and is
+        // never closed or replaced.
+        let listener = unsafe { FileDescriptor::borrowed(task, via_host.listener) };
+        let numbers = remote_handshake(via, &path, &[&theirs, &listener]).await;
+        drop(theirs);
+        let numbers = match numbers {
+            Ok(numbers) => numbers,
+            Err(e @ PersistentError::NoServer { .. }) => {
+                self.iface.mark_dead();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        check_numbers(&numbers, 2, &path)?;
+        let conn = self
+            .connection_to(access, near::FileDescriptor::new(numbers[0]))
+            .await?;
+        self.iface.install(conn);
+        let new = crate::host::HostAccess {
+            link: via_host.link,
+            listener: near::FileDescriptor::new(numbers[1]),
+        };
+        if let Some(old) = self.thread.set_host(new)
+            && old.listener.as_raw() != numbers[1]
+        {
+            // SAFETY: the old listening socket came from an earlier session's bootstrap,
+            // inherited or passed to the thread; no handle names it (the host access held
+            // only its number, now replaced) and nothing uses it any more.
+            let old = unsafe { FileDescriptor::from_raw(self.thread.task(), old.listener) };
+            if let Err(e) = old.close().await {
+                log::debug!("closing a persistent thread's old listening socket: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -657,6 +820,11 @@ impl PersistentThread {
     /// reached in-band over its connection, so attaching works from any program; the
     /// returned value does not kill the thread when dropped.
     ///
+    /// Through a thread on another host (an ssh thread, [`crate::SshHost`]), the thread is
+    /// attached over that session: its syscall socket is a channel through the session's
+    /// forward, and the session's listening socket is passed to it for its later channels
+    /// (fds cannot be passed across hosts, so it has no fd-passing connection then).
+    ///
     /// The new [`Thread`] has a fresh fd-passing [`Connection`] (passed in the handshake).
     /// Its fd table and address space get new identities, so handles of another
     /// [`PersistentThread`] value for the same process are not usable with it.
@@ -686,9 +854,34 @@ impl PersistentThread {
         path: impl AsRef<Path>,
     ) -> std::result::Result<PersistentThread, PersistentError> {
         let path = path.as_ref().to_owned();
-        let (access, numbers) = handshake_with_connection(via, &path).await?;
-        let (access, fdpass_local) = access;
-        let [server_fd, fdpass_remote] = numbers;
+        // How fds reach the thread: a fresh fd-passing connection, or on another host the
+        // channels of `via`'s ssh session, through the host's listening socket passed now.
+        enum Reach {
+            Local(OwnedFd, i32),
+            Host(crate::host::HostAccess),
+        }
+        let (access, server_fd, reach) = match via.host() {
+            None => {
+                let ((access, fdpass_local), [server_fd, fdpass_remote]) =
+                    handshake_with_connection(via, &path).await?;
+                (access, server_fd, Reach::Local(fdpass_local, fdpass_remote))
+            }
+            Some(via_host) => {
+                let (access, theirs) = via.host_channels(1).await?.pop().ok_or_else(|| {
+                    Error::invalid("PersistentThread::attach", "no channel was made")
+                })?;
+                // SAFETY: as in `reconnect_across_hosts`: `via`'s own listening socket,
+                // only passed.
+                let listener = unsafe { FileDescriptor::borrowed(via.task(), via_host.listener) };
+                let numbers = remote_handshake(via, &path, &[&theirs, &listener]).await?;
+                check_numbers(&numbers, 2, &path)?;
+                let host = crate::host::HostAccess {
+                    link: via_host.link,
+                    listener: near::FileDescriptor::new(numbers[1]),
+                };
+                (access, numbers[0], Reach::Host(host))
+            }
+        };
         let conn = SyscallConnection::new(access, near::FileDescriptor::new(server_fd)).map_err(
             |source| Error::Io {
                 what: "registering a connection",
@@ -702,24 +895,40 @@ impl PersistentThread {
         // is the allocator made for it.
         let RemoteTask { task, local_pid } =
             unsafe { remote_task(iface.clone(), iface.clone(), iface.clone(), None) }.await?;
-        // SAFETY: the server received this fd in the handshake and gave us its number; no
-        // other handle exists for it.
-        let remote =
-            unsafe { FileDescriptor::from_raw(&task, near::FileDescriptor::new(fdpass_remote)) };
-        let connection = Connection::new(fdpass_local, remote);
+        let (connection, host, second) = match reach {
+            Reach::Local(fdpass_local, fdpass_remote) => {
+                // SAFETY: the server received this fd in the handshake and gave us its
+                // number; no other handle exists for it.
+                let remote = unsafe {
+                    FileDescriptor::from_raw(&task, near::FileDescriptor::new(fdpass_remote))
+                };
+                (
+                    Some(Connection::new(fdpass_local, remote)),
+                    None,
+                    near::FileDescriptor::new(fdpass_remote),
+                )
+            }
+            Reach::Host(host) => {
+                let listener = host.listener;
+                (None, Some(host), listener)
+            }
+        };
         let environ = match read_environ(&task).await {
             Ok(env) => env,
             Err(e) => return Err(e.into()),
         };
         let thread = Thread::from_parts(
             task,
-            Some(connection),
+            connection,
             SharedEnvironment::new(environ),
             None,
             None,
             // Its server code lies somewhere in the memory of the program that made it.
             None,
         );
+        if let Some(host) = host {
+            let _ = thread.set_host(host);
+        }
         let _ = thread.inner.persistent.set(Arc::clone(&iface));
         // Its death hangs the connection up even while other tables hold its socket.
         let pidfd = own_pidfd(&thread).await;
@@ -727,10 +936,7 @@ impl PersistentThread {
         if let Some(conn) = current {
             watch_thread(&conn, pidfd.as_ref(), local_pid).await?;
         }
-        let keep = [
-            near::FileDescriptor::new(server_fd),
-            near::FileDescriptor::new(fdpass_remote),
-        ];
+        let keep = [near::FileDescriptor::new(server_fd), second];
         let scanned = scan_table(&thread, &keep, via, &path).await?;
         if let Some(listen) = scanned.listen_fd {
             let _ = iface.listen_fd.set(listen);
@@ -806,6 +1012,10 @@ fn watch_pidfd(conn: &SyscallConnection, pidfd: &OwnedFd) -> Result<()> {
 /// [`Connection`]. `None`, logged, if that fails (a kernel without pidfds): the caller
 /// falls back to the local pid, if any.
 async fn own_pidfd(thread: &Thread) -> Option<OwnedFd> {
+    if thread.host().is_some() {
+        // No fd can come from another host; its connection's end says when it is gone.
+        return None;
+    }
     let made = async {
         let task = thread.task();
         let pidfd = task.pidfd_open(task.pid(), PIDFD::empty()).await?;
@@ -1117,4 +1327,73 @@ async fn handshake_with_connection(
         (access.into(), fdpass_local.into()),
         [numbers[0], numbers[1]],
     ))
+}
+
+/// The persistent handshake (PROTOCOL.md section 6) made by `via`, a thread on another
+/// host, in its own table: connects to `path` there, sends the count and `fds` in one
+/// message, reads the numbers back. Bounded by [`HANDSHAKE_TIMEOUT`] (the socket is
+/// non-blocking and waited on through `via`'s root epoller, so a server that never
+/// answers leaves `via` free).
+async fn remote_handshake(
+    via: &Thread,
+    path: &Path,
+    fds: &[&FileDescriptor],
+) -> std::result::Result<Vec<i32>, PersistentError> {
+    let task = via.task();
+    let sock = task
+        .socket(AF::UNIX, SockType::STREAM, SOCK::CLOEXEC, 0)
+        .await?;
+    if let Err(source) = sock.connect_unix(path_bytes(path).as_slice()).await {
+        return Err(match source.errno() {
+            Some(Errno::ECONNREFUSED | Errno::ENOENT | Errno::ENOTSOCK) => {
+                PersistentError::NoServer {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+            _ => PersistentError::Other(source),
+        });
+    }
+    let count = (fds.len() as i32).to_le_bytes();
+    task.write_all_bytes(&sock, &count).await?;
+    task.send_fds(&sock, fds).await?;
+    let afd = via.make_afd(sock, true).await?;
+    let want = 4 * fds.len();
+    let exchange = async {
+        let mut reply = Vec::with_capacity(want);
+        while reply.len() < want {
+            match afd.read_some_bytes(want - reply.len()).await {
+                Ok(bytes) if bytes.is_empty() => {
+                    return Err(PersistentError::Handshake {
+                        path: path.to_owned(),
+                        detail: "it closed the connection instead of answering".into(),
+                    });
+                }
+                Ok(bytes) => reply.extend_from_slice(&bytes),
+                Err(e) if e.errno() == Some(Errno::ECONNRESET) => {
+                    return Err(PersistentError::NoServer {
+                        path: path.to_owned(),
+                        source: e,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(reply)
+    };
+    let timeout = async {
+        Timer::after(HANDSHAKE_TIMEOUT).await;
+        Err(PersistentError::Busy {
+            path: path.to_owned(),
+            waited: HANDSHAKE_TIMEOUT,
+        })
+    };
+    let reply = future::or(exchange, timeout).await?;
+    if let Err(e) = afd.close().await {
+        log::debug!("closing a persistent handshake's socket: {e}");
+    }
+    Ok(reply
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }

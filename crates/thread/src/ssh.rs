@@ -261,12 +261,16 @@ impl SshHost {
     /// thread that ran it (its parent-death signal); the remote thread then sees its
     /// connection end and exits.
     ///
+    /// `thread` must be in this program's mount namespace (it may be any thread that can
+    /// run a program: the local one, a clone child...).
+    ///
     /// # Errors
     /// [`Error::Ssh`] with the [`SshFailure`], ssh's stderr and what to do: no ssh client,
     /// authentication refused, host unreachable or silent (within the connect timeout),
     /// a remote shell that cannot run `/bin/sh`, a remote side that cannot write or
     /// execute the bootstrap, a failed handshake; [`Error::Helper`] if the bootstrap
-    /// binary is not found; [`Error::InvalidArgument`] for a bad remote directory.
+    /// binary is not found; [`Error::InvalidArgument`] for a bad remote directory or a
+    /// thread in another mount namespace.
     pub async fn connect(&self, thread: &Thread) -> Result<(AsyncChildProcess, Thread)> {
         let helper = match &self.helper {
             Some(path) => path.clone(),
@@ -277,6 +281,14 @@ impl SshHost {
             detail: format!("reading {}: {e}", helper.display()),
         })?;
         self.check_remote_dir()?;
+        if thread.task().namespaces().mountns != rsyscall_handle::local_namespaces().mountns {
+            // The forward's socket is made, bound and connected to by path here.
+            return Err(Error::invalid(
+                "SshHost::connect",
+                "the thread that runs ssh must be in this program's mount namespace (the \
+                 forward's socket is reached by path from here)",
+            ));
+        }
         let ssh = self.ssh_command(thread).await?;
         let nonce = nonce();
         let remote_dir = format!("{}/rsyscall-{nonce}", self.remote_dir.trim_end_matches('/'));

@@ -61,7 +61,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use async_io::Async;
@@ -106,6 +106,26 @@ pub(crate) enum HangupWatch {
     Event(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
+/// A hangup event run on the reaper thread ([`SyscallConnection::hangup_when`]).
+#[derive(Default)]
+struct HangupEvent {
+    fired: std::sync::atomic::AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl HangupEvent {
+    /// Whether it fired; if not, `cx` is woken when it does.
+    fn poll(&self, cx: &mut Context<'_>) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.fired.load(Ordering::Acquire) {
+            return true;
+        }
+        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        // Fired meanwhile: its wake may have found no waker.
+        self.fired.load(Ordering::Acquire)
+    }
+}
+
 /// Resources of the reading side.
 #[derive(Default)]
 struct Reader {
@@ -113,8 +133,8 @@ struct Reader {
     buf: Vec<u8>,
     /// Fds whose readability means the server is gone.
     hangup_fds: Vec<Async<OwnedFd>>,
-    /// Futures whose completion means the server is gone.
-    hangup_futures: Vec<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Events, run on the reaper thread, whose completion means the server is gone.
+    hangup_events: Vec<Arc<HangupEvent>>,
 }
 
 /// What became of one request.
@@ -701,7 +721,27 @@ impl SyscallConnection {
     /// thread's root epoller, for a server whose futex helper the local process cannot
     /// see). `event` is polled by whichever request is driving the connection.
     pub(crate) fn hangup_when(&self, event: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        lock(&self.reader).hangup_futures.push(event);
+        // Run apart, on the reaper thread: polled only from this connection's reader, the
+        // event (a syscall on another thread's connection, or its epoller's wait) could be
+        // left half-way whenever nobody waits on this connection, holding up the other
+        // connection's requests.
+        let shared = Arc::new(HangupEvent::default());
+        let signal = shared.clone();
+        crate::reaper::spawn(async move {
+            event.await;
+            signal
+                .fired
+                .store(true, std::sync::atomic::Ordering::Release);
+            let waker = signal
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        });
+        lock(&self.reader).hangup_events.push(shared);
         let waker = lock(&self.state).driver_waker();
         if let Some(w) = waker {
             w.wake();
@@ -886,15 +926,12 @@ impl SyscallConnection {
             Poll::Pending => true,
         });
         if !fired {
-            fired = rd
-                .hangup_futures
-                .iter_mut()
-                .any(|event| event.as_mut().poll(cx).is_ready());
+            fired = rd.hangup_events.iter().any(|event| event.poll(cx));
         }
         if fired {
             log::debug!("syscall connection: hangup event");
             rd.hangup_fds.clear();
-            rd.hangup_futures.clear();
+            rd.hangup_events.clear();
         }
         fired
     }

@@ -56,8 +56,9 @@ pub(crate) struct ThreadInner {
     pub(crate) persistent: std::sync::OnceLock<Arc<crate::persistent::Reconnecting>>,
     /// A bootstrapped thread's connection and exec watch ([`Thread::exec_bootstrapped`]).
     pub(crate) bootstrapped: std::sync::OnceLock<Arc<crate::bootstrap::ExecWatch>>,
-    /// For a thread on another host: how channels with the local process are made.
-    pub(crate) host: std::sync::OnceLock<crate::host::HostAccess>,
+    /// For a thread on another host: how channels with the local process are made
+    /// (replaced when a persistent thread there reconnects over another ssh session).
+    pub(crate) host: std::sync::Mutex<Option<crate::host::HostAccess>>,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
