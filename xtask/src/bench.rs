@@ -38,8 +38,11 @@ use std::process::ExitCode;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rsyscall::{CLONE, Thread, local_thread};
+use rsyscall::{AsyncChildProcess, CLONE, Thread, local_thread};
 use rsyscall_server::proto::{RESPONSE_SIZE, Request};
+
+mod bench_sshd;
+use bench_sshd::BenchSshd;
 
 /// How many operations to time.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +78,7 @@ impl Plan {
             Cost::RoundTrip => self,
             Cost::Process => self.per(100),
             Cost::Connection => self.per(10),
+            Cost::SshSession => self.per(2_000),
         }
     }
 
@@ -101,6 +105,9 @@ enum Cost {
     Process,
     /// A connection made (a few round trips and fds): a tenth of the plan's operations.
     Connection,
+    /// An ssh session made (a key exchange, processes on both ends): a two-thousandth of
+    /// the plan's operations.
+    SshSession,
 }
 
 /// The result of timing one side of a figure: median nanoseconds per operation, or why it
@@ -199,9 +206,12 @@ struct Figure {
     ours: Option<Setup>,
     /// Sets up the baseline side.
     baseline: Setup,
-    /// Where the target is missed: times the phases of our operation separately (median
-    /// nanoseconds per phase), to show which dominates.
+    /// Where the target is missed (or always, with `explain`): times the phases of our
+    /// operation separately (median nanoseconds per phase), to show which dominates.
     phases: Option<fn(Plan) -> Phases>,
+    /// Whether the phases are timed even when the target is met (where what dominates is
+    /// worth reporting anyway).
+    explain: bool,
     /// Whether a missed target has the syscalls of one operation counted under strace
     /// (false where a unit is so large that a run under strace would take minutes, and
     /// where both sides make the same syscalls anyway).
@@ -236,6 +246,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_getpid_clone_child),
         baseline: baseline_getpid_socketpair,
         phases: None,
+        explain: false,
         count_syscalls: true,
     },
     Figure {
@@ -251,6 +262,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_spawn),
         baseline: baseline_spawn,
         phases: Some(spawn_phases),
+        explain: false,
         count_syscalls: true,
     },
     Figure {
@@ -268,6 +280,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_getpid_concurrent),
         baseline: baseline_getpid_pipelined,
         phases: None,
+        explain: false,
         count_syscalls: true,
     },
     Figure {
@@ -283,6 +296,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_getpid_local),
         baseline: baseline_getpid_raw,
         phases: None,
+        explain: false,
         count_syscalls: true,
     },
     Figure {
@@ -302,6 +316,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_getpid_many_children),
         baseline: baseline_getpid_few_children,
         phases: None,
+        explain: false,
         count_syscalls: false,
     },
     Figure {
@@ -329,6 +344,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_persistent_reconnect),
         baseline: baseline_reconnect_socket,
         phases: None,
+        explain: false,
         count_syscalls: true,
     },
     Figure {
@@ -347,6 +363,7 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_stdin_bootstrap),
         baseline: baseline_env_true,
         phases: None,
+        explain: false,
         count_syscalls: true,
     },
     Figure {
@@ -368,7 +385,59 @@ const FIGURES: &[Figure] = &[
         ours: Some(ours_stub_accept),
         baseline: baseline_sh_wrapper_true,
         phases: None,
+        explain: false,
         count_syscalls: true,
+    },
+    Figure {
+        key: "ssh-connect",
+        name: "ssh: connect to a ready remote thread",
+        ours_description: "`SshHost::new(host).config_file(cfg).connect(&local_thread())` \
+                           until it returns the remote `Thread` (one ssh session: the \
+                           remote script writes the bootstrap binary sent on ssh's stdin, \
+                           probes it, runs it; two connections through the unix-socket \
+                           forward; the describe; `Thread::from_bootstrap`'s path; the \
+                           binary removed); timed up to the ready thread, then, untimed, \
+                           `thread.exit(0)` and ssh waited for. The host is a throwaway \
+                           per-connection sshd: `ProxyCommand sshd -i` with keys made by \
+                           `ssh-keygen` in a temporary directory, so every connection \
+                           starts its own sshd",
+        baseline_description: "`ssh -F cfg host true` by `std::process::Command::status`, the \
+                               whole command: the same client, config, sshd and key \
+                               exchange, running the cheapest remote command",
+        target: Target::Ratio(1.5),
+        cost: Cost::SshSession,
+        batch: 1,
+        ours: Some(ours_ssh_connect),
+        baseline: baseline_ssh_true,
+        phases: Some(ssh_connect_phases),
+        explain: true,
+        count_syscalls: false,
+    },
+    Figure {
+        key: "ssh-getpid",
+        name: "ssh: getpid round trip on a remote thread",
+        ours_description: "`thread.task().getpid().await` on the `Thread` made by \
+                           `SshHost::connect` (same sshd as above): one 56-byte request and \
+                           one 8-byte response through the library's `SyscallConnection`, \
+                           a local unix socket connected to ssh's `-L` forward, the ssh \
+                           channel, and sshd's connection to the bootstrap's listening \
+                           socket on the remote side",
+        baseline_description: "a raw round trip over the same kind of forwarded socket: \
+                               `thread.open_channels(1)` on another ssh thread of the same \
+                               sshd (a local connection to the forward, accepted by the \
+                               remote thread), whose remote end is stdin and stdout of \
+                               `/bin/cat` exec'd in a clone of that thread; a blocking \
+                               `write` of 56 bytes and a blocking `read` of the 56 bytes \
+                               `cat` echoes back (48 more bytes back than a getpid response: \
+                               no cheaper for the baseline than 56 out / 8 back)",
+        target: Target::Ratio(1.2),
+        cost: Cost::Connection,
+        batch: 1,
+        ours: Some(ours_ssh_getpid),
+        baseline: baseline_ssh_cat_echo,
+        phases: None,
+        explain: false,
+        count_syscalls: false,
     },
 ];
 
@@ -423,12 +492,16 @@ fn main() -> ExitCode {
         });
     }
     for row in &mut rows {
-        if row.met() == Some(false) && row.figure.count_syscalls {
+        let missed = row.met() == Some(false);
+        if missed && row.figure.count_syscalls {
             eprintln!("counting syscalls: {}", row.figure.name);
             row.syscalls = Some(count_syscalls(row.figure));
-            if let Some(phases) = row.figure.phases {
-                row.phases = Some(phases(plan.for_cost(row.figure.cost)));
-            }
+        }
+        if ((missed && row.figure.count_syscalls) || row.figure.explain)
+            && let Some(phases) = row.figure.phases
+        {
+            eprintln!("timing phases: {}", row.figure.name);
+            row.phases = Some(phases(plan.for_cost(row.figure.cost)));
         }
     }
 
@@ -1352,6 +1425,296 @@ fn baseline_sh_wrapper_true() -> Result<Runner, String> {
     }))
 }
 
+/// The bench's per-connection sshd as an [`rsyscall::thread::SshHost`].
+fn ssh_host(sshd: &BenchSshd) -> rsyscall::thread::SshHost {
+    rsyscall::thread::SshHost::new(BenchSshd::DESTINATION)
+        .config_file(sshd.config_file())
+        .program(sshd.ssh())
+}
+
+/// Ends an ssh thread: `exit(0)` on it, then ssh waited for (it ends when the remote
+/// command does).
+async fn end_ssh_thread(ssh: AsyncChildProcess, thread: Thread) -> Result<(), String> {
+    thread
+        .exit(0)
+        .await
+        .map_err(|e| format!("exit of the ssh thread: {e}"))?;
+    drop(thread);
+    ssh.check().await.map_err(|e| format!("ssh: {e}"))
+}
+
+/// An ssh thread on the bench's sshd, exited and its ssh waited for when dropped.
+struct SshSession {
+    ssh: Option<AsyncChildProcess>,
+    thread: Option<Thread>,
+    /// Dropped after the session ended: the sshd's files go last.
+    _sshd: std::sync::Arc<BenchSshd>,
+}
+
+impl SshSession {
+    fn connect() -> Result<SshSession, String> {
+        let sshd = BenchSshd::shared()?;
+        let (ssh, thread) = block_on(ssh_host(&sshd).connect(&local_thread()))
+            .map_err(|e| format!("SshHost::connect: {e}"))?;
+        Ok(SshSession {
+            ssh: Some(ssh),
+            thread: Some(thread),
+            _sshd: sshd,
+        })
+    }
+
+    fn thread(&self) -> Result<&Thread, String> {
+        self.thread
+            .as_ref()
+            .ok_or_else(|| "the ssh thread is gone".to_string())
+    }
+}
+
+impl Drop for SshSession {
+    fn drop(&mut self) {
+        if let (Some(ssh), Some(thread)) = (self.ssh.take(), self.thread.take())
+            && let Err(e) = block_on(end_ssh_thread(ssh, thread))
+        {
+            eprintln!("warning: ending an ssh thread: {e}");
+        }
+    }
+}
+
+/// Ours for "ssh: connect": `SshHost::connect` until the remote thread is returned (timed),
+/// then the thread exited and ssh waited for (untimed).
+fn ours_ssh_connect() -> Result<Runner, String> {
+    let sshd = BenchSshd::shared()?;
+    let host = ssh_host(&sshd);
+    let parent = local_thread();
+    Ok(Box::new(move |n| {
+        let _sshd = &sshd;
+        block_on(async {
+            let mut ready = Duration::ZERO;
+            for _ in 0..n {
+                let start = Instant::now();
+                let (ssh, thread) = host
+                    .connect(&parent)
+                    .await
+                    .map_err(|e| format!("SshHost::connect: {e}"))?;
+                ready += start.elapsed();
+                end_ssh_thread(ssh, thread).await?;
+            }
+            Ok(ready)
+        })
+    }))
+}
+
+/// Baseline for "ssh: connect": `ssh -F cfg host true`, the whole command.
+fn baseline_ssh_true() -> Result<Runner, String> {
+    let sshd = BenchSshd::shared()?;
+    Ok(Box::new(move |n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            let status = sshd
+                .ssh_command(&[])
+                .arg("true")
+                .status()
+                .map_err(|e| format!("running ssh: {e}"))?;
+            if !status.success() {
+                return Err(format!("ssh host true: {status}"));
+            }
+        }
+        Ok(start.elapsed())
+    }))
+}
+
+/// What dominates the connect time: `ssh -v host true` with its debug lines timestamped as
+/// they arrive (until the server's banner: ssh and the ProxyCommand's sshd starting; until
+/// the new keys: the key exchange; until `Authenticated`; until `Sending command`: the
+/// session channel opened; until ssh exits: sshd's session running the user's shell with
+/// `true`, and the exit status coming back), next to a whole `SshHost::connect` to a ready
+/// thread, whose first four steps are the same.
+fn ssh_connect_phases(plan: Plan) -> Phases {
+    use std::io::BufRead;
+    const MARKS: [(&str, &str); 4] = [
+        ("Remote protocol version", "ssh true: to sshd's banner"),
+        ("SSH2_MSG_NEWKEYS received", "ssh true: key exchange"),
+        ("Authenticated to", "ssh true: authentication"),
+        ("Sending command", "ssh true: session opened"),
+    ];
+    let sshd = BenchSshd::shared()?;
+    let host = ssh_host(&sshd);
+    let parent = local_thread();
+    let samples_wanted = (plan.iterations * 2).max(3);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); MARKS.len() + 2];
+    for _ in 0..samples_wanted {
+        let start = Instant::now();
+        let mut child = sshd
+            .ssh_command(&["-v"])
+            .arg("true")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running ssh -v: {e}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let mut at: Vec<Option<Instant>> = vec![None; MARKS.len()];
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.map_err(|e| format!("reading ssh's stderr: {e}"))?;
+            for (slot, (mark, _)) in at.iter_mut().zip(MARKS) {
+                if slot.is_none() && line.contains(mark) {
+                    *slot = Some(Instant::now());
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| format!("waiting for ssh: {e}"))?;
+        let end = Instant::now();
+        if !status.success() {
+            return Err(format!("ssh -v host true: {status}"));
+        }
+        let mut previous = start;
+        for (i, slot) in at.iter().enumerate() {
+            let t = slot.ok_or_else(|| format!("ssh -v never printed {:?}", MARKS[i].0))?;
+            samples[i].push((t - previous).as_nanos() as f64);
+            previous = t;
+        }
+        samples[MARKS.len()].push((end - previous).as_nanos() as f64);
+
+        let start = Instant::now();
+        let (ssh, thread) =
+            block_on(host.connect(&parent)).map_err(|e| format!("SshHost::connect: {e}"))?;
+        samples[MARKS.len() + 1].push(start.elapsed().as_nanos() as f64);
+        block_on(end_ssh_thread(ssh, thread))?;
+    }
+    let names = MARKS.iter().map(|(_, name)| *name).chain([
+        "ssh true: remote shell runs `true`, exit",
+        "ours: connect to a ready thread",
+    ]);
+    Ok(names
+        .zip(samples.iter_mut())
+        .map(|(name, sample)| {
+            sample.sort_by(f64::total_cmp);
+            (
+                name,
+                sample.get(sample.len() / 2).copied().unwrap_or(f64::NAN),
+            )
+        })
+        .collect())
+}
+
+/// Ours for "ssh: getpid": a getpid round trip on an ssh thread.
+fn ours_ssh_getpid() -> Result<Runner, String> {
+    let session = SshSession::connect()?;
+    let expected =
+        block_on(session.thread()?.task().getpid()).map_err(|e| format!("getpid: {e}"))?;
+    Ok(Box::new(move |n| {
+        let thread = session.thread()?;
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                let pid = thread
+                    .task()
+                    .getpid()
+                    .await
+                    .map_err(|e| format!("getpid: {e}"))?;
+                if pid != expected {
+                    return Err(format!("getpid returned {pid:?}, expected {expected:?}"));
+                }
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// The bytes of the ssh getpid baseline's round trip: a getpid request's size.
+const ECHO_BYTES: usize = 56;
+
+/// `/bin/cat` on an ssh thread's host, its stdin and stdout a channel through ssh's forward
+/// whose local end is `channel`. Dropping it closes the channel (cat reads EOF and exits),
+/// waits for cat, then ends the session.
+struct RemoteCat {
+    channel: Option<UnixStream>,
+    cat: Option<AsyncChildProcess>,
+    _session: SshSession,
+}
+
+impl RemoteCat {
+    fn start() -> Result<RemoteCat, String> {
+        let session = SshSession::connect()?;
+        let thread = session.thread()?;
+        let (channel, cat) = block_on(async {
+            let (local, theirs) = thread
+                .open_channels(1)
+                .await
+                .map_err(|e| format!("open_channels: {e}"))?
+                .pop()
+                .ok_or("open_channels gave no channel")?;
+            let child = thread
+                .clone(CLONE::empty())
+                .await
+                .map_err(|e| format!("clone: {e}"))?;
+            let fd = child
+                .inherit_fd(&theirs)
+                .map_err(|e| format!("inherit_fd: {e}"))?;
+            for target in [child.stdin(), child.stdout()] {
+                child
+                    .task()
+                    .dup2(&fd, &target)
+                    .await
+                    .map_err(|e| format!("dup2: {e}"))?;
+            }
+            drop(fd);
+            theirs
+                .close()
+                .await
+                .map_err(|e| format!("closing the thread's end: {e}"))?;
+            let cat = child
+                .exec(rsyscall::Command::new("/bin/cat", "cat"))
+                .await
+                .map_err(|e| format!("exec /bin/cat: {e}"))?;
+            Ok::<_, String>((UnixStream::from(local), cat))
+        })?;
+        Ok(RemoteCat {
+            channel: Some(channel),
+            cat: Some(cat),
+            _session: session,
+        })
+    }
+}
+
+impl Drop for RemoteCat {
+    fn drop(&mut self) {
+        drop(self.channel.take());
+        if let Some(cat) = self.cat.take()
+            && let Err(e) = block_on(cat.check())
+        {
+            eprintln!("warning: the remote cat: {e}");
+        }
+        // The session ends after this, as the field is dropped.
+    }
+}
+
+/// Baseline for "ssh: getpid": 56 bytes to a remote `cat` and its 56 bytes back, through
+/// the same kind of forwarded channel.
+fn baseline_ssh_cat_echo() -> Result<Runner, String> {
+    let mut remote = RemoteCat::start()?;
+    let request: [u8; ECHO_BYTES] = std::array::from_fn(|i| i as u8);
+    Ok(Box::new(move |n| {
+        let channel = remote
+            .channel
+            .as_mut()
+            .ok_or("the channel to cat is closed")?;
+        let mut echo = [0u8; ECHO_BYTES];
+        let start = Instant::now();
+        for _ in 0..n {
+            channel
+                .write_all(&request)
+                .map_err(|e| format!("write: {e}"))?;
+            channel
+                .read_exact(&mut echo)
+                .map_err(|e| format!("read: {e}"))?;
+        }
+        let elapsed = start.elapsed();
+        if echo != request && n > 0 {
+            return Err("cat echoed other bytes".to_string());
+        }
+        Ok(elapsed)
+    }))
+}
+
 /// Units of operations in the shorter of the two runs counted under strace.
 const COUNT_FEW: u32 = 10;
 /// Units of operations in the longer run.
@@ -1496,7 +1859,8 @@ struct Row {
     baseline: Measured,
     /// Syscalls per operation, counted where the target was missed.
     syscalls: Option<Result<SyscallCounts, String>>,
-    /// Our operation's phases, timed where the target was missed.
+    /// Our operation's phases, timed where the target was missed or the figure explains
+    /// itself.
     phases: Option<Phases>,
 }
 
@@ -1621,16 +1985,17 @@ fn total(side: &BTreeMap<String, f64>) -> f64 {
     side.values().sum()
 }
 
-/// The timed phases of a figure whose target was missed, as plain text.
+/// The timed phases of a figure (whose target was missed, or that explains itself), as
+/// plain text.
 fn text_phases(figure: &Figure, phases: &Phases) -> String {
-    let mut out = format!("phases of ours, {} (median of each):\n", figure.name);
+    let mut out = format!("phases, {} (median of each):\n", figure.name);
     match phases {
         Err(e) => {
             let _ = writeln!(out, "  not timed: {e}");
         }
         Ok(phases) => {
             for (name, ns) in phases {
-                let _ = writeln!(out, "  {name:<24} {ns:>10.0} ns");
+                let _ = writeln!(out, "  {name:<42} {ns:>12.0} ns");
             }
         }
     }
@@ -1713,8 +2078,9 @@ fn markdown(rows: &[Row], env: &Environment) -> String {
     let _ = writeln!(
         out,
         "- method: {} warm-up operations, then {} repetitions of {} operations (ten times \
-         as many for figures of tens of nanoseconds, a hundredth as many for figures that \
-         create a process); the two sides' repetitions alternate; each cell is the median \
+         as many for figures of tens of nanoseconds, a tenth for figures that make a \
+         connection, a hundredth for figures that create a process, a two-thousandth for \
+         figures that open an ssh session); the two sides' repetitions alternate; each cell is the median \
          time per operation over the repetitions; optimised build (cargo's `bench` \
          profile)\n",
         env.plan.warmup, env.plan.repetitions, env.plan.iterations
@@ -1741,7 +2107,7 @@ fn markdown(rows: &[Row], env: &Environment) -> String {
         match &row.phases {
             None => {}
             Some(Err(e)) => {
-                let _ = writeln!(out, "- phases of ours not timed: {e}");
+                let _ = writeln!(out, "- phases not timed: {e}");
             }
             Some(Ok(phases)) => {
                 let list: Vec<String> = phases
@@ -1750,7 +2116,7 @@ fn markdown(rows: &[Row], env: &Environment) -> String {
                     .collect();
                 let _ = writeln!(
                     out,
-                    "- phases of ours (median of each, timed separately): {}",
+                    "- phases (median of each, timed separately): {}",
                     list.join(", ")
                 );
             }
