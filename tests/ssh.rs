@@ -143,7 +143,7 @@ fn proc_state(pid: i32) -> Option<char> {
 #[test]
 fn connect_gives_a_live_remote_process_and_exits_cleanly() {
     let env = SshEnv::new();
-    run("connect", async {
+    run("connect_and_exit", async {
         let (ssh, remote) = connect(&env.proxy_host()).await;
         let pid = within(STEP, "getpid", remote.task().getpid())
             .await
