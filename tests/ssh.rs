@@ -336,6 +336,46 @@ fn clone_and_nested_clone() {
 }
 
 #[test]
+fn the_parent_works_while_its_child_is_idle() {
+    // A child's hangup watch runs on its parent (its futex helper's pidfd on the parent's
+    // root epoller). The parent must stay usable while the child makes no request.
+    let env = SshEnv::new();
+    run("parent_while_child_idle", async {
+        let (ssh, remote) = connect(&env.proxy_host()).await;
+        let rpid = remote.task().getpid().await.expect("getpid");
+        let child = within(STEP, "clone", remote.clone(CLONE::empty()))
+            .await
+            .expect("clone");
+        let cpid = within(STEP, "child getpid", child.task().getpid())
+            .await
+            .expect("child getpid");
+        assert_ne!(cpid, rpid);
+        // The child is idle now: the parent answers, again and again.
+        for _ in 0..10 {
+            assert_eq!(
+                within(STEP, "parent getpid", remote.task().getpid())
+                    .await
+                    .expect("parent getpid"),
+                rpid
+            );
+        }
+        let pipe = within(STEP, "parent pipe", remote.pipe())
+            .await
+            .expect("pipe");
+        drop(pipe);
+        // And the child still answers after the parent's work.
+        assert_eq!(
+            within(STEP, "child getpid again", child.task().getpid())
+                .await
+                .expect("child getpid"),
+            cpid
+        );
+        exit_child(child, "child").await;
+        finish(ssh, remote).await;
+    });
+}
+
+#[test]
 fn exec_with_output_captured_locally() {
     let env = SshEnv::new();
     run("exec_output", async {
