@@ -106,26 +106,6 @@ pub(crate) enum HangupWatch {
     Event(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
-/// A hangup event run on the reaper thread ([`SyscallConnection::hangup_when`]).
-#[derive(Default)]
-struct HangupEvent {
-    fired: std::sync::atomic::AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl HangupEvent {
-    /// Whether it fired; if not, `cx` is woken when it does.
-    fn poll(&self, cx: &mut Context<'_>) -> bool {
-        use std::sync::atomic::Ordering;
-        if self.fired.load(Ordering::Acquire) {
-            return true;
-        }
-        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-        // Fired meanwhile: its wake may have found no waker.
-        self.fired.load(Ordering::Acquire)
-    }
-}
-
 /// Resources of the reading side.
 #[derive(Default)]
 struct Reader {
@@ -133,8 +113,90 @@ struct Reader {
     buf: Vec<u8>,
     /// Fds whose readability means the server is gone.
     hangup_fds: Vec<Async<OwnedFd>>,
-    /// Events, run on the reaper thread, whose completion means the server is gone.
-    hangup_events: Vec<Arc<HangupEvent>>,
+    /// Events, watched on the reaper thread, whose firing means the server is gone.
+    hangup_events: Vec<HangupEvent>,
+}
+
+/// The connection's side of a [`HangupWatch::Event`] watched on the reaper thread
+/// ([`crate::reaper`]): whether it fired, and the waker to call when it does. Dropping it
+/// (with the connection, or once the connection is lost) stops the watch.
+///
+/// The event future drives requests on another connection (the remote parent's, for its
+/// root epoller); polled by this connection's driver only, it would stop being polled
+/// whenever this connection has no request pending or has ended, and so break that
+/// connection's rule that a polled request keeps being polled: a request there would wait
+/// for a driver nobody polls. On the reaper thread it is polled until it completes or is
+/// cancelled.
+struct HangupEvent(Arc<Mutex<EventState>>);
+
+#[derive(Default)]
+struct EventState {
+    fired: bool,
+    cancelled: bool,
+    /// The connection's driver, woken when the event fires.
+    driver: Option<Waker>,
+    /// The reaper job, woken when the watch is cancelled.
+    job: Option<Waker>,
+}
+
+impl HangupEvent {
+    /// Starts watching `event` on the reaper thread.
+    fn start(event: Pin<Box<dyn Future<Output = ()> + Send>>) -> HangupEvent {
+        let shared = Arc::new(Mutex::new(EventState::default()));
+        let job_state = Arc::clone(&shared);
+        crate::reaper::spawn(async move {
+            let cancelled = std::future::poll_fn(|cx| {
+                let mut st = lock(&job_state);
+                if st.cancelled {
+                    return Poll::Ready(false);
+                }
+                st.job = Some(cx.waker().clone());
+                Poll::Pending
+            });
+            let fired = futures_lite::future::or(
+                async {
+                    event.await;
+                    true
+                },
+                cancelled,
+            )
+            .await;
+            if fired {
+                let waker = {
+                    let mut st = lock(&job_state);
+                    st.fired = true;
+                    st.driver.take()
+                };
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+        });
+        HangupEvent(shared)
+    }
+
+    /// Whether the event fired; if not, `cx` is woken when it does.
+    fn poll_fired(&self, cx: &Context<'_>) -> bool {
+        let mut st = lock(&self.0);
+        if st.fired {
+            return true;
+        }
+        st.driver = Some(cx.waker().clone());
+        false
+    }
+}
+
+impl Drop for HangupEvent {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = lock(&self.0);
+            st.cancelled = true;
+            st.job.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 /// What became of one request.
@@ -719,29 +781,11 @@ impl SyscallConnection {
     /// Like [`SyscallConnection::hangup_when_readable`], for an event seen as the
     /// completion of `event` (for instance the readability of a pidfd on a remote
     /// thread's root epoller, for a server whose futex helper the local process cannot
-    /// see). `event` is polled by whichever request is driving the connection.
+    /// see). `event` is polled on the reaper thread until it completes or the connection
+    /// is gone (see [`HangupEvent`]).
     pub(crate) fn hangup_when(&self, event: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        // Run apart, on the reaper thread: polled only from this connection's reader, the
-        // event (a syscall on another thread's connection, or its epoller's wait) could be
-        // left half-way whenever nobody waits on this connection, holding up the other
-        // connection's requests.
-        let shared = Arc::new(HangupEvent::default());
-        let signal = shared.clone();
-        crate::reaper::spawn(async move {
-            event.await;
-            signal
-                .fired
-                .store(true, std::sync::atomic::Ordering::Release);
-            let waker = signal
-                .waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(w) = waker {
-                w.wake();
-            }
-        });
-        lock(&self.reader).hangup_events.push(shared);
+        let event = HangupEvent::start(event);
+        lock(&self.reader).hangup_events.push(event);
         let waker = lock(&self.state).driver_waker();
         if let Some(w) = waker {
             w.wake();
@@ -871,6 +915,12 @@ impl SyscallConnection {
                     };
                     // Memory kept for dropped requests, freed outside the lock.
                     drop(released);
+                    if n == 0 {
+                        // Nothing more to watch for: stop the watches now (an event's
+                        // watch drives requests of another connection).
+                        rd.hangup_fds.clear();
+                        rd.hangup_events.clear();
+                    }
                     if n == rd.buf.len() && n < READ_CHUNK {
                         rd.buf.resize(READ_CHUNK, 0);
                     }
@@ -926,7 +976,7 @@ impl SyscallConnection {
             Poll::Pending => true,
         });
         if !fired {
-            fired = rd.hangup_events.iter().any(|event| event.poll(cx));
+            fired = rd.hangup_events.iter().any(|event| event.poll_fired(cx));
         }
         if fired {
             log::debug!("syscall connection: hangup event");
