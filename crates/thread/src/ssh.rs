@@ -51,6 +51,8 @@ use crate::thread::Thread;
 const STDERR_KEPT: usize = 64 * 1024;
 /// How long the bootstrap is given to describe itself once ready.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long ssh is given to exit once it closed its stdout before a failed connection.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// The default `ConnectTimeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Exit statuses of the remote script.
@@ -545,11 +547,29 @@ impl SshHost {
     ) -> Error {
         let state = match &failure {
             Failure::Ended(Some(state)) => Some(*state),
+            // ssh closed its stdout: the remote command ended, and ssh exits with its status
+            // as soon as that arrives. Killing it now would lose the status (and with it
+            // what went wrong), so it is given a moment first.
+            Failure::Ended(None) => {
+                let exited = futures_lite::future::or(async { process.wait().await.ok() }, async {
+                    async_io::Timer::after(EXIT_GRACE).await;
+                    None
+                })
+                .await;
+                match exited {
+                    Some(state) => Some(state),
+                    None => {
+                        let _ = process.kill(Signal::SIGKILL).await;
+                        process.wait().await.ok()
+                    }
+                }
+            }
             _ => {
                 let _ = process.kill(Signal::SIGKILL).await;
                 process.wait().await.ok()
             }
         };
+
         // What ssh wrote reaches us a little after it exited.
         let stderr = stderr.finish().await;
         let (kind, hint) = match (&failure, state) {
