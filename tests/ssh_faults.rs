@@ -8,7 +8,6 @@
 //! subreaper, so whatever a connection orphans comes to us and is counted.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use rsyscall_tests::errors::serial;
 use rsyscall_tests::procs::{open_fds, settled};
 use rsyscall_tests::ssh::{SshEnv, SshTarget};
 use rsyscall_tests::ssh_leaks::{
-    ConnDirs, alive, become_subreaper, live_descendants, reap_zombies_except,
+    LoggingSsh, alive, become_subreaper, live_descendants, reap_zombies_except,
 };
 use rsyscall_tests::tasks::run;
 use rsyscall_tests::tmp::TempDir;
@@ -36,51 +35,6 @@ async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) ->
         panic!("{what}: not done within {limit:?}");
     })
     .await
-}
-
-/// An ssh client that notes its pid and arguments (one per line) in a log, then execs the
-/// real ssh: how the test learns the directories of a connection that failed.
-struct LoggingSsh {
-    dir: TempDir,
-}
-
-impl LoggingSsh {
-    fn new(env: &SshEnv) -> LoggingSsh {
-        let dir = TempDir::new("ssh-wrapper");
-        let script = format!(
-            "#!/bin/sh\nprintf 'PID %s\\n' \"$$\" >> {log}\nprintf '%s\\n' \"$@\" >> {log}\nexec {ssh} \"$@\"\n",
-            log = dir.join("log").display(),
-            ssh = env.ssh_program().display()
-        );
-        let path = dir.join("ssh");
-        std::fs::write(&path, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        LoggingSsh { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.join("ssh")
-    }
-
-    /// The (pid, directories) of each ssh run so far.
-    fn runs(&self) -> Vec<(i32, ConnDirs)> {
-        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let mut out = Vec::new();
-        let mut pid = None;
-        for (i, line) in lines.iter().enumerate() {
-            if let Some(p) = line.strip_prefix("PID ") {
-                pid = p.parse().ok();
-            }
-            if *line == "-L"
-                && let (Some(p), Some(spec)) = (pid, lines.get(i + 1))
-            {
-                out.push((p, ConnDirs::from_forward(spec).expect("a forward spec")));
-            }
-        }
-        out
-    }
 }
 
 /// A host builder for `target`, run through `ssh`.

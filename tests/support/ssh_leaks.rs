@@ -178,3 +178,50 @@ pub fn reap_zombies_except(keep: &[i32]) -> usize {
     }
     n
 }
+
+/// An ssh client that notes its pid and arguments (one per line) in a log, then execs the
+/// real ssh: how the test learns the directories of a connection that failed.
+pub struct LoggingSsh {
+    dir: crate::tmp::TempDir,
+}
+
+impl LoggingSsh {
+    /// A new wrapper of `env`'s ssh, in a scratch directory of its own.
+    pub fn new(env: &crate::ssh::SshEnv) -> LoggingSsh {
+        let dir = crate::tmp::TempDir::new("ssh-wrapper");
+        let script = format!(
+            "#!/bin/sh\nprintf 'PID %s\\n' \"$$\" >> {log}\nprintf '%s\\n' \"$@\" >> {log}\nexec {ssh} \"$@\"\n",
+            log = dir.join("log").display(),
+            ssh = env.ssh_program().display()
+        );
+        let path = dir.join("ssh");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        LoggingSsh { dir }
+    }
+
+    /// The wrapper's path, for `SshHost::program`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("ssh")
+    }
+
+    /// The (pid, directories) of each ssh run so far.
+    pub fn runs(&self) -> Vec<(i32, ConnDirs)> {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let mut out = Vec::new();
+        let mut pid = None;
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(p) = line.strip_prefix("PID ") {
+                pid = p.parse().ok();
+            }
+            if *line == "-L"
+                && let (Some(p), Some(spec)) = (pid, lines.get(i + 1))
+            {
+                out.push((p, ConnDirs::from_forward(spec).expect("a forward spec")));
+            }
+        }
+        out
+    }
+}

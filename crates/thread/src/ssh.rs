@@ -9,7 +9,8 @@
 //!    stdin, stdout and stderr. The remote directory's name is chosen here (random), so
 //!    the forward can be given on the same command line.
 //! 3. The script makes the remote directory (mode 0700), writes the bootstrap binary
-//!    from its stdin (we send it, then EOF), checks that it can be executed there (else
+//!    from its stdin (exactly its length: stdin stays open, and its end of file later
+//!    means the session was lost, see `remote_script`), checks that it can be executed there (else
 //!    copies it to another directory: `/tmp` may be `noexec`), runs `rsyscall-bootstrap
 //!    socket` and, once that printed `done`, prints a ready line with the binary's path and
 //!    runs `rsyscall-bootstrap rsyscall`. When that ends (the thread exited, or its
@@ -260,8 +261,10 @@ impl SshHost {
     /// the remote directory (holding the forwarded socket) when the thread ends, and the
     /// local directory when the last handle to a thread of this connection is gone, or,
     /// if this program dies first, by a small `sh` that watches it. ssh dies with the
-    /// thread that ran it (its parent-death signal); the remote thread then sees its
-    /// connection end and exits.
+    /// thread that ran it (its parent-death signal), and is killed if this future is
+    /// dropped before it completes; when the ssh session ends that way, the remote side
+    /// removes its directories and kills the bootstrap and its children, even one
+    /// blocked in a syscall.
     ///
     /// # Errors
     /// [`Error::Ssh`] with the [`SshFailure`], ssh's stderr and what to do: no ssh client,
