@@ -293,6 +293,7 @@ impl SshHost {
             .arg(&self.destination)
             .arg(format!("exec /bin/sh -c '{script}'"));
         let description = format!("ssh {}", self.destination);
+        let program = command.path().to_string_lossy().into_owned();
 
         let (stdin_ours, stdin_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
         let (stdout_ours, stdout_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
@@ -314,7 +315,28 @@ impl SshHost {
         drop(moved);
         // From here on, ssh is killed if this future is dropped or fails (a failure
         // reaps it first): nothing else would end it before the remote side gave up.
-        let guard = KillOnDrop(Some(child.exec(command).await?));
+        let process = match child.exec(command).await {
+            Ok(process) => process,
+            Err(failed) => {
+                // The child, given back, is killed and reaped in the background.
+                drop(failed.thread);
+                let e = failed.error;
+                if e.errno().is_none() {
+                    return Err(e);
+                }
+                return Err(Error::Ssh {
+                    destination: self.destination.clone(),
+                    kind: SshFailure::NoClient,
+                    state: None,
+                    stderr: String::new(),
+                    hint: format!(
+                        "executing {program} failed: {e}; name a working OpenSSH client with \
+                         SshHost::program"
+                    ),
+                });
+            }
+        };
+        let guard = KillOnDrop(Some(process));
         let process = guard.process();
 
         let stderr = StderrDrain::start(stderr_ours)?;
@@ -663,8 +685,15 @@ fn classify_ssh(stderr: &str) -> (SshFailure, String) {
              agent (ssh runs with BatchMode=yes: no password prompts)"
                 .to_owned(),
         )
-    } else if has("timed out")
-        || has("Could not resolve")
+    } else if has("timed out") {
+        (
+            SshFailure::Unreachable,
+            "the host did not answer within the connect timeout (ssh's ConnectTimeout, set \
+             by SshHost::connect_timeout): check that it is up and reachable at that name \
+             and port, or allow more time"
+                .to_owned(),
+        )
+    } else if has("Could not resolve")
         || has("Connection refused")
         || has("No route to host")
         || has("Network is unreachable")
