@@ -762,18 +762,19 @@ fn remote_script(tmp: &str, nonce: &str, size: usize) -> String {
         // An asynchronous list gets /dev/null as stdin, before its own redirections: the
         // watcher reads the session's stdin through fd 3.
         "exec 3<&0 0</dev/null".to_owned(),
-        // Whoever makes `$d/e` first (mkdir is atomic) ends the session: the watcher at the
-        // end of stdin, the script when the bootstrap ended. So the watcher never kills the
-        // script after the bootstrap's normal end (ssh would then report a signal, 255).
+        // The watcher first stops the rest of the group with SIGTERM (ignoring it itself),
+        // so that it cleans alone (the script, racing it, would leave a half-removed
+        // directory when killed), then SIGKILLs what ignored or blocked SIGTERM. It acts
+        // only when the session is lost, when the script's exit status no longer matters.
         format!(
-            "{{ cat > /dev/null; if mkdir \"$d/e\" 2>/dev/null; then {clean}; kill -KILL 0; \
-             fi; }} <&3 > /dev/null 2>&1 & w=$!; exec 3<&-"
+            "{{ cat > /dev/null; trap \"\" TERM; kill -TERM 0; {clean}; kill -KILL 0; }} <&3 \
+             > /dev/null 2>&1 & w=$!; exec 3<&-"
         ),
         format!(
             "\"$B\" socket | {{ if read -r l && test \"$l\" = done; then echo \
              \"rsyscall-ready-{nonce} $B\"; \"$B\" rsyscall; fi; }}"
         ),
-        "mkdir \"$d/e\" 2>/dev/null && kill $w 2>/dev/null".to_owned(),
+        "kill $w 2>/dev/null".to_owned(),
         clean.to_owned(),
     ]
     .join("; ")
