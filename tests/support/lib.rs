@@ -6,5 +6,6 @@ pub mod programs;
 pub mod rng;
 pub mod server;
 pub mod ssh;
+pub mod ssh_leaks;
 pub mod tasks;
 pub mod tmp;

@@ -9,7 +9,8 @@
 //!    stdin, stdout and stderr. The remote directory's name is chosen here (random), so
 //!    the forward can be given on the same command line.
 //! 3. The script makes the remote directory (mode 0700), writes the bootstrap binary
-//!    from its stdin (we send it, then EOF), checks that it can be executed there (else
+//!    from its stdin (exactly its length: stdin stays open, and its end of file later
+//!    means the session was lost, see `remote_script`), checks that it can be executed there (else
 //!    copies it to another directory: `/tmp` may be `noexec`), runs `rsyscall-bootstrap
 //!    socket` and, once that printed `done`, prints a ready line with the binary's path and
 //!    runs `rsyscall-bootstrap rsyscall`. When that ends (the thread exited, or its
@@ -51,6 +52,8 @@ use crate::thread::Thread;
 const STDERR_KEPT: usize = 64 * 1024;
 /// How long the bootstrap is given to describe itself once ready.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long ssh is given to exit once it closed its stdout before a failed connection.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// The default `ConnectTimeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Exit statuses of the remote script.
@@ -62,7 +65,7 @@ const EXIT_NOEXEC: i32 = 92;
 /// [`SshHost::connect`] makes [`Thread`]s. Because it is the real client, the user's
 /// `~/.ssh/config`, agent, known hosts and jump hosts work as for `ssh` itself; the
 /// remote host needs only sshd (with unix-socket forwarding allowed, OpenSSH's default),
-/// `/bin/sh` and `cat`: the bootstrap is copied there over the same connection.
+/// `/bin/sh`, `cat` and `head`: the bootstrap is copied there over the same connection.
 ///
 /// # Examples
 ///
@@ -258,8 +261,10 @@ impl SshHost {
     /// the remote directory (holding the forwarded socket) when the thread ends, and the
     /// local directory when the last handle to a thread of this connection is gone, or,
     /// if this program dies first, by a small `sh` that watches it. ssh dies with the
-    /// thread that ran it (its parent-death signal); the remote thread then sees its
-    /// connection end and exits.
+    /// thread that ran it (its parent-death signal), and is killed if this future is
+    /// dropped before it completes; when the ssh session ends that way, the remote side
+    /// removes its directories and kills the bootstrap and its children, even one
+    /// blocked in a syscall.
     ///
     /// `thread` must be in this program's mount namespace (it may be any thread that can
     /// run a program: the local one, a clone child...).
@@ -294,12 +299,13 @@ impl SshHost {
         let remote_dir = format!("{}/rsyscall-{nonce}", self.remote_dir.trim_end_matches('/'));
         let local = LocalDir::new(&nonce)?;
         let forward_spec = format!("{}:{remote_dir}/data", local.forward().display());
-        let script = remote_script(&self.remote_dir, &nonce);
+        let script = remote_script(&self.remote_dir, &nonce, binary.len());
         let command = ssh
             .args(self.option_args(&forward_spec))
             .arg(&self.destination)
             .arg(format!("exec /bin/sh -c '{script}'"));
         let description = format!("ssh {}", self.destination);
+        let program = command.path().to_string_lossy().into_owned();
 
         let (stdin_ours, stdin_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
         let (stdout_ours, stdout_theirs) = UnixStream::pair().map_err(io("socketpair"))?;
@@ -319,19 +325,43 @@ impl SshHost {
             child.task().dup2(fd, &target).await?;
         }
         drop(moved);
-        let process = child.exec(command).await?;
+        // From here on, ssh is killed if this future is dropped or fails (a failure
+        // reaps it first): nothing else would end it before the remote side gave up.
+        let process = match child.exec(command).await {
+            Ok(process) => process,
+            Err(failed) => {
+                // The child, given back, is killed and reaped in the background.
+                drop(failed.thread);
+                let e = failed.error;
+                if e.errno().is_none() {
+                    return Err(e);
+                }
+                return Err(Error::Ssh {
+                    destination: self.destination.clone(),
+                    kind: SshFailure::NoClient,
+                    state: None,
+                    stderr: String::new(),
+                    hint: format!(
+                        "executing {program} failed: {e}; name a working OpenSSH client with \
+                         SshHost::program"
+                    ),
+                });
+            }
+        };
+        let guard = KillOnDrop(Some(process));
+        let process = guard.process();
 
         let stderr = StderrDrain::start(stderr_ours)?;
         let outcome = self
-            .until_ready(&process, stdin_ours, stdout_ours, binary, &nonce)
+            .until_ready(process, stdin_ours, stdout_ours, binary, &nonce)
             .await;
-        let (stdout, binary_path) = match outcome {
+        let (stdin, stdout, binary_path) = match outcome {
             Ok(ready) => ready,
-            Err(failure) => return Err(self.fail(&process, failure, &stderr).await),
+            Err(failure) => return Err(self.fail(process, failure, &stderr).await),
         };
         let link_keep = (local,);
         match self
-            .bootstrap(&process, &description, link_keep, &remote_dir)
+            .bootstrap(process, &description, link_keep, &remote_dir)
             .await
         {
             Ok(remote) => {
@@ -345,13 +375,14 @@ impl SshHost {
                 }
                 stderr.forward();
                 forward_stdout(stdout);
+                hold_until_closed(stdin);
                 log::debug!(
                     "{description}: thread ready, pid {}",
                     remote.task().pid().as_raw()
                 );
-                Ok((process, remote))
+                Ok((guard.disarm(), remote))
             }
-            Err(failure) => Err(self.fail(&process, failure, &stderr).await),
+            Err(failure) => Err(self.fail(process, failure, &stderr).await),
         }
     }
 
@@ -397,8 +428,8 @@ impl SshHost {
         Ok(())
     }
 
-    /// Sends the binary and waits for the ready line; returns ssh's stdout (positioned
-    /// after that line) and the remote binary's path.
+    /// Sends the binary and waits for the ready line; returns ssh's stdin (still open),
+    /// its stdout (positioned after that line) and the remote binary's path.
     async fn until_ready(
         &self,
         process: &AsyncChildProcess,
@@ -406,16 +437,17 @@ impl SshHost {
         stdout: UnixStream,
         binary: Vec<u8>,
         nonce: &str,
-    ) -> std::result::Result<(Async<UnixStream>, String), Failure> {
-        let mut stdin = Async::new(stdin).map_err(|e| Failure::Io("registering a socket", e))?;
+    ) -> std::result::Result<(UnixStream, Async<UnixStream>, String), Failure> {
+        let stdin = Async::new(stdin).map_err(|e| Failure::Io("registering a socket", e))?;
         let stdout = Async::new(stdout).map_err(|e| Failure::Io("registering a socket", e))?;
         let send = async {
             // ssh reads its stdin only once the session is open; a write error means ssh
-            // went away, which the wait below reports.
-            if stdin.write_all(&binary).await.is_ok() {
-                let _ = stdin.flush().await;
+            // went away, which the wait below reports. No end of file: the script reads
+            // exactly the binary's length, and takes the end of its stdin as the end of
+            // the session.
+            if (&stdin).write_all(&binary).await.is_ok() {
+                let _ = (&stdin).flush().await;
             }
-            let _ = stdin.get_ref().shutdown(std::net::Shutdown::Write);
             std::future::pending::<()>().await;
             unreachable_ok()
         };
@@ -452,7 +484,10 @@ impl SshHost {
             futures_lite::future::or(ended, timeout),
         )
         .await?;
-        Ok((stdout, path))
+        let stdin = stdin
+            .into_inner()
+            .map_err(|e| Failure::Io("deregistering a socket", e))?;
+        Ok((stdin, stdout, path))
     }
 
     /// Connects to the forward twice, tells the data socket from the syscall socket, reads
@@ -557,6 +592,23 @@ impl SshHost {
     ) -> Error {
         let state = match &failure {
             Failure::Ended(Some(state)) => Some(*state),
+            // ssh closed its stdout: the remote command ended, and ssh exits with its status
+            // as soon as that arrives. Killing it now would lose the status (and with it
+            // what went wrong), so it is given a moment first.
+            Failure::Ended(None) => {
+                let exited = futures_lite::future::or(async { process.wait().await.ok() }, async {
+                    async_io::Timer::after(EXIT_GRACE).await;
+                    None
+                })
+                .await;
+                match exited {
+                    Some(state) => Some(state),
+                    None => {
+                        let _ = process.kill(Signal::SIGKILL).await;
+                        process.wait().await.ok()
+                    }
+                }
+            }
             _ => {
                 let _ = process.kill(Signal::SIGKILL).await;
                 process.wait().await.ok()
@@ -645,8 +697,15 @@ fn classify_ssh(stderr: &str) -> (SshFailure, String) {
              agent (ssh runs with BatchMode=yes: no password prompts)"
                 .to_owned(),
         )
-    } else if has("timed out")
-        || has("Could not resolve")
+    } else if has("timed out") {
+        (
+            SshFailure::Unreachable,
+            "the host did not answer within the connect timeout (ssh's ConnectTimeout, set \
+             by SshHost::connect_timeout): check that it is up and reachable at that name \
+             and port, or allow more time"
+                .to_owned(),
+        )
+    } else if has("Could not resolve")
         || has("Connection refused")
         || has("No route to host")
         || has("Network is unreachable")
@@ -676,18 +735,29 @@ fn classify_ssh(stderr: &str) -> (SshFailure, String) {
 
 /// The remote command's script: one line, without `'`, `\`, `!` or newlines, so that any
 /// login shell that understands `exec /bin/sh -c '...'` passes it on unchanged.
-fn remote_script(tmp: &str, nonce: &str) -> String {
+///
+/// It reads exactly `size` bytes of binary from its stdin (`head -c`), and from then on
+/// takes the end of its stdin as the end of the session: we keep ssh's stdin open while
+/// a thread of the connection lives, and sshd closes it when the connection ends, even
+/// if ssh was SIGKILLed. A watcher (`cat` on the saved stdin, started before the
+/// bootstrap runs) then removes the directories and SIGKILLs the session's process
+/// group (sshd made it with `setsid`): the bootstrap may be blocked in a syscall that
+/// nothing else would end (a `read` of a pipe, `accept` on a socket nobody will reach),
+/// and its children with it. At the bootstrap's normal end the script stops the watcher,
+/// removes the directories itself and exits 0, which ends the session.
+fn remote_script(tmp: &str, nonce: &str, size: usize) -> String {
     let tmp = tmp.trim_end_matches('/');
     let tmp = if tmp.is_empty() { "/" } else { tmp };
+    let clean = "cd /; rm -rf \"$d\"; if test -n \"$x\"; then rm -rf \"$x\"; fi";
     [
         "umask 077".to_owned(),
         format!("d={tmp}/rsyscall-{nonce}"),
-        format!("mkdir \"$d\" || exit {EXIT_NO_DIR}"),
-        format!("cd \"$d\" || exit {EXIT_NO_DIR}"),
-        format!("cat > b || exit {EXIT_NO_WRITE}"),
-        format!("chmod 700 b || exit {EXIT_NO_WRITE}"),
-        "B=\"$d/b\"".to_owned(),
         "x=\"\"".to_owned(),
+        format!("mkdir \"$d\" || exit {EXIT_NO_DIR}"),
+        format!("cd \"$d\" || {{ {clean}; exit {EXIT_NO_DIR}; }}"),
+        format!("head -c {size} > b || {{ {clean}; exit {EXIT_NO_WRITE}; }}"),
+        format!("chmod 700 b || {{ {clean}; exit {EXIT_NO_WRITE}; }}"),
+        "B=\"$d/b\"".to_owned(),
         // Exit status 126: the kernel refused to execute it (noexec).
         "\"$B\" probe 2>/dev/null".to_owned(),
         format!(
@@ -698,16 +768,26 @@ fn remote_script(tmp: &str, nonce: &str) -> String {
              x=\"\"; else B=\"$x/b\"; fi; fi; done; rm -f b; fi"
         ),
         format!(
-            "if test -z \"$B\"; then cd /; rm -rf \"$d\"; echo \"rsyscall: no directory lets \
+            "if test -z \"$B\"; then {clean}; echo \"rsyscall: no directory lets \
              programs be executed\" >&2; exit {EXIT_NOEXEC}; fi"
+        ),
+        // An asynchronous list gets /dev/null as stdin, before its own redirections: the
+        // watcher reads the session's stdin through fd 3.
+        "exec 3<&0 0</dev/null".to_owned(),
+        // The watcher first stops the rest of the group with SIGTERM (ignoring it itself),
+        // so that it cleans alone (the script, racing it, would leave a half-removed
+        // directory when killed), then SIGKILLs what ignored or blocked SIGTERM. It acts
+        // only when the session is lost, when the script's exit status no longer matters.
+        format!(
+            "{{ cat > /dev/null; trap \"\" TERM; kill -TERM 0; {clean}; kill -KILL 0; }} <&3 \
+             > /dev/null 2>&1 & w=$!; exec 3<&-"
         ),
         format!(
             "\"$B\" socket | {{ if read -r l && test \"$l\" = done; then echo \
-             \"rsyscall-ready-{nonce} $B\"; \"$B\" rsyscall < /dev/null; fi; }}"
+             \"rsyscall-ready-{nonce} $B\"; \"$B\" rsyscall; fi; }}"
         ),
-        "cd /".to_owned(),
-        "rm -rf \"$d\"".to_owned(),
-        "if test -n \"$x\"; then rm -rf \"$x\"; fi".to_owned(),
+        "kill $w 2>/dev/null".to_owned(),
+        clean.to_owned(),
     ]
     .join("; ")
 }
@@ -748,6 +828,31 @@ async fn read_line(sock: &Async<UnixStream>) -> std::io::Result<Option<String>> 
         }
         if line.len() < 64 * 1024 {
             line.push(byte[0]);
+        }
+    }
+}
+
+/// The ssh process while a connection is made: SIGKILLed (and reaped in the background)
+/// if dropped before [`KillOnDrop::disarm`], so that a dropped or failed `connect` leaves
+/// no ssh running (which would wait for us forever).
+struct KillOnDrop(Option<AsyncChildProcess>);
+
+impl KillOnDrop {
+    fn process(&self) -> &AsyncChildProcess {
+        // Some until `disarm`, which consumes the guard.
+        self.0.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    fn disarm(mut self) -> AsyncChildProcess {
+        self.0.take().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(process) = self.0.take() {
+            // A process already reaped (a failed connection) is left alone.
+            process.abandon(Signal::SIGKILL, Box::new(()));
         }
     }
 }
@@ -904,6 +1009,20 @@ impl StderrDrain {
         .await;
         let st = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&st.kept).into_owned()
+    }
+}
+
+/// Keeps our end of ssh's stdin open until ssh closes its own (it exits), in the
+/// background: the remote script takes the end of its stdin as the loss of the session
+/// (see `remote_script`), which must come only from ssh's (or sshd's) end, never from us
+/// while the remote thread may still be ending on its own.
+fn hold_until_closed(stdin: UnixStream) {
+    // ssh never writes there: readable (end of file) means its end is closed.
+    match Async::new(stdin) {
+        Ok(stdin) => crate::reaper::spawn(async move {
+            let _ = stdin.readable().await;
+        }),
+        Err(e) => log::warn!("watching ssh's stdin: {e}; the remote side may end early"),
     }
 }
 
