@@ -342,6 +342,74 @@ fn ssh_killed_mid_session_hangs_up_pending_and_new_calls() {
 }
 
 #[test]
+fn ssh_killed_with_a_remote_child_alive_hangs_up_everything() {
+    let _g = serial();
+    let env = SshEnv::new();
+    let base = baseline(&env);
+    let ssh = LoggingSsh::new(&env);
+    let host = host_for(&env.proxy_host(), &ssh);
+    run(async {
+        let (process, remote) = within(ATTEMPT, "connect", host.connect(&local_thread()))
+            .await
+            .unwrap();
+        let step = Duration::from_secs(10);
+        // A child of the remote thread, watched on its root epoller, and a pipe in it.
+        let child = within(step, "clone", remote.clone(rsyscall::near::CLONE::empty()))
+            .await
+            .unwrap();
+        within(step, "getpid", child.task().getpid()).await.unwrap();
+        let pipe = within(step, "pipe", child.pipe()).await.unwrap();
+        let remote_pipe = within(step, "pipe", remote.pipe()).await.unwrap();
+        let pending = remote.task().read_bytes(&remote_pipe.read, 1);
+        let pending_child = child.task().read_bytes(&pipe.read, 1);
+        let killer = async {
+            async_io::Timer::after(Duration::from_millis(200)).await;
+            process.kill(Signal::SIGKILL).await.unwrap();
+        };
+        let ((read, read_child), ()) = within(
+            Duration::from_secs(1) + Duration::from_millis(200),
+            "the pending calls after ssh was killed",
+            futures_lite::future::zip(futures_lite::future::zip(pending, pending_child), killer),
+        )
+        .await;
+        assert!(read.unwrap_err().is_hangup());
+        assert!(read_child.unwrap_err().is_hangup());
+        let state = within(ATTEMPT, "ssh reaped", process.wait()).await.unwrap();
+        assert_eq!(state, ChildState::Killed(Signal::SIGKILL));
+        drop((pipe, remote_pipe, child, remote));
+    });
+    assert_clean(&base, &ssh, "ssh killed with a child");
+}
+
+#[test]
+fn clones_of_a_remote_thread_answer_every_call() {
+    // Twenty rounds of connect, clone, getpid and pipe in the clone, each bounded.
+    let _g = serial();
+    let env = SshEnv::new();
+    let ssh = LoggingSsh::new(&env);
+    let host = host_for(&env.proxy_host(), &ssh);
+    run(async {
+        let step = Duration::from_secs(10);
+        for round in 0..20 {
+            let (process, remote) = within(ATTEMPT, "connect", host.connect(&local_thread()))
+                .await
+                .unwrap();
+            let child = within(step, "clone", remote.clone(rsyscall::near::CLONE::empty()))
+                .await
+                .unwrap();
+            within(step, "getpid", child.task().getpid()).await.unwrap();
+            let pipe = within(step, "pipe in the clone", child.pipe())
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            drop(pipe);
+            within(step, "child exit", child.exit(0)).await.unwrap();
+            within(step, "exit", remote.exit(0)).await.unwrap();
+            within(ATTEMPT, "ssh", process.wait()).await.unwrap();
+        }
+    });
+}
+
+#[test]
 fn login_shell_that_is_not_sh_is_remote_shell() {
     let _g = serial();
     let env = SshEnv::new();
