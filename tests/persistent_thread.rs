@@ -507,6 +507,19 @@ fn killed_with_its_creator(path: &Path) -> i32 {
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
         "{status:#x}"
     );
+    // Other processes of the dead creator (its clone children, their futex helpers) may
+    // hold a copy of the listening socket for a moment longer: the socket is stale only
+    // once nothing listens any more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => break,
+            _ if std::time::Instant::now() >= deadline => {
+                panic!("something still listens at {path:?} 10 s after its creator died")
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
     pid
 }
 
