@@ -9,6 +9,8 @@
 //! library, while this binary stays small.
 
 mod build_server;
+// Shared with rsyscall-server's build script, which checks the helpers it embeds.
+#[path = "../../rsyscall-server/build/elf.rs"]
 mod elf;
 mod suite;
 
