@@ -54,6 +54,9 @@ const PROFILE_FLAGS: &[&str] = &[
     "codegen-units=1",
     "-C",
     "debuginfo=0",
+    // What cargo does for a profile without debuginfo: no debuginfo from core either.
+    "-C",
+    "strip=debuginfo",
     "-C",
     "debug-assertions=off",
     "-C",
