@@ -4,8 +4,8 @@
 //! This crate is `#![no_std]` and depends on nothing but `core`. The library is linked into
 //! ordinary programs (the client needs the address of the trampoline and of the server
 //! loop, which clone children run in the client's own address space), and the same code is
-//! built by `cargo xtask build-server` into static, libc-free helper binaries and into
-//! `librsyscall.so`.
+//! built into static, libc-free helper binaries (by this crate's build script, which embeds
+//! them, and by `cargo xtask build-server`) and into `librsyscall.so` (by the latter).
 //!
 //! # Entry points
 //! - [`raw_syscall`]: the syscall instruction followed directly by `ret`; every clone must
