@@ -420,6 +420,54 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_installs_never_show_a_partial_file() {
+        let dir = scratch("concurrent");
+        let uid = nix::unistd::geteuid().as_raw();
+        private_dir(&dir, uid).unwrap_or_else(|_| panic!("mkdir {}", dir.display()));
+        // Big enough that a write in place would be seen half done.
+        let bytes: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let path = dir.join("helper");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut seen = 0;
+                while !done.load(Ordering::Relaxed) {
+                    // Absent before the first rename; complete whenever present.
+                    if let Ok(got) = fs::read(&path) {
+                        assert!(got == bytes, "read {} of {} bytes", got.len(), bytes.len());
+                        seen += 1;
+                    }
+                }
+                seen
+            });
+            let writers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..5 {
+                            // Each writer tampers first, so that every round rewrites.
+                            let _ = fs::remove_file(&path);
+                            install(&dir, "helper", &bytes, uid)
+                                .unwrap_or_else(|_| panic!("install"));
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().expect("writer");
+            }
+            done.store(true, Ordering::Relaxed);
+            reader.join().expect("reader");
+        });
+        assert_eq!(fs::read(&path).expect("read"), bytes);
+        assert_eq!(
+            fs::read_dir(&dir).expect("readdir").count(),
+            1,
+            "temporaries left"
+        );
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
     fn untrusted_directories_are_refused() {
         let uid = nix::unistd::geteuid().as_raw();
         // Writable by others.
