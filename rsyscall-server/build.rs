@@ -126,7 +126,7 @@ fn run() -> Result<(), String> {
         .arg(manifest_dir.join("src").join("lib.rs"))
         .arg("-o")
         .arg(&rlib);
-    run_rustc(lib, "the library (rlib)", cross)?;
+    run_rustc(lib, "the library for the helpers (an rlib)", cross)?;
 
     for &name in BINARIES {
         let built = work.join(name);
@@ -144,7 +144,7 @@ fn run() -> Result<(), String> {
             )
             .arg("-o")
             .arg(&built);
-        run_rustc(bin, name, cross)?;
+        run_rustc(bin, &format!("the helper {name}"), cross)?;
         let data =
             std::fs::read(&built).map_err(|e| format!("cannot read {}: {e}", built.display()))?;
         elf::check_static_executable(&data).map_err(|e| {
@@ -197,7 +197,7 @@ fn run_rustc(mut command: Command, what: &str, cross: Option<&str>) -> Result<()
         return Ok(());
     }
     let mut message = format!(
-        "building the helper {what} failed ({status}): `{} {}`",
+        "building {what} failed ({status}): `{} {}`",
         command.get_program().display(),
         command
             .get_args()
