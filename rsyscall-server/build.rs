@@ -128,6 +128,8 @@ fn run() -> Result<(), String> {
         .arg(&rlib);
     run_rustc(lib, "the library for the helpers (an rlib)", cross)?;
 
+    let mut extern_arg = OsString::from("rsyscall_server=");
+    extern_arg.push(&rlib);
     for &name in BINARIES {
         let built = work.join(name);
         let mut bin = rustc_command(&rustc, cross, linker.as_deref());
@@ -135,7 +137,7 @@ fn run() -> Result<(), String> {
             .args(["--crate-type", "bin"])
             .args(BINARY_FLAGS)
             .arg("--extern")
-            .arg(format!("rsyscall_server={}", rlib.display()))
+            .arg(&extern_arg)
             .arg(
                 manifest_dir
                     .join("src")
