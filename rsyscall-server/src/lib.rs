@@ -4,8 +4,8 @@
 //! This crate is `#![no_std]` and depends on nothing but `core`. The library is linked into
 //! ordinary programs (the client needs the address of the trampoline and of the server
 //! loop, which clone children run in the client's own address space), and the same code is
-//! built by `cargo xtask build-server` into static, libc-free helper binaries and into
-//! `librsyscall.so`.
+//! built into static, libc-free helper binaries (by this crate's build script, which embeds
+//! them, and by `cargo xtask build-server`) and into `librsyscall.so` (by the latter).
 //!
 //! # Entry points
 //! - [`raw_syscall`]: the syscall instruction followed directly by `ret`; every clone must
@@ -16,6 +16,9 @@
 //!   [`futex_helper_nostop`]: exit when a futex word changes.
 //! - [`symbol_table`]: this process's addresses of the four protocol entry points.
 //! - [`rt`]: support for the static helper binaries (initial stack, exit, formatting).
+//! - `embedded` (absent with the `standalone` feature): the bytes of the four static helper
+//!   binaries, which this crate's build script compiles from its own sources with the
+//!   `$RUSTC` that builds it.
 //!
 //! # Builds
 //! - Ordinary builds (an rlib in a `std` program) export no unmangled names.
@@ -71,6 +74,11 @@ mod sys;
 
 #[cfg(feature = "standalone")]
 mod standalone;
+
+// Not in the standalone builds: the build script makes the binaries from this very crate
+// with that feature, and they embed nothing.
+#[cfg(not(feature = "standalone"))]
+pub mod embedded;
 
 // Only where this library is a dependency of a static binary: see "Builds" above.
 #[cfg(all(feature = "standalone", not(rsyscall_standalone)))]

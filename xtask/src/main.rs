@@ -8,8 +8,14 @@
 //! bench of this package) so that it is compiled with optimisations and may depend on the
 //! library, while this binary stays small.
 
+// The benchmarks' throwaway sshd, also used by fresh-package (which needs only part of it).
+#[allow(dead_code)]
+mod bench_sshd;
 mod build_server;
+// Shared with rsyscall-server's build script, which checks the helpers it embeds.
+#[path = "../../rsyscall-server/build/elf.rs"]
 mod elf;
+mod fresh_package;
 mod suite;
 
 use std::env;
@@ -23,8 +29,10 @@ usage: cargo xtask <command> [args]
 
 commands:
   build-server       build the static helper binaries and librsyscall.so into target/libexec
-  test [ARGS...]     the whole suite: build-server, fmt, clippy, doc, then
-                     `cargo test --workspace --no-fail-fast [ARGS...]`
+  test [ARGS...]     the whole suite: build-server, fmt, clippy, doc,
+                     `cargo test --workspace --no-fail-fast [ARGS...]`, fresh-package
+  fresh-package      build and run a package outside the workspace that depends on
+                     crates/rsyscall, with a fresh target dir and no helper directory
   bench [ARGS...]    run the benchmarks (optimised) and write docs/BENCHMARKS.md;
                      `--quick` runs fewer iterations
   help               this text
@@ -48,6 +56,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("build-server failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        "fresh-package" => match fresh_package::run(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fresh-package failed: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -185,8 +185,8 @@ impl SshHost {
         self
     }
 
-    /// The bootstrap binary to copy to the host (default: `rsyscall-bootstrap` from the
-    /// libexec directory, see [`crate::libexec::helper_path`]).
+    /// The bootstrap binary to copy to the host (default: `rsyscall-bootstrap`, see
+    /// [`crate::libexec::helper_contents`]).
     pub fn bootstrap_helper(mut self, path: impl Into<PathBuf>) -> Self {
         self.helper = Some(path.into());
         self
@@ -277,14 +277,10 @@ impl SshHost {
     /// binary is not found; [`Error::InvalidArgument`] for a bad remote directory or a
     /// thread in another mount namespace.
     pub async fn connect(&self, thread: &Thread) -> Result<(AsyncChildProcess, Thread)> {
-        let helper = match &self.helper {
-            Some(path) => path.clone(),
-            None => crate::libexec::helper_path(SSH_BOOTSTRAP)?,
+        let binary = match &self.helper {
+            Some(path) => crate::libexec::read_helper(SSH_BOOTSTRAP, path)?,
+            None => crate::libexec::helper_contents(SSH_BOOTSTRAP)?.into_owned(),
         };
-        let binary = std::fs::read(&helper).map_err(|e| Error::Helper {
-            name: SSH_BOOTSTRAP,
-            detail: format!("reading {}: {e}", helper.display()),
-        })?;
         self.check_remote_dir()?;
         if thread.task().namespaces().mountns != rsyscall_handle::local_namespaces().mountns {
             // The forward's socket is made, bound and connected to by path here.

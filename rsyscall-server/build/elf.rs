@@ -2,6 +2,10 @@
 //! the file type, the program header types, and the defined functions in `.dynsym`.
 //!
 //! Every read is bounds-checked; a malformed file gives an `Err` naming what was wrong.
+//!
+//! One copy, used by two builds: `rsyscall-server`'s build script (checking the helper
+//! binaries it embeds) and `cargo xtask build-server` (checking what it installs), each of
+//! which includes this file with `#[path]`. It depends on `std` alone for that reason.
 
 use std::collections::BTreeSet;
 
