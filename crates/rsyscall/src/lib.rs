@@ -37,8 +37,9 @@ pub use rsyscall_thread as thread;
 
 pub use rsyscall_handle::structs;
 pub use rsyscall_handle::{
-    Allocation, ChildProcess, ChildState, Error, FileDescriptor, LinearPointer, MemoryMapping,
-    Pipe, Pointer, Process, ReadablePointer, Result, Task, ThreadProcess, WrittenPointer,
+    Allocation, ChildProcess, ChildState, Error, FileDescriptor, LinearPointer,
+    LocalFileDescriptor, MemoryMapping, Pipe, Pointer, Process, ReadablePointer, Result, Task,
+    ThreadProcess, WrittenPointer,
 };
 pub use rsyscall_near::{
     AF, AT, CLOCK, CLONE, Capability, EFD, EPOLL, EPOLL_CTL, EXECVEAT, Errno, FALLOC, FD, IFF, IN,
