@@ -7,63 +7,6 @@
 //! of a pipe fails at once with `EBADF`, and readiness that arose before the wait is never
 //! missed (the wait arms level-triggered readiness after the `EAGAIN`).
 //!
-//! # Streams
-//! [`AsyncFileDescriptor`] implements the `AsyncRead` and `AsyncWrite` traits of
-//! `futures-io` (re-exported by `futures-lite` and `futures`; tokio's `compat` layer adapts
-//! them), so `futures_lite::io::copy`, `AsyncReadExt::read_to_end`,
-//! `AsyncWriteExt::write_all` and the like work on an fd of any thread. Each direction keeps
-//! one 64 KiB buffer in the fd's task's memory, allocated at first use and reused, and at
-//! most one step in flight:
-//! - `poll_read` starts one `read` of at most the caller's buffer into it (waiting for
-//!   data as [`AsyncFileDescriptor::read`] does) and copies the bytes out. A `poll_read`
-//!   left `Pending` keeps its read in flight in the [`AsyncFileDescriptor`]: the next
-//!   `poll_read` (with any buffer) continues it and gets its bytes, so a caller that gives
-//!   up (a `select`, a timeout) loses nothing. Only dropping the [`AsyncFileDescriptor`]
-//!   (or [`AsyncFileDescriptor::close`]) with a read in flight drops that read, as dropping
-//!   an [`AsyncFileDescriptor::read`] future does: bytes the kernel already gave it are
-//!   lost, and the buffer, lent to the syscall, is leaked rather than reused.
-//! - `poll_write` writes behind the caller: it copies up to 64 KiB into the buffer, starts
-//!   writing all of it and reports those bytes written; the next `poll_write`,
-//!   `poll_flush` or `poll_close` waits for that write to end first and reports its error.
-//!   A write still in flight when the [`AsyncFileDescriptor`] is dropped is dropped with
-//!   it (what part reached the fd is unknown), so flush or close before dropping, as with
-//!   a `BufWriter`; [`AsyncFileDescriptor::close`] finishes it.
-//! - `poll_close` flushes, then shuts a socket's writing side down (`shutdown(SHUT_WR)`,
-//!   nothing for other fds). It cannot close the fd (the handle may have other clones);
-//!   a pipe's reader sees end of file once the [`AsyncFileDescriptor`] is dropped or
-//!   closed.
-//!
-//! Mixing the streams with the methods that take pointers is allowed (they share no
-//! state) but orders nothing between them: a write accepted by `poll_write` may still be in
-//! flight.
-//!
-//! The inherent methods [`read`](AsyncFileDescriptor::read),
-//! [`write`](AsyncFileDescriptor::write), [`write_all`](AsyncFileDescriptor::write_all)
-//! (which take pointers) and [`close`](AsyncFileDescriptor::close) (which consumes) win
-//! over the extension traits' methods of the same names in a method call: name the trait
-//! (`AsyncReadExt::read(&mut afd, &mut buf)`, `AsyncWriteExt::close(&mut afd)`), or pass
-//! the fd to generic code.
-//!
-//! ```
-//! use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-//! # use rsyscall_thread::local_thread;
-//! # use rsyscall_near::CLONE;
-//! # async_io::block_on(async {
-//! let child = local_thread().clone(CLONE::empty()).await?;
-//! let pipe = child.pipe().await?;
-//! let mut reader = child.make_afd(pipe.read, true).await?;
-//! let mut writer = child.make_afd(pipe.write, true).await?;
-//! AsyncWriteExt::write_all(&mut writer, b"through the child's pipe").await?;
-//! writer.close().await?; // the inherent close: flushes, then closes the write end
-//! let mut got = String::new();
-//! reader.read_to_string(&mut got).await?;
-//! assert_eq!(got, "through the child's pipe");
-//! drop(reader);
-//! child.exit(0).await?.check().await?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
-//!
 //! # Safety
 //! `read(2)` into a [`Pointer`] of the fd's task, checked to be memory of that task's
 //! address space and lent to the syscall until it completed, exactly as
@@ -282,10 +225,68 @@ async fn write_ready(
 /// # Ok::<(), rsyscall_handle::Error>(())
 /// # }).unwrap();
 /// ```
+///
+/// # Streams: `AsyncRead` and `AsyncWrite`
+///
+/// It implements the `AsyncRead` and `AsyncWrite` traits of
+/// `futures-io` (re-exported by `futures-lite` and `futures`; tokio's `compat` layer adapts
+/// them), so `futures_lite::io::copy`, `AsyncReadExt::read_to_end`,
+/// `AsyncWriteExt::write_all` and the like work on an fd of any thread. Each direction keeps
+/// one 64 KiB buffer in the fd's task's memory, allocated at first use and reused, and at
+/// most one step in flight:
+/// - `poll_read` starts one `read` of at most the caller's buffer into it (waiting for
+///   data as [`AsyncFileDescriptor::read`] does) and copies the bytes out. A `poll_read`
+///   left `Pending` keeps its read in flight in the [`AsyncFileDescriptor`]: the next
+///   `poll_read` (with any buffer) continues it and gets its bytes, so a caller that gives
+///   up (a `select`, a timeout) loses nothing. Only dropping the [`AsyncFileDescriptor`]
+///   (or [`AsyncFileDescriptor::close`]) with a read in flight drops that read, as dropping
+///   an [`AsyncFileDescriptor::read`] future does: bytes the kernel already gave it are
+///   lost, and the buffer, lent to the syscall, is leaked rather than reused.
+/// - `poll_write` writes behind the caller: it copies up to 64 KiB into the buffer, starts
+///   writing all of it and reports those bytes written; the next `poll_write`,
+///   `poll_flush` or `poll_close` waits for that write to end first and reports its error.
+///   A write still in flight when the [`AsyncFileDescriptor`] is dropped is dropped with
+///   it (what part reached the fd is unknown), so flush or close before dropping, as with
+///   a `BufWriter`; [`AsyncFileDescriptor::close`] finishes it.
+/// - `poll_close` flushes, then shuts a socket's writing side down (`shutdown(SHUT_WR)`,
+///   nothing for other fds). It cannot close the fd (the handle may have other clones);
+///   a pipe's reader sees end of file once the [`AsyncFileDescriptor`] is dropped or
+///   closed.
+///
+/// Mixing the streams with the methods that take pointers is allowed (they share no
+/// state) but orders nothing between them: a write accepted by `poll_write` may still be in
+/// flight.
+///
+/// The inherent methods [`read`](AsyncFileDescriptor::read),
+/// [`write`](AsyncFileDescriptor::write), [`write_all`](AsyncFileDescriptor::write_all)
+/// (which take pointers) and [`close`](AsyncFileDescriptor::close) (which consumes) win
+/// over the extension traits' methods of the same names in a method call: name the trait
+/// (`AsyncReadExt::read(&mut afd, &mut buf)`, `AsyncWriteExt::close(&mut afd)`), or pass
+/// the fd to generic code.
+///
+/// ```
+/// use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+/// # use rsyscall_thread::local_thread;
+/// # use rsyscall_near::CLONE;
+/// # async_io::block_on(async {
+/// let child = local_thread().clone(CLONE::empty()).await?;
+/// let pipe = child.pipe().await?;
+/// let mut reader = child.make_afd(pipe.read, true).await?;
+/// let mut writer = child.make_afd(pipe.write, true).await?;
+/// AsyncWriteExt::write_all(&mut writer, b"through the child's pipe").await?;
+/// writer.close().await?; // the inherent close: flushes, then closes the write end
+/// let mut got = String::new();
+/// reader.read_to_string(&mut got).await?;
+/// assert_eq!(got, "through the child's pipe");
+/// drop(reader);
+/// child.exit(0).await?.check().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub struct AsyncFileDescriptor {
     handle: FileDescriptor,
     reg: Arc<Registration>,
-    /// The state of `AsyncRead` (see [`crate::afd`]'s stream section). In a `Mutex` only
+    /// The state of `AsyncRead` (see [`AsyncFileDescriptor`]'s stream section). In a `Mutex` only
     /// so the type stays `Sync` with `Send`-only futures inside: it is reached through
     /// `&mut self` (`get_mut`), never locked.
     reading: Mutex<ReadSide>,
@@ -527,7 +528,7 @@ impl AsyncFileDescriptor {
     }
 
     /// Finishes a write that [`AsyncWrite`] accepted and is still in flight, drops a read
-    /// in flight (see [`crate::afd`]'s stream section), deregisters the fd (unless another
+    /// in flight (see [`AsyncFileDescriptor`]'s stream section), deregisters the fd (unless another
     /// [`AsyncFileDescriptor`] made by [`AsyncFileDescriptor::with_handle`] still uses the
     /// registration), then closes the handle (which closes the fd if it is its last handle).
     /// Deregistering first matters: epoll keys on the fd and its open file description.
@@ -711,7 +712,7 @@ impl AsyncFileDescriptor {
 
 /// Reads through the fd's task as [`AsyncFileDescriptor::read`] does: one `read` of at most
 /// the caller's buffer (and 64 KiB) into a buffer kept in the task's memory, then a copy out.
-/// See [`crate::afd`]'s stream section for cancellation.
+/// See [`AsyncFileDescriptor`]'s stream section for cancellation.
 impl AsyncRead for AsyncFileDescriptor {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -761,7 +762,7 @@ impl AsyncRead for AsyncFileDescriptor {
 /// Writes through the fd's task, behind the caller: `poll_write` copies up to 64 KiB into a
 /// buffer kept in the task's memory, starts writing all of it and reports it written; the
 /// next `poll_write`, `poll_flush` or `poll_close` first waits for that write to end and
-/// reports its error, if any. So flush (or close) before dropping: see [`crate::afd`]'s
+/// reports its error, if any. So flush (or close) before dropping: see [`AsyncFileDescriptor`]'s
 /// stream section.
 impl AsyncWrite for AsyncFileDescriptor {
     fn poll_write(
