@@ -214,21 +214,204 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The [`std::io::ErrorKind`] that fits this error (what the conversion to
+    /// [`std::io::Error`] gives): the errno's kind for a failed syscall, and for the others:
+    ///
+    /// | error | kind |
+    /// |---|---|
+    /// | a syscall lost with its connection ([`SyscallError::Hangup`](near::SyscallError::Hangup)) | `ConnectionAborted` |
+    /// | a syscall not sent, or answered out of range | `NotConnected`, `InvalidData` |
+    /// | [`Error::Mismatch`], [`Error::InvalidArgument`], [`Error::UseAfterFree`] | `InvalidInput` |
+    /// | [`Error::NotFound`], [`Error::Helper`], [`Error::ChildGone`] | `NotFound` |
+    /// | [`Error::ChildBusy`] | `ResourceBusy` |
+    /// | [`Error::OutOfMemory`] | `OutOfMemory` |
+    /// | [`Error::Handshake`] | `InvalidData` |
+    /// | [`Error::Ssh`] | by [`SshFailure`]: `NotFound` (no client), `PermissionDenied` (refused, no executable directory), `HostUnreachable`, `TimedOut`, `InvalidData` (bootstrap), else `Other` |
+    /// | [`Error::Io`] | its source's kind |
+    /// | [`Error::UncleanExit`], [`Error::LauncherFailed`] | `Other` |
+    pub fn io_kind(&self) -> std::io::ErrorKind {
+        use std::io::ErrorKind as K;
+        match self {
+            Error::Syscall { source, .. } => match source {
+                near::SyscallError::Errno(errno) => std::io::Error::from(*errno).kind(),
+                near::SyscallError::Hangup => K::ConnectionAborted,
+                near::SyscallError::NotSent(_) => K::NotConnected,
+                near::SyscallError::OutOfRange(_) => K::InvalidData,
+            },
+            Error::Mismatch(_) | Error::InvalidArgument { .. } | Error::UseAfterFree { .. } => {
+                K::InvalidInput
+            }
+            Error::NotFound { .. } | Error::Helper { .. } | Error::ChildGone { .. } => K::NotFound,
+            Error::ChildBusy { .. } => K::ResourceBusy,
+            Error::OutOfMemory { .. } => K::OutOfMemory,
+            Error::Handshake { .. } => K::InvalidData,
+            Error::Ssh { kind, .. } => match kind {
+                SshFailure::NoClient => K::NotFound,
+                SshFailure::AuthenticationRefused | SshFailure::NoExecutableDirectory => {
+                    K::PermissionDenied
+                }
+                SshFailure::Unreachable => K::HostUnreachable,
+                SshFailure::TimedOut => K::TimedOut,
+                SshFailure::Bootstrap => K::InvalidData,
+                SshFailure::SshFailed | SshFailure::RemoteShell | SshFailure::RemoteFiles => {
+                    K::Other
+                }
+            },
+            Error::Io { source, .. } => source.kind(),
+            Error::UncleanExit { .. } | Error::LauncherFailed { .. } => K::Other,
+        }
+    }
+}
+
+/// The `io::Error` std code expects: a failed syscall becomes the OS error of its errno
+/// (`raw_os_error()` is the errno, as for std's own calls; the syscall's name and pid,
+/// which std's type has no room for, are lost: format the [`Error`] first to keep them);
+/// [`Error::Io`] gives back its source; every other error is wrapped, with the kind
+/// [`Error::io_kind`] gives, and comes back out with `into_inner` and `downcast`.
+///
+/// # Examples
+///
+/// ```
+/// # use rsyscall_handle::{Error, Task};
+/// # use rsyscall_near::O;
+/// # async_io::block_on(async {
+/// let err: Error = Task::local().open("/nonexistent", O::RDONLY, 0).await.unwrap_err();
+/// let io = std::io::Error::from(err);
+/// assert_eq!(io.raw_os_error(), Some(libc::ENOENT));
+/// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+///
+/// let io = std::io::Error::from(Error::invalid("f", "bad"));
+/// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+/// assert!(matches!(
+///     *io.into_inner().unwrap().downcast::<Error>().unwrap(),
+///     Error::InvalidArgument { what: "f", .. }
+/// ));
+/// # });
+/// ```
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Syscall {
                 source: near::SyscallError::Errno(errno),
                 ..
-            } => std::io::Error::new(std::io::Error::from(errno).kind(), e),
+            } => std::io::Error::from(errno),
             Error::Io { source, .. } => source,
-            Error::InvalidArgument { .. } => {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
-            }
-            other => std::io::Error::other(other),
+            other => std::io::Error::new(other.io_kind(), other),
         }
     }
 }
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+
+    use rsyscall_near::O;
+
+    use super::*;
+    use crate::Task;
+
+    #[test]
+    fn syscall_errors_become_os_errors_with_their_errno() {
+        async_io::block_on(async {
+            let task = Task::local();
+            let enoent = task.open("/nonexistent/x", O::RDONLY, 0).await.unwrap_err();
+            let io = std::io::Error::from(enoent);
+            assert_eq!(io.raw_os_error(), Some(libc::ENOENT));
+            assert_eq!(io.kind(), ErrorKind::NotFound);
+            let dir = std::env::temp_dir();
+            let eexist = task
+                .open(&*dir, O::CREAT | O::EXCL | O::WRONLY, 0o600)
+                .await
+                .unwrap_err();
+            assert_eq!(eexist.io_kind(), ErrorKind::AlreadyExists);
+            let io = std::io::Error::from(eexist);
+            assert_eq!(io.raw_os_error(), Some(libc::EEXIST));
+            assert_eq!(io.kind(), ErrorKind::AlreadyExists);
+        });
+    }
+
+    #[test]
+    fn other_errors_keep_a_fitting_kind_and_come_back_out() {
+        let syscall = |source| Error::Syscall {
+            syscall: "read",
+            pid: 1,
+            source,
+        };
+        let cases = [
+            (
+                syscall(near::SyscallError::Hangup),
+                ErrorKind::ConnectionAborted,
+            ),
+            (
+                syscall(near::SyscallError::NotSent(near::NotSent::Closed)),
+                ErrorKind::NotConnected,
+            ),
+            (
+                syscall(near::SyscallError::OutOfRange(-1)),
+                ErrorKind::InvalidData,
+            ),
+            (Error::invalid("f", "bad"), ErrorKind::InvalidInput),
+            (Error::ChildBusy { pid: 5 }, ErrorKind::ResourceBusy),
+            (
+                Error::NotFound {
+                    name: "nope".into(),
+                    searched: vec![],
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                Error::Handshake {
+                    helper: "stub",
+                    detail: "short".into(),
+                },
+                ErrorKind::InvalidData,
+            ),
+            (
+                Error::UncleanExit {
+                    command: "false".into(),
+                    state: ChildState::Exited(1),
+                },
+                ErrorKind::Other,
+            ),
+        ];
+        for (e, kind) in cases {
+            let shown = e.to_string();
+            let io = std::io::Error::from(e);
+            assert_eq!(io.kind(), kind, "{shown}");
+            assert_eq!(io.raw_os_error(), None);
+            let back = io.into_inner().unwrap().downcast::<Error>().unwrap();
+            assert_eq!(back.to_string(), shown);
+        }
+        let ssh = |kind| Error::Ssh {
+            destination: "h".into(),
+            kind,
+            state: None,
+            stderr: String::new(),
+            hint: String::new(),
+        };
+        for (failure, kind) in [
+            (SshFailure::NoClient, ErrorKind::NotFound),
+            (
+                SshFailure::AuthenticationRefused,
+                ErrorKind::PermissionDenied,
+            ),
+            (SshFailure::Unreachable, ErrorKind::HostUnreachable),
+            (SshFailure::TimedOut, ErrorKind::TimedOut),
+            (SshFailure::Bootstrap, ErrorKind::InvalidData),
+            (SshFailure::SshFailed, ErrorKind::Other),
+        ] {
+            assert_eq!(std::io::Error::from(ssh(failure)).kind(), kind);
+        }
+        // An Io error is its source, errno included.
+        let io = std::io::Error::from(Error::Io {
+            what: "x",
+            source: std::io::Error::from_raw_os_error(libc::EPIPE),
+        });
+        assert_eq!(io.raw_os_error(), Some(libc::EPIPE));
+        assert_eq!(io.kind(), ErrorKind::BrokenPipe);
+    }
+}

@@ -4,8 +4,16 @@
 //! Unsafe code is allowed item by item: the constructors `from_raw` and `borrowed`, whose
 //! callers promise what the fd number is, and `into_owned_fd` and `as_local_fd`, which hand
 //! a local fd of an owned handle to std's types.
+//!
+//! # Std interop
+//! A handle to a local fd converts to and from std's `OwnedFd` (`OwnedFd::try_from(fd)`,
+//! `FileDescriptor::from(owned)`). [`FileDescriptor`] cannot implement `AsFd`: it may name
+//! an fd of another process's table, whose number means nothing (or another file) here.
+//! [`LocalFileDescriptor`] is a handle checked once to be of the local table, and implements
+//! `AsFd` and `AsRawFd`.
 
 use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -456,5 +464,184 @@ impl FileDescriptor {
     /// such as an fd that `exec` closed through close-on-exec).
     pub fn leak(self) {
         self.inner.released.store(true, Ordering::Release);
+    }
+}
+
+/// Gives up the last handle to an owned local fd, as [`FileDescriptor::into_owned_fd`].
+///
+/// # Examples
+///
+/// ```
+/// # use std::os::fd::OwnedFd;
+/// # use rsyscall_handle::Task;
+/// # async_io::block_on(async {
+/// let pipe = Task::local().pipe().await?;
+/// let write: OwnedFd = OwnedFd::try_from(pipe.write).expect("the only handle, local");
+/// std::fs::File::from(write).sync_all().ok(); // std owns it now
+/// # Ok::<(), rsyscall_handle::Error>(())
+/// # }).unwrap();
+/// ```
+impl TryFrom<FileDescriptor> for OwnedFd {
+    /// The handle, given back: of another table, borrowed, or not the last handle.
+    type Error = FileDescriptor;
+    fn try_from(fd: FileDescriptor) -> std::result::Result<OwnedFd, FileDescriptor> {
+        fd.into_owned_fd()
+    }
+}
+
+/// Takes ownership of a local fd as a handle of the local task ([`Task::local`]), which
+/// always uses the local table: the infallible form of [`FileDescriptor::from_owned_fd`].
+impl From<OwnedFd> for FileDescriptor {
+    fn from(fd: OwnedFd) -> FileDescriptor {
+        FileDescriptor::owned(&Task::local(), near::FileDescriptor::new(fd.into_raw_fd()))
+    }
+}
+
+/// A [`FileDescriptor`] checked to be of the local fd table (its task may be any task
+/// using that table: the local task, a clone child sharing the table), so that the fd
+/// number means the same file to this process: it implements [`AsFd`] and [`AsRawFd`] and
+/// dereferences to the [`FileDescriptor`] for every other method.
+///
+/// # Examples
+///
+/// ```
+/// # use std::io::{Read, Write};
+/// # use std::os::fd::AsFd;
+/// # use rsyscall_handle::{LocalFileDescriptor, Task};
+/// # async_io::block_on(async {
+/// let task = Task::local();
+/// let pipe = task.pipe().await?;
+/// let read = LocalFileDescriptor::new(pipe.read).expect("a local fd");
+/// task.write_all_bytes(&pipe.write, b"hi").await?;
+/// // A std type over a copy of the fd, through AsFd.
+/// let mut file = std::fs::File::from(read.as_fd().try_clone_to_owned()?);
+/// let mut got = [0; 2];
+/// file.read_exact(&mut got)?;
+/// assert_eq!(&got, b"hi");
+/// // and the handle's own methods through Deref.
+/// task.write_all_bytes(&pipe.write, b"yo").await?;
+/// assert_eq!(task.read_bytes(&read, 10).await?, b"yo");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct LocalFileDescriptor(FileDescriptor);
+
+impl LocalFileDescriptor {
+    /// `fd` if it is of the local table.
+    ///
+    /// # Errors
+    /// Gives `fd` back if it is of another table.
+    pub fn new(fd: FileDescriptor) -> std::result::Result<Self, FileDescriptor> {
+        if fd.inner.table.id() != crate::local::local_namespaces().fd_table {
+            return Err(fd);
+        }
+        Ok(LocalFileDescriptor(fd))
+    }
+
+    /// The handle.
+    pub fn handle(&self) -> &FileDescriptor {
+        &self.0
+    }
+
+    /// The handle, given up.
+    pub fn into_handle(self) -> FileDescriptor {
+        self.0
+    }
+}
+
+impl std::ops::Deref for LocalFileDescriptor {
+    type Target = FileDescriptor;
+    fn deref(&self) -> &FileDescriptor {
+        &self.0
+    }
+}
+
+impl TryFrom<FileDescriptor> for LocalFileDescriptor {
+    /// The handle, given back: it is of another table.
+    type Error = FileDescriptor;
+    fn try_from(fd: FileDescriptor) -> std::result::Result<Self, FileDescriptor> {
+        LocalFileDescriptor::new(fd)
+    }
+}
+
+impl From<LocalFileDescriptor> for FileDescriptor {
+    fn from(fd: LocalFileDescriptor) -> FileDescriptor {
+        fd.0
+    }
+}
+
+impl From<OwnedFd> for LocalFileDescriptor {
+    fn from(fd: OwnedFd) -> LocalFileDescriptor {
+        LocalFileDescriptor(FileDescriptor::from(fd))
+    }
+}
+
+impl TryFrom<LocalFileDescriptor> for OwnedFd {
+    /// The handle, given back: borrowed, or not the last handle.
+    type Error = LocalFileDescriptor;
+    fn try_from(fd: LocalFileDescriptor) -> std::result::Result<OwnedFd, LocalFileDescriptor> {
+        fd.0.into_owned_fd().map_err(LocalFileDescriptor)
+    }
+}
+
+impl AsFd for LocalFileDescriptor {
+    #[allow(unsafe_code)]
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: `new` checked that the fd is of our table (a handle's table never
+        // changes), and it stays open at least as long as this handle (an owned handle
+        // closes it only when the last handle goes; a borrowed one never does, and its
+        // maker promised it stays open), which the returned borrow cannot outlive.
+        unsafe { BorrowedFd::borrow_raw(self.0.inner.near.as_raw()) }
+    }
+}
+
+impl AsRawFd for LocalFileDescriptor {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.inner.near.as_raw()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn owned_fds_round_trip_and_local_handles_lend_to_std() {
+        async_io::block_on(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let raw = a.as_raw_fd();
+            // OwnedFd -> FileDescriptor -> OwnedFd keeps the same open fd.
+            let handle = FileDescriptor::from(OwnedFd::from(a));
+            assert_eq!(handle.near().as_raw(), raw);
+            let copy = handle.clone();
+            // Not the last handle: given back.
+            let handle = OwnedFd::try_from(handle).unwrap_err();
+            drop(copy);
+            let owned = OwnedFd::try_from(handle).unwrap();
+            assert_eq!(owned.as_raw_fd(), raw);
+            let mut a = UnixStream::from(owned);
+            // The handle's release means nothing else closes it: it still works.
+            Task::local().flush_closes().await.unwrap();
+            a.write_all(b"one").unwrap();
+
+            // A local handle lends its fd to std through AsFd.
+            let local = LocalFileDescriptor::from(OwnedFd::from(b));
+            assert_eq!(local.as_raw_fd(), local.near().as_raw());
+            let mut got = [0; 3];
+            UnixStream::from(local.as_fd().try_clone_to_owned().unwrap())
+                .read_exact(&mut got)
+                .unwrap();
+            assert_eq!(&got, b"one");
+            // and is still a FileDescriptor for the library's own calls.
+            a.write_all(b"two").unwrap();
+            assert_eq!(Task::local().read_bytes(&local, 3).await.unwrap(), b"two");
+            let back = OwnedFd::try_from(local).unwrap();
+            drop(back);
+        });
     }
 }

@@ -21,6 +21,17 @@
 //!   local fds ([`FileDescriptor::from_owned_fd`]).
 //! - A [`ChildProcess`] is signalled and waited on through its pidfd, so a reused pid is
 //!   never hit.
+//!
+//! # Std interop
+//! - A handle to a local fd converts to and from std's `OwnedFd`
+//!   (`FileDescriptor::from(owned)`, `OwnedFd::try_from(fd)`, which gives the handle back
+//!   unless it is the last owning one of the local table); [`LocalFileDescriptor`] is a
+//!   handle checked to be of the local table and implements `AsFd` and `AsRawFd`
+//!   ([`FileDescriptor`] itself cannot: it may name an fd of another process's table).
+//! - A [`ChildState`] converts to `std::process::ExitStatus` through the `wait(2)` status
+//!   word ([`ChildState::wait_status`]).
+//! - An [`Error`] converts to `std::io::Error`: a failed syscall to the OS error of its errno
+//!   (`raw_os_error()`), the others with the kind [`Error::io_kind`] gives.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -45,7 +56,7 @@ mod task;
 
 pub use child_state::ChildState;
 pub use error::{Error, Result, SshFailure};
-pub use fd::{FdTableState, FileDescriptor};
+pub use fd::{FdTableState, FileDescriptor, LocalFileDescriptor};
 pub use local::local_namespaces;
 pub use memory::{
     Allocation, BoxFuture, InFlight, LocalTransport, Memory, PAGE_SIZE, RECLAIM_MIN, Transport,

@@ -6,6 +6,20 @@
 //! layer attaches that context. Functions here take a `&dyn SyscallInterface` and near ids,
 //! build a [`Request`] and decode the result.
 //!
+//! The flag sets of syscall arguments ([`CLONE`], [`O`], [`SOCK`], [`EPOLL`], [`MS`]...)
+//! are [`bitflags`] 2 types with the `libc` crate's values: `|`, `&`, `-`, `contains`,
+//! iteration over the named flags (`iter_names`), `Debug` (`CLONE(FILES | NEWPID)`), and
+//! bitflags' text form through `FromStr` and `Display`:
+//!
+//! ```
+//! use rsyscall_near::CLONE;
+//! let flags: CLONE = "NEWUSER | NEWPID".parse().unwrap();
+//! assert_eq!(flags, CLONE::NEWUSER | CLONE::NEWPID);
+//! assert_eq!(flags.to_string(), "NEWUSER | NEWPID");
+//! assert_eq!(format!("{flags:?}"), "CLONE(NEWUSER | NEWPID)");
+//! assert_eq!(flags.iter_names().map(|(name, _)| name).collect::<Vec<_>>(), ["NEWUSER", "NEWPID"]);
+//! ```
+//!
 //! # Invariants
 //! - No allocation in the raw paths ([`LocalSyscall::syscall_sync`] and the raw routine it
 //!   calls) and no thread-local `errno`: errors are decoded from the return register.

@@ -24,6 +24,15 @@
 //! The layers are re-exported as modules ([`near`], [`far`], [`handle`], [`thread`]) for
 //! users who need a lower level.
 //!
+//! # Std and async interop
+//! - [`thread::AsyncFileDescriptor`] implements futures' `AsyncRead` and `AsyncWrite`
+//!   (`futures_lite::io::copy`, `read_to_end`, tokio's compat layer) on an fd of any thread.
+//! - A handle to a local fd converts to and from `OwnedFd`; [`LocalFileDescriptor`] (a
+//!   handle checked to be of the local table) implements `AsFd`.
+//! - [`ChildState`] converts to `std::process::ExitStatus`; [`Error`] to `std::io::Error`,
+//!   with `raw_os_error()` set for a failed syscall.
+//! - Flag sets ([`CLONE`], [`O`], ...) are `bitflags` types: iteration, `Debug`, parsing.
+//!
 //! # Invariants
 //! - This crate only re-exports: every type here is the layer crate's own, so values move
 //!   freely between code written against the facade and code written against a layer.
@@ -37,8 +46,9 @@ pub use rsyscall_thread as thread;
 
 pub use rsyscall_handle::structs;
 pub use rsyscall_handle::{
-    Allocation, ChildProcess, ChildState, Error, FileDescriptor, LinearPointer, MemoryMapping,
-    Pipe, Pointer, Process, ReadablePointer, Result, Task, ThreadProcess, WrittenPointer,
+    Allocation, ChildProcess, ChildState, Error, FileDescriptor, LinearPointer,
+    LocalFileDescriptor, MemoryMapping, Pipe, Pointer, Process, ReadablePointer, Result, Task,
+    ThreadProcess, WrittenPointer,
 };
 pub use rsyscall_near::{
     AF, AT, CLOCK, CLONE, Capability, EFD, EPOLL, EPOLL_CTL, EXECVEAT, Errno, FALLOC, FD, IFF, IN,

@@ -16,16 +16,20 @@
 #![allow(unsafe_code)]
 
 use std::fmt;
+use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 
 use async_io::Async;
+use futures_lite::{AsyncRead, AsyncWrite};
 use rsyscall_handle::structs::{AnySockaddr, EpollEvent, Sockaddr, sockopt};
 use rsyscall_handle::{
     Error, FileDescriptor, Pointer, ReadablePointer, Result, Task, WrittenPointer,
 };
-use rsyscall_near::{self as near, EPOLL, Errno, SOCK, SyscallError};
+use rsyscall_near::{self as near, EPOLL, Errno, SHUT, SOCK, SyscallError};
 
 use crate::epoller::Registered;
 use crate::thread::{Thread, local_thread};
@@ -110,6 +114,86 @@ impl Registration {
     }
 }
 
+/// One `read(2)` into `buf`: the filled part and the rest, or `buf` back on `EAGAIN`.
+async fn try_read(
+    handle: &FileDescriptor,
+    buf: Pointer<[u8]>,
+) -> Result<std::result::Result<(ReadablePointer<[u8]>, Pointer<[u8]>), Pointer<[u8]>>> {
+    let task = handle.task();
+    let fd = task.check_fd(handle)?;
+    let addr = task.check_ptr(&buf)?;
+    task.prepare().await;
+    let len = buf.size();
+    let lent = task.lend(buf);
+    // SAFETY: `addr` is `len` bytes of the task's own address space (checked above),
+    // lent to the syscall until it completed (leaked if the connection is lost).
+    let r = unsafe { near::read(task.sysif(), fd, addr, len) }.await;
+    match r {
+        Ok(n) => Ok(Ok(lent.done().filled(n.min(len))?)),
+        Err(SyscallError::Errno(Errno::EAGAIN)) => Ok(Err(lent.done())),
+        Err(e) => {
+            drop(lent.settle::<()>(Err(e)));
+            Err(task.error("read")(e))
+        }
+    }
+}
+
+/// One `write(2)` of `buf`: the written part and the rest, or `buf` back on `EAGAIN`.
+async fn try_write(
+    handle: &FileDescriptor,
+    buf: WrittenPointer<[u8]>,
+) -> Result<std::result::Result<(WrittenPointer<[u8]>, WrittenPointer<[u8]>), WrittenPointer<[u8]>>>
+{
+    let task = handle.task();
+    let fd = task.check_fd(handle)?;
+    let addr = task.check_ptr(buf.pointer())?;
+    task.prepare().await;
+    let len = buf.size();
+    let lent = task.lend(buf);
+    match near::write(task.sysif(), fd, addr, len).await {
+        Ok(n) => Ok(Ok(lent.done().split(n.min(len))?)),
+        Err(SyscallError::Errno(Errno::EAGAIN)) => Ok(Err(lent.done())),
+        Err(e) => {
+            drop(lent.settle::<()>(Err(e)));
+            Err(task.error("write")(e))
+        }
+    }
+}
+
+/// `read(2)` into `buf`, waiting for data on `reg` while it would block.
+async fn read_ready(
+    handle: &FileDescriptor,
+    reg: &Registration,
+    mut buf: Pointer<[u8]>,
+) -> Result<(ReadablePointer<[u8]>, Pointer<[u8]>)> {
+    loop {
+        match try_read(handle, buf).await? {
+            Ok(done) => return Ok(done),
+            Err(back) => {
+                buf = back;
+                reg.wait(Want::Read).await?;
+            }
+        }
+    }
+}
+
+/// `write(2)` of `buf`, waiting for room on `reg` while it would block.
+async fn write_ready(
+    handle: &FileDescriptor,
+    reg: &Registration,
+    mut buf: WrittenPointer<[u8]>,
+) -> Result<(WrittenPointer<[u8]>, WrittenPointer<[u8]>)> {
+    loop {
+        match try_write(handle, buf).await? {
+            Ok(done) => return Ok(done),
+            Err(back) => {
+                buf = back;
+                reg.wait(Want::Write).await?;
+            }
+        }
+    }
+}
+
 /// An fd on which I/O never blocks its thread: syscalls go through the fd's own task, and
 /// when one would block (`EAGAIN`) the call waits for readiness on the thread's event
 /// loop and retries. Made by [`Thread::make_afd`].
@@ -141,9 +225,73 @@ impl Registration {
 /// # Ok::<(), rsyscall_handle::Error>(())
 /// # }).unwrap();
 /// ```
+///
+/// # Streams: `AsyncRead` and `AsyncWrite`
+///
+/// It implements the `AsyncRead` and `AsyncWrite` traits of
+/// `futures-io` (re-exported by `futures-lite` and `futures`; tokio's `compat` layer adapts
+/// them), so `futures_lite::io::copy`, `AsyncReadExt::read_to_end`,
+/// `AsyncWriteExt::write_all` and the like work on an fd of any thread. Each direction keeps
+/// one 64 KiB buffer in the fd's task's memory, allocated at first use and reused, and at
+/// most one step in flight:
+/// - `poll_read` starts one `read` of at most the caller's buffer into it (waiting for
+///   data as [`AsyncFileDescriptor::read`] does) and copies the bytes out. A `poll_read`
+///   left `Pending` keeps its read in flight in the [`AsyncFileDescriptor`]: the next
+///   `poll_read` (with any buffer) continues it and gets its bytes, so a caller that gives
+///   up (a `select`, a timeout) loses nothing. Only dropping the [`AsyncFileDescriptor`]
+///   (or [`AsyncFileDescriptor::close`]) with a read in flight drops that read, as dropping
+///   an [`AsyncFileDescriptor::read`] future does: bytes the kernel already gave it are
+///   lost, and the buffer, lent to the syscall, is leaked rather than reused.
+/// - `poll_write` writes behind the caller: it copies up to 64 KiB into the buffer, starts
+///   writing all of it and reports those bytes written; the next `poll_write`,
+///   `poll_flush` or `poll_close` waits for that write to end first and reports its error.
+///   A write still in flight when the [`AsyncFileDescriptor`] is dropped is dropped with
+///   it (what part reached the fd is unknown), so flush or close before dropping, as with
+///   a `BufWriter`; [`AsyncFileDescriptor::close`] finishes it.
+/// - `poll_close` flushes, then shuts a socket's writing side down (`shutdown(SHUT_WR)`,
+///   nothing for other fds). It cannot close the fd (the handle may have other clones);
+///   a pipe's reader sees end of file once the [`AsyncFileDescriptor`] is dropped or
+///   closed.
+///
+/// Mixing the streams with the methods that take pointers is allowed (they share no
+/// state) but orders nothing between them: a write accepted by `poll_write` may still be in
+/// flight.
+///
+/// The inherent methods [`read`](AsyncFileDescriptor::read),
+/// [`write`](AsyncFileDescriptor::write), [`write_all`](AsyncFileDescriptor::write_all)
+/// (which take pointers) and [`close`](AsyncFileDescriptor::close) (which consumes) win
+/// over the extension traits' methods of the same names in a method call: name the trait
+/// (`AsyncReadExt::read(&mut afd, &mut buf)`, `AsyncWriteExt::close(&mut afd)`), or pass
+/// the fd to generic code.
+///
+/// ```
+/// use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+/// # use rsyscall_thread::local_thread;
+/// # use rsyscall_near::CLONE;
+/// # async_io::block_on(async {
+/// let child = local_thread().clone(CLONE::empty()).await?;
+/// let pipe = child.pipe().await?;
+/// let mut reader = child.make_afd(pipe.read, true).await?;
+/// let mut writer = child.make_afd(pipe.write, true).await?;
+/// AsyncWriteExt::write_all(&mut writer, b"through the child's pipe").await?;
+/// writer.close().await?; // the inherent close: flushes, then closes the write end
+/// let mut got = String::new();
+/// reader.read_to_string(&mut got).await?;
+/// assert_eq!(got, "through the child's pipe");
+/// drop(reader);
+/// child.exit(0).await?.check().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub struct AsyncFileDescriptor {
     handle: FileDescriptor,
     reg: Arc<Registration>,
+    /// The state of `AsyncRead` (see [`AsyncFileDescriptor`]'s stream section). In a `Mutex` only
+    /// so the type stays `Sync` with `Send`-only futures inside: it is reached through
+    /// `&mut self` (`get_mut`), never locked.
+    reading: Mutex<ReadSide>,
+    /// The state of `AsyncWrite`, as `reading`.
+    writing: Mutex<WriteSide>,
 }
 
 impl fmt::Debug for AsyncFileDescriptor {
@@ -183,57 +331,7 @@ impl AsyncFileDescriptor {
                 ),
             ));
         }
-        Ok(AsyncFileDescriptor {
-            handle: fd,
-            reg: self.reg.clone(),
-        })
-    }
-
-    /// One `read(2)` into `buf`: the filled part and the rest, or `buf` back on `EAGAIN`.
-    async fn try_read(
-        &self,
-        buf: Pointer<[u8]>,
-    ) -> Result<std::result::Result<(ReadablePointer<[u8]>, Pointer<[u8]>), Pointer<[u8]>>> {
-        let task = self.handle.task();
-        let fd = task.check_fd(&self.handle)?;
-        let addr = task.check_ptr(&buf)?;
-        task.prepare().await;
-        let len = buf.size();
-        let lent = task.lend(buf);
-        // SAFETY: `addr` is `len` bytes of the task's own address space (checked above),
-        // lent to the syscall until it completed (leaked if the connection is lost).
-        let r = unsafe { near::read(task.sysif(), fd, addr, len) }.await;
-        match r {
-            Ok(n) => Ok(Ok(lent.done().filled(n.min(len))?)),
-            Err(SyscallError::Errno(Errno::EAGAIN)) => Ok(Err(lent.done())),
-            Err(e) => {
-                drop(lent.settle::<()>(Err(e)));
-                Err(task.error("read")(e))
-            }
-        }
-    }
-
-    /// One `write(2)` of `buf`: the written part and the rest, or `buf` back on `EAGAIN`.
-    async fn try_write(
-        &self,
-        buf: WrittenPointer<[u8]>,
-    ) -> Result<
-        std::result::Result<(WrittenPointer<[u8]>, WrittenPointer<[u8]>), WrittenPointer<[u8]>>,
-    > {
-        let task = self.handle.task();
-        let fd = task.check_fd(&self.handle)?;
-        let addr = task.check_ptr(buf.pointer())?;
-        task.prepare().await;
-        let len = buf.size();
-        let lent = task.lend(buf);
-        match near::write(task.sysif(), fd, addr, len).await {
-            Ok(n) => Ok(Ok(lent.done().split(n.min(len))?)),
-            Err(SyscallError::Errno(Errno::EAGAIN)) => Ok(Err(lent.done())),
-            Err(e) => {
-                drop(lent.settle::<()>(Err(e)));
-                Err(task.error("write")(e))
-            }
-        }
+        Ok(AsyncFileDescriptor::new(fd, self.reg.clone()))
     }
 
     /// `read(fd, buf, len)` without blocking the thread — reads into `buf`, waiting for
@@ -260,19 +358,8 @@ impl AsyncFileDescriptor {
     /// # Errors
     /// As [`FileDescriptor::read`] except `EAGAIN` (`EBADF` at once for a write-only fd);
     /// the event loop's errors.
-    pub async fn read(
-        &self,
-        mut buf: Pointer<[u8]>,
-    ) -> Result<(ReadablePointer<[u8]>, Pointer<[u8]>)> {
-        loop {
-            match self.try_read(buf).await? {
-                Ok(done) => return Ok(done),
-                Err(back) => {
-                    buf = back;
-                    self.reg.wait(Want::Read).await?;
-                }
-            }
-        }
+    pub async fn read(&self, buf: Pointer<[u8]>) -> Result<(ReadablePointer<[u8]>, Pointer<[u8]>)> {
+        read_ready(&self.handle, &self.reg, buf).await
     }
 
     /// `write(fd, buf, len)` without blocking the thread — writes some of `buf`, waiting
@@ -283,17 +370,9 @@ impl AsyncFileDescriptor {
     /// the event loop's errors.
     pub async fn write(
         &self,
-        mut buf: WrittenPointer<[u8]>,
+        buf: WrittenPointer<[u8]>,
     ) -> Result<(WrittenPointer<[u8]>, WrittenPointer<[u8]>)> {
-        loop {
-            match self.try_write(buf).await? {
-                Ok(done) => return Ok(done),
-                Err(back) => {
-                    buf = back;
-                    self.reg.wait(Want::Write).await?;
-                }
-            }
-        }
+        write_ready(&self.handle, &self.reg, buf).await
     }
 
     /// Writes all of `buf`, looping over partial writes.
@@ -448,15 +527,26 @@ impl AsyncFileDescriptor {
         self.reg.wait(Want::Read).await
     }
 
-    /// Deregisters the fd (unless another [`AsyncFileDescriptor`] made by
-    /// [`AsyncFileDescriptor::with_handle`] still uses the registration), then closes the
-    /// handle (which closes the fd if it is its last handle). Deregistering first matters:
-    /// epoll keys on the fd and its open file description.
+    /// Finishes a write that [`AsyncWrite`] accepted and is still in flight, drops a read
+    /// in flight (see [`AsyncFileDescriptor`]'s stream section), deregisters the fd (unless another
+    /// [`AsyncFileDescriptor`] made by [`AsyncFileDescriptor::with_handle`] still uses the
+    /// registration), then closes the handle (which closes the fd if it is its last handle).
+    /// Deregistering first matters: epoll keys on the fd and its open file description.
     ///
     /// # Errors
-    /// The errors of `epoll_ctl(DEL)` and `close` (the fd is closed either way).
-    pub async fn close(self) -> Result<()> {
-        let AsyncFileDescriptor { handle, reg } = self;
+    /// The error of the unfinished write, and those of `epoll_ctl(DEL)` and `close` (the
+    /// fd is closed either way).
+    pub async fn close(mut self) -> Result<()> {
+        // A write accepted by `AsyncWrite` is finished first; a read in flight is dropped
+        // (its clones of the handle and the registration with it).
+        let flushed = futures_lite::future::poll_fn(|cx| self.poll_write_done(cx)).await;
+        let AsyncFileDescriptor {
+            handle,
+            reg,
+            reading,
+            writing,
+        } = self;
+        drop((reading, writing));
         let deregistered = match Arc::try_unwrap(reg) {
             Ok(Registration::Root(r)) => r.deregister().await,
             // Dropping the reactor registration deregisters it and closes the copy.
@@ -467,7 +557,269 @@ impl AsyncFileDescriptor {
             Err(_shared) => Ok(()),
         };
         let closed = handle.close().await;
-        deregistered.and(closed)
+        flushed.and(deregistered).and(closed)
+    }
+}
+
+/// The size of the buffer each [`AsyncFileDescriptor`] keeps in its task's memory for
+/// each direction of [`AsyncRead`] and [`AsyncWrite`]: the most one `read`/`write` of
+/// theirs moves.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// A boxed future of one stream step: the reusable buffer back (`None` if it was lost to an
+/// error and must be allocated again) and the outcome.
+type Step<T> = Pin<Box<dyn Future<Output = (Option<Pointer<[u8]>>, Result<T>)> + Send>>;
+
+/// The state of [`AsyncRead`] on an [`AsyncFileDescriptor`].
+#[derive(Default)]
+struct ReadSide {
+    /// The buffer in the fd's task, when no read holds it.
+    buf: Option<Pointer<[u8]>>,
+    /// The read in flight, which holds the buffer.
+    inflight: Option<Step<Vec<u8>>>,
+    /// Bytes read and not yet given out (when a caller polled again with a smaller buffer
+    /// than the one the read was started for), from `pos` on.
+    pending: Vec<u8>,
+    pos: usize,
+}
+
+/// The state of [`AsyncWrite`] on an [`AsyncFileDescriptor`].
+#[derive(Default)]
+struct WriteSide {
+    /// The buffer in the fd's task, when no write holds it.
+    buf: Option<Pointer<[u8]>>,
+    /// The write (or, once `poll_close` started, the shutdown) in flight.
+    inflight: Option<Step<()>>,
+    /// Whether `inflight` is `poll_close`'s shutdown (so a `poll_close` polled again
+    /// drives it rather than starting another).
+    shutting: bool,
+}
+
+/// Reads at most `want` bytes into `buf` (allocated first if `None`) and copies them out.
+async fn read_step(
+    handle: FileDescriptor,
+    reg: Arc<Registration>,
+    buf: Option<Pointer<[u8]>>,
+    want: usize,
+) -> (Option<Pointer<[u8]>>, Result<Vec<u8>>) {
+    let buf = match buf {
+        Some(buf) => buf,
+        None => match handle.task().malloc_bytes(STREAM_CHUNK).await {
+            Ok(buf) => buf,
+            Err(e) => return (None, Err(e)),
+        },
+    };
+    let (head, tail) = match buf.split(want.min(STREAM_CHUNK)) {
+        Ok(parts) => parts,
+        Err(e) => return (None, Err(e)),
+    };
+    let (filled, rest) = match read_ready(&handle, &reg, head).await {
+        Ok(parts) => parts,
+        Err(e) => return (None, Err(e)),
+    };
+    let data = if filled.size() == 0 {
+        Ok(Vec::new())
+    } else {
+        filled.read().await
+    };
+    // The pieces are adjacent parts of one allocation: they merge back for the next read.
+    let whole = filled
+        .into_pointer()
+        .merge(rest)
+        .ok()
+        .and_then(|head| head.merge(tail).ok());
+    (whole, data)
+}
+
+/// Copies `data` into `buf` (allocated first if `None`) and writes all of it.
+async fn write_step(
+    handle: FileDescriptor,
+    reg: Arc<Registration>,
+    buf: Option<Pointer<[u8]>>,
+    data: Vec<u8>,
+) -> (Option<Pointer<[u8]>>, Result<()>) {
+    let buf = match buf {
+        Some(buf) => buf,
+        None => match handle.task().malloc_bytes(STREAM_CHUNK).await {
+            Ok(buf) => buf,
+            Err(e) => return (None, Err(e)),
+        },
+    };
+    let (head, tail) = match buf.split(data.len()) {
+        Ok(parts) => parts,
+        Err(e) => return (None, Err(e)),
+    };
+    let mut rest = match head.write(&data[..]).await {
+        Ok(written) => written,
+        Err(e) => return (None, Err(e)),
+    };
+    let mut done: Option<Pointer<[u8]>> = None;
+    while rest.size() > 0 {
+        let (wrote, r) = match write_ready(&handle, &reg, rest).await {
+            Ok(parts) => parts,
+            Err(e) => return (None, Err(e)),
+        };
+        rest = r;
+        let wrote = wrote.into_pointer();
+        done = match done {
+            None => Some(wrote),
+            Some(d) => d.merge(wrote).ok(),
+        };
+    }
+    let head = match done {
+        Some(d) => d.merge(rest.into_pointer()).ok(),
+        None => Some(rest.into_pointer()),
+    };
+    (head.and_then(|h| h.merge(tail).ok()), Ok(()))
+}
+
+/// `shutdown(fd, SHUT_WR)`, a success on an fd that is not a socket.
+async fn shutdown_step(handle: FileDescriptor) -> (Option<Pointer<[u8]>>, Result<()>) {
+    match handle.shutdown(SHUT::WR).await {
+        Err(e) if is_errno(&e, Errno::ENOTSOCK) => (None, Ok(())),
+        r => (None, r),
+    }
+}
+
+impl AsyncFileDescriptor {
+    fn new(handle: FileDescriptor, reg: Arc<Registration>) -> AsyncFileDescriptor {
+        AsyncFileDescriptor {
+            handle,
+            reg,
+            reading: Mutex::default(),
+            writing: Mutex::default(),
+        }
+    }
+
+    /// Drives the write (or shutdown) in flight, if any, to its end.
+    fn poll_write_done(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let side = self
+            .writing
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(step) = side.inflight.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let (buf, r) = ready!(step.as_mut().poll(cx));
+        side.inflight = None;
+        side.shutting = false;
+        if buf.is_some() {
+            side.buf = buf;
+        }
+        Poll::Ready(r)
+    }
+}
+
+/// Reads through the fd's task as [`AsyncFileDescriptor::read`] does: one `read` of at most
+/// the caller's buffer (and 64 KiB) into a buffer kept in the task's memory, then a copy out.
+/// See [`AsyncFileDescriptor`]'s stream section for cancellation.
+impl AsyncRead for AsyncFileDescriptor {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let side = this
+            .reading
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if out.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            if side.pos < side.pending.len() {
+                let n = out.len().min(side.pending.len() - side.pos);
+                out[..n].copy_from_slice(&side.pending[side.pos..side.pos + n]);
+                side.pos += n;
+                if side.pos == side.pending.len() {
+                    side.pending.clear();
+                    side.pos = 0;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            let step = match &mut side.inflight {
+                Some(step) => step,
+                None => side.inflight.insert(Box::pin(read_step(
+                    this.handle.clone(),
+                    this.reg.clone(),
+                    side.buf.take(),
+                    out.len(),
+                ))),
+            };
+            let (buf, r) = ready!(step.as_mut().poll(cx));
+            side.inflight = None;
+            side.buf = buf;
+            let data = r?;
+            if data.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            side.pending = data;
+        }
+    }
+}
+
+/// Writes through the fd's task, behind the caller: `poll_write` copies up to 64 KiB into a
+/// buffer kept in the task's memory, starts writing all of it and reports it written; the
+/// next `poll_write`, `poll_flush` or `poll_close` first waits for that write to end and
+/// reports its error, if any. So flush (or close) before dropping: see [`AsyncFileDescriptor`]'s
+/// stream section.
+impl AsyncWrite for AsyncFileDescriptor {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_done(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = data.len().min(STREAM_CHUNK);
+        let side = this
+            .writing
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let step = side.inflight.insert(Box::pin(write_step(
+            this.handle.clone(),
+            this.reg.clone(),
+            side.buf.take(),
+            data[..n].to_vec(),
+        )));
+        // Start it now; if it ends at once, its error is this call's.
+        if let Poll::Ready((buf, r)) = step.as_mut().poll(cx) {
+            side.inflight = None;
+            side.buf = buf;
+            r?;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_write_done(cx).map_err(Into::into)
+    }
+
+    /// Flushes, then shuts the writing side of a socket down (`shutdown(SHUT_WR)`: the peer
+    /// reads end of file). The fd itself stays open until the [`AsyncFileDescriptor`] is
+    /// dropped or [`closed`](AsyncFileDescriptor::close): the end of file of a pipe comes
+    /// then, as the fd may have other handles (`with_handle`, clones) this cannot close.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this
+            .writing
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shutting
+        {
+            ready!(this.poll_write_done(cx))?;
+            let side = this
+                .writing
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            side.inflight = Some(Box::pin(shutdown_step(this.handle.clone())));
+            side.shutting = true;
+        }
+        this.poll_write_done(cx).map_err(Into::into)
     }
 }
 
@@ -531,10 +883,7 @@ impl Thread {
                 })?)
             }
         };
-        Ok(AsyncFileDescriptor {
-            handle: fd,
-            reg: Arc::new(reg),
-        })
+        Ok(AsyncFileDescriptor::new(fd, Arc::new(reg)))
     }
 
     /// Opens `n` channels between the local process and this thread: `AF_UNIX` stream

@@ -171,6 +171,11 @@
 //!   dropped waiter on a root epoller never loses another waiter's wakeup: the next waiter
 //!   re-arms every registration still wanted. [`AsyncReadBuffer`] reads keep in the buffer
 //!   what they had already read.
+//! - **[`AsyncFileDescriptor`] as `AsyncRead`/`AsyncWrite`** (see [`AsyncFileDescriptor`]'s
+//!   stream section): a `poll_read` left `Pending` keeps its read in the fd for the next one, so a
+//!   dropped `read_exact`, `copy` or the like loses no byte; dropping the fd itself with a
+//!   read in flight loses what that read got. A write accepted by `poll_write` and still in
+//!   flight when the fd is dropped is dropped with it: flush or close first.
 //! - **[`AsyncChildProcess::wait`] and [`AsyncChildProcess::waitpid`]** can be dropped
 //!   freely: the child is untouched, a later wait works, and no exit status is lost. For a
 //!   child of a remote thread, whose `waitid` goes on running when its future is dropped,

@@ -8,69 +8,151 @@ use std::fmt;
 use super::{KERNEL_SIGSET_SIZE, call, call_new_fd, opt_fd_arg};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Event bits of `epoll_ctl(2)` and `epoll_wait(2)`: what to wait for, what happened,
     /// and input flags (`ET`, `ONESHOT`, `EXCLUSIVE`, `WAKEUP`).
-    EPOLL: u32 {
-        IN = libc::EPOLLIN, PRI = libc::EPOLLPRI, OUT = libc::EPOLLOUT, ERR = libc::EPOLLERR,
-        HUP = libc::EPOLLHUP, RDNORM = libc::EPOLLRDNORM, RDBAND = libc::EPOLLRDBAND,
-        WRNORM = libc::EPOLLWRNORM, WRBAND = libc::EPOLLWRBAND, MSG = libc::EPOLLMSG,
-        RDHUP = libc::EPOLLRDHUP, EXCLUSIVE = libc::EPOLLEXCLUSIVE,
-        WAKEUP = libc::EPOLLWAKEUP, ONESHOT = libc::EPOLLONESHOT, ET = libc::EPOLLET,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct EPOLL: u32 {
+        /// `EPOLLIN`.
+        const IN = libc::EPOLLIN as u32;
+        /// `EPOLLPRI`.
+        const PRI = libc::EPOLLPRI as u32;
+        /// `EPOLLOUT`.
+        const OUT = libc::EPOLLOUT as u32;
+        /// `EPOLLERR`.
+        const ERR = libc::EPOLLERR as u32;
+        /// `EPOLLHUP`.
+        const HUP = libc::EPOLLHUP as u32;
+        /// `EPOLLRDNORM`.
+        const RDNORM = libc::EPOLLRDNORM as u32;
+        /// `EPOLLRDBAND`.
+        const RDBAND = libc::EPOLLRDBAND as u32;
+        /// `EPOLLWRNORM`.
+        const WRNORM = libc::EPOLLWRNORM as u32;
+        /// `EPOLLWRBAND`.
+        const WRBAND = libc::EPOLLWRBAND as u32;
+        /// `EPOLLMSG`.
+        const MSG = libc::EPOLLMSG as u32;
+        /// `EPOLLRDHUP`.
+        const RDHUP = libc::EPOLLRDHUP as u32;
+        /// `EPOLLEXCLUSIVE`.
+        const EXCLUSIVE = libc::EPOLLEXCLUSIVE as u32;
+        /// `EPOLLWAKEUP`.
+        const WAKEUP = libc::EPOLLWAKEUP as u32;
+        /// `EPOLLONESHOT`.
+        const ONESHOT = libc::EPOLLONESHOT as u32;
+        /// `EPOLLET`.
+        const ET = libc::EPOLLET as u32;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `eventfd2(2)`.
-    EFD: i32 {
-        CLOEXEC = libc::EFD_CLOEXEC, NONBLOCK = libc::EFD_NONBLOCK,
-        SEMAPHORE = libc::EFD_SEMAPHORE,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct EFD: i32 {
+        /// `EFD_CLOEXEC`.
+        const CLOEXEC = libc::EFD_CLOEXEC;
+        /// `EFD_NONBLOCK`.
+        const NONBLOCK = libc::EFD_NONBLOCK;
+        /// `EFD_SEMAPHORE`.
+        const SEMAPHORE = libc::EFD_SEMAPHORE;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `timerfd_create(2)` (`CLOEXEC`, `NONBLOCK`) and of `timerfd_settime(2)`
     /// (`TIMER_ABSTIME`, `TIMER_CANCEL_ON_SET`). The bits do not overlap; each call
     /// accepts only its own.
-    TFD: i32 {
-        CLOEXEC = libc::TFD_CLOEXEC, NONBLOCK = libc::TFD_NONBLOCK,
-        TIMER_ABSTIME = libc::TFD_TIMER_ABSTIME,
-        TIMER_CANCEL_ON_SET = libc::TFD_TIMER_CANCEL_ON_SET,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct TFD: i32 {
+        /// `TFD_CLOEXEC`.
+        const CLOEXEC = libc::TFD_CLOEXEC;
+        /// `TFD_NONBLOCK`.
+        const NONBLOCK = libc::TFD_NONBLOCK;
+        /// `TFD_TIMER_ABSTIME`.
+        const TIMER_ABSTIME = libc::TFD_TIMER_ABSTIME;
+        /// `TFD_TIMER_CANCEL_ON_SET`.
+        const TIMER_CANCEL_ON_SET = libc::TFD_TIMER_CANCEL_ON_SET;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `signalfd4(2)`.
-    SFD: i32 {
-        CLOEXEC = libc::SFD_CLOEXEC, NONBLOCK = libc::SFD_NONBLOCK,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct SFD: i32 {
+        /// `SFD_CLOEXEC`.
+        const CLOEXEC = libc::SFD_CLOEXEC;
+        /// `SFD_NONBLOCK`.
+        const NONBLOCK = libc::SFD_NONBLOCK;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// The event mask of `inotify_add_watch(2)` and of the events read from an inotify
     /// fd. (The flags of `inotify_init1(2)` are [`O`]`::NONBLOCK` and `O::CLOEXEC`: their
     /// bits overlap with this mask's.)
-    IN: u32 {
-        ACCESS = libc::IN_ACCESS, MODIFY = libc::IN_MODIFY, ATTRIB = libc::IN_ATTRIB,
-        CLOSE_WRITE = libc::IN_CLOSE_WRITE, CLOSE_NOWRITE = libc::IN_CLOSE_NOWRITE,
-        OPEN = libc::IN_OPEN, MOVED_FROM = libc::IN_MOVED_FROM, MOVED_TO = libc::IN_MOVED_TO,
-        CREATE = libc::IN_CREATE, DELETE = libc::IN_DELETE,
-        DELETE_SELF = libc::IN_DELETE_SELF, MOVE_SELF = libc::IN_MOVE_SELF,
-        UNMOUNT = libc::IN_UNMOUNT, Q_OVERFLOW = libc::IN_Q_OVERFLOW,
-        IGNORED = libc::IN_IGNORED, ONLYDIR = libc::IN_ONLYDIR,
-        DONT_FOLLOW = libc::IN_DONT_FOLLOW, EXCL_UNLINK = libc::IN_EXCL_UNLINK,
-        MASK_CREATE = libc::IN_MASK_CREATE, MASK_ADD = libc::IN_MASK_ADD,
-        ISDIR = libc::IN_ISDIR, ONESHOT = libc::IN_ONESHOT,
-        CLOSE = libc::IN_CLOSE, MOVE = libc::IN_MOVE, ALL_EVENTS = libc::IN_ALL_EVENTS,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct IN: u32 {
+        /// `IN_ACCESS`.
+        const ACCESS = libc::IN_ACCESS;
+        /// `IN_MODIFY`.
+        const MODIFY = libc::IN_MODIFY;
+        /// `IN_ATTRIB`.
+        const ATTRIB = libc::IN_ATTRIB;
+        /// `IN_CLOSE_WRITE`.
+        const CLOSE_WRITE = libc::IN_CLOSE_WRITE;
+        /// `IN_CLOSE_NOWRITE`.
+        const CLOSE_NOWRITE = libc::IN_CLOSE_NOWRITE;
+        /// `IN_OPEN`.
+        const OPEN = libc::IN_OPEN;
+        /// `IN_MOVED_FROM`.
+        const MOVED_FROM = libc::IN_MOVED_FROM;
+        /// `IN_MOVED_TO`.
+        const MOVED_TO = libc::IN_MOVED_TO;
+        /// `IN_CREATE`.
+        const CREATE = libc::IN_CREATE;
+        /// `IN_DELETE`.
+        const DELETE = libc::IN_DELETE;
+        /// `IN_DELETE_SELF`.
+        const DELETE_SELF = libc::IN_DELETE_SELF;
+        /// `IN_MOVE_SELF`.
+        const MOVE_SELF = libc::IN_MOVE_SELF;
+        /// `IN_UNMOUNT`.
+        const UNMOUNT = libc::IN_UNMOUNT;
+        /// `IN_Q_OVERFLOW`.
+        const Q_OVERFLOW = libc::IN_Q_OVERFLOW;
+        /// `IN_IGNORED`.
+        const IGNORED = libc::IN_IGNORED;
+        /// `IN_ONLYDIR`.
+        const ONLYDIR = libc::IN_ONLYDIR;
+        /// `IN_DONT_FOLLOW`.
+        const DONT_FOLLOW = libc::IN_DONT_FOLLOW;
+        /// `IN_EXCL_UNLINK`.
+        const EXCL_UNLINK = libc::IN_EXCL_UNLINK;
+        /// `IN_MASK_CREATE`.
+        const MASK_CREATE = libc::IN_MASK_CREATE;
+        /// `IN_MASK_ADD`.
+        const MASK_ADD = libc::IN_MASK_ADD;
+        /// `IN_ISDIR`.
+        const ISDIR = libc::IN_ISDIR;
+        /// `IN_ONESHOT`.
+        const ONESHOT = libc::IN_ONESHOT;
+        /// `IN_CLOSE`.
+        const CLOSE = libc::IN_CLOSE;
+        /// `IN_MOVE`.
+        const MOVE = libc::IN_MOVE;
+        /// `IN_ALL_EVENTS`.
+        const ALL_EVENTS = libc::IN_ALL_EVENTS;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `pidfd_open(2)`.
-    PIDFD: u32 {
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct PIDFD: u32 {
         /// Makes `waitid(P_PIDFD)` on the fd non-blocking (`PIDFD_NONBLOCK`, which is
         /// `O_NONBLOCK`).
-        NONBLOCK = libc::O_NONBLOCK,
+        const NONBLOCK = libc::O_NONBLOCK as u32;
     }
 }
 

@@ -126,38 +126,72 @@ pub async unsafe fn pipe2(
     unsafe { call(sysif, libc::SYS_pipe2, [pipefd.arg(), flags.bits() as i64]) }.await
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Per-call flags of `preadv2(2)`/`pwritev2(2)`.
-    RWF: i32 {
-        HIPRI = libc::RWF_HIPRI, DSYNC = libc::RWF_DSYNC, SYNC = libc::RWF_SYNC,
-        NOWAIT = libc::RWF_NOWAIT, APPEND = libc::RWF_APPEND, NOAPPEND = libc::RWF_NOAPPEND,
-        ATOMIC = libc::RWF_ATOMIC, DONTCACHE = libc::RWF_DONTCACHE,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct RWF: i32 {
+        /// `RWF_HIPRI`.
+        const HIPRI = libc::RWF_HIPRI;
+        /// `RWF_DSYNC`.
+        const DSYNC = libc::RWF_DSYNC;
+        /// `RWF_SYNC`.
+        const SYNC = libc::RWF_SYNC;
+        /// `RWF_NOWAIT`.
+        const NOWAIT = libc::RWF_NOWAIT;
+        /// `RWF_APPEND`.
+        const APPEND = libc::RWF_APPEND;
+        /// `RWF_NOAPPEND`.
+        const NOAPPEND = libc::RWF_NOAPPEND;
+        /// `RWF_ATOMIC`.
+        const ATOMIC = libc::RWF_ATOMIC;
+        /// `RWF_DONTCACHE`.
+        const DONTCACHE = libc::RWF_DONTCACHE;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Modes of `fallocate(2)` (empty: allocate and extend the file).
-    FALLOC: i32 {
-        KEEP_SIZE = libc::FALLOC_FL_KEEP_SIZE, PUNCH_HOLE = libc::FALLOC_FL_PUNCH_HOLE,
-        COLLAPSE_RANGE = libc::FALLOC_FL_COLLAPSE_RANGE, ZERO_RANGE = libc::FALLOC_FL_ZERO_RANGE,
-        INSERT_RANGE = libc::FALLOC_FL_INSERT_RANGE,
-        UNSHARE_RANGE = libc::FALLOC_FL_UNSHARE_RANGE,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct FALLOC: i32 {
+        /// `FALLOC_FL_KEEP_SIZE`.
+        const KEEP_SIZE = libc::FALLOC_FL_KEEP_SIZE;
+        /// `FALLOC_FL_PUNCH_HOLE`.
+        const PUNCH_HOLE = libc::FALLOC_FL_PUNCH_HOLE;
+        /// `FALLOC_FL_COLLAPSE_RANGE`.
+        const COLLAPSE_RANGE = libc::FALLOC_FL_COLLAPSE_RANGE;
+        /// `FALLOC_FL_ZERO_RANGE`.
+        const ZERO_RANGE = libc::FALLOC_FL_ZERO_RANGE;
+        /// `FALLOC_FL_INSERT_RANGE`.
+        const INSERT_RANGE = libc::FALLOC_FL_INSERT_RANGE;
+        /// `FALLOC_FL_UNSHARE_RANGE`.
+        const UNSHARE_RANGE = libc::FALLOC_FL_UNSHARE_RANGE;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `memfd_create(2)`.
-    MFD: u32 {
-        CLOEXEC = libc::MFD_CLOEXEC, ALLOW_SEALING = libc::MFD_ALLOW_SEALING,
-        HUGETLB = libc::MFD_HUGETLB, NOEXEC_SEAL = libc::MFD_NOEXEC_SEAL, EXEC = libc::MFD_EXEC,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct MFD: u32 {
+        /// `MFD_CLOEXEC`.
+        const CLOEXEC = libc::MFD_CLOEXEC;
+        /// `MFD_ALLOW_SEALING`.
+        const ALLOW_SEALING = libc::MFD_ALLOW_SEALING;
+        /// `MFD_HUGETLB`.
+        const HUGETLB = libc::MFD_HUGETLB;
+        /// `MFD_NOEXEC_SEAL`.
+        const NOEXEC_SEAL = libc::MFD_NOEXEC_SEAL;
+        /// `MFD_EXEC`.
+        const EXEC = libc::MFD_EXEC;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// File descriptor flags of `fcntl(F_GETFD/F_SETFD)`: flags of the fd itself, not of the
     /// open file description it refers to.
-    FD: i32 {
-        CLOEXEC = libc::FD_CLOEXEC,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct FD: i32 {
+        /// `FD_CLOEXEC`.
+        const CLOEXEC = libc::FD_CLOEXEC;
     }
 }
 

@@ -6,38 +6,86 @@
 use super::{call, call_new_fd, dirfd_arg};
 use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// `AT_*` flags of the `*at` syscalls (`unlinkat`, `linkat`, `fstatat`, `statx`,
     /// `faccessat2`, `fchmodat2`, `utimensat`).
-    AT: i32 {
-        SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW, REMOVEDIR = libc::AT_REMOVEDIR,
-        SYMLINK_FOLLOW = libc::AT_SYMLINK_FOLLOW, NO_AUTOMOUNT = libc::AT_NO_AUTOMOUNT,
-        EMPTY_PATH = libc::AT_EMPTY_PATH, EACCESS = libc::AT_EACCESS,
-        STATX_FORCE_SYNC = libc::AT_STATX_FORCE_SYNC,
-        STATX_DONT_SYNC = libc::AT_STATX_DONT_SYNC,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct AT: i32 {
+        /// `AT_SYMLINK_NOFOLLOW`.
+        const SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW;
+        /// `AT_REMOVEDIR`.
+        const REMOVEDIR = libc::AT_REMOVEDIR;
+        /// `AT_SYMLINK_FOLLOW`.
+        const SYMLINK_FOLLOW = libc::AT_SYMLINK_FOLLOW;
+        /// `AT_NO_AUTOMOUNT`.
+        const NO_AUTOMOUNT = libc::AT_NO_AUTOMOUNT;
+        /// `AT_EMPTY_PATH`.
+        const EMPTY_PATH = libc::AT_EMPTY_PATH;
+        /// `AT_EACCESS`.
+        const EACCESS = libc::AT_EACCESS;
+        /// `AT_STATX_FORCE_SYNC`.
+        const STATX_FORCE_SYNC = libc::AT_STATX_FORCE_SYNC;
+        /// `AT_STATX_DONT_SYNC`.
+        const STATX_DONT_SYNC = libc::AT_STATX_DONT_SYNC;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `renameat2(2)`.
-    RENAME: u32 {
-        NOREPLACE = libc::RENAME_NOREPLACE, EXCHANGE = libc::RENAME_EXCHANGE,
-        WHITEOUT = libc::RENAME_WHITEOUT,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct RENAME: u32 {
+        /// `RENAME_NOREPLACE`.
+        const NOREPLACE = libc::RENAME_NOREPLACE;
+        /// `RENAME_EXCHANGE`.
+        const EXCHANGE = libc::RENAME_EXCHANGE;
+        /// `RENAME_WHITEOUT`.
+        const WHITEOUT = libc::RENAME_WHITEOUT;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// The mask of `statx(2)`: which fields the caller asks for, and (in the result's
     /// `mask`) which ones the kernel filled.
-    STATX: u32 {
-        TYPE = libc::STATX_TYPE, MODE = libc::STATX_MODE, NLINK = libc::STATX_NLINK,
-        UID = libc::STATX_UID, GID = libc::STATX_GID, ATIME = libc::STATX_ATIME,
-        MTIME = libc::STATX_MTIME, CTIME = libc::STATX_CTIME, INO = libc::STATX_INO,
-        SIZE = libc::STATX_SIZE, BLOCKS = libc::STATX_BLOCKS,
-        BASIC_STATS = libc::STATX_BASIC_STATS, BTIME = libc::STATX_BTIME,
-        MNT_ID = libc::STATX_MNT_ID, DIOALIGN = libc::STATX_DIOALIGN,
-        MNT_ID_UNIQUE = libc::STATX_MNT_ID_UNIQUE, SUBVOL = libc::STATX_SUBVOL,
-        WRITE_ATOMIC = libc::STATX_WRITE_ATOMIC, DIO_READ_ALIGN = libc::STATX_DIO_READ_ALIGN,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct STATX: u32 {
+        /// `STATX_TYPE`.
+        const TYPE = libc::STATX_TYPE;
+        /// `STATX_MODE`.
+        const MODE = libc::STATX_MODE;
+        /// `STATX_NLINK`.
+        const NLINK = libc::STATX_NLINK;
+        /// `STATX_UID`.
+        const UID = libc::STATX_UID;
+        /// `STATX_GID`.
+        const GID = libc::STATX_GID;
+        /// `STATX_ATIME`.
+        const ATIME = libc::STATX_ATIME;
+        /// `STATX_MTIME`.
+        const MTIME = libc::STATX_MTIME;
+        /// `STATX_CTIME`.
+        const CTIME = libc::STATX_CTIME;
+        /// `STATX_INO`.
+        const INO = libc::STATX_INO;
+        /// `STATX_SIZE`.
+        const SIZE = libc::STATX_SIZE;
+        /// `STATX_BLOCKS`.
+        const BLOCKS = libc::STATX_BLOCKS;
+        /// `STATX_BASIC_STATS`.
+        const BASIC_STATS = libc::STATX_BASIC_STATS;
+        /// `STATX_BTIME`.
+        const BTIME = libc::STATX_BTIME;
+        /// `STATX_MNT_ID`.
+        const MNT_ID = libc::STATX_MNT_ID;
+        /// `STATX_DIOALIGN`.
+        const DIOALIGN = libc::STATX_DIOALIGN;
+        /// `STATX_MNT_ID_UNIQUE`.
+        const MNT_ID_UNIQUE = libc::STATX_MNT_ID_UNIQUE;
+        /// `STATX_SUBVOL`.
+        const SUBVOL = libc::STATX_SUBVOL;
+        /// `STATX_WRITE_ATOMIC`.
+        const WRITE_ATOMIC = libc::STATX_WRITE_ATOMIC;
+        /// `STATX_DIO_READ_ALIGN`.
+        const DIO_READ_ALIGN = libc::STATX_DIO_READ_ALIGN;
     }
 }
 

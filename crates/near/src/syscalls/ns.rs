@@ -3,27 +3,75 @@
 use super::call;
 use crate::{Address, CLONE, FileDescriptor, SyscallError, SyscallInterface};
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `mount(2)`.
-    MS: u64 {
-        RDONLY = libc::MS_RDONLY, NOSUID = libc::MS_NOSUID, NODEV = libc::MS_NODEV,
-        NOEXEC = libc::MS_NOEXEC, SYNCHRONOUS = libc::MS_SYNCHRONOUS, REMOUNT = libc::MS_REMOUNT,
-        MANDLOCK = libc::MS_MANDLOCK, DIRSYNC = libc::MS_DIRSYNC, NOSYMFOLLOW = 256,
-        NOATIME = libc::MS_NOATIME, NODIRATIME = libc::MS_NODIRATIME, BIND = libc::MS_BIND,
-        MOVE = libc::MS_MOVE, REC = libc::MS_REC, SILENT = libc::MS_SILENT,
-        POSIXACL = libc::MS_POSIXACL, UNBINDABLE = libc::MS_UNBINDABLE,
-        PRIVATE = libc::MS_PRIVATE, SLAVE = libc::MS_SLAVE, SHARED = libc::MS_SHARED,
-        RELATIME = libc::MS_RELATIME, KERNMOUNT = libc::MS_KERNMOUNT,
-        I_VERSION = libc::MS_I_VERSION, STRICTATIME = libc::MS_STRICTATIME,
-        LAZYTIME = libc::MS_LAZYTIME,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct MS: u64 {
+        /// `MS_RDONLY`.
+        const RDONLY = libc::MS_RDONLY;
+        /// `MS_NOSUID`.
+        const NOSUID = libc::MS_NOSUID;
+        /// `MS_NODEV`.
+        const NODEV = libc::MS_NODEV;
+        /// `MS_NOEXEC`.
+        const NOEXEC = libc::MS_NOEXEC;
+        /// `MS_SYNCHRONOUS`.
+        const SYNCHRONOUS = libc::MS_SYNCHRONOUS;
+        /// `MS_REMOUNT`.
+        const REMOUNT = libc::MS_REMOUNT;
+        /// `MS_MANDLOCK`.
+        const MANDLOCK = libc::MS_MANDLOCK;
+        /// `MS_DIRSYNC`.
+        const DIRSYNC = libc::MS_DIRSYNC;
+        /// `MS_NOSYMFOLLOW`.
+        const NOSYMFOLLOW = libc::MS_NOSYMFOLLOW;
+        /// `MS_NOATIME`.
+        const NOATIME = libc::MS_NOATIME;
+        /// `MS_NODIRATIME`.
+        const NODIRATIME = libc::MS_NODIRATIME;
+        /// `MS_BIND`.
+        const BIND = libc::MS_BIND;
+        /// `MS_MOVE`.
+        const MOVE = libc::MS_MOVE;
+        /// `MS_REC`.
+        const REC = libc::MS_REC;
+        /// `MS_SILENT`.
+        const SILENT = libc::MS_SILENT;
+        /// `MS_POSIXACL`.
+        const POSIXACL = libc::MS_POSIXACL;
+        /// `MS_UNBINDABLE`.
+        const UNBINDABLE = libc::MS_UNBINDABLE;
+        /// `MS_PRIVATE`.
+        const PRIVATE = libc::MS_PRIVATE;
+        /// `MS_SLAVE`.
+        const SLAVE = libc::MS_SLAVE;
+        /// `MS_SHARED`.
+        const SHARED = libc::MS_SHARED;
+        /// `MS_RELATIME`.
+        const RELATIME = libc::MS_RELATIME;
+        /// `MS_KERNMOUNT`.
+        const KERNMOUNT = libc::MS_KERNMOUNT;
+        /// `MS_I_VERSION`.
+        const I_VERSION = libc::MS_I_VERSION;
+        /// `MS_STRICTATIME`.
+        const STRICTATIME = libc::MS_STRICTATIME;
+        /// `MS_LAZYTIME`.
+        const LAZYTIME = libc::MS_LAZYTIME;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `umount2(2)`.
-    MNT: i32 {
-        FORCE = libc::MNT_FORCE, DETACH = libc::MNT_DETACH, EXPIRE = libc::MNT_EXPIRE,
-        NOFOLLOW = libc::UMOUNT_NOFOLLOW,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct MNT: i32 {
+        /// `MNT_FORCE`.
+        const FORCE = libc::MNT_FORCE;
+        /// `MNT_DETACH`.
+        const DETACH = libc::MNT_DETACH;
+        /// `MNT_EXPIRE`.
+        const EXPIRE = libc::MNT_EXPIRE;
+        /// `UMOUNT_NOFOLLOW`.
+        const NOFOLLOW = libc::UMOUNT_NOFOLLOW;
     }
 }
 

@@ -5,23 +5,40 @@ use crate::{
     Address, CLONE, FileDescriptor, IdType, Pid, Signal, SyscallError, SyscallInterface, W,
 };
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `rt_sigaction(2)` (`sa_flags` of the kernel's `struct sigaction`).
-    SA: u64 {
-        NOCLDSTOP = libc::SA_NOCLDSTOP, NOCLDWAIT = libc::SA_NOCLDWAIT,
-        SIGINFO = libc::SA_SIGINFO, ONSTACK = libc::SA_ONSTACK, RESTART = libc::SA_RESTART,
-        NODEFER = libc::SA_NODEFER, RESETHAND = libc::SA_RESETHAND,
-        RESTORER = 0x0400_0000,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct SA: u64 {
+        // libc's SA_* are c_int: through u32, so that SA_RESETHAND (bit 31) is not
+        // sign-extended into the upper half.
+        /// `SA_NOCLDSTOP`.
+        const NOCLDSTOP = libc::SA_NOCLDSTOP as u32 as u64;
+        /// `SA_NOCLDWAIT`.
+        const NOCLDWAIT = libc::SA_NOCLDWAIT as u32 as u64;
+        /// `SA_SIGINFO`.
+        const SIGINFO = libc::SA_SIGINFO as u32 as u64;
+        /// `SA_ONSTACK`.
+        const ONSTACK = libc::SA_ONSTACK as u32 as u64;
+        /// `SA_RESTART`.
+        const RESTART = libc::SA_RESTART as u32 as u64;
+        /// `SA_NODEFER`.
+        const NODEFER = libc::SA_NODEFER as u32 as u64;
+        /// `SA_RESETHAND`.
+        const RESETHAND = libc::SA_RESETHAND as u32 as u64;
+        /// `SA_RESTORER`: the libc crate does not define it for Linux (glibc keeps it
+        /// private), so the value is the kernel's (`include/uapi/asm-generic/signal-defs.h`).
+        const RESTORER = 0x0400_0000;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `execveat(2)`.
-    EXECVEAT: i32 {
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct EXECVEAT: i32 {
         /// Execute the file `dirfd` refers to when the path is empty.
-        EMPTY_PATH = libc::AT_EMPTY_PATH,
+        const EMPTY_PATH = libc::AT_EMPTY_PATH;
         /// Fail with `ELOOP` if the path names a symbolic link.
-        SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW,
+        const SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW;
     }
 }
 

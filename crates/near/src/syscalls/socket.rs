@@ -74,26 +74,62 @@ impl SockType {
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Interface flags (`IFF_*`), the `ifr_flags` of `SIOCGIFFLAGS`/`SIOCSIFFLAGS`.
-    IFF: i16 {
-        UP = libc::IFF_UP, BROADCAST = libc::IFF_BROADCAST, DEBUG = libc::IFF_DEBUG,
-        LOOPBACK = libc::IFF_LOOPBACK, POINTOPOINT = libc::IFF_POINTOPOINT,
-        NOTRAILERS = libc::IFF_NOTRAILERS, RUNNING = libc::IFF_RUNNING,
-        NOARP = libc::IFF_NOARP, PROMISC = libc::IFF_PROMISC, ALLMULTI = libc::IFF_ALLMULTI,
-        MASTER = libc::IFF_MASTER, SLAVE = libc::IFF_SLAVE, MULTICAST = libc::IFF_MULTICAST,
-        PORTSEL = libc::IFF_PORTSEL, AUTOMEDIA = libc::IFF_AUTOMEDIA,
-        DYNAMIC = libc::IFF_DYNAMIC,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct IFF: i16 {
+        /// `IFF_UP`.
+        const UP = libc::IFF_UP as i16;
+        /// `IFF_BROADCAST`.
+        const BROADCAST = libc::IFF_BROADCAST as i16;
+        /// `IFF_DEBUG`.
+        const DEBUG = libc::IFF_DEBUG as i16;
+        /// `IFF_LOOPBACK`.
+        const LOOPBACK = libc::IFF_LOOPBACK as i16;
+        /// `IFF_POINTOPOINT`.
+        const POINTOPOINT = libc::IFF_POINTOPOINT as i16;
+        /// `IFF_NOTRAILERS`.
+        const NOTRAILERS = libc::IFF_NOTRAILERS as i16;
+        /// `IFF_RUNNING`.
+        const RUNNING = libc::IFF_RUNNING as i16;
+        /// `IFF_NOARP`.
+        const NOARP = libc::IFF_NOARP as i16;
+        /// `IFF_PROMISC`.
+        const PROMISC = libc::IFF_PROMISC as i16;
+        /// `IFF_ALLMULTI`.
+        const ALLMULTI = libc::IFF_ALLMULTI as i16;
+        /// `IFF_MASTER`.
+        const MASTER = libc::IFF_MASTER as i16;
+        /// `IFF_SLAVE`.
+        const SLAVE = libc::IFF_SLAVE as i16;
+        /// `IFF_MULTICAST`.
+        const MULTICAST = libc::IFF_MULTICAST as i16;
+        /// `IFF_PORTSEL`.
+        const PORTSEL = libc::IFF_PORTSEL as i16;
+        /// `IFF_AUTOMEDIA`.
+        const AUTOMEDIA = libc::IFF_AUTOMEDIA as i16;
+        /// `IFF_DYNAMIC`.
+        const DYNAMIC = libc::IFF_DYNAMIC as i16;
     }
 }
 
-crate::flag_set! {
+bitflags::bitflags! {
     /// Flags of `TUNSETIFF` (`IFF_TUN`, `IFF_TAP`, `IFF_NO_PI`...), in `ifr_flags`. Exactly
     /// one of `TUN` and `TAP` must be given.
-    TUN: i16 {
-        TUN = libc::IFF_TUN, TAP = libc::IFF_TAP, NAPI = libc::IFF_NAPI,
-        NO_PI = libc::IFF_NO_PI, VNET_HDR = libc::IFF_VNET_HDR,
-        MULTI_QUEUE = libc::IFF_MULTI_QUEUE,
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct TUN: i16 {
+        /// `IFF_TUN`.
+        const TUN = libc::IFF_TUN as i16;
+        /// `IFF_TAP`.
+        const TAP = libc::IFF_TAP as i16;
+        /// `IFF_NAPI`.
+        const NAPI = libc::IFF_NAPI as i16;
+        /// `IFF_NO_PI`.
+        const NO_PI = libc::IFF_NO_PI as i16;
+        /// `IFF_VNET_HDR`.
+        const VNET_HDR = libc::IFF_VNET_HDR as i16;
+        /// `IFF_MULTI_QUEUE`.
+        const MULTI_QUEUE = libc::IFF_MULTI_QUEUE as i16;
     }
 }
 
