@@ -10,6 +10,7 @@
 
 mod build_server;
 mod elf;
+mod examples;
 mod suite;
 
 use std::env;
@@ -24,7 +25,9 @@ usage: cargo xtask <command> [args]
 commands:
   build-server       build the static helper binaries and librsyscall.so into target/libexec
   test [ARGS...]     the whole suite: build-server, fmt, clippy, doc, then
-                     `cargo test --workspace --no-fail-fast [ARGS...]`
+                     `cargo test --workspace --no-fail-fast [ARGS...]`, then the examples
+  examples [NAME...] build-server, then build the examples and run each (or those named),
+                     checking their output (the last step of `test`)
   bench [ARGS...]    run the benchmarks (optimised) and write docs/BENCHMARKS.md;
                      `--quick` runs fewer iterations
   help               this text
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
             }
         },
         "test" => suite::run(&root, rest),
+        "examples" => examples_only(&root, rest),
         "bench" => bench(&root, rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -59,6 +63,22 @@ fn main() -> ExitCode {
         }
         other => {
             eprintln!("unknown command `{other}`\n\n{USAGE}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask examples`: the helpers, then the `examples` step of the suite alone.
+fn examples_only(root: &Path, names: &[String]) -> ExitCode {
+    let result =
+        build_server::build_server(root).and_then(|libexec| examples::run(root, &libexec, names));
+    match result {
+        Ok(()) => {
+            println!("examples: ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

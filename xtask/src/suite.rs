@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the whole suite, every step run even when an earlier one fails.
 //!
 //! Steps, in order: build the helpers, check formatting, clippy with warnings denied,
-//! rustdoc with warnings denied, then every unit, integration and doc test of the workspace
-//! with `RSYSCALL_LIBEXEC_DIR` pointing at the freshly built helpers. Each step streams its
+//! rustdoc with warnings denied, every unit, integration and doc test of the workspace
+//! with `RSYSCALL_LIBEXEC_DIR` pointing at the freshly built helpers, then every example
+//! of `crates/rsyscall`, run and its output checked (see [`crate::examples`]). Each step streams its
 //! output as it runs. The run ends with a summary of the steps, the `test result:` lines of
 //! the test run, and a last line `N passed, N failed` totalled over those lines.
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{build_server, cargo};
+use crate::{build_server, cargo, examples};
 
 /// How one step ended.
 enum Outcome {
@@ -29,7 +30,7 @@ struct StepReport {
 /// Runs the suite from the workspace `root`; `test_args` are appended to `cargo test`.
 pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
     let mut reports = Vec::new();
-    let total = 5;
+    let total = 6;
 
     let mut libexec = root.join("target").join("libexec");
     reports.push(step(1, total, "build-server", || {
@@ -74,6 +75,10 @@ pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(test_args);
         run_command_collecting(command, &mut results)
+    }));
+
+    reports.push(step(6, total, "examples", || {
+        examples::run(root, &libexec, &[])
     }));
 
     finish(&reports, &results)
@@ -153,7 +158,7 @@ fn finish(reports: &[StepReport], results: &[String]) -> ExitCode {
 }
 
 /// Runs `command` with its output going straight to ours.
-fn run_command(mut command: Command) -> Result<(), String> {
+pub(crate) fn run_command(mut command: Command) -> Result<(), String> {
     print_command(&command);
     let status = command
         .stdin(Stdio::null())
@@ -283,7 +288,7 @@ fn program_name(command: &Command) -> String {
 }
 
 /// Flushes stdout so our lines interleave correctly with the children's output.
-fn flush_stdout() {
+pub(crate) fn flush_stdout() {
     // A failed flush of our own terminal output is not worth failing the suite for.
     let _ = io::stdout().flush();
 }
