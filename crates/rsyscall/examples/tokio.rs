@@ -5,7 +5,7 @@
 //! 1. Several tasks are spawned with `tokio::spawn`; each clones a child of the local
 //!    thread, gives it a pipe as stdout, execs `/bin/echo` in it, reads the output through
 //!    an [`AsyncFileDescriptor`](rsyscall::thread::AsyncFileDescriptor) (no worker thread
-//!    blocks) and waits for it. They run concurrently on tokio's worker threads.
+//!    blocks while the program runs) and waits for it. They run concurrently on tokio's worker threads.
 //! 2. One task puts `tokio::time::timeout` around waiting for a `sleep 30`: the timeout
 //!    fires, the wait future is dropped (which is allowed at any await), and the program is
 //!    then killed and reaped.
@@ -60,7 +60,8 @@ async fn echo(i: usize) -> Result<(usize, String, String), Error> {
     let process = child.exec(command).await?;
 
     // Read to EOF without blocking the worker: the read end is registered with the
-    // library's reactor, and awaiting it yields to tokio.
+    // reactor the library uses (async-io's, on a thread of its own), and awaiting it
+    // yields to tokio.
     let output = local.make_afd(pipe.read, true).await?;
     let mut text = Vec::new();
     loop {
