@@ -124,10 +124,10 @@ async fn put_at(child: &ChildThread, fd: &FileDescriptor, n: i32) -> Result<(), 
         ));
     }
     // SAFETY: nothing relies on fd `n` of the child's table: it is none of the fds the
-    // library needs there (checked just above), and the only other fds there are copies
-    // of our own made by the clone (close-on-exec, so gone at the exec) and `fd`, which
-    // is not `n`. The handle is only the target of one dup2, which opens `n` if it was
-    // not, and it never closes it.
+    // library needs there (checked just above); the others are the copies of our fds the
+    // clone made, which nothing in the child uses (this program made no handle to any but
+    // `fd`, which is not `n`), so replacing one takes nothing from anyone. The handle is
+    // only the target of one dup2, which opens `n` if it was not, and never closes it.
     let slot = unsafe { FileDescriptor::borrowed(child.task(), target) };
     child.task().dup2(fd, &slot).await
 }
