@@ -15,6 +15,7 @@ mod build_server;
 // Shared with rsyscall-server's build script, which checks the helpers it embeds.
 #[path = "../../rsyscall-server/build/elf.rs"]
 mod elf;
+mod examples;
 mod fresh_package;
 mod suite;
 
@@ -30,9 +31,12 @@ usage: cargo xtask <command> [args]
 commands:
   build-server       build the static helper binaries and librsyscall.so into target/libexec
   test [ARGS...]     the whole suite: build-server, fmt, clippy, doc,
-                     `cargo test --workspace --no-fail-fast [ARGS...]`, fresh-package
+                     `cargo test --workspace --no-fail-fast [ARGS...]`, fresh-package, then
+                     the examples
   fresh-package      build and run a package outside the workspace that depends on
                      crates/rsyscall, with a fresh target dir and no helper directory
+  examples [NAME...] build-server, then build the examples and run each (or those named),
+                     checking their output (the last step of `test`)
   bench [ARGS...]    run the benchmarks (optimised) and write docs/BENCHMARKS.md;
                      `--quick` runs fewer iterations
   help               this text
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
             }
         },
         "test" => suite::run(&root, rest),
+        "examples" => examples_only(&root, rest),
         "bench" => bench(&root, rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -74,6 +79,22 @@ fn main() -> ExitCode {
         }
         other => {
             eprintln!("unknown command `{other}`\n\n{USAGE}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask examples`: the helpers, then the `examples` step of the suite alone.
+fn examples_only(root: &Path, names: &[String]) -> ExitCode {
+    let result =
+        build_server::build_server(root).and_then(|libexec| examples::run(root, &libexec, names));
+    match result {
+        Ok(()) => {
+            println!("examples: ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -1,9 +1,10 @@
 //! `cargo xtask test`: the whole suite, every step run even when an earlier one fails.
 //!
 //! Steps, in order: build the helpers, check formatting, clippy with warnings denied,
-//! rustdoc with warnings denied, then every unit, integration and doc test of the workspace
+//! rustdoc with warnings denied, every unit, integration and doc test of the workspace
 //! with `RSYSCALL_LIBEXEC_DIR` pointing at the freshly built helpers, then a package outside
-//! the workspace built and run as a user's would be (see [`fresh_package`]). Each step streams its
+//! the workspace built and run as a user's would be (see [`fresh_package`]), then every
+//! example of `crates/rsyscall`, run and its output checked (see [`crate::examples`]). Each step streams its
 //! output as it runs. The run ends with a summary of the steps, the `test result:` lines of
 //! the test run, and a last line `N passed, N failed` totalled over those lines.
 
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{build_server, cargo, fresh_package};
+use crate::{build_server, cargo, examples, fresh_package};
 
 /// How one step ended.
 enum Outcome {
@@ -30,7 +31,7 @@ struct StepReport {
 /// Runs the suite from the workspace `root`; `test_args` are appended to `cargo test`.
 pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
     let mut reports = Vec::new();
-    let total = 6;
+    let total = 7;
 
     let mut libexec = root.join("target").join("libexec");
     reports.push(step(1, total, "build-server", || {
@@ -78,6 +79,9 @@ pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
     }));
 
     reports.push(step(6, total, "fresh-package", || fresh_package::run(root)));
+    reports.push(step(7, total, "examples", || {
+        examples::run(root, &libexec, &[])
+    }));
 
     finish(&reports, &results)
 }
@@ -156,7 +160,7 @@ fn finish(reports: &[StepReport], results: &[String]) -> ExitCode {
 }
 
 /// Runs `command` with its output going straight to ours.
-fn run_command(mut command: Command) -> Result<(), String> {
+pub(crate) fn run_command(mut command: Command) -> Result<(), String> {
     print_command(&command);
     let status = command
         .stdin(Stdio::null())
@@ -286,7 +290,7 @@ fn program_name(command: &Command) -> String {
 }
 
 /// Flushes stdout so our lines interleave correctly with the children's output.
-fn flush_stdout() {
+pub(crate) fn flush_stdout() {
     // A failed flush of our own terminal output is not worth failing the suite for.
     let _ = io::stdout().flush();
 }
