@@ -10,6 +10,7 @@
 
 mod build_server;
 mod elf;
+mod package;
 mod suite;
 
 use std::env;
@@ -23,8 +24,10 @@ usage: cargo xtask <command> [args]
 
 commands:
   build-server       build the static helper binaries and librsyscall.so into target/libexec
-  test [ARGS...]     the whole suite: build-server, fmt, clippy, doc, then
-                     `cargo test --workspace --no-fail-fast [ARGS...]`
+  test [ARGS...]     the whole suite: build-server, fmt, clippy, doc,
+                     `cargo test --workspace --no-fail-fast [ARGS...]`, then package
+  package            package every publishable crate and build it from its packaged
+                     sources (offline, in target/package-check, removed afterwards)
   bench [ARGS...]    run the benchmarks (optimised) and write docs/BENCHMARKS.md;
                      `--quick` runs fewer iterations
   help               this text
@@ -52,6 +55,13 @@ fn main() -> ExitCode {
             }
         },
         "test" => suite::run(&root, rest),
+        "package" => match package::package(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("package failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "bench" => bench(&root, rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -2,8 +2,9 @@
 //!
 //! Steps, in order: build the helpers, check formatting, clippy with warnings denied,
 //! rustdoc with warnings denied, then every unit, integration and doc test of the workspace
-//! with `RSYSCALL_LIBEXEC_DIR` pointing at the freshly built helpers. Each step streams its
-//! output as it runs. The run ends with a summary of the steps, the `test result:` lines of
+//! with `RSYSCALL_LIBEXEC_DIR` pointing at the freshly built helpers, then the packaging of
+//! every publishable crate, built from its packaged sources ([`crate::package`]). Each step
+//! streams its output as it runs. The run ends with a summary of the steps, the `test result:` lines of
 //! the test run, and a last line `N passed, N failed` totalled over those lines.
 
 use std::io::{self, Read, Write};
@@ -29,7 +30,7 @@ struct StepReport {
 /// Runs the suite from the workspace `root`; `test_args` are appended to `cargo test`.
 pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
     let mut reports = Vec::new();
-    let total = 5;
+    let total = 6;
 
     let mut libexec = root.join("target").join("libexec");
     reports.push(step(1, total, "build-server", || {
@@ -75,6 +76,8 @@ pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
             .args(test_args);
         run_command_collecting(command, &mut results)
     }));
+
+    reports.push(step(6, total, "package", || crate::package::package(root)));
 
     finish(&reports, &results)
 }
