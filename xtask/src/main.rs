@@ -17,6 +17,7 @@ mod build_server;
 mod elf;
 mod examples;
 mod fresh_package;
+mod package;
 mod suite;
 
 use std::env;
@@ -31,8 +32,10 @@ usage: cargo xtask <command> [args]
 commands:
   build-server       build the static helper binaries and librsyscall.so into target/libexec
   test [ARGS...]     the whole suite: build-server, fmt, clippy, doc,
-                     `cargo test --workspace --no-fail-fast [ARGS...]`, fresh-package, then
-                     the examples
+                     `cargo test --workspace --no-fail-fast [ARGS...]`, package,
+                     fresh-package, then the examples
+  package            package every publishable crate and build it from its packaged
+                     sources (offline, in target/package-check, removed afterwards)
   fresh-package      build and run a package outside the workspace that depends on
                      crates/rsyscall, with a fresh target dir and no helper directory
   examples [NAME...] build-server, then build the examples and run each (or those named),
@@ -72,6 +75,13 @@ fn main() -> ExitCode {
         },
         "test" => suite::run(&root, rest),
         "examples" => examples_only(&root, rest),
+        "package" => match package::package(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("package failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "bench" => bench(&root, rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

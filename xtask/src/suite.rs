@@ -2,9 +2,11 @@
 //!
 //! Steps, in order: build the helpers, check formatting, clippy with warnings denied,
 //! rustdoc with warnings denied, every unit, integration and doc test of the workspace
-//! with `RSYSCALL_LIBEXEC_DIR` pointing at the freshly built helpers, then a package outside
-//! the workspace built and run as a user's would be (see [`fresh_package`]), then every
-//! example of `crates/rsyscall`, run and its output checked (see [`crate::examples`]). Each step streams its
+//! with `RSYSCALL_LIBEXEC_DIR` pointing at the freshly built helpers, then the packaging of
+//! every publishable crate, built from its packaged sources ([`crate::package`]), then a
+//! package outside the workspace built and run as a user's would be (see
+//! [`fresh_package`]), then every example of `crates/rsyscall`, run and its output checked
+//! (see [`crate::examples`]). Each step streams its
 //! output as it runs. The run ends with a summary of the steps, the `test result:` lines of
 //! the test run, and a last line `N passed, N failed` totalled over those lines.
 
@@ -31,7 +33,7 @@ struct StepReport {
 /// Runs the suite from the workspace `root`; `test_args` are appended to `cargo test`.
 pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
     let mut reports = Vec::new();
-    let total = 7;
+    let total = 8;
 
     let mut libexec = root.join("target").join("libexec");
     reports.push(step(1, total, "build-server", || {
@@ -78,8 +80,9 @@ pub fn run(root: &Path, test_args: &[String]) -> ExitCode {
         run_command_collecting(command, &mut results)
     }));
 
-    reports.push(step(6, total, "fresh-package", || fresh_package::run(root)));
-    reports.push(step(7, total, "examples", || {
+    reports.push(step(6, total, "package", || crate::package::package(root)));
+    reports.push(step(7, total, "fresh-package", || fresh_package::run(root)));
+    reports.push(step(8, total, "examples", || {
         examples::run(root, &libexec, &[])
     }));
 

@@ -40,6 +40,8 @@ mod flags;
 mod ids;
 pub mod syscalls;
 mod sysif;
+mod sysnames;
+pub mod trace;
 
 pub use errno::Errno;
 pub use flags::{CLONE, IdType, MAP, MSG, O, PROT, SHUT, SOCK, Signal, W};
@@ -48,3 +50,5 @@ pub use syscalls::*;
 pub use sysif::{
     LocalSyscall, NotSent, Request, SyscallError, SyscallFuture, SyscallInterface, SyscallResult,
 };
+pub use sysnames::{SYSCALL_NAMES, syscall_name};
+pub use trace::{ThreadKind, ThreadLabel};

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::Errno;
+use crate::trace::{self, ThreadKind, ThreadLabel};
 pub use rsyscall_server::proto::Request;
 
 /// Why a syscall did not produce a return value.
@@ -155,6 +156,19 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
     fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
         std::mem::forget(keep);
     }
+
+    /// Names the thread this interface runs syscalls in, for the `trace` record every
+    /// syscall gets (see [`crate::trace`]). Set by the thread layer once it knows the
+    /// thread's kind and pid. The default ignores it.
+    fn set_label(&self, label: ThreadLabel) {
+        let _ = label;
+    }
+
+    /// The label given with [`SyscallInterface::set_label`], or what the interface knows of
+    /// itself.
+    fn label(&self) -> ThreadLabel {
+        ThreadLabel::UNLABELLED
+    }
 }
 
 /// Runs syscalls in the calling thread of the local process through the raw syscall
@@ -180,11 +194,18 @@ impl SyscallInterface for LocalSyscall {
     unsafe fn syscall(&self, request: Request) -> SyscallFuture<'_> {
         // SAFETY: forwarded from the caller.
         let result = unsafe { self.syscall_sync(request) };
+        if trace::syscall_trace_enabled() {
+            trace::trace_syscall(self.label(), &request, &result);
+        }
         Box::pin(std::future::ready(result))
     }
 
     fn is_local(&self) -> bool {
         true
+    }
+
+    fn label(&self) -> ThreadLabel {
+        ThreadLabel::new(ThreadKind::Local, std::process::id() as i32)
     }
 
     fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {

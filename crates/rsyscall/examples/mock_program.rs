@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rsyscall::{ChildState, Error, StubServer, local_thread};
 
 fn main() -> Result<(), Error> {
+    env_logger::init();
     async_io::block_on(tour())
 }
 

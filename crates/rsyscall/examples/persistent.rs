@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rsyscall::{CLONE, Error, PersistentThread, local_thread};
 
 fn main() -> Result<(), Error> {
+    env_logger::init();
     let dir = std::env::temp_dir().join(format!("rsyscall-persistent-{}", std::process::id()));
     std::fs::create_dir(&dir).map_err(|source| Error::Io {
         what: "creating the example's directory",

@@ -45,6 +45,7 @@ const LOCAL_HOSTS: usize = 4;
 const SCRIPT: &str = r#"echo "$(uname -n): pid $$""#;
 
 fn main() -> ExitCode {
+    env_logger::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Kept until the end: its drop removes the throwaway keys and config.
     let mut local_sshd = None;

@@ -1,10 +1,13 @@
 //! A tour of rsyscall: clone a child, make syscalls in it, exec a program in it, wait.
 //!
-//! Run with `cargo run --example tour`.
+//! Run with `cargo run --example tour`; `RUST_LOG=rsyscall=trace cargo run --example tour`
+//! also shows every syscall, with the thread it ran in, and each thread's creation, exec
+//! and exit.
 
 use rsyscall::{CLONE, Error, local_thread};
 
 fn main() -> Result<(), Error> {
+    env_logger::init();
     async_io::block_on(async {
         let parent = local_thread();
         println!("1. we are pid {}", parent.task().getpid().await?);

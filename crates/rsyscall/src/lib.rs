@@ -53,8 +53,8 @@ pub use rsyscall_handle::{
 pub use rsyscall_near::{
     AF, AT, CLOCK, CLONE, Capability, EFD, EPOLL, EPOLL_CTL, EXECVEAT, Errno, FALLOC, FD, IFF, IN,
     LockCmd, LockType, MADV, MAP, MFD, MNT, MS, MSG, O, PIDFD, PROT, Pid, PrioWho, RENAME, RLIMIT,
-    RWF, SA, SEEK, SFD, SHUT, SOCK, STATX, Signal, SigprocmaskHow, SockType, TFD, TUN, W,
-    WatchDescriptor,
+    RWF, SA, SEEK, SFD, SHUT, SOCK, STATX, Signal, SigprocmaskHow, SockType, TFD, TUN, ThreadKind,
+    ThreadLabel, W, WatchDescriptor,
 };
 pub use rsyscall_thread::{
     AsyncChildProcess, BootstrapParts, ChildThread, CloneOptions, Command, Environment, ExecError,

@@ -113,7 +113,7 @@ impl Thread {
     /// (a lost connection is [`Error::Syscall`] with a hangup).
     pub async unsafe fn from_bootstrap(parts: BootstrapParts) -> Result<Thread> {
         // SAFETY: the caller's promises, passed on.
-        unsafe { bootstrap_thread(parts, None) }.await
+        unsafe { bootstrap_thread(parts, None, near::ThreadKind::Bootstrapped) }.await
     }
 
     /// Replaces the program of this bootstrapped thread ([`Thread::from_bootstrap`],
@@ -286,7 +286,10 @@ impl Thread {
                     return Err(unknown(format!("the marker name was not set: {set:?}")));
                 }
                 match bootstrapped_exec_end(&pidfd, task.pid()).await? {
-                    true => Ok(()),
+                    true => {
+                        self.debug_event(format_args!("exec'd {:?}", command.path()));
+                        Ok(())
+                    }
                     false => Err(task.error("execve")(SyscallError::Hangup)),
                 }
             }
@@ -436,6 +439,18 @@ impl near::SyscallInterface for WeakConnection {
         })
     }
 
+    fn set_label(&self, label: near::ThreadLabel) {
+        if let Some(c) = self.0.upgrade() {
+            near::SyscallInterface::set_label(&*c, label);
+        }
+    }
+
+    fn label(&self) -> near::ThreadLabel {
+        self.0.upgrade().map_or(near::ThreadLabel::UNLABELLED, |c| {
+            near::SyscallInterface::label(&*c)
+        })
+    }
+
     fn is_hung_up(&self) -> bool {
         self.0.upgrade().is_none_or(|c| c.is_hung_up())
     }
@@ -487,6 +502,7 @@ impl Transport for WeakConnection {
 pub(crate) async unsafe fn bootstrap_thread(
     parts: BootstrapParts,
     host: Option<crate::host::HostAccess>,
+    kind: near::ThreadKind,
 ) -> Result<Thread> {
     let pid = near::Pid::new(parts.pid);
     let conn: Arc<SyscallConnection> = Arc::new(
@@ -499,6 +515,7 @@ pub(crate) async unsafe fn bootstrap_thread(
             source,
         })?,
     );
+    near::SyscallInterface::set_label(&*conn, near::ThreadLabel::new(kind, parts.pid));
     // The allocator reaches the process through a weak reference: memory a cancelled
     // syscall may still use is kept by the connection until answered, and a strong
     // reference back would keep the connection, its socket and so the process alive
@@ -538,6 +555,7 @@ pub(crate) async unsafe fn bootstrap_thread(
         installed: async_lock::Mutex::new(false),
     };
     let _ = thread.inner.bootstrapped.set(Arc::new(watch));
+    thread.created(kind, parts.pid, format_args!("bootstrapped"));
     if let Some(host) = host {
         let _ = thread.set_host(host);
     }
@@ -839,7 +857,8 @@ pub async fn stdin_bootstrap_with_helper(
     // launcher's stdin, which only the launcher's exec'd program (and what it runs) can
     // read: an exec'd process, whose address space and table are its own; the fds it
     // named are the ones it received, its own.
-    let new = match unsafe { Thread::from_bootstrap(parts) }.await {
+    let new = match unsafe { bootstrap_thread(parts, None, near::ThreadKind::StdinBootstrap) }.await
+    {
         Ok(t) => t,
         Err(e) => {
             let _ = process.kill(Signal::SIGKILL).await;

@@ -288,6 +288,12 @@ impl Thread {
             iface.is_none().then(|| server_sock.near()),
             Some(symbols),
         );
+        let label = child_label(iface.is_some(), pid);
+        thread.created(
+            label.kind,
+            label.pid,
+            format_args!("clone from [{}] with flags {flags:?}", self.label()),
+        );
         if let Some(iface) = &iface {
             let _ = thread.inner.persistent.set(Arc::clone(iface));
         }
@@ -341,6 +347,7 @@ impl Thread {
             .map_err(io("registering a connection"))?;
         conn.hangup_on(helper_pidfd)
             .map_err(io("registering a pidfd"))?;
+        near::SyscallInterface::set_label(&conn, child_label(persistent_listen.is_some(), pid));
         // The child's pid in its own pid namespace: ours for it, unless it is in another.
         let own_pid = if flags.contains(CLONE::NEWPID) {
             Pid::new(1)
@@ -1073,4 +1080,14 @@ impl HelperPrep {
             .map_err(Task::local().error("clone"))?;
         self.finish().await
     }
+}
+
+/// The label in logs of a child cloned with pid `pid` (as clone returned it).
+fn child_label(persistent: bool, pid: Pid) -> near::ThreadLabel {
+    let kind = if persistent {
+        near::ThreadKind::Persistent
+    } else {
+        near::ThreadKind::CloneChild
+    };
+    near::ThreadLabel::new(kind, pid.as_raw())
 }

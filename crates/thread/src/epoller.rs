@@ -46,7 +46,6 @@
 //! register it (see `make_root_epoller`).
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +55,7 @@ use std::task::{Poll, Waker};
 use rsyscall_handle::structs::EpollEvent;
 use rsyscall_handle::{Error, FileDescriptor, Result};
 use rsyscall_near::{self as near, EPOLL, EPOLL_CTL, Errno};
+use slab::Slab;
 
 use crate::thread::Thread;
 
@@ -82,10 +82,12 @@ pub struct Epoller {
 /// What the epoller knows about its registrations.
 #[derive(Default)]
 struct State {
-    /// Live registrations by epoll data.
-    regs: HashMap<u64, Weak<Shared>>,
-    /// The next epoll data to hand out.
-    next_token: u64,
+    /// Live registrations, by slab key: the low 32 bits of their epoll data (see
+    /// [`token`]). A key is free again once its registration is dropped.
+    regs: Slab<Weak<Shared>>,
+    /// Bumped at each registration, the high 32 bits of the epoll data: an event still
+    /// queued for a dropped registration whose key was reused does not match the new one.
+    generation: u32,
     /// A wait's events were lost: re-arm every wanted registration before the next wait.
     rearm: bool,
     /// Dropped registrations still in the kernel's interest list, with a handle keeping
@@ -95,7 +97,7 @@ struct State {
 
 /// One registered fd.
 struct Shared {
-    /// Its epoll data.
+    /// Its epoll data ([`token`]).
     token: u64,
     /// A handle to the fd (in the epoll fd's table), used for `epoll_ctl`.
     fd: FileDescriptor,
@@ -118,6 +120,19 @@ struct RegState {
     last: EPOLL,
     /// Waiters to wake at the next delivery.
     wakers: Vec<Waker>,
+}
+
+/// The epoll data of the registration with slab key `key` made at `generation`: the
+/// generation in the high 32 bits, the key in the low ones. Never [`ACTIVITY`]. `None` for a
+/// key beyond 32 bits.
+fn token(key: usize, generation: u32) -> Option<u64> {
+    let key = u32::try_from(key).ok().filter(|&k| k != u32::MAX)?;
+    Some(u64::from(generation) << 32 | u64::from(key))
+}
+
+/// The slab key in the epoll data `token`.
+fn key_of(token: u64) -> usize {
+    (token & u64::from(u32::MAX)) as usize
 }
 
 /// Where a thread keeps its root epoller: the current one, and a lock serializing the
@@ -178,7 +193,8 @@ impl Epoller {
     pub fn registered(&self) -> usize {
         lock(&self.state)
             .regs
-            .values()
+            .iter()
+            .map(|(_, w)| w)
             .filter(|w| w.strong_count() > 0)
             .count()
     }
@@ -198,8 +214,15 @@ impl Epoller {
         }
         task.check_fd(fd)?;
         let mut st = lock(&self.state);
-        let token = st.next_token;
-        st.next_token += 1;
+        st.generation = st.generation.wrapping_add(1);
+        let generation = st.generation;
+        let entry = st.regs.vacant_entry();
+        let Some(token) = token(entry.key(), generation) else {
+            return Err(Error::invalid(
+                "make_afd",
+                "more than 2^32 fds registered with one root epoller",
+            ));
+        };
         let shared = Arc::new(Shared {
             token,
             fd: fd.clone(),
@@ -207,7 +230,7 @@ impl Epoller {
             arm: async_lock::Mutex::new(()),
             added: AtomicBool::new(false),
         });
-        st.regs.insert(token, Arc::downgrade(&shared));
+        entry.insert(Arc::downgrade(&shared));
         Ok(Registered {
             epoller: self.clone(),
             shared,
@@ -321,7 +344,8 @@ impl Epoller {
     async fn rearm_all(&self) -> Result<()> {
         let regs: Vec<Arc<Shared>> = lock(&self.state)
             .regs
-            .values()
+            .iter()
+            .map(|(_, w)| w)
             .filter_map(Weak::upgrade)
             .collect();
         for shared in regs {
@@ -347,7 +371,12 @@ impl Epoller {
                 if token == ACTIVITY {
                     continue;
                 }
-                let Some(shared) = st.regs.get(&token).and_then(Weak::upgrade) else {
+                let Some(shared) = st
+                    .regs
+                    .get(key_of(token))
+                    .and_then(Weak::upgrade)
+                    .filter(|s| s.token == token)
+                else {
                     continue;
                 };
                 let mut rs = lock(&shared.st);
@@ -439,7 +468,8 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         let mut st = lock(&self.epoller.state);
-        st.regs.remove(&self.shared.token);
+        // The entry at the key is this registration's: keys are freed only here.
+        st.regs.try_remove(key_of(self.shared.token));
         if self.shared.added.load(Ordering::Acquire) {
             st.orphans.push(self.shared.fd.clone());
         }
@@ -604,5 +634,23 @@ impl Thread {
         // life, and the handle is only used to register it with an epoll fd, which keeps
         // nothing but its number: it is never closed or replaced, and dropped right after.
         Ok(unsafe { FileDescriptor::borrowed(self.task(), server) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_key_and_the_generation_and_are_never_the_activity_fd() {
+        let t = token(7, 3).expect("small key");
+        assert_eq!(key_of(t), 7);
+        assert_eq!(t >> 32, 3);
+        // The same key at another generation is another token: a stale event for a
+        // dropped registration does not reach the one that reused its key.
+        assert_ne!(token(7, 4), Some(t));
+        assert_ne!(token(u32::MAX as usize - 1, u32::MAX), Some(ACTIVITY));
+        assert_eq!(token(u32::MAX as usize, u32::MAX), None);
+        assert_eq!(token(1 << 40, 0), None);
     }
 }

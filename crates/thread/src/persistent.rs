@@ -150,6 +150,8 @@ pub(crate) struct Reconnecting {
     listen_fd: OnceLock<near::FileDescriptor>,
     /// Serializes reconnects.
     reconnecting: async_lock::Mutex<()>,
+    /// The thread's label in logs, given to every connection installed.
+    label: Mutex<near::ThreadLabel>,
 }
 
 impl fmt::Debug for Reconnecting {
@@ -174,6 +176,7 @@ impl Reconnecting {
             }),
             listen_fd: listen_fd.map(OnceLock::from).unwrap_or_default(),
             reconnecting: async_lock::Mutex::new(()),
+            label: Mutex::new(near::ThreadLabel::UNLABELLED),
         }
     }
 
@@ -230,6 +233,7 @@ impl Reconnecting {
 
     /// Installs `conn` and wakes the waiting requests.
     fn install(&self, conn: SyscallConnection) {
+        conn.set_label(*lock(&self.label));
         let waiters = {
             let mut slot = lock(&self.slot);
             slot.generation = slot.generation.wrapping_add(1);
@@ -287,6 +291,17 @@ impl SyscallInterface for Reconnecting {
     fn is_hung_up(&self) -> bool {
         let slot = lock(&self.slot);
         slot.dead || slot.conn.as_ref().is_some_and(|c| c.is_hung_up())
+    }
+
+    fn set_label(&self, label: near::ThreadLabel) {
+        *lock(&self.label) = label;
+        if let Some(c) = &lock(&self.slot).conn {
+            c.set_label(label);
+        }
+    }
+
+    fn label(&self) -> near::ThreadLabel {
+        *lock(&self.label)
     }
 
     fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
@@ -929,6 +944,12 @@ impl PersistentThread {
         if let Some(host) = host {
             let _ = thread.set_host(host);
         }
+        let pid = local_pid.unwrap_or(thread.task().pid()).as_raw();
+        thread.created(
+            near::ThreadKind::Persistent,
+            pid,
+            format_args!("attached at {}", path.display()),
+        );
         let _ = thread.inner.persistent.set(Arc::clone(&iface));
         // Its death hangs the connection up even while other tables hold its socket.
         let pidfd = own_pidfd(&thread).await;

@@ -573,9 +573,15 @@ impl SshHost {
         // remote host (so its address space and fd table are its own, never ours), reached
         // only through ssh's forward of a socket in a directory of mode 0700 we made there;
         // the fds it named are the ones it accepted, its own.
-        unsafe { crate::bootstrap::bootstrap_thread(parts, Some(access)) }
-            .await
-            .map_err(Failure::Error)
+        unsafe {
+            crate::bootstrap::bootstrap_thread(
+                parts,
+                Some(access),
+                rsyscall_near::ThreadKind::SshHost,
+            )
+        }
+        .await
+        .map_err(Failure::Error)
     }
 
     /// The error for a connection that failed: ssh is killed and reaped (bounded), and

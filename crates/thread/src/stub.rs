@@ -441,7 +441,10 @@ impl StubServer {
         // SAFETY: see the module's Safety section: the peer is a process of an allowed
         // uid that received these sockets from us and described itself as the stub,
         // an exec'd program; the fds it named are the ones it received, its own.
-        let thread = unsafe { Thread::from_bootstrap(parts) }.await?;
+        let thread = unsafe {
+            crate::bootstrap::bootstrap_thread(parts, None, rsyscall_near::ThreadKind::Stub)
+        }
+        .await?;
         // The futex memfd and the connecting socket are unused: the stub keeps only the
         // fds its launcher gave it.
         for fd in [d.futex_memfd, d.connecting_fd] {

@@ -67,7 +67,7 @@ use std::task::{Context, Poll, Waker};
 use async_io::Async;
 use rsyscall_near::{
     Address, Errno, FileDescriptor, NotSent, Request, SyscallError, SyscallFuture,
-    SyscallInterface, SyscallResult,
+    SyscallInterface, SyscallResult, ThreadLabel, trace,
 };
 use rsyscall_server::proto::RESPONSE_SIZE;
 
@@ -94,6 +94,9 @@ pub struct SyscallConnection {
     state: Mutex<State>,
     /// Read-side resources, used by the driver only. Lock order: `reader`, then `state`.
     reader: Mutex<Reader>,
+    /// The thread this connection reaches, as named in logs (set by the thread layer
+    /// once it knows the thread's kind and pid). Read only when a record is logged.
+    label: Mutex<ThreadLabel>,
 }
 
 /// What says that a server is gone (its futex helper exited): a local fd that becomes
@@ -644,6 +647,7 @@ impl SyscallConnection {
             server_fd,
             state: Mutex::new(State::new()),
             reader: Mutex::new(Reader::default()),
+            label: Mutex::new(ThreadLabel::UNLABELLED),
         })
     }
 
@@ -898,7 +902,7 @@ impl SyscallConnection {
                     let (done, released) = {
                         let mut st = lock(&self.state);
                         if n == 0 {
-                            log::debug!("syscall connection: EOF");
+                            self.debug_hangup(format_args!("hung up: EOF on the syscall socket"));
                             // Our side goes too: a peer that relays the socket (ssh's
                             // forward) ends its channel only once both sides are closed.
                             self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
@@ -934,7 +938,9 @@ impl SyscallConnection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ECONNRESET and the like: the peer is gone.
-                    log::debug!("syscall connection: read failed: {e}");
+                    self.debug_hangup(format_args!(
+                        "hung up: read on the syscall socket failed: {e}"
+                    ));
                     self.fail_everything();
                     return Poll::Ready(());
                 }
@@ -979,11 +985,18 @@ impl SyscallConnection {
             fired = rd.hangup_events.iter().any(|event| event.poll_fired(cx));
         }
         if fired {
-            log::debug!("syscall connection: hangup event");
+            self.debug_hangup(format_args!("hung up: its server's futex helper exited"));
             rd.hangup_fds.clear();
             rd.hangup_events.clear();
         }
         fired
+    }
+
+    /// Logs the loss of the connection at `debug` (see [`rsyscall_near::trace`]).
+    fn debug_hangup(&self, what: fmt::Arguments<'_>) {
+        if trace::thread_debug_enabled() {
+            trace::debug_thread(*lock(&self.label), what);
+        }
     }
 
     /// The socket cannot be waited on: give up on the connection.
@@ -1025,6 +1038,14 @@ impl SyscallInterface for SyscallConnection {
 
     fn is_hung_up(&self) -> bool {
         SyscallConnection::is_hung_up(self)
+    }
+
+    fn set_label(&self, label: ThreadLabel) {
+        *lock(&self.label) = label;
+    }
+
+    fn label(&self) -> ThreadLabel {
+        *lock(&self.label)
     }
 
     unsafe fn syscall_new_fd(&self, request: Request) -> SyscallFuture<'_> {
@@ -1103,6 +1124,13 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// Logs the request and its result (see [`rsyscall_near::trace`]).
+    fn trace(&self, result: &SyscallResult) {
+        if trace::syscall_trace_enabled() {
+            trace::trace_syscall(*lock(&self.conn.label), &self.request, result);
+        }
+    }
+
     /// The result of an enqueued request, as its caller sees it.
     fn settled(&self, result: SyscallResult) -> SyscallResult {
         match result {
@@ -1145,8 +1173,9 @@ impl Future for Call<'_> {
                     Ok(id) => id,
                     Err(e) => {
                         this.finished = true;
-                        log::trace!("syscall {} -> {:?}", this.request.number, e);
-                        return Poll::Ready(Err(e));
+                        let result = Err(e);
+                        this.trace(&result);
+                        return Poll::Ready(result);
                     }
                 };
                 this.id = Some(id);
@@ -1170,7 +1199,10 @@ impl Future for Call<'_> {
                 let mut st = lock(&conn.state);
                 let Some(idx) = st.index(id) else {
                     this.finished = true;
-                    return Poll::Ready(this.settled(Err(SyscallError::Hangup)));
+                    let result = this.settled(Err(SyscallError::Hangup));
+                    drop(st);
+                    this.trace(&result);
+                    return Poll::Ready(result);
                 };
                 if let SlotState::Waiting(w) = &mut st.slots[idx].state {
                     update_waker(w, cx.waker());
@@ -1179,8 +1211,9 @@ impl Future for Call<'_> {
                     drop(st);
                     wakers.extend(handoff);
                     wake_all(wakers);
-                    log::trace!("syscall {} -> {:?}", this.request.number, result);
-                    return Poll::Ready(this.settled(result));
+                    let result = this.settled(result);
+                    this.trace(&result);
+                    return Poll::Ready(result);
                 }
                 match st.driver {
                     Some(d) if d != id => {

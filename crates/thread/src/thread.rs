@@ -103,14 +103,20 @@ pub fn local_thread() -> Thread {
         .get_or_init(|| {
             let task = Task::local();
             let environ = SharedEnvironment::new(Environment::from_local());
-            Thread::from_parts(
+            let thread = Thread::from_parts(
                 task,
                 None,
                 environ,
                 None,
                 None,
                 Some(rsyscall_server::symbol_table()),
-            )
+            );
+            thread.created(
+                near::ThreadKind::Local,
+                std::process::id() as i32,
+                format_args!("the local process"),
+            );
+            thread
         })
         .duplicate()
 }
@@ -190,6 +196,30 @@ impl EnvironmentRef<'_> {
 }
 
 impl Thread {
+    /// How this thread is named in logs: its kind (local, clone child, stub, ssh host...)
+    /// and pid. Every syscall it runs is logged at `trace` level with this label, and its
+    /// creation, exec, exit and hangup at `debug` (see [`near::trace`]).
+    pub fn label(&self) -> near::ThreadLabel {
+        self.inner.task.sysif().label()
+    }
+
+    /// Names this new thread `kind` with pid `pid` in logs and logs its creation, `how`
+    /// it was made, at `debug` level.
+    pub(crate) fn created(&self, kind: near::ThreadKind, pid: i32, how: fmt::Arguments<'_>) {
+        let label = near::ThreadLabel::new(kind, pid);
+        self.inner.task.sysif().set_label(label);
+        if near::trace::thread_debug_enabled() {
+            near::trace::debug_thread(label, format_args!("created: {how}"));
+        }
+    }
+
+    /// Logs a lifecycle event of this thread at `debug` level.
+    pub(crate) fn debug_event(&self, what: fmt::Arguments<'_>) {
+        if near::trace::thread_debug_enabled() {
+            near::trace::debug_thread(self.label(), what);
+        }
+    }
+
     /// Another handle to this same thread: cheap, it shares everything (the task, the
     /// connection, the environment). [`Thread::clone`] makes a child process instead.
     pub fn duplicate(&self) -> Thread {
@@ -313,7 +343,10 @@ impl Thread {
         match unsafe { near::exit(task.sysif(), status) }.await {
             // Sent and answered by the end of the connection, or not sent because the
             // connection was already lost: either way the thread is gone.
-            Ok(_) | Err(near::SyscallError::Hangup) => Ok(()),
+            Ok(_) | Err(near::SyscallError::Hangup) => {
+                self.debug_event(format_args!("exited: exit({status})"));
+                Ok(())
+            }
             Err(e) => Err(task.error("exit")(e)),
         }
     }
@@ -744,6 +777,8 @@ impl ChildThread {
             Ok(_) | Err(near::SyscallError::Hangup) => match self.after_hangup().await? {
                 AfterHangup::Execd => {
                     self.lent = None;
+                    self.thread
+                        .debug_event(format_args!("exec'd {:?}", command.path()));
                     // The program runs; a failed reset (none is expected with these
                     // arguments) cannot be undone any more.
                     for (name, r) in [("rt_sigaction", action), ("rt_sigprocmask", mask)] {
