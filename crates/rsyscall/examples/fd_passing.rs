@@ -31,6 +31,7 @@ use rsyscall::{
 const LISTEN_FDS_START: i32 = 3;
 
 fn main() -> ExitCode {
+    env_logger::init();
     let result = if std::env::args().nth(1).as_deref() == Some("serve") {
         serve().map_err(|e| format!("server: {e}"))
     } else {

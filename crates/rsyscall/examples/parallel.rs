@@ -23,6 +23,7 @@ use rsyscall::{CLONE, Error, Thread, local_thread};
 const PROGRAMS: usize = 100;
 
 fn main() -> Result<(), Error> {
+    env_logger::init();
     async_io::block_on(async {
         let local = local_thread();
         let sh = local.environ().which("sh").await?;

@@ -33,6 +33,7 @@ echo "root: $(echo /*)"
 echo "interfaces: $(sed -n 's/^ *\([^:]*\):.*/\1/p' /proc/net/dev)""#;
 
 fn main() -> Result<(), Error> {
+    env_logger::init();
     async_io::block_on(sandbox())
 }
 

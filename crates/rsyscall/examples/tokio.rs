@@ -21,6 +21,7 @@ const TASKS: usize = 4;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    env_logger::init();
     let mut tasks = Vec::new();
     for i in 0..TASKS {
         tasks.push(tokio::spawn(echo(i)));
