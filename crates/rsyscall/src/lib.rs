@@ -6,20 +6,47 @@
 //! power of Linux, then [`ChildThread::exec`] a program in them and wait for it with
 //! [`AsyncChildProcess`].
 //!
-//! ```no_run
-//! use rsyscall::{local_thread, CLONE};
+//! # The first program
 //!
-//! # fn main() -> Result<(), rsyscall::Error> {
-//! async_io::block_on(async {
-//!     let parent = local_thread();
-//!     let child = parent.clone(CLONE::empty()).await?;
-//!     println!("child pid {}", child.task().getpid().await?);
-//!     let sh = parent.environ().which("sh").await?.args(["-c", "exit 0"]);
-//!     child.exec(sh).await?.check().await?;
-//!     Ok(())
-//! })
-//! # }
 //! ```
+//! use rsyscall::{CLONE, local_thread};
+//!
+//! fn main() -> Result<(), rsyscall::Error> {
+//!     async_io::block_on(async {
+//!         let parent = local_thread();
+//!         // A child process running a tiny syscall server, driven from here.
+//!         let child = parent.clone(CLONE::empty()).await?;
+//!         println!("the child is pid {}", child.task().getpid().await?);
+//!         // Set-up in the child: any syscall, checked, no pre_exec.
+//!         child.task().chdir("/").await?;
+//!         // Then a program in it, waited for; check() fails unless it exited with 0.
+//!         let sh = parent.environ().which("sh").await?.args(["-c", "test \"$(pwd -P)\" = /"]);
+//!         child.exec(sh).await?.check().await?;
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! # The guide
+//!
+//! [The guide](guide) (`docs/GUIDE.md` in the repository) explains the library from there,
+//! every example in it compiled and run as a test:
+//! - [what rsyscall is for](guide#what-rsyscall-is-for), and when `std::process` is the
+//!   better tool;
+//! - [threads and tasks](guide#threads-and-tasks): [`local_thread`], [`Thread::clone`],
+//!   [`Task`] and its syscall methods, fd tables, [`Thread::duplicate`];
+//! - [memory and pointers](guide#memory-and-pointers): [`Pointer`], [`WrittenPointer`],
+//!   [`ReadablePointer`], and why a pointer belongs to one address space;
+//! - [async I/O](guide#async-io): [`Thread::make_afd`], [`thread::AsyncFileDescriptor`],
+//!   `AsyncRead`/`AsyncWrite`, [`Thread::open_channels`];
+//! - [children and waiting](guide#children-and-waiting): [`Command`],
+//!   [`ChildThread::exec`], [`AsyncChildProcess`], [`Thread::run`];
+//! - [namespaces](guide#namespaces): clone and unshare with user, pid, mount and network
+//!   namespaces, [`write_user_mappings`];
+//! - [stubs, bootstrapped, persistent and ssh threads](guide#stubs-bootstrapped-persistent-and-ssh-threads):
+//!   [`StubServer`], [`stdin_bootstrap`], [`PersistentThread`], [`thread::SshHost`];
+//! - [errors](guide#errors) ([`Error`]) and [dropping and cancellation](guide#dropping-and-cancellation);
+//! - [performance](guide#performance): measured figures, and where fds are watched.
 //!
 //! The layers are re-exported as modules ([`near`], [`far`], [`handle`], [`thread`]) for
 //! users who need a lower level.
@@ -43,6 +70,12 @@ pub use rsyscall_far as far;
 pub use rsyscall_handle as handle;
 pub use rsyscall_near as near;
 pub use rsyscall_thread as thread;
+
+/// The guide: the library explained with examples, from the first program to ssh threads
+/// and cancellation (the repository's `docs/GUIDE.md`; its code blocks are this crate's
+/// doc tests).
+#[doc = include_str!("guide.md")]
+pub mod guide {}
 
 pub use rsyscall_handle::structs;
 pub use rsyscall_handle::{
