@@ -31,13 +31,9 @@ use std::process::Command;
 #[path = "build/elf.rs"]
 mod elf;
 
-/// The helper binaries: each is `src/bin/<name>.rs`, embedded under its own name.
-const BINARIES: &[&str] = &[
-    "rsyscall-server",
-    "rsyscall-stdin-bootstrap",
-    "rsyscall-unix-stub",
-    "rsyscall-bootstrap",
-];
+#[path = "build/helpers.rs"]
+mod helpers;
+use helpers::{BINARIES, STATIC_BINARY_FLAGS};
 
 /// The crate's edition (inherited from the workspace in our repository, written out in
 /// the packaged manifest; cargo does not tell build scripts).
@@ -63,26 +59,9 @@ const PROFILE_FLAGS: &[&str] = &[
     "overflow-checks=off",
 ];
 
-/// The flags of the binaries alone, as `cargo xtask build-server` passes them: a static,
-/// non-PIE executable with our own `_start` and no libc, linked with fat LTO.
-const BINARY_FLAGS: &[&str] = &[
-    "-C",
-    "lto=fat",
-    "-C",
-    "relocation-model=static",
-    "-C",
-    "target-feature=+crt-static",
-    "-C",
-    "link-arg=-nostartfiles",
-    "-C",
-    "link-arg=-nostdlib",
-    "-C",
-    "link-arg=-static",
-    "-C",
-    "link-arg=-no-pie",
-    "--cfg",
-    "rsyscall_standalone",
-];
+/// The flags of the binaries alone: those `cargo xtask build-server` passes
+/// ([`STATIC_BINARY_FLAGS`]), and fat LTO, which its cargo profile gives it.
+const LTO_FLAGS: &[&str] = &["-C", "lto=fat"];
 
 fn main() {
     if let Err(e) = run() {
@@ -135,7 +114,8 @@ fn run() -> Result<(), String> {
         let mut bin = rustc_command(&rustc, cross, linker.as_deref());
         bin.args(["--crate-name", &format!("{}_main", name.replace('-', "_"))])
             .args(["--crate-type", "bin"])
-            .args(BINARY_FLAGS)
+            .args(LTO_FLAGS)
+            .args(STATIC_BINARY_FLAGS)
             .arg("--extern")
             .arg(&extern_arg)
             .arg(

@@ -16,14 +16,7 @@ use crate::elf;
 /// The package that holds the server code and the helper binaries.
 const PACKAGE: &str = "rsyscall-server";
 
-/// The static helper binaries: each is a `[[bin]]` of [`PACKAGE`] (with
-/// `required-features = ["standalone"]`), installed under its own name.
-const BINARIES: &[&str] = &[
-    "rsyscall-server",
-    "rsyscall-stdin-bootstrap",
-    "rsyscall-unix-stub",
-    "rsyscall-bootstrap",
-];
+use crate::helpers::BINARIES;
 
 /// The installed name of the shared library.
 const LIBRARY: &str = "librsyscall.so";
@@ -42,22 +35,7 @@ const LIBRARY_EXPORTS: &[&str] = &[
 const PROFILE: &str = "server";
 
 /// rustc flags for a static, non-PIE executable with our own `_start` and no libc.
-const BINARY_RUSTC_FLAGS: &[&str] = &[
-    "-C",
-    "relocation-model=static",
-    "-C",
-    "target-feature=+crt-static",
-    "-C",
-    "link-arg=-nostartfiles",
-    "-C",
-    "link-arg=-nostdlib",
-    "-C",
-    "link-arg=-static",
-    "-C",
-    "link-arg=-no-pie",
-    "--cfg",
-    "rsyscall_standalone",
-];
+use crate::helpers::STATIC_BINARY_FLAGS as BINARY_RUSTC_FLAGS;
 
 /// rustc flags for `librsyscall.so`: the exported C names.
 const LIBRARY_RUSTC_FLAGS: &[&str] = &["--cfg", "rsyscall_standalone"];

@@ -17,6 +17,8 @@ mod build_server;
 mod elf;
 mod examples;
 mod fresh_package;
+#[path = "../../rsyscall-server/build/helpers.rs"]
+mod helpers;
 mod package;
 mod suite;
 
