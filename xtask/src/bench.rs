@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rsyscall::{AsyncChildProcess, CLONE, Thread, local_thread};
 use rsyscall_server::proto::{RESPONSE_SIZE, Request};
 
+mod bench_spawn;
 mod bench_sshd;
 use bench_sshd::BenchSshd;
 
@@ -216,7 +217,13 @@ struct Figure {
     /// (false where a unit is so large that a run under strace would take minutes, and
     /// where both sides make the same syscalls anyway).
     count_syscalls: bool,
+    /// Measures or states what the figure's table row cannot show (run after the figure,
+    /// whether or not its target is met): lines printed with it.
+    notes: Option<fn(Plan) -> Notes>,
 }
+
+/// The lines of a figure's notes, or why they could not be made.
+type Notes = Result<Vec<String>, String>;
 
 /// The number of concurrent requests in the "64 concurrent getpid" figure.
 const CONCURRENT: usize = 64;
@@ -248,6 +255,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "spawn",
@@ -264,6 +272,7 @@ const FIGURES: &[Figure] = &[
         phases: Some(spawn_phases),
         explain: false,
         count_syscalls: true,
+        notes: Some(bench_spawn::spawn_wakeup_notes),
     },
     Figure {
         key: "getpid-concurrent",
@@ -282,6 +291,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "getpid-local",
@@ -298,6 +308,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "getpid-many-children",
@@ -318,6 +329,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: false,
+        notes: None,
     },
     Figure {
         key: "persistent-reconnect",
@@ -346,6 +358,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "stdin-bootstrap",
@@ -365,6 +378,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "stub-accept",
@@ -387,6 +401,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "ssh-connect",
@@ -412,6 +427,7 @@ const FIGURES: &[Figure] = &[
         phases: Some(ssh_connect_phases),
         explain: true,
         count_syscalls: false,
+        notes: None,
     },
     Figure {
         key: "ssh-getpid",
@@ -438,6 +454,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: false,
+        notes: None,
     },
 ];
 
@@ -489,6 +506,7 @@ fn main() -> ExitCode {
             baseline,
             syscalls: None,
             phases: None,
+            notes: None,
         });
     }
     for row in &mut rows {
@@ -503,6 +521,10 @@ fn main() -> ExitCode {
             eprintln!("timing phases: {}", row.figure.name);
             row.phases = Some(phases(plan.for_cost(row.figure.cost)));
         }
+        if let Some(notes) = row.figure.notes {
+            eprintln!("notes: {}", row.figure.name);
+            row.notes = Some(notes(plan.for_cost(row.figure.cost)));
+        }
     }
 
     let environment = Environment::probe(plan);
@@ -513,6 +535,13 @@ fn main() -> ExitCode {
         }
         if let Some(counts) = &row.syscalls {
             print!("\n{}", text_syscalls(row.figure, counts));
+        }
+        if let Some(notes) = &row.notes {
+            print!("\nnotes, {}:\n", row.figure.name);
+            match notes {
+                Ok(lines) => lines.iter().for_each(|line| println!("  {line}")),
+                Err(e) => println!("  not made: {e}"),
+            }
         }
     }
     let mut ok = rows.iter().all(Row::measured_without_error);
@@ -1862,6 +1891,8 @@ struct Row {
     /// Our operation's phases, timed where the target was missed or the figure explains
     /// itself.
     phases: Option<Phases>,
+    /// The figure's notes, where it has any.
+    notes: Option<Notes>,
 }
 
 impl Row {
@@ -2119,6 +2150,17 @@ fn markdown(rows: &[Row], env: &Environment) -> String {
                     "- phases (median of each, timed separately): {}",
                     list.join(", ")
                 );
+            }
+        }
+        match &row.notes {
+            None => {}
+            Some(Err(e)) => {
+                let _ = writeln!(out, "- notes not made: {e}");
+            }
+            Some(Ok(lines)) => {
+                for line in lines {
+                    let _ = writeln!(out, "- note: {line}");
+                }
             }
         }
         match &row.syscalls {
