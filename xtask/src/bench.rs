@@ -456,6 +456,38 @@ const FIGURES: &[Figure] = &[
         count_syscalls: false,
         notes: None,
     },
+    Figure {
+        key: "spawn-setup",
+        name: "spawn with setup: namespaces, dup2, chdir",
+        ours_description: "`local_thread().clone_with(CLONE::NEWUSER | CLONE::NEWNS | \
+                           CLONE::NEWPID, CloneOptions::new()\
+                           .automatically_write_user_mappings(false))` (the child itself is \
+                           made in the three new namespaces: it is pid 1 of the new pid \
+                           namespace; no id mappings are written, as the baseline writes \
+                           none), then in the child `dup2` of a pipe's read end onto stdin \
+                           and of another pipe's write end onto stdout and stderr (the pipes \
+                           made once, before the timing), `chdir` to the temporary \
+                           directory, `child.exec(Command::new(\"/bin/true\", \"true\"))` \
+                           and `check()`",
+        baseline_description: "`std::process::Command::new(\"/bin/true\")` with an `unsafe \
+                               pre_exec` calling `unshare(CLONE_NEWUSER | CLONE_NEWNS | \
+                               CLONE_NEWPID)`, the same three `dup2`s from two pipes made once \
+                               and `chdir` to the same directory, then `status()`: a \
+                               `pre_exec` makes std fork. `unshare` cannot put the calling \
+                               process in a new pid namespace, so the exec'd `/bin/true` stays \
+                               in ours (only children it made would go to the new one): the \
+                               kernel makes the same three namespaces on both sides, but ours \
+                               also makes and tears down a pid namespace with a process in it",
+        target: Target::Ratio(0.8),
+        cost: Cost::Process,
+        batch: 1,
+        ours: Some(bench_spawn::ours_spawn_setup),
+        baseline: bench_spawn::baseline_spawn_setup,
+        phases: None,
+        explain: false,
+        count_syscalls: true,
+        notes: None,
+    },
 ];
 
 fn main() -> ExitCode {

@@ -1,8 +1,143 @@
-//! The bench's spawning figures of issue 11: the context switches one spawn makes.
+//! The bench's spawning and transport figures of issue 11: spawn with setup (namespaces,
+//! dup2, chdir) against std's `pre_exec`, the context switches one spawn makes.
 
+use super::Plan;
+use super::Runner;
+use super::block_on;
+use rsyscall::CLONE;
+use rsyscall::CloneOptions;
+use rsyscall::local_thread;
 use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::IntoRawFd;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Instant;
 
-use super::{Plan, Runner};
+/// The namespaces of the "spawn with setup" figure.
+fn setup_clone_flags() -> CLONE {
+    CLONE::NEWUSER | CLONE::NEWNS | CLONE::NEWPID
+}
+
+/// The directory both sides of "spawn with setup" change to.
+fn setup_dir() -> PathBuf {
+    std::env::temp_dir()
+}
+
+/// Ours for "spawn with setup": a clone child in new user, mount and pid namespaces (no id
+/// mappings written, as the baseline writes none), stdin, stdout and stderr dup2'd from two
+/// pipes, a chdir, then exec of `/bin/true`, waited for.
+pub(crate) fn ours_spawn_setup() -> Result<Runner, String> {
+    let parent = local_thread();
+    let (input, output) = block_on(async {
+        let input = parent.pipe().await.map_err(|e| format!("pipe: {e}"))?;
+        let output = parent.pipe().await.map_err(|e| format!("pipe: {e}"))?;
+        Ok::<_, String>((input, output))
+    })?;
+    let dir = setup_dir();
+    Ok(Box::new(move |n| {
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                let child = parent
+                    .clone_with(
+                        setup_clone_flags(),
+                        CloneOptions::new().automatically_write_user_mappings(false),
+                    )
+                    .await
+                    .map_err(|e| format!("clone: {e}"))?;
+                let r = child
+                    .inherit_fd(&input.read)
+                    .map_err(|e| format!("inherit_fd: {e}"))?;
+                let w = child
+                    .inherit_fd(&output.write)
+                    .map_err(|e| format!("inherit_fd: {e}"))?;
+                let task = child.task();
+                task.dup2(&r, &child.stdin())
+                    .await
+                    .map_err(|e| format!("dup2: {e}"))?;
+                task.dup2(&w, &child.stdout())
+                    .await
+                    .map_err(|e| format!("dup2: {e}"))?;
+                task.dup2(&w, &child.stderr())
+                    .await
+                    .map_err(|e| format!("dup2: {e}"))?;
+                task.chdir(dir.as_path())
+                    .await
+                    .map_err(|e| format!("chdir: {e}"))?;
+                drop((r, w));
+                let process = child
+                    .exec(rsyscall::Command::new("/bin/true", "true"))
+                    .await
+                    .map_err(|e| format!("exec /bin/true: {e}"))?;
+                process
+                    .check()
+                    .await
+                    .map_err(|e| format!("/bin/true: {e}"))?;
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// Baseline for "spawn with setup": `std::process::Command` with an `unsafe pre_exec`
+/// doing `unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)`, the three `dup2`s and the
+/// `chdir` (std's fork path), waited for.
+pub(crate) fn baseline_spawn_setup() -> Result<Runner, String> {
+    let (in_read, in_write) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (out_read, out_write) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let in_fd: RawFd = in_read.into_raw_fd();
+    let out_fd: RawFd = out_write.into_raw_fd();
+    let dir = CString::new(setup_dir().into_os_string().into_encoded_bytes())
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let flags = setup_clone_flags().bits() as libc::c_int;
+    // The other ends stay open as long as the runner.
+    let keep = (in_write, out_read, KeptFd(in_fd), KeptFd(out_fd));
+    Ok(Box::new(move |n| {
+        let _keep = &keep;
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut command = std::process::Command::new("/bin/true");
+            let dir = dir.clone();
+            // SAFETY: the closure runs in the forked child before exec and makes only
+            // async-signal-safe syscalls (unshare, dup2, chdir) on fds and a string that
+            // were made before the fork; it allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::unshare(flags) != 0
+                        || libc::dup2(in_fd, 0) < 0
+                        || libc::dup2(out_fd, 1) < 0
+                        || libc::dup2(out_fd, 2) < 0
+                        || libc::chdir(dir.as_ptr()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let status = command
+                .status()
+                .map_err(|e| format!("spawning /bin/true: {e}"))?;
+            if !status.success() {
+                return Err(format!("/bin/true: {status}"));
+            }
+        }
+        Ok(start.elapsed())
+    }))
+}
+
+/// An fd owned by a runner, closed when it is dropped (the baseline hands its number to
+/// `pre_exec` closures, which need a plain `RawFd`).
+struct KeptFd(RawFd);
+
+impl Drop for KeptFd {
+    fn drop(&mut self) {
+        // SAFETY: the fd was taken out of its owner by `into_raw_fd` and is owned by this
+        // value alone.
+        unsafe { libc::close(self.0) };
+    }
+}
 
 /// Context switches so far, each as (voluntary, involuntary): of this process's live
 /// threads by name (`voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` in
