@@ -1,9 +1,11 @@
 //! The bench's spawning and transport figures of issue 11: spawn with setup (namespaces,
-//! dup2, chdir) against std's `pre_exec`, the context switches one spawn makes.
+//! dup2, chdir) against std's `pre_exec`, spawn from a big parent against fork and
+//! posix_spawn, the context switches one spawn makes.
 
 use super::Plan;
 use super::Runner;
 use super::block_on;
+use super::spawn_true;
 use rsyscall::CLONE;
 use rsyscall::CloneOptions;
 use rsyscall::local_thread;
@@ -13,6 +15,11 @@ use std::os::fd::IntoRawFd;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::Weak;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// The namespaces of the "spawn with setup" figure.
@@ -137,6 +144,159 @@ impl Drop for KeptFd {
         // value alone.
         unsafe { libc::close(self.0) };
     }
+}
+
+/// The most memory "spawn from a big parent" maps: 4 GiB.
+const BIG_MAX: usize = 4 << 30;
+
+/// The size of the last big mapping made, for the figure's note.
+static BIG_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// Anonymous private memory mapped and touched page by page (4 KiB pages: the mapping asks
+/// for no huge pages), so that a fork must copy a page-table entry for each page. Shared by
+/// both sides of a figure while either is set up; unmapped when the last drops it.
+struct BigMapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is only unmapped in `drop` and never read or written through `addr`
+// after it was touched in `make`; sharing the address between threads is harmless.
+unsafe impl Send for BigMapping {}
+// SAFETY: as for `Send`: nothing reads or writes through `addr` after `make`.
+unsafe impl Sync for BigMapping {}
+
+impl BigMapping {
+    /// The mapping both sides share, made if none is alive: half of `MemAvailable`, at most
+    /// [`BIG_MAX`].
+    fn shared() -> Result<Arc<BigMapping>, String> {
+        static SHARED: Mutex<Weak<BigMapping>> = Mutex::new(Weak::new());
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mapping) = shared.upgrade() {
+            return Ok(mapping);
+        }
+        let mapping = Arc::new(BigMapping::make(big_size()?)?);
+        *shared = Arc::downgrade(&mapping);
+        Ok(mapping)
+    }
+
+    fn make(len: usize) -> Result<BigMapping, String> {
+        // SAFETY: a new anonymous private mapping at an address the kernel picks; it
+        // overlaps nothing of ours.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(format!(
+                "mmap of {len} bytes: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the range is the mapping just made.
+        unsafe { libc::madvise(addr, len, libc::MADV_NOHUGEPAGE) };
+        let page = 4096;
+        for offset in (0..len).step_by(page) {
+            // SAFETY: `offset` is inside the mapping, which is readable and writable and
+            // used by nothing else.
+            unsafe { addr.cast::<u8>().add(offset).write_volatile(1) };
+        }
+        BIG_SIZE.store(len, Ordering::Relaxed);
+        Ok(BigMapping { addr, len })
+    }
+}
+
+impl Drop for BigMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `make` and nothing uses it any more.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// Half of `MemAvailable`, at most [`BIG_MAX`], in whole MiB.
+fn big_size() -> Result<usize, String> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| format!("reading /proc/meminfo: {e}"))?;
+    let kib: usize = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or("no MemAvailable in /proc/meminfo")?;
+    Ok((kib * 1024 / 2).min(BIG_MAX) & !((1 << 20) - 1))
+}
+
+/// Ours for "spawn from a big parent": [`spawn_true`] with the big mapping alive.
+pub(crate) fn ours_spawn_big() -> Result<Runner, String> {
+    let mapping = BigMapping::shared()?;
+    let parent = local_thread();
+    Ok(Box::new(move |n| {
+        let _mapping = &mapping;
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                spawn_true(&parent).await?;
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// Baseline for "spawn from a big parent": `Command` with a `pre_exec` that does nothing,
+/// which makes std fork.
+pub(crate) fn baseline_spawn_big_fork() -> Result<Runner, String> {
+    let mapping = BigMapping::shared()?;
+    Ok(Box::new(move |n| {
+        let _mapping = &mapping;
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut command = std::process::Command::new("/bin/true");
+            // SAFETY: the closure does nothing.
+            unsafe { command.pre_exec(|| Ok(())) };
+            let status = command
+                .status()
+                .map_err(|e| format!("spawning /bin/true: {e}"))?;
+            if !status.success() {
+                return Err(format!("/bin/true: {status}"));
+            }
+        }
+        Ok(start.elapsed())
+    }))
+}
+
+/// Baseline for "spawn from a big parent, vs posix_spawn": plain `Command::status()`.
+pub(crate) fn baseline_spawn_big_vfork() -> Result<Runner, String> {
+    let mapping = BigMapping::shared()?;
+    let mut plain = super::baseline_spawn()?;
+    Ok(Box::new(move |n| {
+        let _mapping = &mapping;
+        plain(n)
+    }))
+}
+
+/// The note of the big-parent figures: how much memory the parent had.
+pub(crate) fn big_parent_notes(_plan: Plan) -> Result<Vec<String>, String> {
+    let len = BIG_SIZE.load(Ordering::Relaxed);
+    if len == 0 {
+        return Err("the memory was never mapped".to_string());
+    }
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string());
+    Ok(vec![format!(
+        "the parent mapped and touched {} MiB of anonymous private memory (half of \
+         MemAvailable, at most 4096 MiB) in 4 KiB pages (`MADV_NOHUGEPAGE`; transparent \
+         huge pages here: {thp}) before both sides, and unmapped it after",
+        len >> 20
+    )])
 }
 
 /// Context switches so far, each as (voluntary, involuntary): of this process's live
