@@ -532,6 +532,27 @@ const FIGURES: &[Figure] = &[
         count_syscalls: false,
         notes: Some(bench_spawn::big_parent_notes),
     },
+    Figure {
+        key: "spawn-many",
+        name: "64 spawns in flight (per spawn)",
+        ours_description: "64 \"spawn /bin/true\" futures (clone, exec, `check()`) made \
+                           together and polled together by one task until all are done; \
+                           the time per spawn",
+        baseline_description: "as many `std::thread`s as `available_parallelism()` (the \
+                               number of cores) calling `Command::new(\"/bin/true\")\
+                               .status()` until 64 are done; the time per spawn. A \
+                               throughput at least the baseline's is a time per spawn at \
+                               most the baseline's: ours / baseline <= 1.00",
+        target: Target::Ratio(1.0),
+        cost: Cost::Process,
+        batch: bench_spawn::IN_FLIGHT,
+        ours: Some(bench_spawn::ours_spawn_many),
+        baseline: bench_spawn::baseline_spawn_many,
+        phases: None,
+        explain: false,
+        count_syscalls: false,
+        notes: None,
+    },
 ];
 
 fn main() -> ExitCode {

@@ -1,10 +1,12 @@
 //! The bench's spawning and transport figures of issue 11: spawn with setup (namespaces,
 //! dup2, chdir) against std's `pre_exec`, spawn from a big parent against fork and
-//! posix_spawn, the context switches one spawn makes.
+//! posix_spawn, many spawns in flight against a thread per core, the context switches one
+//! spawn makes.
 
 use super::Plan;
 use super::Runner;
 use super::block_on;
+use super::join_all;
 use super::spawn_true;
 use rsyscall::CLONE;
 use rsyscall::CloneOptions;
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::Weak;
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -297,6 +300,69 @@ pub(crate) fn big_parent_notes(_plan: Plan) -> Result<Vec<String>, String> {
          huge pages here: {thp}) before both sides, and unmapped it after",
         len >> 20
     )])
+}
+
+/// Spawns in flight at once in "many spawns".
+pub(crate) const IN_FLIGHT: u32 = 64;
+
+/// Ours for "many spawns": [`IN_FLIGHT`] [`spawn_true`] futures polled together by one
+/// task.
+pub(crate) fn ours_spawn_many() -> Result<Runner, String> {
+    let parent = local_thread();
+    Ok(Box::new(move |n| {
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                let spawns: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_true(&parent)).collect();
+                for result in join_all(spawns).await {
+                    result?;
+                }
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// Baseline for "many spawns": as many OS threads as cores calling
+/// `Command::new("/bin/true").status()` until [`IN_FLIGHT`] are done.
+pub(crate) fn baseline_spawn_many() -> Result<Runner, String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(Box::new(move |n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            let left = AtomicU32::new(IN_FLIGHT);
+            let result: Result<(), String> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            while left
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
+                                    k.checked_sub(1)
+                                })
+                                .is_ok()
+                            {
+                                let status = std::process::Command::new("/bin/true")
+                                    .status()
+                                    .map_err(|e| format!("spawning /bin/true: {e}"))?;
+                                if !status.success() {
+                                    return Err(format!("/bin/true: {status}"));
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for worker in workers {
+                    worker
+                        .join()
+                        .map_err(|_| "a spawning thread panicked".to_string())??;
+                }
+                Ok(())
+            });
+            result?;
+        }
+        Ok(start.elapsed())
+    }))
 }
 
 /// Context switches so far, each as (voluntary, involuntary): of this process's live
