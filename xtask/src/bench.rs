@@ -553,6 +553,30 @@ const FIGURES: &[Figure] = &[
         count_syscalls: false,
         notes: None,
     },
+    Figure {
+        key: "inband-memory",
+        name: "1 MiB written and read back, other address space",
+        ours_description: "on a thread made by `stdin_bootstrap(&local_thread(), env)` (its \
+                           own address space, reached only through its connection), an \
+                           allocation of 1 MiB made once by `malloc_bytes`; per operation \
+                           `Allocation::write(0, data)` of 1 MiB then `Allocation::read(0, \
+                           1 MiB)`, compared with what was written: the library's in-band \
+                           memory transport both ways",
+        baseline_description: "raw socketpair bandwidth: a blocking `write_all` of the same \
+                               1 MiB into a `UnixStream` pair whose other end a \
+                               `std::thread` reads whole and writes back, then a blocking \
+                               `read_exact` of the 1 MiB, compared. The target, at least \
+                               half the baseline's bandwidth, is ours / baseline <= 2.00",
+        target: Target::Ratio(2.0),
+        cost: Cost::Process,
+        batch: 1,
+        ours: Some(bench_spawn::ours_inband_memory),
+        baseline: bench_spawn::baseline_socketpair_bandwidth,
+        phases: None,
+        explain: false,
+        count_syscalls: true,
+        notes: None,
+    },
 ];
 
 fn main() -> ExitCode {

@@ -1,20 +1,26 @@
 //! The bench's spawning and transport figures of issue 11: spawn with setup (namespaces,
 //! dup2, chdir) against std's `pre_exec`, spawn from a big parent against fork and
-//! posix_spawn, many spawns in flight against a thread per core, the context switches one
-//! spawn makes.
+//! posix_spawn, many spawns in flight against a thread per core, 1 MiB through a remote
+//! thread's memory against a socketpair, the context switches one spawn makes.
 
 use super::Plan;
 use super::Runner;
 use super::block_on;
+use super::env_path;
 use super::join_all;
 use super::spawn_true;
+use rsyscall::AsyncChildProcess;
 use rsyscall::CLONE;
 use rsyscall::CloneOptions;
+use rsyscall::Thread;
 use rsyscall::local_thread;
 use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::io::Read;
+use std::io::Write;
 use std::os::fd::IntoRawFd;
 use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -360,6 +366,125 @@ pub(crate) fn baseline_spawn_many() -> Result<Runner, String> {
                 Ok(())
             });
             result?;
+        }
+        Ok(start.elapsed())
+    }))
+}
+
+/// Bytes moved each way in "in-band memory".
+const INBAND_BYTES: usize = 1 << 20;
+
+/// The bytes both sides of "in-band memory" send.
+fn inband_data() -> Vec<u8> {
+    (0..INBAND_BYTES).map(|i| (i % 251) as u8).collect()
+}
+
+/// A stdin-bootstrapped thread (through `env`), exited and its launcher waited for when
+/// dropped.
+struct Bootstrapped {
+    launcher: Option<AsyncChildProcess>,
+    thread: Option<Thread>,
+}
+
+impl Drop for Bootstrapped {
+    fn drop(&mut self) {
+        if let (Some(launcher), Some(thread)) = (self.launcher.take(), self.thread.take()) {
+            let ended = block_on(async {
+                thread.exit(0).await.map_err(|e| format!("exit: {e}"))?;
+                drop(thread);
+                launcher.check().await.map_err(|e| format!("wait: {e}"))
+            });
+            if let Err(e) = ended {
+                eprintln!("warning: ending the bootstrapped thread: {e}");
+            }
+        }
+    }
+}
+
+/// Ours for "in-band memory": 1 MiB written into an allocation of a stdin-bootstrapped
+/// thread's address space, then read back, through the library's memory transport.
+pub(crate) fn ours_inband_memory() -> Result<Runner, String> {
+    let env = env_path()?;
+    let (launcher, thread) = block_on(rsyscall::stdin_bootstrap(&local_thread(), env))
+        .map_err(|e| format!("stdin_bootstrap: {e}"))?;
+    let held = Bootstrapped {
+        launcher: Some(launcher),
+        thread: Some(thread),
+    };
+    let thread = held.thread.as_ref().ok_or("no thread")?;
+    let buffer =
+        block_on(thread.malloc_bytes(INBAND_BYTES)).map_err(|e| format!("malloc_bytes: {e}"))?;
+    let data = inband_data();
+    // `buffer` is dropped before `held`: the closure's captures drop in this order.
+    let state = (buffer, held);
+    Ok(Box::new(move |n| {
+        let (buffer, _held) = &state;
+        let allocation = buffer.allocation();
+        block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                allocation
+                    .write(0, &data)
+                    .await
+                    .map_err(|e| format!("memory write: {e}"))?;
+                let back = allocation
+                    .read(0, INBAND_BYTES)
+                    .await
+                    .map_err(|e| format!("memory read: {e}"))?;
+                if back != data {
+                    return Err("the memory read back other bytes".to_string());
+                }
+            }
+            Ok(start.elapsed())
+        })
+    }))
+}
+
+/// A `UnixStream` pair whose far end a `std::thread` serves: it reads 1 MiB, then writes
+/// it back. Dropping it closes the near end (the thread reads EOF) and joins the thread.
+struct EchoSocket {
+    near: Option<UnixStream>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EchoSocket {
+    fn drop(&mut self) {
+        drop(self.near.take());
+        if let Some(server) = self.server.take()
+            && server.join().is_err()
+        {
+            eprintln!("warning: the echo thread panicked");
+        }
+    }
+}
+
+/// Baseline for "in-band memory": 1 MiB written into a socketpair, read whole by a thread
+/// that then writes it back, and read back.
+pub(crate) fn baseline_socketpair_bandwidth() -> Result<Runner, String> {
+    let (near, mut far) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let server = std::thread::Builder::new()
+        .name("echo".to_string())
+        .spawn(move || {
+            let mut buffer = vec![0u8; INBAND_BYTES];
+            while far.read_exact(&mut buffer).is_ok() && far.write_all(&buffer).is_ok() {}
+        })
+        .map_err(|e| format!("spawning the echo thread: {e}"))?;
+    let mut echo = EchoSocket {
+        near: Some(near),
+        server: Some(server),
+    };
+    let data = inband_data();
+    let mut back = vec![0u8; INBAND_BYTES];
+    Ok(Box::new(move |n| {
+        let near = echo.near.as_mut().ok_or("the socket is closed")?;
+        let start = Instant::now();
+        for _ in 0..n {
+            near.write_all(&data).map_err(|e| format!("write: {e}"))?;
+            near.read_exact(&mut back)
+                .map_err(|e| format!("read: {e}"))?;
+            if back != data {
+                return Err("the echo sent other bytes".to_string());
+            }
         }
         Ok(start.elapsed())
     }))
