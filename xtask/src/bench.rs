@@ -22,6 +22,9 @@
 //! these keys (see [`FIGURES`]), for work on one of them. Anything else (cargo passes
 //! `--bench`) is ignored.
 //!
+//! A figure may also have notes: lines measured or stated after it runs (the memory a
+//! figure's parent holds, the context switches of one spawn), printed and written with it.
+//!
 //! To add a figure, write a baseline and an "ours" function and append a [`Figure`] to
 //! [`FIGURES`].
 
@@ -2231,8 +2234,9 @@ fn markdown(rows: &[Row], env: &Environment) -> String {
         out,
         "- method: {} warm-up operations, then {} repetitions of {} operations (ten times \
          as many for figures of tens of nanoseconds, a tenth for figures that make a \
-         connection, a hundredth for figures that create a process, a two-thousandth for \
-         figures that open an ssh session); the two sides' repetitions alternate; each cell is the median \
+         connection, a hundredth for figures that create a process, a thousandth for \
+         figures that fork from a parent of gigabytes, a two-thousandth for figures that \
+         open an ssh session); the two sides' repetitions alternate; each cell is the median \
          time per operation over the repetitions; optimised build (cargo's `bench` \
          profile)\n",
         env.plan.warmup, env.plan.repetitions, env.plan.iterations
