@@ -22,6 +22,9 @@
 //! these keys (see [`FIGURES`]), for work on one of them. Anything else (cargo passes
 //! `--bench`) is ignored.
 //!
+//! A figure may also have notes: lines measured or stated after it runs (the memory a
+//! figure's parent holds, the context switches of one spawn), printed and written with it.
+//!
 //! To add a figure, write a baseline and an "ours" function and append a [`Figure`] to
 //! [`FIGURES`].
 
@@ -41,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rsyscall::{AsyncChildProcess, CLONE, Thread, local_thread};
 use rsyscall_server::proto::{RESPONSE_SIZE, Request};
 
+mod bench_spawn;
 mod bench_sshd;
 use bench_sshd::BenchSshd;
 
@@ -79,6 +83,7 @@ impl Plan {
             Cost::Process => self.per(100),
             Cost::Connection => self.per(10),
             Cost::SshSession => self.per(2_000),
+            Cost::BigFork => self.per(1_000),
         }
     }
 
@@ -108,6 +113,9 @@ enum Cost {
     /// An ssh session made (a key exchange, processes on both ends): a two-thousandth of
     /// the plan's operations.
     SshSession,
+    /// A process forked from a parent of gigabytes (tens of milliseconds): a thousandth of
+    /// the plan's operations.
+    BigFork,
 }
 
 /// The result of timing one side of a figure: median nanoseconds per operation, or why it
@@ -216,7 +224,13 @@ struct Figure {
     /// (false where a unit is so large that a run under strace would take minutes, and
     /// where both sides make the same syscalls anyway).
     count_syscalls: bool,
+    /// Measures or states what the figure's table row cannot show (run after the figure,
+    /// whether or not its target is met): lines printed with it.
+    notes: Option<fn(Plan) -> Notes>,
 }
+
+/// The lines of a figure's notes, or why they could not be made.
+type Notes = Result<Vec<String>, String>;
 
 /// The number of concurrent requests in the "64 concurrent getpid" figure.
 const CONCURRENT: usize = 64;
@@ -248,6 +262,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "spawn",
@@ -264,6 +279,7 @@ const FIGURES: &[Figure] = &[
         phases: Some(spawn_phases),
         explain: false,
         count_syscalls: true,
+        notes: Some(bench_spawn::spawn_wakeup_notes),
     },
     Figure {
         key: "getpid-concurrent",
@@ -282,6 +298,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "getpid-local",
@@ -298,6 +315,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "getpid-many-children",
@@ -318,6 +336,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: false,
+        notes: None,
     },
     Figure {
         key: "persistent-reconnect",
@@ -346,6 +365,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "stdin-bootstrap",
@@ -365,6 +385,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "stub-accept",
@@ -387,6 +408,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
+        notes: None,
     },
     Figure {
         key: "ssh-connect",
@@ -412,6 +434,7 @@ const FIGURES: &[Figure] = &[
         phases: Some(ssh_connect_phases),
         explain: true,
         count_syscalls: false,
+        notes: None,
     },
     Figure {
         key: "ssh-getpid",
@@ -438,6 +461,124 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: false,
+        notes: None,
+    },
+    Figure {
+        key: "spawn-setup",
+        name: "spawn with setup: namespaces, dup2, chdir",
+        ours_description: "`local_thread().clone_with(CLONE::NEWUSER | CLONE::NEWNS | \
+                           CLONE::NEWPID, CloneOptions::new()\
+                           .automatically_write_user_mappings(false))` (the child itself is \
+                           made in the three new namespaces: it is pid 1 of the new pid \
+                           namespace; no id mappings are written, as the baseline writes \
+                           none), then in the child `dup2` of a pipe's read end onto stdin \
+                           and of another pipe's write end onto stdout and stderr (the pipes \
+                           made once, before the timing), `chdir` to the temporary \
+                           directory, `child.exec(Command::new(\"/bin/true\", \"true\"))` \
+                           and `check()`",
+        baseline_description: "`std::process::Command::new(\"/bin/true\")` with an `unsafe \
+                               pre_exec` calling `unshare(CLONE_NEWUSER | CLONE_NEWNS | \
+                               CLONE_NEWPID)`, the same three `dup2`s from two pipes made once \
+                               and `chdir` to the same directory, then `status()`: a \
+                               `pre_exec` makes std fork. `unshare` cannot put the calling \
+                               process in a new pid namespace, so the exec'd `/bin/true` stays \
+                               in ours (only children it made would go to the new one): the \
+                               kernel makes the same three namespaces on both sides, but ours \
+                               also makes and tears down a pid namespace with a process in it",
+        target: Target::Ratio(0.8),
+        cost: Cost::Process,
+        batch: 1,
+        ours: Some(bench_spawn::ours_spawn_setup),
+        baseline: bench_spawn::baseline_spawn_setup,
+        phases: None,
+        explain: false,
+        count_syscalls: true,
+        notes: None,
+    },
+    Figure {
+        key: "spawn-big-parent",
+        name: "spawn from a big parent vs fork",
+        ours_description: "the \"spawn /bin/true\" operation (`clone(CLONE::empty())`, \
+                           `exec` of `/bin/true`, `check()`) while this process has up to \
+                           4 GiB of touched memory (the size is in the note): the child \
+                           shares our address space, so no page table is copied",
+        baseline_description: "`std::process::Command::new(\"/bin/true\")` with an `unsafe \
+                               pre_exec(|| Ok(()))` (which makes std fork, copying the page \
+                               tables of the whole parent), `status()`, with the same memory \
+                               mapped. The target, ours at least 20 times faster, is written \
+                               as ours / baseline <= 0.05",
+        target: Target::Ratio(0.05),
+        cost: Cost::BigFork,
+        batch: 1,
+        ours: Some(bench_spawn::ours_spawn_big),
+        baseline: bench_spawn::baseline_spawn_big_fork,
+        phases: None,
+        explain: false,
+        count_syscalls: false,
+        notes: Some(bench_spawn::big_parent_notes),
+    },
+    Figure {
+        key: "spawn-big-parent-vfork",
+        name: "spawn from a big parent vs posix_spawn",
+        ours_description: "as in \"spawn from a big parent vs fork\": clone, exec of \
+                           `/bin/true` and `check()` with up to 4 GiB of touched memory",
+        baseline_description: "plain `std::process::Command::new(\"/bin/true\").status()` \
+                               (std's posix_spawn, a `CLONE_VM | CLONE_VFORK` child that \
+                               copies no page table) with the same memory mapped",
+        target: Target::Ratio(1.1),
+        cost: Cost::Process,
+        batch: 1,
+        ours: Some(bench_spawn::ours_spawn_big),
+        baseline: bench_spawn::baseline_spawn_big_vfork,
+        phases: None,
+        explain: false,
+        count_syscalls: false,
+        notes: Some(bench_spawn::big_parent_notes),
+    },
+    Figure {
+        key: "spawn-many",
+        name: "64 spawns in flight (per spawn)",
+        ours_description: "64 \"spawn /bin/true\" futures (clone, exec, `check()`) made \
+                           together and polled together by one task until all are done; \
+                           the time per spawn",
+        baseline_description: "as many `std::thread`s as `available_parallelism()` (the \
+                               number of cores) calling `Command::new(\"/bin/true\")\
+                               .status()` until 64 are done; the time per spawn. A \
+                               throughput at least the baseline's is a time per spawn at \
+                               most the baseline's: ours / baseline <= 1.00",
+        target: Target::Ratio(1.0),
+        cost: Cost::Process,
+        batch: bench_spawn::IN_FLIGHT,
+        ours: Some(bench_spawn::ours_spawn_many),
+        baseline: bench_spawn::baseline_spawn_many,
+        phases: None,
+        explain: false,
+        count_syscalls: false,
+        notes: None,
+    },
+    Figure {
+        key: "inband-memory",
+        name: "1 MiB written and read back, other address space",
+        ours_description: "on a thread made by `stdin_bootstrap(&local_thread(), env)` (its \
+                           own address space, reached only through its connection), an \
+                           allocation of 1 MiB made once by `malloc_bytes`; per operation \
+                           `Allocation::write(0, data)` of 1 MiB then `Allocation::read(0, \
+                           1 MiB)`, compared with what was written: the library's in-band \
+                           memory transport both ways",
+        baseline_description: "raw socketpair bandwidth: a blocking `write_all` of the same \
+                               1 MiB into a `UnixStream` pair whose other end a \
+                               `std::thread` reads whole and writes back, then a blocking \
+                               `read_exact` of the 1 MiB, compared. The target, at least \
+                               half the baseline's bandwidth, is ours / baseline <= 2.00",
+        target: Target::Ratio(2.0),
+        cost: Cost::Process,
+        batch: 1,
+        ours: Some(bench_spawn::ours_inband_memory),
+        baseline: bench_spawn::baseline_socketpair_bandwidth,
+        phases: None,
+        explain: false,
+        count_syscalls: true,
+        notes: None,
     },
 ];
 
@@ -489,6 +630,7 @@ fn main() -> ExitCode {
             baseline,
             syscalls: None,
             phases: None,
+            notes: None,
         });
     }
     for row in &mut rows {
@@ -503,6 +645,10 @@ fn main() -> ExitCode {
             eprintln!("timing phases: {}", row.figure.name);
             row.phases = Some(phases(plan.for_cost(row.figure.cost)));
         }
+        if let Some(notes) = row.figure.notes {
+            eprintln!("notes: {}", row.figure.name);
+            row.notes = Some(notes(plan.for_cost(row.figure.cost)));
+        }
     }
 
     let environment = Environment::probe(plan);
@@ -513,6 +659,13 @@ fn main() -> ExitCode {
         }
         if let Some(counts) = &row.syscalls {
             print!("\n{}", text_syscalls(row.figure, counts));
+        }
+        if let Some(notes) = &row.notes {
+            print!("\nnotes, {}:\n", row.figure.name);
+            match notes {
+                Ok(lines) => lines.iter().for_each(|line| println!("  {line}")),
+                Err(e) => println!("  not made: {e}"),
+            }
         }
     }
     let mut ok = rows.iter().all(Row::measured_without_error);
@@ -1862,6 +2015,8 @@ struct Row {
     /// Our operation's phases, timed where the target was missed or the figure explains
     /// itself.
     phases: Option<Phases>,
+    /// The figure's notes, where it has any.
+    notes: Option<Notes>,
 }
 
 impl Row {
@@ -2079,8 +2234,9 @@ fn markdown(rows: &[Row], env: &Environment) -> String {
         out,
         "- method: {} warm-up operations, then {} repetitions of {} operations (ten times \
          as many for figures of tens of nanoseconds, a tenth for figures that make a \
-         connection, a hundredth for figures that create a process, a two-thousandth for \
-         figures that open an ssh session); the two sides' repetitions alternate; each cell is the median \
+         connection, a hundredth for figures that create a process, a thousandth for \
+         figures that fork from a parent of gigabytes, a two-thousandth for figures that \
+         open an ssh session); the two sides' repetitions alternate; each cell is the median \
          time per operation over the repetitions; optimised build (cargo's `bench` \
          profile)\n",
         env.plan.warmup, env.plan.repetitions, env.plan.iterations
@@ -2119,6 +2275,17 @@ fn markdown(rows: &[Row], env: &Environment) -> String {
                     "- phases (median of each, timed separately): {}",
                     list.join(", ")
                 );
+            }
+        }
+        match &row.notes {
+            None => {}
+            Some(Err(e)) => {
+                let _ = writeln!(out, "- notes not made: {e}");
+            }
+            Some(Ok(lines)) => {
+                for line in lines {
+                    let _ = writeln!(out, "- note: {line}");
+                }
             }
         }
         match &row.syscalls {
