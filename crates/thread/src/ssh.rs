@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use async_io::Async;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use rsyscall_handle::{ChildState, Error, Result, SshFailure};
+use rsyscall_handle::{ChildState, Error, Result, SshFailure, Task};
 use rsyscall_near::{AT, CLONE, Signal};
 use rsyscall_server::proto::BootstrapDescribe;
 
@@ -293,7 +293,7 @@ impl SshHost {
         let ssh = self.ssh_command(thread).await?;
         let nonce = nonce();
         let remote_dir = format!("{}/rsyscall-{nonce}", self.remote_dir.trim_end_matches('/'));
-        let local = LocalDir::new(&nonce)?;
+        let local = LocalDir::new(&nonce).await?;
         let forward_spec = format!("{}:{remote_dir}/data", local.forward().display());
         let script = remote_script(&self.remote_dir, &nonce, binary.len());
         let command = ssh
@@ -444,12 +444,10 @@ impl SshHost {
             if (&stdin).write_all(&binary).await.is_ok() {
                 let _ = (&stdin).flush().await;
             }
-            std::future::pending::<()>().await;
-            unreachable_ok()
+            std::future::pending::<std::result::Result<String, Failure>>().await
         };
         let marker = format!("rsyscall-ready-{nonce} ");
         let read = async {
-            let mut seen = Vec::new();
             loop {
                 let line = read_line(&stdout)
                     .await
@@ -457,20 +455,13 @@ impl SshHost {
                 let Some(line) = line else {
                     return Err(Failure::Ended(None));
                 };
+                // Lines before it (a login shell's greeting) are skipped.
                 if let Some(path) = line.strip_prefix(&marker) {
                     return Ok(path.to_owned());
                 }
-                if seen.len() < 16 {
-                    seen.push(line);
-                }
             }
         };
-        let ended = async {
-            match process.wait().await {
-                Ok(state) => Err(Failure::Ended(Some(state))),
-                Err(e) => Err(Failure::Error(e)),
-            }
-        };
+        let ended = ssh_ended(process);
         let timeout = async {
             async_io::Timer::after(self.connect_timeout * 2 + Duration::from_secs(10)).await;
             Err(Failure::TimedOut)
@@ -537,12 +528,7 @@ impl SshHost {
                 .map_err(Failure::Error)?;
             Ok((d, env, syscall, data))
         };
-        let ended = async {
-            match process.wait().await {
-                Ok(state) => Err(Failure::Ended(Some(state))),
-                Err(e) => Err(Failure::Error(e)),
-            }
-        };
+        let ended = ssh_ended(process);
         let timeout = async {
             async_io::Timer::after(DESCRIBE_TIMEOUT).await;
             Err(Failure::TimedOut)
@@ -652,7 +638,7 @@ impl SshHost {
                 SshFailure::RemoteShell,
                 "the remote command failed before the bootstrap ran: the login shell of the \
                  remote user must run `exec /bin/sh -c '...'` (a POSIX-like shell), and \
-                 /bin/sh and cat must exist there"
+                 /bin/sh, cat and head must exist there"
                     .to_owned(),
             ),
             (Failure::Error(e), _) => (SshFailure::Bootstrap, e.to_string()),
@@ -672,9 +658,12 @@ impl SshHost {
     }
 }
 
-/// Never reached: makes a `pending` future's type line up with the others.
-fn unreachable_ok<T>() -> std::result::Result<T, Failure> {
-    Err(Failure::TimedOut)
+/// Completes, as a failure, when ssh ends: raced against each step of a connection.
+async fn ssh_ended<T>(process: &AsyncChildProcess) -> std::result::Result<T, Failure> {
+    match process.wait().await {
+        Ok(state) => Err(Failure::Ended(Some(state))),
+        Err(e) => Err(Failure::Error(e)),
+    }
 }
 
 /// Why a connection failed, before it is turned into an [`Error`].
@@ -870,7 +859,7 @@ struct LocalDir {
 }
 
 impl LocalDir {
-    fn new(nonce: &str) -> Result<LocalDir> {
+    async fn new(nonce: &str) -> Result<LocalDir> {
         let base = std::env::temp_dir();
         // The forward's path must fit in a sockaddr_un.
         let base = if base.as_os_str().len() > 64 {
@@ -884,7 +873,9 @@ impl LocalDir {
             .create(&dir)
             .map_err(io("making a private directory for ssh's forward"))?;
         let forward = dir.join("fwd");
-        let janitor = spawn_janitor(&dir);
+        // A local syscall (the janitor's pidfd) finishes within its first poll: nothing
+        // between making the directory and owning it here can be cancelled.
+        let janitor = spawn_janitor(&dir).await;
         Ok(LocalDir {
             dir,
             forward,
@@ -909,7 +900,7 @@ impl Drop for LocalDir {
 /// Starts `sh`, reading a pipe whose write end only we hold: at end of file (our exit or
 /// death, or the write end dropped) it removes `dir` and exits. It is reaped by the
 /// service thread, or by init if we died. `None` (logged) if it cannot be started.
-fn spawn_janitor(dir: &Path) -> Option<std::process::ChildStdin> {
+async fn spawn_janitor(dir: &Path) -> Option<std::process::ChildStdin> {
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg("read x; rm -rf -- \"$1\"")
@@ -926,7 +917,13 @@ fn spawn_janitor(dir: &Path) -> Option<std::process::ChildStdin> {
         }
     };
     let stdin = child.stdin.take();
-    match pidfd_open(child.id()) {
+    let pid = rsyscall_near::Pid::new(child.id() as i32);
+    let pidfd = Task::local()
+        .pidfd_open(pid, rsyscall_near::PIDFD::empty())
+        .await
+        .ok()
+        .and_then(|fd| fd.into_owned_fd().ok());
+    match pidfd {
         Some(pidfd) => crate::service::reap_later(pidfd, Box::new(())),
         None => {
             // Reaped by a thread of its own instead.
@@ -936,18 +933,6 @@ fn spawn_janitor(dir: &Path) -> Option<std::process::ChildStdin> {
         }
     }
     stdin
-}
-
-/// `pidfd_open(pid, 0)` for a local child of ours, which nothing else reaps.
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just made this fd for us; nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// ssh's stderr: kept (the first 64 KiB) while connecting, for errors; copied to this
