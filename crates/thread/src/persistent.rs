@@ -734,44 +734,19 @@ impl PersistentThread {
         &self,
         via: &Thread,
     ) -> std::result::Result<(), PersistentError> {
-        let Some(via_host) = via.host() else {
-            return Err(Error::invalid(
-                "PersistentThread::reconnect",
-                "not a thread of another host",
-            )
-            .into());
-        };
-        let path = self.path.clone();
-        let (access, theirs) =
-            via.host_channels(1).await?.pop().ok_or_else(|| {
-                Error::invalid("PersistentThread::reconnect", "no channel was made")
-            })?;
-        let task = via.task();
-        // SAFETY: `via_host.listener` is the host's listening socket in `via`'s table, kept
-        // open for `via`'s life (a reserved fd); this handle only passes a copy of it and is
-        // never closed or replaced.
-        let listener = unsafe { FileDescriptor::borrowed(task, via_host.listener) };
-        let numbers = remote_handshake(via, &path, &[&theirs, &listener]).await;
-        drop(theirs);
-        let numbers = match numbers {
-            Ok(numbers) => numbers,
+        let (access, server_fd, new) = match host_handshake(via, &self.path).await {
+            Ok(parts) => parts,
             Err(e @ PersistentError::NoServer { .. }) => {
                 self.iface.mark_dead();
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
-        check_numbers(&numbers, 2, &path)?;
-        let conn = self
-            .connection_to(access, near::FileDescriptor::new(numbers[0]))
-            .await?;
+        let conn = self.connection_to(access, server_fd).await?;
         self.iface.install(conn);
-        let new = crate::host::HostAccess {
-            link: via_host.link,
-            listener: near::FileDescriptor::new(numbers[1]),
-        };
+        let listener = new.listener;
         if let Some(old) = self.thread.set_host(new)
-            && old.listener.as_raw() != numbers[1]
+            && old.listener != listener
         {
             // SAFETY: the old listening socket came from an earlier session's bootstrap,
             // inherited or passed to the thread; no handle names it (the host access held
@@ -881,20 +856,9 @@ impl PersistentThread {
                     handshake_with_connection(via, &path).await?;
                 (access, server_fd, Reach::Local(fdpass_local, fdpass_remote))
             }
-            Some(via_host) => {
-                let (access, theirs) = via.host_channels(1).await?.pop().ok_or_else(|| {
-                    Error::invalid("PersistentThread::attach", "no channel was made")
-                })?;
-                // SAFETY: as in `reconnect_across_hosts`: `via`'s own listening socket,
-                // only passed.
-                let listener = unsafe { FileDescriptor::borrowed(via.task(), via_host.listener) };
-                let numbers = remote_handshake(via, &path, &[&theirs, &listener]).await?;
-                check_numbers(&numbers, 2, &path)?;
-                let host = crate::host::HostAccess {
-                    link: via_host.link,
-                    listener: near::FileDescriptor::new(numbers[1]),
-                };
-                (access, numbers[0], Reach::Host(host))
+            Some(_) => {
+                let (access, server_fd, host) = host_handshake(via, &path).await?;
+                (access, server_fd.as_raw(), Reach::Host(host))
             }
         };
         let conn = SyscallConnection::new(access, near::FileDescriptor::new(server_fd)).map_err(
@@ -1358,6 +1322,36 @@ async fn handshake_with_connection(
         (access.into(), fdpass_local.into()),
         [numbers[0], numbers[1]],
     ))
+}
+
+/// The handshake through `via`, a thread on another host: a channel through its ssh
+/// forward and its copy of the host's listening socket are passed to the server at `path`.
+/// Returns our end of the channel, the server's number for its end (its new syscall
+/// socket) and how the thread makes its channels from then on.
+async fn host_handshake(
+    via: &Thread,
+    path: &Path,
+) -> std::result::Result<(OwnedFd, near::FileDescriptor, crate::host::HostAccess), PersistentError>
+{
+    let Some(via_host) = via.host() else {
+        return Err(Error::invalid("persistent handshake", "not a thread of another host").into());
+    };
+    let (access, theirs) = via
+        .host_channels(1)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::invalid("persistent handshake", "no channel was made"))?;
+    // SAFETY: `via_host.listener` is the host's listening socket in `via`'s table, kept
+    // open for `via`'s life (a reserved fd); this handle only passes a copy of it and is
+    // never closed or replaced.
+    let listener = unsafe { FileDescriptor::borrowed(via.task(), via_host.listener) };
+    let numbers = remote_handshake(via, path, &[&theirs, &listener]).await?;
+    check_numbers(&numbers, 2, path)?;
+    let host = crate::host::HostAccess {
+        link: via_host.link,
+        listener: near::FileDescriptor::new(numbers[1]),
+    };
+    Ok((access, near::FileDescriptor::new(numbers[0]), host))
 }
 
 /// The persistent handshake (PROTOCOL.md section 6) made by `via`, a thread on another
