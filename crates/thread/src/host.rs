@@ -24,7 +24,7 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 
 use rsyscall_handle::{Error, FileDescriptor, Result};
 use rsyscall_near::{self as near, SOCK};
@@ -42,7 +42,7 @@ pub(crate) struct HostLink {
     making: async_lock::Mutex<()>,
     /// What the link keeps alive and tears down when the last thread of the host is gone
     /// (the ssh session's local resources).
-    _keep: Mutex<Option<Box<dyn Any + Send>>>,
+    _keep: Box<dyn Any + Send + Sync>,
 }
 
 impl fmt::Debug for HostLink {
@@ -57,12 +57,16 @@ impl fmt::Debug for HostLink {
 impl HostLink {
     /// A link whose channels are made by connecting to `forward` from the local process;
     /// `keep` is dropped with the link.
-    pub(crate) fn new(name: String, forward: PathBuf, keep: Box<dyn Any + Send>) -> Arc<Self> {
+    pub(crate) fn new(
+        name: String,
+        forward: PathBuf,
+        keep: Box<dyn Any + Send + Sync>,
+    ) -> Arc<Self> {
         Arc::new(HostLink {
             forward,
             name,
             making: async_lock::Mutex::new(()),
-            _keep: Mutex::new(Some(keep)),
+            _keep: keep,
         })
     }
 
