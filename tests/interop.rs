@@ -142,6 +142,29 @@ fn a_poll_read_given_up_keeps_its_bytes_for_the_next() {
 }
 
 #[test]
+fn a_write_accepted_and_not_flushed_goes_on_by_itself() {
+    on_local_and_child(|thread, label| async move {
+        let (mut r, mut w) = afd_pipe(&thread).await;
+        // Accepted behind the caller, which then only reads: the write finishes anyway.
+        for i in 0..20u8 {
+            assert_eq!(
+                AsyncWriteExt::write(&mut w, &[i; 100])
+                    .await
+                    .expect("write"),
+                100,
+                "{label}"
+            );
+            let mut got = [0u8; 100];
+            within("read of an unflushed write", r.read_exact(&mut got))
+                .await
+                .expect("read_exact");
+            assert_eq!(got, [i; 100], "{label}");
+        }
+        w.flush().await.expect("flush");
+    });
+}
+
+#[test]
 fn async_close_shuts_a_socket_down_and_errors_keep_their_errno() {
     on_local_and_child(|thread, label| async move {
         let (x, y) = thread

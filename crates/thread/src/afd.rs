@@ -31,6 +31,7 @@ use rsyscall_handle::{
 };
 use rsyscall_near::{self as near, EPOLL, Errno, SHUT, SOCK, SyscallError};
 
+use crate::background::Detached;
 use crate::epoller::Registered;
 use crate::thread::{Thread, local_thread};
 
@@ -233,7 +234,10 @@ async fn write_ready(
 /// them), so `futures_lite::io::copy`, `AsyncReadExt::read_to_end`,
 /// `AsyncWriteExt::write_all` and the like work on an fd of any thread. Each direction keeps
 /// one 64 KiB buffer in the fd's task's memory, allocated at first use and reused, and at
-/// most one step in flight:
+/// most one step in flight. A step goes on without its caller: it runs inline while it
+/// completes at once, and on a background thread once it has to wait, so a caller that
+/// stops polling never stalls the other syscalls of the fd's thread (see
+/// `crate::background`).
 /// - `poll_read` starts one `read` of at most the caller's buffer into it (waiting for
 ///   data as [`AsyncFileDescriptor::read`] does) and copies the bytes out. A `poll_read`
 ///   left `Pending` keeps its read in flight in the [`AsyncFileDescriptor`]: the next
@@ -243,7 +247,8 @@ async fn write_ready(
 ///   an [`AsyncFileDescriptor::read`] future does: bytes the kernel already gave it are
 ///   lost, and the buffer, lent to the syscall, is leaked rather than reused.
 /// - `poll_write` writes behind the caller: it copies up to 64 KiB into the buffer, starts
-///   writing all of it and reports those bytes written; the next `poll_write`,
+///   writing all of it (the write finishes whether or not anyone polls again) and reports
+///   those bytes written; the next `poll_write`,
 ///   `poll_flush` or `poll_close` waits for that write to end first and reports its error.
 ///   A write still in flight when the [`AsyncFileDescriptor`] is dropped is dropped with
 ///   it (what part reached the fd is unknown), so flush or close before dropping, as with
@@ -566,9 +571,10 @@ impl AsyncFileDescriptor {
 /// theirs moves.
 const STREAM_CHUNK: usize = 64 * 1024;
 
-/// A boxed future of one stream step: the reusable buffer back (`None` if it was lost to an
-/// error and must be allocated again) and the outcome.
-type Step<T> = Pin<Box<dyn Future<Output = (Option<Pointer<[u8]>>, Result<T>)> + Send>>;
+/// One stream step, which goes on when its caller stops polling it (see
+/// [`crate::background`]): the reusable buffer back (`None` if it was lost to an error and
+/// must be allocated again) and the outcome.
+type Step<T> = Detached<(Option<Pointer<[u8]>>, Result<T>)>;
 
 /// The state of [`AsyncRead`] on an [`AsyncFileDescriptor`].
 #[derive(Default)]
@@ -700,7 +706,7 @@ impl AsyncFileDescriptor {
         let Some(step) = side.inflight.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        let (buf, r) = ready!(step.as_mut().poll(cx));
+        let (buf, r) = ready!(Pin::new(step).poll(cx));
         side.inflight = None;
         side.shutting = false;
         if buf.is_some() {
@@ -740,14 +746,14 @@ impl AsyncRead for AsyncFileDescriptor {
             }
             let step = match &mut side.inflight {
                 Some(step) => step,
-                None => side.inflight.insert(Box::pin(read_step(
+                None => side.inflight.insert(Detached::new(read_step(
                     this.handle.clone(),
                     this.reg.clone(),
                     side.buf.take(),
                     out.len(),
                 ))),
             };
-            let (buf, r) = ready!(step.as_mut().poll(cx));
+            let (buf, r) = ready!(Pin::new(step).poll(cx));
             side.inflight = None;
             side.buf = buf;
             let data = r?;
@@ -780,14 +786,14 @@ impl AsyncWrite for AsyncFileDescriptor {
             .writing
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        let step = side.inflight.insert(Box::pin(write_step(
+        let step = side.inflight.insert(Detached::new(write_step(
             this.handle.clone(),
             this.reg.clone(),
             side.buf.take(),
             data[..n].to_vec(),
         )));
         // Start it now; if it ends at once, its error is this call's.
-        if let Poll::Ready((buf, r)) = step.as_mut().poll(cx) {
+        if let Poll::Ready((buf, r)) = Pin::new(step).poll(cx) {
             side.inflight = None;
             side.buf = buf;
             r?;
@@ -816,7 +822,7 @@ impl AsyncWrite for AsyncFileDescriptor {
                 .writing
                 .get_mut()
                 .unwrap_or_else(PoisonError::into_inner);
-            side.inflight = Some(Box::pin(shutdown_step(this.handle.clone())));
+            side.inflight = Some(Detached::new(shutdown_step(this.handle.clone())));
             side.shutting = true;
         }
         this.poll_write_done(cx).map_err(Into::into)

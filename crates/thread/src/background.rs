@@ -29,12 +29,26 @@
 //! the whole clone is one critical part: however it ends, the code that made the child is
 //! the code that disposes of it, and the service thread stays a plain executor of clones.
 //!
+//! # Steps that go on without their caller
+//! [`Detached`] serves the opposite need: a step (a read or write of
+//! [`AsyncRead`](futures_lite::AsyncRead)/[`AsyncWrite`](futures_lite::AsyncWrite) on an
+//! [`AsyncFileDescriptor`](crate::AsyncFileDescriptor)) that is kept *across* calls, whose
+//! callers may stop polling it at any time without dropping it. A request future that was
+//! polled must keep being polled (the syscall connection and the root epoller hand roles
+//! to the first waiter; see [`crate::syscall_connection`]), so a step nobody polls could
+//! stall every other request of its thread. [`Detached`] polls its step inline at first
+//! (no thread switch when it completes at once) and, if it did not complete, hands it to
+//! the reaper thread, which polls it to completion and keeps the result for the next
+//! caller. Dropping the [`Detached`] drops the step at once, as dropping the step itself
+//! would.
+//!
 //! [`Connection`]: crate::Connection
 //! [`ChildThread`]: crate::ChildThread
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use crate::reaper;
 
@@ -85,6 +99,130 @@ impl<T: Send + 'static> Drop for Critical<T> {
             reaper::spawn(async move {
                 drop(part.await);
             });
+        }
+    }
+}
+
+/// A step polled inline until it first returns `Pending`, then on the reaper thread, so
+/// that it progresses whether or not anyone polls this handle; polling the handle returns
+/// its result once it has one. See the [module documentation](self).
+pub(crate) struct Detached<T: Send + 'static> {
+    state: DetachedState<T>,
+}
+
+enum DetachedState<T: Send + 'static> {
+    /// Not handed over yet (never polled, or only completed inline).
+    Here(Option<Part<T>>),
+    /// On the reaper thread.
+    Away(Arc<Mutex<Away<T>>>),
+}
+
+/// A step on the reaper thread and what it produced.
+struct Away<T> {
+    /// The step, until it completes or the [`Detached`] is dropped.
+    part: Option<Part<T>>,
+    /// Its result, until taken.
+    value: Option<T>,
+    /// The waker of the last poll of the [`Detached`].
+    caller: Option<Waker>,
+    /// The reaper's waker, to remove the job once the step was dropped.
+    job: Option<Waker>,
+}
+
+fn lock_away<T>(m: &Mutex<Away<T>>) -> MutexGuard<'_, Away<T>> {
+    // Nothing panics while holding it (a step that panics poisons nothing: the lock is
+    // taken back, the step is gone).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T: Send + 'static> Detached<T> {
+    /// Wraps `step`, which must own everything it uses. Nothing runs before the first poll.
+    pub(crate) fn new(step: impl Future<Output = T> + Send + 'static) -> Self {
+        Detached {
+            state: DetachedState::Here(Some(Box::pin(step))),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Detached<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        match &mut this.state {
+            DetachedState::Here(slot) => {
+                // Polled again after completing (a broken caller): never completes again.
+                let Some(part) = slot.as_mut() else {
+                    return Poll::Pending;
+                };
+                if let Poll::Ready(v) = part.as_mut().poll(cx) {
+                    *slot = None;
+                    return Poll::Ready(v);
+                }
+                let away = Arc::new(Mutex::new(Away {
+                    part: slot.take(),
+                    value: None,
+                    caller: Some(cx.waker().clone()),
+                    job: None,
+                }));
+                let job = Arc::clone(&away);
+                this.state = DetachedState::Away(away);
+                reaper::spawn(std::future::poll_fn(move |jcx| {
+                    let mut a = lock_away(&job);
+                    let Some(part) = a.part.as_mut() else {
+                        // Dropped by the `Detached` (which dropped the step itself).
+                        return Poll::Ready(());
+                    };
+                    match part.as_mut().poll(jcx) {
+                        Poll::Ready(v) => {
+                            a.part = None;
+                            a.value = Some(v);
+                            let caller = a.caller.take();
+                            drop(a);
+                            if let Some(w) = caller {
+                                w.wake();
+                            }
+                            Poll::Ready(())
+                        }
+                        Poll::Pending => {
+                            match &a.job {
+                                Some(w) if w.will_wake(jcx.waker()) => {}
+                                _ => a.job = Some(jcx.waker().clone()),
+                            }
+                            Poll::Pending
+                        }
+                    }
+                }));
+                Poll::Pending
+            }
+            DetachedState::Away(away) => {
+                let mut a = lock_away(away);
+                if let Some(v) = a.value.take() {
+                    return Poll::Ready(v);
+                }
+                match &a.caller {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => a.caller = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let DetachedState::Away(away) = &self.state {
+            // Waits for a poll in progress on the reaper thread, if any, to return.
+            let (part, value, job) = {
+                let mut a = lock_away(away);
+                (a.part.take(), a.value.take(), a.job.take())
+            };
+            // Dropped here, outside the lock, as the caller would have dropped the step.
+            drop((part, value));
+            if let Some(w) = job {
+                w.wake();
+            }
         }
     }
 }
@@ -169,6 +307,50 @@ mod tests {
         assert!(
             wait_for(&ran),
             "the background thread stopped after a panic"
+        );
+    }
+
+    #[test]
+    fn a_detached_step_progresses_while_nobody_polls_it() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let f = finished.clone();
+        let mut step = Detached::new(async move {
+            async_io::Timer::after(Duration::from_millis(20)).await;
+            f.store(true, Ordering::SeqCst);
+            7
+        });
+        assert!(poll_once(&mut step).is_pending());
+        assert!(
+            wait_for(&finished),
+            "the step did not go on without its caller"
+        );
+        assert_eq!(poll_once(&mut step), Poll::Ready(7));
+    }
+
+    #[test]
+    fn a_detached_step_that_completes_inline_never_leaves() {
+        let mut step = Detached::new(async { 5 });
+        assert_eq!(poll_once(&mut step), Poll::Ready(5));
+        // Polled again after completing: never completes again.
+        assert!(poll_once(&mut step).is_pending());
+    }
+
+    #[test]
+    fn dropping_a_detached_step_drops_it_at_once() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let d = SetOnDrop(dropped.clone());
+        let mut step = Detached::new(async move {
+            let _d = d;
+            std::future::pending::<()>().await;
+        });
+        assert!(poll_once(&mut step).is_pending());
+        // Let the reaper poll it at least once.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(step);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the step outlived its handle"
         );
     }
 }

@@ -17,7 +17,7 @@ enum Readiness {
     Local(Async<OwnedFd>),
     /// A pidfd in the parent's table, on the parent's root epoller: for a parent whose
     /// table the local process cannot reach (a thread on another host).
-    Epoller(AsyncFileDescriptor),
+    Epoller(Box<AsyncFileDescriptor>),
     /// Nothing can tell us: the child is polled. For a parent on another host that can
     /// have no root epoller (a persistent thread there, whose syscall socket changes).
     Poll,
@@ -151,7 +151,7 @@ impl AsyncChildProcess {
     ) -> Self {
         AsyncChildProcess {
             process,
-            readiness: Some(Readiness::Epoller(pidfd)),
+            readiness: Some(Readiness::Epoller(Box::new(pidfd))),
             command,
             parent_is_local: false,
         }
