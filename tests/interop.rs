@@ -142,6 +142,26 @@ fn a_poll_read_given_up_keeps_its_bytes_for_the_next() {
 }
 
 #[test]
+fn dropping_the_writing_end_gives_a_waiting_reader_end_of_file() {
+    on_local_and_child(|thread, label| async move {
+        let (mut r, w) = afd_pipe(&thread).await;
+        let mut got = Vec::new();
+        // The reader waits for data first; then the writing end goes, with no other syscall
+        // on the table after it: its close must not wait for one.
+        let writer_goes = async move {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            drop(w);
+        };
+        let (read, ()) = within(
+            "read_to_end once the writing end is dropped",
+            future::zip(r.read_to_end(&mut got), writer_goes),
+        )
+        .await;
+        assert_eq!(read.expect("read_to_end"), 0, "{label}");
+    });
+}
+
+#[test]
 fn a_write_accepted_and_not_flushed_goes_on_by_itself() {
     on_local_and_child(|thread, label| async move {
         let (mut r, mut w) = afd_pipe(&thread).await;

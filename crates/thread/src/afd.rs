@@ -202,8 +202,11 @@ async fn write_ready(
 /// The fd should be non-blocking (`make_afd(fd, true)` makes it so): on a blocking fd a
 /// syscall blocks the thread that runs it (for the local thread, the executor).
 ///
-/// Dropping it deregisters the fd and drops the handle (whose close is queued as usual);
-/// [`AsyncFileDescriptor::close`] does both now, in that order.
+/// Dropping it deregisters the fd and drops the handle; the close that queues (if it was
+/// the last handle) is then sent at once, with the other closes queued on the table,
+/// rather than at the next syscall there, so a pipe's reader sees end of file without
+/// anything else running on the writer's table. [`AsyncFileDescriptor::close`] does the
+/// same and reports the errors.
 ///
 /// # Examples
 ///
@@ -297,6 +300,56 @@ pub struct AsyncFileDescriptor {
     reading: Mutex<ReadSide>,
     /// The state of `AsyncWrite`, as `reading`.
     writing: Mutex<WriteSide>,
+    /// Dropped last (fields drop in order), once the handle's close is queued.
+    _closer: Closer,
+}
+
+/// Makes the close of a dropped [`AsyncFileDescriptor`]'s fd happen now rather than at the
+/// next syscall on its table: the closes queued on the table, and the deletes queued on
+/// the root epoller (which keep their fds open), are flushed when this drops, inline for
+/// the local task (its syscalls complete at once) and on the reaper thread otherwise. So
+/// the reader of a pipe whose writing end was an [`AsyncFileDescriptor`] sees end of file
+/// once it is dropped, even if nothing else runs on that table.
+struct Closer {
+    task: Task,
+    epoller: Option<Arc<crate::epoller::Epoller>>,
+}
+
+impl Closer {
+    fn new(handle: &FileDescriptor, reg: &Registration) -> Closer {
+        Closer {
+            task: handle.task().clone(),
+            epoller: match reg {
+                Registration::Local(_) => None,
+                Registration::Root(r) => Some(r.epoller().clone()),
+            },
+        }
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let orphans = self.epoller.as_ref().is_some_and(|e| e.has_orphans());
+        if !orphans && self.task.fd_table().pending_closes() == 0 {
+            return;
+        }
+        let task = self.task.clone();
+        let epoller = self.epoller.take();
+        let mut flush = Box::pin(async move {
+            if let Some(epoller) = epoller {
+                epoller.flush_orphans().await;
+            }
+            task.prepare().await;
+        });
+        if self.task.sysif().is_local() {
+            // Local syscalls complete within the poll.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if flush.as_mut().poll(&mut cx).is_ready() {
+                return;
+            }
+        }
+        crate::reaper::spawn(flush);
+    }
 }
 
 impl fmt::Debug for AsyncFileDescriptor {
@@ -550,6 +603,7 @@ impl AsyncFileDescriptor {
             reg,
             reading,
             writing,
+            _closer,
         } = self;
         drop((reading, writing));
         let deregistered = match Arc::try_unwrap(reg) {
@@ -690,6 +744,7 @@ async fn shutdown_step(handle: FileDescriptor) -> (Option<Pointer<[u8]>>, Result
 impl AsyncFileDescriptor {
     fn new(handle: FileDescriptor, reg: Arc<Registration>) -> AsyncFileDescriptor {
         AsyncFileDescriptor {
+            _closer: Closer::new(&handle, &reg),
             handle,
             reg,
             reading: Mutex::default(),

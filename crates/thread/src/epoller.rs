@@ -289,6 +289,11 @@ impl Epoller {
         }
     }
 
+    /// Whether deletes of dropped registrations are queued.
+    pub(crate) fn has_orphans(&self) -> bool {
+        !lock(&self.state).orphans.is_empty()
+    }
+
     /// Deletes the registrations of dropped [`AsyncFileDescriptor`]s from the interest
     /// list, then lets their fds go.
     ///
@@ -421,6 +426,11 @@ impl Drop for LostGuard<'_> {
 }
 
 impl Registered {
+    /// The epoller it is registered on.
+    pub(crate) fn epoller(&self) -> &Arc<Epoller> {
+        &self.epoller
+    }
+
     /// Waits until an event for any of `want` (or `EPOLLERR`/`EPOLLHUP`) may have happened
     /// since the call: arms the fd for `want` plus what other waiters want, then waits for
     /// the next delivery. Returns that delivery's events, which may be for another waiter's
