@@ -1,6 +1,11 @@
 //! The local service thread: issues the local process's clones and reaps children nobody
 //! waits for any more.
 //!
+//! It sleeps in `epoll_wait` on an eventfd (commands: the clones) and on the pidfds of the
+//! children it is to reap. [`reap_later`] adds a pidfd to that epoll instance from the
+//! caller's thread, without waking the service thread: it wakes once, when the child
+//! exits. (Each spawn hands over one futex helper, so this saves a wakeup per spawn.)
+//!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that created a child exits. Executors run
 //! futures on threads that come and go, so clones of the local process are issued here, on
 //! one thread that lives as long as the process: children then die with the process, not
@@ -14,8 +19,10 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError};
 
@@ -39,15 +46,44 @@ enum Command {
         CloneArgs,
         oneshot::Sender<Vec<Result<Pid, SyscallError>>>,
     ),
-    Reap {
-        pidfd: OwnedFd,
-        keep: Box<dyn Any + Send>,
-    },
+    /// A child to reap, whose pidfd could not be added to the epoll instance from the
+    /// caller's thread.
+    Reap(Watched),
 }
+
+/// A child to reap: its pidfd, and what to drop once it is reaped.
+type Watched = (OwnedFd, Box<dyn Any + Send>);
+
+/// The epoll data of the eventfd; children's pidfds get tokens from 1 up.
+const WAKE_TOKEN: u64 = 0;
 
 struct Service {
     queue: Mutex<Vec<Command>>,
     wake: OwnedFd,
+    epfd: OwnedFd,
+    /// Children to reap, by the epoll data of their pidfd.
+    watched: Mutex<HashMap<u64, Watched>>,
+    next_token: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `epoll_ctl(epfd, op, fd, EPOLLIN with data token)`.
+fn epoll_ctl(epfd: &OwnedFd, op: i32, fd: i32, token: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+    let r = unsafe { libc::epoll_ctl(epfd.as_raw_fd(), op, fd, &raw mut ev) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn service() -> Result<&'static Service, std::io::Error> {
@@ -62,9 +98,23 @@ fn service() -> Result<&'static Service, std::io::Error> {
         }
         // SAFETY: eventfd just returned this fd, which nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: epoll_create1 takes no pointers; the result is checked before use.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        // SAFETY: epoll_create1 just returned this fd, which nothing else owns.
+        let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
+        epoll_ctl(&epfd, libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE_TOKEN)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         let svc: &'static Service = Box::leak(Box::new(Service {
             queue: Mutex::new(Vec::new()),
             wake,
+            epfd,
+            watched: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(WAKE_TOKEN + 1),
         }));
         std::thread::Builder::new()
             .name("rsyscall-service".into())
@@ -77,10 +127,7 @@ fn service() -> Result<&'static Service, std::io::Error> {
 
 impl Service {
     fn push(&self, cmd: Command) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(cmd);
+        lock(&self.queue).push(cmd);
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a local u64 to our eventfd.
         unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
@@ -131,14 +178,50 @@ pub(crate) async unsafe fn clone_pair(
 }
 
 /// Hands a local child's pidfd to the service thread, which reaps the child when it exits
-/// and then drops `keep` (for example the memory the child ran on).
+/// and then drops `keep` (for example the memory the child ran on). The pidfd joins the
+/// service thread's epoll instance from here, so the thread is not woken until the child
+/// exits.
 pub(crate) fn reap_later(pidfd: OwnedFd, keep: Box<dyn Any + Send>) {
     match service() {
-        Ok(svc) => svc.push(Command::Reap { pidfd, keep }),
+        Ok(svc) => svc.watch((pidfd, keep)),
         Err(e) => {
             // Without the service thread nothing can reap: leak what the child may use.
             log::error!("rsyscall service thread unavailable ({e}); leaking a child's resources");
             std::mem::forget(keep);
+        }
+    }
+}
+
+impl Service {
+    /// Adds `w` to the children to reap; if its pidfd cannot join the epoll instance, the
+    /// service thread is told, and looks at it on a timer.
+    fn watch(&self, w: Watched) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let fd = w.0.as_raw_fd();
+        // In the table first: the event may come before `epoll_ctl` returns.
+        lock(&self.watched).insert(token, w);
+        if let Err(e) = epoll_ctl(&self.epfd, libc::EPOLL_CTL_ADD, fd, token) {
+            log::debug!("rsyscall service: watching a pidfd failed ({e}); polling it");
+            if let Some(w) = lock(&self.watched).remove(&token) {
+                self.push(Command::Reap(w));
+            }
+        }
+    }
+
+    /// Reaps the child of `token` if it exited: removes its pidfd from the epoll instance
+    /// (before closing it: a copy of the pidfd may keep its file open) and drops what was
+    /// kept for it.
+    fn reap_token(&self, token: u64) {
+        let done = {
+            let mut watched = lock(&self.watched);
+            match watched.get(&token) {
+                Some((fd, _)) if reaped(fd) => watched.remove(&token),
+                _ => None,
+            }
+        };
+        if let Some((fd, keep)) = done {
+            let _ = epoll_ctl(&self.epfd, libc::EPOLL_CTL_DEL, fd.as_raw_fd(), token);
+            drop((fd, keep));
         }
     }
 }
@@ -175,29 +258,32 @@ fn run(svc: &'static Service) {
         libc::sigfillset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    let mut watched: Vec<(OwnedFd, Box<dyn Any + Send>)> = Vec::new();
+    // Children whose pidfd could not join the epoll instance: looked at every 100 ms.
+    let mut unwatched: Vec<Watched> = Vec::new();
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
     loop {
-        let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(watched.len() + 1);
-        pollfds.push(libc::pollfd {
-            fd: svc.wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        pollfds.extend(watched.iter().map(|(fd, _)| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }));
-        // SAFETY: pollfds is a valid array of the length passed.
-        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            continue; // EINTR; nothing else can fail with valid arguments.
-        }
-        if pollfds[0].revents != 0 {
+        let timeout = if unwatched.is_empty() { -1 } else { 100 };
+        // SAFETY: `events` is a valid array of the length passed.
+        let n = unsafe {
+            libc::epoll_wait(
+                svc.epfd.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout,
+            )
+        };
+        // EINTR; nothing else can fail with valid arguments.
+        let n = usize::try_from(n).unwrap_or(0);
+        for ev in &events[..n] {
+            let token = ev.u64;
+            if token != WAKE_TOKEN {
+                svc.reap_token(token);
+                continue;
+            }
             let mut count: u64 = 0;
             // SAFETY: reads 8 bytes into a local u64 from our eventfd.
             unsafe { libc::read(svc.wake.as_raw_fd(), (&raw mut count).cast(), 8) };
-            let cmds = std::mem::take(&mut *svc.queue.lock().unwrap_or_else(|e| e.into_inner()));
+            let cmds = std::mem::take(&mut *lock(&svc.queue));
             for cmd in cmds {
                 match cmd {
                     Command::ClonePair(a, b, reply) => {
@@ -215,17 +301,11 @@ fn run(svc: &'static Service) {
                         // tid pointers (see its `# Safety`).
                         reply.send(unsafe { raw_clone(&a) });
                     }
-                    Command::Reap { pidfd, keep } => watched.push((pidfd, keep)),
+                    Command::Reap(w) => unwatched.push(w),
                 }
             }
         }
-        let ready: Vec<bool> = pollfds[1..].iter().map(|p| p.revents != 0).collect();
-        let mut i = 0;
-        watched.retain(|(fd, _)| {
-            let r = ready.get(i).copied().unwrap_or(false);
-            i += 1;
-            !(r && reaped(fd))
-        });
+        unwatched.retain(|(fd, _)| !reaped(fd));
     }
 }
 
