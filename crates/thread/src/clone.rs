@@ -4,6 +4,19 @@
 //! ([`crate::background`]): dropping its future finishes it in the background, then
 //! disposes of the child.
 //!
+//! # When a child gets its futex helper
+//! The helper (PROTOCOL.md section 4) reports the child's exec or exit when end of file on
+//! its syscall socket cannot: when another process holds the socket too. A child of the
+//! local process with its own fd table is the only holder of its server socket until it
+//! makes a process itself (which copies or shares its table): its exec closes the socket
+//! (close-on-exec runs after the kernel has left our address space and cleared
+//! `PF_FORKNOEXEC`) and so does its exit (after it let go of our memory). Such a child is
+//! cloned alone, without a helper, which saves the helper's clone, wakeup, exit and reaping
+//! on every spawn; its stack is kept by its monitor until it is dead
+//! ([`AsyncChildProcess`]), and its [`LazyHelper`] starts the helper the first time
+//! anything clones from it. Children that share a table ours or another, persistent
+//! children, and children of other threads get their helper at once, as before.
+//!
 //! # Safety
 //! `clone` hands the kernel a stack image and tid pointers in memory allocated here. The
 //! child runs on that stack until it execs or exits, which the futex helper reports: all
@@ -17,7 +30,7 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rsyscall_far as far;
 use rsyscall_handle::structs::WaitId;
@@ -234,6 +247,9 @@ impl Thread {
         // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
         // other syscall here, would grow the table without bound.
         task.prepare().await;
+        // The child will hold a copy of (or share) this thread's table, and so its server
+        // socket: end of file on that socket no longer tells this thread's death.
+        self.start_lazy_helper().await?;
         // A new user namespace gets a one-line mapping of our ids, written from here (the
         // outer namespace) before the child is used: read the ids now.
         let outer_ids = if flags.contains(CLONE::NEWUSER) && options.write_user_mappings {
@@ -259,10 +275,12 @@ impl Thread {
         // 3. The clone and the futex helper. Fds whose handles exist now are the ones the
         //    child inherits.
         let generation = task.fd_table().generation();
-        let (pid, monitor, helper_pidfd) = self.clone_child(flags, waiter, stack).await?;
+        let helper_now = flags.contains(CLONE::FILES) || options.persistent_listen.is_some();
+        let (pid, monitor, helper_pidfd, lazy) =
+            self.clone_child(flags, waiter, stack, helper_now).await?;
         // 4 and 5. The child's task and its sockets; on failure, the child is killed.
         let persistent_listen = options.persistent_listen;
-        let (child_task, server_sock, connection, iface) = match self
+        let (child_task, server_sock, connection, iface, conn) = match self
             .child_task(
                 flags,
                 pid,
@@ -297,6 +315,13 @@ impl Thread {
         if let Some(iface) = &iface {
             let _ = thread.inner.persistent.set(Arc::clone(iface));
         }
+        if let Some(mut lazy) = lazy {
+            lazy.conn = conn;
+            // A fresh thread: nobody else holds the lock.
+            if let Some(mut slot) = thread.inner.lazy_helper.try_lock() {
+                *slot = Some(lazy);
+            }
+        }
         if let Some(host) = self.host() {
             // Same host, and the listening socket at the same number in its table.
             let _ = thread.set_host(host);
@@ -323,7 +348,7 @@ impl Thread {
         flags: CLONE,
         pid: Pid,
         channels: Channels,
-        helper_pidfd: HangupWatch,
+        helper_pidfd: Option<HangupWatch>,
         generation: u64,
         persistent_listen: Option<near::FileDescriptor>,
     ) -> Result<(
@@ -331,6 +356,7 @@ impl Thread {
         FileDescriptor,
         Option<Connection>,
         Option<Arc<Reconnecting>>,
+        Weak<SyscallConnection>,
     )> {
         let task = self.task();
         let shares_table = flags.contains(CLONE::FILES);
@@ -345,8 +371,9 @@ impl Thread {
         let Channels { access, ends } = channels;
         let conn = SyscallConnection::new(access.into(), ends.server_sock.near())
             .map_err(io("registering a connection"))?;
-        conn.hangup_on(helper_pidfd)
-            .map_err(io("registering a pidfd"))?;
+        if let Some(watch) = helper_pidfd {
+            conn.hangup_on(watch).map_err(io("registering a pidfd"))?;
+        }
         near::SyscallInterface::set_label(&conn, child_label(persistent_listen.is_some(), pid));
         // The child's pid in its own pid namespace: ours for it, unless it is in another.
         let own_pid = if flags.contains(CLONE::NEWPID) {
@@ -361,11 +388,16 @@ impl Thread {
         } else {
             pid
         };
-        let (sysif, iface): (Arc<dyn near::SyscallInterface>, _) = match persistent_listen {
-            None => (Arc::new(conn), None),
+        let (sysif, iface, weak): (Arc<dyn near::SyscallInterface>, _, _) = match persistent_listen
+        {
+            None => {
+                let conn = Arc::new(conn);
+                let weak = Arc::downgrade(&conn);
+                (conn, None, weak)
+            }
             Some(listen) => {
                 let iface = Arc::new(Reconnecting::new(conn, Some(listen)));
-                (iface.clone(), Some(iface))
+                (iface.clone(), Some(iface), Weak::new())
             }
         };
         let memory = match &iface {
@@ -414,7 +446,7 @@ impl Thread {
         } else {
             server_sock
         };
-        Ok((child_task, server_sock, connection, iface))
+        Ok((child_task, server_sock, connection, iface, weak))
     }
 
     /// The kernel's parent of a child cloned from this thread with `flags`, which is the
@@ -523,12 +555,36 @@ impl Thread {
         flags: CLONE,
         waiter: Option<Thread>,
         stack: ChildStack,
-    ) -> Result<(Pid, AsyncChildProcess, HangupWatch)> {
+        helper_now: bool,
+    ) -> Result<(
+        Pid,
+        AsyncChildProcess,
+        Option<HangupWatch>,
+        Option<LazyHelper>,
+    )> {
         let task = self.task();
         if task.memory().space() != rsyscall_handle::local_namespaces().address_space {
-            return self.clone_child_remote(flags, waiter, stack).await;
+            let (pid, monitor, watch) = self.clone_child_remote(flags, waiter, stack).await?;
+            return Ok((pid, monitor, Some(watch), None));
         }
         let args = stack.clone_args(flags)?;
+        if !helper_now && task.sysif().is_local() {
+            // Alone, its helper left for later (see the module documentation).
+            let futex = stack.futex()?;
+            // SAFETY: `stack` holds the child's image and tid words; from the clone on it
+            // is kept until the child is dead (by its monitor, below), or leaked on failure
+            // in `monitor_clone`.
+            let pid = unsafe { service::clone(args) }.await;
+            let (pid, mut monitor, stack) = self.monitor_clone(pid, stack, waiter).await?;
+            let stack = Arc::new(stack.mem);
+            monitor.keep_until_dead(Box::new(Arc::clone(&stack)));
+            let lazy = LazyHelper {
+                futex,
+                stack,
+                conn: Weak::new(),
+            };
+            return Ok((pid, monitor, None, Some(lazy)));
+        }
         let helper_prep = prepare_futex_helper(stack.futex()?).await?;
         let (pid, helper_cloned) = if task.sysif().is_local() {
             // The child, then its futex helper (the order matters: see PROTOCOL.md section
@@ -581,7 +637,7 @@ impl Thread {
         let watch = helper.pidfd.try_clone();
         service::reap_later(helper.pidfd, Box::new((stack.mem, helper.memory)));
         match watch {
-            Ok(fd) => Ok((pid, monitor, HangupWatch::Fd(fd))),
+            Ok(fd) => Ok((pid, monitor, Some(HangupWatch::Fd(fd)), None)),
             Err(e) => {
                 monitor.abandon(Signal::SIGKILL, Box::new(()));
                 Err(io("duplicating a pidfd")(e))
@@ -1014,6 +1070,42 @@ impl ChildStack {
         let n = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
         // SAFETY: clone(CLONE_PIDFD) just created this fd in the task's table for us.
         Ok(unsafe { FileDescriptor::from_raw(task, near::FileDescriptor::new(n)) })
+    }
+}
+
+/// What starting a clone child's futex helper later takes (see the module documentation):
+/// kept by the child's thread until something clones from it.
+pub(crate) struct LazyHelper {
+    /// The child's `CLONE_CHILD_CLEARTID` word.
+    futex: Address,
+    /// The child's stack, which holds that word: kept until the helper has exited too.
+    stack: Arc<Allocation>,
+    /// The child's connection, hung up when the helper exits.
+    conn: Weak<SyscallConnection>,
+}
+
+impl Thread {
+    /// Starts this thread's futex helper if it was left for later: before the thread makes
+    /// a process, which would hold its server socket.
+    async fn start_lazy_helper(&self) -> Result<()> {
+        let mut slot = self.inner.lazy_helper.lock().await;
+        let Some(futex) = slot.as_ref().map(|lazy| lazy.futex) else {
+            return Ok(());
+        };
+        // Within the clone's critical part: once cloned, the helper is handed over below.
+        let helper = prepare_futex_helper(futex).await?.launch().await?;
+        let Some(lazy) = slot.take() else {
+            return Ok(());
+        };
+        let watch = helper.pidfd.try_clone();
+        service::reap_later(helper.pidfd, Box::new((helper.memory, lazy.stack)));
+        match (watch, lazy.conn.upgrade()) {
+            (Ok(fd), Some(conn)) => conn
+                .hangup_on(HangupWatch::Fd(fd))
+                .map_err(io("registering a pidfd")),
+            (Ok(_), None) => Ok(()),
+            (Err(e), _) => Err(io("duplicating a pidfd")(e)),
+        }
     }
 }
 

@@ -46,8 +46,9 @@
 //!   reaped once it exits: by the service thread if its parent is the local process,
 //!   through its parent's connection on the reaper thread otherwise. Memory a child may
 //!   still use is freed only once it cannot any more: a clone child's stack and futex word
-//!   after its futex helper has exited (the child exec'd or exited), the argv and envp of
-//!   an exec whose outcome is unknown after the child is reaped.
+//!   after its futex helper has exited (the child exec'd or exited), or, for a child that
+//!   has no helper (see [`Thread::clone`]), once it is dead; the argv and envp of an exec
+//!   whose outcome is unknown after the child is reaped.
 //!
 //! What cannot be known to be finished is leaked rather than reused.
 //!
@@ -79,7 +80,8 @@
 //! - [`ChildThread`]: a child that has neither exec'd nor exited is killed with `SIGKILL`
 //!   and reaped in the background (by the service thread when its parent is the local
 //!   process, through its parent's connection on the reaper thread otherwise). Its stack
-//!   and futex word are freed only after its futex helper has seen it go; the argv and envp
+//!   and futex word are freed only after it is gone (its futex helper saw it go, or it was
+//!   reaped); the argv and envp
 //!   of an exec whose outcome was not known yet are freed once it is reaped (leaked if its
 //!   remote parent is gone first). Syscalls through other handles to its [`Thread`] then
 //!   fail with a hangup.
@@ -186,7 +188,7 @@
 //!   (dropped before, they drop their clone or exec as below).
 //! - **[`Thread::clone`]** and **[`Thread::clone_with`]**, dropped at any point, either
 //!   never started the clone, or complete it in the background and then kill and reap the
-//!   child; its memory is freed after its futex helper exits. No process, zombie, fd or byte
+//!   child; its memory is freed once the child is gone. No process, zombie, fd or byte
 //!   is leaked, and later clones are unaffected.
 //! - **[`Thread::unshare`]**, **[`Thread::unshare_files`]** and
 //!   **[`Thread::unshare_user`]**, once polled, are finished in the background, so the
@@ -276,8 +278,8 @@
 //!   background once it exits.
 //! - Nothing runs reactor code inside a clone child: children run only the no_std server
 //!   loop of `rsyscall-server`.
-//! - Memory a clone child runs on is freed only after the futex helper has reported that
-//!   the child exec'd or exited.
+//! - Memory a clone child runs on is freed only after the child exec'd or exited, as its
+//!   futex helper reports, or, for a child without one, once it is dead.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

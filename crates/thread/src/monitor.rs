@@ -79,6 +79,10 @@ pub struct AsyncChildProcess {
     readiness: Option<Readiness>,
     command: String,
     parent_is_local: bool,
+    /// Memory the child may run on (a clone child's stack, when no futex helper watches
+    /// it), dropped only once the child is known dead. In a `Mutex` only to keep the type
+    /// `Sync`: reached through `&mut self` (`get_mut`).
+    keep: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 impl fmt::Debug for AsyncChildProcess {
@@ -138,6 +142,7 @@ impl AsyncChildProcess {
             readiness: Some(Readiness::Local(readiness)),
             command,
             parent_is_local,
+            keep: Default::default(),
         })
     }
 
@@ -154,6 +159,7 @@ impl AsyncChildProcess {
             readiness: Some(Readiness::Epoller(Box::new(pidfd))),
             command,
             parent_is_local: false,
+            keep: Default::default(),
         }
     }
 
@@ -164,7 +170,22 @@ impl AsyncChildProcess {
             readiness: Some(Readiness::Poll),
             command,
             parent_is_local: false,
+            keep: Default::default(),
         }
+    }
+
+    /// Keeps `keep` (memory the child may run on) until the child is known dead: dropped
+    /// with this monitor once the child was reaped, else once it is reaped in the
+    /// background.
+    pub(crate) fn keep_until_dead(&mut self, keep: Box<dyn std::any::Any + Send>) {
+        let slot = self
+            .keep
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(match slot.take() {
+            None => keep,
+            Some(earlier) => Box::new((earlier, keep)),
+        });
     }
 
     /// Describes the child as running `command` (in errors).
@@ -176,27 +197,37 @@ impl AsyncChildProcess {
     /// and then drops `keep` (memory it may still use). If the reaping fails (its remote
     /// parent is gone), `keep` is leaked: nothing here can tell when the child is gone.
     pub(crate) fn abandon(mut self, sig: Signal, keep: Box<dyn std::any::Any + Send>) {
+        self.keep_until_dead(keep);
         self.signal_now(sig);
         if self.process.death().is_some() {
             return;
         }
-        self.reap_in_background(keep);
+        self.reap_in_background();
     }
 
     /// Leaves the child running, has it reaped in the background once it exits, and only
     /// then drops `keep` (memory it runs on), as [`AsyncChildProcess::abandon`] without a
     /// signal.
     pub(crate) fn reap_when_exits(mut self, keep: Box<dyn std::any::Any + Send>) {
+        self.keep_until_dead(keep);
         if self.process.death().is_some() {
             return;
         }
-        self.reap_in_background(keep);
+        self.reap_in_background();
     }
 
     /// Has the child reaped once it dies, by someone other than the caller: the service
     /// thread for a child of the local process, the reaper for a child of a remote thread,
     /// which then drops `keep`.
-    fn reap_in_background(&mut self, keep: Box<dyn std::any::Any + Send>) {
+    fn reap_in_background(&mut self) {
+        let slot = self
+            .keep
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keep: Box<dyn std::any::Any + Send> = match slot.take() {
+            Some(keep) => keep,
+            None => Box::new(()),
+        };
         let Some(readiness) = self.readiness.take() else {
             std::mem::forget(keep);
             return;
@@ -403,8 +434,9 @@ impl AsyncChildProcess {
 impl Drop for AsyncChildProcess {
     fn drop(&mut self) {
         if self.process.death().is_some() {
+            // Dead: what it ran on (`keep`) goes with this.
             return;
         }
-        self.reap_in_background(Box::new(()));
+        self.reap_in_background();
     }
 }

@@ -59,6 +59,9 @@ pub(crate) struct ThreadInner {
     /// For a thread on another host: how channels with the local process are made
     /// (replaced when a persistent thread there reconnects over another ssh session).
     pub(crate) host: std::sync::Mutex<Option<crate::host::HostAccess>>,
+    /// A clone child made without a futex helper: what is needed to start one before the
+    /// child makes a process that could hold its server socket ([`crate::clone`]).
+    pub(crate) lazy_helper: async_lock::Mutex<Option<crate::clone::LazyHelper>>,
 }
 
 /// A process we control: its [`Task`] (every syscall), how fds reach it, its environment
@@ -250,6 +253,7 @@ impl Thread {
                 persistent: Default::default(),
                 bootstrapped: Default::default(),
                 host: Default::default(),
+                lazy_helper: Default::default(),
             }),
         }
     }
