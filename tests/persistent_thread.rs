@@ -267,12 +267,23 @@ fn reconnect_to_a_dead_thread_fails_and_later_calls_hang_up() {
         let local = local_thread();
         let p = local.clone_persistent(&path).await.unwrap();
         let pid = p.local_pid().unwrap();
-        // Kill it behind the library's back.
+        // Kill it behind the library's back, and wait until it is dead (a zombie, or
+        // gone): a process still being torn down may accept one more connection on its
+        // listening socket, and close it.
         local
             .task()
             .kill(pid, rsyscall::Signal::SIGKILL)
             .await
             .unwrap();
+        let stat = format!("/proc/{}/stat", pid.as_raw());
+        assert!(
+            eventually(|| std::fs::read_to_string(&stat).map_or(true, |s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })),
+            "pid {} did not die",
+            pid.as_raw()
+        );
         let e = p.reconnect(&local).await.unwrap_err();
         assert!(matches!(e, PersistentError::NoServer { .. }), "{e:?}");
         let e = p.task().getpid().await.unwrap_err();

@@ -323,7 +323,7 @@ pub use persistent::{HANDSHAKE_TIMEOUT, PersistentError, PersistentThread};
 pub use read_buffer::AsyncReadBuffer;
 pub use ssh::SshHost;
 pub use stub::{STUB_HANDSHAKE_TIMEOUT, StubServer, UNIX_STUB, UNIX_STUB_SOCK_PATH_ENV};
-pub use syscall_connection::SyscallConnection;
+pub use syscall_connection::{SyscallConnection, set_spin_wait, spin_wait};
 pub use tempdir::TempDir;
 pub use thread::{ChildThread, EnvironmentRef, ExecError, Thread, local_thread};
 pub use unshare::{THREAD_UNSHARE_FLAGS, write_user_mappings};
