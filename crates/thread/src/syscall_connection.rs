@@ -17,6 +17,9 @@
 //! Other requests flush the buffer themselves when they find it empty (so a lone request
 //! costs one `send`), and wake the driver when they leave bytes unsent.
 //!
+//! A driver checks the socket on its own core for a short while before it sleeps
+//! ([`set_spin_wait`]).
+//!
 //! Reading and writing interleave: the driver keeps reading responses while a large
 //! in-band memory write is only partly flushed, because the server may itself be blocked
 //! writing a response.
@@ -97,9 +100,11 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(40);
 /// on top. `Duration::ZERO` turns it off.
 ///
 /// A driver spins only when no other connection of the process has a request waiting
-/// asleep (so many children driven at once never spin), and never in a request's first
-/// poll, after which the request wakes itself: the other requests of its task are then
-/// sent before it spins.
+/// asleep (so many children driven at once never spin), never for a syscall that waits
+/// for something else or ends the server (`execve`, `exit`, `wait4`, `epoll_wait`,
+/// `poll`, `nanosleep`, `futex`, `accept`...), and never in a request's first poll, after
+/// which the request wakes itself: the other requests of its task are then sent before
+/// it spins.
 ///
 /// The default is 40 µs on a machine with more than one CPU, and zero on one CPU (where
 /// the loop would only delay the server it waits for), unless the environment variable
@@ -129,6 +134,36 @@ pub fn spin_wait() -> Duration {
     };
     set_spin_wait(default);
     default
+}
+
+/// Whether `request` usually answers within a spin wait: not a syscall that waits for
+/// something else (a child, an event, a signal, a peer, time) or that ends the server
+/// (exec, exit). Spinning for those would only take a CPU from what they wait for.
+fn answers_soon(request: &Request) -> bool {
+    !matches!(
+        request.number,
+        libc::SYS_execve
+            | libc::SYS_execveat
+            | libc::SYS_exit
+            | libc::SYS_exit_group
+            | libc::SYS_wait4
+            | libc::SYS_waitid
+            | libc::SYS_epoll_wait
+            | libc::SYS_epoll_pwait
+            | libc::SYS_epoll_pwait2
+            | libc::SYS_poll
+            | libc::SYS_ppoll
+            | libc::SYS_select
+            | libc::SYS_pselect6
+            | libc::SYS_nanosleep
+            | libc::SYS_clock_nanosleep
+            | libc::SYS_pause
+            | libc::SYS_futex
+            | libc::SYS_accept
+            | libc::SYS_accept4
+            | libc::SYS_rt_sigsuspend
+            | libc::SYS_rt_sigtimedwait
+    )
 }
 
 /// Whether `fd` has data or end of file to read: a non-blocking `recv` of one byte with
@@ -1344,7 +1379,10 @@ impl Future for Call<'_> {
                 }
             }
             wake_all(std::mem::take(&mut wakers));
-            if conn.drive(id, cx, !first_poll).is_pending() {
+            if conn
+                .drive(id, cx, !first_poll && answers_soon(&this.request))
+                .is_pending()
+            {
                 if first_poll && !spin_wait().is_zero() {
                     cx.waker().wake_by_ref();
                 }
