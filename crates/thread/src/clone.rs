@@ -315,6 +315,7 @@ impl Thread {
         if let Some(iface) = &iface {
             let _ = thread.inner.persistent.set(Arc::clone(iface));
         }
+        let plain_conn = conn.clone();
         if let Some(mut lazy) = lazy {
             lazy.conn = conn;
             // A fresh thread: nobody else holds the lock.
@@ -326,13 +327,14 @@ impl Thread {
             // Same host, and the listening socket at the same number in its table.
             let _ = thread.set_host(host);
         }
-        let child = ChildThread::new(
+        let mut child = ChildThread::new(
             thread,
             kernel_parent,
             monitor,
             server_sock,
             flags.contains(CLONE::SIGHAND),
         );
+        child.connection = plain_conn;
         if let Some((uid, gid)) = outer_ids {
             // On failure the child is dropped, which kills it.
             crate::unshare::write_user_mappings(task, pid, uid, gid, uid, gid).await?;

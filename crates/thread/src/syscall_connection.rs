@@ -17,8 +17,10 @@
 //! Other requests flush the buffer themselves when they find it empty (so a lone request
 //! costs one `send`), and wake the driver when they leave bytes unsent.
 //!
-//! A driver checks the socket on its own core for a short while before it sleeps
-//! ([`set_spin_wait`]).
+//! A [`Cork`] ([`SyscallConnection::cork`]) holds sends back while requests made together
+//! are enqueued (exec's signal resets and `execve`), so that they go out in one `send` and
+//! wake the server once. A driver checks the socket on its own core for a short while
+//! before it sleeps ([`set_spin_wait`]).
 //!
 //! Reading and writing interleave: the driver keeps reading responses while a large
 //! in-band memory write is only partly flushed, because the server may itself be blocked
@@ -392,6 +394,8 @@ struct State {
     hung_up: bool,
     /// Keeps whose requests are over, to drop once the lock is released.
     released: Vec<Keep>,
+    /// Live [`Cork`]s: while any is, nothing is sent.
+    corks: usize,
 }
 
 impl State {
@@ -407,6 +411,7 @@ impl State {
             resp_buf: [0; RESPONSE_SIZE],
             resp_have: 0,
             driver: None,
+            corks: 0,
             closed_by_us: false,
             write_dead: false,
             hung_up: false,
@@ -961,8 +966,19 @@ impl SyscallConnection {
         SyscallError::Hangup
     }
 
-    /// Sends as much of the write buffer as the socket takes.
+    /// Holds back what is enqueued until the returned [`Cork`] is dropped, which sends it
+    /// all at once: requests made together then reach the server in one `send`, and wake it
+    /// once.
+    pub(crate) fn cork(&self) -> Cork<'_> {
+        lock(&self.state).corks += 1;
+        Cork(self)
+    }
+
+    /// Sends as much of the write buffer as the socket takes (nothing while corked).
     fn flush(&self, st: &mut State, wakers: &mut Vec<Waker>) {
+        if st.corks > 0 {
+            return;
+        }
         while st.has_unsent() {
             match send_nosignal(self.io.get_ref().as_fd(), &st.wbuf[st.head..]) {
                 Ok(n) if n > 0 => {
@@ -1296,6 +1312,26 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Made by [`SyscallConnection::cork`]: sends what was held back when dropped.
+pub(crate) struct Cork<'a>(&'a SyscallConnection);
+
+impl Drop for Cork<'_> {
+    fn drop(&mut self) {
+        let conn = self.0;
+        let mut wakers = Vec::new();
+        {
+            let mut st = lock(&conn.state);
+            st.corks -= 1;
+            conn.flush(&mut st, &mut wakers);
+            if st.has_unsent() {
+                // Whoever drives must register for writability.
+                wakers.extend(st.driver_waker());
+            }
+        }
+        wake_all(wakers);
+    }
+}
+
 impl Drop for SyscallConnection {
     fn drop(&mut self) {
         if *self.asleep.get_mut() {
@@ -1441,5 +1477,44 @@ impl Drop for Call<'_> {
         if let Some(w) = handoff {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    fn poll_now<F: Future + ?Sized>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn corked_requests_go_out_together_when_the_cork_is_dropped() {
+        let (access, mut server) = UnixStream::pair().expect("socketpair");
+        let conn =
+            SyscallConnection::new(access.into(), FileDescriptor::new(100)).expect("connection");
+        server.set_nonblocking(true).expect("nonblocking");
+        let getpid = Request::new(libc::SYS_getpid, [0; 6]);
+        let cork = conn.cork();
+        // SAFETY: the server is this test, which runs nothing.
+        let mut a = unsafe { conn.syscall(getpid) };
+        // SAFETY: as above.
+        let mut b = unsafe { conn.syscall(getpid) };
+        assert!(poll_now(a.as_mut()).is_pending());
+        assert!(poll_now(b.as_mut()).is_pending());
+        let mut buf = [0u8; 4 * Request::SIZE];
+        assert_eq!(
+            server.read(&mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "sent while corked"
+        );
+        drop(cork);
+        assert_eq!(server.read(&mut buf).expect("read"), 2 * Request::SIZE);
+        drop((a, b));
     }
 }

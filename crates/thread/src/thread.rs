@@ -479,6 +479,9 @@ pub struct ChildThread {
     /// still read it. Kept with the child so that dropping an exec future (which drops the
     /// child, killing it) frees the block only once the child is reaped.
     lent: Option<WrittenPointer<[u8]>>,
+    /// Its connection, when it is a plain [`SyscallConnection`]: exec sends its requests
+    /// together through it ([`SyscallConnection::cork`]).
+    pub(crate) connection: std::sync::Weak<crate::SyscallConnection>,
 }
 
 impl fmt::Debug for ChildThread {
@@ -546,6 +549,7 @@ impl ChildThread {
             _server_sock: server_sock,
             shares_sighand,
             lent: None,
+            connection: std::sync::Weak::new(),
         }
     }
 
@@ -758,8 +762,20 @@ impl ChildThread {
                 ],
             ))
         };
-        let ((action, mask), exec) =
-            futures_lite::future::zip(futures_lite::future::zip(sigaction, sigmask), exec).await;
+        // Corked for their first poll, which enqueues all three: they go out in one send
+        // and wake the child once.
+        let mut all = std::pin::pin!(futures_lite::future::zip(
+            futures_lite::future::zip(sigaction, sigmask),
+            exec
+        ));
+        let connection = self.connection.upgrade();
+        let cork = connection.as_ref().map(|c| c.cork());
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(all.as_mut().poll(cx))).await;
+        drop(cork);
+        let ((action, mask), exec) = match first {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => all.await,
+        };
         // An answered or unsent request no longer reads the block.
         let over = |r: &near::SyscallResult| !matches!(r, Err(near::SyscallError::Hangup));
         match exec {
