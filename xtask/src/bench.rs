@@ -493,7 +493,7 @@ const FIGURES: &[Figure] = &[
         phases: None,
         explain: false,
         count_syscalls: true,
-        notes: None,
+        notes: Some(bench_spawn::setup_notes),
     },
     Figure {
         key: "spawn-big-parent",

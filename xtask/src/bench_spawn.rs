@@ -112,6 +112,7 @@ pub(crate) fn baseline_spawn_setup() -> Result<Runner, String> {
     let keep = (in_write, out_read, KeptFd(in_fd), KeptFd(out_fd));
     Ok(Box::new(move |n| {
         let _keep = &keep;
+        record_setup_memory();
         let start = Instant::now();
         for _ in 0..n {
             let mut command = std::process::Command::new("/bin/true");
@@ -141,6 +142,42 @@ pub(crate) fn baseline_spawn_setup() -> Result<Runner, String> {
         }
         Ok(start.elapsed())
     }))
+}
+
+/// This process's resident memory and page tables (KiB) when "spawn with setup" was last
+/// measured: every fork of its baseline copies those page tables.
+static SETUP_MEMORY: std::sync::Mutex<Option<(u64, u64)>> = std::sync::Mutex::new(None);
+
+/// A field of `/proc/self/status` in KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn record_setup_memory() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let (Some(rss), Some(pte)) =
+            (status_kib(&status, "VmRSS:"), status_kib(&status, "VmPTE:"))
+    {
+        *SETUP_MEMORY.lock().unwrap_or_else(|e| e.into_inner()) = Some((rss, pte));
+    }
+}
+
+/// The notes of "spawn with setup": the memory the forking baseline had to copy.
+pub(crate) fn setup_notes(_plan: Plan) -> Result<Vec<String>, String> {
+    let Some((rss, pte)) = *SETUP_MEMORY.lock().unwrap_or_else(|e| e.into_inner()) else {
+        return Err("the baseline never ran".to_string());
+    };
+    Ok(vec![format!(
+        "while it was measured this process had {} MiB resident and {pte} KiB of page tables \
+         (VmRSS, VmPTE), which every fork of the baseline copies and tears down: the \
+         baseline costs more the more memory the process holds (in a full run, what the \
+         figures before this one left mapped; run alone with `--only spawn-setup`, much \
+         less), while ours copies no page table",
+        rss >> 10
+    )])
 }
 
 /// An fd owned by a runner, closed when it is dropped (the baseline hands its number to
