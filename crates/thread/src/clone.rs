@@ -377,6 +377,10 @@ impl Thread {
             conn.hangup_on(watch).map_err(io("registering a pidfd"))?;
         }
         near::SyscallInterface::set_label(&conn, child_label(persistent_listen.is_some(), pid));
+        if self.host().is_none() && persistent_listen.is_none() {
+            // Its server answers on this socket directly, on this machine.
+            conn.spin_for_answers();
+        }
         // The child's pid in its own pid namespace: ours for it, unless it is in another.
         let own_pid = if flags.contains(CLONE::NEWPID) {
             Pid::new(1)

@@ -108,6 +108,9 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(40);
 /// which the request wakes itself: the other requests of its task are then sent before
 /// it spins.
 ///
+/// Only connections to clone children made on this host spin: a bootstrapped thread, a
+/// persistent one or one on another host sleeps at once.
+///
 /// The default is 40 µs on a machine with more than one CPU, and zero on one CPU (where
 /// the loop would only delay the server it waits for), unless the environment variable
 /// `RSYSCALL_SPIN_WAIT_US` gives it in microseconds when it is first needed. It applies
@@ -206,6 +209,8 @@ pub struct SyscallConnection {
     /// Whether a driver of this connection is asleep, waiting for the reactor (counted in
     /// [`SLEEPING`]).
     asleep: AtomicBool,
+    /// Whether its drivers may spin ([`SyscallConnection::spin_for_answers`]).
+    spins: AtomicBool,
 }
 
 /// Connections whose driver is asleep: while any is, a driver does not spin (see
@@ -765,6 +770,7 @@ impl SyscallConnection {
             reader: Mutex::new(Reader::default()),
             label: Mutex::new(ThreadLabel::UNLABELLED),
             asleep: AtomicBool::new(false),
+            spins: AtomicBool::new(false),
         })
     }
 
@@ -966,6 +972,14 @@ impl SyscallConnection {
         SyscallError::Hangup
     }
 
+    /// Lets this connection's drivers wait for answers on their own core
+    /// ([`set_spin_wait`]). For a server that answers at once on this machine, with nothing
+    /// between it and this socket: a clone child. Not for a relayed server (ssh's
+    /// forward), whose relays need the CPU a spin would take.
+    pub(crate) fn spin_for_answers(&self) {
+        self.spins.store(true, Ordering::Relaxed);
+    }
+
     /// Holds back what is enqueued until the returned [`Cork`] is dropped, which sends it
     /// all at once: requests made together then reach the server in one `send`, and wake it
     /// once.
@@ -1014,6 +1028,7 @@ impl SyscallConnection {
         }
         // At most one spin per poll, none in a request's first poll, and none while other
         // connections wait asleep.
+        let may_spin = may_spin && self.spins.load(Ordering::Relaxed);
         let mut spin = Some(spin_wait())
             .filter(|d| may_spin && !d.is_zero() && SLEEPING.load(Ordering::Acquire) == 0);
         loop {
@@ -1419,7 +1434,7 @@ impl Future for Call<'_> {
                 .drive(id, cx, !first_poll && answers_soon(&this.request))
                 .is_pending()
             {
-                if first_poll && !spin_wait().is_zero() {
+                if first_poll && conn.spins.load(Ordering::Relaxed) && !spin_wait().is_zero() {
                     cx.waker().wake_by_ref();
                 }
                 return Poll::Pending;
