@@ -17,10 +17,10 @@
 //! Other requests flush the buffer themselves when they find it empty (so a lone request
 //! costs one `send`), and wake the driver when they leave bytes unsent.
 //!
-//! A [`Cork`] ([`SyscallConnection::cork`]) holds sends back while requests made together
-//! are enqueued (exec's signal resets and `execve`), so that they go out in one `send` and
-//! wake the server once. A driver checks the socket on its own core for a short while
-//! before it sleeps ([`set_spin_wait`]).
+//! A `Cork` (`SyscallConnection::cork`, crate-private) holds sends back while requests
+//! made together are enqueued (exec's signal resets and `execve`), so that they go out in
+//! one `send` and wake the server once. A driver checks the socket on its own core for a
+//! short while before it sleeps ([`set_spin_wait`]).
 //!
 //! Reading and writing interleave: the driver keeps reading responses while a large
 //! in-band memory write is only partly flushed, because the server may itself be blocked
