@@ -494,3 +494,37 @@ fn an_inherited_fd_has_one_owner() {
         exit_cleanly(child, "child").await;
     })
 }
+
+#[test]
+fn a_killed_child_hangs_up_while_a_process_it_made_holds_its_socket() {
+    // A child with its own fd table gets its futex helper only when something first clones
+    // from it: from then on the processes it makes hold its server socket (a copy of its
+    // table, or the table itself), so end of file no longer tells its death.
+    run(async {
+        let parent = local_thread();
+        for flags in [CLONE::empty(), CLONE::FILES] {
+            let child = parent.clone(CLONE::empty()).await.expect("clone");
+            let grandchild = child.clone(flags).await.expect("clone from the child");
+            let start = Instant::now();
+            sigkill(&child).await;
+            let err = child
+                .task()
+                .getpid()
+                .await
+                .expect_err("a request to the killed child");
+            assert!(err.is_hangup(), "{flags:?}: {err}");
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{flags:?}: hangup took {:?}",
+                start.elapsed()
+            );
+            // The process it made is still served.
+            grandchild
+                .task()
+                .getpid()
+                .await
+                .expect("getpid in the grandchild");
+            exit_cleanly(grandchild, "grandchild").await;
+        }
+    })
+}
