@@ -528,3 +528,45 @@ fn a_killed_child_hangs_up_while_a_process_it_made_holds_its_socket() {
         }
     })
 }
+
+/// CPU time this process has used so far (user and system, every thread).
+fn cpu_time() -> Duration {
+    // SAFETY: rusage is plain data; getrusage writes one into `usage`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid for writes.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+#[test]
+fn a_request_waiting_for_a_long_time_burns_no_cpu() {
+    // A request to a clone child first waits on its own core (the spin wait, 40 us by
+    // default); then it sleeps, whatever the wait: a read blocked in the child for half a
+    // second costs this process next to no CPU time.
+    run(async {
+        let parent = local_thread();
+        let pipe = parent.pipe().await.expect("pipe");
+        let child = parent.clone(CLONE::empty()).await.expect("clone");
+        let r = child.inherit_fd(&pipe.read).expect("inherit");
+        assert!(rsyscall::thread::spin_wait() <= Duration::from_millis(1));
+        let before = cpu_time();
+        let read = child.task().read_bytes(&r, 10);
+        let writer = async {
+            async_io::Timer::after(Duration::from_millis(500)).await;
+            parent
+                .task()
+                .write_all_bytes(&pipe.write, b"late")
+                .await
+                .expect("write");
+        };
+        let (got, ()) = future::zip(read, writer).await;
+        assert_eq!(got.expect("read"), b"late");
+        let used = cpu_time() - before;
+        assert!(
+            used < Duration::from_millis(100),
+            "{used:?} of CPU time while waiting half a second"
+        );
+        exit_cleanly(child, "child").await;
+    })
+}
