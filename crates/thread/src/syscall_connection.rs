@@ -1474,7 +1474,12 @@ impl Drop for Call<'_> {
                     _ => {}
                 }
             }
+            let was_driver = st.driver == Some(id);
             let handoff = st.release_driver(id);
+            if was_driver && self.conn.asleep.swap(false, Ordering::AcqRel) {
+                // Nobody sleeps on this connection until the next driver does.
+                SLEEPING.fetch_sub(1, Ordering::AcqRel);
+            }
             st.pop_finished();
             if let Some(fd) = orphan {
                 st.close_orphan_fd(fd);
@@ -1531,5 +1536,22 @@ mod tests {
         drop(cork);
         assert_eq!(server.read(&mut buf).expect("read"), 2 * Request::SIZE);
         drop((a, b));
+    }
+
+    #[test]
+    fn a_driver_dropped_asleep_no_longer_counts_as_sleeping() {
+        let (access, _server) = UnixStream::pair().expect("socketpair");
+        let conn =
+            SyscallConnection::new(access.into(), FileDescriptor::new(100)).expect("connection");
+        // SAFETY: the server is this test, which runs nothing.
+        let mut a = unsafe { conn.syscall(Request::new(libc::SYS_getpid, [0; 6])) };
+        assert!(poll_now(a.as_mut()).is_pending());
+        assert!(poll_now(a.as_mut()).is_pending());
+        assert!(conn.asleep.load(Ordering::Acquire), "its driver sleeps");
+        drop(a);
+        assert!(
+            !conn.asleep.load(Ordering::Acquire),
+            "a dropped driver still counted as sleeping"
+        );
     }
 }
