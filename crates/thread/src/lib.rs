@@ -112,8 +112,11 @@
 //!   the epoller's next wait (or the next [`Thread::make_afd`] or
 //!   [`AsyncFileDescriptor::close`] on it), and the fd is kept open until then, because
 //!   epoll keys on the fd and its open file description; a delete whose future is dropped
-//!   puts its fd back in the queue. [`AsyncFileDescriptor::close`] deregisters and closes
-//!   at once, in that order.
+//!   puts its fd back in the queue. Then the closes queued on its table and the deletes
+//!   queued on its epoller are sent at once (inline for the local thread, on the reaper
+//!   thread otherwise), so a pipe's reader sees end of file without waiting for another
+//!   syscall there. [`AsyncFileDescriptor::close`] deregisters and closes at once, in that
+//!   order.
 //! - [`Epoller`]: lives as long as its thread or any [`AsyncFileDescriptor`] registered on
 //!   it; the last drop queues the closes of the epoll fd and of the fds still waiting for
 //!   their `EPOLL_CTL_DEL`.
@@ -176,8 +179,10 @@
 //! - **[`AsyncFileDescriptor`] as `AsyncRead`/`AsyncWrite`** (see [`AsyncFileDescriptor`]'s
 //!   stream section): a `poll_read` left `Pending` keeps its read in the fd for the next one, so a
 //!   dropped `read_exact`, `copy` or the like loses no byte; dropping the fd itself with a
-//!   read in flight loses what that read got. A write accepted by `poll_write` and still in
-//!   flight when the fd is dropped is dropped with it: flush or close first.
+//!   read in flight loses what that read got. A step in flight goes on without its caller
+//!   (on the reaper thread once it has to wait), so a caller that stops polling stalls no
+//!   other request. A write accepted by `poll_write` and still in flight when the fd is
+//!   dropped is dropped with it: flush or close first.
 //! - **[`AsyncChildProcess::wait`] and [`AsyncChildProcess::waitpid`]** can be dropped
 //!   freely: the child is untouched, a later wait works, and no exit status is lost. For a
 //!   child of a remote thread, whose `waitid` goes on running when its future is dropped,
