@@ -114,7 +114,7 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(40);
 /// The default is 40 µs on a machine with more than one CPU, and zero on one CPU (where
 /// the loop would only delay the server it waits for), unless the environment variable
 /// `RSYSCALL_SPIN_WAIT_US` gives it in microseconds when it is first needed. It applies
-/// to every connection of the process.
+/// to every connection of the process that spins.
 pub fn set_spin_wait(wait: Duration) {
     SPIN_NS.store(
         u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX - 1),
