@@ -162,6 +162,29 @@ fn dropping_the_writing_end_gives_a_waiting_reader_end_of_file() {
 }
 
 #[test]
+fn dropping_a_local_write_end_gives_a_waiting_reader_end_of_file() {
+    run(async {
+        let thread = local_thread();
+        let pipe = thread.pipe().await.expect("pipe");
+        let mut r = thread.make_afd(pipe.read, true).await.expect("make_afd");
+        let write_end = pipe.write;
+        // A plain handle of the local table, dropped while the reader waits and with no
+        // syscall after it: its fd must be closed by the drop itself.
+        let writer_goes = async move {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            drop(write_end);
+        };
+        let mut got = Vec::new();
+        let (read, ()) = within(
+            "read_to_end once the local write end is dropped",
+            future::zip(r.read_to_end(&mut got), writer_goes),
+        )
+        .await;
+        assert_eq!(read.expect("read_to_end"), 0);
+    });
+}
+
+#[test]
 fn a_write_accepted_and_not_flushed_goes_on_by_itself() {
     on_local_and_child(|thread, label| async move {
         let (mut r, mut w) = afd_pipe(&thread).await;

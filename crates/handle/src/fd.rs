@@ -3,7 +3,8 @@
 //! # Safety
 //! Unsafe code is allowed item by item: the constructors `from_raw` and `borrowed`, whose
 //! callers promise what the fd number is, and `into_owned_fd` and `as_local_fd`, which hand
-//! a local fd of an owned handle to std's types.
+//! a local fd of an owned handle to std's types, as the drop of the last handle of a local
+//! fd does to close it.
 //!
 //! # Std interop
 //! A handle to a local fd converts to and from std's `OwnedFd` (`OwnedFd::try_from(fd)`,
@@ -149,11 +150,24 @@ struct FdInner {
 }
 
 impl Drop for FdInner {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        // Queued before the handle leaves the registry, so that `has_handle` never misses
-        // the fd in between.
+        // Closed (or queued) before the handle leaves the registry, so that `has_handle`
+        // never misses the fd in between.
         if self.owned && !self.released.load(Ordering::Acquire) {
-            self.table.queue_close(self.near);
+            if self.table.id() == crate::local_namespaces().fd_table {
+                // The local table (no thread of this process unshares it: the library
+                // refuses to): closed now, as std's `OwnedFd` would, so that nothing
+                // waits for the next syscall here to see it closed (a pipe's reader
+                // waiting for end of file).
+                // SAFETY: this is the last handle of an owned fd of the local table, not
+                // released: nothing else owns the number.
+                drop(unsafe {
+                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(self.near.as_raw())
+                });
+            } else {
+                self.table.queue_close(self.near);
+            }
         }
         self.table.remove_handle(self.near);
     }
@@ -163,8 +177,9 @@ impl Drop for FdInner {
 ///
 /// Several handles may refer to the same fd (through tasks sharing its table, see
 /// [`FileDescriptor::for_task`]); the fd is closed when the last of them goes. Dropping
-/// queues the close on the table, performed at the next syscall on that table (or by
-/// [`Task::flush_closes`]); [`FileDescriptor::close`] closes at once.
+/// closes an fd of the local table at once; for another table it queues the close there,
+/// performed at the next syscall on that table (or by [`Task::flush_closes`]).
+/// [`FileDescriptor::close`] closes at once and reports errors.
 ///
 /// # Examples
 ///

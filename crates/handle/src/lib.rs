@@ -4,8 +4,9 @@
 //!
 //! # Invariants
 //! - An owning handle closes or frees its resource exactly once: a dropped
-//!   [`FileDescriptor`] queues its close on its fd table (performed at the next syscall on
-//!   that table, or by [`Task::flush_closes`]); a dropped [`Allocation`] gives its range back
+//!   [`FileDescriptor`] of the local table is closed at once, one of another table queues
+//!   its close there (performed at the next syscall on that table, or by
+//!   [`Task::flush_closes`]); a dropped [`Allocation`] gives its range back
 //!   at once (pure bookkeeping).
 //! - Memory lent to a syscall stays allocated until the syscall has completed: if the
 //!   syscall's future is dropped first, the buffer is leaked, never reused under the

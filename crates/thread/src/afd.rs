@@ -306,10 +306,10 @@ pub struct AsyncFileDescriptor {
 
 /// Makes the close of a dropped [`AsyncFileDescriptor`]'s fd happen now rather than at the
 /// next syscall on its table: the closes queued on the table, and the deletes queued on
-/// the root epoller (which keep their fds open), are flushed when this drops, inline for
-/// the local task (its syscalls complete at once) and on the reaper thread otherwise. So
-/// the reader of a pipe whose writing end was an [`AsyncFileDescriptor`] sees end of file
-/// once it is dropped, even if nothing else runs on that table.
+/// the root epoller (which keep their fds open), are flushed on the reaper thread when this
+/// drops. So the reader of a pipe whose writing end was an [`AsyncFileDescriptor`] sees end
+/// of file once it is dropped, even if nothing else runs on that table. (Fds of the local
+/// table are closed by the handle's own drop.)
 struct Closer {
     task: Task,
     epoller: Option<Arc<crate::epoller::Epoller>>,
@@ -335,20 +335,12 @@ impl Drop for Closer {
         }
         let task = self.task.clone();
         let epoller = self.epoller.take();
-        let mut flush = Box::pin(async move {
+        crate::reaper::spawn(async move {
             if let Some(epoller) = epoller {
                 epoller.flush_orphans().await;
             }
             task.prepare().await;
         });
-        if self.task.sysif().is_local() {
-            // Local syscalls complete within the poll.
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            if flush.as_mut().poll(&mut cx).is_ready() {
-                return;
-            }
-        }
-        crate::reaper::spawn(flush);
     }
 }
 

@@ -55,8 +55,8 @@
 //! ## Dropping values
 //!
 //! - [`FileDescriptor`](rsyscall_handle::FileDescriptor): when the last handle to an fd it
-//!   owns goes, the close is queued on the fd table and made before the next syscall of any
-//!   task using that table (or by [`Task::flush_closes`](rsyscall_handle::Task::flush_closes),
+//!   owns goes, an fd of the local table is closed at once; for another table the close is
+//!   queued on the fd table and made before the next syscall of any task using that table (or by [`Task::flush_closes`](rsyscall_handle::Task::flush_closes),
 //!   which puts the closes it had not sent back in the queue if its own future is dropped).
 //!   [`FileDescriptor::close`](rsyscall_handle::FileDescriptor::close) closes at once and
 //!   reports errors. Handles that do not own their fd, such as [`Thread::stdin`],
@@ -113,9 +113,8 @@
 //!   [`AsyncFileDescriptor::close`] on it), and the fd is kept open until then, because
 //!   epoll keys on the fd and its open file description; a delete whose future is dropped
 //!   puts its fd back in the queue. Then the closes queued on its table and the deletes
-//!   queued on its epoller are sent at once (inline for the local thread, on the reaper
-//!   thread otherwise), so a pipe's reader sees end of file without waiting for another
-//!   syscall there. [`AsyncFileDescriptor::close`] deregisters and closes at once, in that
+//!   queued on its epoller are sent at once (on the reaper thread), so a pipe's reader sees
+//!   end of file without waiting for another syscall there. [`AsyncFileDescriptor::close`] deregisters and closes at once, in that
 //!   order.
 //! - [`Epoller`]: lives as long as its thread or any [`AsyncFileDescriptor`] registered on
 //!   it; the last drop queues the closes of the epoll fd and of the fds still waiting for
