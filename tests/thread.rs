@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use rsyscall::{CLONE, ChildState, Error, Signal, local_thread};
+use rsyscall::near::FileDescriptor;
+use rsyscall::{CLONE, ChildState, Error, O, Signal, local_thread};
+use rsyscall_tests::procs::open_fds_of;
 use rsyscall_tests::programs::sh;
 use rsyscall_tests::tasks::{child_with_stdout_pipe, exit_cleanly, run, sigkill};
 
@@ -61,6 +63,63 @@ fn child_writes_through_pipe_and_dup2() {
             let got = parent.read_to_eof(&pipe.read).await.expect("read");
             assert_eq!(String::from_utf8_lossy(&got), msg, "{flags:?}");
         }
+    })
+}
+
+#[test]
+fn dup_at_places_fds_for_an_exec_and_never_replaces_an_open_one() {
+    run(async {
+        let parent = local_thread();
+        let pipe = parent.pipe().await.expect("pipe");
+        let (child, stdout) = child_with_stdout_pipe(&parent).await;
+        let pid = child.pid().expect("pid");
+        let theirs = child.inherit_fd(&pipe.write).expect("inherit");
+        drop(pipe.write);
+        // Free numbers far above any the child inherited.
+        let (open_at, closed_at) = (FileDescriptor::new(40), FileDescriptor::new(41));
+        let at_40 = theirs.dup_at(open_at, O::empty()).await.expect("dup_at 40");
+        assert_eq!(at_40.near(), open_at);
+        let at_41 = theirs
+            .dup_at(closed_at, O::CLOEXEC)
+            .await
+            .expect("dup_at 41");
+        assert_eq!(at_41.near(), closed_at);
+
+        // Taken numbers and bad arguments are refused, and leave no fd behind.
+        let before = open_fds_of(pid.as_raw());
+        for (n, flags) in [
+            (open_at, O::empty()),
+            (closed_at, O::CLOEXEC),
+            (FileDescriptor::new(-1), O::empty()),
+            (FileDescriptor::new(42), O::NONBLOCK),
+        ] {
+            match theirs.dup_at(n, flags).await {
+                Err(Error::InvalidArgument { what, .. }) => {
+                    assert_eq!(what, "FileDescriptor::dup_at", "{n:?} {flags:?}")
+                }
+                other => panic!("dup_at({n:?}, {flags:?}) on a taken or bad number: {other:?}"),
+            }
+        }
+        child.task().flush_closes().await.expect("flush");
+        assert_eq!(
+            open_fds_of(pid.as_raw()),
+            before,
+            "a refused dup_at left an fd"
+        );
+        drop(theirs);
+
+        // The program finds fd 40 open; fd 41 was close-on-exec.
+        // (dash redirects only fds 0 to 9; its builtin `test` sees its own /proc/self.)
+        let script = sh("echo placed > /proc/self/fd/40; \
+             if test -e /proc/self/fd/41; then echo 41 open; else echo 41 closed; fi")
+        .await;
+        let process = child.exec(script).await.expect("exec");
+        drop((at_40, at_41));
+        let said = parent.read_to_eof(&stdout).await.expect("read stdout");
+        assert_eq!(String::from_utf8_lossy(&said), "41 closed\n");
+        let got = parent.read_to_eof(&pipe.read).await.expect("read the pipe");
+        assert_eq!(String::from_utf8_lossy(&got), "placed\n");
+        process.check().await.expect("the program");
     })
 }
 

@@ -739,12 +739,87 @@ impl FileDescriptor {
         Ok(self.task().own(near::FileDescriptor::new(ret as i32)))
     }
 
+    /// A copy of this fd at exactly number `n` of its table, which must be free:
+    /// `fcntl(fd, F_DUPFD, n)` (`F_DUPFD_CLOEXEC` with `O::CLOEXEC`), owned by the returned
+    /// handle. Without `O::CLOEXEC` the copy stays open across exec: this is how a child
+    /// gets an fd at the number a program expects (fd 3 of socket activation, say).
+    ///
+    /// Unlike [`Task::dup2`], it never replaces an open fd, so it needs no claim that the
+    /// number is unused and is safe on any table, this program's own included. The kernel
+    /// picks the lowest free number from `n` up in one step; if that is not `n`, the copy
+    /// it made is closed and the call fails. To free `n` first, close the handle that owns
+    /// it, or, for the copies of the parent's fds a clone child inherited (which have no
+    /// handles), call `Thread::do_cloexec_except` on the child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rsyscall_handle::Task;
+    /// # async_io::block_on(async {
+    /// use rsyscall_near::{FileDescriptor, O};
+    /// let task = Task::local();
+    /// let pipe = task.pipe().await?;
+    /// // A number far above any this test program uses.
+    /// let copy = pipe.write.dup_at(FileDescriptor::new(900), O::CLOEXEC).await?;
+    /// assert_eq!(copy.near().as_raw(), 900);
+    /// // Taken now: a second copy there is refused, and leaves nothing open.
+    /// assert!(pipe.read.dup_at(FileDescriptor::new(900), O::CLOEXEC).await.is_err());
+    /// task.write_all_bytes(&copy, b"at 900").await?;
+    /// assert_eq!(task.read_bytes(&pipe.read, 100).await?, b"at 900");
+    /// # Ok::<(), rsyscall_handle::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a negative `n`, flags
+    /// other than `O::CLOEXEC`, or `n` already open (nothing stays open then); `EBADF`,
+    /// `EMFILE` (`n` is not below `RLIMIT_NOFILE`), `EINVAL`. See fcntl(2).
+    pub async fn dup_at(&self, n: near::FileDescriptor, flags: O) -> Result<FileDescriptor> {
+        const WHAT: &str = "FileDescriptor::dup_at";
+        if n.as_raw() < 0 {
+            return Err(Error::invalid(
+                WHAT,
+                format!("fd number {} is negative", n.as_raw()),
+            ));
+        }
+        if !(flags - O::CLOEXEC).is_empty() {
+            return Err(Error::invalid(
+                WHAT,
+                format!("flags {flags:?}: only O::CLOEXEC is allowed"),
+            ));
+        }
+        let (name, cmd) = if flags.contains(O::CLOEXEC) {
+            ("fcntl(F_DUPFD_CLOEXEC)", libc::F_DUPFD_CLOEXEC)
+        } else {
+            ("fcntl(F_DUPFD)", libc::F_DUPFD)
+        };
+        let ret = self.fcntl_int(name, cmd, i64::from(n.as_raw())).await?;
+        let copy = self.task().own(near::FileDescriptor::new(ret as i32));
+        if copy.near() == n {
+            return Ok(copy);
+        }
+        // The kernel skipped `n`: it is open. The copy it made at a higher number is ours
+        // alone; close it. A failed close still frees the number (close(2)), and a future
+        // dropped here leaves the close to the handle's drop.
+        let higher = copy.near().as_raw();
+        let _ = copy.close().await;
+        Err(Error::invalid(
+            WHAT,
+            format!(
+                "fd {} is already open in this table (the lowest free number from it is \
+                 {higher}); close the handle that owns it first, or, in a clone child, \
+                 the inherited copies with Thread::do_cloexec_except",
+                n.as_raw()
+            ),
+        ))
+    }
+
     /// An fcntl command with an integer argument that neither touches memory nor closes
-    /// fds (`F_GETFL`, `F_SETFL`, `F_GETFD`, `F_SETFD`, `F_DUPFD_CLOEXEC`).
+    /// fds (`F_GETFL`, `F_SETFL`, `F_GETFD`, `F_SETFD`, `F_DUPFD`, `F_DUPFD_CLOEXEC`).
     async fn fcntl_int(&self, what: &'static str, cmd: i32, arg: i64) -> Result<i64> {
         // SAFETY: the commands passed here take an integer argument: no memory is touched,
-        // no fd is closed or replaced (F_DUPFD_CLOEXEC makes a new one, which the caller
-        // owns).
+        // no fd is closed or replaced (F_DUPFD and F_DUPFD_CLOEXEC make a new one, which
+        // the caller owns).
         self.call(what, |s, fd| unsafe { near::fcntl(s, fd, cmd, arg) })
             .await
     }
