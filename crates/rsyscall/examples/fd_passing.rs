@@ -22,10 +22,9 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 
+use rsyscall::near::FileDescriptor;
 use rsyscall::structs::{AnySockaddr, SockaddrIn};
-use rsyscall::{
-    AF, CLONE, ChildThread, Command, Error, FileDescriptor, SOCK, SockType, local_thread,
-};
+use rsyscall::{AF, CLONE, Command, Error, O, SOCK, SockType, local_thread};
 
 /// The first fd of socket activation (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i32 = 3;
@@ -64,8 +63,20 @@ async fn activate() -> Result<(), Error> {
 
     let child = local.clone(CLONE::empty()).await?;
     let theirs = child.inherit_fd(&listener)?;
-    put_at(&child, &theirs, LISTEN_FDS_START).await?;
-    drop(theirs);
+    // The child's table is a copy of ours. Close every copy it has no use for (fd 3 may be
+    // one), those open across exec included, so the server gets only its stdio and the
+    // socket; then put the socket at fd 3, open across exec. `dup_at` never replaces an
+    // open fd, so no unsafe claim about what fd 3 held is needed.
+    child.mark_cloexec_except(&[&theirs]).await?;
+    child.do_cloexec_except(&[&theirs]).await?;
+    let fd_3 = FileDescriptor::new(LISTEN_FDS_START);
+    let on_fd_3 = if theirs.near() == fd_3 {
+        // Already there (the listener is our fd 3 too when nothing else is open).
+        theirs.disable_cloexec().await?;
+        theirs
+    } else {
+        theirs.dup_at(fd_3, O::empty()).await?
+    };
     // The child's pid as it sees it (the same as ours for it here, but not if it were in
     // another pid namespace), which its program will compare with its own.
     let pid = child.task().getpid().await?;
@@ -81,6 +92,8 @@ async fn activate() -> Result<(), Error> {
         "2. child {pid} has the socket on fd 3; exec'ing the server with LISTEN_FDS=1 LISTEN_PID={pid}"
     );
     let server = child.exec(command).await?;
+    // The exec'd server owns its fd 3 now; the handle names a table we no longer drive.
+    drop(on_fd_3);
     // The server holds the socket now; our copy is not needed.
     drop(listener);
 
@@ -109,28 +122,6 @@ async fn activate() -> Result<(), Error> {
     let state = server.wait().await?;
     println!("4. the server {state}");
     server.check().await
-}
-
-/// Puts `fd`, an fd of `child`'s table, at number `n` there, open across exec (the
-/// kernel's `dup2`, which clears close-on-exec on the copy).
-async fn put_at(child: &ChildThread, fd: &FileDescriptor, n: i32) -> Result<(), Error> {
-    let target = rsyscall::near::FileDescriptor::new(n);
-    if fd.near() == target {
-        return fd.disable_cloexec().await;
-    }
-    if child.reserved_fds().contains(&target) {
-        return Err(Error::invalid(
-            "fd_passing",
-            format!("fd {n} is one the child's syscall server needs"),
-        ));
-    }
-    // SAFETY: nothing relies on fd `n` of the child's table: it is none of the fds the
-    // library needs there (checked just above); the others are the copies of our fds the
-    // clone made, which nothing in the child uses (this program made no handle to any but
-    // `fd`, which is not `n`), so replacing one takes nothing from anyone. The handle is
-    // only the target of one dup2, which opens `n` if it was not, and never closes it.
-    let slot = unsafe { FileDescriptor::borrowed(child.task(), target) };
-    child.task().dup2(fd, &slot).await
 }
 
 /// The server: a program started by socket activation. Checks `LISTEN_PID` and
