@@ -1069,6 +1069,16 @@ impl SyscallConnection {
                     };
                     // Memory kept for dropped requests, freed outside the lock.
                     drop(released);
+                    if done {
+                        // This request's own waker is among those its answer woke: this
+                        // poll returns Ready, so waking the task again would only make its
+                        // executor poll it once more for nothing (and, under `block_on`, look
+                        // for I/O once more before it sleeps). One copy of this task's waker
+                        // goes; another request of the same task keeps its own.
+                        if let Some(i) = wakers.iter().position(|w| w.will_wake(cx.waker())) {
+                            wakers.swap_remove(i);
+                        }
+                    }
                     if n == 0 {
                         // Nothing more to watch for: stop the watches now (an event's
                         // watch drives requests of another connection).
@@ -1536,6 +1546,49 @@ mod tests {
         drop(cork);
         assert_eq!(server.read(&mut buf).expect("read"), 2 * Request::SIZE);
         drop((a, b));
+    }
+
+    /// A waker that counts its wakes.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_request_answered_while_its_task_drives_does_not_wake_that_task() {
+        let (access, mut server) = UnixStream::pair().expect("socketpair");
+        let conn =
+            SyscallConnection::new(access.into(), FileDescriptor::new(100)).expect("connection");
+        let wakes = Arc::new(Counted(0.into()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: the server is this test, which runs nothing.
+        let mut a = unsafe { conn.syscall(Request::new(libc::SYS_getpid, [0; 6])) };
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        let mut request = [0u8; Request::SIZE];
+        server.read_exact(&mut request).expect("the request");
+        std::io::Write::write_all(&mut server, &42i64.to_le_bytes()).expect("the answer");
+        // The reactor reports the answer: one wake, which polls the task.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wakes.0.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the reactor never woke the driver"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(matches!(a.as_mut().poll(&mut cx), Poll::Ready(Ok(42))));
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the answer read in the task's own poll woke it again"
+        );
     }
 
     #[test]
