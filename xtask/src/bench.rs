@@ -440,24 +440,25 @@ const FIGURES: &[Figure] = &[
         key: "ssh-getpid",
         name: "ssh: getpid round trip on a remote thread",
         ours_description: "`thread.task().getpid().await` on the `Thread` made by \
-                           `SshHost::connect` (same sshd as above): one 56-byte request and \
+                           `SshHost::connect` (same sshd as above; one ssh session both \
+                           sides use): one 56-byte request and \
                            one 8-byte response through the library's `SyscallConnection`, \
                            a local unix socket connected to ssh's `-L` forward, the ssh \
                            channel, and sshd's connection to the bootstrap's listening \
                            socket on the remote side",
-        baseline_description: "a raw round trip over the same kind of forwarded socket: \
-                               `thread.open_channels(1)` on another ssh thread of the same \
-                               sshd (a local connection to the forward, accepted by the \
-                               remote thread), whose remote end is stdin and stdout of \
-                               `/bin/cat` exec'd in a clone of that thread; a blocking \
-                               `write` of 56 bytes and a blocking `read` of the 56 bytes \
-                               `cat` echoes back (48 more bytes back than a getpid response: \
-                               no cheaper for the baseline than 56 out / 8 back)",
+        baseline_description: "the raw protocol over the same forward of the same ssh \
+                               session: `thread.open_channels(1)` on the same thread (a \
+                               second local connection to its `-L` forward, accepted on the \
+                               remote side), whose remote end is fd 0 of the standalone \
+                               `rsyscall-server` exec'd in a clone of that thread; a \
+                               blocking `write` of the 56-byte getpid request and a \
+                               blocking `read` of the 8-byte response: the same bytes on \
+                               the same path and the same server code, without the library",
         target: Target::Ratio(1.2),
         cost: Cost::Connection,
         batch: 1,
         ours: Some(ours_ssh_getpid),
-        baseline: baseline_ssh_cat_echo,
+        baseline: baseline_ssh_raw_getpid,
         phases: None,
         explain: false,
         count_syscalls: false,
@@ -1750,7 +1751,7 @@ fn ssh_connect_phases(plan: Plan) -> Phases {
 
 /// Ours for "ssh: getpid": a getpid round trip on an ssh thread.
 fn ours_ssh_getpid() -> Result<Runner, String> {
-    let session = SshSession::connect()?;
+    let session = shared_ssh_session()?;
     let expected =
         block_on(session.thread()?.task().getpid()).map_err(|e| format!("getpid: {e}"))?;
     Ok(Box::new(move |n| {
@@ -1772,23 +1773,22 @@ fn ours_ssh_getpid() -> Result<Runner, String> {
     }))
 }
 
-/// The bytes of the ssh getpid baseline's round trip: a getpid request's size.
-const ECHO_BYTES: usize = 56;
-
-/// `/bin/cat` on an ssh thread's host, its stdin and stdout a channel through ssh's forward
-/// whose local end is `channel`. Dropping it closes the channel (cat reads EOF and exits),
-/// waits for cat, then ends the session.
-struct RemoteCat {
+/// `rsyscall-server` (the standalone server binary) on an ssh thread's host, serving the
+/// raw protocol on a channel through the same ssh session's `-L` forward, whose local end
+/// is `channel`. Dropping it closes the channel (the server reads end of file at a request
+/// boundary and exits 0) and waits for the server; the session ends with its last user.
+struct RemoteRawServer {
     channel: Option<UnixStream>,
-    cat: Option<AsyncChildProcess>,
-    _session: SshSession,
+    server: Option<AsyncChildProcess>,
+    _session: std::sync::Arc<SshSession>,
 }
 
-impl RemoteCat {
-    fn start() -> Result<RemoteCat, String> {
-        let session = SshSession::connect()?;
+impl RemoteRawServer {
+    fn start(session: std::sync::Arc<SshSession>) -> Result<RemoteRawServer, String> {
         let thread = session.thread()?;
-        let (channel, cat) = block_on(async {
+        let binary = rsyscall::thread::libexec::helper_path("rsyscall-server")
+            .map_err(|e| format!("the rsyscall-server binary: {e}"))?;
+        let (channel, server) = block_on(async {
             let (local, theirs) = thread
                 .open_channels(1)
                 .await
@@ -1802,67 +1802,92 @@ impl RemoteCat {
             let fd = child
                 .inherit_fd(&theirs)
                 .map_err(|e| format!("inherit_fd: {e}"))?;
-            for target in [child.stdin(), child.stdout()] {
-                child
-                    .task()
-                    .dup2(&fd, &target)
-                    .await
-                    .map_err(|e| format!("dup2: {e}"))?;
-            }
+            child
+                .task()
+                .dup2(&fd, &child.stdin())
+                .await
+                .map_err(|e| format!("dup2: {e}"))?;
             drop(fd);
             theirs
                 .close()
                 .await
                 .map_err(|e| format!("closing the thread's end: {e}"))?;
-            let cat = child
-                .exec(rsyscall::Command::new("/bin/cat", "cat"))
+            // Symbol table, requests and responses all on fd 0, the channel.
+            let command = rsyscall::Command::new(binary, "rsyscall-server").args(["0", "0", "0"]);
+            let server = child
+                .exec(command)
                 .await
-                .map_err(|e| format!("exec /bin/cat: {e}"))?;
-            Ok::<_, String>((UnixStream::from(local), cat))
+                .map_err(|e| format!("exec rsyscall-server: {e}"))?;
+            Ok::<_, String>((UnixStream::from(local), server))
         })?;
-        Ok(RemoteCat {
+        let mut made = RemoteRawServer {
             channel: Some(channel),
-            cat: Some(cat),
+            server: Some(server),
             _session: session,
-        })
+        };
+        let mut symbols = [0u8; 32];
+        made.channel()?
+            .read_exact(&mut symbols)
+            .map_err(|e| format!("reading the server's symbol table: {e}"))?;
+        Ok(made)
+    }
+
+    fn channel(&mut self) -> Result<&mut UnixStream, String> {
+        self.channel
+            .as_mut()
+            .ok_or_else(|| "the channel to the server is closed".to_string())
     }
 }
 
-impl Drop for RemoteCat {
+impl Drop for RemoteRawServer {
     fn drop(&mut self) {
         drop(self.channel.take());
-        if let Some(cat) = self.cat.take()
-            && let Err(e) = block_on(cat.check())
+        if let Some(server) = self.server.take()
+            && let Err(e) = block_on(server.check())
         {
-            eprintln!("warning: the remote cat: {e}");
+            eprintln!("warning: the remote rsyscall-server: {e}");
         }
-        // The session ends after this, as the field is dropped.
     }
 }
 
-/// Baseline for "ssh: getpid": 56 bytes to a remote `cat` and its 56 bytes back, through
-/// the same kind of forwarded channel.
-fn baseline_ssh_cat_echo() -> Result<Runner, String> {
-    let mut remote = RemoteCat::start()?;
-    let request: [u8; ECHO_BYTES] = std::array::from_fn(|i| i as u8);
+/// The ssh session both sides of "ssh: getpid" use (the live one, or a new one), so both
+/// go through the same forward of the same ssh connection.
+fn shared_ssh_session() -> Result<std::sync::Arc<SshSession>, String> {
+    use std::sync::{Arc, Mutex, Weak};
+    static SHARED: Mutex<Weak<SshSession>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(live) = shared.upgrade() {
+        return Ok(live);
+    }
+    let made = Arc::new(SshSession::connect()?);
+    *shared = Arc::downgrade(&made);
+    Ok(made)
+}
+
+/// Baseline for "ssh: getpid": the raw protocol's round trip, a blocking `write` of the
+/// 56-byte getpid request and a blocking `read` of the 8-byte response, to a server on the
+/// remote host through the same forward as ours.
+fn baseline_ssh_raw_getpid() -> Result<Runner, String> {
+    let mut remote = RemoteRawServer::start(shared_ssh_session()?)?;
+    let request = Request::new(libc::SYS_getpid, [0; 6]).to_bytes();
     Ok(Box::new(move |n| {
-        let channel = remote
-            .channel
-            .as_mut()
-            .ok_or("the channel to cat is closed")?;
-        let mut echo = [0u8; ECHO_BYTES];
+        let channel = remote.channel()?;
+        let mut response = [0u8; RESPONSE_SIZE];
         let start = Instant::now();
         for _ in 0..n {
             channel
                 .write_all(&request)
                 .map_err(|e| format!("write: {e}"))?;
             channel
-                .read_exact(&mut echo)
+                .read_exact(&mut response)
                 .map_err(|e| format!("read: {e}"))?;
         }
         let elapsed = start.elapsed();
-        if echo != request && n > 0 {
-            return Err("cat echoed other bytes".to_string());
+        if n > 0 && i64::from_le_bytes(response) <= 0 {
+            return Err(format!(
+                "getpid answered {}, not a pid",
+                i64::from_le_bytes(response)
+            ));
         }
         Ok(elapsed)
     }))
