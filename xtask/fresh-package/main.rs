@@ -2,8 +2,8 @@
 //! program that depends on `rsyscall` by path, built with a fresh target directory, run with
 //! `RSYSCALL_LIBEXEC_DIR` unset. Everything that execs a helper must work with the helpers
 //! built into the library: a stub, a stdin-bootstrapped thread, a persistent thread
-//! (reconnected and attached to again) and, when `cargo xtask` set up a per-connection
-//! sshd, an ssh thread.
+//! (reconnected and attached to again) and an ssh thread, through the per-connection sshd
+//! `cargo xtask` sets up.
 //!
 //! It prints `helper NAME: PATH` for every helper it was given a path to (xtask checks them
 //! too) and `ok: ...` after each part; any failure ends it with status 1 and a message.
@@ -55,13 +55,11 @@ async fn run() -> Result<()> {
     stub(&scratch).await?;
     bootstrap().await?;
     persistent(&scratch).await?;
-    match std::env::var_os("RSYSCALL_FRESH_SSH_CONFIG") {
-        Some(config) => {
-            let destination = std::env::var("RSYSCALL_FRESH_SSH_DESTINATION")?;
-            ssh(&destination, Path::new(&config)).await?;
-        }
-        None => println!("skipped: ssh (no sshd)"),
-    }
+    let config = std::env::var_os("RSYSCALL_FRESH_SSH_CONFIG")
+        .ok_or("RSYSCALL_FRESH_SSH_CONFIG is not set: the ssh part needs an sshd")?;
+    let destination = std::env::var("RSYSCALL_FRESH_SSH_DESTINATION")
+        .map_err(|e| format!("RSYSCALL_FRESH_SSH_DESTINATION: {e}"))?;
+    ssh(&destination, Path::new(&config)).await?;
     Ok(())
 }
 

@@ -8,8 +8,8 @@
 //! must all work with the helpers built into the library, and every helper path it
 //! reports must lie in the private directory it made under that `TMPDIR`.
 //!
-//! The ssh part runs if OpenSSH's `sshd` is installed, through the same throwaway
-//! per-connection sshd as the benchmarks ([`BenchSshd`]). The directory (target dir
+//! The ssh part runs through the same throwaway per-connection sshd as the benchmarks
+//! ([`BenchSshd`]); without OpenSSH's `ssh` and `sshd` the step fails, saying so. The directory (target dir
 //! included) is removed afterwards, whatever happened.
 
 use std::path::{Path, PathBuf};
@@ -78,13 +78,9 @@ fn build_and_run(root: &Path, dir: &Path) -> Result<(), String> {
         start.elapsed().as_secs_f64()
     );
 
-    let sshd = match BenchSshd::shared() {
-        Ok(sshd) => Some(sshd),
-        Err(e) => {
-            println!("no ssh part: {e}");
-            None
-        }
-    };
+    // The ssh part is part of the check: without OpenSSH the step fails, naming what is
+    // missing (`.ci/run` installs it).
+    let sshd = BenchSshd::shared().map_err(|e| format!("the ssh part needs an sshd: {e}"))?;
     let log_path = dir.join("output.log");
     let log = std::fs::File::create(&log_path).map_err(|e| format!("creating the log: {e}"))?;
     let log2 = log
@@ -99,24 +95,20 @@ fn build_and_run(root: &Path, dir: &Path) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    if let Some(sshd) = &sshd {
-        program
-            .env("RSYSCALL_FRESH_SSH_CONFIG", sshd.config_file())
-            .env("RSYSCALL_FRESH_SSH_DESTINATION", BenchSshd::DESTINATION);
-    }
-    let want_ssh = sshd.is_some();
+    program
+        .env("RSYSCALL_FRESH_SSH_CONFIG", sshd.config_file())
+        .env("RSYSCALL_FRESH_SSH_DESTINATION", BenchSshd::DESTINATION);
     let outcome = run_bounded(program);
     drop(sshd);
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     print!("{output}");
     outcome.map_err(|e| format!("{e}; its output:\n{output}"))?;
-    check_output(&output, &tmp, root, want_ssh)
+    check_output(&output, &tmp, root)
 }
 
 /// Checks what the program printed: every helper path lies in a private directory under
-/// `tmp` (never in the repository at `root`), and every part passed (the ssh part if
-/// `ssh`: an sshd was set up for it).
-fn check_output(output: &str, tmp: &Path, root: &Path, ssh: bool) -> Result<(), String> {
+/// `tmp` (never in the repository at `root`), and every part passed.
+fn check_output(output: &str, tmp: &Path, root: &Path) -> Result<(), String> {
     let mut helpers = 0;
     for line in output.lines() {
         let Some((_, path)) = line
@@ -141,17 +133,14 @@ fn check_output(output: &str, tmp: &Path, root: &Path, ssh: bool) -> Result<(), 
             "the program reported {helpers} helper paths, not 4"
         ));
     }
-    let mut parts = vec![
+    for part in [
         "ok: helpers written out",
         "ok: stub",
         "ok: stdin bootstrap",
         "ok: persistent thread",
+        "ok: ssh thread",
         "all ok",
-    ];
-    if ssh {
-        parts.push("ok: ssh thread");
-    }
-    for part in parts {
+    ] {
         if !output.lines().any(|l| l.starts_with(part)) {
             return Err(format!("the program did not report `{part}`"));
         }
