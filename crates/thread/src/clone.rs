@@ -685,9 +685,13 @@ impl Thread {
         // From here on the child runs on `stack`.
         match self.monitor_child(waiter, pid, pidfd).await {
             Ok(monitor) => Ok((pid, monitor, stack)),
-            Err(e) => {
-                std::mem::forget(stack);
-                Err(e)
+            Err(Unmonitored { error, reap }) => {
+                match reap {
+                    // Killed: the stack goes once the child is reaped.
+                    Some((parent, pidfd)) => reap_killed(parent, pidfd, Box::new(stack.mem)),
+                    None => std::mem::forget(stack),
+                }
+                Err(error)
             }
         }
     }
@@ -843,9 +847,12 @@ impl Thread {
         let pidfd = unsafe { FileDescriptor::from_raw(task, near::FileDescriptor::new(n)) };
         let helper = match self.monitor_child(waiter, pid, pidfd).await {
             Ok(m) => m,
-            Err(e) => {
-                std::mem::forget(mem);
-                return Err(e);
+            Err(Unmonitored { error, reap }) => {
+                match reap {
+                    Some((parent, pidfd)) => reap_killed(parent, pidfd, Box::new(mem)),
+                    None => std::mem::forget(mem),
+                }
+                return Err(error);
             }
         };
         // The reference helper stops itself first; continue it once it has.
@@ -873,13 +880,14 @@ impl Thread {
 
     /// The monitor of a just-cloned child `pid` whose pidfd in our table is `pidfd`: waited
     /// for by us, or with `CLONE_PARENT` by `waiter`, which gets its own copy of the pidfd.
-    /// On failure the child has been sent `SIGKILL`.
+    /// On failure the child has been sent `SIGKILL`, and the failure says how to reap it
+    /// where it can (these steps fail mostly for want of fds, as in `EMFILE`).
     async fn monitor_child(
         &self,
         waiter: Option<Thread>,
         pid: Pid,
         pidfd: FileDescriptor,
-    ) -> Result<AsyncChildProcess> {
+    ) -> std::result::Result<AsyncChildProcess, Unmonitored> {
         let task = self.task();
         if self.host().is_some() {
             // On another host (and so never with a waiter: see `clone_waiter`): the
@@ -891,10 +899,10 @@ impl Thread {
             }
             let watched = match self.make_afd(pidfd.clone(), false).await {
                 Ok(afd) => afd,
-                Err(e) => {
+                Err(error) => {
                     let _ =
                         near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
-                    return Err(e);
+                    return Err(Unmonitored::reap(error, task, pidfd));
                 }
             };
             let process = ChildProcess::new(task, pid, pidfd);
@@ -906,9 +914,13 @@ impl Thread {
         }
         let local_pidfd = match self.thread_to_local(&pidfd).await {
             Ok(fd) => fd,
-            Err(e) => {
+            Err(error) => {
                 let _ = near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
-                return Err(e);
+                return Err(match waiter {
+                    None => Unmonitored::reap(error, task, pidfd),
+                    // Its parent has no pidfd for it yet.
+                    Some(_) => Unmonitored::error(error),
+                });
             }
         };
         let process = match waiter {
@@ -923,10 +935,17 @@ impl Thread {
                     Ok(Some(fd)) => ChildProcess::new(waiter.task(), pid, fd),
                     Ok(None) | Err(_) => {
                         service::pidfd_signal(&local_pidfd, Signal::SIGKILL);
-                        return Err(Error::invalid(
-                            "clone",
-                            "could not give the pidfd to the parent",
-                        ));
+                        let error =
+                            Error::invalid("clone", "could not give the pidfd to the parent");
+                        // When the parent shares our table, the local pidfd is its own.
+                        return Err(if waiter.uses_local_table() {
+                            match FileDescriptor::from_owned_fd(waiter.task(), local_pidfd) {
+                                Ok(fd) => Unmonitored::reap(error, waiter.task(), fd),
+                                Err(_) => Unmonitored::error(error),
+                            }
+                        } else {
+                            Unmonitored::error(error)
+                        });
                     }
                 }
             }
@@ -934,12 +953,63 @@ impl Thread {
         // The child's monitor exists from now on: exec and exit only hand it over.
         match AsyncChildProcess::new(process, local_pidfd, "rsyscall thread".into()) {
             Ok(m) => Ok(m),
-            Err((e, process)) => {
+            Err((error, process)) => {
                 let _ = process.kill(Signal::SIGKILL).await;
-                Err(e)
+                let parent = process.parent().clone();
+                Err(Unmonitored::reap(error, &parent, process.pidfd().clone()))
             }
         }
     }
+}
+
+/// A just-cloned child that got no monitor: why, and, if it can be reaped, its parent's
+/// task and its pidfd in that task's table. The child has been sent `SIGKILL`.
+struct Unmonitored {
+    error: Error,
+    reap: Option<(Task, FileDescriptor)>,
+}
+
+impl Unmonitored {
+    fn reap(error: Error, parent: &Task, pidfd: FileDescriptor) -> Unmonitored {
+        Unmonitored {
+            error,
+            reap: Some((parent.clone(), pidfd)),
+        }
+    }
+
+    fn error(error: Error) -> Unmonitored {
+        Unmonitored { error, reap: None }
+    }
+}
+
+/// Reaps, in the background, a killed child whose monitor could not be made, by polling
+/// `waitid` through its parent (registering anything may need the very fds that ran out),
+/// then drops `keep`, the memory it ran on. If the child cannot be waited for (reaped by
+/// someone else, or its parent gone), `keep` is leaked: the child may still run on it.
+fn reap_killed(parent: Task, pidfd: FileDescriptor, keep: Box<dyn std::any::Any + Send>) {
+    crate::reaper::spawn(async move {
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match parent
+                .waitid(WaitId::PidFd(&pidfd), W::EXITED | W::NOHANG)
+                .await
+            {
+                Ok(Some(_)) => {
+                    drop(keep);
+                    return;
+                }
+                Ok(None) => {
+                    async_io::Timer::after(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => {
+                    log::debug!("reaping a child that got no monitor: {e}");
+                    std::mem::forget(keep);
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// The namespaces of a child cloned with `flags` from a thread in `ns` whose children go
