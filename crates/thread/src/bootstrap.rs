@@ -283,7 +283,9 @@ impl Thread {
                 // and the connection with it (the block cannot be freed any more).
                 std::mem::forget(lent.image.take());
                 if set.is_err() && !matches!(set, Err(SyscallError::Hangup)) {
-                    return Err(unknown(format!("the marker name was not set: {set:?}")));
+                    return Err(unknown(std::io::Error::other(format!(
+                        "the marker name was not set: {set:?}"
+                    ))));
                 }
                 match bootstrapped_exec_end(&pidfd, task.pid()).await? {
                     true => {
@@ -331,13 +333,14 @@ impl Drop for Lent {
     }
 }
 
-fn unknown(detail: String) -> Error {
+/// An exec whose end cannot be told: `source` says why (the I/O error of reading `/proc`
+/// keeps its errno, such as `EMFILE`).
+fn unknown(source: std::io::Error) -> Error {
     Error::Io {
         what: "telling a completed exec from a death",
-        source: std::io::Error::other(detail),
+        source,
     }
 }
-
 /// Gives `thread` a `set_tid_address` word, which the kernel clears (and wakes) when the
 /// process execs or exits, and a futex helper in its address space watching it, whose
 /// exit ends `conn`. The word is never freed: the kernel may write it for the life of
@@ -385,10 +388,10 @@ async fn bootstrapped_exec_end(pidfd: &OwnedFd, pid: near::Pid) -> Result<bool> 
             return Ok(false);
         }
         if std::time::Instant::now() >= deadline {
-            return Err(unknown(format!(
+            return Err(unknown(std::io::Error::other(format!(
                 "pid {} neither finished its exec nor died within 5 seconds",
                 pid.as_raw()
-            )));
+            ))));
         }
         async_io::Timer::after(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));

@@ -838,14 +838,14 @@ impl ChildThread {
     /// [`Error::Io`] if `/proc` cannot tell (not mounted, the child invisible in its pid
     /// namespace, reaped by someone else, or still in between after 5 seconds).
     async fn after_hangup(&self) -> Result<AfterHangup> {
-        let unknown = |detail: String| Error::Io {
+        let unknown = |source: std::io::Error| Error::Io {
             what: "telling a completed exec from a death",
-            source: std::io::Error::other(detail),
+            source,
         };
         let monitor = self
             .monitor
             .as_ref()
-            .ok_or_else(|| unknown("the child is no longer monitored".into()))?;
+            .ok_or_else(|| unknown(std::io::Error::other("the child is no longer monitored")))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut pause = std::time::Duration::from_micros(50);
         loop {
@@ -872,10 +872,10 @@ impl ChildThread {
                 return Ok(AfterHangup::Died);
             }
             if std::time::Instant::now() >= deadline {
-                return Err(unknown(format!(
+                return Err(unknown(std::io::Error::other(format!(
                     "pid {} neither finished its exec nor died within 5 seconds",
                     self.thread.inner.task.pid().as_raw()
-                )));
+                ))));
             }
             async_io::Timer::after(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(20));
@@ -974,30 +974,44 @@ enum AfterHangup {
 
 /// The pid that `/proc/self/fdinfo` shows for the local pidfd `pidfd`: in the pid
 /// namespace of the `/proc` mount; 0 if the process is not in it, -1 once it is reaped.
-pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> std::result::Result<i64, String> {
+pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> std::io::Result<i64> {
     let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
-    let info = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    let info = std::fs::read_to_string(&path).map_err(|e| reading(&path, e))?;
     info.lines()
         .find_map(|l| l.strip_prefix("Pid:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("{path} has no Pid line"))
+        .ok_or_else(|| std::io::Error::other(format!("{path} has no Pid line")))
+}
+
+/// The error of reading `path`: a shortage the caller may act on (`EMFILE`, `ENFILE`,
+/// `ENOMEM`) keeps its errno, so that it reaches `io::Error::raw_os_error`; any other
+/// error says which file.
+fn reading(path: &str, e: std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => e,
+        _ => std::io::Error::new(e.kind(), format!("reading {path}: {e}")),
+    }
 }
 
 /// The state letter and task flags (fields 3 and 9 of `/proc/PID/stat`) of the unreaped
 /// process the local pidfd `pidfd` refers to.
-fn proc_task_flags(pidfd: BorrowedFd<'_>) -> std::result::Result<(char, u64), String> {
+fn proc_task_flags(pidfd: BorrowedFd<'_>) -> std::io::Result<(char, u64)> {
     proc_stat(pidfd).map(|(_, state, flags)| (state, flags))
 }
 
 /// The command name, state letter and task flags (fields 2, 3 and 9 of `/proc/PID/stat`)
 /// of the unreaped process the local pidfd `pidfd` refers to.
-pub(crate) fn proc_stat(
-    pidfd: BorrowedFd<'_>,
-) -> std::result::Result<(Vec<u8>, char, u64), String> {
+pub(crate) fn proc_stat(pidfd: BorrowedFd<'_>) -> std::io::Result<(Vec<u8>, char, u64)> {
+    let reaped =
+        || std::io::Error::other("the process was reaped before its /proc entry could be read");
     let pid = pidfd_pid(pidfd)?;
     match pid {
-        -1 => return Err("the process was reaped before its /proc entry could be read".into()),
-        0 => return Err("the process is not in the pid namespace of /proc".into()),
+        -1 => return Err(reaped()),
+        0 => {
+            return Err(std::io::Error::other(
+                "the process is not in the pid namespace of /proc",
+            ));
+        }
         _ => {}
     }
     let path = format!("/proc/{pid}/stat");
@@ -1005,23 +1019,29 @@ pub(crate) fn proc_stat(
     // The pid could name another process only after ours was reaped, which the pidfd
     // would then show: checked after the read, so that the read was of our process.
     if pidfd_pid(pidfd)? != pid {
-        return Err("the process was reaped before its /proc entry could be read".into());
+        return Err(reaped());
     }
-    let stat = stat.map_err(|e| format!("reading {path}: {e}"))?;
+    let stat = stat.map_err(|e| reading(&path, e))?;
     parse_proc_stat(&path, &stat)
 }
 
 /// The command name, state letter and task flags in the contents `stat` of `path`, a
 /// `/proc/PID/stat` file.
-fn parse_proc_stat(path: &str, stat: &[u8]) -> std::result::Result<(Vec<u8>, char, u64), String> {
+fn parse_proc_stat(path: &str, stat: &[u8]) -> std::io::Result<(Vec<u8>, char, u64)> {
+    let malformed = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{path} is not in the expected format"),
+        )
+    };
     // The command name, in parentheses, may contain anything: fields follow the last ')'.
     let open = stat.iter().position(|&b| b == b'(');
     let close = stat.iter().rposition(|&b| b == b')');
     let (Some(open), Some(close)) = (open, close) else {
-        return Err(format!("{path} is not in the expected format"));
+        return Err(malformed());
     };
     if close < open {
-        return Err(format!("{path} is not in the expected format"));
+        return Err(malformed());
     }
     let comm = stat[open + 1..close].to_vec();
     let rest = String::from_utf8_lossy(&stat[close + 1..]);
@@ -1030,7 +1050,7 @@ fn parse_proc_stat(path: &str, stat: &[u8]) -> std::result::Result<(Vec<u8>, cha
     let flags = fields.get(6).and_then(|f| f.parse().ok());
     match (state, flags) {
         (Some(state), Some(flags)) => Ok((comm, state, flags)),
-        _ => Err(format!("{path} is not in the expected format")),
+        _ => Err(malformed()),
     }
 }
 
