@@ -119,9 +119,22 @@ pub fn local_thread() -> Thread {
                 std::process::id() as i32,
                 format_args!("the local process"),
             );
+            make_reactor();
             thread
         })
         .duplicate()
+}
+
+/// Makes async-io's reactor now, while the program has fds to spare. async-io makes it
+/// (an epoll fd, an eventfd and a timerfd) on first use and panics if it cannot; left to
+/// the first clone, that use can come after a burst of clones took every fd (`EMFILE`),
+/// and the panic would replace the library's typed error. Registering any fd makes it.
+fn make_reactor() {
+    let made = std::os::unix::net::UnixStream::pair()
+        .and_then(|(ours, _theirs)| async_io::Async::new(ours).map(drop));
+    if let Err(e) = made {
+        log::warn!("cannot make async-io's reactor yet: {e}");
+    }
 }
 
 /// The result of [`Thread::environ`]: the thread's environment, with lookups done through
