@@ -1,6 +1,7 @@
 //! `StubServer`: programs we did not write run our stub, and we take over the process.
 //! The reference's three scenarios (the stub's stdin read to EOF; the launcher sees the
-//! exit status; async I/O on the stub thread), the environment, standard streams and
+//! exit status; async I/O on the stub thread), the whole list of operations every thread
+//! kind goes through (`rsyscall_tests::exercise`), the environment, standard streams and
 //! signal mask as the launcher left them, real programs driving the stub (`find -exec`,
 //! `xargs`, `git commit` with `GIT_EDITOR`), the `SO_PEERCRED` check with a real second
 //! uid, bad peers (silent, garbage, killed midway), `accept` dropped at every poll, and
@@ -17,6 +18,7 @@ use std::process::Stdio;
 
 use rsyscall::{ChildState, Command, O, StubServer, Thread, local_thread};
 use rsyscall_tests::errors::serial;
+use rsyscall_tests::exercise::exercise;
 use rsyscall_tests::procs::{count_children, open_fds};
 use rsyscall_tests::programs::which;
 use rsyscall_tests::server::wait_with_deadline;
@@ -203,6 +205,33 @@ fn async_io_on_the_stub_thread() {
         })
         .await;
         assert_eq!(state, ChildState::Exited(0));
+        server.close().await.expect("close");
+    });
+}
+
+/// A thread from `StubServer::accept` does what every thread kind does (issue 8 section
+/// 1, `rsyscall_tests::exercise`): syscalls and memory, fd passing, channels and async
+/// I/O, clone and nested clone, exec from its children with their output captured; and
+/// all of it again with a root epoller in the stub's process. Its launcher then sees the
+/// status it exits with.
+#[test]
+fn a_stub_thread_does_what_every_thread_does() {
+    let _serial = serial();
+    run(async {
+        let dir = TempDir::new("stub-exercise");
+        let server = StubServer::make(&local_thread(), dir.path(), "mocked")
+            .await
+            .expect("make");
+        let wrapper = dir.join("mocked");
+        let (state, ()) = run_with(Command::new(&wrapper, "mocked"), async {
+            let (_, stub) = server.accept().await.expect("accept");
+            exercise(&stub, "stub").await;
+            stub.make_root_epoller().await.expect("root epoller");
+            exercise(&stub, "stub, root epoller").await;
+            stub.exit(3).await.expect("exit");
+        })
+        .await;
+        assert_eq!(state, ChildState::Exited(3));
         server.close().await.expect("close");
     });
 }
