@@ -260,7 +260,12 @@ fn bad_peers_are_typed_errors() {
             let r = stdin_bootstrap(&local_thread(), launcher).await;
             match r {
                 Err(Error::Handshake { detail, .. }) => {
-                    assert!(detail.contains(expect), "{mode}: {detail}")
+                    assert!(detail.contains(expect), "{mode}: {detail}");
+                    // And what to do about it: a stale helper is the usual cause.
+                    assert!(
+                        detail.contains("check that") && detail.contains("RSYSCALL_LIBEXEC_DIR"),
+                        "{mode}: no advice in {detail:?}"
+                    );
                 }
                 other => panic!("{mode}: expected a Handshake error, got {other:?}"),
             }

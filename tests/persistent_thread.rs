@@ -1033,6 +1033,11 @@ fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
             e.to_string().contains("not a persistent rsyscall server"),
             "{e}"
         );
+        // And what to do about it.
+        assert!(
+            e.to_string().contains("check that") && e.to_string().contains("clone_persistent"),
+            "{e}"
+        );
         server.join().unwrap();
         // Answers negative fd numbers.
         let path = dir.join("liar");
@@ -1042,6 +1047,7 @@ fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
         );
         let e = PersistentThread::attach(&local, &path).await.unwrap_err();
         assert!(matches!(e, PersistentError::Handshake { .. }), "{e:?}");
+        assert!(e.to_string().contains("check that"), "{e}");
         server.join().unwrap();
     });
     assert!(

@@ -644,6 +644,17 @@ fn bad_peers_are_skipped() {
         let dropped = |what: &str| warnings.iter().filter(|w| w.contains(what)).count();
         assert_eq!(dropped("did not describe itself within"), 1, "{warnings:?}");
         assert!(dropped("dropped a connection") >= 4, "{warnings:?}");
+        // Each says what to do: a broken handshake is mostly a stale or foreign stub.
+        for w in warnings
+            .iter()
+            .filter(|w| w.contains("handshake with") || w.contains("did not describe itself"))
+        {
+            assert!(
+                w.contains("check that") && w.contains("RSYSCALL_LIBEXEC_DIR"),
+                "no advice in {w:?}"
+            );
+        }
+        assert!(dropped("handshake with") >= 1, "{warnings:?}");
         let after = usage().await;
         assert!(
             after.0 <= before.0 && after.1 == before.1,
