@@ -1,4 +1,6 @@
-//! Persistent threads (`Thread::clone_persistent`, `PersistentThread`): the original's
+//! Persistent threads (`Thread::clone_persistent`, `PersistentThread`): the operations every
+//! thread kind goes through (`rsyscall_tests::exercise`), made and attached, before and after
+//! reconnects, with the typed errors of what they do not support; the original's
 //! scenarios (reconnect then exit, exit without reconnect, a clone from a persistent
 //! thread, `unshare(FILES)`), surviving or not the creator's `SIGKILL`, attaching from
 //! another program, reclaiming the socket file a thread killed with its creator left (and
