@@ -15,6 +15,7 @@ use rsyscall::{
     stdin_bootstrap_with_helper,
 };
 use rsyscall_tests::errors::serial;
+use rsyscall_tests::exercise::exercise;
 use rsyscall_tests::procs::{count_children, open_fds};
 use rsyscall_tests::programs::{env_thread, which};
 use rsyscall_tests::tasks::run;
@@ -23,83 +24,6 @@ use rsyscall_tests::tasks::run;
 async fn finish(launcher: AsyncChildProcess, thread: Thread) {
     thread.exit(0).await.expect("exit");
     assert_eq!(launcher.wait().await.expect("wait"), ChildState::Exited(0));
-}
-
-/// What every thread kind must do: syscalls, clone and nested clone (with syscalls in
-/// both), exec from a child, async I/O, channels and fd passing. `label` names the kind.
-async fn exercise(thread: &Thread, label: &str) {
-    let task = thread.task();
-    let pid = task.getpid().await.expect("getpid");
-    assert_ne!(
-        pid.as_raw() as u32,
-        std::process::id(),
-        "{label}: another process"
-    );
-    // Memory through the in-band transport: a write and a read of its memory.
-    let buf = task.ptr(&b"in its memory"[..]).await.expect("ptr");
-    assert_eq!(buf.read().await.expect("read"), b"in its memory", "{label}");
-
-    // fd passing both ways, and a pipe made there.
-    let pipe = thread.pipe().await.expect("pipe");
-    let (local_r, local_w) = std::io::pipe().expect("local pipe");
-    let w_local = rsyscall::FileDescriptor::from_owned_fd(
-        &rsyscall::Task::local(),
-        std::os::fd::OwnedFd::from(local_w),
-    )
-    .expect("wrap");
-    let w_there = thread.pass_fd(&w_local).await.expect("pass_fd");
-    task.write_all_bytes(&w_there, b"via a passed fd")
-        .await
-        .expect("write there");
-    drop((w_there, w_local));
-    let mut got = [0u8; 15];
-    std::io::Read::read_exact(&mut { local_r }, &mut got).expect("read locally");
-    assert_eq!(&got, b"via a passed fd", "{label}: fd passed to the thread");
-
-    // open_channels, and async I/O on both ends.
-    let mut chans = thread.open_async_channels(1).await.expect("channels");
-    let (ours, theirs) = chans.pop().expect("one channel");
-    let theirs = thread.make_afd(theirs, true).await.expect("make_afd");
-    ours.write_all_bytes(b"ping").await.expect("write ours");
-    assert_eq!(
-        theirs.read_some_bytes(16).await.expect("read"),
-        b"ping",
-        "{label}"
-    );
-    theirs.write_all_bytes(b"pong").await.expect("write theirs");
-    assert_eq!(
-        ours.read_some_bytes(16).await.expect("read"),
-        b"pong",
-        "{label}"
-    );
-    drop((ours, theirs));
-
-    // clone, nested clone, syscalls in both, exec from the grandchild.
-    let child = thread.clone(CLONE::empty()).await.expect("clone");
-    let child_pid = child.task().getpid().await.expect("child getpid");
-    assert_ne!(child_pid, pid, "{label}: child is another process");
-    let grandchild = child.clone(CLONE::empty()).await.expect("nested clone");
-    let g = grandchild.task();
-    let gbuf = g.ptr(&b"grandchild"[..]).await.expect("ptr");
-    assert_eq!(gbuf.read().await.expect("read"), b"grandchild");
-    drop(gbuf);
-    // The child execs while the grandchild (holding a copy of its socket) lives: the
-    // futex helper in their address space must report it.
-    let sh = which("sh").await.args(["-c", "exit 5"]);
-    let p = child.exec(sh).await.expect("exec the child");
-    assert_eq!(
-        p.wait().await.expect("wait"),
-        ChildState::Exited(5),
-        "{label}"
-    );
-    let true_ = which("true").await;
-    let p = grandchild.exec(true_).await.expect("exec the grandchild");
-    assert_eq!(
-        p.wait().await.expect("wait"),
-        ChildState::Exited(0),
-        "{label}"
-    );
-    drop(pipe);
 }
 
 #[test]
@@ -336,7 +260,12 @@ fn bad_peers_are_typed_errors() {
             let r = stdin_bootstrap(&local_thread(), launcher).await;
             match r {
                 Err(Error::Handshake { detail, .. }) => {
-                    assert!(detail.contains(expect), "{mode}: {detail}")
+                    assert!(detail.contains(expect), "{mode}: {detail}");
+                    // And what to do about it: a stale helper is the usual cause.
+                    assert!(
+                        detail.contains("check that") && detail.contains("RSYSCALL_LIBEXEC_DIR"),
+                        "{mode}: no advice in {detail:?}"
+                    );
                 }
                 other => panic!("{mode}: expected a Handshake error, got {other:?}"),
             }

@@ -1,4 +1,6 @@
-//! Persistent threads (`Thread::clone_persistent`, `PersistentThread`): the original's
+//! Persistent threads (`Thread::clone_persistent`, `PersistentThread`): the operations every
+//! thread kind goes through (`rsyscall_tests::exercise`), made and attached, before and after
+//! reconnects, with the typed errors of what they do not support; the original's
 //! scenarios (reconnect then exit, exit without reconnect, a clone from a persistent
 //! thread, `unshare(FILES)`), surviving or not the creator's `SIGKILL`, attaching from
 //! another program, reclaiming the socket file a thread killed with its creator left (and
@@ -16,10 +18,11 @@ use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use rsyscall::{
-    CLONE, ChildState, FileDescriptor, O, PersistentError, PersistentThread, Signal, Thread,
+    CLONE, ChildState, Error, FileDescriptor, O, PersistentError, PersistentThread, Signal, Thread,
     local_thread, near,
 };
 use rsyscall_tests::errors::serial;
+use rsyscall_tests::exercise::{exercise, exercise_in_place};
 use rsyscall_tests::procs::open_fds;
 use rsyscall_tests::tasks::run;
 use rsyscall_tests::tmp::TempDir;
@@ -77,6 +80,64 @@ fn warm_up(dir: &TempDir) {
         let _ = PersistentThread::attach(&local, dir.join("nothing")).await;
         p.exit(0).await.unwrap().unwrap().wait().await.unwrap();
     });
+}
+
+/// Issue 8 section 1's operations, run on a persistent thread as on every thread kind
+/// (`rsyscall_tests::exercise`): syscalls and memory, fd passing, channels and async I/O,
+/// clone and nested clone, exec from its children with their output captured. Before any
+/// reconnect, after one through the local thread and after one through a clone child. And
+/// what it documents as unsupported, a root epoller, is refused with a typed error that
+/// leaves it working.
+#[test]
+fn a_persistent_thread_does_what_every_thread_does() {
+    let _g = serial();
+    let dir = TempDir::new("persist-exercise");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        exercise(&p, "persistent").await;
+        p.reconnect(&local).await.unwrap();
+        exercise(&p, "persistent, reconnected").await;
+        let via = local.clone(CLONE::empty()).await.unwrap();
+        p.reconnect(&via).await.unwrap();
+        exercise(&p, "persistent, reconnected through a child").await;
+        via.exit(0).await.unwrap().wait().await.unwrap();
+        // Its syscall socket changes at each reconnect: no root epoller.
+        let e = p.make_root_epoller().await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        assert!(e.to_string().contains("no syscall socket"), "{e}");
+        exercise_in_place(&p, "persistent, root epoller refused").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+    assert!(!path.exists(), "the socket file was left behind");
+}
+
+/// A persistent thread attached to (here from the program that made it, once its own
+/// value is gone) does everything that needs no clone, before and after a reconnect;
+/// clone, documented as refused for an attached thread, is a typed error.
+#[test]
+fn an_attached_persistent_thread_does_all_but_clone() {
+    let _g = serial();
+    let dir = TempDir::new("persist-attached-exercise");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let (pid, _kill) = left_by_its_creator(&path).await;
+        let a = PersistentThread::attach(&local, &path).await.unwrap();
+        exercise_in_place(&a, "attached").await;
+        let e = a.clone(CLONE::empty()).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        assert!(e.to_string().contains("are unknown"), "{e}");
+        a.reconnect(&local).await.unwrap();
+        exercise_in_place(&a, "attached, reconnected").await;
+        let e = a.make_root_epoller().await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        assert_eq!(a.exit(0).await.unwrap().map(|_| ()), None);
+        assert!(eventually(|| !exists(pid)), "the thread did not end");
+    });
+    assert!(!path.exists(), "the socket file was left behind");
 }
 
 #[test]
@@ -974,6 +1035,11 @@ fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
             e.to_string().contains("not a persistent rsyscall server"),
             "{e}"
         );
+        // And what to do about it.
+        assert!(
+            e.to_string().contains("check that") && e.to_string().contains("clone_persistent"),
+            "{e}"
+        );
         server.join().unwrap();
         // Answers negative fd numbers.
         let path = dir.join("liar");
@@ -983,6 +1049,7 @@ fn a_peer_that_breaks_the_handshake_is_a_typed_error() {
         );
         let e = PersistentThread::attach(&local, &path).await.unwrap_err();
         assert!(matches!(e, PersistentError::Handshake { .. }), "{e:?}");
+        assert!(e.to_string().contains("check that"), "{e}");
         server.join().unwrap();
     });
     assert!(

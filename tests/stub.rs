@@ -1,10 +1,12 @@
 //! `StubServer`: programs we did not write run our stub, and we take over the process.
 //! The reference's three scenarios (the stub's stdin read to EOF; the launcher sees the
-//! exit status; async I/O on the stub thread), the environment, standard streams and
+//! exit status; async I/O on the stub thread), the whole list of operations every thread
+//! kind goes through (`rsyscall_tests::exercise`), the environment, standard streams and
 //! signal mask as the launcher left them, real programs driving the stub (`find -exec`,
 //! `xargs`, `git commit` with `GIT_EDITOR`), the `SO_PEERCRED` check with a real second
-//! uid, bad peers (silent, garbage, killed midway), `accept` dropped at every poll, and
-//! that dropping the server removes its files and leaks nothing.
+//! uid, bad peers (silent, garbage, killed midway), `accept` dropped at every poll, a socket
+//! path longer than `sun_path`, and that dropping the server removes its files and leaks
+//! nothing.
 //!
 //! These run as root (as CI does): the second-uid test switches a child to uid 65534.
 
@@ -17,6 +19,7 @@ use std::process::Stdio;
 
 use rsyscall::{ChildState, Command, O, StubServer, Thread, local_thread};
 use rsyscall_tests::errors::serial;
+use rsyscall_tests::exercise::exercise;
 use rsyscall_tests::procs::{count_children, open_fds};
 use rsyscall_tests::programs::which;
 use rsyscall_tests::server::wait_with_deadline;
@@ -203,6 +206,33 @@ fn async_io_on_the_stub_thread() {
         })
         .await;
         assert_eq!(state, ChildState::Exited(0));
+        server.close().await.expect("close");
+    });
+}
+
+/// A thread from `StubServer::accept` does what every thread kind does (issue 8 section
+/// 1, `rsyscall_tests::exercise`): syscalls and memory, fd passing, channels and async
+/// I/O, clone and nested clone, exec from its children with their output captured; and
+/// all of it again with a root epoller in the stub's process. Its launcher then sees the
+/// status it exits with.
+#[test]
+fn a_stub_thread_does_what_every_thread_does() {
+    let _serial = serial();
+    run(async {
+        let dir = TempDir::new("stub-exercise");
+        let server = StubServer::make(&local_thread(), dir.path(), "mocked")
+            .await
+            .expect("make");
+        let wrapper = dir.join("mocked");
+        let (state, ()) = run_with(Command::new(&wrapper, "mocked"), async {
+            let (_, stub) = server.accept().await.expect("accept");
+            exercise(&stub, "stub").await;
+            stub.make_root_epoller().await.expect("root epoller");
+            exercise(&stub, "stub, root epoller").await;
+            stub.exit(3).await.expect("exit");
+        })
+        .await;
+        assert_eq!(state, ChildState::Exited(3));
         server.close().await.expect("close");
     });
 }
@@ -615,6 +645,17 @@ fn bad_peers_are_skipped() {
         let dropped = |what: &str| warnings.iter().filter(|w| w.contains(what)).count();
         assert_eq!(dropped("did not describe itself within"), 1, "{warnings:?}");
         assert!(dropped("dropped a connection") >= 4, "{warnings:?}");
+        // Each says what to do: a broken handshake is mostly a stale or foreign stub.
+        for w in warnings
+            .iter()
+            .filter(|w| w.contains("handshake with") || w.contains("did not describe itself"))
+        {
+            assert!(
+                w.contains("check that") && w.contains("RSYSCALL_LIBEXEC_DIR"),
+                "no advice in {w:?}"
+            );
+        }
+        assert!(dropped("handshake with") >= 1, "{warnings:?}");
         let after = usage().await;
         assert!(
             after.0 <= before.0 && after.1 == before.1,
@@ -796,6 +837,77 @@ fn dropping_the_server_removes_its_files_and_leaks_nothing() {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(left, [os("taken")], "nothing else left in the directory");
+    });
+}
+
+/// `listen_on` a path longer than `sun_path` works as documented: the socket is bound
+/// there (through `/proc/self/fd/N` of its directory), a stub given that path reaches it
+/// (connecting the same way), `accept` gives its thread, and `close` removes the file.
+/// Twice, leaving no fd or child behind the second time.
+#[test]
+fn listen_on_a_path_longer_than_sun_path() {
+    use std::os::unix::fs::FileTypeExt;
+    let _serial = serial();
+    run(async {
+        let dir = TempDir::new("stub-long");
+        let mut long = dir.path().to_owned();
+        while long.as_os_str().len() < 200 {
+            long.push("a-rather-long-directory-name");
+        }
+        std::fs::create_dir_all(&long).expect("mkdir");
+        let socket = long.join("stub.sock");
+        assert!(socket.as_os_str().len() > 108, "{}", socket.display());
+        let stub_path =
+            rsyscall::thread::libexec::helper_path(rsyscall::thread::UNIX_STUB).expect("the stub");
+        let wrapper = dir.join("mocked");
+        std::fs::write(&wrapper, StubServer::wrapper_script(&socket, &stub_path))
+            .expect("write the wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut before = None;
+        for round in 0..2 {
+            let server = StubServer::listen_on(&local_thread(), &socket)
+                .await
+                .expect("listen_on a path longer than sun_path");
+            assert_eq!(server.socket_path().as_deref(), Some(socket.as_path()));
+            assert!(
+                std::fs::symlink_metadata(&socket)
+                    .expect("stat the socket")
+                    .file_type()
+                    .is_socket(),
+                "bound at the long path itself"
+            );
+            let (state, ()) = run_with(Command::new(&wrapper, "mocked").arg("long"), async {
+                let (argv, stub) = server.accept().await.expect("accept");
+                assert_eq!(argv, [wrapper.clone().into_os_string(), os("long")]);
+                assert_eq!(
+                    stub.environ().get("RSYSCALL_UNIX_STUB_SOCK_PATH"),
+                    Some(socket.clone().into_os_string())
+                );
+                let pipe = stub.pipe().await.expect("pipe");
+                stub.task()
+                    .write_all_bytes(&pipe.write, b"long")
+                    .await
+                    .expect("write");
+                assert_eq!(
+                    stub.task().read_bytes(&pipe.read, 4).await.expect("read"),
+                    b"long"
+                );
+                drop(pipe);
+                stub.exit(4).await.expect("exit");
+            })
+            .await;
+            assert_eq!(state, ChildState::Exited(4), "round {round}");
+            server.close().await.expect("close");
+            assert!(!socket.exists(), "round {round}: the socket file was left");
+            let now = usage().await;
+            match before {
+                None => before = Some(now),
+                Some(b) => assert!(
+                    now.0 <= b.0 && now.1 == b.1,
+                    "fds/children after the first round {b:?}, after the second {now:?}"
+                ),
+            }
+        }
     });
 }
 

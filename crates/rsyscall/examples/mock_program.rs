@@ -4,8 +4,10 @@
 //! sees. Then the time from running a stub to `accept` returning, against running a
 //! wrapper script of `/bin/true` the same way.
 //!
-//! Run with `cargo run --example mock_program` (after `cargo xtask build-server`). It
-//! removes everything it made: the wrapper, the socket and its directory.
+//! Run with `cargo run --example mock_program`: nothing needs to be built or installed
+//! first, as the stub comes embedded in the library and is written out on first use
+//! (`rsyscall::thread::libexec`). It removes everything it made: the wrapper, the socket
+//! and its directory.
 
 use std::time::{Duration, Instant};
 

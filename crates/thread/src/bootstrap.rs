@@ -51,6 +51,28 @@ const MAX_ENV_STRINGS: u64 = 1 << 16;
 const MAX_STRING_LEN: u64 = 32 * 4096;
 /// The start of the error for a data socket closed before anything was sent.
 const NOTHING_SENT: &str = "the data socket was closed before";
+/// What to do about a helper that broke its handshake, ending every [`Error::Handshake`]
+/// of the bootstraps and the stub: the usual causes are a helper from another build (a
+/// stale `$RSYSCALL_LIBEXEC_DIR`) and another program run in its place.
+pub(crate) fn helper_advice(helper: &'static str) -> String {
+    let started = match helper {
+        STDIN_BOOTSTRAP => {
+            "; and that the launcher runs, as its last argument, the helper path it is given"
+        }
+        crate::stub::UNIX_STUB => {
+            "; and that the program runs the wrapper StubServer::make wrote (or execs the stub \
+             with RSYSCALL_UNIX_STUB_SOCK_PATH set)"
+        }
+        _ => "",
+    };
+    format!(
+        "check that the peer is {helper} of this library's build (protocol version 0 of \
+         PROTOCOL.md, which the helpers embedded in the library speak): if {} is set, the \
+         helpers there must come from the same build (unset it to use the embedded ones){started}",
+        crate::libexec::LIBEXEC_ENV
+    )
+}
+
 /// How much of a failed launcher's stderr is kept.
 const STDERR_KEPT: usize = 64 * 1024;
 /// How long a launcher whose helper hung up without describing itself is given to exit
@@ -586,9 +608,19 @@ pub(crate) async fn read_exact(
             return Err(Error::Handshake {
                 helper,
                 detail: if done == 0 {
-                    format!("{NOTHING_SENT} {what} (nothing was sent)")
+                    format!(
+                        "{NOTHING_SENT} {what} (nothing was sent): the helper ended, or \
+                         closed the socket, before describing itself (its stderr may say \
+                         why); {}",
+                        helper_advice(helper)
+                    )
                 } else {
-                    format!("{what} is truncated: {done} of {} bytes arrived", buf.len())
+                    format!(
+                        "{what} is truncated: {done} of {} bytes arrived: the helper ended \
+                         midway, or speaks another version of the protocol; {}",
+                        buf.len(),
+                        helper_advice(helper)
+                    )
                 },
             });
         }
@@ -606,7 +638,10 @@ pub(crate) async fn read_strings(
     if count > MAX_ENV_STRINGS {
         return Err(Error::Handshake {
             helper,
-            detail: format!("it announced {count} strings (more than {MAX_ENV_STRINGS})"),
+            detail: format!(
+                "it announced {count} strings (more than {MAX_ENV_STRINGS}); {}",
+                helper_advice(helper)
+            ),
         });
     }
     let mut out = Vec::with_capacity(count as usize);
@@ -617,7 +652,10 @@ pub(crate) async fn read_strings(
         if len > MAX_STRING_LEN {
             return Err(Error::Handshake {
                 helper,
-                detail: format!("string {i} is {len} bytes long (at most {MAX_STRING_LEN})"),
+                detail: format!(
+                    "string {i} is {len} bytes long (at most {MAX_STRING_LEN}); {}",
+                    helper_advice(helper)
+                ),
             });
         }
         let mut s = vec![0u8; len as usize];
@@ -641,9 +679,12 @@ async fn read_stdin_describe(
             helper: STDIN_BOOTSTRAP,
             detail: format!(
                 "malformed describe struct: pid {}, syscall fd {}, data fd {}, connecting fd \
-                 {} (a positive pid and three distinct fds were expected); is the launcher \
-                 running the right helper?",
-                d.pid, d.syscall_fd, d.data_fd, d.connecting_fd
+                 {} (a positive pid and three distinct fds were expected); {}",
+                d.pid,
+                d.syscall_fd,
+                d.data_fd,
+                d.connecting_fd,
+                helper_advice(STDIN_BOOTSTRAP)
             ),
         });
     }

@@ -100,7 +100,9 @@ pub enum PersistentError {
     /// The peer answered something the protocol does not allow.
     #[error(
         "the peer at {path:?} broke the persistent handshake: {detail}; it is not a persistent \
-         rsyscall server"
+         rsyscall server: check that the path is the socket of a thread made by \
+         Thread::clone_persistent (in a program whose rsyscall speaks protocol version 0 of \
+         PROTOCOL.md, as this one does) and that nothing else was bound there since"
     )]
     Handshake {
         /// The socket path.

@@ -35,7 +35,7 @@ use rsyscall_server::proto::UnixStubDescribe;
 
 use crate::afd::AsyncFileDescriptor;
 use crate::background::Critical;
-use crate::bootstrap::{BootstrapParts, read_exact, read_strings};
+use crate::bootstrap::{BootstrapParts, helper_advice, read_exact, read_strings};
 use crate::tempdir::TempDir;
 use crate::thread::Thread;
 
@@ -315,10 +315,12 @@ impl StubServer {
                 ),
                 None => log::warn!(
                     "StubServer: dropped a connection from pid {} uid {}: it did not \
-                     describe itself within {:?}",
+                     describe itself within {:?} (StubServer::handshake_timeout sets the \
+                     bound); {}",
                     cred.pid,
                     cred.uid,
-                    self.handshake_timeout
+                    self.handshake_timeout,
+                    helper_advice(UNIX_STUB)
                 ),
             }
         }
@@ -402,7 +404,11 @@ impl StubServer {
         ) {
             return Err(Error::Handshake {
                 helper: UNIX_STUB,
-                detail: format!("sending the stub its sockets failed: {e}"),
+                detail: format!(
+                    "sending the stub its sockets failed: {e} (the program that connected \
+                     ended, or does not wait for them as the stub does); {}",
+                    helper_advice(UNIX_STUB)
+                ),
             });
         }
         drop((theirs, conn));
@@ -417,9 +423,10 @@ impl StubServer {
                 helper: UNIX_STUB,
                 detail: format!(
                     "malformed describe struct: pid {}, fds {fds:?}, argc {} (a positive \
-                     pid, four distinct fds and at least one argument were expected); is \
-                     the program running rsyscall-unix-stub?",
-                    d.pid, d.argc
+                     pid, four distinct fds and at least one argument were expected); {}",
+                    d.pid,
+                    d.argc,
+                    helper_advice(UNIX_STUB)
                 ),
             });
         }
