@@ -11,6 +11,12 @@
 //! one thread that lives as long as the process: children then die with the process, not
 //! with whichever executor thread happened to ask.
 //!
+//! The syscalls it makes for threads (the clones, the reaping `waitid`, the
+//! `pidfd_send_signal` of a dropped local child) go through
+//! [`LocalSyscall::syscall_sync`](near::LocalSyscall::syscall_sync), so they are traced as run
+//! in the local process like every other syscall of the library; its own plumbing (the
+//! eventfd, `epoll_wait`, `epoll_ctl`) is not.
+//!
 //! # Safety
 //! This module runs raw `clone` and a few local syscalls. Each clone's stack image and tid
 //! pointers are prepared by the caller of [`clone`], which owns them and keeps them
@@ -313,19 +319,21 @@ fn run(svc: &'static Service) {
 fn reaped(pidfd: &OwnedFd) -> bool {
     // SAFETY: siginfo_t is plain data; zeroed is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid writes one siginfo_t into `info`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_waitid,
-            libc::P_PIDFD,
-            pidfd.as_raw_fd(),
-            &raw mut info,
-            libc::WEXITED | libc::WNOHANG,
+    let request = near::Request::new(
+        libc::SYS_waitid,
+        [
+            libc::P_PIDFD as i64,
+            pidfd.as_raw_fd() as i64,
+            (&raw mut info) as i64,
+            (libc::WEXITED | libc::WNOHANG) as i64,
             0,
-        )
-    };
+            0,
+        ],
+    );
+    // SAFETY: waitid writes one siginfo_t into `info`, a live local.
+    let r = unsafe { near::LocalSyscall.syscall_sync(request) };
     // ECHILD: already reaped by someone else; anything else: give up on it rather than spin.
-    r != 0 || {
+    r != Ok(0) || {
         // SAFETY: reading the pid field of a siginfo filled (or left zeroed) by waitid.
         unsafe { info.si_pid() != 0 }
     }
@@ -334,14 +342,10 @@ fn reaped(pidfd: &OwnedFd) -> bool {
 /// `pidfd_send_signal(pidfd, sig)` on a local pidfd, ignoring errors (the process may be
 /// gone already).
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) {
-    // SAFETY: no siginfo pointer is passed.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig.as_raw(),
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
+    let request = near::Request::new(
+        libc::SYS_pidfd_send_signal,
+        [pidfd.as_raw_fd() as i64, sig.as_raw() as i64, 0, 0, 0, 0],
+    );
+    // SAFETY: no siginfo pointer is passed; signalling touches no memory or fd of ours.
+    let _ = unsafe { near::LocalSyscall.syscall_sync(request) };
 }
