@@ -7,7 +7,7 @@
 //! ```text
 //! [clone child 4242] openat(-100, 0x7f3a2c001000, 0x80000, 0) = -1 ENOENT
 //! [local 4200] getpid() = 4200
-//! [local 4200] clone(0x1200011, 0x7f3a2c200ff0, 0, 0, 0) = 4243
+//! [local 4200] clone(0x201111, 0x7f3a2c200fc0, 0x7f3a2c201004, 0x7f3a2c201000, 0) = 4243
 //! ```
 //!
 //! That is every request sent through a [`SyscallInterface`](crate::SyscallInterface) of
