@@ -1,11 +1,14 @@
 //! Tracing through `log`: every syscall gives a `trace` record naming the thread it ran in
-//! (kind and pid), the syscall by name, its arguments and its result or errno name; thread
-//! creation, exec and exit give `debug` records. Checked with a capturing logger.
+//! (kind and pid: local, clone child, stub, persistent, stdin bootstrap), the syscall by
+//! name, the arguments it takes and its result or errno name, including the clone of a
+//! local child (issued on the service thread); thread creation, exec, exit and hangup give
+//! `debug` records. Checked with a capturing logger.
 
 use std::sync::{Mutex, OnceLock};
 
-use rsyscall::{CLONE, O, local_thread};
-use rsyscall_tests::tasks::run;
+use rsyscall::{CLONE, ChildState, O, StubServer, local_thread};
+use rsyscall_tests::tasks::{run, sigkill};
+use rsyscall_tests::tmp::TempDir;
 
 /// One captured record.
 #[derive(Debug, Clone)]
@@ -59,6 +62,22 @@ fn find(level: log::Level, target: &str, parts: &[&str]) -> Vec<Record> {
         .collect()
 }
 
+/// Panics, showing the records of `target`, unless one is exactly `message`.
+fn expect_exact(level: log::Level, target: &str, message: &str) {
+    if !find(level, target, &[message])
+        .iter()
+        .any(|r| r.message == message)
+    {
+        let records = capture().0.lock().unwrap_or_else(|e| e.into_inner());
+        let seen: Vec<&String> = records
+            .iter()
+            .filter(|r| r.target == target)
+            .map(|r| &r.message)
+            .collect();
+        panic!("no {level} record of {target} reading {message:?}; seen: {seen:#?}");
+    }
+}
+
 /// Panics, showing the records of `target`, unless one matches.
 fn expect(level: log::Level, target: &str, parts: &[&str]) -> Record {
     match find(level, target, parts).into_iter().next() {
@@ -81,14 +100,13 @@ fn getpid_on_the_local_thread_is_traced_by_name() {
     run(async {
         let pid = local_thread().task().getpid().await.expect("getpid");
         assert_eq!(pid.as_raw() as u32, std::process::id());
-        let label = format!("[local {}]", pid.as_raw());
-        let result = format!(") = {}", pid.as_raw());
-        let r = expect(
+        // getpid takes no arguments: none are printed.
+        let p = pid.as_raw();
+        expect_exact(
             log::Level::Trace,
             "rsyscall::syscall",
-            &[&label, " getpid(0, 0, 0, 0, 0, 0", &result],
+            &format!("[local {p}] getpid() = {p}"),
         );
-        assert!(r.message.ends_with(&result), "{r:?}");
     })
 }
 
@@ -128,11 +146,14 @@ fn a_clone_child_is_traced_with_its_kind_and_pid() {
             .await
             .expect_err("missing file");
         assert_eq!(err.errno(), Some(rsyscall::Errno::ENOENT), "{err}");
-        expect(
+        // openat takes four arguments: dirfd, path address, flags (O_CLOEXEC added), mode.
+        let r = expect(
             log::Level::Trace,
             "rsyscall::syscall",
-            &[&label, " openat(-100, ", "= -1 ENOENT"],
+            &[&label, " openat(-100, 0x", "= -1 ENOENT"],
         );
+        assert!(r.message.ends_with(", 0x80000, 0) = -1 ENOENT"), "{r:?}");
+        assert_eq!(r.message.matches(", ").count(), 3, "four arguments: {r:?}");
 
         // Its exit, at debug.
         let process = child.exit(3).await.expect("exit");
@@ -223,4 +244,184 @@ fn a_stdin_bootstrapped_thread_is_traced_with_its_kind() {
             rsyscall::ChildState::Exited(0)
         );
     })
+}
+
+#[test]
+fn the_clone_of_a_local_child_is_traced_as_run_in_the_local_thread() {
+    capture();
+    run(async {
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let pid = child.pid().expect("pid").as_raw();
+        // The clone ran on the service thread, in the local process; its result is the
+        // child's pid; clone takes five arguments (flags, stack, ptid, ctid, tls).
+        let label = format!("[local {}] clone(", std::process::id());
+        let result = format!(") = {pid}");
+        let r = expect(log::Level::Trace, "rsyscall::syscall", &[&label, &result]);
+        assert!(r.message.ends_with(&result), "{r:?}");
+        assert_eq!(r.message.matches(", ").count(), 4, "five arguments: {r:?}");
+        let process = child.exit(0).await.expect("exit");
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(0));
+    })
+}
+
+#[test]
+fn arguments_are_the_ones_the_syscall_takes() {
+    capture();
+    run(async {
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let pid = child.pid().expect("pid").as_raw();
+        let label = format!("[clone child {pid}]");
+        let trace = |message: String| {
+            expect_exact(log::Level::Trace, "rsyscall::syscall", &message);
+        };
+
+        child.task().getpid().await.expect("getpid");
+        trace(format!("{label} getpid() = {pid}"));
+
+        let pipe = child.pipe().await.expect("pipe");
+        let r = pipe.read.near().as_raw();
+        // dup is fcntl(fd, F_DUPFD_CLOEXEC = 1030, 0).
+        let copy = pipe.read.dup().await.expect("dup");
+        let c = copy.near().as_raw();
+        trace(format!("{label} fcntl({r}, 1030, 0) = {c}"));
+        // F_GETFD = 1; the pipe is close-on-exec.
+        pipe.read.fcntl_getfd().await.expect("getfd");
+        trace(format!("{label} fcntl({r}, 1, 0) = 1"));
+        copy.close().await.expect("close");
+        trace(format!("{label} close({c}) = 0"));
+        // A negative argument in decimal: lseek on a pipe is ESPIPE.
+        let err = pipe
+            .read
+            .lseek(-1, rsyscall::SEEK::CUR)
+            .await
+            .expect_err("lseek on a pipe");
+        assert_eq!(err.errno(), Some(rsyscall::Errno::ESPIPE), "{err}");
+        trace(format!("{label} lseek({r}, -1, 1) = -1 ESPIPE"));
+
+        drop(pipe);
+        let process = child.exit(0).await.expect("exit");
+        assert_eq!(process.wait().await.expect("wait"), ChildState::Exited(0));
+    })
+}
+
+#[test]
+fn a_killed_child_s_hangup_is_logged_at_debug() {
+    capture();
+    run(async {
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let pid = child.pid().expect("pid").as_raw();
+        let label = format!("[clone child {pid}]");
+        sigkill(&child).await;
+        let err = child.task().getpid().await.expect_err("the child is dead");
+        assert!(err.is_hangup(), "{err}");
+        expect(log::Level::Debug, "rsyscall::thread", &[&label, "hung up"]);
+        // Dropping the child thread reaps the dead child.
+        drop(child);
+    })
+}
+
+#[test]
+fn a_stub_thread_is_traced_with_its_kind() {
+    capture();
+    run(async {
+        let dir = TempDir::new("tracing-stub");
+        let server = StubServer::make(&local_thread(), dir.path(), "traced")
+            .await
+            .expect("make");
+        let wrapper = dir.join("traced");
+        let launcher = rsyscall_tests::programs::which("sh")
+            .await
+            .args(["-c", &format!("exec '{}'", wrapper.display())]);
+        let (state, ()) = futures_lite::future::zip(
+            async {
+                local_thread()
+                    .run_unchecked(launcher)
+                    .await
+                    .expect("run the launcher")
+            },
+            async {
+                let (_argv, stub) = server.accept().await.expect("accept");
+                let pid = stub.task().getpid().await.expect("getpid").as_raw();
+                let label = format!("[stub {pid}]");
+                expect(log::Level::Debug, "rsyscall::thread", &[&label, "created"]);
+                expect_exact(
+                    log::Level::Trace,
+                    "rsyscall::syscall",
+                    &format!("{label} getpid() = {pid}"),
+                );
+                stub.exit(0).await.expect("exit");
+            },
+        )
+        .await;
+        assert_eq!(state, ChildState::Exited(0));
+        server.close().await.expect("close");
+    })
+}
+
+#[test]
+fn a_persistent_thread_is_traced_with_its_kind() {
+    capture();
+    let dir = TempDir::new("tracing-persistent");
+    let path = dir.join("sock");
+    run(async {
+        let p = local_thread()
+            .clone_persistent(&path)
+            .await
+            .expect("clone_persistent");
+        let pid = p.task().getpid().await.expect("getpid").as_raw();
+        let label = format!("[persistent {pid}]");
+        expect(log::Level::Debug, "rsyscall::thread", &[&label, "created"]);
+        expect_exact(
+            log::Level::Trace,
+            "rsyscall::syscall",
+            &format!("{label} getpid() = {pid}"),
+        );
+        let monitor = p
+            .exit(0)
+            .await
+            .expect("exit")
+            .expect("the creator gets the monitor");
+        assert_eq!(monitor.wait().await.expect("wait"), ChildState::Exited(0));
+    })
+}
+
+/// The `libc::SYS_*` names in the Rust sources under `dir`, recursively.
+fn syscalls_named_in(dir: &std::path::Path, out: &mut std::collections::BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            syscalls_named_in(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            for (i, _) in text.match_indices("libc::SYS_") {
+                let name: String = text[i + "libc::SYS_".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                out.insert(name);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_syscall_the_library_issues_has_a_known_arity() {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let mut names = std::collections::BTreeSet::new();
+    syscalls_named_in(&crates, &mut names);
+    assert!(names.len() > 100, "found only {names:?}");
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|name| {
+            let number = rsyscall::near::SYSCALL_NAMES
+                .iter()
+                .position(|n| n == name)
+                .unwrap_or_else(|| panic!("{name} is not in SYSCALL_NAMES"));
+            rsyscall::near::syscall_arg_count(number as i64).is_none()
+        })
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "syscalls without an argument count in near::sysnames: {unknown:?}"
+    );
 }

@@ -72,7 +72,10 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
-    /// A helper binary (see `cargo xtask build-server`) could not be found or run.
+    /// A helper binary could not be found, written out or run. The helpers are built into
+    /// the library and written to a private directory under the temp dir on first use;
+    /// `$RSYSCALL_LIBEXEC_DIR`, if set, names a directory to take them from instead (see
+    /// `rsyscall_thread::libexec`). `detail` says which of these failed and what to do.
     #[error("helper binary {name}: {detail}")]
     Helper {
         /// The binary's name.

@@ -22,7 +22,8 @@
 //!
 //! # Invariants
 //! - No allocation in the raw paths ([`LocalSyscall::syscall_sync`] and the raw routine it
-//!   calls) and no thread-local `errno`: errors are decoded from the return register.
+//!   calls; only the `trace` record, when that level is on, formats) and no thread-local
+//!   `errno`: errors are decoded from the return register.
 //! - Every function that lets the kernel write through an address, or close or replace a
 //!   file descriptor, is `unsafe` and states what the caller must guarantee; the handle
 //!   layer provides the safe API on top.
@@ -50,5 +51,5 @@ pub use syscalls::*;
 pub use sysif::{
     LocalSyscall, NotSent, Request, SyscallError, SyscallFuture, SyscallInterface, SyscallResult,
 };
-pub use sysnames::{SYSCALL_NAMES, syscall_name};
+pub use sysnames::{SYSCALL_NAMES, syscall_arg_count, syscall_name};
 pub use trace::{ThreadKind, ThreadLabel};

@@ -177,7 +177,9 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
 pub struct LocalSyscall;
 
 impl LocalSyscall {
-    /// Runs `request` synchronously in the calling thread.
+    /// Runs `request` synchronously in the calling thread, and logs it at `trace` like every
+    /// syscall of the library (see [`crate::trace`]), labelled as run in the local process.
+    /// When that level is off this costs one check of the log level.
     ///
     /// # Safety
     /// As for [`SyscallInterface::syscall`], for the local process.
@@ -186,7 +188,11 @@ impl LocalSyscall {
         let [a1, a2, a3, a4, a5, a6] = request.args;
         // SAFETY: the caller upholds the syscall's safety requirements.
         let ret = unsafe { rsyscall_server::raw_syscall(a1, a2, a3, a4, a5, a6, request.number) };
-        Errno::from_ret(ret).map_err(SyscallError::Errno)
+        let result = Errno::from_ret(ret).map_err(SyscallError::Errno);
+        if trace::syscall_trace_enabled() {
+            trace::trace_syscall(self.label(), &request, &result);
+        }
+        result
     }
 }
 
@@ -194,9 +200,6 @@ impl SyscallInterface for LocalSyscall {
     unsafe fn syscall(&self, request: Request) -> SyscallFuture<'_> {
         // SAFETY: forwarded from the caller.
         let result = unsafe { self.syscall_sync(request) };
-        if trace::syscall_trace_enabled() {
-            trace::trace_syscall(self.label(), &request, &result);
-        }
         Box::pin(std::future::ready(result))
     }
 

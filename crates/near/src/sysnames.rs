@@ -480,6 +480,183 @@ pub fn syscall_name(number: i64) -> Option<&'static str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// How many arguments syscall `number` takes on x86-64, for the syscalls this library
+/// issues (and a few more); `None` for the others. Traces print that many arguments (see
+/// [`crate::trace`]).
+pub fn syscall_arg_count(number: i64) -> Option<usize> {
+    let n = match number {
+        libc::SYS_getpid
+        | libc::SYS_gettid
+        | libc::SYS_getuid
+        | libc::SYS_getgid
+        | libc::SYS_geteuid
+        | libc::SYS_getegid
+        | libc::SYS_getppid
+        | libc::SYS_getpgrp
+        | libc::SYS_setsid
+        | libc::SYS_sched_yield
+        | libc::SYS_pause
+        | libc::SYS_inotify_init
+        | libc::SYS_fork
+        | libc::SYS_vfork
+        | libc::SYS_sync
+        | libc::SYS_munlockall => 0,
+        libc::SYS_close
+        | libc::SYS_dup
+        | libc::SYS_exit
+        | libc::SYS_exit_group
+        | libc::SYS_umask
+        | libc::SYS_fsync
+        | libc::SYS_fdatasync
+        | libc::SYS_fchdir
+        | libc::SYS_chdir
+        | libc::SYS_chroot
+        | libc::SYS_setuid
+        | libc::SYS_setgid
+        | libc::SYS_getpgid
+        | libc::SYS_getsid
+        | libc::SYS_unshare
+        | libc::SYS_set_tid_address
+        | libc::SYS_epoll_create1
+        | libc::SYS_inotify_init1
+        | libc::SYS_epoll_create
+        | libc::SYS_eventfd
+        | libc::SYS_brk
+        | libc::SYS_alarm
+        | libc::SYS_pipe => 1,
+        libc::SYS_munmap
+        | libc::SYS_dup2
+        | libc::SYS_pipe2
+        | libc::SYS_kill
+        | libc::SYS_shutdown
+        | libc::SYS_listen
+        | libc::SYS_fchmod
+        | libc::SYS_ftruncate
+        | libc::SYS_getcwd
+        | libc::SYS_setpgid
+        | libc::SYS_setgroups
+        | libc::SYS_getgroups
+        | libc::SYS_getpriority
+        | libc::SYS_capget
+        | libc::SYS_capset
+        | libc::SYS_set_robust_list
+        | libc::SYS_rt_sigsuspend
+        | libc::SYS_nanosleep
+        | libc::SYS_inotify_rm_watch
+        | libc::SYS_timerfd_create
+        | libc::SYS_timerfd_gettime
+        | libc::SYS_eventfd2
+        | libc::SYS_memfd_create
+        | libc::SYS_setns
+        | libc::SYS_umount2
+        | libc::SYS_pivot_root
+        | libc::SYS_fstat
+        | libc::SYS_fstatfs
+        | libc::SYS_pidfd_open
+        | libc::SYS_clone3
+        | libc::SYS_stat
+        | libc::SYS_lstat
+        | libc::SYS_access
+        | libc::SYS_mkdir
+        | libc::SYS_rename
+        | libc::SYS_link
+        | libc::SYS_symlink => 2,
+        libc::SYS_read
+        | libc::SYS_write
+        | libc::SYS_readv
+        | libc::SYS_writev
+        | libc::SYS_lseek
+        | libc::SYS_ioctl
+        | libc::SYS_fcntl
+        | libc::SYS_getdents64
+        | libc::SYS_socket
+        | libc::SYS_connect
+        | libc::SYS_accept
+        | libc::SYS_bind
+        | libc::SYS_getsockname
+        | libc::SYS_getpeername
+        | libc::SYS_sendmsg
+        | libc::SYS_recvmsg
+        | libc::SYS_mprotect
+        | libc::SYS_madvise
+        | libc::SYS_dup3
+        | libc::SYS_fchown
+        | libc::SYS_setresuid
+        | libc::SYS_setresgid
+        | libc::SYS_getresuid
+        | libc::SYS_getresgid
+        | libc::SYS_setpriority
+        | libc::SYS_tgkill
+        | libc::SYS_sched_setaffinity
+        | libc::SYS_sched_getaffinity
+        | libc::SYS_inotify_add_watch
+        | libc::SYS_mkdirat
+        | libc::SYS_unlinkat
+        | libc::SYS_symlinkat
+        | libc::SYS_fchmodat
+        | libc::SYS_execve
+        | libc::SYS_mseal
+        | libc::SYS_close_range
+        | libc::SYS_pidfd_getfd
+        | libc::SYS_poll
+        | libc::SYS_open
+        | libc::SYS_faccessat
+        | libc::SYS_readlink
+        | libc::SYS_getrandom => 3,
+        libc::SYS_openat
+        | libc::SYS_rt_sigaction
+        | libc::SYS_rt_sigprocmask
+        | libc::SYS_rt_sigtimedwait
+        | libc::SYS_pread64
+        | libc::SYS_pwrite64
+        | libc::SYS_wait4
+        | libc::SYS_socketpair
+        | libc::SYS_accept4
+        | libc::SYS_signalfd4
+        | libc::SYS_newfstatat
+        | libc::SYS_readlinkat
+        | libc::SYS_epoll_wait
+        | libc::SYS_epoll_ctl
+        | libc::SYS_fallocate
+        | libc::SYS_timerfd_settime
+        | libc::SYS_utimensat
+        | libc::SYS_clock_nanosleep
+        | libc::SYS_prlimit64
+        | libc::SYS_pidfd_send_signal
+        | libc::SYS_faccessat2
+        | libc::SYS_fchmodat2
+        | libc::SYS_renameat
+        | libc::SYS_sendfile => 4,
+        libc::SYS_clone
+        | libc::SYS_select
+        | libc::SYS_waitid
+        | libc::SYS_ppoll
+        | libc::SYS_prctl
+        | libc::SYS_mount
+        | libc::SYS_setsockopt
+        | libc::SYS_getsockopt
+        | libc::SYS_linkat
+        | libc::SYS_renameat2
+        | libc::SYS_statx
+        | libc::SYS_execveat
+        | libc::SYS_mremap
+        | libc::SYS_fchownat => 5,
+        libc::SYS_mmap
+        | libc::SYS_sendto
+        | libc::SYS_recvfrom
+        | libc::SYS_futex
+        | libc::SYS_epoll_pwait
+        | libc::SYS_epoll_pwait2
+        | libc::SYS_pselect6
+        | libc::SYS_preadv2
+        | libc::SYS_pwritev2
+        | libc::SYS_splice
+        | libc::SYS_copy_file_range => 6,
+        _ => return None,
+    };
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

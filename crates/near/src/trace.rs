@@ -1,16 +1,49 @@
 //! Logging of syscalls and thread events through the `log` crate.
 //!
-//! Every syscall a [`SyscallInterface`](crate::SyscallInterface) of this library runs is
-//! logged at `trace` level with the target [`SYSCALL_TARGET`], naming the thread it ran in
-//! ([`ThreadLabel`]), the syscall, its arguments and its result or errno:
+//! Every syscall this library runs in a thread is logged at `trace` level with the target
+//! [`SYSCALL_TARGET`], naming the thread it ran in ([`ThreadLabel`]), the syscall, its
+//! arguments and its result or errno:
 //!
 //! ```text
-//! [clone child 4242] openat(-100, 0x7f3a2c001000, 0x80000, 0, 0, 0) = -1 ENOENT
+//! [clone child 4242] openat(-100, 0x7f3a2c001000, 0x80000, 0) = -1 ENOENT
+//! [local 4200] getpid() = 4200
+//! [local 4200] clone(0x201111, 0x7f3a2c200fc0, 0x7f3a2c201004, 0x7f3a2c201000, 0) = 4243
 //! ```
 //!
+//! That is every request sent through a [`SyscallInterface`](crate::SyscallInterface) of
+//! this library ([`LocalSyscall`](crate::LocalSyscall), including its synchronous
+//! [`syscall_sync`](crate::LocalSyscall::syscall_sync), and the thread crate's
+//! connections), plus what the library runs locally on a thread's behalf through
+//! `syscall_sync`: the clones of the local process (issued on the service thread, logged as
+//! run in the local process, with the child's pid as result), the unmapping of a dropped
+//! local mapping, and the signalling and reaping of local children. Not logged: the
+//! transport's own plumbing, which runs in no thread of yours: the `sendto`/`recvfrom` of a
+//! connection's socket, the socketpairs and pidfd copies that set connections up, the
+//! service thread's eventfd and `epoll_wait`, and the `epoll_ctl` of the `async-io`
+//! reactor.
+//!
+//! # Format
+//! `[KIND PID] NAME(ARGS) = RESULT`:
+//! - `KIND PID` is the [`ThreadLabel`] (`pid ?` when the pid is not known yet).
+//! - `NAME` is the x86-64 name of the syscall ([`crate::syscall_name`]), or `syscall_N`
+//!   for a number without one.
+//! - `ARGS` are the arguments the syscall takes: as many as
+//!   [`syscall_arg_count`](crate::syscall_arg_count) says (`getpid()`, `close(5)`,
+//!   `fcntl(3, 1030, 0)`), more if a later register is not zero, so a nonzero value is
+//!   never hidden; for a syscall missing from that table, the six registers with the
+//!   trailing zeros left out. Each is the raw register: in decimal when it lies in
+//!   `-4096..=65535` (fds, small counts, flags and modes, `AT_FDCWD` as `-100`, `-1`), in
+//!   hex otherwise (addresses, large masks, negative values as their 64-bit two's
+//!   complement). Pointed-to memory (paths, structs) is not read.
+//! - `RESULT` is the return value, in decimal up to `0xffffffff` (counts, fds, pids) and
+//!   in hex above (addresses from `mmap`), `-1 ENAME` for an errno (by name,
+//!   [`Errno::name`](crate::Errno::name)), or `? (hangup)`, `? (not sent)`,
+//!   `? (out of range: 0x...)` when there is no return value.
+//!
 //! Thread creation, exec, exit and hangup are logged at `debug` level with the target
-//! [`THREAD_TARGET`]. Both targets start with `rsyscall`, so `RUST_LOG=rsyscall=trace`
-//! (with `env_logger`) shows everything. When the level is disabled nothing is formatted.
+//! [`THREAD_TARGET`], as `[KIND PID] what happened`. Both targets start with `rsyscall`, so
+//! `RUST_LOG=rsyscall=trace` (with `env_logger`) shows everything. When the level is
+//! disabled nothing is formatted.
 
 use std::fmt;
 
@@ -128,7 +161,7 @@ pub fn trace_syscall(label: ThreadLabel, request: &Request, result: &SyscallResu
         target: SYSCALL_TARGET,
         "[{label}] {}({}) = {}",
         SyscallName(request.number),
-        Args(&request.args),
+        Args(request),
         Outcome(result),
     );
 }
@@ -165,12 +198,26 @@ impl fmt::Display for Value {
     }
 }
 
-/// The six arguments of a request.
-struct Args<'a>(&'a [i64; 6]);
+/// The arguments of a request: as many as the syscall takes, more if a later one is not
+/// zero; for a syscall of unknown arity, up to the last nonzero one.
+struct Args<'a>(&'a Request);
+
+impl Args<'_> {
+    /// How many of the six registers to print.
+    fn count(&self) -> usize {
+        let used = self
+            .0
+            .args
+            .iter()
+            .rposition(|a| *a != 0)
+            .map_or(0, |i| i + 1);
+        crate::syscall_arg_count(self.0.number).map_or(used, |n| n.max(used))
+    }
+}
 
 impl fmt::Display for Args<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, a) in self.0.iter().enumerate() {
+        for (i, a) in self.0.args[..self.count()].iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
@@ -186,7 +233,9 @@ struct Outcome<'a>(&'a SyscallResult);
 impl fmt::Display for Outcome<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Ok(v) => write!(f, "{}", Value(*v)),
+            // Counts and ids in decimal; addresses (from mmap) in hex.
+            Ok(v) if *v <= 0xffff_ffff => write!(f, "{v}"),
+            Ok(v) => write!(f, "{v:#x}"),
             Err(SyscallError::Errno(e)) => write!(f, "-1 {}", e.name()),
             Err(SyscallError::Hangup) => f.write_str("? (hangup)"),
             Err(SyscallError::NotSent(_)) => f.write_str("? (not sent)"),
@@ -200,24 +249,52 @@ mod tests {
     use super::*;
     use crate::Errno;
 
+    /// The call as traced: `name(args)`.
+    fn call(number: i64, args: [i64; 6]) -> String {
+        let req = Request::new(number, args);
+        format!("{}({})", SyscallName(req.number), Args(&req))
+    }
+
     #[test]
     fn formats_names_args_and_results() {
-        let req = Request::new(libc::SYS_openat, [-100, 0x7f00_0000_1000, 0x80000, 0, 0, 0]);
         let s = format!(
-            "{}({}) = {}",
-            SyscallName(req.number),
-            Args(&req.args),
+            "{} = {}",
+            call(libc::SYS_openat, [-100, 0x7f00_0000_1000, 0x80000, 0, 0, 0]),
             Outcome(&Err(SyscallError::Errno(Errno::ENOENT)))
         );
-        assert_eq!(
-            s,
-            "openat(-100, 0x7f0000001000, 0x80000, 0, 0, 0) = -1 ENOENT"
-        );
+        assert_eq!(s, "openat(-100, 0x7f0000001000, 0x80000, 0) = -1 ENOENT");
         assert_eq!(SyscallName(400).to_string(), "syscall_400");
         assert_eq!(
             ThreadLabel::new(ThreadKind::CloneChild, 42).to_string(),
             "clone child 42"
         );
         assert_eq!(ThreadLabel::UNLABELLED.to_string(), "connection pid ?");
+    }
+
+    #[test]
+    fn prints_the_arguments_the_syscall_takes() {
+        assert_eq!(call(libc::SYS_getpid, [0; 6]), "getpid()");
+        assert_eq!(call(libc::SYS_close, [5, 0, 0, 0, 0, 0]), "close(5)");
+        assert_eq!(
+            call(libc::SYS_fcntl, [3, 1030, 0, 0, 0, 0]),
+            "fcntl(3, 1030, 0)"
+        );
+        assert_eq!(call(libc::SYS_exit, [0; 6]), "exit(0)");
+        // A nonzero register beyond the syscall's arity is shown, not hidden.
+        assert_eq!(
+            call(libc::SYS_getpid, [0, 0, 7, 0, 0, 0]),
+            "getpid(0, 0, 7)"
+        );
+        // Unknown arity: up to the last nonzero register.
+        assert_eq!(call(400, [1, 2, 0, 0, 0, 0]), "syscall_400(1, 2)");
+        assert_eq!(call(400, [0; 6]), "syscall_400()");
+        // Negative and large values.
+        assert_eq!(call(libc::SYS_kill, [-1, 9, 0, 0, 0, 0]), "kill(-1, 9)");
+        assert_eq!(
+            call(libc::SYS_lseek, [3, -5000, 2, 0, 0, 0]),
+            "lseek(3, 0xffffffffffffec78, 2)"
+        );
+        assert_eq!(Outcome(&Ok(70000)).to_string(), "70000");
+        assert_eq!(Outcome(&Ok(0x7f00_0000_1000)).to_string(), "0x7f0000001000");
     }
 }

@@ -11,6 +11,12 @@
 //! one thread that lives as long as the process: children then die with the process, not
 //! with whichever executor thread happened to ask.
 //!
+//! The syscalls it makes for threads (the clones, the reaping `waitid`, the
+//! `pidfd_send_signal` of a dropped local child) go through
+//! [`LocalSyscall::syscall_sync`](near::LocalSyscall::syscall_sync), so they are traced as run
+//! in the local process like every other syscall of the library; its own plumbing (the
+//! eventfd, `epoll_wait`, `epoll_ctl`) is not.
+//!
 //! # Safety
 //! This module runs raw `clone` and a few local syscalls. Each clone's stack image and tid
 //! pointers are prepared by the caller of [`clone`], which owns them and keeps them
@@ -19,10 +25,10 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use slab::Slab;
 
 use rsyscall_near::{self as near, Address, CLONE, Pid, Signal, SyscallError};
 
@@ -54,16 +60,39 @@ enum Command {
 /// A child to reap: its pidfd, and what to drop once it is reaped.
 type Watched = (OwnedFd, Box<dyn Any + Send>);
 
-/// The epoll data of the eventfd; children's pidfds get tokens from 1 up.
+/// The epoll data of the eventfd; children's pidfds get other tokens ([`token`]).
 const WAKE_TOKEN: u64 = 0;
 
 struct Service {
     queue: Mutex<Vec<Command>>,
     wake: OwnedFd,
     epfd: OwnedFd,
-    /// Children to reap, by the epoll data of their pidfd.
-    watched: Mutex<HashMap<u64, Watched>>,
-    next_token: AtomicU64,
+    /// Children to reap.
+    watched: Mutex<Watching>,
+}
+
+/// The children to reap whose pidfd is in the epoll instance.
+#[derive(Default)]
+struct Watching {
+    /// By slab key, with the epoll data their pidfd was added with ([`token`]). A key is
+    /// free again once its child is reaped.
+    children: Slab<(u64, Watched)>,
+    /// Bumped at each addition, the high 32 bits of the epoll data: an event still queued
+    /// for a reaped child whose key was reused does not match the new child.
+    generation: u32,
+}
+
+/// The epoll data of the child with slab key `key` added at `generation`: the generation in
+/// the high 32 bits, the key plus one in the low ones, so it is never [`WAKE_TOKEN`].
+/// `None` for a key beyond 32 bits.
+fn token(key: usize, generation: u32) -> Option<u64> {
+    let low = u32::try_from(key).ok()?.checked_add(1)?;
+    Some(u64::from(generation) << 32 | u64::from(low))
+}
+
+/// The slab key in the epoll data `token` (which is not [`WAKE_TOKEN`]).
+fn key_of(token: u64) -> usize {
+    ((token & u64::from(u32::MAX)) as usize).wrapping_sub(1)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,8 +142,7 @@ fn service() -> Result<&'static Service, std::io::Error> {
             queue: Mutex::new(Vec::new()),
             wake,
             epfd,
-            watched: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(WAKE_TOKEN + 1),
+            watched: Mutex::new(Watching::default()),
         }));
         std::thread::Builder::new()
             .name("rsyscall-service".into())
@@ -196,13 +224,33 @@ impl Service {
     /// Adds `w` to the children to reap; if its pidfd cannot join the epoll instance, the
     /// service thread is told, and looks at it on a timer.
     fn watch(&self, w: Watched) {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let fd = w.0.as_raw_fd();
         // In the table first: the event may come before `epoll_ctl` returns.
-        lock(&self.watched).insert(token, w);
+        let (key, token) = {
+            let mut watched = lock(&self.watched);
+            watched.generation = watched.generation.wrapping_add(1);
+            let generation = watched.generation;
+            let entry = watched.children.vacant_entry();
+            let key = entry.key();
+            let Some(token) = token(key, generation) else {
+                drop(watched);
+                log::debug!("rsyscall service: 2^32 children to reap; polling this one");
+                self.push(Command::Reap(w));
+                return;
+            };
+            entry.insert((token, w));
+            (key, token)
+        };
         if let Err(e) = epoll_ctl(&self.epfd, libc::EPOLL_CTL_ADD, fd, token) {
             log::debug!("rsyscall service: watching a pidfd failed ({e}); polling it");
-            if let Some(w) = lock(&self.watched).remove(&token) {
+            let w = {
+                let mut watched = lock(&self.watched);
+                match watched.children.get(key) {
+                    Some((t, _)) if *t == token => Some(watched.children.remove(key).1),
+                    _ => None,
+                }
+            };
+            if let Some(w) = w {
                 self.push(Command::Reap(w));
             }
         }
@@ -212,10 +260,13 @@ impl Service {
     /// (before closing it: a copy of the pidfd may keep its file open) and drops what was
     /// kept for it.
     fn reap_token(&self, token: u64) {
+        let key = key_of(token);
         let done = {
             let mut watched = lock(&self.watched);
-            match watched.get(&token) {
-                Some((fd, _)) if reaped(fd) => watched.remove(&token),
+            match watched.children.get(key) {
+                Some((t, (fd, _))) if *t == token && reaped(fd) => {
+                    Some(watched.children.remove(key).1)
+                }
                 _ => None,
             }
         };
@@ -313,19 +364,21 @@ fn run(svc: &'static Service) {
 fn reaped(pidfd: &OwnedFd) -> bool {
     // SAFETY: siginfo_t is plain data; zeroed is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid writes one siginfo_t into `info`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_waitid,
-            libc::P_PIDFD,
-            pidfd.as_raw_fd(),
-            &raw mut info,
-            libc::WEXITED | libc::WNOHANG,
+    let request = near::Request::new(
+        libc::SYS_waitid,
+        [
+            libc::P_PIDFD as i64,
+            pidfd.as_raw_fd() as i64,
+            (&raw mut info) as i64,
+            (libc::WEXITED | libc::WNOHANG) as i64,
             0,
-        )
-    };
+            0,
+        ],
+    );
+    // SAFETY: waitid writes one siginfo_t into `info`, a live local.
+    let r = unsafe { near::LocalSyscall.syscall_sync(request) };
     // ECHILD: already reaped by someone else; anything else: give up on it rather than spin.
-    r != 0 || {
+    r != Ok(0) || {
         // SAFETY: reading the pid field of a siginfo filled (or left zeroed) by waitid.
         unsafe { info.si_pid() != 0 }
     }
@@ -334,14 +387,28 @@ fn reaped(pidfd: &OwnedFd) -> bool {
 /// `pidfd_send_signal(pidfd, sig)` on a local pidfd, ignoring errors (the process may be
 /// gone already).
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) {
-    // SAFETY: no siginfo pointer is passed.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig.as_raw(),
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
+    let request = near::Request::new(
+        libc::SYS_pidfd_send_signal,
+        [pidfd.as_raw_fd() as i64, sig.as_raw() as i64, 0, 0, 0, 0],
+    );
+    // SAFETY: no siginfo pointer is passed; signalling touches no memory or fd of ours.
+    let _ = unsafe { near::LocalSyscall.syscall_sync(request) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_never_the_wake_token_and_carry_key_and_generation() {
+        for (key, generation) in [(0, 0), (0, 1), (5, 7), (u32::MAX as usize - 1, u32::MAX)] {
+            let t = token(key, generation).expect("a 32-bit key");
+            assert_ne!(t, WAKE_TOKEN);
+            assert_eq!(key_of(t), key);
+            assert_eq!((t >> 32) as u32, generation);
+        }
+        // The same key at another generation is another token.
+        assert_ne!(token(3, 1), token(3, 2));
+        assert_eq!(token(u32::MAX as usize, 0), None);
+    }
 }

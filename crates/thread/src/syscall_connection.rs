@@ -1002,7 +1002,12 @@ impl SyscallConnection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 other => {
-                    log::debug!("send on the syscall socket failed: {other:?}");
+                    // With the thread's label, like the other ways a connection ends: a
+                    // request sent after the process died usually fails here (EPIPE)
+                    // before the reader sees EOF.
+                    self.debug_hangup(format_args!(
+                        "hung up: send on the syscall socket failed: {other:?}"
+                    ));
                     self.close_write_side(st, SyscallError::Hangup, wakers);
                     return;
                 }
@@ -1058,6 +1063,9 @@ impl SyscallConnection {
                             self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
                             st.read_eof(&mut wakers);
                         } else if st.consume(&rd.buf[..n], &mut wakers).is_err() {
+                            self.debug_hangup(format_args!(
+                                "hung up: its answers went out of sync"
+                            ));
                             self.close_write_side(&mut st, SyscallError::Hangup, &mut wakers);
                             st.read_eof(&mut wakers);
                         } else if st.has_unsent() {
