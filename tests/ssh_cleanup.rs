@@ -284,3 +284,121 @@ fn dropping_connect_at_any_point_leaves_nothing() {
     );
     eprintln!("connect dropped at {dropped} points; completed within {n} polls");
 }
+
+#[test]
+fn the_deployed_binary_is_gone_while_the_thread_lives() {
+    let _g = serial();
+    let env = SshEnv::new();
+    let target = env.proxy_host();
+    let host = SshHost::new(target.destination()).config_file(target.config_file());
+    let dirs = run(async {
+        let (ssh, remote) = within(LIMIT, "connect", host.connect(&local_thread()))
+            .await
+            .unwrap();
+        let dirs = ConnDirs::of_ssh(ssh.pid().as_raw()).expect("ssh's -L argument");
+        let pid = remote.task().getpid().await.unwrap().as_raw();
+        let binary = dirs.remote.join("b");
+        let deleted = format!("{} (deleted)", binary.display());
+        // Seen from here (the host is this machine) and through the thread itself: the
+        // process runs a binary whose file is gone.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe.to_string_lossy(), deleted);
+        let exe = remote
+            .task()
+            .readlinkat(None, &b"/proc/self/exe"[..])
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&exe), deleted);
+        assert!(binary.symlink_metadata().is_err(), "{binary:?} exists");
+        // What stays, by design, until the thread ends: the remote directory with the
+        // forward's `data` socket (connections to the thread are made through it), and
+        // nothing else.
+        let mut left: Vec<String> = std::fs::read_dir(&dirs.remote)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["data"], "in {:?}", dirs.remote);
+        use std::os::unix::fs::FileTypeExt;
+        let data = std::fs::symlink_metadata(dirs.remote.join("data")).unwrap();
+        assert!(data.file_type().is_socket());
+        // Channels still work through it.
+        let (ours, theirs) = remote.open_channels(1).await.unwrap().pop().unwrap();
+        theirs.close().await.unwrap();
+        // ssh ends only once every forwarded connection is closed, ours included.
+        drop(ours);
+        remote.exit(0).await.unwrap();
+        drop(remote);
+        let state = within(LIMIT, "ssh exit", ssh.wait()).await.unwrap();
+        assert_eq!(state, ChildState::Exited(0));
+        dirs
+    });
+    dirs.assert_gone_within(GONE, "after the thread exited");
+}
+
+#[test]
+fn dropping_the_thread_and_ssh_without_waiting_leaves_nothing() {
+    let _g = serial();
+    let env = SshEnv::new();
+    let target = env.proxy_host();
+    let host = SshHost::new(target.destination()).config_file(target.config_file());
+    warm_up(&host);
+    let base = baseline();
+    for ssh_first in [true, false] {
+        let what = if ssh_first {
+            "ssh's process dropped, then the thread"
+        } else {
+            "the thread dropped, then ssh's process"
+        };
+        let (dirs, ssh_pid, pids) = run(async {
+            let (ssh, remote) = within(LIMIT, "connect", host.connect(&local_thread()))
+                .await
+                .unwrap();
+            let ssh_pid = ssh.pid().as_raw();
+            let dirs = ConnDirs::of_ssh(ssh_pid).expect("ssh's -L argument");
+            // A thread in use: a child cloned there, a channel, a pipe with a read pending
+            // on the child that is dropped with it.
+            let rpid = remote.task().getpid().await.unwrap().as_raw();
+            let child = remote.clone(rsyscall::CLONE::empty()).await.unwrap();
+            let cpid = child.task().getpid().await.unwrap().as_raw();
+            let (local, theirs) = remote.open_channels(1).await.unwrap().pop().unwrap();
+            let pipe = child.pipe().await.unwrap();
+            let pending = child.task().read_bytes(&pipe.read, 1);
+            assert!(
+                futures_lite::future::poll_once(Box::pin(pending))
+                    .await
+                    .is_none(),
+                "the read is pending"
+            );
+            if ssh_first {
+                drop(ssh);
+                drop((pipe, theirs, child, remote));
+            } else {
+                drop((pipe, theirs, child, remote));
+                drop(ssh);
+            }
+            drop(local);
+            (dirs, ssh_pid, [rpid, cpid])
+        });
+        // Bounded: ssh ends on its own (nothing waits for it but the library), the remote
+        // side with it, and both directories (with their sockets) go.
+        dirs.assert_gone_within(GONE, what);
+        let start = Instant::now();
+        while alive(ssh_pid) || pids.iter().any(|&p| alive(p)) {
+            assert!(
+                start.elapsed() < GONE,
+                "{what}: ssh {ssh_pid} or the remote processes {pids:?} still run"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // ssh was reaped by the library: not left a zombie child of ours.
+        while rsyscall_tests::procs::children()
+            .iter()
+            .any(|c| c.pid == ssh_pid)
+        {
+            assert!(start.elapsed() < GONE, "{what}: ssh {ssh_pid} not reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_back_to(&base, what);
+    }
+}

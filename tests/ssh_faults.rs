@@ -15,7 +15,7 @@ use rsyscall::{CLONE, Signal, Thread, local_thread};
 use rsyscall_handle::{ChildState, Error, SshFailure};
 use rsyscall_tests::errors::serial;
 use rsyscall_tests::procs::{open_fds, settled};
-use rsyscall_tests::ssh::{SshEnv, SshTarget};
+use rsyscall_tests::ssh::{SshEnv, SshTarget, output_within};
 use rsyscall_tests::ssh_leaks::{
     LoggingSsh, alive, become_subreaper, live_descendants, reap_zombies_except,
 };
@@ -283,7 +283,60 @@ fn noexec_tmp_falls_back_and_removes_the_fallback_dir() {
         !exe.starts_with("/tmp/") && exe.contains(&fallback),
         "the binary ran from {exe}"
     );
+    // Removed from the fallback directory too, as soon as the thread ran.
+    assert!(exe.ends_with("/b (deleted)"), "the binary ran from {exe}");
     assert_clean(&base, &ssh, "noexec /tmp");
+}
+
+#[test]
+fn every_directory_noexec_is_no_executable_directory() {
+    let _g = serial();
+    let env = SshEnv::new();
+    let base = baseline(&env);
+    let ssh = LoggingSsh::new(&env);
+    // /tmp and every fallback (/dev/shm, $HOME, /var/tmp; no $XDG_RUNTIME_DIR without PAM)
+    // are noexec there.
+    let target = env.all_noexec_host();
+    // The host is as said: a program copied into any candidate cannot be executed there.
+    // (A candidate that is not a directory there is skipped by the script as by this.)
+    let probe = "echo \"XDG=${XDG_RUNTIME_DIR:-}\"; for d in /tmp /dev/shm \"$HOME\" /var/tmp; do \
+                 if test -d \"$d\"; then cp /bin/true \"$d/rsyscall-probe-$$\" && \
+                 \"$d/rsyscall-probe-$$\"; echo \"$d $?\"; rm -f \"$d/rsyscall-probe-$$\"; fi; done";
+    let out = output_within(
+        target.ssh_command().arg(target.destination()).arg(probe),
+        ATTEMPT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"XDG="), "{text}");
+    assert_eq!(lines.get(1), Some(&"/tmp 126"), "{text}");
+    for line in &lines[1..] {
+        assert!(line.ends_with(" 126"), "executed there: {text}");
+    }
+    let host = host_for(&target, &ssh);
+    let r = run(within(ATTEMPT, "connect", host.connect(&local_thread())));
+    let (kind, state, stderr, hint) = ssh_error(r, "every directory noexec");
+    assert_eq!(
+        kind,
+        SshFailure::NoExecutableDirectory,
+        "{state:?} {stderr}"
+    );
+    assert_eq!(state, Some(ChildState::Exited(92)));
+    assert!(
+        stderr.contains("no directory lets programs be executed"),
+        "{stderr}"
+    );
+    assert!(hint.contains("noexec"), "{hint}");
+    assert!(hint.contains("remote_temp_dir"), "{hint}");
+    // The remote directory and every fallback tried were made in the real directories
+    // (bind mounts of them), seen from here: all gone.
+    assert_eq!(ssh.runs().len(), 1);
+    assert_clean(&base, &ssh, "every directory noexec");
 }
 
 #[test]

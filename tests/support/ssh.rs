@@ -18,9 +18,12 @@
 //! - per-connection: the config's `ProxyCommand` runs `sshd -i` on our `sshd_config`, so each
 //!   ssh connection gets its own sshd talking over the ProxyCommand's pipes: no daemon, no
 //!   port ([`SshEnv::proxy_host`], and the fault variants [`SshEnv::refused_host`],
-//!   [`SshEnv::silent_host`], [`SshEnv::noexec_tmp_host`], [`SshEnv::non_sh_user_host`]);
+//!   [`SshEnv::silent_host`], [`SshEnv::noexec_tmp_host`], [`SshEnv::all_noexec_host`],
+//!   [`SshEnv::non_sh_user_host`]);
 //! - daemons: [`NetnsSshd::start`] runs `sshd -D` in a network namespace of its own, joined
-//!   to ours by a veth pair, so the host is another network host with its own address.
+//!   to ours by a veth pair, so the host is another network host with its own address
+//!   ([`NetnsSshd::start_on_port`]: on another port than 22; [`NetnsSshd::start_behind`]:
+//!   joined to another daemon's namespace instead of ours, reachable only through it).
 //!
 //! Every ProxyCommand process is a child of the ssh client and ends with it (ssh hangs it up
 //! when it exits; `sshd -i` and the silent host's `cat` also end when ssh's end of their
@@ -401,6 +404,66 @@ exec {sshd} -i -f {config}
         )
     }
 
+    /// A per-connection host where no directory the bootstrap may run from allows it: its
+    /// sshd runs in a private mount namespace where `/tmp`, `/dev/shm`, `/var/tmp` and the
+    /// user's home directory (from `/etc/passwd`) are bind mounted onto themselves and
+    /// remounted `noexec`. Their contents are the real ones, seen from here too (so what a
+    /// connection leaves there can be checked), but nothing in them can be executed there.
+    /// sshd runs without PAM, so the session has no `$XDG_RUNTIME_DIR`. Needs `unshare`
+    /// and `mount` (util-linux, mount).
+    pub fn all_noexec_host(&self) -> SshTarget {
+        let unshare = find_program("unshare", &["/usr/bin"], "util-linux");
+        let mount = find_program("mount", &["/usr/bin", "/bin"], "mount");
+        let home = home_of(self.user());
+        let mut script = String::from("set -e\n");
+        for dir in ["/tmp", "/dev/shm", "/var/tmp", home.as_str()] {
+            if !Path::new(dir).is_dir() {
+                continue;
+            }
+            script.push_str(&format!(
+                "{mount} --bind {dir} {dir}\n{mount} -o remount,bind,noexec {dir}\n",
+                mount = sh_quote(&mount.display().to_string()),
+                dir = sh_quote(dir),
+            ));
+        }
+        script.push_str(&format!(
+            "exec {sshd} -i -f {config}\n",
+            sshd = sh_quote(&self.inner.sshd.display().to_string()),
+            config = sh_quote(&self.sshd_config().display().to_string()),
+        ));
+        let script_path = self
+            .inner
+            .dir
+            .join(format!("all-noexec-sshd-{}.sh", next_id()));
+        std::fs::write(&script_path, script).expect("writing the all-noexec sshd script");
+        let user = self.user().to_string();
+        self.target(
+            "allnoexec",
+            "user_key",
+            &user,
+            CONNECT_TIMEOUT_SECS,
+            &format!(
+                "    ProxyCommand {} -m --propagation private /bin/sh {}\n",
+                unshare.display(),
+                script_path.display()
+            ),
+            None,
+        )
+    }
+
+    /// A throwaway user (made with `useradd`, unique to this process, deleted when dropped)
+    /// whose login shell is `shell` and whose home directory is in the scratch directory.
+    /// Our user key logs in as it (`authorized_keys` is shared by every user). Needs
+    /// `useradd`/`userdel` (passwd).
+    pub fn temp_user(&self, shell: &str) -> TempUser {
+        TempUser::new(self.dir(), shell)
+    }
+
+    /// The `known_hosts` file listing the host key under [`HOST_KEY_ALIAS`].
+    pub fn known_hosts_file(&self) -> PathBuf {
+        self.inner.dir.join("known_hosts")
+    }
+
     /// A per-connection host that logs in as a throwaway user (made with `useradd`, unique
     /// to this process) whose login shell is [`NON_SH_SHELL`], not a POSIX shell: a remote
     /// command such as `echo hi` is not run as shell code. The user is deleted (`userdel`)
@@ -481,8 +544,13 @@ static NETNS_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// An sshd daemon (`sshd -D`) in a network namespace of its own, a separate network host:
 /// the test makes the namespace (`ip netns add`), a veth pair between it and ours, and a
 /// private /30 with our end at `.1` and the namespace's at `.2`, where sshd listens on
-/// port 22. Its target connects there directly (`HostName`, no ProxyCommand), with the
-/// same keys and options as the per-connection hosts.
+/// port 22 (or the port given to [`NetnsSshd::start_on_port`]). Its target connects there
+/// directly (`HostName`, no ProxyCommand), with the same keys and options as the
+/// per-connection hosts.
+///
+/// [`NetnsSshd::start_behind`] makes a host reachable only from another one: the other end
+/// of its veth pair is in the front host's namespace instead of ours, so from here it can
+/// be reached only by jumping through the front host (`ssh -J`).
 ///
 /// The /30 is `10.0.0.0/8` block number `(pid % 16384) * 256 + counter % 256`, so test
 /// processes running at once do not pick the same one (unless their pids are equal modulo
@@ -494,7 +562,11 @@ static NETNS_COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct NetnsSshd {
     netns: String,
     host_veth: String,
+    /// The namespace holding `host_veth`: `None` for ours, the front host's for
+    /// [`NetnsSshd::start_behind`].
+    host_veth_netns: Option<String>,
     address: Ipv4Addr,
+    port: u16,
     target: Option<SshTarget>,
     sshd: Option<Child>,
     ip: PathBuf,
@@ -524,6 +596,26 @@ impl NetnsSshd {
     /// [`DAEMON_START_LIMIT`]) until it accepts TCP connections from our side. Panics (after
     /// undoing what it did) if anything fails, with sshd's stderr. Needs `ip` (iproute2).
     pub fn start(env: &SshEnv) -> NetnsSshd {
+        NetnsSshd::launch(env, 22, None)
+    }
+
+    /// Like [`NetnsSshd::start`], with sshd listening on `port` instead of 22 (its target's
+    /// config says so).
+    pub fn start_on_port(env: &SshEnv, port: u16) -> NetnsSshd {
+        NetnsSshd::launch(env, port, None)
+    }
+
+    /// Like [`NetnsSshd::start`], but the host is joined to `front`'s namespace instead of
+    /// ours: its veth peer (with the /30's `.1`) is in `front`'s namespace, so only `front`
+    /// (and ssh jumping through it) can reach it; from our namespace it has no route. Its
+    /// target's config reaches it through `ProxyJump` to `front`'s target (so the config
+    /// file names both hosts). Readiness is checked from a thread of ours that joined
+    /// `front`'s namespace. Drop it before `front`.
+    pub fn start_behind(env: &SshEnv, front: &NetnsSshd) -> NetnsSshd {
+        NetnsSshd::launch(env, 22, Some(front))
+    }
+
+    fn launch(env: &SshEnv, port: u16, front: Option<&NetnsSshd>) -> NetnsSshd {
         let ip = find_program(
             "ip",
             &["/usr/sbin", "/sbin", "/usr/bin", "/bin"],
@@ -559,7 +651,9 @@ impl NetnsSshd {
         let mut daemon = NetnsSshd {
             netns: format!("rsyscall-{pid}-{n}"),
             host_veth: format!("rsh{pid:x}n{:x}", n % 256),
+            host_veth_netns: front.map(|f| f.netns.clone()),
             address: Ipv4Addr::from(base + 2),
+            port,
             target: None,
             sshd: None,
             ip: ip.clone(),
@@ -567,12 +661,20 @@ impl NetnsSshd {
         let ns_veth = format!("rsn{pid:x}n{:x}", n % 256);
         let ours = format!("{}/30", Ipv4Addr::from(base + 1));
         let theirs = format!("{}/30", daemon.address);
+        // `ip` run in the namespace of our end of the veth pair: ours, or the front host's.
+        let here = || {
+            let mut cmd = Command::new(&ip);
+            if let Some(front) = &daemon.host_veth_netns {
+                cmd.args(["-n", front]);
+            }
+            cmd
+        };
         run(Command::new(&ip).args(["netns", "add", &daemon.netns]));
-        run(Command::new(&ip)
+        run(here()
             .args(["link", "add", &daemon.host_veth, "type", "veth"])
             .args(["peer", "name", &ns_veth, "netns", &daemon.netns]));
-        run(Command::new(&ip).args(["addr", "add", &ours, "dev", &daemon.host_veth]));
-        run(Command::new(&ip).args(["link", "set", &daemon.host_veth, "up"]));
+        run(here().args(["addr", "add", &ours, "dev", &daemon.host_veth]));
+        run(here().args(["link", "set", &daemon.host_veth, "up"]));
         let ns = &daemon.netns;
         run(Command::new(&ip).args(["-n", ns, "addr", "add", &theirs, "dev", &ns_veth]));
         run(Command::new(&ip).args(["-n", ns, "link", "set", &ns_veth, "up"]));
@@ -587,7 +689,7 @@ impl NetnsSshd {
             .args(["-D", "-e", "-f"])
             .arg(env.sshd_config())
             .arg("-o")
-            .arg(format!("ListenAddress={}:22", daemon.address))
+            .arg(format!("ListenAddress={}:{port}", daemon.address))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -595,7 +697,7 @@ impl NetnsSshd {
             .unwrap_or_else(|e| panic!("spawning sshd in {ns}: {e}"));
         daemon.sshd = Some(child);
         let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let socket = SocketAddr::from((daemon.address, 22));
+        let socket = SocketAddr::from((daemon.address, port));
         let deadline = Instant::now() + DAEMON_START_LIMIT;
         loop {
             let child = daemon.sshd.as_mut().expect("sshd child");
@@ -605,7 +707,11 @@ impl NetnsSshd {
                     log_text()
                 );
             }
-            if TcpStream::connect_timeout(&socket, Duration::from_millis(500)).is_ok() {
+            let accepted = match &daemon.host_veth_netns {
+                None => TcpStream::connect_timeout(&socket, Duration::from_millis(500)).is_ok(),
+                Some(front) => connects_from(front, socket),
+            };
+            if accepted {
                 break;
             }
             if Instant::now() > deadline {
@@ -617,7 +723,17 @@ impl NetnsSshd {
             std::thread::sleep(Duration::from_millis(20));
         }
         let user = env.user().to_string();
-        let extra = format!("    HostName {}\n    Port 22\n", daemon.address);
+        let mut extra = format!("    HostName {}\n    Port {port}\n", daemon.address);
+        if let Some(front) = front {
+            // The front host's section is appended to this file too, so that the jump
+            // host's alias resolves here (ssh passes `-F` on to the ssh it runs for -J).
+            let front_config = std::fs::read_to_string(front.config_file())
+                .expect("reading the front host's ssh_config");
+            extra.push_str(&format!(
+                "    ProxyJump {}\n{front_config}",
+                front.destination()
+            ));
+        }
         daemon.target = Some(env.target(
             &daemon.netns,
             "user_key",
@@ -644,9 +760,20 @@ impl NetnsSshd {
         self.target().destination()
     }
 
-    /// The address sshd listens on (port 22), inside the namespace.
+    /// The address sshd listens on, inside the namespace.
     pub fn address(&self) -> Ipv4Addr {
         self.address
+    }
+
+    /// The port sshd listens on (22 unless given to [`NetnsSshd::start_on_port`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The address of the other end of its veth pair (the /30's `.1`): ours, or, for
+    /// [`NetnsSshd::start_behind`], the front host's address on that link.
+    pub fn peer_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.address) - 1)
     }
 
     /// The network namespace's name (as `ip netns list` shows it).
@@ -667,9 +794,15 @@ impl Drop for NetnsSshd {
         }
         // Deleting one end of the veth pair deletes both; the namespace would too, unless a
         // process (an sshd session) still keeps it alive.
-        let link = run_quiet(Command::new(&self.ip).args(["link", "del", &self.host_veth]));
+        let mut del = Command::new(&self.ip);
+        if let Some(front) = &self.host_veth_netns {
+            del.args(["-n", front]);
+        }
+        let link = run_quiet(del.args(["link", "del", &self.host_veth]));
+        // Gone already if the front host's namespace was deleted first.
         if let Err(e) = link
             && !e.contains("Cannot find device")
+            && !e.contains("Cannot open network namespace")
         {
             eprintln!("ssh harness: {e}");
         }
@@ -677,6 +810,31 @@ impl Drop for NetnsSshd {
             eprintln!("ssh harness: {e}");
         }
     }
+}
+
+/// Whether a TCP connection to `socket` succeeds (within 500 ms) from network namespace
+/// `netns` (a name of `ip netns`): tried on a thread of ours that joins that namespace
+/// (`setns` changes only the calling thread's network namespace) and then ends.
+fn connects_from(netns: &str, socket: SocketAddr) -> bool {
+    let path = format!("/run/netns/{netns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns changes only this thread's network namespace; `ns` is an open
+            // fd of a network namespace file, valid for the call.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                r,
+                0,
+                "setns into {path}: {}",
+                std::io::Error::last_os_error()
+            );
+            TcpStream::connect_timeout(&socket, Duration::from_millis(500)).is_ok()
+        })
+        .join()
+        .expect("the thread that joined the namespace")
+    })
 }
 
 /// Stops `child` with SIGTERM, then SIGKILL after [`DAEMON_STOP_LIMIT`], and reaps it;
@@ -715,9 +873,22 @@ fn stop(child: &mut Child, what: &str) {
     }
 }
 
-/// A throwaway local user, deleted on drop.
-struct TempUser {
+/// The home directory of `user` in `/etc/passwd`.
+fn home_of(user: &str) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.len() >= 7 && fields[0] == user).then(|| fields[5].to_string())
+        })
+        .unwrap_or_else(|| panic!("no /etc/passwd entry for {user}"))
+}
+
+/// A throwaway local user, deleted on drop ([`SshEnv::temp_user`]).
+pub struct TempUser {
     name: String,
+    uid: u32,
 }
 
 impl TempUser {
@@ -754,12 +925,22 @@ impl TempUser {
                 Err(e) => panic!("useradd {name}: {e} (before: {last})"),
             }
         }
-        let user = TempUser { name };
+        let mut user = TempUser { name, uid: 0 };
         std::fs::create_dir(&home).expect("creating the throwaway user's home");
         let uid = run(Command::new("id").arg("-u").arg(&user.name));
-        let uid: u32 = uid.trim().parse().expect("id -u prints a number");
-        std::os::unix::fs::chown(&home, Some(uid), Some(65534)).expect("chown the home");
+        user.uid = uid.trim().parse().expect("id -u prints a number");
+        std::os::unix::fs::chown(&home, Some(user.uid), Some(65534)).expect("chown the home");
         user
+    }
+
+    /// Its login name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its uid.
+    pub fn uid(&self) -> u32 {
+        self.uid
     }
 }
 

@@ -206,6 +206,24 @@ impl LoggingSsh {
         self.dir.join("ssh")
     }
 
+    /// The (pid, arguments) of each ssh run so far, in order (arguments after `argv[0]`;
+    /// they hold no newline, so the log's lines tell them apart).
+    pub fn argvs(&self) -> Vec<(i32, Vec<String>)> {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let mut out: Vec<(i32, Vec<String>)> = Vec::new();
+        for line in log.lines() {
+            match line.strip_prefix("PID ").and_then(|p| p.parse().ok()) {
+                Some(pid) => out.push((pid, Vec::new())),
+                None => {
+                    if let Some((_, args)) = out.last_mut() {
+                        args.push(line.to_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The (pid, directories) of each ssh run so far.
     pub fn runs(&self) -> Vec<(i32, ConnDirs)> {
         let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();

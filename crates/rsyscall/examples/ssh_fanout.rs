@@ -7,7 +7,8 @@
 //!
 //! With hosts on the command line, each is an ssh destination read through your own ssh
 //! setup (`~/.ssh/config`, agent, known hosts), as `ssh host` would; the remote side needs
-//! only sshd, `/bin/sh` and `cat`. With none, the example makes its own four "hosts": a
+//! only sshd, `/bin/sh`, `mkdir`, `head`, `chmod`, `cat` and `rm` (and `cp` if its `/tmp`
+//! is `noexec`). With none, the example makes its own four "hosts": a
 //! throwaway directory with an ed25519 host key and user key (by `ssh-keygen`) and an
 //! `ssh_config` whose `ProxyCommand` is `sshd -i`, so every connection starts a private
 //! sshd talking over ssh's pipes: no daemon, no port, nothing of your ssh setup used. That

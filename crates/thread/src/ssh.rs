@@ -13,8 +13,10 @@
 //!    means the session was lost, see `remote_script`), checks that it can be executed there (else
 //!    copies it to another directory: `/tmp` may be `noexec`), runs `rsyscall-bootstrap
 //!    socket` and, once that printed `done`, prints a ready line with the binary's path and
-//!    runs `rsyscall-bootstrap rsyscall`. When that ends (the thread exited, or its
-//!    connection was lost), the script removes both directories.
+//!    runs `rsyscall-bootstrap rsyscall`. When that ends (the thread exited, or lost its
+//!    connection), the script removes both directories. If the ssh session is lost first,
+//!    a watcher in the script (`cat` on its stdin) reads end of file, removes them and
+//!    SIGKILLs the session's process group, bootstrap included (see `remote_script`).
 //! 4. We connect twice to the forward: the connection on which the describe struct
 //!    arrives is the data socket, the other the syscall socket (the order in which ssh
 //!    opens its channels does not matter). The thread is built from the describe
@@ -63,9 +65,23 @@ const EXIT_NOEXEC: i32 = 92;
 
 /// A host reached with the system's OpenSSH client (`ssh`), from which
 /// [`SshHost::connect`] makes [`Thread`]s. Because it is the real client, the user's
-/// `~/.ssh/config`, agent, known hosts and jump hosts work as for `ssh` itself; the
-/// remote host needs only sshd (with unix-socket forwarding allowed, OpenSSH's default),
-/// `/bin/sh`, `cat` and `head`: the bootstrap is copied there over the same connection.
+/// `~/.ssh/config`, agent, known hosts and jump hosts work as for `ssh` itself.
+///
+/// The remote host needs only sshd (with unix-socket forwarding allowed, OpenSSH's
+/// default), a login shell that runs `exec /bin/sh -c '...'`, and, run by the one-line
+/// script of the session: `/bin/sh`, `mkdir`, `head`, `chmod`, `cat` and `rm`, plus `cp`
+/// when the bootstrap must be copied out of a `noexec` directory (`cd`, `umask`, `test`,
+/// `echo`, `read`, `trap` and `kill` are built into every common `/bin/sh`). The bootstrap
+/// is copied there over the same connection: no Rust, none of our files and no
+/// scp/sftp are needed.
+///
+/// What a connection leaves on the remote host, and for how long: a private directory
+/// (mode 0700) in [`SshHost::remote_temp_dir`], holding the bootstrap binary until the
+/// thread runs (it is unlinked then: the thread runs from memory) and the forward's
+/// `data` socket, through which every later channel to the host's threads is made, so
+/// the directory stays while the thread lives; and, if that directory is `noexec`, a
+/// fallback directory holding only the binary, likewise emptied at once. Both are removed
+/// when the thread ends, or when the ssh session is lost.
 ///
 /// # Examples
 ///
@@ -157,7 +173,10 @@ impl SshHost {
         self
     }
 
-    /// Jump hosts (`-J`).
+    /// Jump hosts (`-J`, `[user@]host[:port]`, comma-separated). ssh reaches them with an
+    /// ssh of its own, to which it passes the [`SshHost::config_file`] but not the
+    /// [`SshHost::option`]s, port, user or identity given here (those are the final
+    /// host's): settings for the jump hosts belong in the config file.
     pub fn proxy_jump(mut self, jump: impl Into<String>) -> Self {
         self.proxy_jump = Some(jump.into());
         self
@@ -258,13 +277,18 @@ impl SshHost {
     /// writes on its stdout and stderr is copied to this program's.
     ///
     /// Nothing is left behind: the remote binary is removed as soon as the thread runs,
-    /// the remote directory (holding the forwarded socket) when the thread ends, and the
-    /// local directory when the last handle to a thread of this connection is gone, or,
-    /// if this program dies first, by a small `sh` that watches it. ssh dies with the
-    /// thread that ran it (its parent-death signal), and is killed if this future is
-    /// dropped before it completes; when the ssh session ends that way, the remote side
-    /// removes its directories and kills the bootstrap and its children, even one
-    /// blocked in a syscall.
+    /// the remote directory (holding the forwarded `data` socket, needed for every channel
+    /// to the host until then) when the thread ends, and the local directory when the last
+    /// handle to a thread of this connection is gone, or, if this program dies first, by a
+    /// small `sh` that watches it. ssh dies with the thread that ran it (its parent-death
+    /// signal), and is killed if this future is dropped before it completes; when the ssh
+    /// session ends that way, the remote side removes its directories and kills the
+    /// bootstrap and its children, even one blocked in a syscall.
+    ///
+    /// ssh exits once the thread has exited (or every handle to the connection's threads
+    /// was dropped) and every forwarded connection is closed: keep no local end of an
+    /// [`Thread::open_channels`] channel open if you wait for it. The returned process may
+    /// also be dropped without waiting: it is then reaped in the background.
     ///
     /// `thread` must be in this program's mount namespace (it may be any thread that can
     /// run a program: the local one, a clone child...).
@@ -638,7 +662,7 @@ impl SshHost {
                 SshFailure::RemoteShell,
                 "the remote command failed before the bootstrap ran: the login shell of the \
                  remote user must run `exec /bin/sh -c '...'` (a POSIX-like shell), and \
-                 /bin/sh, cat and head must exist there"
+                 /bin/sh, mkdir, head, chmod, cat, rm and cp must exist there"
                     .to_owned(),
             ),
             (Failure::Error(e), _) => (SshFailure::Bootstrap, e.to_string()),
