@@ -185,6 +185,76 @@ fn dropping_a_local_write_end_gives_a_waiting_reader_end_of_file() {
 }
 
 #[test]
+fn dropping_a_plain_write_end_of_a_child_table_gives_a_waiting_reader_end_of_file() {
+    run(async {
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let pipe = child.pipe().await.expect("pipe in the child");
+        let mut r = child.make_afd(pipe.read, true).await.expect("make_afd");
+        let write_end = pipe.write;
+        child
+            .task()
+            .write_all_bytes(&write_end, b"before")
+            .await
+            .expect("write");
+        // The reader takes what was written and waits again; then the plain handle of the
+        // child's table goes, with no syscall on that table after it.
+        let writer_goes = async move {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            drop(write_end);
+        };
+        let mut got = Vec::new();
+        let (read, ()) = within(
+            "read_to_end once the child's write end is dropped",
+            future::zip(r.read_to_end(&mut got), writer_goes),
+        )
+        .await;
+        assert_eq!(read.expect("read_to_end"), 6);
+        assert_eq!(got, b"before");
+        drop(r);
+        exit_cleanly(child, "child").await;
+    });
+}
+
+#[test]
+fn dropping_write_ends_on_a_root_epoller_gives_a_waiting_reader_end_of_file() {
+    run(async {
+        // A bootstrapped thread: its fds are watched by its root epoller, in its process.
+        let (launcher, thread) = rsyscall_tests::programs::env_thread().await;
+        thread.make_root_epoller().await.expect("root epoller");
+        for async_writer in [false, true] {
+            let (mut r, w) = afd_pipe(&thread).await;
+            assert!(format!("{w:?}").contains("root epoller"), "{w:?}");
+            // The writer is an AsyncFileDescriptor on the root epoller (its deregistration
+            // keeps the fd open until done), or a plain handle.
+            let writer: Box<dyn std::any::Any + Send> = if async_writer {
+                Box::new(w)
+            } else {
+                let plain = w.handle().clone();
+                drop(w);
+                Box::new(plain)
+            };
+            let writer_goes = async move {
+                async_io::Timer::after(Duration::from_millis(50)).await;
+                drop(writer);
+            };
+            let mut got = Vec::new();
+            let (read, ()) = within(
+                "read_to_end once the write end is dropped",
+                future::zip(r.read_to_end(&mut got), writer_goes),
+            )
+            .await;
+            assert_eq!(
+                read.expect("read_to_end"),
+                0,
+                "async writer: {async_writer}"
+            );
+        }
+        thread.exit(0).await.expect("exit");
+        launcher.check().await.expect("the launcher");
+    });
+}
+
+#[test]
 fn a_write_accepted_and_not_flushed_goes_on_by_itself() {
     on_local_and_child(|thread, label| async move {
         let (mut r, mut w) = afd_pipe(&thread).await;

@@ -24,8 +24,23 @@ use rsyscall_near as near;
 use crate::error::Result;
 use crate::task::Task;
 
+/// What has a table's queued closes sent soon: set once, by the layer that can run futures
+/// in the background (see [`set_close_flusher`]).
+static CLOSE_FLUSHER: std::sync::OnceLock<fn(Task)> = std::sync::OnceLock::new();
+
+/// Installs `flush`, which must have `task`'s queued closes sent soon
+/// ([`Task::flush_closes`]) without blocking its caller (it is called from `Drop`). From
+/// then on, dropping the last handle of an fd of another process's table has its close sent
+/// soon, not only at that table's next syscall: a reader waiting for end of file on a pipe
+/// whose write end was that fd sees it even if nothing else runs on the table. Only the
+/// first call has an effect; the thread crate installs its background runner.
+pub fn set_close_flusher(flush: fn(Task)) {
+    let _ = CLOSE_FLUSHER.set(flush);
+}
+
 /// State shared by every task using one fd table: its identity and the closes queued by
-/// dropped handles, performed at the next syscall on the table or on demand.
+/// dropped handles, performed at the next syscall on the table, on demand, or soon by the
+/// close flusher ([`set_close_flusher`]).
 pub struct FdTableState {
     id: far::FdTable,
     /// Incremented for every handle made for an fd of this table: an fd whose handle has a
@@ -38,6 +53,12 @@ pub struct FdTableState {
     /// The fd numbers of this table handed out by [`FileDescriptor::inherit`]: each copy is
     /// owned once, so a second `inherit` of the same number is refused.
     inherited: Mutex<std::collections::HashSet<i32>>,
+    /// The tasks that used this table (weakly: the table never keeps a task, and so its
+    /// connection, alive), through which the close flusher sends queued closes.
+    users: Mutex<Vec<crate::task::WeakTask>>,
+    /// Whether the close flusher was handed a task for this table and has not started
+    /// flushing yet: one flush at a time is enough, since a flush takes every close queued.
+    flush_scheduled: AtomicBool,
 }
 
 impl fmt::Debug for FdTableState {
@@ -56,7 +77,47 @@ impl FdTableState {
             has_pending: AtomicBool::new(false),
             live: Mutex::new(std::collections::HashMap::new()),
             inherited: Mutex::new(std::collections::HashSet::new()),
+            users: Mutex::new(Vec::new()),
+            flush_scheduled: AtomicBool::new(false),
         })
+    }
+
+    /// Records that `task` uses this table (when it is made, or moves to this table).
+    pub(crate) fn add_user(&self, task: &Task) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.retain(crate::task::WeakTask::is_alive);
+        users.push(task.downgrade());
+    }
+
+    /// A live task that uses this table now, if any.
+    fn user(&self) -> Option<Task> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users
+            .iter()
+            .filter_map(crate::task::WeakTask::upgrade)
+            .find(|t| t.fd_table().id() == self.id)
+    }
+
+    /// Has the closes queued here sent soon by the close flusher, if one is installed,
+    /// none is scheduled already, and a task of this table can still reach it.
+    pub(crate) fn schedule_flush(&self) {
+        let Some(flush) = CLOSE_FLUSHER.get() else {
+            return;
+        };
+        if self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match self.user() {
+            Some(task) if !task.sysif().is_hung_up() => flush(task),
+            // Nothing can reach the table: its fds go with its process.
+            _ => self.flush_scheduled.store(false, Ordering::Release),
+        }
+    }
+
+    /// Called as a flush of the queued closes starts: a close queued from now on needs a
+    /// flush of its own.
+    pub(crate) fn flush_started(&self) {
+        self.flush_scheduled.store(false, Ordering::Release);
     }
 
     /// Records that the copy of `fd` in this table now has an owner; `false` if it already
@@ -167,6 +228,7 @@ impl Drop for FdInner {
                 });
             } else {
                 self.table.queue_close(self.near);
+                self.table.schedule_flush();
             }
         }
         self.table.remove_handle(self.near);
@@ -178,7 +240,9 @@ impl Drop for FdInner {
 /// Several handles may refer to the same fd (through tasks sharing its table, see
 /// [`FileDescriptor::for_task`]); the fd is closed when the last of them goes. Dropping
 /// closes an fd of the local table at once; for another table it queues the close there,
-/// performed at the next syscall on that table (or by [`Task::flush_closes`]).
+/// sent soon by the close flusher (which the thread crate installs: see
+/// [`set_close_flusher`]), or at the next syscall on that table, or by
+/// [`Task::flush_closes`], whichever comes first.
 /// [`FileDescriptor::close`] closes at once and reports errors.
 ///
 /// # Examples

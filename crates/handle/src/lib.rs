@@ -5,8 +5,9 @@
 //! # Invariants
 //! - An owning handle closes or frees its resource exactly once: a dropped
 //!   [`FileDescriptor`] of the local table is closed at once, one of another table queues
-//!   its close there (performed at the next syscall on that table, or by
-//!   [`Task::flush_closes`]); a dropped [`Allocation`] gives its range back
+//!   its close there (sent soon by the close flusher, [`set_close_flusher`], or at the
+//!   next syscall on that table, or by [`Task::flush_closes`]); a dropped [`Allocation`]
+//!   gives its range back
 //!   at once (pure bookkeeping).
 //! - Memory lent to a syscall stays allocated until the syscall has completed: if the
 //!   syscall's future is dropped first, the buffer is leaked, never reused under the
@@ -57,7 +58,7 @@ mod task;
 
 pub use child_state::ChildState;
 pub use error::{Error, Result, SshFailure};
-pub use fd::{FdTableState, FileDescriptor, LocalFileDescriptor};
+pub use fd::{FdTableState, FileDescriptor, LocalFileDescriptor, set_close_flusher};
 pub use local::local_namespaces;
 pub use memory::{
     Allocation, BoxFuture, InFlight, LocalTransport, Memory, PAGE_SIZE, RECLAIM_MIN, Transport,

@@ -203,10 +203,9 @@ async fn write_ready(
 /// syscall blocks the thread that runs it (for the local thread, the executor).
 ///
 /// Dropping it deregisters the fd and drops the handle; the close that queues (if it was
-/// the last handle) is then sent at once, with the other closes queued on the table,
-/// rather than at the next syscall there, so a pipe's reader sees end of file without
-/// anything else running on the writer's table. [`AsyncFileDescriptor::close`] does the
-/// same and reports the errors.
+/// the last handle) is sent soon, as for any dropped handle, so a pipe's reader sees end of
+/// file without anything else running on the writer's table.
+/// [`AsyncFileDescriptor::close`] closes at once and reports the errors.
 ///
 /// # Examples
 ///
@@ -304,21 +303,18 @@ pub struct AsyncFileDescriptor {
     _closer: Closer,
 }
 
-/// Makes the close of a dropped [`AsyncFileDescriptor`]'s fd happen now rather than at the
-/// next syscall on its table: the closes queued on the table, and the deletes queued on
-/// the root epoller (which keep their fds open), are flushed on the reaper thread when this
-/// drops. So the reader of a pipe whose writing end was an [`AsyncFileDescriptor`] sees end
-/// of file once it is dropped, even if nothing else runs on that table. (Fds of the local
-/// table are closed by the handle's own drop.)
+/// Has the root epoller's queued deletes sent when a dropped [`AsyncFileDescriptor`]
+/// leaves some: a queued delete keeps its fd open (its handle lives in the queue), so
+/// without this the fd would stay open until the epoller's next use. Once the delete is
+/// done, the handle goes and its close is sent soon, as every dropped handle's of another
+/// table is (see [`rsyscall_handle::set_close_flusher`]).
 struct Closer {
-    task: Task,
     epoller: Option<Arc<crate::epoller::Epoller>>,
 }
 
 impl Closer {
-    fn new(handle: &FileDescriptor, reg: &Registration) -> Closer {
+    fn new(reg: &Registration) -> Closer {
         Closer {
-            task: handle.task().clone(),
             epoller: match reg {
                 Registration::Local(_) => None,
                 Registration::Root(r) => Some(r.epoller().clone()),
@@ -329,17 +325,11 @@ impl Closer {
 
 impl Drop for Closer {
     fn drop(&mut self) {
-        let orphans = self.epoller.as_ref().is_some_and(|e| e.has_orphans());
-        if !orphans && self.task.fd_table().pending_closes() == 0 {
+        let Some(epoller) = self.epoller.take().filter(|e| e.has_orphans()) else {
             return;
-        }
-        let task = self.task.clone();
-        let epoller = self.epoller.take();
+        };
         crate::reaper::spawn(async move {
-            if let Some(epoller) = epoller {
-                epoller.flush_orphans().await;
-            }
-            task.prepare().await;
+            epoller.flush_orphans().await;
         });
     }
 }
@@ -736,7 +726,7 @@ async fn shutdown_step(handle: FileDescriptor) -> (Option<Pointer<[u8]>>, Result
 impl AsyncFileDescriptor {
     fn new(handle: FileDescriptor, reg: Arc<Registration>) -> AsyncFileDescriptor {
         AsyncFileDescriptor {
-            _closer: Closer::new(&handle, &reg),
+            _closer: Closer::new(&reg),
             handle,
             reg,
             reading: Mutex::default(),

@@ -56,8 +56,12 @@
 //!
 //! - [`FileDescriptor`](rsyscall_handle::FileDescriptor): when the last handle to an fd it
 //!   owns goes, an fd of the local table is closed at once; for another table the close is
-//!   queued on the fd table and made before the next syscall of any task using that table (or by [`Task::flush_closes`](rsyscall_handle::Task::flush_closes),
-//!   which puts the closes it had not sent back in the queue if its own future is dropped).
+//!   queued on the fd table and sent soon from the reaper thread (the handle layer's close
+//!   flusher, installed by this crate), or before the next syscall of any task using that
+//!   table, or by [`Task::flush_closes`](rsyscall_handle::Task::flush_closes) (which puts
+//!   the closes it had not sent back in the queue if its own future is dropped), whichever
+//!   comes first. So the reader of a pipe sees end of file once the last handle of its
+//!   write end goes, even if nothing else runs on the writer's table.
 //!   [`FileDescriptor::close`](rsyscall_handle::FileDescriptor::close) closes at once and
 //!   reports errors. Handles that do not own their fd, such as [`Thread::stdin`],
 //!   [`Thread::stdout`] and [`Thread::stderr`], never close it. The fds of a process that is

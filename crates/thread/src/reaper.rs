@@ -102,3 +102,14 @@ pub(crate) fn spawn(job: impl Future<Output = ()> + Send + 'static) {
         }
     }
 }
+
+/// The handle layer's close flusher (see [`rsyscall_handle::set_close_flusher`]): sends the
+/// closes queued on `task`'s fd table from the reaper thread, so that a dropped handle of
+/// another process's table is closed soon even if nothing else runs there.
+pub(crate) fn flush_closes(task: rsyscall_handle::Task) {
+    spawn(async move {
+        if let Err(e) = task.flush_closes().await {
+            log::debug!("closing dropped handles' fds: {e}");
+        }
+    });
+}

@@ -252,6 +252,9 @@ impl Thread {
         server_fd: Option<near::FileDescriptor>,
         symbols: Option<SymbolTable>,
     ) -> Thread {
+        // Every thread of another fd table is made here: from now on a dropped handle of
+        // such a table has its close sent soon.
+        rsyscall_handle::set_close_flusher(crate::reaper::flush_closes);
         Thread {
             inner: Arc::new(ThreadInner {
                 task,

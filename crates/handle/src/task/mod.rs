@@ -43,6 +43,21 @@ use crate::structs::{FixedSize, Pod, Struct};
 /// A task's fd table, and the table it was copied from with that table's generation then.
 type TableState = (Arc<FdTableState>, Option<(far::FdTable, u64)>);
 
+/// A [`Task`] that is not kept alive by this reference (an fd table's record of its users).
+pub(crate) struct WeakTask(std::sync::Weak<TaskInner>);
+
+impl WeakTask {
+    /// The task, if it still exists.
+    pub(crate) fn upgrade(&self) -> Option<Task> {
+        self.0.upgrade().map(|inner| Task { inner })
+    }
+
+    /// Whether the task still exists.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 struct TaskInner {
     sysif: Arc<dyn near::SyscallInterface>,
     pid: near::Pid,
@@ -147,16 +162,23 @@ impl Task {
         memory: Arc<Memory>,
         inherited_from: Option<(far::FdTable, u64)>,
     ) -> Task {
-        Task {
+        let task = Task {
             inner: Arc::new(TaskInner {
                 sysif,
                 pid,
                 ns: std::sync::Mutex::new(ns),
                 pidns_for_children: std::sync::Mutex::new(None),
-                table: std::sync::Mutex::new((fd_table, inherited_from)),
+                table: std::sync::Mutex::new((fd_table.clone(), inherited_from)),
                 memory,
             }),
-        }
+        };
+        fd_table.add_user(&task);
+        task
+    }
+
+    /// A reference to this task that does not keep it alive.
+    pub(crate) fn downgrade(&self) -> WeakTask {
+        WeakTask(Arc::downgrade(&self.inner))
     }
 
     /// The far task: this task's interface, pid and namespaces as they are now.
@@ -246,6 +268,7 @@ impl Task {
         *t = (new.clone(), Some(copied_from));
         drop(t);
         self.update_namespaces(|ns| ns.fd_table = new.id());
+        new.add_user(self);
     }
 
     /// The allocator of the task's address space.
@@ -303,9 +326,11 @@ impl Task {
         let mut first = Ok(());
         // If this future is dropped, the closes not sent yet go back to the queue (the one
         // in flight is never retried: once it ran, its number may name a new fd).
+        let table = self.fd_table();
+        table.flush_started();
         let mut queue = Requeue {
-            table: self.fd_table(),
-            fds: self.fd_table().take_pending(),
+            fds: table.take_pending(),
+            table,
         };
         while let Some(fd) = queue.fds.pop() {
             // SAFETY: the fd was owned by a handle of this table that has been dropped, so
@@ -598,9 +623,13 @@ struct Requeue {
 
 impl Drop for Requeue {
     fn drop(&mut self) {
+        if self.fds.is_empty() {
+            return;
+        }
         for fd in self.fds.drain(..) {
             self.table.queue_close(fd);
         }
+        self.table.schedule_flush();
     }
 }
 
