@@ -255,6 +255,36 @@ fn dropping_write_ends_on_a_root_epoller_gives_a_waiting_reader_end_of_file() {
 }
 
 #[test]
+fn flush_closes_returns_once_a_close_taken_by_the_background_flush_is_done() {
+    run(async {
+        let child = local_thread().clone(CLONE::empty()).await.expect("clone");
+        let pid = child.pid().expect("pid").as_raw();
+        // Each drop hands the close to the background flush; a flush called once that took
+        // it must still return only once the close is done.
+        for round in 0..200 {
+            let pipe = child.pipe().await.expect("pipe in the child");
+            let n = pipe.write.near().as_raw();
+            drop(pipe.write);
+            // Until the background flush took it from the queue (its close is then in
+            // flight, or done).
+            let table = child.task().fd_table();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while table.pending_closes() > 0 {
+                assert!(std::time::Instant::now() < deadline, "never taken");
+                std::hint::spin_loop();
+            }
+            child.task().flush_closes().await.expect("flush_closes");
+            assert!(
+                std::fs::read_link(format!("/proc/{pid}/fd/{n}")).is_err(),
+                "round {round}: fd {n} still open after flush_closes"
+            );
+            pipe.read.close().await.expect("close");
+        }
+        exit_cleanly(child, "child").await;
+    });
+}
+
+#[test]
 fn a_write_accepted_and_not_flushed_goes_on_by_itself() {
     on_local_and_child(|thread, label| async move {
         let (mut r, mut w) = afd_pipe(&thread).await;

@@ -59,6 +59,20 @@ pub struct FdTableState {
     /// Whether the close flusher was handed a task for this table and has not started
     /// flushing yet: one flush at a time is enough, since a flush takes every close queued.
     flush_scheduled: AtomicBool,
+    /// The closes a flush took from the queue and has not finished, and the flushes
+    /// waiting for them: a flush returns only once every close queued before it is done,
+    /// whoever took it (a close must never be seen as done, by a clone copying the table
+    /// say, while another flush still has it in flight).
+    closing: Mutex<Closing>,
+    /// How many closes `closing` holds, read without its lock.
+    closing_count: std::sync::atomic::AtomicUsize,
+}
+
+/// See [`FdTableState::closing`].
+#[derive(Default)]
+struct Closing {
+    fds: Vec<near::FileDescriptor>,
+    waiters: Vec<std::task::Waker>,
 }
 
 impl fmt::Debug for FdTableState {
@@ -79,6 +93,8 @@ impl FdTableState {
             inherited: Mutex::new(std::collections::HashSet::new()),
             users: Mutex::new(Vec::new()),
             flush_scheduled: AtomicBool::new(false),
+            closing: Mutex::new(Closing::default()),
+            closing_count: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -141,19 +157,84 @@ impl FdTableState {
     }
 
     pub(crate) fn queue_close(&self, fd: near::FileDescriptor) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(fd);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.push(fd);
         self.has_pending.store(true, Ordering::Release);
     }
 
-    /// Takes the queued closes, if any.
+    /// Takes the queued closes, if any, for a flush that will close them: they count as in
+    /// flight until [`FdTableState::close_done`] (or [`FdTableState::requeue`]).
     pub(crate) fn take_pending(&self) -> Vec<near::FileDescriptor> {
-        if !self.has_pending.swap(false, Ordering::AcqRel) {
+        if !self.has_pending.load(Ordering::Acquire) {
             return Vec::new();
         }
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let fds = std::mem::take(&mut *pending);
+        // In flight before the queue looks empty: a flush that finds nothing queued then
+        // sees them in flight (both under the queue's lock).
+        let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        closing.fds.extend_from_slice(&fds);
+        self.closing_count
+            .store(closing.fds.len(), Ordering::Release);
+        drop(closing);
+        self.has_pending.store(false, Ordering::Release);
+        fds
+    }
+
+    /// Puts closes a flush took and did not send back in the queue.
+    pub(crate) fn requeue(&self, fds: &[near::FileDescriptor]) {
+        if fds.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.extend_from_slice(fds);
+        self.has_pending.store(true, Ordering::Release);
+        for &fd in fds {
+            self.finish_closing(fd);
+        }
+    }
+
+    /// Records that the close of `fd` a flush took is over (sent, at least: a close whose
+    /// request went out runs before any later request on its connection).
+    pub(crate) fn close_done(&self, fd: near::FileDescriptor) {
+        self.finish_closing(fd);
+    }
+
+    fn finish_closing(&self, fd: near::FileDescriptor) {
+        let waiters = {
+            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = closing.fds.iter().position(|&f| f == fd) {
+                closing.fds.swap_remove(i);
+            }
+            self.closing_count
+                .store(closing.fds.len(), Ordering::Release);
+            if closing.fds.is_empty() {
+                std::mem::take(&mut closing.waiters)
+            } else {
+                Vec::new()
+            }
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Waits until no close taken by a flush is in flight.
+    pub(crate) async fn closes_finished(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closing_count.load(Ordering::Acquire) == 0 {
+                return std::task::Poll::Ready(());
+            }
+            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+            if closing.fds.is_empty() {
+                return std::task::Poll::Ready(());
+            }
+            if !closing.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                closing.waiters.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// How many closes are queued.
@@ -162,7 +243,7 @@ impl FdTableState {
     }
 
     /// Whether some live handle (owned or borrowed) refers to `fd` in this table, or a
-    /// dropped handle's close of it is still queued: code that closes fds by number must
+    /// dropped handle's close of it is still queued or in flight: code that closes fds by number must
     /// leave such an fd alone.
     pub fn has_handle(&self, fd: near::FileDescriptor) -> bool {
         let live = self
@@ -171,11 +252,22 @@ impl FdTableState {
             .unwrap_or_else(|e| e.into_inner())
             .get(&fd.as_raw())
             .is_some_and(|&n| n > 0);
-        live || self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&fd)
+        // The queue before the closes in flight: a close moves from the first to the
+        // second under the queue's lock, so it cannot slip between the two looks.
+        let queued = || {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&fd)
+        };
+        let in_flight = || {
+            self.closing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fds
+                .contains(&fd)
+        };
+        live || queued() || in_flight()
     }
 
     fn add_handle(&self, fd: near::FileDescriptor) {

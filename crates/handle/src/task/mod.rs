@@ -317,7 +317,10 @@ impl Task {
         FileDescriptor::owned(self, n)
     }
 
-    /// Performs the closes queued by dropped handles of this task's table.
+    /// Performs the closes queued by dropped handles of this task's table, and waits for
+    /// those another flush took (the close flusher's, or another task's) to be done: when
+    /// it returns, every close queued before the call has run, or at least gone out on its
+    /// connection.
     ///
     /// # Errors
     /// The first close that failed (the others are still attempted). A lost connection is
@@ -330,12 +333,16 @@ impl Task {
         table.flush_started();
         let mut queue = Requeue {
             fds: table.take_pending(),
-            table,
+            sending: None,
+            table: table.clone(),
         };
         while let Some(fd) = queue.fds.pop() {
+            queue.sending = Some(fd);
             // SAFETY: the fd was owned by a handle of this table that has been dropped, so
             // nothing else owns it.
             let r = unsafe { near::close(self.sysif(), fd) }.await;
+            queue.sending = None;
+            table.close_done(fd);
             match r {
                 Ok(()) | Err(SyscallError::Hangup) => {}
                 Err(e) => {
@@ -345,6 +352,8 @@ impl Task {
                 }
             }
         }
+        drop(queue);
+        table.closes_finished().await;
         first
     }
 
@@ -618,17 +627,22 @@ impl Task {
 /// Closes taken from a table's queue and not yet sent, queued again when dropped.
 struct Requeue {
     table: Arc<FdTableState>,
+    /// Taken and not sent yet.
     fds: Vec<near::FileDescriptor>,
+    /// The close whose request may have gone out.
+    sending: Option<near::FileDescriptor>,
 }
 
 impl Drop for Requeue {
     fn drop(&mut self) {
+        if let Some(fd) = self.sending.take() {
+            self.table.close_done(fd);
+        }
         if self.fds.is_empty() {
             return;
         }
-        for fd in self.fds.drain(..) {
-            self.table.queue_close(fd);
-        }
+        self.table.requeue(&self.fds);
+        self.fds.clear();
         self.table.schedule_flush();
     }
 }
