@@ -74,7 +74,11 @@ fn forget_earlier_verifications() -> Result<(), String> {
             continue;
         };
         for unpacked in crates.flatten() {
-            if unpacked.file_name().to_string_lossy().starts_with("rsyscall-") {
+            if unpacked
+                .file_name()
+                .to_string_lossy()
+                .starts_with("rsyscall-")
+            {
                 std::fs::remove_dir_all(unpacked.path()).map_err(|e| {
                     format!(
                         "removing an earlier verification's sources {}: {e}",

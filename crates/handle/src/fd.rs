@@ -24,18 +24,60 @@ use rsyscall_near as near;
 use crate::error::Result;
 use crate::task::Task;
 
-/// What has a table's queued closes sent soon: set once, by the layer that can run futures
-/// in the background (see [`set_close_flusher`]).
-static CLOSE_FLUSHER: std::sync::OnceLock<fn(Task)> = std::sync::OnceLock::new();
+/// A table's queued closes, handed to the close flusher (see [`set_close_flusher`]) when
+/// the first of them was queued. It holds the table and a task of it weakly: a pending
+/// flush never keeps a task, or its connection, alive. Until it is run or dropped, later
+/// closes of the table join it.
+pub struct CloseFlush {
+    table: std::sync::Weak<FdTableState>,
+    task: crate::task::WeakTask,
+}
 
-/// Installs `flush`, which must have `task`'s queued closes sent soon
-/// ([`Task::flush_closes`]) without blocking its caller (it is called from `Drop`). From
-/// then on, dropping the last handle of an fd of another process's table has its close sent
+impl CloseFlush {
+    /// Whether closes are still queued (the table's next syscall sends them itself, and
+    /// may have done so already) and a task can still send them: if not, drop this.
+    pub fn needed(&self) -> bool {
+        let queued = self
+            .table
+            .upgrade()
+            .is_some_and(|t| t.has_pending.load(Ordering::Acquire));
+        queued && self.task.is_alive()
+    }
+
+    /// Sends the queued closes through a task of the table (see [`Task::flush_closes`]).
+    pub async fn run(self) {
+        let task = self.task.upgrade();
+        // Closes queued from now on need a flush of their own.
+        drop(self);
+        if let Some(task) = task
+            && let Err(e) = task.flush_closes().await
+        {
+            log::debug!("closing dropped handles' fds: {e}");
+        }
+    }
+}
+
+impl Drop for CloseFlush {
+    fn drop(&mut self) {
+        if let Some(table) = self.table.upgrade() {
+            table.flush_scheduled.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// What takes a table's [`CloseFlush`]: set once, by the layer that can run futures in the
+/// background (see [`set_close_flusher`]).
+static CLOSE_FLUSHER: std::sync::OnceLock<fn(CloseFlush)> = std::sync::OnceLock::new();
+
+/// Installs `take`, which must run the flush it is given soon unless it is no longer
+/// [`needed`](CloseFlush::needed) (it may wait a little first, to leave the closes to the
+/// table's next syscall), without blocking its caller (it is called from `Drop`). From then
+/// on, dropping the last handle of an fd of another process's table has its close sent
 /// soon, not only at that table's next syscall: a reader waiting for end of file on a pipe
 /// whose write end was that fd sees it even if nothing else runs on the table. Only the
 /// first call has an effect; the thread crate installs its background runner.
-pub fn set_close_flusher(flush: fn(Task)) {
-    let _ = CLOSE_FLUSHER.set(flush);
+pub fn set_close_flusher(take: fn(CloseFlush)) {
+    let _ = CLOSE_FLUSHER.set(take);
 }
 
 /// State shared by every task using one fd table: its identity and the closes queued by
@@ -56,8 +98,8 @@ pub struct FdTableState {
     /// The tasks that used this table (weakly: the table never keeps a task, and so its
     /// connection, alive), through which the close flusher sends queued closes.
     users: Mutex<Vec<crate::task::WeakTask>>,
-    /// Whether the close flusher was handed a task for this table and has not started
-    /// flushing yet: one flush at a time is enough, since a flush takes every close queued.
+    /// Whether the close flusher was handed a flush of this table that has not started
+    /// yet: one at a time is enough, since a flush takes every close queued by then.
     flush_scheduled: AtomicBool,
     /// The closes a flush took from the queue and has not finished, and the flushes
     /// waiting for them: a flush returns only once every close queued before it is done,
@@ -115,25 +157,22 @@ impl FdTableState {
     }
 
     /// Has the closes queued here sent soon by the close flusher, if one is installed,
-    /// none is scheduled already, and a task of this table can still reach it.
-    pub(crate) fn schedule_flush(&self) {
-        let Some(flush) = CLOSE_FLUSHER.get() else {
+    /// none is pending already, and a task of this table can still reach it.
+    pub(crate) fn schedule_flush(self: &Arc<Self>) {
+        let Some(take) = CLOSE_FLUSHER.get() else {
             return;
         };
         if self.flush_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
         match self.user() {
-            Some(task) if !task.sysif().is_hung_up() => flush(task),
+            Some(task) if !task.sysif().is_hung_up() => take(CloseFlush {
+                table: Arc::downgrade(self),
+                task: task.downgrade(),
+            }),
             // Nothing can reach the table: its fds go with its process.
             _ => self.flush_scheduled.store(false, Ordering::Release),
         }
-    }
-
-    /// Called as a flush of the queued closes starts: a close queued from now on needs a
-    /// flush of its own.
-    pub(crate) fn flush_started(&self) {
-        self.flush_scheduled.store(false, Ordering::Release);
     }
 
     /// Records that the copy of `fd` in this table now has an owner; `false` if it already

@@ -58,7 +58,7 @@ mod task;
 
 pub use child_state::ChildState;
 pub use error::{Error, Result, SshFailure};
-pub use fd::{FdTableState, FileDescriptor, LocalFileDescriptor, set_close_flusher};
+pub use fd::{CloseFlush, FdTableState, FileDescriptor, LocalFileDescriptor, set_close_flusher};
 pub use local::local_namespaces;
 pub use memory::{
     Allocation, BoxFuture, InFlight, LocalTransport, Memory, PAGE_SIZE, RECLAIM_MIN, Transport,

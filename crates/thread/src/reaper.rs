@@ -103,13 +103,95 @@ pub(crate) fn spawn(job: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// The handle layer's close flusher (see [`rsyscall_handle::set_close_flusher`]): sends the
-/// closes queued on `task`'s fd table from the reaper thread, so that a dropped handle of
-/// another process's table is closed soon even if nothing else runs there.
-pub(crate) fn flush_closes(task: rsyscall_handle::Task) {
-    spawn(async move {
-        if let Err(e) = task.flush_closes().await {
-            log::debug!("closing dropped handles' fds: {e}");
+/// How long the close flusher leaves a table's queued closes to the table's next syscall,
+/// which sends them in the same trip, before it sends them itself.
+const CLOSE_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The flushes waiting for their [`CLOSE_FLUSH_DELAY`] to pass, oldest first (the delay is
+/// the same for all), and the condition the thread that waits for them sleeps on.
+struct Delayed {
+    queue: Mutex<std::collections::VecDeque<(std::time::Instant, rsyscall_handle::CloseFlush)>>,
+    added: std::sync::Condvar,
+}
+
+/// The handle layer's close flusher (see [`rsyscall_handle::set_close_flusher`]): after
+/// [`CLOSE_FLUSH_DELAY`], if the table's closes are still queued, they are sent from the
+/// reaper thread, so that a dropped handle of another process's table is closed soon even
+/// if nothing else runs there.
+///
+/// The delay is waited on a thread of its own, with no reactor and no connection involved:
+/// a table in use sends its queued closes itself before its next syscall, and a flush
+/// started meanwhile from another thread would make that syscall wait for it (a flush
+/// returns only once every close queued before it is done) through a wakeup of the reaper
+/// and one back. A bootstrap, which drops a handle between most of its steps, lost a
+/// third of its speed that way.
+pub(crate) fn flush_closes(flush: rsyscall_handle::CloseFlush) {
+    static DELAYED: OnceLock<Option<&'static Delayed>> = OnceLock::new();
+    let delayed = DELAYED.get_or_init(|| {
+        let delayed: &'static Delayed = Box::leak(Box::new(Delayed {
+            queue: Mutex::new(std::collections::VecDeque::new()),
+            added: std::sync::Condvar::new(),
+        }));
+        let started = std::thread::Builder::new()
+            .name("rsyscall-closer".into())
+            .spawn(move || {
+                if let Err(e) = nix::sys::signal::pthread_sigmask(
+                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                    Some(&nix::sys::signal::SigSet::all()),
+                    None,
+                ) {
+                    log::error!("rsyscall closer: blocking signals failed: {e}");
+                }
+                wait_out_delays(delayed)
+            });
+        match started {
+            Ok(_) => Some(delayed),
+            Err(e) => {
+                log::warn!("rsyscall closer thread unavailable ({e}); flushing at once");
+                None
+            }
         }
     });
+    match delayed {
+        Some(delayed) => {
+            let mut queue = delayed.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = queue.is_empty();
+            queue.push_back((std::time::Instant::now() + CLOSE_FLUSH_DELAY, flush));
+            if was_empty {
+                delayed.added.notify_one();
+            }
+        }
+        None => spawn(flush.run()),
+    }
+}
+
+/// The closer thread: hands each flush whose delay has passed to the reaper if its closes
+/// are still queued, and drops it otherwise; never returns.
+fn wait_out_delays(delayed: &'static Delayed) -> ! {
+    let mut queue = delayed.queue.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let Some(&(due, _)) = queue.front() else {
+            queue = delayed.added.wait(queue).unwrap_or_else(|e| e.into_inner());
+            continue;
+        };
+        let now = std::time::Instant::now();
+        if due > now {
+            queue = delayed
+                .added
+                .wait_timeout(queue, due - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            continue;
+        }
+        let Some((_, flush)) = queue.pop_front() else {
+            continue;
+        };
+        drop(queue);
+        if flush.needed() {
+            spawn(flush.run());
+        } else {
+            drop(flush);
+        }
+        queue = delayed.queue.lock().unwrap_or_else(|e| e.into_inner());
+    }
 }

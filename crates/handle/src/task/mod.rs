@@ -330,7 +330,6 @@ impl Task {
         // If this future is dropped, the closes not sent yet go back to the queue (the one
         // in flight is never retried: once it ran, its number may name a new fd).
         let table = self.fd_table();
-        table.flush_started();
         let mut queue = Requeue {
             fds: table.take_pending(),
             sending: None,
