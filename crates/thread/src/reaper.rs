@@ -3,7 +3,8 @@
 //! The service thread reaps the local process's abandoned children with a plain `waitid`.
 //! A child of a remote thread can only be reaped by that thread, with a syscall sent over
 //! its connection, which is async. So such waits run here instead: on one thread, under
-//! `async_io::block_on`, every pending job polled whenever any of them is woken. There are
+//! `futures_lite`'s `block_on` (not async-io's, which would take the reactor from the
+//! program's threads), every pending job polled whenever any of them is woken. There are
 //! few jobs at a time, and each ends once its child has been reaped or its parent is gone.
 //!
 //! The same thread finishes the critical parts of operations whose futures were dropped
@@ -45,7 +46,13 @@ fn jobs() -> Result<&'static Mutex<Jobs>, &'static std::io::Error> {
                 ) {
                     log::error!("rsyscall reaper: blocking signals failed: {e}");
                 }
-                async_io::block_on(run(jobs))
+                // Not async-io's `block_on`: that one takes the reactor whenever it can and
+                // keeps it for up to 500 µs after each wakeup, and meanwhile every I/O event
+                // of the program's own threads reaches them through this one, a wakeup more
+                // each (a bootstrap ran a quarter slower). The jobs' I/O and timers are
+                // served by whoever drives the reactor: the program's `block_on`, or
+                // async-io's own thread.
+                futures_lite::future::block_on(run(jobs))
             })?;
         Ok(jobs)
     })
