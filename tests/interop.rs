@@ -12,7 +12,7 @@ use futures_lite::future::{self, poll_once};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use rsyscall::handle::LocalFileDescriptor;
 use rsyscall::thread::AsyncFileDescriptor;
-use rsyscall::{AF, CLONE, SOCK, SockType, Thread, local_thread};
+use rsyscall::{AF, CLONE, FileDescriptor, SOCK, SockType, Thread, local_thread};
 use rsyscall_tests::rng::{Rng, seed};
 use rsyscall_tests::tasks::{exit_cleanly, on_local_and_child, run};
 use rsyscall_tests::tmp::TempDir;
@@ -251,6 +251,38 @@ fn dropping_write_ends_on_a_root_epoller_gives_a_waiting_reader_end_of_file() {
         }
         thread.exit(0).await.expect("exit");
         launcher.check().await.expect("the launcher");
+    });
+}
+
+#[test]
+fn a_dropped_write_end_is_closed_through_a_live_sharer_of_its_table() {
+    run(async {
+        // p and c share one fd table; p's task is made first, then p exits: the close
+        // must go out through c, the task of the table that can still send.
+        let p = local_thread().clone(CLONE::empty()).await.expect("clone p");
+        let c = p
+            .clone(CLONE::FILES)
+            .await
+            .expect("clone c sharing p's table");
+        let pipe = c.pipe().await.expect("pipe");
+        let mut r = c.make_afd(pipe.read, true).await.expect("make_afd");
+        let plain = FileDescriptor::for_task(&pipe.write, p.task()).expect("p's handle");
+        drop(pipe.write);
+        let exited = p.exit(0).await.expect("p exits");
+        exited.check().await.expect("p's end");
+        let writer_goes = async move {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            drop(plain);
+        };
+        let mut got = Vec::new();
+        let (read, ()) = within(
+            "read_to_end once the write end is dropped",
+            future::zip(r.read_to_end(&mut got), writer_goes),
+        )
+        .await;
+        assert_eq!(read.expect("read_to_end"), 0);
+        drop(r);
+        exit_cleanly(c, "c").await;
     });
 }
 

@@ -25,33 +25,37 @@ use crate::error::Result;
 use crate::task::Task;
 
 /// A table's queued closes, handed to the close flusher (see [`set_close_flusher`]) when
-/// the first of them was queued. It holds the table and a task of it weakly: a pending
-/// flush never keeps a task, or its connection, alive. Until it is run or dropped, later
-/// closes of the table join it.
+/// the first of them was queued. It holds the table weakly, and picks a task to send the
+/// closes through only when it runs: a pending flush never keeps a task, or its
+/// connection, alive. Until it is run or dropped, later closes of the table join it.
 pub struct CloseFlush {
     table: std::sync::Weak<FdTableState>,
-    task: crate::task::WeakTask,
+    /// Set by [`CloseFlush::run`]: then dropping it schedules nothing.
+    ran: bool,
 }
 
 impl CloseFlush {
     /// Whether closes are still queued (the table's next syscall sends them itself, and
-    /// may have done so already) and a task can still send them: if not, drop this.
+    /// may have done so already) and a task of the table can send them now: if not, drop
+    /// this.
     pub fn needed(&self) -> bool {
-        let queued = self
-            .table
+        self.table
             .upgrade()
-            .is_some_and(|t| t.has_pending.load(Ordering::Acquire));
-        queued && self.task.is_alive()
+            .is_some_and(|t| t.has_pending.load(Ordering::Acquire) && t.sender().is_some())
     }
 
-    /// Sends the queued closes through a task of the table (see [`Task::flush_closes`]).
-    pub async fn run(self) {
-        let task = self.task.upgrade();
+    /// Sends the queued closes through a task of the table that can send now (see
+    /// [`Task::flush_closes`]).
+    pub async fn run(mut self) {
+        self.ran = true;
+        let table = self.table.upgrade();
         // Closes queued from now on need a flush of their own.
         drop(self);
-        if let Some(task) = task
-            && let Err(e) = task.flush_closes().await
-        {
+        let Some(table) = table else { return };
+        table.flush_scheduled.store(false, Ordering::Release);
+        let Some(task) = table.sender() else { return };
+        drop(table);
+        if let Err(e) = task.close_queued().await {
             log::debug!("closing dropped handles' fds: {e}");
         }
     }
@@ -59,8 +63,16 @@ impl CloseFlush {
 
 impl Drop for CloseFlush {
     fn drop(&mut self) {
+        if self.ran {
+            return;
+        }
         if let Some(table) = self.table.upgrade() {
             table.flush_scheduled.store(false, Ordering::Release);
+            // A close queued while this was being given up found the flag still set and
+            // scheduled nothing: it needs a flush of its own.
+            if table.has_pending.load(Ordering::Acquire) {
+                table.schedule_flush();
+            }
         }
     }
 }
@@ -147,13 +159,13 @@ impl FdTableState {
         users.push(task.downgrade());
     }
 
-    /// A live task that uses this table now, if any.
-    fn user(&self) -> Option<Task> {
+    /// A live task that uses this table now and can send a request now, if any.
+    fn sender(&self) -> Option<Task> {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         users
             .iter()
             .filter_map(crate::task::WeakTask::upgrade)
-            .find(|t| t.fd_table().id() == self.id)
+            .find(|t| t.fd_table().id() == self.id && t.sysif().can_send_now())
     }
 
     /// Has the closes queued here sent soon by the close flusher, if one is installed,
@@ -165,13 +177,15 @@ impl FdTableState {
         if self.flush_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        match self.user() {
-            Some(task) if !task.sysif().is_hung_up() => take(CloseFlush {
+        if self.sender().is_some() {
+            take(CloseFlush {
                 table: Arc::downgrade(self),
-                task: task.downgrade(),
-            }),
-            // Nothing can reach the table: its fds go with its process.
-            _ => self.flush_scheduled.store(false, Ordering::Release),
+                ran: false,
+            });
+        } else {
+            // Nothing can reach the table now: its next syscall (after a reconnect, say)
+            // sends the closes, or they go with its process.
+            self.flush_scheduled.store(false, Ordering::Release);
         }
     }
 
@@ -225,36 +239,43 @@ impl FdTableState {
         if fds.is_empty() {
             return;
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.extend_from_slice(fds);
-        self.has_pending.store(true, Ordering::Release);
-        for &fd in fds {
-            self.finish_closing(fd);
+        let waiters = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.extend_from_slice(fds);
+            self.has_pending.store(true, Ordering::Release);
+            // Out of the closes in flight while the queue is still locked, so that
+            // `has_handle` never sees them in neither.
+            let mut waiters = Vec::new();
+            for &fd in fds {
+                waiters.extend(self.end_closing(fd));
+            }
+            waiters
+        };
+        for w in waiters {
+            w.wake();
         }
     }
 
     /// Records that the close of `fd` a flush took is over (sent, at least: a close whose
     /// request went out runs before any later request on its connection).
     pub(crate) fn close_done(&self, fd: near::FileDescriptor) {
-        self.finish_closing(fd);
+        for w in self.end_closing(fd) {
+            w.wake();
+        }
     }
 
-    fn finish_closing(&self, fd: near::FileDescriptor) {
-        let waiters = {
-            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = closing.fds.iter().position(|&f| f == fd) {
-                closing.fds.swap_remove(i);
-            }
-            self.closing_count
-                .store(closing.fds.len(), Ordering::Release);
-            if closing.fds.is_empty() {
-                std::mem::take(&mut closing.waiters)
-            } else {
-                Vec::new()
-            }
-        };
-        for w in waiters {
-            w.wake();
+    /// Takes `fd` out of the closes in flight; returns the waiters to wake if none is left.
+    fn end_closing(&self, fd: near::FileDescriptor) -> Vec<std::task::Waker> {
+        let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = closing.fds.iter().position(|&f| f == fd) {
+            closing.fds.swap_remove(i);
+        }
+        self.closing_count
+            .store(closing.fds.len(), Ordering::Release);
+        if closing.fds.is_empty() {
+            std::mem::take(&mut closing.waiters)
+        } else {
+            Vec::new()
         }
     }
 
@@ -276,6 +297,11 @@ impl FdTableState {
         .await
     }
 
+    /// Whether closes are queued.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.has_pending.load(Ordering::Acquire)
+    }
+
     /// How many closes are queued.
     pub fn pending_closes(&self) -> usize {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -291,22 +317,19 @@ impl FdTableState {
             .unwrap_or_else(|e| e.into_inner())
             .get(&fd.as_raw())
             .is_some_and(|&n| n > 0);
-        // The queue before the closes in flight: a close moves from the first to the
-        // second under the queue's lock, so it cannot slip between the two looks.
-        let queued = || {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&fd)
-        };
-        let in_flight = || {
-            self.closing
+        if live {
+            return true;
+        }
+        // Both looks under the queue's lock: a close moves between the queue and the
+        // closes in flight (either way) only under it.
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.contains(&fd)
+            || self
+                .closing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .fds
                 .contains(&fd)
-        };
-        live || queued() || in_flight()
     }
 
     fn add_handle(&self, fd: near::FileDescriptor) {

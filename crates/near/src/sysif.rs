@@ -148,6 +148,13 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether a request made now would go out now: not hung up, and (for an interface
+    /// that can be disconnected and reconnected, such as a persistent thread's) connected.
+    /// Background work that must not wait for a reconnect checks this first.
+    fn can_send_now(&self) -> bool {
+        !self.is_hung_up()
+    }
+
     /// Takes `keep` (memory lent to a request whose future was dropped before its result
     /// came) and drops it once every request made so far through this interface is over;
     /// leaks it if that can never be known (the connection was lost). The default leaks

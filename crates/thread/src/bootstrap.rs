@@ -225,6 +225,9 @@ impl Thread {
         let pidfd = self.thread_to_local(&theirs).await?;
         drop(theirs);
         let envp = command.environment(&self.inner.environ.read());
+        // The program gets the table as it is: no fd whose handle is gone (the pidfd just
+        // dropped included) may be passed on.
+        task.prepare_to_copy().await;
         // One allocation and one write: the marker name (16 bytes, NUL-padded), room for
         // the name to restore (16 bytes), then path, argv and envp.
         let mut prefix = [0u8; 32];

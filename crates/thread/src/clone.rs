@@ -245,8 +245,9 @@ impl Thread {
         // Closes queued on our table go out first. A child without CLONE_FILES would
         // otherwise inherit copies of fds whose handles are gone, and a loop of
         // clone+exec+wait, which leaves each child's pidfd to be closed and may make no
-        // other syscall here, would grow the table without bound.
-        task.prepare().await;
+        // other syscall here, would grow the table without bound. Closes in flight from
+        // another flush are waited for too.
+        task.prepare_to_copy().await;
         // The child will hold a copy of (or share) this thread's table, and so its server
         // socket: end of file on that socket no longer tells this thread's death.
         self.start_lazy_helper().await?;

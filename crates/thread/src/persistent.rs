@@ -295,6 +295,11 @@ impl SyscallInterface for Reconnecting {
         slot.dead || slot.conn.as_ref().is_some_and(|c| c.is_hung_up())
     }
 
+    fn can_send_now(&self) -> bool {
+        let slot = lock(&self.slot);
+        !slot.dead && slot.conn.as_ref().is_some_and(|c| c.can_send_now())
+    }
+
     fn set_label(&self, label: near::ThreadLabel) {
         *lock(&self.label) = label;
         if let Some(c) = &lock(&self.slot).conn {

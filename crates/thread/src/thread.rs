@@ -709,6 +709,9 @@ impl ChildThread {
             Some(envp) => envp,
             None => command.environment(&thread.inner.environ.read()),
         };
+        // The program gets the table as it is: closes queued (or in flight from another
+        // flush) go out first, so it inherits no fd whose handle is gone.
+        task.prepare_to_copy().await;
         // One allocation and one write for everything: a prefix with the sigaction for the
         // SIGPIPE reset (32 zero bytes: SIG_DFL, no flags, empty mask) and the empty signal
         // mask (8 zero bytes), then path, argv and envp.

@@ -772,8 +772,9 @@ impl FileDescriptor {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a negative `n`, flags
-    /// other than `O::CLOEXEC`, or `n` already open (nothing stays open then); `EBADF`,
-    /// `EMFILE` (`n` is not below `RLIMIT_NOFILE`), `EINVAL`. See fcntl(2).
+    /// other than `O::CLOEXEC`, or `n` already open (nothing stays open then); `EINVAL`
+    /// (`n` is not below `RLIMIT_NOFILE`), `EMFILE` (no number from `n` up is free),
+    /// `EBADF`. See fcntl(2).
     pub async fn dup_at(&self, n: near::FileDescriptor, flags: O) -> Result<FileDescriptor> {
         const WHAT: &str = "FileDescriptor::dup_at";
         if n.as_raw() < 0 {

@@ -320,12 +320,38 @@ impl Task {
     /// Performs the closes queued by dropped handles of this task's table, and waits for
     /// those another flush took (the close flusher's, or another task's) to be done: when
     /// it returns, every close queued before the call has run, or at least gone out on its
-    /// connection.
+    /// connection. Before a syscall that copies the table or hands it to a program
+    /// (`clone` without `CLONE_FILES`, `unshare(CLONE_FILES)`, `execve`), use
+    /// [`Task::prepare_to_copy`], which does this.
+    ///
+    /// Another task sharing this table may have a close in flight behind a syscall of its
+    /// own that blocks (a `read` of an empty pipe): this then waits for that syscall.
     ///
     /// # Errors
     /// The first close that failed (the others are still attempted). A lost connection is
     /// not an error: the table's fds went with the process.
     pub async fn flush_closes(&self) -> Result<()> {
+        let table = self.fd_table();
+        let mut first = Ok(());
+        // A few rounds at most: a flush that was dropped, or could not send, puts its
+        // closes back, and they are ours to send then; a task that cannot send leaves them
+        // queued for one that can.
+        for _ in 0..4 {
+            let r = self.close_queued().await;
+            if first.is_ok() {
+                first = r;
+            }
+            table.closes_finished().await;
+            if !table.has_pending() || !self.sysif().can_send_now() {
+                break;
+            }
+        }
+        first
+    }
+
+    /// Performs the closes queued on this table now, without waiting for those another
+    /// flush has in flight (see [`Task::flush_closes`]).
+    pub(crate) async fn close_queued(&self) -> Result<()> {
         let mut first = Ok(());
         // If this future is dropped, the closes not sent yet go back to the queue (the one
         // in flight is never retried: once it ran, its number may name a new fd).
@@ -341,6 +367,12 @@ impl Task {
             // nothing else owns it.
             let r = unsafe { near::close(self.sysif(), fd) }.await;
             queue.sending = None;
+            if let Err(SyscallError::NotSent(_)) = r {
+                // Never sent, so never run: the fd is still open, and another task of the
+                // table (or this one, reconnected) closes it later.
+                table.requeue(&[fd]);
+                continue;
+            }
             table.close_done(fd);
             match r {
                 Ok(()) | Err(SyscallError::Hangup) => {}
@@ -351,16 +383,26 @@ impl Task {
                 }
             }
         }
-        drop(queue);
-        table.closes_finished().await;
         first
     }
 
     /// Performs the closes queued on this task's fd table and the unmaps queued on its
     /// address space, as every syscall method here does first. For code that makes raw
-    /// syscalls through [`Task::sysif`], or that copies the table. A failure there is
-    /// logged, not reported to an unrelated caller.
+    /// syscalls through [`Task::sysif`]. A failure there is logged, not reported to an
+    /// unrelated caller. It does not wait for closes another flush has in flight: no
+    /// ordinary syscall depends on them.
     pub async fn prepare(&self) {
+        if let Err(e) = self.close_queued().await {
+            log::debug!("queued close failed: {e}");
+        }
+        self.memory().reclaim().await;
+    }
+
+    /// [`Task::prepare`], waiting as [`Task::flush_closes`] does for every close queued
+    /// before: for code that then copies the fd table or hands it to a program (`clone`
+    /// without `CLONE_FILES`, `unshare(CLONE_FILES)`, `execve`), which must not pass on an
+    /// fd whose handle is gone.
+    pub async fn prepare_to_copy(&self) {
         if let Err(e) = self.flush_closes().await {
             log::debug!("queued close failed: {e}");
         }

@@ -134,7 +134,7 @@ impl Task {
     /// # Errors
     /// `ENOMEM`, `EMFILE`. See unshare(2).
     pub async fn unshare_files(&self) -> Result<()> {
-        self.prepare().await;
+        self.prepare_to_copy().await;
         let old = self.fd_table();
         let generation = old.generation();
         near::unshare(self.sysif(), CLONE::FILES)
