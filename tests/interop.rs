@@ -26,6 +26,24 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     .await
 }
 
+/// Reads `r` to end of file while `writer` is dropped 50 ms after the read began (so the
+/// reader is waiting by then, with no syscall after the drop); returns what was read.
+async fn read_to_eof_as_writer_goes<W: Send + 'static>(
+    r: &mut AsyncFileDescriptor,
+    writer: W,
+    what: &str,
+) -> Vec<u8> {
+    let writer_goes = async move {
+        async_io::Timer::after(Duration::from_millis(50)).await;
+        drop(writer);
+    };
+    let mut got = Vec::new();
+    let (read, ()) = within(what, future::zip(r.read_to_end(&mut got), writer_goes)).await;
+    let n = read.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(n, got.len(), "{what}");
+    got
+}
+
 /// A pipe in `thread`, both ends made async: (read end, write end).
 async fn afd_pipe(thread: &Thread) -> (AsyncFileDescriptor, AsyncFileDescriptor) {
     let pipe = thread.pipe().await.expect("pipe");
@@ -145,19 +163,10 @@ fn a_poll_read_given_up_keeps_its_bytes_for_the_next() {
 fn dropping_the_writing_end_gives_a_waiting_reader_end_of_file() {
     on_local_and_child(|thread, label| async move {
         let (mut r, w) = afd_pipe(&thread).await;
-        let mut got = Vec::new();
         // The reader waits for data first; then the writing end goes, with no other syscall
         // on the table after it: its close must not wait for one.
-        let writer_goes = async move {
-            async_io::Timer::after(Duration::from_millis(50)).await;
-            drop(w);
-        };
-        let (read, ()) = within(
-            "read_to_end once the writing end is dropped",
-            future::zip(r.read_to_end(&mut got), writer_goes),
-        )
-        .await;
-        assert_eq!(read.expect("read_to_end"), 0, "{label}");
+        let got = read_to_eof_as_writer_goes(&mut r, w, label).await;
+        assert!(got.is_empty(), "{label}");
     });
 }
 
@@ -167,20 +176,10 @@ fn dropping_a_local_write_end_gives_a_waiting_reader_end_of_file() {
         let thread = local_thread();
         let pipe = thread.pipe().await.expect("pipe");
         let mut r = thread.make_afd(pipe.read, true).await.expect("make_afd");
-        let write_end = pipe.write;
         // A plain handle of the local table, dropped while the reader waits and with no
         // syscall after it: its fd must be closed by the drop itself.
-        let writer_goes = async move {
-            async_io::Timer::after(Duration::from_millis(50)).await;
-            drop(write_end);
-        };
-        let mut got = Vec::new();
-        let (read, ()) = within(
-            "read_to_end once the local write end is dropped",
-            future::zip(r.read_to_end(&mut got), writer_goes),
-        )
-        .await;
-        assert_eq!(read.expect("read_to_end"), 0);
+        let got = read_to_eof_as_writer_goes(&mut r, pipe.write, "the local write end").await;
+        assert!(got.is_empty());
     });
 }
 
@@ -198,17 +197,7 @@ fn dropping_a_plain_write_end_of_a_child_table_gives_a_waiting_reader_end_of_fil
             .expect("write");
         // The reader takes what was written and waits again; then the plain handle of the
         // child's table goes, with no syscall on that table after it.
-        let writer_goes = async move {
-            async_io::Timer::after(Duration::from_millis(50)).await;
-            drop(write_end);
-        };
-        let mut got = Vec::new();
-        let (read, ()) = within(
-            "read_to_end once the child's write end is dropped",
-            future::zip(r.read_to_end(&mut got), writer_goes),
-        )
-        .await;
-        assert_eq!(read.expect("read_to_end"), 6);
+        let got = read_to_eof_as_writer_goes(&mut r, write_end, "the child's write end").await;
         assert_eq!(got, b"before");
         drop(r);
         exit_cleanly(child, "child").await;
@@ -233,21 +222,9 @@ fn dropping_write_ends_on_a_root_epoller_gives_a_waiting_reader_end_of_file() {
                 drop(w);
                 Box::new(plain)
             };
-            let writer_goes = async move {
-                async_io::Timer::after(Duration::from_millis(50)).await;
-                drop(writer);
-            };
-            let mut got = Vec::new();
-            let (read, ()) = within(
-                "read_to_end once the write end is dropped",
-                future::zip(r.read_to_end(&mut got), writer_goes),
-            )
-            .await;
-            assert_eq!(
-                read.expect("read_to_end"),
-                0,
-                "async writer: {async_writer}"
-            );
+            let what = format!("async writer: {async_writer}");
+            let got = read_to_eof_as_writer_goes(&mut r, writer, &what).await;
+            assert!(got.is_empty(), "{what}");
         }
         thread.exit(0).await.expect("exit");
         launcher.check().await.expect("the launcher");
@@ -270,17 +247,8 @@ fn a_dropped_write_end_is_closed_through_a_live_sharer_of_its_table() {
         drop(pipe.write);
         let exited = p.exit(0).await.expect("p exits");
         exited.check().await.expect("p's end");
-        let writer_goes = async move {
-            async_io::Timer::after(Duration::from_millis(50)).await;
-            drop(plain);
-        };
-        let mut got = Vec::new();
-        let (read, ()) = within(
-            "read_to_end once the write end is dropped",
-            future::zip(r.read_to_end(&mut got), writer_goes),
-        )
-        .await;
-        assert_eq!(read.expect("read_to_end"), 0);
+        let got = read_to_eof_as_writer_goes(&mut r, plain, "p's write end").await;
+        assert!(got.is_empty());
         drop(r);
         exit_cleanly(c, "c").await;
     });
