@@ -689,7 +689,7 @@ impl Thread {
             Err(Unmonitored { error, reap }) => {
                 match reap {
                     // Killed: the stack goes once the child is reaped.
-                    Some((parent, pidfd)) => reap_killed(parent, pidfd, Box::new(stack.mem)),
+                    Some(process) => reap_killed(process, Box::new(stack.mem)),
                     None => std::mem::forget(stack),
                 }
                 Err(error)
@@ -850,7 +850,7 @@ impl Thread {
             Ok(m) => m,
             Err(Unmonitored { error, reap }) => {
                 match reap {
-                    Some((parent, pidfd)) => reap_killed(parent, pidfd, Box::new(mem)),
+                    Some(process) => reap_killed(process, Box::new(mem)),
                     None => std::mem::forget(mem),
                 }
                 return Err(error);
@@ -903,7 +903,10 @@ impl Thread {
                 Err(error) => {
                     let _ =
                         near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
-                    return Err(Unmonitored::reap(error, task, pidfd));
+                    return Err(Unmonitored::reap(
+                        error,
+                        ChildProcess::new(task, pid, pidfd),
+                    ));
                 }
             };
             let process = ChildProcess::new(task, pid, pidfd);
@@ -918,7 +921,7 @@ impl Thread {
             Err(error) => {
                 let _ = near::pidfd_send_signal(task.sysif(), pidfd.near(), Signal::SIGKILL).await;
                 return Err(match waiter {
-                    None => Unmonitored::reap(error, task, pidfd),
+                    None => Unmonitored::reap(error, ChildProcess::new(task, pid, pidfd)),
                     // Its parent has no pidfd for it yet.
                     Some(_) => Unmonitored::error(error),
                 });
@@ -941,7 +944,10 @@ impl Thread {
                         // When the parent shares our table, the local pidfd is its own.
                         return Err(if waiter.uses_local_table() {
                             match FileDescriptor::from_owned_fd(waiter.task(), local_pidfd) {
-                                Ok(fd) => Unmonitored::reap(error, waiter.task(), fd),
+                                Ok(fd) => Unmonitored::reap(
+                                    error,
+                                    ChildProcess::new(waiter.task(), pid, fd),
+                                ),
                                 Err(_) => Unmonitored::error(error),
                             }
                         } else {
@@ -956,25 +962,24 @@ impl Thread {
             Ok(m) => Ok(m),
             Err((error, process)) => {
                 let _ = process.kill(Signal::SIGKILL).await;
-                let parent = process.parent().clone();
-                Err(Unmonitored::reap(error, &parent, process.pidfd().clone()))
+                Err(Unmonitored::reap(error, process))
             }
         }
     }
 }
 
-/// A just-cloned child that got no monitor: why, and, if it can be reaped, its parent's
-/// task and its pidfd in that task's table. The child has been sent `SIGKILL`.
+/// A just-cloned child that got no monitor: why, and, if it can be reaped, the child as
+/// its parent waits for it. The child has been sent `SIGKILL`.
 struct Unmonitored {
     error: Error,
-    reap: Option<(Task, FileDescriptor)>,
+    reap: Option<ChildProcess>,
 }
 
 impl Unmonitored {
-    fn reap(error: Error, parent: &Task, pidfd: FileDescriptor) -> Unmonitored {
+    fn reap(error: Error, process: ChildProcess) -> Unmonitored {
         Unmonitored {
             error,
-            reap: Some((parent.clone(), pidfd)),
+            reap: Some(process),
         }
     }
 
@@ -983,34 +988,11 @@ impl Unmonitored {
     }
 }
 
-/// Reaps, in the background, a killed child whose monitor could not be made, by polling
-/// `waitid` through its parent (registering anything may need the very fds that ran out),
-/// then drops `keep`, the memory it ran on. If the child cannot be waited for (reaped by
-/// someone else, or its parent gone), `keep` is leaked: the child may still run on it.
-fn reap_killed(parent: Task, pidfd: FileDescriptor, keep: Box<dyn std::any::Any + Send>) {
-    crate::reaper::spawn(async move {
-        let mut pause = std::time::Duration::from_millis(1);
-        loop {
-            match parent
-                .waitid(WaitId::PidFd(&pidfd), W::EXITED | W::NOHANG)
-                .await
-            {
-                Ok(Some(_)) => {
-                    drop(keep);
-                    return;
-                }
-                Ok(None) => {
-                    async_io::Timer::after(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
-                }
-                Err(e) => {
-                    log::debug!("reaping a child that got no monitor: {e}");
-                    std::mem::forget(keep);
-                    return;
-                }
-            }
-        }
-    });
+/// Has `process`, a killed child whose monitor could not be made, reaped in the
+/// background, then drops `keep`, the memory it ran on: the monitor's own abandonment,
+/// with the child polled (registering anything may need the very fds that ran out).
+fn reap_killed(process: ChildProcess, keep: Box<dyn std::any::Any + Send>) {
+    AsyncChildProcess::polled(process, "rsyscall thread".into()).abandon(Signal::SIGKILL, keep);
 }
 
 /// The namespaces of a child cloned with `flags` from a thread in `ns` whose children go
