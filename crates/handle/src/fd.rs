@@ -118,8 +118,6 @@ pub struct FdTableState {
     /// whoever took it (a close must never be seen as done, by a clone copying the table
     /// say, while another flush still has it in flight).
     closing: Mutex<Closing>,
-    /// How many closes `closing` holds, read without its lock.
-    closing_count: std::sync::atomic::AtomicUsize,
 }
 
 /// See [`FdTableState::closing`].
@@ -148,7 +146,6 @@ impl FdTableState {
             users: Mutex::new(Vec::new()),
             flush_scheduled: AtomicBool::new(false),
             closing: Mutex::new(Closing::default()),
-            closing_count: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -225,11 +222,11 @@ impl FdTableState {
         let fds = std::mem::take(&mut *pending);
         // In flight before the queue looks empty: a flush that finds nothing queued then
         // sees them in flight (both under the queue's lock).
-        let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
-        closing.fds.extend_from_slice(&fds);
-        self.closing_count
-            .store(closing.fds.len(), Ordering::Release);
-        drop(closing);
+        self.closing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fds
+            .extend_from_slice(&fds);
         self.has_pending.store(false, Ordering::Release);
         fds
     }
@@ -270,8 +267,6 @@ impl FdTableState {
         if let Some(i) = closing.fds.iter().position(|&f| f == fd) {
             closing.fds.swap_remove(i);
         }
-        self.closing_count
-            .store(closing.fds.len(), Ordering::Release);
         if closing.fds.is_empty() {
             std::mem::take(&mut closing.waiters)
         } else {
@@ -282,9 +277,6 @@ impl FdTableState {
     /// Waits until no close taken by a flush is in flight.
     pub(crate) async fn closes_finished(&self) {
         std::future::poll_fn(|cx| {
-            if self.closing_count.load(Ordering::Acquire) == 0 {
-                return std::task::Poll::Ready(());
-            }
             let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
             if closing.fds.is_empty() {
                 return std::task::Poll::Ready(());
@@ -308,8 +300,8 @@ impl FdTableState {
     }
 
     /// Whether some live handle (owned or borrowed) refers to `fd` in this table, or a
-    /// dropped handle's close of it is still queued or in flight: code that closes fds by number must
-    /// leave such an fd alone.
+    /// dropped handle's close of it is still queued or in flight: code that closes fds by
+    /// number must leave such an fd alone.
     pub fn has_handle(&self, fd: near::FileDescriptor) -> bool {
         let live = self
             .live
