@@ -37,15 +37,7 @@ fn jobs() -> Result<&'static Mutex<Jobs>, &'static std::io::Error> {
         std::thread::Builder::new()
             .name("rsyscall-reaper".into())
             .spawn(move || {
-                // Like the service thread: process-directed signals must go to the
-                // program's own threads, never here.
-                if let Err(e) = nix::sys::signal::pthread_sigmask(
-                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                    Some(&nix::sys::signal::SigSet::all()),
-                    None,
-                ) {
-                    log::error!("rsyscall reaper: blocking signals failed: {e}");
-                }
+                block_all_signals("reaper");
                 // Not async-io's `block_on`: that one takes the reactor whenever it can and
                 // keeps it for up to 500 µs after each wakeup, and meanwhile every I/O event
                 // of the program's own threads reaches them through this one, a wakeup more
@@ -58,6 +50,19 @@ fn jobs() -> Result<&'static Mutex<Jobs>, &'static std::io::Error> {
     })
     .as_ref()
     .copied()
+}
+
+/// Blocks every signal in the calling thread, one of the library's own (`who` names it in
+/// the log): process-directed signals must go to the program's threads, never there, and
+/// children cloned there inherit the full mask (exec resets it).
+pub(crate) fn block_all_signals(who: &str) {
+    if let Err(e) = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::all()),
+        None,
+    ) {
+        log::error!("rsyscall {who} thread: blocking signals failed: {e}");
+    }
 }
 
 /// Polls every job on each wakeup; never returns.
@@ -132,7 +137,7 @@ struct Delayed {
 /// returns only once every close queued before it is done) through a wakeup of the reaper
 /// and one back. A bootstrap, which drops a handle between most of its steps, lost a
 /// third of its speed that way.
-pub(crate) fn flush_closes(flush: rsyscall_handle::CloseFlush) {
+pub(crate) fn delay_close_flush(flush: rsyscall_handle::CloseFlush) {
     static DELAYED: OnceLock<Option<&'static Delayed>> = OnceLock::new();
     let delayed = DELAYED.get_or_init(|| {
         let delayed: &'static Delayed = Box::leak(Box::new(Delayed {
@@ -142,13 +147,7 @@ pub(crate) fn flush_closes(flush: rsyscall_handle::CloseFlush) {
         let started = std::thread::Builder::new()
             .name("rsyscall-closer".into())
             .spawn(move || {
-                if let Err(e) = nix::sys::signal::pthread_sigmask(
-                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                    Some(&nix::sys::signal::SigSet::all()),
-                    None,
-                ) {
-                    log::error!("rsyscall closer: blocking signals failed: {e}");
-                }
+                block_all_signals("closer");
                 wait_out_delays(delayed)
             });
         match started {

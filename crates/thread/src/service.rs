@@ -300,15 +300,7 @@ unsafe fn raw_clone(a: &CloneArgs) -> Result<Pid, SyscallError> {
 }
 
 fn run(svc: &'static Service) {
-    // Block every signal in this thread, so process-directed signals go to the program's
-    // own threads. Children cloned here inherit the full mask; exec resets it.
-    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask write only `set` and
-    // this thread's own mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+    crate::reaper::block_all_signals("service");
     // Children whose pidfd could not join the epoll instance: looked at every 100 ms.
     let mut unwatched: Vec<Watched> = Vec::new();
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];

@@ -254,7 +254,7 @@ impl Thread {
     ) -> Thread {
         // Every thread of another fd table is made here: from now on a dropped handle of
         // such a table has its close sent soon.
-        rsyscall_handle::set_close_flusher(crate::reaper::flush_closes);
+        rsyscall_handle::set_close_flusher(crate::reaper::delay_close_flush);
         Thread {
             inner: Arc::new(ThreadInner {
                 task,
