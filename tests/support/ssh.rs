@@ -387,11 +387,18 @@ exec {sshd} -i -f {config}
             sshd = sh_quote(&self.inner.sshd.display().to_string()),
             config = sh_quote(&self.sshd_config().display().to_string()),
         );
-        let script_path = self.inner.dir.join(format!("noexec-sshd-{}.sh", next_id()));
-        std::fs::write(&script_path, script).expect("writing the noexec sshd script");
+        self.mount_namespace_host("noexec", &unshare, &script)
+    }
+
+    /// A per-connection host whose sshd is run by `script` (which ends by exec'ing it) in a
+    /// private mount namespace made by `unshare`; `name` labels the target and the script.
+    fn mount_namespace_host(&self, name: &str, unshare: &Path, script: &str) -> SshTarget {
+        let script_path = self.inner.dir.join(format!("{name}-sshd-{}.sh", next_id()));
+        std::fs::write(&script_path, script)
+            .unwrap_or_else(|e| panic!("writing the {name} sshd script: {e}"));
         let user = self.user().to_string();
         self.target(
-            "noexec",
+            name,
             "user_key",
             &user,
             CONNECT_TIMEOUT_SECS,
@@ -431,24 +438,7 @@ exec {sshd} -i -f {config}
             sshd = sh_quote(&self.inner.sshd.display().to_string()),
             config = sh_quote(&self.sshd_config().display().to_string()),
         ));
-        let script_path = self
-            .inner
-            .dir
-            .join(format!("all-noexec-sshd-{}.sh", next_id()));
-        std::fs::write(&script_path, script).expect("writing the all-noexec sshd script");
-        let user = self.user().to_string();
-        self.target(
-            "allnoexec",
-            "user_key",
-            &user,
-            CONNECT_TIMEOUT_SECS,
-            &format!(
-                "    ProxyCommand {} -m --propagation private /bin/sh {}\n",
-                unshare.display(),
-                script_path.display()
-            ),
-            None,
-        )
+        self.mount_namespace_host("allnoexec", &unshare, &script)
     }
 
     /// A throwaway user (made with `useradd`, unique to this process, deleted when dropped)
