@@ -12,7 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
-use rsyscall::{CLONE, ChildThread, O, Thread, local_thread};
+use rsyscall::near::{AF, SockType};
+use rsyscall::{CLONE, ChildThread, O, SOCK, Thread, local_thread};
 use rsyscall_tests::procs::{self, open_fds_of};
 use rsyscall_tests::tasks::{exit_cleanly, run};
 
@@ -785,6 +786,92 @@ fn pipe_made_by_a_dropped_remote_syscall_is_closed() {
     })
 }
 
+/// The sockets `socketpair` writes into memory, for a future dropped after the request was
+/// sent, are closed once the syscall is over.
+#[test]
+fn socketpair_made_by_a_dropped_remote_syscall_is_closed() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let pair = || {
+            let t = t.duplicate();
+            async move {
+                t.task()
+                    .socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 0)
+                    .await
+            }
+        };
+        let check = || async {
+            let (a, b) = pair().await.expect("next socketpair");
+            t.task().write_bytes(&a, b"s").await.expect("write");
+            assert_eq!(t.task().read_bytes(&b, 1).await.expect("read"), b"s");
+        };
+        check().await;
+        drop_after_each_poll(
+            "socketpair on a child thread",
+            &t,
+            pair,
+            |r| async { drop(r.expect("socketpair")) },
+            check,
+        )
+        .await;
+        exit_cleanly(t, "child thread").await;
+    })
+}
+
+/// A failing `socketpair` writes the numbers it reserved before it failed, and frees them
+/// again. Its future dropped after sending, with a `pipe2` sent right behind it (which
+/// then gets those numbers): the failure's answer closes nothing, and the pipe works.
+#[test]
+fn failed_socketpair_dropped_after_sending_closes_nothing() {
+    let _serial = serial();
+    run(async {
+        let t = child_thread().await;
+        let task = t.task();
+        task.flush_closes().await.expect("flush closes");
+        // Keeps the child busy while the next requests queue up behind it.
+        let ts = task
+            .ptr(&[0i64, 200_000_000])
+            .await
+            .expect("timespec of 200 ms");
+        let req =
+            rsyscall::near::Request::new(libc::SYS_nanosleep, [ts.near().arg(), 0, 0, 0, 0, 0]);
+        // SAFETY: the timespec is a live allocation of the child's address space, kept
+        // until the sleep returned; nanosleep writes nothing with a null second argument.
+        let mut sleep = unsafe { task.sysif().syscall(req) };
+        assert!(
+            poll_at_most(&mut sleep, 1).await.is_none(),
+            "the sleep returned at once"
+        );
+        let mut failing = Box::pin(task.socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 2));
+        assert!(
+            poll_at_most(&mut failing, 1).await.is_none(),
+            "socketpair returned before the sleep did"
+        );
+        drop(failing);
+        let (slept, pipe) = futures_lite::future::zip(sleep, t.pipe()).await;
+        slept.expect("nanosleep");
+        let pipe = pipe.expect("pipe made behind the failed socketpair");
+        task.flush_closes().await.expect("flush closes");
+        let pid = task.pid().as_raw();
+        for fd in [&pipe.read, &pipe.write] {
+            let n = fd.near().as_raw();
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{n}"));
+            assert!(
+                target
+                    .as_ref()
+                    .is_ok_and(|p| p.to_string_lossy().starts_with("pipe:")),
+                "fd {n} of the pipe is {target:?}"
+            );
+        }
+        task.write_bytes(&pipe.write, b"p").await.expect("write");
+        assert_eq!(task.read_bytes(&pipe.read, 1).await.expect("read"), b"p");
+        drop(pipe);
+        drop(ts);
+        exit_cleanly(t, "child thread").await;
+    })
+}
+
 /// `dup` (`fcntl(F_DUPFD_CLOEXEC)`) on a child thread dropped after each poll: the copy it
 /// made is closed.
 #[test]
@@ -1063,5 +1150,148 @@ mod fake_server {
             server.read(&mut byte).is_err(),
             "a close was sent for nothing"
         );
+    }
+
+    /// Stands for memory kept for a dropped request: notes, when the connection drops it,
+    /// whether `cell` held a result by then.
+    struct SawResult {
+        cell: near::ResultCell,
+        /// `None` until dropped; then whether the result was recorded.
+        saw: Arc<std::sync::Mutex<Option<bool>>>,
+    }
+
+    impl Drop for SawResult {
+        fn drop(&mut self) {
+            *self.saw.lock().unwrap() = Some(self.cell.get().is_some());
+        }
+    }
+
+    /// Memory kept for a dropped request that records its result in `cell`, and what it
+    /// saw when freed.
+    fn saw_result(
+        cell: &near::ResultCell,
+    ) -> (Arc<std::sync::Mutex<Option<bool>>>, Box<SawResult>) {
+        let saw = Arc::new(std::sync::Mutex::new(None));
+        let keep = SawResult {
+            cell: cell.clone(),
+            saw: saw.clone(),
+        };
+        (saw, Box::new(keep))
+    }
+
+    #[test]
+    fn result_of_a_dropped_recorded_request_is_recorded_before_its_memory_is_freed() {
+        let _serial = serial();
+        let (conn, mut server) = connection();
+        let recorded = |cell: &near::ResultCell| {
+            // SAFETY: the server is this test, which runs nothing.
+            unsafe {
+                conn.syscall_recorded(Request::new(libc::SYS_socketpair, [0; 6]), cell.clone())
+            }
+        };
+        // Dropped after sending: recorded when the answer is read, before what was kept
+        // for it is freed.
+        let cell = near::ResultCell::new();
+        let mut a = recorded(&cell);
+        assert!(poll_now(&mut a).is_pending());
+        assert_eq!(next_request(&mut server).0, libc::SYS_socketpair);
+        drop(a);
+        let (saw, keep) = saw_result(&cell);
+        conn.keep_until_answered(keep);
+        let errno = -i64::from(libc::EPROTONOSUPPORT);
+        respond(&mut server, errno);
+        assert_eq!(cell.get(), None, "recorded before the answer was read");
+        let mut b = call(&conn, GETPID);
+        assert!(poll_now(&mut b).is_pending());
+        assert_eq!(
+            cell.get(),
+            Some(Err(near::SyscallError::Errno(near::Errno::EPROTONOSUPPORT)))
+        );
+        assert_eq!(
+            *saw.lock().unwrap(),
+            Some(true),
+            "the kept memory was not freed after the result was recorded"
+        );
+        assert_eq!(next_request(&mut server).0, GETPID);
+        respond(&mut server, 0);
+        assert_eq!(poll_now(&mut b), Poll::Ready(Ok(0)));
+
+        // Answered (read by another request), then dropped before taking its result.
+        let cell = near::ResultCell::new();
+        let mut driver = call(&conn, GETPID);
+        assert!(poll_now(&mut driver).is_pending());
+        let mut c = recorded(&cell);
+        assert!(poll_now(&mut c).is_pending());
+        assert_eq!(next_request(&mut server).0, GETPID);
+        assert_eq!(next_request(&mut server).0, libc::SYS_socketpair);
+        respond(&mut server, 0);
+        respond(&mut server, 0);
+        assert_eq!(poll_now(&mut driver), Poll::Ready(Ok(0)));
+        drop(c);
+        assert_eq!(cell.get(), Some(Ok(0)));
+
+        // Taken by its future: recorded too.
+        let cell = near::ResultCell::new();
+        let mut d = recorded(&cell);
+        assert!(poll_now(&mut d).is_pending());
+        assert_eq!(next_request(&mut server).0, libc::SYS_socketpair);
+        respond(&mut server, 0);
+        assert_eq!(poll_now(&mut d), Poll::Ready(Ok(0)));
+        assert_eq!(cell.get(), Some(Ok(0)));
+
+        // Lost with the connection: never recorded, and the memory never freed.
+        let cell = near::ResultCell::new();
+        let mut e = recorded(&cell);
+        assert!(poll_now(&mut e).is_pending());
+        assert_eq!(next_request(&mut server).0, libc::SYS_socketpair);
+        drop(e);
+        let (saw, keep) = saw_result(&cell);
+        conn.keep_until_answered(keep);
+        drop(server);
+        let mut f = call(&conn, GETPID);
+        let r = loop {
+            if let Poll::Ready(r) = poll_now(&mut f) {
+                break r;
+            }
+        };
+        assert!(r.is_err());
+        drop(f);
+        assert_eq!(cell.get(), None, "a result that never came was recorded");
+        assert_eq!(
+            *saw.lock().unwrap(),
+            None,
+            "freed although it may still run"
+        );
+    }
+
+    #[test]
+    fn cancelled_recorded_request_records_nothing() {
+        let _serial = serial();
+        let (conn, mut server) = connection();
+        // An in-band write larger than the socket takes keeps the next request unsent.
+        let data = vec![7u8; 4 << 20];
+        // SAFETY: the server is this test, which writes nothing anywhere.
+        let mut write = Box::pin(unsafe { conn.write_memory(Address::new(0x1000), &data) });
+        assert!(poll_now(&mut write).is_pending());
+        let cell = near::ResultCell::new();
+        // SAFETY: as above.
+        let mut b =
+            unsafe { conn.syscall_recorded(Request::new(libc::SYS_pipe2, [0; 6]), cell.clone()) };
+        assert!(poll_now(&mut b).is_pending());
+        drop(b);
+        let (nr, args) = next_request(&mut server);
+        assert_eq!(nr, libc::SYS_recvfrom);
+        let mut left = args[2] as usize;
+        let mut buf = vec![0u8; 64 << 10];
+        while left > 0 {
+            assert!(poll_now(&mut write).is_pending());
+            let n = server
+                .read(&mut buf[..left.min(64 << 10)])
+                .expect("read data");
+            left -= n;
+        }
+        respond(&mut server, args[2]);
+        assert_eq!(poll_now(&mut write), Poll::Ready(Ok(())));
+        assert_eq!(cell.get(), None, "a request never sent was recorded");
     }
 }

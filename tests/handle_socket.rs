@@ -921,3 +921,65 @@ fn socketpair_takes_the_arguments_of_socket() {
         );
     });
 }
+
+/// `pipe2(fds, O_CLOEXEC)` sent raw, without the queued closes every method sends first:
+/// the numbers of the new pipe, which no handle owns.
+async fn raw_pipe(task: &Task) -> [i32; 2] {
+    let out = task.ptr(&[-1i32, -1]).await.expect("room for two fds");
+    let req = rsyscall::near::Request::new(
+        libc::SYS_pipe2,
+        [out.near().arg(), i64::from(libc::O_CLOEXEC), 0, 0, 0, 0],
+    );
+    // SAFETY: the pointer is a live allocation of the task's address space with room for
+    // the two ints pipe2 writes; the new fds are closed by `raw_close` below.
+    unsafe { task.sysif().syscall(req) }.await.expect("pipe2");
+    out.read().await.expect("read the fds")
+}
+
+/// Closes fd `n` of `task`, made by [`raw_pipe`].
+async fn raw_close(task: &Task, n: i32) {
+    let req = rsyscall::near::Request::new(libc::SYS_close, [i64::from(n), 0, 0, 0, 0, 0]);
+    // SAFETY: `n` was made by `raw_pipe` and no handle or other code owns it.
+    unsafe { task.sysif().syscall(req) }.await.expect("close");
+}
+
+/// What fd `n` of process `pid` is, as /proc shows it (`None` if it is not open).
+fn fd_target(pid: i32, n: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/fd/{n}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// A failing `socketpair` writes the two numbers it reserved before it failed, and frees
+/// them again. Fds made at those numbers next, by anyone, are not ours to close: the
+/// failure must close nothing.
+#[test]
+fn failed_socketpair_closes_nothing() {
+    let _g = serial();
+    on_local_and_child(|thread: Thread, label| async move {
+        let task = thread.task();
+        task.flush_closes().await.expect("flush closes");
+        // Protocol 2 is refused after the kernel reserved (and wrote) the two lowest free
+        // numbers.
+        assert_errno(
+            task.socketpair(AF::UNIX, SockType::STREAM, SOCK::empty(), 2)
+                .await,
+            Errno::EPROTONOSUPPORT,
+            "protocol 2 for AF_UNIX",
+        );
+        // Another owner takes the lowest free numbers, those same two.
+        let [r, w] = raw_pipe(task).await;
+        // Anything the failure queued goes out now.
+        task.flush_closes().await.expect("flush closes");
+        let pid = task.pid().as_raw();
+        for n in [r, w] {
+            let target = fd_target(pid, n);
+            assert!(
+                target.as_deref().is_some_and(|t| t.starts_with("pipe:")),
+                "{label}: fd {n} of the other owner's pipe is {target:?}"
+            );
+        }
+        raw_close(task, r).await;
+        raw_close(task, w).await;
+    });
+}

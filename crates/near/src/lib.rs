@@ -49,7 +49,8 @@ pub use flags::{CLONE, IdType, MAP, MSG, O, PROT, SHUT, SOCK, Signal, W};
 pub use ids::{Address, FileDescriptor, MemoryMapping, Pid, ProcessGroup};
 pub use syscalls::*;
 pub use sysif::{
-    LocalSyscall, NotSent, Request, SyscallError, SyscallFuture, SyscallInterface, SyscallResult,
+    LocalSyscall, NotSent, Request, ResultCell, SyscallError, SyscallFuture, SyscallInterface,
+    SyscallResult,
 };
 pub use sysnames::{SYSCALL_NAMES, syscall_arg_count, syscall_name};
 pub use trace::{ThreadKind, ThreadLabel};

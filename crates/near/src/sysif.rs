@@ -135,6 +135,31 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
         unsafe { self.syscall(request) }
     }
 
+    /// Runs `request` like [`SyscallInterface::syscall`], and records its result in `cell`
+    /// as soon as it is known, whether or not the future is still there to return it. For
+    /// a syscall that writes something to memory even when it fails (`socketpair` writes
+    /// the fd numbers it reserved before it can fail, and frees them again): code that
+    /// acts on that memory after the future was dropped checks the cell first.
+    ///
+    /// An interface that frees memory given to [`SyscallInterface::keep_until_answered`]
+    /// must have recorded, by then, the result of every request sent this way before that
+    /// call (the result of a request never sent, or lost with the connection, is never
+    /// recorded). The default records the result when the future returns it: right for
+    /// interfaces whose syscalls are over before their future can be dropped, and for
+    /// those that never free kept memory.
+    ///
+    /// # Safety
+    /// As for [`SyscallInterface::syscall`].
+    unsafe fn syscall_recorded(&self, request: Request, cell: ResultCell) -> SyscallFuture<'_> {
+        // SAFETY: forwarded from the caller.
+        let fut = unsafe { self.syscall(request) };
+        Box::pin(async move {
+            let result = fut.await;
+            cell.set(result);
+            result
+        })
+    }
+
     /// Whether syscalls run in the calling process itself, in which case every address
     /// passed to them is an address in this process.
     fn is_local(&self) -> bool {
@@ -175,6 +200,30 @@ pub trait SyscallInterface: Send + Sync + fmt::Debug {
     /// itself.
     fn label(&self) -> ThreadLabel {
         ThreadLabel::UNLABELLED
+    }
+}
+
+/// Where a syscall interface records the result of one request as soon as it is known,
+/// even after the request's future was dropped (see
+/// [`SyscallInterface::syscall_recorded`]). Clones share the record; the first result set
+/// stays.
+#[derive(Debug, Clone, Default)]
+pub struct ResultCell(std::sync::Arc<std::sync::OnceLock<SyscallResult>>);
+
+impl ResultCell {
+    /// An empty cell.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `result`, unless a result was recorded already.
+    pub fn set(&self, result: SyscallResult) {
+        let _ = self.0.set(result);
+    }
+
+    /// The recorded result, if the request's result is known.
+    pub fn get(&self) -> Option<SyscallResult> {
+        self.0.get().copied()
     }
 }
 

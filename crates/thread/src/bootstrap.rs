@@ -467,6 +467,20 @@ impl near::SyscallInterface for WeakConnection {
         })
     }
 
+    unsafe fn syscall_recorded(
+        &self,
+        request: near::Request,
+        cell: near::ResultCell,
+    ) -> near::SyscallFuture<'_> {
+        let Some(conn) = self.0.upgrade() else {
+            return gone();
+        };
+        Box::pin(async move {
+            // SAFETY: forwarded from the caller.
+            unsafe { near::SyscallInterface::syscall_recorded(&*conn, request, cell) }.await
+        })
+    }
+
     fn set_label(&self, label: near::ThreadLabel) {
         if let Some(c) = self.0.upgrade() {
             near::SyscallInterface::set_label(&*c, label);

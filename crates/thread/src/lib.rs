@@ -165,7 +165,11 @@
 //!   returns (`openat`, `socket`, `accept4`, `fcntl(F_DUPFD)`, `epoll_create1`,
 //!   `pidfd_open`, `memfd_create`...) is closed by a `close` the connection sends when the
 //!   result arrives, and the two fds that `pipe2` or `socketpair` write are queued for
-//!   closing on their table. When the connection is lost
+//!   closing on their table if the syscall succeeded (the connection records the result
+//!   before it frees the memory: a failed `socketpair` leaves there the numbers it
+//!   reserved and freed again, which may name someone else's fds by then); in a process
+//!   with its own address space that memory cannot be read without waiting, so those two
+//!   fds are left open, close-on-exec. When the connection is lost
 //!   ([`SyscallError::Hangup`](rsyscall_near::SyscallError::Hangup)) the syscall may or may
 //!   not have run: see "Not covered".
 //! - **A syscall on the local thread** runs to completion within its first poll, so its

@@ -290,6 +290,15 @@ impl SyscallInterface for Reconnecting {
         Box::pin(self.forward(move |c| unsafe { c.syscall_new_fd(request) }))
     }
 
+    unsafe fn syscall_recorded(
+        &self,
+        request: Request,
+        cell: near::ResultCell,
+    ) -> SyscallFuture<'_> {
+        // SAFETY: as above. Only the attempt that is sent can record a result.
+        Box::pin(self.forward(move |c| unsafe { c.syscall_recorded(request, cell.clone()) }))
+    }
+
     fn is_hung_up(&self) -> bool {
         let slot = lock(&self.slot);
         slot.dead || slot.conn.as_ref().is_some_and(|c| c.is_hung_up())

@@ -42,6 +42,9 @@
 //!   without taking its result gets its fd closed: a `close` request nobody waits for is
 //!   queued when the result is read (or when the future is dropped, if it was read
 //!   already) and sent at once.
+//! - A request sent through [`SyscallInterface::syscall_recorded`] has its result recorded
+//!   as soon as it is read, whether or not its future is still there: before any memory
+//!   kept until then is freed.
 //! - Writes use `send(MSG_NOSIGNAL)`: a vanished server never raises `SIGPIPE` here.
 //! - Once the connection is lost every pending request fails with
 //!   [`SyscallError::Hangup`] after the responses already received are delivered; no
@@ -73,7 +76,7 @@ use std::time::{Duration, Instant};
 
 use async_io::Async;
 use rsyscall_near::{
-    Address, Errno, FileDescriptor, NotSent, Request, SyscallError, SyscallFuture,
+    Address, Errno, FileDescriptor, NotSent, Request, ResultCell, SyscallError, SyscallFuture,
     SyscallInterface, SyscallResult, ThreadLabel, trace,
 };
 use rsyscall_server::proto::RESPONSE_SIZE;
@@ -354,6 +357,8 @@ struct Slot {
     /// Its result is a new fd, to be closed if its future was dropped
     /// ([`SyscallInterface::syscall_new_fd`]).
     new_fd: bool,
+    /// Where its result is recorded on arrival ([`SyscallInterface::syscall_recorded`]).
+    record: Option<ResultCell>,
     /// Memory lent to this or earlier requests whose futures were dropped
     /// ([`SyscallInterface::keep_until_answered`]): dropped once this request is answered.
     keeps: Vec<Keep>,
@@ -479,6 +484,7 @@ impl State {
                 None => SlotState::Abandoned,
             },
             new_fd: false,
+            record: None,
             keeps: Vec::new(),
         });
         Ok(id)
@@ -630,6 +636,11 @@ impl State {
             let slot = &mut self.slots[idx];
             let in_sync = slot.expect.is_none_or(|n| n == ret);
             if in_sync {
+                // Recorded before any kept memory is freed (below, or later with a later
+                // request), which code acting on that memory relies on.
+                if let Some(cell) = slot.record.take() {
+                    cell.set(Errno::from_ret(ret).map_err(SyscallError::Errno));
+                }
                 // This request and every earlier one are over.
                 self.released.append(&mut slot.keeps);
             }
@@ -1242,6 +1253,12 @@ impl SyscallInterface for SyscallConnection {
         Box::pin(call)
     }
 
+    unsafe fn syscall_recorded(&self, request: Request, cell: ResultCell) -> SyscallFuture<'_> {
+        let mut call = Call::new(self, request, &[], 0, Vec::new());
+        call.record = Some(cell);
+        Box::pin(call)
+    }
+
     /// As the trait's default, except that a request refused because the connection was
     /// already lost stays [`SyscallError::Hangup`]: it was never sent, so it cannot have
     /// succeeded. Only a loss after the request was written counts as success.
@@ -1286,6 +1303,9 @@ struct Call<'a> {
     finished: bool,
     /// The result is a new fd ([`SyscallInterface::syscall_new_fd`]).
     new_fd: bool,
+    /// Where the result is recorded ([`SyscallInterface::syscall_recorded`]), handed to
+    /// the slot when the request is enqueued.
+    record: Option<ResultCell>,
     /// A successful run sends no response ([`SyscallInterface::syscall_no_response`]): a
     /// hangup after the request was enqueued is success.
     no_response: bool,
@@ -1310,6 +1330,7 @@ impl<'a> Call<'a> {
             id: None,
             finished: false,
             new_fd: false,
+            record: None,
             no_response: false,
             polled: false,
         }
@@ -1398,10 +1419,9 @@ impl Future for Call<'_> {
                     }
                 };
                 this.id = Some(id);
-                if this.new_fd
-                    && let Some(idx) = st.index(id)
-                {
-                    st.slots[idx].new_fd = true;
+                if let Some(idx) = st.index(id) {
+                    st.slots[idx].new_fd = this.new_fd;
+                    st.slots[idx].record = this.record.take();
                 }
                 if !had_unsent {
                     conn.flush(&mut st, &mut wakers);

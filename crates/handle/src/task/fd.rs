@@ -190,12 +190,14 @@ impl Task {
     }
 
     /// Room for the two fds `pipe2` or `socketpair` writes, `[-1, -1]` until then, with
-    /// the address to pass: lend the [`FdPairOut`] to the syscall.
+    /// the address to pass: lend the [`FdPairOut`] to the syscall, made to record its
+    /// result in [`FdPairOut::cell`].
     pub(crate) async fn fd_pair_out(&self) -> Result<(FdPairOut, near::Address)> {
         let (ptr, addr) = self.ptr_at(&[-1i32, -1]).await?;
         let out = FdPairOut {
             ptr: Some(ptr.into_pointer()),
             table: self.fd_table(),
+            cell: near::ResultCell::new(),
         };
         Ok((out, addr))
     }
@@ -241,8 +243,9 @@ impl Task {
     /// `EINVAL`, `EMFILE`, `ENFILE`. See pipe(2).
     pub async fn pipe2(&self, flags: O) -> Result<Pipe> {
         let (out, addr) = self.fd_pair_out().await?;
+        let cell = out.cell().clone();
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
-        let call = unsafe { near::pipe2(self.sysif(), addr, flags | O::CLOEXEC) };
+        let call = unsafe { near::pipe2(self.sysif(), addr, flags | O::CLOEXEC, &cell) };
         let ((), out) = self.lent("pipe2", out, call).await?;
         let (read, write) = self.own_pair(out.into_pointer()?.filled(8)?.0).await?;
         Ok(Pipe { read, write })
@@ -1064,15 +1067,24 @@ impl Task {
 /// Room for the two fds `pipe2` or `socketpair` writes, lent to the syscall: `[-1, -1]`
 /// until the kernel writes them. Dropped while lent (its syscall's future was dropped; the
 /// syscall interface drops it once the syscall is over, see
-/// [`InFlight`](crate::InFlight)), it queues the closes of the fds written there: nobody
-/// else knows them. Memory it cannot read without waiting (another address space) is
-/// left alone, and the fds with it.
+/// [`InFlight`](crate::InFlight)), it queues the closes of the fds written there if the
+/// syscall succeeded: nobody else knows them. Only then: a failed `socketpair` leaves
+/// there the numbers it reserved and freed again, which may name another owner's fds by
+/// now. Memory it cannot read without waiting (another address space), or a result that
+/// was never recorded, leaves the fds alone.
 pub(crate) struct FdPairOut {
     ptr: Option<Pointer<[i32; 2]>>,
     table: std::sync::Arc<FdTableState>,
+    /// Where the syscall records its result ([`near::SyscallInterface::syscall_recorded`]).
+    cell: near::ResultCell,
 }
 
 impl FdPairOut {
+    /// The cell the syscall must record its result in.
+    pub(crate) fn cell(&self) -> &near::ResultCell {
+        &self.cell
+    }
+
     /// The syscall is over and its caller owns the fds: the room itself.
     pub(crate) fn into_pointer(mut self) -> Result<Pointer<[i32; 2]>> {
         self.ptr
@@ -1086,6 +1098,15 @@ impl Drop for FdPairOut {
         let Some(ptr) = self.ptr.take() else {
             return;
         };
+        match self.cell.get() {
+            Some(Ok(_)) => {}
+            // Failed: no fd was made. Unknown: the memory cannot be trusted to name ours.
+            Some(Err(_)) => return,
+            None => {
+                log::debug!("a dropped pipe2/socketpair has no recorded result: fds left");
+                return;
+            }
+        }
         let read = std::pin::pin!(ptr.allocation().read(0, 8));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let bytes = match read.poll(&mut cx) {

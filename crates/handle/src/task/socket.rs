@@ -83,8 +83,10 @@ impl Task {
     ) -> Result<(FileDescriptor, FileDescriptor)> {
         let (out, addr) = self.fd_pair_out().await?;
         let flags = flags | SOCK::CLOEXEC;
+        let cell = out.cell().clone();
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
-        let call = unsafe { near::socketpair(self.sysif(), domain, ty, flags, protocol, addr) };
+        let call =
+            unsafe { near::socketpair(self.sysif(), domain, ty, flags, protocol, addr, &cell) };
         let ((), out) = self.lent("socketpair", out, call).await?;
         self.own_pair(out.into_pointer()?.filled(8)?.0).await
     }

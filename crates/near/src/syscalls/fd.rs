@@ -1,8 +1,8 @@
 //! File descriptor syscalls: read and write (plain, positional, vectored), seeking, sizes,
 //! close, dup, fcntl (flags and record locks), ioctl, pipes, memfds.
 
-use super::{call, call_new_fd};
-use crate::{Address, FileDescriptor, O, SyscallError, SyscallInterface};
+use super::{call, call_new_fd, call_recorded};
+use crate::{Address, FileDescriptor, O, ResultCell, SyscallError, SyscallInterface};
 
 /// `read(fd, buf, count)` — reads up to `count` bytes into `buf`.
 ///
@@ -112,6 +112,10 @@ pub async unsafe fn fcntl(
 
 /// `pipe2(pipefd, flags)` — a pipe; the kernel writes `[read_end, write_end]` at `pipefd`.
 ///
+/// The kernel writes there only if it succeeds. The result is also recorded in `cell`,
+/// even if this future is dropped (see [`SyscallInterface::syscall_recorded`]), as for
+/// [`socketpair`](crate::socketpair), which does write on failure.
+///
 /// # Safety
 /// `pipefd` must be valid for writing two `i32`s in the target's address space.
 ///
@@ -121,9 +125,11 @@ pub async unsafe fn pipe2(
     sysif: &dyn SyscallInterface,
     pipefd: Address,
     flags: O,
+    cell: &ResultCell,
 ) -> Result<(), SyscallError> {
+    let args = [pipefd.arg(), flags.bits() as i64];
     // SAFETY: the caller guarantees pipefd.
-    unsafe { call(sysif, libc::SYS_pipe2, [pipefd.arg(), flags.bits() as i64]) }.await
+    unsafe { call_recorded(sysif, libc::SYS_pipe2, args, cell) }.await
 }
 
 bitflags::bitflags! {

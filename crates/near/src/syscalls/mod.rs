@@ -98,6 +98,24 @@ pub(crate) async unsafe fn call<R: FromRet, const N: usize>(
     R::from_ret(ret).ok_or(SyscallError::OutOfRange(ret))
 }
 
+/// Like [`call`] for a syscall that returns 0, sent through
+/// [`SyscallInterface::syscall_recorded`]: its result also goes to `cell`, even if this
+/// future is dropped.
+///
+/// # Safety
+/// As for [`SyscallInterface::syscall`].
+#[inline]
+pub(crate) async unsafe fn call_recorded<const N: usize>(
+    sysif: &dyn SyscallInterface,
+    nr: i64,
+    args: [i64; N],
+    cell: &crate::ResultCell,
+) -> Result<(), SyscallError> {
+    // SAFETY: forwarded from the caller.
+    let ret = unsafe { sysif.syscall_recorded(request(nr, args), cell.clone()) }.await?;
+    <() as FromRet>::from_ret(ret).ok_or(SyscallError::OutOfRange(ret))
+}
+
 /// Like [`call`], for a syscall whose non-negative result is a new fd: sends through
 /// [`SyscallInterface::syscall_new_fd`], so a future dropped after sending does not leak
 /// the fd.

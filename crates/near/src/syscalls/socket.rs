@@ -3,8 +3,8 @@
 //! the flags of the `struct ifreq` ioctls on sockets and tun devices (made with
 //! [`ioctl`](crate::ioctl)).
 
-use super::{call, call_new_fd};
-use crate::{Address, FileDescriptor, MSG, SHUT, SOCK, SyscallError, SyscallInterface};
+use super::{call, call_new_fd, call_recorded};
+use crate::{Address, FileDescriptor, MSG, ResultCell, SHUT, SOCK, SyscallError, SyscallInterface};
 
 /// An address family (`AF_*`), the `domain` of `socket(2)`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -157,6 +157,11 @@ pub async fn socket(
 /// `socketpair(domain, type, protocol, sv)` — two connected sockets; the kernel writes the
 /// two fd numbers at `sv`.
 ///
+/// The kernel writes two numbers at `sv` before it can still fail, and then frees them:
+/// they name fds of the caller only if the syscall succeeded. The result is also recorded
+/// in `cell`, even if this future is dropped (see [`SyscallInterface::syscall_recorded`]),
+/// so that code reading `sv` afterwards can tell.
+///
 /// # Safety
 /// `sv` must be valid for writing two `i32`s in the target's address space.
 ///
@@ -169,6 +174,7 @@ pub async unsafe fn socketpair(
     flags: SOCK,
     protocol: i32,
     sv: Address,
+    cell: &ResultCell,
 ) -> Result<(), SyscallError> {
     let args = [
         domain.as_raw() as i64,
@@ -177,7 +183,7 @@ pub async unsafe fn socketpair(
         sv.arg(),
     ];
     // SAFETY: the caller guarantees sv.
-    unsafe { call(sysif, libc::SYS_socketpair, args) }.await
+    unsafe { call_recorded(sysif, libc::SYS_socketpair, args, cell) }.await
 }
 
 /// `bind(fd, addr, addrlen)` — gives the socket the address at `addr`.
