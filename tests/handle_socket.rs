@@ -891,6 +891,7 @@ fn tunsetiff_creates_a_tun_device() {
 
 #[test]
 fn socketpair_takes_the_arguments_of_socket() {
+    let _g = serial();
     on_local_and_child(|thread, label| async move {
         let task = thread.task();
         let (a, b) = task
