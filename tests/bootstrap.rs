@@ -423,3 +423,94 @@ fn stdin_bootstrap_dropped_at_every_poll_leaves_nothing() {
         );
     });
 }
+
+/// The open fds of `thread`'s process (its pid is valid here), once every close queued
+/// on its table was sent and the connection read the answers of dropped requests.
+async fn thread_fds(thread: &Thread) -> usize {
+    thread.task().flush_closes().await.expect("flush closes");
+    thread.task().getpid().await.expect("getpid");
+    thread.task().flush_closes().await.expect("flush closes");
+    rsyscall_tests::procs::open_fds_of(thread.task().pid().as_raw())
+}
+
+type Pair = (rsyscall::FileDescriptor, rsyscall::FileDescriptor);
+
+/// Writes a byte into the second fd of `pair` and reads it from the first.
+async fn pair_works(task: &rsyscall::Task, (a, b): Pair) {
+    task.write_bytes(&b, b"x").await.expect("write");
+    assert_eq!(task.read_bytes(&a, 1).await.expect("read"), b"x");
+}
+
+/// Drops the future `start()` makes after 1, 2, ... polls, until three runs in a row
+/// complete within the same number of polls (a run may complete early only because the
+/// thread answered quickly); after each run, waits (10 s at most) until `t`'s table is
+/// back to the fds it had before.
+async fn pair_dropped_at_every_poll<F, Fut>(t: &Thread, what: &str, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Pair, Error>>,
+{
+    let task = t.task();
+    pair_works(task, start().await.expect(what)).await;
+    let baseline = thread_fds(t).await;
+    for n in 1..=200 {
+        let mut completed = 0;
+        while completed < 3 {
+            let mut fut = Box::pin(start());
+            let done = poll_at_most(&mut fut, n).await;
+            drop(fut);
+            let dropped = done.is_none();
+            if let Some(r) = done {
+                pair_works(task, r.unwrap_or_else(|e| panic!("{what}: {e}"))).await;
+                completed += 1;
+            }
+            let mut now = thread_fds(t).await;
+            for _ in 0..500 {
+                if now <= baseline {
+                    break;
+                }
+                async_io::Timer::after(std::time::Duration::from_millis(20)).await;
+                now = thread_fds(t).await;
+            }
+            assert!(
+                now <= baseline,
+                "{what} dropped after {n} polls: {now} fds open, {baseline} before"
+            );
+            if dropped {
+                break;
+            }
+        }
+        if completed == 3 {
+            eprintln!("{what}: completes in {n} polls");
+            pair_works(task, start().await.expect("the next pair")).await;
+            return;
+        }
+    }
+    panic!("{what} did not complete within 200 polls");
+}
+
+/// `pipe2` and `socketpair` on a thread with its own address space, dropped after each
+/// poll in turn: the two fds a call made after its future was gone, which only a read of
+/// that process's memory can tell, are closed; the thread's table ends as it began, and
+/// the next pair works.
+#[test]
+fn pairs_made_by_dropped_syscalls_in_another_address_space_are_closed() {
+    let _serial = serial();
+    run(async {
+        let (launcher, t) = env_thread().await;
+        pair_dropped_at_every_poll(&t, "pipe2", || async {
+            t.pipe().await.map(|p| (p.read, p.write))
+        })
+        .await;
+        pair_dropped_at_every_poll(&t, "socketpair", || {
+            t.task().socketpair(
+                rsyscall::near::AF::UNIX,
+                rsyscall::near::SockType::STREAM,
+                rsyscall::SOCK::empty(),
+                0,
+            )
+        })
+        .await;
+        finish(launcher, t).await;
+    })
+}

@@ -101,6 +101,11 @@ pub struct FdTableState {
     /// generation below a child's snapshot existed when the child's table was copied.
     generation: AtomicU64,
     pending: Mutex<Vec<near::FileDescriptor>>,
+    /// The rooms of `pipe2` and `socketpair` calls that succeeded after their futures were
+    /// dropped, in memory that cannot be read without waiting (another address space):
+    /// the next flush reads the two fds there and closes them.
+    unread_pairs: Mutex<Vec<crate::Pointer<[i32; 2]>>>,
+    /// Whether closes (or unread pairs) are queued.
     has_pending: AtomicBool,
     /// How many handles (owned or borrowed) refer to each fd number of this table.
     live: Mutex<std::collections::HashMap<i32, usize>>,
@@ -140,6 +145,7 @@ impl FdTableState {
             id,
             generation: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
+            unread_pairs: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
             live: Mutex::new(std::collections::HashMap::new()),
             inherited: Mutex::new(std::collections::HashSet::new()),
@@ -212,6 +218,33 @@ impl FdTableState {
         self.has_pending.store(true, Ordering::Release);
     }
 
+    /// Queues the closes of the fds in `pair`, the 8 bytes a successful `pipe2` or
+    /// `socketpair` wrote (a negative number is none).
+    pub(crate) fn queue_close_pair(&self, pair: &[u8]) {
+        for half in pair.chunks_exact(4) {
+            let fd = i32::from_ne_bytes([half[0], half[1], half[2], half[3]]);
+            if fd >= 0 {
+                self.queue_close(near::FileDescriptor::new(fd));
+            }
+        }
+    }
+
+    /// Queues the closes of the two fds a successful `pipe2` or `socketpair` wrote at
+    /// `pair`, for the next flush to read (see [`FdTableState::unread_pairs`]).
+    pub(crate) fn queue_unread_pair(&self, pair: crate::Pointer<[i32; 2]>) {
+        let mut pairs = self.unread_pairs.lock().unwrap_or_else(|e| e.into_inner());
+        pairs.push(pair);
+        self.has_pending.store(true, Ordering::Release);
+    }
+
+    /// Takes the rooms of pairs still to be read and closed.
+    pub(crate) fn take_unread_pairs(&self) -> Vec<crate::Pointer<[i32; 2]>> {
+        if !self.has_pending.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.unread_pairs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Takes the queued closes, if any, for a flush that will close them: they count as in
     /// flight until [`FdTableState::close_done`] (or [`FdTableState::requeue`]).
     pub(crate) fn take_pending(&self) -> Vec<near::FileDescriptor> {
@@ -227,7 +260,10 @@ impl FdTableState {
             .unwrap_or_else(|e| e.into_inner())
             .fds
             .extend_from_slice(&fds);
-        self.has_pending.store(false, Ordering::Release);
+        // Under the pairs' lock, so that a pair queued meanwhile keeps the flag set.
+        let pairs = self.unread_pairs.lock().unwrap_or_else(|e| e.into_inner());
+        self.has_pending.store(!pairs.is_empty(), Ordering::Release);
+        drop(pairs);
         fds
     }
 

@@ -168,8 +168,8 @@
 //!   closing on their table if the syscall succeeded (the connection records the result
 //!   before it frees the memory: a failed `socketpair` leaves there the numbers it
 //!   reserved and freed again, which may name someone else's fds by then); in a process
-//!   with its own address space that memory cannot be read without waiting, so those two
-//!   fds are left open, close-on-exec. When the connection is lost
+//!   with its own address space, where that memory takes a request to read, the table's
+//!   next flush of closes reads it first. When the connection is lost
 //!   ([`SyscallError::Hangup`](rsyscall_near::SyscallError::Hangup)) the syscall may or may
 //!   not have run: see "Not covered".
 //! - **A syscall on the local thread** runs to completion within its first poll, so its

@@ -202,12 +202,16 @@ impl Task {
         Ok((out, addr))
     }
 
-    /// Owns the two fd numbers a syscall wrote into `pair`.
+    /// Owns the two fd numbers a syscall that succeeded wrote into `pair`. Until they
+    /// are read, `pair` stays armed: dropped during the read (of another address space's
+    /// memory), it has them closed.
     pub(crate) async fn own_pair(
         &self,
-        pair: ReadablePointer<[i32; 2]>,
+        pair: FdPairOut,
     ) -> Result<(FileDescriptor, FileDescriptor)> {
-        let [a, b] = pair.read().await?;
+        let bytes = pair.read().await?;
+        pair.disarm();
+        let [a, b] = bytes;
         Ok((
             self.own(near::FileDescriptor::new(a)),
             self.own(near::FileDescriptor::new(b)),
@@ -247,7 +251,7 @@ impl Task {
         // SAFETY: addr is 8 bytes of the task's memory, lent until completion.
         let call = unsafe { near::pipe2(self.sysif(), addr, flags | O::CLOEXEC, &cell) };
         let ((), out) = self.lent("pipe2", out, call).await?;
-        let (read, write) = self.own_pair(out.into_pointer()?.filled(8)?.0).await?;
+        let (read, write) = self.own_pair(out).await?;
         Ok(Pipe { read, write })
     }
 
@@ -1070,8 +1074,8 @@ impl Task {
 /// [`InFlight`](crate::InFlight)), it queues the closes of the fds written there if the
 /// syscall succeeded: nobody else knows them. Only then: a failed `socketpair` leaves
 /// there the numbers it reserved and freed again, which may name another owner's fds by
-/// now. Memory it cannot read without waiting (another address space), or a result that
-/// was never recorded, leaves the fds alone.
+/// now. Memory it cannot read without waiting (another address space) is read by the
+/// table's next flush of closes; a result that was never recorded leaves the fds alone.
 pub(crate) struct FdPairOut {
     ptr: Option<Pointer<[i32; 2]>>,
     table: std::sync::Arc<FdTableState>,
@@ -1085,11 +1089,28 @@ impl FdPairOut {
         &self.cell
     }
 
-    /// The syscall is over and its caller owns the fds: the room itself.
-    pub(crate) fn into_pointer(mut self) -> Result<Pointer<[i32; 2]>> {
-        self.ptr
-            .take()
-            .ok_or_else(|| Error::invalid("fd pair", "the room was taken already"))
+    /// The two numbers the syscall wrote.
+    async fn read(&self) -> Result<[i32; 2]> {
+        let ptr = self
+            .ptr
+            .as_ref()
+            .ok_or_else(|| Error::invalid("fd pair", "the room was taken already"))?;
+        let b = ptr.allocation().read(0, 8).await?;
+        let [a0, a1, a2, a3, b0, b1, b2, b3] = b[..] else {
+            return Err(Error::invalid(
+                "fd pair",
+                format!("read {} bytes of 8", b.len()),
+            ));
+        };
+        Ok([
+            i32::from_ne_bytes([a0, a1, a2, a3]),
+            i32::from_ne_bytes([b0, b1, b2, b3]),
+        ])
+    }
+
+    /// The caller owns the fds now: dropping this closes nothing.
+    fn disarm(mut self) {
+        self.ptr = None;
     }
 }
 
@@ -1107,20 +1128,23 @@ impl Drop for FdPairOut {
                 return;
             }
         }
-        let read = std::pin::pin!(ptr.allocation().read(0, 8));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let bytes = match read.poll(&mut cx) {
-            std::task::Poll::Ready(Ok(b)) if b.len() == 8 => b,
-            _ => {
-                log::debug!("cannot read the fds of a dropped pipe2/socketpair: left open");
+        let polled = {
+            let read = std::pin::pin!(ptr.allocation().read(0, 8));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            read.poll(&mut cx)
+        };
+        match polled {
+            std::task::Poll::Ready(Ok(b)) if b.len() == 8 => self.table.queue_close_pair(&b),
+            // Another address space: the table's next flush reads the fds and closes them.
+            std::task::Poll::Pending => self.table.queue_unread_pair(ptr),
+            std::task::Poll::Ready(r) => {
+                log::debug!(
+                    "cannot read the fds of a dropped pipe2/socketpair ({:?}): left open",
+                    r.map(|b| b.len())
+                );
                 return;
             }
-        };
-        for half in bytes.chunks_exact(4) {
-            let fd = i32::from_ne_bytes([half[0], half[1], half[2], half[3]]);
-            if fd >= 0 {
-                self.table.queue_close(near::FileDescriptor::new(fd));
-            }
         }
+        self.table.schedule_flush();
     }
 }

@@ -353,9 +353,26 @@ impl Task {
     /// flush has in flight (see [`Task::flush_closes`]).
     pub(crate) async fn close_queued(&self) -> Result<()> {
         let mut first = Ok(());
+        let table = self.fd_table();
+        // The fds of pairs made by dropped syscalls, in memory only a read can reach.
+        let mut pairs = UnreadPairs {
+            pairs: table.take_unread_pairs(),
+            table: table.clone(),
+        };
+        while let Some(pair) = pairs.pairs.last() {
+            let read = pair.allocation().read(0, 8).await;
+            pairs.pairs.pop();
+            match read {
+                Ok(b) if b.len() == 8 => table.queue_close_pair(&b),
+                other => log::debug!(
+                    "cannot read the fds of a dropped pipe2/socketpair ({:?}): left open",
+                    other.map(|b| b.len())
+                ),
+            }
+        }
+        drop(pairs);
         // If this future is dropped, the closes not sent yet go back to the queue (the one
         // in flight is never retried: once it ran, its number may name a new fd).
-        let table = self.fd_table();
         let mut queue = Requeue {
             fds: table.take_pending(),
             sending: None,
@@ -672,6 +689,25 @@ struct Requeue {
     fds: Vec<near::FileDescriptor>,
     /// The close whose request may have gone out.
     sending: Option<near::FileDescriptor>,
+}
+
+/// The unread pairs a flush took: put back in the table's queue if it is dropped before
+/// reading them.
+struct UnreadPairs {
+    table: Arc<FdTableState>,
+    pairs: Vec<Pointer<[i32; 2]>>,
+}
+
+impl Drop for UnreadPairs {
+    fn drop(&mut self) {
+        if self.pairs.is_empty() {
+            return;
+        }
+        for pair in self.pairs.drain(..) {
+            self.table.queue_unread_pair(pair);
+        }
+        self.table.schedule_flush();
+    }
 }
 
 impl Drop for Requeue {

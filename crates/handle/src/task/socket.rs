@@ -88,7 +88,7 @@ impl Task {
         let call =
             unsafe { near::socketpair(self.sysif(), domain, ty, flags, protocol, addr, &cell) };
         let ((), out) = self.lent("socketpair", out, call).await?;
-        self.own_pair(out.into_pointer()?.filled(8)?.0).await
+        self.own_pair(out).await
     }
 
     /// `shutdown(fd, how)` — shuts down reception, transmission or both on a connection.
