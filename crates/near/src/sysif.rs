@@ -259,6 +259,13 @@ impl SyscallInterface for LocalSyscall {
         Box::pin(std::future::ready(result))
     }
 
+    unsafe fn syscall_recorded(&self, request: Request, cell: ResultCell) -> SyscallFuture<'_> {
+        // SAFETY: forwarded from the caller.
+        let result = unsafe { self.syscall_sync(request) };
+        cell.set(result);
+        Box::pin(std::future::ready(result))
+    }
+
     fn is_local(&self) -> bool {
         true
     }

@@ -205,6 +205,30 @@ mod tests {
     }
 
     #[test]
+    fn recorded_results_reach_the_cell() {
+        async_io::block_on(async {
+            // The trait's default records what the future returns.
+            let cell = crate::ResultCell::new();
+            let req = request(libc::SYS_getpid, [0i64; 0]);
+            // SAFETY: `Answers` runs nothing.
+            let fut = unsafe { Answers(42).syscall_recorded(req, cell.clone()) };
+            assert_eq!(cell.get(), None, "recorded before it ran");
+            assert_eq!(fut.await, Ok(42));
+            assert_eq!(cell.get(), Some(Ok(42)));
+            // The local interface records it as it runs the syscall.
+            let cell = crate::ResultCell::new();
+            let req = request(libc::SYS_getpid, [0i64; 0]);
+            // SAFETY: getpid touches no memory.
+            let fut = unsafe { crate::LocalSyscall.syscall_recorded(req, cell.clone()) };
+            drop(fut);
+            assert_eq!(cell.get(), Some(Ok(i64::from(std::process::id()))));
+            // The first result stays.
+            cell.set(Ok(1));
+            assert_eq!(cell.get(), Some(Ok(i64::from(std::process::id()))));
+        })
+    }
+
+    #[test]
     fn sizes_and_numbers_are_checked_against_their_type() {
         assert_eq!(<usize as FromRet>::from_ret(-5000), None);
         assert_eq!(
