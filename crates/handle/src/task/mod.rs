@@ -354,23 +354,10 @@ impl Task {
     pub(crate) async fn close_queued(&self) -> Result<()> {
         let mut first = Ok(());
         let table = self.fd_table();
-        // The fds of pairs made by dropped syscalls, in memory only a read can reach.
-        let mut pairs = UnreadPairs {
-            pairs: table.take_unread_pairs(),
-            table: table.clone(),
-        };
-        while let Some(pair) = pairs.pairs.last() {
-            let read = pair.allocation().read(0, 8).await;
-            pairs.pairs.pop();
-            match read {
-                Ok(b) if b.len() == 8 => table.queue_close_pair(&b),
-                other => log::debug!(
-                    "cannot read the fds of a dropped pipe2/socketpair ({:?}): left open",
-                    other.map(|b| b.len())
-                ),
-            }
+        let pairs = table.take_unread_pairs();
+        if !pairs.is_empty() {
+            read_unread_pairs(&table, pairs).await;
         }
-        drop(pairs);
         // If this future is dropped, the closes not sent yet go back to the queue (the one
         // in flight is never retried: once it ran, its number may name a new fd).
         let mut queue = Requeue {
@@ -689,6 +676,27 @@ struct Requeue {
     fds: Vec<near::FileDescriptor>,
     /// The close whose request may have gone out.
     sending: Option<near::FileDescriptor>,
+}
+
+/// Reads the fds of the pairs made by dropped syscalls in memory only a read can reach
+/// (see [`FdTableState::queue_unread_pair`]), and queues their closes on `table`.
+async fn read_unread_pairs(table: &Arc<FdTableState>, pairs: Vec<Pointer<[i32; 2]>>) {
+    // Dropped before reading them all, the rest go back to the table's queue.
+    let mut pairs = UnreadPairs {
+        pairs,
+        table: table.clone(),
+    };
+    while let Some(pair) = pairs.pairs.last() {
+        let read = pair.allocation().read(0, 8).await;
+        pairs.pairs.pop();
+        match read {
+            Ok(b) if b.len() == 8 => table.queue_close_pair(&b),
+            other => log::debug!(
+                "cannot read the fds of a dropped pipe2/socketpair ({:?}): left open",
+                other.map(|b| b.len())
+            ),
+        }
+    }
 }
 
 /// The unread pairs a flush took: put back in the table's queue if it is dropped before
