@@ -1209,3 +1209,55 @@ fn an_attached_thread_in_another_pid_namespace_is_seen_dying() {
         drop(init);
     });
 }
+
+/// Polls `fut` once; whether it finished then.
+fn polled_once<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
+    let waker = std::task::Waker::noop();
+    std::pin::Pin::new(fut)
+        .poll(&mut std::task::Context::from_waker(waker))
+        .is_ready()
+}
+
+/// A `pipe()` dropped on a persistent thread after its answer was read but not taken:
+/// the room of the two fds is freed through the persistent thread's own interface, whose
+/// destructor reads it and schedules a flush (which once deadlocked on the interface's
+/// lock). The pipes made so are closed, and the thread's table ends as it began.
+#[test]
+fn pipe_dropped_after_its_answer_on_a_persistent_thread() {
+    let _g = serial();
+    let dir = TempDir::new("persist-dropped-pipe");
+    let path = dir.join("sock");
+    run(async {
+        let local = local_thread();
+        let p = local.clone_persistent(&path).await.unwrap();
+        let pid = p.task().pid().as_raw();
+        let fds = || async {
+            p.task().flush_closes().await.unwrap();
+            rsyscall_tests::procs::open_fds_of(pid)
+        };
+        pipe_round_trip(&p, b"before").await;
+        let baseline = fds().await;
+        for _ in 0..60 {
+            // A request in flight first, so that the pipe's requests queue behind it.
+            let mut first = Box::pin(p.task().getpid());
+            let _ = polled_once(&mut first);
+            let mut pipe = Box::pin(p.pipe());
+            if polled_once(&mut pipe) {
+                continue;
+            }
+            first.await.unwrap();
+            p.task().getpid().await.unwrap();
+            drop(pipe);
+        }
+        let mut now = fds().await;
+        let deadline = Instant::now() + DEADLINE;
+        while now > baseline && Instant::now() < deadline {
+            async_io::Timer::after(Duration::from_millis(20)).await;
+            now = fds().await;
+        }
+        assert!(now <= baseline, "{now} fds open, {baseline} before");
+        pipe_round_trip(&p, b"after").await;
+        let monitor = p.exit(0).await.unwrap().unwrap();
+        assert_eq!(monitor.wait().await.unwrap(), ChildState::Exited(0));
+    });
+}

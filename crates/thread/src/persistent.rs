@@ -323,8 +323,11 @@ impl SyscallInterface for Reconnecting {
     fn keep_until_answered(&self, keep: Box<dyn Any + Send>) {
         // A request of an older connection is over once the server accepted the current
         // one (it serves one connection at a time), so the current one's rule covers it.
-        // Without a connection we cannot know: keep it for good.
-        match &lock(&self.slot).conn {
+        // Without a connection we cannot know: keep it for good. The slot is unlocked
+        // first: the connection may drop `keep` at once, and its destructor may use this
+        // interface again (a dropped pipe2's room reads its memory and schedules a flush).
+        let conn = lock(&self.slot).conn.clone();
+        match conn {
             Some(c) => c.keep_until_answered(keep),
             None => std::mem::forget(keep),
         }
