@@ -129,7 +129,16 @@ pub struct FdTableState {
 #[derive(Default)]
 struct Closing {
     fds: Vec<near::FileDescriptor>,
+    /// Unread pairs a flush took and has not turned into queued closes yet.
+    pairs: usize,
     waiters: Vec<std::task::Waker>,
+}
+
+impl Closing {
+    /// Whether nothing a flush took is in flight.
+    fn idle(&self) -> bool {
+        self.fds.is_empty() && self.pairs == 0
+    }
 }
 
 impl fmt::Debug for FdTableState {
@@ -238,11 +247,44 @@ impl FdTableState {
     }
 
     /// Takes the rooms of pairs still to be read and closed.
+    /// They count as in flight until [`FdTableState::pair_read_done`], each.
     pub(crate) fn take_unread_pairs(&self) -> Vec<crate::Pointer<[i32; 2]>> {
         if !self.has_pending.load(Ordering::Acquire) {
             return Vec::new();
         }
-        std::mem::take(&mut *self.unread_pairs.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut unread = self.unread_pairs.lock().unwrap_or_else(|e| e.into_inner());
+        let pairs = std::mem::take(&mut *unread);
+        // In flight before they leave the queue's lock: `has_unknown_fds` sees them in one
+        // or the other.
+        self.closing.lock().unwrap_or_else(|e| e.into_inner()).pairs += pairs.len();
+        drop(unread);
+        pairs
+    }
+
+    /// Records that one pair [`FdTableState::take_unread_pairs`] gave is dealt with: its
+    /// closes are queued, it was put back, or it could not be read.
+    pub(crate) fn pair_read_done(&self) {
+        let waiters = {
+            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+            closing.pairs = closing.pairs.saturating_sub(1);
+            if closing.idle() {
+                std::mem::take(&mut closing.waiters)
+            } else {
+                Vec::new()
+            }
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Whether fds of this table made by dropped `pipe2` or `socketpair` calls wait to be
+    /// read and closed (queued, or being read by a flush): their numbers are known to no
+    /// one yet, so code that closes fds by number must not close any fd until a flush
+    /// ([`Task::flush_closes`]) has dealt with them.
+    pub fn has_unknown_fds(&self) -> bool {
+        let unread = self.unread_pairs.lock().unwrap_or_else(|e| e.into_inner());
+        !unread.is_empty() || self.closing.lock().unwrap_or_else(|e| e.into_inner()).pairs > 0
     }
 
     /// Takes the queued closes, if any, for a flush that will close them: they count as in
@@ -303,18 +345,18 @@ impl FdTableState {
         if let Some(i) = closing.fds.iter().position(|&f| f == fd) {
             closing.fds.swap_remove(i);
         }
-        if closing.fds.is_empty() {
+        if closing.idle() {
             std::mem::take(&mut closing.waiters)
         } else {
             Vec::new()
         }
     }
 
-    /// Waits until no close taken by a flush is in flight.
+    /// Waits until no close (or unread pair) taken by a flush is in flight.
     pub(crate) async fn closes_finished(&self) {
         std::future::poll_fn(|cx| {
             let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
-            if closing.fds.is_empty() {
+            if closing.idle() {
                 return std::task::Poll::Ready(());
             }
             if !closing.waiters.iter().any(|w| w.will_wake(cx.waker())) {

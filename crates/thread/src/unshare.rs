@@ -509,6 +509,12 @@ async fn close_cloexec(
         Handled::Keep(_) => {}
     }
     for n in doomed {
+        // Fds of dropped pipe2/socketpair calls whose numbers no one has read yet may be
+        // among the doomed: the flush reads and closes them first, so that a number is
+        // never closed twice.
+        if table.has_unknown_fds() {
+            task.flush_closes().await?;
+        }
         // Checked again just before the close: a handle made meanwhile wins.
         if table.has_handle(n) {
             continue;

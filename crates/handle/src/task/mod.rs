@@ -696,6 +696,7 @@ async fn read_unread_pairs(table: &Arc<FdTableState>, pairs: Vec<Pointer<[i32; 2
                 other.map(|b| b.len())
             ),
         }
+        table.pair_read_done();
     }
 }
 
@@ -713,6 +714,7 @@ impl Drop for UnreadPairs {
         }
         for pair in self.pairs.drain(..) {
             self.table.queue_unread_pair(pair);
+            self.table.pair_read_done();
         }
         self.table.schedule_flush();
     }
