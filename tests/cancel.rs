@@ -1312,4 +1312,61 @@ mod fake_server {
         assert_eq!(next.get(), Some(Ok(5)));
         assert_eq!(cell.get(), None, "a request never sent was recorded");
     }
+
+    /// Kept memory whose destructor uses the connection (as a dropped pipe2's room does,
+    /// reading memory and asking whether the connection can send).
+    struct UsesConnection {
+        conn: Arc<SyscallConnection>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Drop for UsesConnection {
+        fn drop(&mut self) {
+            let _ = self.conn.is_hung_up();
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn memory_kept_past_an_answer_out_of_sync_is_leaked_not_dropped_under_the_lock() {
+        let _serial = serial();
+        let (conn, mut server) = connection();
+        let conn = Arc::new(conn);
+        // An in-band read of 8 bytes, dropped after it was sent: the keep goes with it.
+        // SAFETY: the server is this test, which reads nothing anywhere.
+        let mut read = Box::pin(unsafe { conn.read_memory(Address::new(0x1000), 8) });
+        assert!(poll_now(&mut read).is_pending());
+        let (nr, _) = next_request(&mut server);
+        assert_eq!(nr, libc::SYS_sendto);
+        drop(read);
+        let dropped = Arc::new(AtomicBool::new(false));
+        conn.keep_until_answered(Box::new(UsesConnection {
+            conn: conn.clone(),
+            dropped: dropped.clone(),
+        }));
+        // The 8 bytes, then a response other than their length: out of sync.
+        server.write_all(&[0u8; 8]).expect("data");
+        respond(&mut server, 3);
+        // The next request reads that; it must fail, not deadlock on the state lock.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let driver = conn.clone();
+        std::thread::spawn(move || {
+            let mut b = call(&driver, GETPID);
+            let r = loop {
+                if let Poll::Ready(r) = poll_now(&mut b) {
+                    break r;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            };
+            let _ = done_tx.send(r.is_err());
+        });
+        let failed = done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the request after an out-of-sync answer hung (deadlock)");
+        assert!(failed, "a request after an out-of-sync answer succeeded");
+        assert!(
+            !dropped.load(Ordering::SeqCst),
+            "memory kept past an out-of-sync answer was freed, though it may be in use"
+        );
+    }
 }

@@ -36,8 +36,8 @@
 //!   attached to the last request still expecting a response when it is handed over, and
 //!   dropped (outside the locks) once that request is answered: responses come in order,
 //!   so every earlier request is over then. A cancelled request passes what it kept to the
-//!   last earlier one. Once the connection is lost (or dropped), what is still kept is
-//!   leaked.
+//!   last earlier one. Once the connection is lost (or dropped), or the answer that was to
+//!   free it comes out of sync, what is still kept is leaked.
 //! - A request sent through [`SyscallInterface::syscall_new_fd`] whose future is dropped
 //!   without taking its result gets its fd closed: a `close` request nobody waits for is
 //!   queued when the result is read (or when the future is dropped, if it was read
@@ -586,7 +586,12 @@ impl State {
             if !matches!(front.state, SlotState::Gone | SlotState::Cancelled) {
                 break;
             }
-            self.slots.pop_front();
+            if let Some(mut slot) = self.slots.pop_front() {
+                // An answered slot gave its keeps to `released`; one that still has some
+                // was answered out of sync, so what it kept may still be in use: leak it
+                // (and never run a destructor under the state lock).
+                State::leak_keeps(&mut slot);
+            }
             self.base += 1;
         }
         self.resp_id = self.resp_id.max(self.base);
