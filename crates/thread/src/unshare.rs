@@ -513,7 +513,17 @@ async fn close_cloexec(
         // among the doomed: the flush reads and closes them first, so that a number is
         // never closed twice.
         if table.has_unknown_fds() {
-            task.flush_closes().await?;
+            // A failed close of another fd is not this call's failure.
+            if let Err(e) = task.flush_closes().await {
+                log::debug!("{what}: a queued close failed: {e}");
+            }
+            if table.has_unknown_fds() {
+                return Err(Error::invalid(
+                    what,
+                    "fds of dropped pipe2/socketpair calls could not be read and closed \
+                     yet (their task cannot send now); closing by number stopped there",
+                ));
+            }
         }
         // Checked again just before the close: a handle made meanwhile wins.
         if table.has_handle(n) {
