@@ -354,7 +354,10 @@ impl Thread {
     /// # Errors
     /// [`Error::InvalidArgument`] on a thread using the local fd table (the local thread,
     /// or a child sharing its table: the program's own fds would go), or for a live handle
-    /// not kept (listed in the message; nothing is closed then); [`Error::Mismatch`] if a
+    /// not kept (listed in the message; nothing is closed then), or when fds made by
+    /// dropped `pipe2`/`socketpair` calls could not be read and closed first (see
+    /// [`FdTableState::has_unknown_fds`](rsyscall_handle::FdTableState::has_unknown_fds);
+    /// closing stops there); [`Error::Mismatch`] if a
     /// kept fd is of another table (nothing is closed then); the errors of opening and
     /// listing `/proc/self/fd` (`ENOENT` without `/proc`), of `fcntl` and of `close` (an fd
     /// closed meanwhile is skipped).
