@@ -227,14 +227,11 @@ impl FdTableState {
         self.has_pending.store(true, Ordering::Release);
     }
 
-    /// Queues the closes of the fds in `pair`, the 8 bytes a successful `pipe2` or
+    /// Queues the closes of the fds in `pair`, the numbers a successful `pipe2` or
     /// `socketpair` wrote (a negative number is none).
-    pub(crate) fn queue_close_pair(&self, pair: &[u8]) {
-        for half in pair.chunks_exact(4) {
-            let fd = i32::from_ne_bytes([half[0], half[1], half[2], half[3]]);
-            if fd >= 0 {
-                self.queue_close(near::FileDescriptor::new(fd));
-            }
+    pub(crate) fn queue_close_pair(&self, pair: [i32; 2]) {
+        for fd in pair.into_iter().filter(|&fd| fd >= 0) {
+            self.queue_close(near::FileDescriptor::new(fd));
         }
     }
 

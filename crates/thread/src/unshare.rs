@@ -357,8 +357,8 @@ impl Thread {
     /// not kept (listed in the message; nothing is closed then), or when fds made by
     /// dropped `pipe2`/`socketpair` calls could not be read and closed first (see
     /// [`FdTableState::has_unknown_fds`](rsyscall_handle::FdTableState::has_unknown_fds);
-    /// closing stops there); [`Error::Mismatch`] if a
-    /// kept fd is of another table (nothing is closed then); the errors of opening and
+    /// closing stops there); [`Error::Mismatch`] if a kept fd is of another table
+    /// (nothing is closed then); the errors of opening and
     /// listing `/proc/self/fd` (`ENOENT` without `/proc`), of `fcntl` and of `close` (an fd
     /// closed meanwhile is skipped).
     pub async fn do_cloexec_except(&self, keep: &[&FileDescriptor]) -> Result<()> {

@@ -1095,23 +1095,19 @@ impl FdPairOut {
             .ptr
             .as_ref()
             .ok_or_else(|| Error::invalid("fd pair", "the room was taken already"))?;
-        let b = ptr.allocation().read(0, 8).await?;
-        let [a0, a1, a2, a3, b0, b1, b2, b3] = b[..] else {
-            return Err(Error::invalid(
-                "fd pair",
-                format!("read {} bytes of 8", b.len()),
-            ));
-        };
-        Ok([
-            i32::from_ne_bytes([a0, a1, a2, a3]),
-            i32::from_ne_bytes([b0, b1, b2, b3]),
-        ])
+        read_fd_pair(ptr).await
     }
 
     /// The caller owns the fds now: dropping this closes nothing.
     fn disarm(mut self) {
         self.ptr = None;
     }
+}
+
+/// The two fd numbers `pipe2` or `socketpair` wrote at `ptr`.
+pub(crate) async fn read_fd_pair(ptr: &Pointer<[i32; 2]>) -> Result<[i32; 2]> {
+    let bytes = ptr.allocation().read(0, 8).await?;
+    <[i32; 2] as crate::structs::Struct>::from_bytes(&bytes)
 }
 
 impl Drop for FdPairOut {
@@ -1129,19 +1125,16 @@ impl Drop for FdPairOut {
             }
         }
         let polled = {
-            let read = std::pin::pin!(ptr.allocation().read(0, 8));
+            let read = std::pin::pin!(read_fd_pair(&ptr));
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             read.poll(&mut cx)
         };
         match polled {
-            std::task::Poll::Ready(Ok(b)) if b.len() == 8 => self.table.queue_close_pair(&b),
+            std::task::Poll::Ready(Ok(pair)) => self.table.queue_close_pair(pair),
             // Another address space: the table's next flush reads the fds and closes them.
             std::task::Poll::Pending => self.table.queue_unread_pair(ptr),
-            std::task::Poll::Ready(r) => {
-                log::debug!(
-                    "cannot read the fds of a dropped pipe2/socketpair ({:?}): left open",
-                    r.map(|b| b.len())
-                );
+            std::task::Poll::Ready(Err(e)) => {
+                log::debug!("cannot read the fds of a dropped pipe2/socketpair ({e}): left open");
                 return;
             }
         }

@@ -687,14 +687,13 @@ async fn read_unread_pairs(table: &Arc<FdTableState>, pairs: Vec<Pointer<[i32; 2
         table: table.clone(),
     };
     while let Some(pair) = pairs.pairs.last() {
-        let read = pair.allocation().read(0, 8).await;
+        let read = fd::read_fd_pair(pair).await;
         pairs.pairs.pop();
         match read {
-            Ok(b) if b.len() == 8 => table.queue_close_pair(&b),
-            other => log::debug!(
-                "cannot read the fds of a dropped pipe2/socketpair ({:?}): left open",
-                other.map(|b| b.len())
-            ),
+            Ok(pair) => table.queue_close_pair(pair),
+            Err(e) => {
+                log::debug!("cannot read the fds of a dropped pipe2/socketpair ({e}): left open")
+            }
         }
         table.pair_read_done();
     }
