@@ -18,7 +18,7 @@ use rsyscall_tests::errors::serial;
 use rsyscall_tests::exercise::exercise;
 use rsyscall_tests::procs::{count_children, open_fds};
 use rsyscall_tests::programs::{env_thread, which};
-use rsyscall_tests::tasks::run;
+use rsyscall_tests::tasks::{poll_at_most, run};
 
 /// Ends a bootstrapped thread and checks its launcher exits cleanly.
 async fn finish(launcher: AsyncChildProcess, thread: Thread) {
@@ -371,21 +371,6 @@ fn bootstrapped_threads_leave_nothing_behind() {
         assert_eq!(p.wait().await.expect("wait"), ChildState::Exited(0));
         finish(launcher, thread).await;
     }));
-}
-
-/// Polls `fut` at most `n` times, once per wakeup; `None` if it was still pending after
-/// the `n`-th poll (the caller then drops it).
-async fn poll_at_most<F: std::future::Future + Unpin>(fut: &mut F, n: usize) -> Option<F::Output> {
-    let mut left = n;
-    std::future::poll_fn(|cx| {
-        left -= 1;
-        match std::pin::Pin::new(&mut *fut).poll(cx) {
-            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
-            std::task::Poll::Pending if left == 0 => std::task::Poll::Ready(None),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    })
-    .await
 }
 
 /// `stdin_bootstrap` dropped after each of its polls in turn, until one run completes:

@@ -7,15 +7,13 @@
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::Duration;
 
 use rsyscall::near::{AF, SockType};
 use rsyscall::{CLONE, ChildThread, O, SOCK, Thread, local_thread};
 use rsyscall_tests::procs::{self, open_fds_of};
-use rsyscall_tests::tasks::{exit_cleanly, run};
+use rsyscall_tests::tasks::{exit_cleanly, poll_at_most, run};
 
 /// No operation here needs more polls than this; reaching it fails the test.
 const MAX_POLLS: usize = 400;
@@ -98,21 +96,6 @@ fn slow_down(watch: &Thread) {
             idle(pid);
         }
     }
-}
-
-/// Polls `fut` at most `n` times, once per wakeup; `None` if it was still pending after
-/// the `n`-th poll (returned at once, so the caller drops it right after that poll).
-async fn poll_at_most<F: Future + Unpin>(fut: &mut F, n: usize) -> Option<F::Output> {
-    let mut left = n;
-    std::future::poll_fn(|cx| {
-        left -= 1;
-        match Pin::new(&mut *fut).poll(cx) {
-            Poll::Ready(v) => Poll::Ready(Some(v)),
-            Poll::Pending if left == 0 => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
 }
 
 /// Our descendants, as /proc shows them: (live, zombies).
@@ -916,25 +899,19 @@ fn dup_on_child_thread_dropped_at_every_poll() {
 /// Tests of the connection itself, with this test as its syscall server: it reads the
 /// requests and writes the responses, so exactly what is sent, and when, is seen.
 mod fake_server {
-    use std::future::Future;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
-    use std::pin::Pin;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::task::{Context, Poll, Waker};
+    use std::task::Poll;
 
     use rsyscall::thread::SyscallConnection;
     use rsyscall_near::{self as near, Address, Request, SyscallInterface};
 
     use super::serial;
+    use rsyscall_tests::tasks::poll_now;
 
     const GETPID: i64 = libc::SYS_getpid;
-
-    /// Polls `f` once (nothing here needs waking: the test polls again itself).
-    fn poll_now<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
-        Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
-    }
 
     /// A connection to this test, and the test's end of its socket.
     fn connection() -> (SyscallConnection, UnixStream) {

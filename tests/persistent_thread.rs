@@ -24,7 +24,7 @@ use rsyscall::{
 use rsyscall_tests::errors::serial;
 use rsyscall_tests::exercise::{exercise, exercise_in_place};
 use rsyscall_tests::procs::open_fds;
-use rsyscall_tests::tasks::run;
+use rsyscall_tests::tasks::{poll_now, run};
 use rsyscall_tests::tmp::TempDir;
 
 const MODE_ENV: &str = "RSYSCALL_PERSISTENT_MODE";
@@ -1210,14 +1210,6 @@ fn an_attached_thread_in_another_pid_namespace_is_seen_dying() {
     });
 }
 
-/// Polls `fut` once; whether it finished then.
-fn polled_once<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
-    let waker = std::task::Waker::noop();
-    std::pin::Pin::new(fut)
-        .poll(&mut std::task::Context::from_waker(waker))
-        .is_ready()
-}
-
 /// A `pipe()` dropped on a persistent thread after its answer was read but not taken:
 /// the room of the two fds is freed through the persistent thread's own interface, whose
 /// destructor reads it and schedules a flush (which once deadlocked on the interface's
@@ -1240,12 +1232,12 @@ fn pipe_dropped_after_its_answer_on_a_persistent_thread() {
         for _ in 0..60 {
             // A request in flight first, so that the pipe's requests queue behind it.
             let mut first = Box::pin(p.task().getpid());
-            if polled_once(&mut first) {
+            if poll_now(&mut first).is_ready() {
                 // Answered at once: nothing to queue behind.
                 continue;
             }
             let mut pipe = Box::pin(p.pipe());
-            if polled_once(&mut pipe) {
+            if poll_now(&mut pipe).is_ready() {
                 first.await.unwrap();
                 continue;
             }

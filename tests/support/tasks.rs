@@ -1,5 +1,5 @@
 //! Running a test body on the local thread and on a clone child, with a timeout; running
-//! many futures at once.
+//! many futures at once; polling a future by hand.
 
 use std::future::Future;
 use std::time::Duration;
@@ -139,4 +139,24 @@ pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     out.into_iter()
         .map(|o| o.expect("every future completed"))
         .collect()
+}
+
+/// Polls `fut` at most `n` times, once per wakeup; `None` if it was still pending after
+/// the `n`-th poll (returned at once, so the caller can drop it right after that poll).
+pub async fn poll_at_most<F: Future + Unpin>(fut: &mut F, n: usize) -> Option<F::Output> {
+    let mut left = n;
+    std::future::poll_fn(|cx| {
+        left -= 1;
+        match std::pin::Pin::new(&mut *fut).poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending if left == 0 => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Polls `fut` once, with a waker that does nothing (the caller polls again itself).
+pub fn poll_now<F: Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(fut).poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
