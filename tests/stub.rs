@@ -23,7 +23,7 @@ use rsyscall_tests::exercise::exercise;
 use rsyscall_tests::procs::{count_children, open_fds};
 use rsyscall_tests::programs::which;
 use rsyscall_tests::server::wait_with_deadline;
-use rsyscall_tests::tasks::run;
+use rsyscall_tests::tasks::{poll_at_most, run};
 use rsyscall_tests::tmp::TempDir;
 
 /// Keeps the warnings the library logs, for tests that check what it reported.
@@ -663,21 +663,6 @@ fn bad_peers_are_skipped() {
         );
         server.close().await.expect("close");
     });
-}
-
-/// Polls `fut` at most `n` times, once per wakeup; `None` if it was still pending after
-/// the `n`-th poll.
-async fn poll_at_most<F: std::future::Future + Unpin>(fut: &mut F, n: usize) -> Option<F::Output> {
-    let mut left = n;
-    std::future::poll_fn(|cx| {
-        left -= 1;
-        match std::pin::Pin::new(&mut *fut).poll(cx) {
-            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
-            std::task::Poll::Pending if left == 0 => std::task::Poll::Ready(None),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    })
-    .await
 }
 
 /// Ends a stub thread with `status` and checks its process's status.
